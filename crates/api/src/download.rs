@@ -1,0 +1,217 @@
+//! Reading media by id: the file itself (whole, by range, or headers only),
+//! its metadata, and its deletion.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures::TryStreamExt;
+use mediavault_storage::{MediaInfo, to_datetime};
+use serde::Serialize;
+
+use crate::ApiState;
+use crate::auth::authenticate;
+use crate::error::ApiError;
+use crate::path::ApiPath;
+use crate::range::{self, RangeRequest};
+
+/// `GET` (and `HEAD`) `/partner/app/{appId}/media/{mediaId}`.
+pub async fn download(
+    State(state): State<ApiState>,
+    ApiPath((app_id, media_id)): ApiPath<(String, String)>,
+    method: Method,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let app = authenticate(&state, &app_id, &headers).await?;
+    let media = state.vault.find(&app.id, &media_id).await?;
+    let info = &media.info;
+    let size = info.size_bytes;
+    let etag = format!("\"{}\"", info.sha256);
+
+    let mut response = Response::new(Body::empty());
+    describe(info, &etag, response.headers_mut());
+    if if_none_match(&headers, &etag) {
+        *response.status_mut() = StatusCode::NOT_MODIFIED;
+        return Ok(response);
+    }
+    let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    let range = match range::parse(range_header, size) {
+        RangeRequest::Full => 0..size,
+        RangeRequest::Partial(range) => {
+            *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+            let content_range = format!("bytes {}-{}/{size}", range.start, range.end - 1);
+            response
+                .headers_mut()
+                .insert(header::CONTENT_RANGE, header_value(&content_range));
+            range
+        }
+        RangeRequest::Unsatisfiable => {
+            let mut refused = ApiError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "Requested range not satisfiable",
+            )
+            .into_response();
+            refused
+                .headers_mut()
+                .insert(header::CONTENT_RANGE, header_value(&format!("bytes */{size}")));
+            return Ok(refused);
+        }
+    };
+    response
+        .headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(range.end - range.start));
+    if method == Method::HEAD {
+        return Ok(response);
+    }
+    let plaintext = state.vault.read(&media, range).await?;
+    // A segment that fails verification ends the body early: the client sees
+    // a response shorter than its Content-Length, never unverified bytes.
+    *response.body_mut() = Body::from_stream(plaintext.inspect_err(|error| {
+        tracing::error!(%error, "download stopped");
+    }));
+    Ok(response)
+}
+
+fn header_value(value: &str) -> HeaderValue {
+    HeaderValue::from_str(value).expect("ASCII header value")
+}
+
+fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().trim_start_matches("W/"))
+        .any(|t| t == etag || t == "*")
+}
+
+/// Headers that describe a stored file.
+fn describe(info: &MediaInfo, etag: &str, out: &mut HeaderMap) {
+    let content_type = HeaderValue::from_str(&info.mime_type)
+        .unwrap_or(HeaderValue::from_static("application/octet-stream"));
+    out.insert(header::CONTENT_TYPE, content_type);
+    out.insert(header::ETAG, header_value(etag));
+    let modified = to_datetime(info.created_at)
+        .format("%a, %d %b %Y %H:%M:%S GMT")
+        .to_string();
+    out.insert(header::LAST_MODIFIED, header_value(&modified));
+    out.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    out.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-transform"),
+    );
+    if let Some(disposition) = info.filename.as_deref().and_then(content_disposition) {
+        out.insert(header::CONTENT_DISPOSITION, disposition);
+    }
+}
+
+/// `attachment; filename="ascii"; filename*=UTF-8''percent-encoded` (RFC 6266).
+fn content_disposition(filename: &str) -> Option<HeaderValue> {
+    let ascii: String = filename
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let mut encoded = String::new();
+    for byte in filename.bytes() {
+        if byte.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&byte) {
+            encoded.push(byte as char);
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    HeaderValue::from_str(&format!(
+        "attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}"
+    ))
+    .ok()
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InfoReply {
+    id: String,
+    mime_type: String,
+    sha256: String,
+    file_size: u64,
+    created_at: String,
+    expires_at: String,
+    status: &'static str,
+}
+
+fn rfc3339(ms: i64) -> String {
+    to_datetime(ms).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// `GET /partner/app/{appId}/media/{mediaId}/info`.
+pub async fn info(
+    State(state): State<ApiState>,
+    ApiPath((app_id, media_id)): ApiPath<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Json<InfoReply>, ApiError> {
+    let app = authenticate(&state, &app_id, &headers).await?;
+    let info = state.vault.find(&app.id, &media_id).await?.info;
+    Ok(Json(InfoReply {
+        id: info.id,
+        mime_type: info.mime_type,
+        sha256: info.sha256,
+        file_size: info.size_bytes,
+        created_at: rfc3339(info.created_at),
+        expires_at: rfc3339(info.expires_at),
+        status: "success",
+    }))
+}
+
+#[derive(Serialize)]
+pub struct DeleteReply {
+    message: &'static str,
+    status: &'static str,
+}
+
+/// `DELETE /partner/app/{appId}/media/{mediaId}`.
+pub async fn delete(
+    State(state): State<ApiState>,
+    ApiPath((app_id, media_id)): ApiPath<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Json<DeleteReply>, ApiError> {
+    let app = authenticate(&state, &app_id, &headers).await?;
+    state.vault.delete(&app.id, &media_id).await?;
+    tracing::info!(%media_id, app_id = %app.id, "media deleted");
+    Ok(Json(DeleteReply {
+        message: "Media deleted successfully",
+        status: "success",
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filenames_are_quoted_safely() {
+        let value = content_disposition("a \"b\"\\c é.png").unwrap();
+        assert_eq!(
+            value.to_str().unwrap(),
+            "attachment; filename=\"a _b__c _.png\"; filename*=UTF-8''a%20%22b%22%5Cc%20%C3%A9.png"
+        );
+    }
+
+    #[test]
+    fn if_none_match_accepts_lists_weak_tags_and_star() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::IF_NONE_MATCH,
+            HeaderValue::from_static("\"x\", W/\"abc\""),
+        );
+        assert!(if_none_match(&headers, "\"abc\""));
+        assert!(!if_none_match(&headers, "\"abd\""));
+        headers.insert(header::IF_NONE_MATCH, HeaderValue::from_static("*"));
+        assert!(if_none_match(&headers, "\"q\""));
+    }
+}

@@ -1,0 +1,115 @@
+//! The one place errors become responses: `{"message": "...", "status": "error"}`
+//! with the Gupshup messages. 5xx bodies never carry internal detail; the log does.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use mediavault_storage::{AuthError, ReadError, StoreError, UploadError};
+use serde::Serialize;
+
+pub const AUTH_FAILED: &str = "Authentication Failed";
+pub const NOT_CAPI: &str = "Only CAPI apps allowed to generate media ID";
+pub const TOO_LARGE: &str = "File size exceeds the maximum limit!";
+pub const UPLOAD_FAILED: &str = "Unable to upload requested Media";
+pub const MEDIA_NOT_FOUND: &str = "Media not found";
+pub const READ_FAILED: &str = "Unable to fetch requested Media";
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    message: &'a str,
+    status: &'static str,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            message: &self.message,
+            status: "error",
+        };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+fn unavailable(error: &StoreError, message: &str) -> ApiError {
+    tracing::error!(%error, "storage failure");
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+}
+
+impl From<AuthError> for ApiError {
+    fn from(error: AuthError) -> ApiError {
+        match error {
+            AuthError::Failed => ApiError::new(StatusCode::UNAUTHORIZED, AUTH_FAILED),
+            AuthError::Unavailable(e) => unavailable(&e, UPLOAD_FAILED),
+        }
+    }
+}
+
+impl From<UploadError> for ApiError {
+    fn from(error: UploadError) -> ApiError {
+        let message = match error {
+            UploadError::NotCapi => NOT_CAPI.to_owned(),
+            UploadError::UnsupportedType { allowed, received } => format!(
+                "Param file must be a file with one of the following types: {}. Received file of type '{}'.",
+                allowed.join(", "),
+                received
+            ),
+            UploadError::MissingFile => {
+                "Param file is required: send the file as a multipart/form-data part named 'file'.".to_owned()
+            }
+            UploadError::FileIsText => {
+                "Param file must be a file upload; upload by URL is not supported.".to_owned()
+            }
+            UploadError::DuplicateFile => {
+                "Param file was sent more than once; send exactly one file.".to_owned()
+            }
+            UploadError::EmptyFile => "Param file must not be empty.".to_owned(),
+            UploadError::Malformed(why) => format!("Malformed multipart/form-data request: {why}"),
+            UploadError::TooLarge { .. } => return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, TOO_LARGE),
+            UploadError::ContentMismatch { declared, detected } => {
+                format!("Param file content is '{detected}', which does not match file_type '{declared}'.")
+            }
+            UploadError::Unavailable(e) => return unavailable(&e, UPLOAD_FAILED),
+        };
+        ApiError::bad_request(message)
+    }
+}
+
+impl From<ReadError> for ApiError {
+    fn from(error: ReadError) -> ApiError {
+        match error {
+            ReadError::NotFound => ApiError::new(StatusCode::NOT_FOUND, MEDIA_NOT_FOUND),
+            ReadError::Integrity(why) => {
+                tracing::error!(%why, "stored media failed verification");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, READ_FAILED)
+            }
+            ReadError::Unavailable(e) => unavailable(&e, READ_FAILED),
+        }
+    }
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "Not found")
+}
+
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed")
+}

@@ -1,0 +1,32 @@
+//! Liveness and readiness for orchestrators.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+
+use crate::ApiState;
+
+/// The process is up; no dependency is asked.
+pub async fn livez() -> Json<Value> {
+    Json(json!({"status": "success"}))
+}
+
+/// Both stores answer a read-only request.
+pub async fn readyz(State(state): State<ApiState>) -> (StatusCode, Json<Value>) {
+    let readiness = state.vault.readiness().await;
+    let verdict = |r: &Result<(), _>| if r.is_ok() { "ok" } else { "unavailable" };
+    let body = json!({
+        "metadata": verdict(&readiness.metadata),
+        "blobs": verdict(&readiness.blobs),
+    });
+    if readiness.metadata.is_ok() && readiness.blobs.is_ok() {
+        (StatusCode::OK, Json(json!({"status": "success", "checks": body})))
+    } else {
+        tracing::warn!(metadata = ?readiness.metadata.err(), blobs = ?readiness.blobs.err(), "not ready");
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "error", "message": "not ready", "checks": body})),
+        )
+    }
+}

@@ -1,0 +1,240 @@
+//! Layered configuration: the embedded `config/default.toml` < `--config FILE`
+//! < `MEDIAVAULT__SECTION__KEY` environment variables < command-line flags.
+//! Secrets may come from `*_file` paths and never print.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+const EMBEDDED_DEFAULT: &str = include_str!("../../../config/default.toml");
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub blobs: BlobsConfig,
+    #[serde(default)]
+    pub crypto: CryptoConfig,
+    pub media: MediaConfig,
+    pub reaper: ReaperConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    pub url: Option<SecretString>,
+    pub url_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlobsConfig {
+    pub url: String,
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<SecretString>,
+    pub secret_access_key_file: Option<PathBuf>,
+    pub allow_http: bool,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CryptoConfig {
+    pub keys: Option<SecretString>,
+    pub keys_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MediaConfig {
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    pub max_file_bytes: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReaperConfig {
+    #[serde(with = "humantime_serde")]
+    pub stale_upload_after: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+}
+
+/// Values given as command-line flags, the top layer.
+#[derive(Debug, Default)]
+pub struct Overrides {
+    pub listen: Option<SocketAddr>,
+}
+
+impl Config {
+    /// Reads every layer and checks the result.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Config> {
+        let mut figment = Figment::from(Toml::string(EMBEDDED_DEFAULT));
+        if let Some(file) = file {
+            if !file.is_file() {
+                bail!("config file {} does not exist", file.display());
+            }
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        figment = figment.merge(Env::prefixed("MEDIAVAULT__").split("__").lowercase(true));
+        if let Some(listen) = overrides.listen {
+            figment = figment.merge(Serialized::default("server.listen", listen.to_string()));
+        }
+        let config: Config = figment
+            .extract()
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.media.max_file_bytes == 0 {
+            bail!("media.max_file_bytes must be above 0");
+        }
+        if self.media.retention < Duration::from_secs(1) {
+            bail!("media.retention must be at least 1s");
+        }
+        if self.blobs.timeout.is_zero() {
+            bail!("blobs.timeout must be above 0");
+        }
+        Ok(())
+    }
+
+    /// The database URL, from `database.url` or `database.url_file`.
+    pub fn database_url(&self) -> anyhow::Result<String> {
+        secret(
+            "database.url",
+            self.database.url.as_ref(),
+            self.database.url_file.as_deref(),
+        )?
+        .context("database.url is not set")
+    }
+
+    pub fn blobs_secret_access_key(&self) -> anyhow::Result<Option<String>> {
+        secret(
+            "blobs.secret_access_key",
+            self.blobs.secret_access_key.as_ref(),
+            self.blobs.secret_access_key_file.as_deref(),
+        )
+    }
+
+    /// The configured key list, if any.
+    pub fn crypto_keys(&self) -> anyhow::Result<Option<String>> {
+        secret(
+            "crypto.keys",
+            self.crypto.keys.as_ref(),
+            self.crypto.keys_file.as_deref(),
+        )
+    }
+}
+
+/// A secret given inline or as a file, never both.
+fn secret(key: &str, inline: Option<&SecretString>, file: Option<&Path>) -> anyhow::Result<Option<String>> {
+    match (inline, file) {
+        (Some(_), Some(_)) => bail!("{key} and {key}_file are both set; give one"),
+        (Some(value), None) => Ok(Some(value.expose_secret().to_owned())),
+        (None, Some(path)) => {
+            let value = std::fs::read_to_string(path)
+                .with_context(|| format!("{key}_file: cannot read {}", path.display()))?;
+            Ok(Some(value.trim().to_owned()))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+#[cfg(test)]
+// figment::Jail fixes the closure's error type; its size is not ours to choose.
+#[allow(clippy::result_large_err)]
+mod tests {
+    use super::*;
+
+    /// Figment's `Jail` isolates environment and working directory per test.
+    #[test]
+    fn layers_apply_in_order_and_name_bad_keys() {
+        figment::Jail::expect_with(|jail| {
+            let config = Config::load(None, &Overrides::default()).unwrap();
+            assert_eq!(config.server.listen.to_string(), "127.0.0.1:8080");
+            assert_eq!(config.media.retention, Duration::from_secs(30 * 86400));
+            assert_eq!(config.database_url().unwrap(), "sqlite://data/mediavault.db");
+            assert_eq!(config.log.format, LogFormat::Text);
+
+            jail.create_file("file.toml", "[media]\nretention = \"2d\"\nmax_file_bytes = 10\n")?;
+            jail.set_env("MEDIAVAULT__MEDIA__MAX_FILE_BYTES", "20");
+            jail.set_env("MEDIAVAULT__SERVER__LISTEN", "127.0.0.1:9000");
+            let overrides = Overrides {
+                listen: Some("127.0.0.1:0".parse().unwrap()),
+            };
+            let config = Config::load(Some(Path::new("file.toml")), &overrides).unwrap();
+            assert_eq!(config.media.retention, Duration::from_secs(2 * 86400));
+            assert_eq!(config.media.max_file_bytes, 20, "environment beats file");
+            assert_eq!(config.server.listen.port(), 0, "flag beats environment");
+
+            jail.set_env("MEDIAVAULT__MEDIA__RETENTION", "soon");
+            let error = Config::load(None, &Overrides::default()).unwrap_err().to_string();
+            assert!(error.to_lowercase().contains("media.retention"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn secrets_come_from_files_and_not_twice() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("keys", "k1:AAAA\n")?;
+            jail.set_env("MEDIAVAULT__CRYPTO__KEYS_FILE", "keys");
+            let config = Config::load(None, &Overrides::default()).unwrap();
+            assert_eq!(config.crypto_keys().unwrap().as_deref(), Some("k1:AAAA"));
+            jail.set_env("MEDIAVAULT__CRYPTO__KEYS", "k2:BBBB");
+            let config = Config::load(None, &Overrides::default()).unwrap();
+            assert!(
+                config
+                    .crypto_keys()
+                    .unwrap_err()
+                    .to_string()
+                    .contains("crypto.keys_file")
+            );
+            assert!(!format!("{config:?}").contains("k2:BBBB"), "secrets never print");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("MEDIAVAULT__MEDIA__RETENTON", "1d");
+            let error = Config::load(None, &Overrides::default()).unwrap_err().to_string();
+            assert!(error.contains("retenton"), "{error}");
+            Ok(())
+        });
+    }
+}

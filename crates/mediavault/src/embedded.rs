@@ -1,0 +1,123 @@
+//! The embedded default: with a SQLite database and no configured keys, a
+//! development key, app and token are made on first start and reused after,
+//! kept beside the database with mode 0600.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use mediavault_storage::{App, Keyring, NewApp, Vault};
+
+const DEV_KEY_FILE: &str = "dev.key";
+const DEV_TOKEN_FILE: &str = "dev-token";
+
+pub fn is_sqlite(database_url: &str) -> bool {
+    database_url.starts_with("sqlite:")
+}
+
+/// The directory that holds the SQLite database (and the development secrets).
+pub fn data_dir(database_url: &str) -> PathBuf {
+    let path = database_url
+        .trim_start_matches("sqlite:")
+        .trim_start_matches("//")
+        .split('?')
+        .next()
+        .unwrap_or_default();
+    match Path::new(path).parent() {
+        Some(dir) if !dir.as_os_str().is_empty() && path != ":memory:" => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Reads the development key, creating it on first use.
+pub fn dev_keyring(database_url: &str) -> anyhow::Result<Keyring> {
+    let path = data_dir(database_url).join(DEV_KEY_FILE);
+    let line = match std::fs::read_to_string(&path) {
+        Ok(line) => line,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let line = Keyring::generate_line("dev");
+            write_private(&path, &line)?;
+            tracing::warn!(path = %path.display(), "generated a development key; configure crypto.keys for production");
+            line
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    Keyring::parse(line.trim()).with_context(|| format!("development key {}", path.display()))
+}
+
+/// The development app and its token: reused if the saved token still
+/// works, else created and saved.
+pub async fn dev_app(vault: &Vault, database_url: &str) -> anyhow::Result<(App, String)> {
+    let path = data_dir(database_url).join(DEV_TOKEN_FILE);
+    if let Ok(saved) = std::fs::read_to_string(&path) {
+        let token = saved.trim().to_owned();
+        if let Some(app) = vault.app_for_token(&token).await? {
+            return Ok((app, token));
+        }
+    }
+    let app = vault
+        .create_app(NewApp {
+            name: "dev".into(),
+            capi: true,
+            ..NewApp::default()
+        })
+        .await?;
+    let issued = vault.issue_token(&app.id, Some("development")).await?;
+    write_private(&path, &issued.token)?;
+    Ok((app, issued.token))
+}
+
+/// Writes a secret readable by its owner only (0600), replacing any old file.
+fn write_private(path: &Path, content: &str) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let _ = std::fs::remove_file(path);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(content.as_bytes())?;
+    file.write_all(b"\n")?;
+    file.sync_all()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn data_dir_is_the_database_directory() {
+        assert_eq!(data_dir("sqlite://data/mediavault.db"), PathBuf::from("data"));
+        assert_eq!(
+            data_dir("sqlite:///var/lib/mv/db.sqlite?mode=rwc"),
+            PathBuf::from("/var/lib/mv")
+        );
+        assert_eq!(data_dir("sqlite://db.sqlite"), PathBuf::from("."));
+    }
+
+    #[test]
+    fn dev_key_is_private_and_stable() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/mv.db", dir.path().display());
+        let first = dev_keyring(&url).unwrap();
+        let mode = std::fs::metadata(dir.path().join(DEV_KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let again = dev_keyring(&url).unwrap();
+        let dek = mediavault_storage::Dek::generate();
+        let wrapped = first.wrap("m", &dek);
+        assert_eq!(
+            again.unwrap("m", "dev", &wrapped.bytes).unwrap().as_bytes(),
+            dek.as_bytes()
+        );
+    }
+}

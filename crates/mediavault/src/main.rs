@@ -1,0 +1,119 @@
+//! The `mediavault` binary: reads configuration, sets up telemetry, and wires
+//! the storage core to the HTTP API. It is the only crate that reads files or
+//! the environment.
+
+mod cli;
+mod config;
+mod embedded;
+mod serve;
+mod telemetry;
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use mediavault_storage::{BlobConfig, Defaults, Keyring, NewApp, Vault, VaultConfig};
+use serde_json::json;
+
+use crate::cli::{AppsCommand, Cli, Command, KeysCommand, TokensCommand};
+use crate::config::{Config, Overrides};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("mediavault: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let overrides = match &cli.command {
+        Command::Serve { listen } => Overrides { listen: *listen },
+        _ => Overrides::default(),
+    };
+    if let Command::Keys(KeysCommand::Generate { id }) = &cli.command {
+        let id = id
+            .clone()
+            .unwrap_or_else(|| chrono::Utc::now().format("k%Y%m%d").to_string());
+        println!("{}", json!({ "key": Keyring::generate_line(&id) }));
+        return Ok(());
+    }
+    let config = Config::load(cli.config.as_deref(), &overrides)?;
+    telemetry::init(config.log.format);
+    let vault = open_vault(&config).await?;
+    vault.migrate().await.context("migrating the database")?;
+    match cli.command {
+        Command::Serve { .. } => serve::serve(&config, vault).await,
+        Command::Migrate => {
+            println!("{}", json!({ "migrated": true }));
+            Ok(())
+        }
+        Command::Apps(AppsCommand::Create(create)) => {
+            let app = vault
+                .create_app(NewApp {
+                    name: create.name,
+                    capi: create.capi,
+                    retention: create.retention,
+                    max_file_bytes: create.max_file_bytes,
+                })
+                .await?;
+            println!("{}", serve::app_json(&app));
+            Ok(())
+        }
+        Command::Apps(AppsCommand::List) => {
+            let apps: Vec<_> = vault.list_apps().await?.iter().map(serve::app_json).collect();
+            println!("{}", serde_json::Value::Array(apps));
+            Ok(())
+        }
+        Command::Tokens(TokensCommand::Issue { app_id, label }) => {
+            let issued = vault.issue_token(&app_id, label.as_deref()).await?;
+            println!(
+                "{}",
+                json!({ "appId": issued.app_id, "token": issued.token, "label": issued.label })
+            );
+            Ok(())
+        }
+        Command::Keys(_) => unreachable!("handled before configuration"),
+    }
+}
+
+/// Opens the vault the configuration describes. In embedded mode (SQLite and
+/// no configured keys) a development key is made or reused beside the database.
+async fn open_vault(config: &Config) -> anyhow::Result<Vault> {
+    let database_url = config.database_url()?;
+    let keys = match config.crypto_keys()? {
+        Some(spec) => Keyring::parse(&spec)?,
+        None if embedded::is_sqlite(&database_url) => embedded::dev_keyring(&database_url)?,
+        None => anyhow::bail!(
+            "crypto.keys (or crypto.keys_file) is required with a {} database; \
+             generate one with `mediavault keys generate`",
+            database_url.split("://").next().unwrap_or("non-SQLite")
+        ),
+    };
+    let blobs = BlobConfig {
+        url: config.blobs.url.clone(),
+        endpoint: config.blobs.endpoint.clone(),
+        region: config.blobs.region.clone(),
+        access_key_id: config.blobs.access_key_id.clone(),
+        secret_access_key: config.blobs_secret_access_key()?,
+        allow_http: config.blobs.allow_http,
+        timeout: config.blobs.timeout,
+    };
+    let vault = Vault::open(VaultConfig {
+        database_url,
+        blobs,
+        keys,
+        defaults: Defaults {
+            retention: config.media.retention,
+            max_file_bytes: config.media.max_file_bytes,
+        },
+        stale_upload_after: config.reaper.stale_upload_after,
+    })
+    .await
+    .context("opening storage")?;
+    Ok(vault)
+}

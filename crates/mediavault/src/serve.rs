@@ -1,0 +1,88 @@
+//! `mediavault serve`: bind, announce, serve, and drain on shutdown.
+
+use std::io::Write;
+
+use anyhow::Context;
+use mediavault_api::{ApiState, router};
+use mediavault_storage::{App, Vault, to_datetime};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::embedded;
+
+pub async fn serve(config: &Config, vault: Vault) -> anyhow::Result<()> {
+    let database_url = config.database_url()?;
+    let dev = if embedded::is_sqlite(&database_url) && config.crypto_keys()?.is_none() {
+        Some(embedded::dev_app(&vault, &database_url).await?)
+    } else {
+        None
+    };
+    let listener = TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("binding {}", config.server.listen))?;
+    let addr = listener.local_addr()?;
+    if let Some((app, token)) = &dev {
+        eprintln!(
+            "\nDevelopment app {} is ready. Upload a file with:\n\n  \
+             curl --location --request POST 'http://{addr}/partner/app/{}/media' \\\n    \
+             --header 'token: {token}' \\\n    \
+             --form 'file_type=\"text/plain\"' \\\n    \
+             --form 'file=@\"README.md\"'\n",
+            app.id, app.id
+        );
+    }
+    // Scripts and tests read this line to learn the port: print it only once bound.
+    println!("listening on http://{addr}");
+    std::io::stdout().flush()?;
+    tracing::info!(%addr, "serving");
+
+    let app = router(ApiState { vault: vault.clone() });
+    let shutdown_timeout = config.server.shutdown_timeout;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: draining in-flight requests");
+        let _ = stop_tx.send(true);
+    });
+    let mut server = std::pin::pin!(server.into_future());
+    let mut stopping = stop_rx;
+    tokio::select! {
+        result = &mut server => result?,
+        _ = stopping.wait_for(|stop| *stop) => {
+            if tokio::time::timeout(shutdown_timeout, &mut server).await.is_err() {
+                tracing::warn!(?shutdown_timeout, "requests still running after the shutdown timeout; exiting");
+            }
+        }
+    }
+    vault.close().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
+}
+
+/// An app as the CLI prints it.
+pub fn app_json(app: &App) -> Value {
+    json!({
+        "appId": app.id,
+        "name": app.name,
+        "capi": app.capi,
+        "retentionSeconds": app.retention_seconds,
+        "maxFileBytes": app.max_file_bytes,
+        "allowedTypes": app.allowed_types(),
+        "createdAt": to_datetime(app.created_at).to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    })
+}

@@ -1,0 +1,180 @@
+//! Reading stored media: find a readable row, then stream the plaintext of a
+//! byte range, fetching and decrypting only the segments it overlaps. No byte
+//! of a segment is handed out before the segment's tag has verified.
+
+use std::ops::Range;
+
+use bytes::{Bytes, BytesMut};
+use futures::stream::BoxStream;
+use futures::{StreamExt, stream};
+
+use crate::error::{ReadError, StoreError};
+use crate::format::{self, ciphertext_range, plaintext_range, segment_of};
+use crate::meta::MediaRow;
+use crate::model::{MediaInfo, now_millis};
+use crate::seal::{Header, SegmentOpener};
+use crate::vault::Vault;
+
+/// Plaintext of stored media, in order.
+pub type PlaintextStream = BoxStream<'static, Result<Bytes, ReadError>>;
+
+/// A readable file: its metadata, and what is needed to decrypt it.
+#[derive(Debug, Clone)]
+pub struct StoredMedia {
+    pub info: MediaInfo,
+    row: MediaRow,
+}
+
+impl Vault {
+    /// The media `media_id` of `app_id` if it is readable now: unknown,
+    /// expired, deleted and other apps' media are all `NotFound`.
+    pub async fn find(&self, app_id: &str, media_id: &str) -> Result<StoredMedia, ReadError> {
+        let row = self
+            .inner
+            .meta
+            .find_readable(app_id, media_id, now_millis())
+            .await?
+            .ok_or(ReadError::NotFound)?;
+        let info = MediaInfo {
+            id: row.id.clone(),
+            app_id: row.app_id.clone(),
+            mime_type: row.mime_type.clone().unwrap_or_default(),
+            filename: row.filename.clone(),
+            size_bytes: row.size_bytes.and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
+            sha256: row.sha256.clone().unwrap_or_default(),
+            created_at: row.created_at,
+            expires_at: row.expires_at,
+        };
+        Ok(StoredMedia { info, row })
+    }
+
+    /// Deletes readable media: shreds its key at once (the media is
+    /// unreadable from then on, in every copy of the blob), then removes the
+    /// blob and the row. What fails after the shred is left to the reaper.
+    pub async fn delete(&self, app_id: &str, media_id: &str) -> Result<(), ReadError> {
+        let blob_key = self
+            .inner
+            .meta
+            .shred(app_id, media_id, now_millis())
+            .await?
+            .ok_or(ReadError::NotFound)?;
+        match self.inner.blobs.delete(&blob_key).await {
+            Ok(()) => {
+                if let Err(error) = self.inner.meta.delete_shredded(media_id).await {
+                    tracing::warn!(%media_id, %error, "shredded; row left to the reaper");
+                }
+            }
+            Err(error) => tracing::warn!(%media_id, %error, "shredded; blob left to the reaper"),
+        }
+        Ok(())
+    }
+
+    /// Streams plaintext bytes `range` (already clamped to the file) of `media`.
+    pub async fn read(&self, media: &StoredMedia, range: Range<u64>) -> Result<PlaintextStream, ReadError> {
+        let row = &media.row;
+        let len = media.info.size_bytes;
+        assert!(
+            range.start <= range.end && range.end <= len,
+            "range {range:?} outside 0..{len}"
+        );
+        if row.format_version != format::VERSION || row.segment_size as usize != format::SEGMENT_SIZE {
+            return Err(ReadError::Integrity(format!(
+                "unknown format version {}",
+                row.format_version
+            )));
+        }
+        let wrapped = row.wrapped_dek.as_deref().ok_or(ReadError::NotFound)?;
+        let dek = self
+            .inner
+            .keys
+            .unwrap(&row.id, &row.kek_id, wrapped)
+            .map_err(|e| ReadError::Integrity(e.to_string()))?;
+        let header = Header {
+            salt: row
+                .salt
+                .as_slice()
+                .try_into()
+                .map_err(|_| ReadError::Integrity("salt length".into()))?,
+            nonce_prefix: row
+                .nonce_prefix
+                .as_slice()
+                .try_into()
+                .map_err(|_| ReadError::Integrity("nonce prefix length".into()))?,
+        };
+        if range.is_empty() {
+            return Ok(stream::empty().boxed());
+        }
+        let first = segment_of(range.start);
+        let last = segment_of(range.end - 1);
+        let blob_range = ciphertext_range(first, len).start..ciphertext_range(last, len).end;
+        let source = self.inner.blobs.read_range(&row.blob_key, blob_range).await?;
+        let reader = SegmentReader {
+            source,
+            buffered: BytesMut::new(),
+            opener: SegmentOpener::new(&dek, &header, &row.id, len),
+            media_id: row.id.clone(),
+            next: first,
+            last,
+            len,
+            want: range,
+        };
+        Ok(stream::unfold(Some(reader), |reader| async move {
+            let mut reader = reader?;
+            match reader.next_piece().await {
+                Some(Ok(piece)) => Some((Ok(piece), Some(reader))),
+                // Stop after the first failure: nothing more is read or sent.
+                Some(Err(error)) => Some((Err(error), None)),
+                None => None,
+            }
+        })
+        .boxed())
+    }
+}
+
+struct SegmentReader {
+    source: BoxStream<'static, Result<Bytes, StoreError>>,
+    buffered: BytesMut,
+    opener: SegmentOpener,
+    media_id: String,
+    next: u64,
+    last: u64,
+    len: u64,
+    want: Range<u64>,
+}
+
+impl SegmentReader {
+    /// The wanted plaintext of the next segment, once it has verified.
+    async fn next_piece(&mut self) -> Option<Result<Bytes, ReadError>> {
+        if self.next > self.last {
+            return None;
+        }
+        let segment = self.next;
+        let sealed_len = {
+            let r = ciphertext_range(segment, self.len);
+            (r.end - r.start) as usize
+        };
+        while self.buffered.len() < sealed_len {
+            match self.source.next().await {
+                Some(Ok(chunk)) => self.buffered.extend_from_slice(&chunk),
+                Some(Err(error)) => return Some(Err(ReadError::Unavailable(error))),
+                None => return Some(Err(self.integrity(segment, "blob ends early"))),
+            }
+        }
+        let mut sealed = self.buffered.split_to(sealed_len);
+        let plain_len = match self.opener.open(segment, &mut sealed) {
+            Ok(n) => n,
+            Err(_) => return Some(Err(self.integrity(segment, "segment failed authentication"))),
+        };
+        sealed.truncate(plain_len);
+        let plain = plaintext_range(segment, self.len);
+        let from = (self.want.start.max(plain.start) - plain.start) as usize;
+        let to = (self.want.end.min(plain.end) - plain.start) as usize;
+        self.next += 1;
+        Some(Ok(sealed.freeze().slice(from..to)))
+    }
+
+    fn integrity(&self, segment: u64, what: &str) -> ReadError {
+        tracing::error!(media_id = %self.media_id, segment, "stored media failed verification: {what}");
+        ReadError::Integrity(format!("segment {segment}: {what}"))
+    }
+}

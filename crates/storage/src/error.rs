@@ -1,0 +1,70 @@
+//! Errors, named by what the caller can do about them.
+
+use std::time::Duration;
+
+use crate::keys::KeyError;
+
+/// A backing store failed or is unreachable. The message is for logs only:
+/// it may name hosts and paths, so it never goes to a client.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("metadata store: {0}")]
+    Metadata(#[from] sqlx::Error),
+    #[error("metadata migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("blob store: {0}")]
+    Blobs(#[from] object_store::Error),
+    #[error("blob store call took longer than {0:?}")]
+    Timeout(Duration),
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("keys: {0}")]
+    Keys(#[from] KeyError),
+}
+
+/// Why a token was refused. Every reason answers the same to the client.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("authentication failed")]
+    Failed,
+    #[error(transparent)]
+    Unavailable(#[from] StoreError),
+}
+
+/// Why an upload was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    #[error("app is not a CAPI app")]
+    NotCapi,
+    #[error("file type {received:?} is not allowed")]
+    UnsupportedType { allowed: Vec<String>, received: String },
+    #[error("no file part")]
+    MissingFile,
+    #[error("the file part is a text field (upload by URL)")]
+    FileIsText,
+    #[error("more than one file part")]
+    DuplicateFile,
+    #[error("the file is empty")]
+    EmptyFile,
+    #[error("malformed request: {0}")]
+    Malformed(String),
+    #[error("file exceeds {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("content is {detected}, declared as {declared}")]
+    ContentMismatch { declared: String, detected: String },
+    #[error(transparent)]
+    Unavailable(#[from] StoreError),
+}
+
+/// Why media could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// Unknown, expired, deleted, or another app's: all look the same.
+    #[error("media not found")]
+    NotFound,
+    /// The stored bytes or the wrapped key failed authentication.
+    #[error("integrity: {0}")]
+    Integrity(String),
+    #[error(transparent)]
+    Unavailable(#[from] StoreError),
+}

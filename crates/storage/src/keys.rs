@@ -1,0 +1,259 @@
+//! Key-encryption keys (KEKs) from configuration, and the per-file data keys
+//! (DEKs) they wrap. Key material never reaches a log: `Debug` shows ids only.
+
+use std::fmt;
+
+use aes_gcm::aead::{AeadInOut, KeyInit};
+use aes_gcm::{Aes256Gcm, Nonce};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use rand::RngCore;
+use zeroize::Zeroizing;
+
+use crate::format::{DEK_LEN, TAG_LEN, WRAPPED_DEK_LEN, dek_aad};
+
+/// A per-file data key. Zeroed when dropped.
+pub struct Dek(Zeroizing<[u8; DEK_LEN]>);
+
+impl Dek {
+    /// A fresh random key.
+    pub fn generate() -> Dek {
+        let mut key = Zeroizing::new([0u8; DEK_LEN]);
+        rand::rng().fill_bytes(key.as_mut());
+        Dek(key)
+    }
+
+    pub fn from_bytes(bytes: [u8; DEK_LEN]) -> Dek {
+        Dek(Zeroizing::new(bytes))
+    }
+
+    pub fn as_bytes(&self) -> &[u8; DEK_LEN] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Dek {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Dek(..)")
+    }
+}
+
+/// Why a key configuration or a wrapped key was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("crypto.keys is empty: give at least one `id:base64` key")]
+    Empty,
+    #[error("crypto.keys entry {0} is not of the form `id:base64`")]
+    Malformed(usize),
+    #[error("crypto.keys: key id {0:?} may only use letters, digits, '-', '_' and '.'")]
+    BadId(String),
+    #[error("crypto.keys: key {0:?} must be 32 bytes of standard base64")]
+    BadKey(String),
+    #[error("crypto.keys: key id {0:?} appears twice")]
+    Duplicate(String),
+    #[error("key {0:?} is not configured")]
+    Unknown(String),
+    #[error("wrapped data key failed authentication")]
+    Integrity,
+}
+
+struct Kek {
+    id: String,
+    cipher: Aes256Gcm,
+}
+
+/// The configured KEKs; the first is the active one, used for new files.
+pub struct Keyring {
+    keys: Vec<Kek>,
+}
+
+/// A data key wrapped by a KEK, as stored in the metadata row.
+#[derive(Debug, Clone)]
+pub struct WrappedDek {
+    pub kek_id: String,
+    pub bytes: Vec<u8>,
+}
+
+impl Keyring {
+    /// Parses `id:base64,id:base64`; the first key is active.
+    pub fn parse(spec: &str) -> Result<Keyring, KeyError> {
+        let mut keys: Vec<Kek> = Vec::new();
+        for (index, entry) in spec.split([',', '\n']).map(str::trim).enumerate() {
+            if entry.is_empty() {
+                continue;
+            }
+            let (id, material) = entry.split_once(':').ok_or(KeyError::Malformed(index + 1))?;
+            let (id, material) = (id.trim(), material.trim());
+            let id_ok = !id.is_empty()
+                && id.len() <= 64
+                && id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+            if !id_ok {
+                return Err(KeyError::BadId(id.to_owned()));
+            }
+            let bytes = Zeroizing::new(
+                STANDARD
+                    .decode(material)
+                    .map_err(|_| KeyError::BadKey(id.to_owned()))?,
+            );
+            let cipher = Aes256Gcm::new_from_slice(&bytes).map_err(|_| KeyError::BadKey(id.to_owned()))?;
+            if keys.iter().any(|k| k.id == id) {
+                return Err(KeyError::Duplicate(id.to_owned()));
+            }
+            keys.push(Kek {
+                id: id.to_owned(),
+                cipher,
+            });
+        }
+        if keys.is_empty() {
+            return Err(KeyError::Empty);
+        }
+        Ok(Keyring { keys })
+    }
+
+    /// A new `id:base64` line with 32 random bytes, for `keys generate`.
+    pub fn generate_line(id: &str) -> String {
+        let key = Dek::generate();
+        format!("{id}:{}", STANDARD.encode(key.as_bytes()))
+    }
+
+    /// The id of the key that wraps new data keys.
+    pub fn active_id(&self) -> &str {
+        &self.keys[0].id
+    }
+
+    /// Every configured key id, active first.
+    pub fn ids(&self) -> impl Iterator<Item = &str> {
+        self.keys.iter().map(|k| k.id.as_str())
+    }
+
+    /// Wraps `dek` for `media_id` under the active key.
+    pub fn wrap(&self, media_id: &str, dek: &Dek) -> WrappedDek {
+        let kek = &self.keys[0];
+        let mut nonce = [0u8; 12];
+        rand::rng().fill_bytes(&mut nonce);
+        let mut bytes = Vec::with_capacity(WRAPPED_DEK_LEN);
+        bytes.extend_from_slice(&nonce);
+        bytes.extend_from_slice(dek.as_bytes());
+        let tag = kek
+            .cipher
+            .encrypt_inout_detached(
+                &Nonce::from(nonce),
+                &dek_aad(media_id, &kek.id),
+                (&mut bytes[12..]).into(),
+            )
+            .expect("AES-GCM encrypts 32 bytes");
+        bytes.extend_from_slice(&tag);
+        WrappedDek {
+            kek_id: kek.id.clone(),
+            bytes,
+        }
+    }
+
+    /// Unwraps the data key of `media_id`.
+    pub fn unwrap(&self, media_id: &str, kek_id: &str, wrapped: &[u8]) -> Result<Dek, KeyError> {
+        let kek = self
+            .keys
+            .iter()
+            .find(|k| k.id == kek_id)
+            .ok_or_else(|| KeyError::Unknown(kek_id.to_owned()))?;
+        if wrapped.len() != WRAPPED_DEK_LEN {
+            return Err(KeyError::Integrity);
+        }
+        let nonce: [u8; 12] = wrapped[..12].try_into().expect("length checked");
+        let tag: [u8; TAG_LEN] = wrapped[12 + DEK_LEN..].try_into().expect("length checked");
+        let mut key = Zeroizing::new([0u8; DEK_LEN]);
+        key.copy_from_slice(&wrapped[12..12 + DEK_LEN]);
+        kek.cipher
+            .decrypt_inout_detached(
+                &Nonce::from(nonce),
+                &dek_aad(media_id, kek_id),
+                key.as_mut_slice().into(),
+                &tag.into(),
+            )
+            .map_err(|_| KeyError::Integrity)?;
+        Ok(Dek(key))
+    }
+}
+
+impl fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Keyring")
+            .field("ids", &self.ids().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ring(spec: &str) -> Keyring {
+        Keyring::parse(spec).unwrap()
+    }
+
+    fn line(id: &str) -> String {
+        Keyring::generate_line(id)
+    }
+
+    #[test]
+    fn wrap_round_trips_under_the_active_key() {
+        let keys = ring(&format!("new:{},old:{}", &line("x")[2..], &line("y")[2..]));
+        assert_eq!(keys.active_id(), "new");
+        let dek = Dek::generate();
+        let wrapped = keys.wrap("m1", &dek);
+        assert_eq!(wrapped.kek_id, "new");
+        assert_eq!(wrapped.bytes.len(), WRAPPED_DEK_LEN);
+        let back = keys.unwrap("m1", "new", &wrapped.bytes).unwrap();
+        assert_eq!(back.as_bytes(), dek.as_bytes());
+    }
+
+    #[test]
+    fn wrapped_key_is_bound_to_media_id_and_key_id() {
+        let (a, b) = (line("a"), line("b"));
+        let keys = ring(&format!("{a},{b}"));
+        let wrapped = keys.wrap("m1", &Dek::generate());
+        assert!(matches!(
+            keys.unwrap("m2", "a", &wrapped.bytes),
+            Err(KeyError::Integrity)
+        ));
+        assert!(matches!(
+            keys.unwrap("m1", "b", &wrapped.bytes),
+            Err(KeyError::Integrity)
+        ));
+        assert!(matches!(
+            keys.unwrap("m1", "zz", &wrapped.bytes),
+            Err(KeyError::Unknown(_))
+        ));
+        let mut flipped = wrapped.bytes.clone();
+        flipped[20] ^= 1;
+        assert!(matches!(
+            keys.unwrap("m1", "a", &flipped),
+            Err(KeyError::Integrity)
+        ));
+        assert!(matches!(
+            keys.unwrap("m1", "a", &wrapped.bytes[..59]),
+            Err(KeyError::Integrity)
+        ));
+    }
+
+    #[test]
+    fn parse_refuses_bad_specs_by_name() {
+        assert!(matches!(Keyring::parse(""), Err(KeyError::Empty)));
+        assert!(matches!(Keyring::parse("nocolon"), Err(KeyError::Malformed(1))));
+        assert!(matches!(Keyring::parse("a:AAAA"), Err(KeyError::BadKey(id)) if id == "a"));
+        assert!(matches!(Keyring::parse("a b:AAAA"), Err(KeyError::BadId(_))));
+        let a = line("a");
+        assert!(matches!(
+            Keyring::parse(&format!("{a},{a}")),
+            Err(KeyError::Duplicate(_))
+        ));
+    }
+
+    #[test]
+    fn debug_never_shows_key_material() {
+        let spec = line("k1");
+        let shown = format!("{:?}", ring(&spec));
+        assert!(shown.contains("k1"));
+        assert!(!shown.contains(&spec[3..]));
+    }
+}

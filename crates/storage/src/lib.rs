@@ -1,0 +1,27 @@
+//! mediavault-storage: the domain core. `Vault` is its one public entry
+//! point: apps and tokens, uploads (encrypt and stream to a blob, crash-safe
+//! row ordering), and reads (verify and decrypt, by byte range).
+//!
+//! Only this crate talks to the metadata database (sqlx), the blob store
+//! (object_store) and the ciphers (aes-gcm); the HTTP layer and the reaper
+//! see only the types exported here.
+
+mod blobs;
+mod download;
+mod error;
+pub mod format;
+pub mod keys;
+mod meta;
+mod model;
+pub mod policy;
+pub mod seal;
+mod upload;
+mod vault;
+
+pub use blobs::{BlobConfig, PART_SIZE};
+pub use download::{PlaintextStream, StoredMedia};
+pub use error::{AuthError, ReadError, StoreError, UploadError};
+pub use keys::{Dek, KeyError, Keyring};
+pub use model::{App, IssuedToken, MediaInfo, Millis, NewApp, now_millis, to_datetime};
+pub use upload::Upload;
+pub use vault::{Defaults, Readiness, Vault, VaultConfig};

@@ -1,0 +1,288 @@
+//! The metadata store: apps, tokens and media rows, in SQLite (embedded) or
+//! Postgres (production). Both dialects run the same SQL wherever they can
+//! (sqlx binds `$1` placeholders on both); where they differ, the dialect's
+//! own file says how.
+
+mod postgres;
+mod sqlite;
+
+use sqlx::{PgPool, SqlitePool};
+
+use crate::error::StoreError;
+use crate::model::{App, Millis};
+
+pub(crate) enum Metadata {
+    Postgres(PgPool),
+    Sqlite(SqlitePool),
+}
+
+/// Runs `$body` with `$pool` bound to whichever pool this store uses. The
+/// body is compiled once per dialect, so shared SQL is written once; it must
+/// yield the same type in both (for `execute`, the count of rows affected).
+macro_rules! on_pool {
+    ($meta:expr, $pool:ident => $body:expr) => {
+        match $meta {
+            Metadata::Postgres($pool) => $body,
+            Metadata::Sqlite($pool) => $body,
+        }
+    };
+}
+
+/// A media row as the read path needs it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct MediaRow {
+    pub id: String,
+    pub app_id: String,
+    pub mime_type: Option<String>,
+    pub filename: Option<String>,
+    pub size_bytes: Option<i64>,
+    pub sha256: Option<String>,
+    pub blob_key: String,
+    pub kek_id: String,
+    pub wrapped_dek: Option<Vec<u8>>,
+    pub format_version: i32,
+    pub segment_size: i32,
+    pub salt: Vec<u8>,
+    pub nonce_prefix: Vec<u8>,
+    pub created_at: Millis,
+    pub expires_at: Millis,
+}
+
+/// The intent row written before any blob byte.
+pub(crate) struct NewMedia<'a> {
+    pub id: &'a str,
+    pub app_id: &'a str,
+    pub filename: Option<&'a str>,
+    pub blob_key: &'a str,
+    pub kek_id: &'a str,
+    pub wrapped_dek: &'a [u8],
+    pub salt: &'a [u8],
+    pub nonce_prefix: &'a [u8],
+    pub created_at: Millis,
+    pub expires_at: Millis,
+    /// When the reaper may take the row for an abandoned upload.
+    pub abandon_at: Millis,
+}
+
+/// What completes an upload.
+pub(crate) struct ReadyMedia<'a> {
+    pub id: &'a str,
+    pub mime_type: &'a str,
+    pub size_bytes: i64,
+    pub sha256: &'a str,
+    pub expires_at: Millis,
+}
+
+const APP_COLUMNS: &str =
+    "id, name, capi, retention_seconds, max_file_bytes, allowed_types, uploads_per_second, created_at";
+
+impl Metadata {
+    /// Opens the store named by `url` (`sqlite://…` or `postgres://…`).
+    pub(crate) async fn connect(url: &str) -> Result<Metadata, StoreError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            postgres::connect(url).await.map(Metadata::Postgres)
+        } else if url.starts_with("sqlite:") {
+            sqlite::connect(url).await.map(Metadata::Sqlite)
+        } else {
+            Err(StoreError::Config(
+                "database.url must start with sqlite:// or postgres://".into(),
+            ))
+        }
+    }
+
+    pub(crate) fn is_sqlite(&self) -> bool {
+        matches!(self, Metadata::Sqlite(_))
+    }
+
+    pub(crate) async fn migrate(&self) -> Result<(), StoreError> {
+        match self {
+            Metadata::Postgres(pool) => postgres::migrate(pool).await,
+            Metadata::Sqlite(pool) => sqlite::migrate(pool).await,
+        }
+    }
+
+    pub(crate) async fn ping(&self) -> Result<(), StoreError> {
+        on_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    pub(crate) async fn close(&self) {
+        on_pool!(self, pool => pool.close().await)
+    }
+
+    pub(crate) async fn insert_app(&self, app: &App) -> Result<(), StoreError> {
+        const SQL: &str = "INSERT INTO apps (id, name, capi, retention_seconds, max_file_bytes, allowed_types, \
+                           uploads_per_second, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+        on_pool!(self, pool => sqlx::query(SQL)
+            .bind(&app.id)
+            .bind(&app.name)
+            .bind(app.capi)
+            .bind(app.retention_seconds)
+            .bind(app.max_file_bytes)
+            .bind(&app.allowed_types)
+            .bind(app.uploads_per_second)
+            .bind(app.created_at)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    pub(crate) async fn list_apps(&self) -> Result<Vec<App>, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!("SELECT {APP_COLUMNS} FROM apps ORDER BY created_at, id"));
+        Ok(on_pool!(self, pool => sqlx::query_as(sql).fetch_all(pool).await)?)
+    }
+
+    pub(crate) async fn get_app(&self, id: &str) -> Result<Option<App>, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!("SELECT {APP_COLUMNS} FROM apps WHERE id = $1"));
+        Ok(on_pool!(self, pool => sqlx::query_as(sql).bind(id).fetch_optional(pool).await)?)
+    }
+
+    pub(crate) async fn insert_token(
+        &self,
+        token_sha256: &str,
+        app_id: &str,
+        label: Option<&str>,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        const SQL: &str =
+            "INSERT INTO tokens (token_sha256, app_id, label, created_at) VALUES ($1, $2, $3, $4)";
+        on_pool!(self, pool => sqlx::query(SQL)
+            .bind(token_sha256)
+            .bind(app_id)
+            .bind(label)
+            .bind(now)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    /// The app a live token belongs to; notes its use at most once a minute
+    /// so that authentication does not write on every request.
+    pub(crate) async fn app_for_token(
+        &self,
+        token_sha256: &str,
+        now: Millis,
+    ) -> Result<Option<App>, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {} FROM tokens t JOIN apps a ON a.id = t.app_id \
+             WHERE t.token_sha256 = $1 AND t.revoked_at IS NULL",
+            APP_COLUMNS
+                .split(", ")
+                .map(|c| format!("a.{c}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        const TOUCH: &str = "UPDATE tokens SET last_used_at = $2 WHERE token_sha256 = $1 \
+                             AND (last_used_at IS NULL OR last_used_at < $2 - 60000)";
+        let app: Option<App> =
+            on_pool!(self, pool => sqlx::query_as(sql).bind(token_sha256).fetch_optional(pool).await)?;
+        if app.is_some() {
+            on_pool!(self, pool => sqlx::query(TOUCH).bind(token_sha256).bind(now).execute(pool).await.map(|r| r.rows_affected()))?;
+        }
+        Ok(app)
+    }
+
+    pub(crate) async fn insert_uploading(&self, row: &NewMedia<'_>) -> Result<(), StoreError> {
+        const SQL: &str = "INSERT INTO media (id, app_id, state, filename, blob_key, kek_id, wrapped_dek, \
+                           format_version, segment_size, salt, nonce_prefix, created_at, expires_at, due_at) \
+                           VALUES ($1, $2, 'uploading', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
+        on_pool!(self, pool => sqlx::query(SQL)
+            .bind(row.id)
+            .bind(row.app_id)
+            .bind(row.filename)
+            .bind(row.blob_key)
+            .bind(row.kek_id)
+            .bind(row.wrapped_dek)
+            .bind(crate::format::VERSION)
+            .bind(crate::format::SEGMENT_SIZE as i32)
+            .bind(row.salt)
+            .bind(row.nonce_prefix)
+            .bind(row.created_at)
+            .bind(row.expires_at)
+            .bind(row.abandon_at)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    /// Completes an upload. `false` means the row is no longer `uploading`
+    /// (the reaper took it as abandoned): the caller must drop its blob.
+    pub(crate) async fn mark_ready(&self, ready: &ReadyMedia<'_>) -> Result<bool, StoreError> {
+        const SQL: &str = "UPDATE media SET state = 'ready', mime_type = $2, size_bytes = $3, sha256 = $4, \
+                           expires_at = $5, due_at = $5 WHERE id = $1 AND state = 'uploading'";
+        let done = on_pool!(self, pool => sqlx::query(SQL)
+            .bind(ready.id)
+            .bind(ready.mime_type)
+            .bind(ready.size_bytes)
+            .bind(ready.sha256)
+            .bind(ready.expires_at)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(done == 1)
+    }
+
+    /// Removes the row of an upload that failed; only while still `uploading`.
+    pub(crate) async fn delete_uploading(&self, id: &str) -> Result<(), StoreError> {
+        const SQL: &str = "DELETE FROM media WHERE id = $1 AND state = 'uploading'";
+        on_pool!(self, pool => sqlx::query(SQL).bind(id).execute(pool).await.map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    /// Shreds a failed upload whose blob could not be removed and hands it
+    /// to the reaper at once.
+    pub(crate) async fn abandon_uploading(&self, id: &str, now: Millis) -> Result<(), StoreError> {
+        const SQL: &str = "UPDATE media SET state = 'deleting', wrapped_dek = NULL, deleted_at = $2, due_at = $2 \
+                           WHERE id = $1 AND state = 'uploading'";
+        on_pool!(self, pool => sqlx::query(SQL).bind(id).bind(now).execute(pool).await.map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    /// A readable media row of `app_id`: ready, not shredded, not expired.
+    pub(crate) async fn find_readable(
+        &self,
+        app_id: &str,
+        id: &str,
+        now: Millis,
+    ) -> Result<Option<MediaRow>, StoreError> {
+        const SQL: &str = "SELECT id, app_id, mime_type, filename, size_bytes, sha256, blob_key, kek_id, \
+                           wrapped_dek, format_version, segment_size, salt, nonce_prefix, created_at, expires_at \
+                           FROM media WHERE id = $1 AND app_id = $2 AND state = 'ready' \
+                           AND wrapped_dek IS NOT NULL AND expires_at > $3";
+        Ok(
+            on_pool!(self, pool => sqlx::query_as(SQL).bind(id).bind(app_id).bind(now).fetch_optional(pool).await)?,
+        )
+    }
+
+    /// Crypto-shreds readable media of `app_id` in one statement: from its
+    /// commit on, the wrapped key is gone. Returns the blob key to delete.
+    pub(crate) async fn shred(
+        &self,
+        app_id: &str,
+        id: &str,
+        now: Millis,
+    ) -> Result<Option<String>, StoreError> {
+        const SQL: &str = "UPDATE media SET state = 'deleting', wrapped_dek = NULL, deleted_at = $3, due_at = $3 \
+                           WHERE id = $1 AND app_id = $2 AND state = 'ready' AND wrapped_dek IS NOT NULL \
+                           AND expires_at > $3 RETURNING blob_key";
+        Ok(
+            on_pool!(self, pool => sqlx::query_scalar(SQL).bind(id).bind(app_id).bind(now).fetch_optional(pool).await)?,
+        )
+    }
+
+    /// Removes the row of shredded media once its blob is gone.
+    pub(crate) async fn delete_shredded(&self, id: &str) -> Result<(), StoreError> {
+        const SQL: &str = "DELETE FROM media WHERE id = $1 AND state = 'deleting'";
+        on_pool!(self, pool => sqlx::query(SQL).bind(id).execute(pool).await.map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    /// Every blob key a row refers to, whatever its state.
+    pub(crate) async fn blob_keys(&self) -> Result<Vec<String>, StoreError> {
+        const SQL: &str = "SELECT blob_key FROM media ORDER BY blob_key";
+        Ok(on_pool!(self, pool => sqlx::query_scalar(SQL).fetch_all(pool).await)?)
+    }
+}

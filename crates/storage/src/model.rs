@@ -1,0 +1,67 @@
+//! The records the vault hands out: apps, tokens and media metadata.
+
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+
+/// Milliseconds since the Unix epoch: how every time is stored, so that both
+/// metadata dialects compare times the same way.
+pub type Millis = i64;
+
+pub fn now_millis() -> Millis {
+    Utc::now().timestamp_millis()
+}
+
+pub fn to_datetime(ms: Millis) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+pub(crate) fn duration_millis(d: Duration) -> Millis {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A messaging backend that stores media here.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct App {
+    pub id: String,
+    pub name: String,
+    /// Only CAPI apps may upload (the Gupshup rule).
+    pub capi: bool,
+    pub retention_seconds: i64,
+    pub max_file_bytes: i64,
+    /// Comma-separated MIME types; `None` means the default list.
+    pub allowed_types: Option<String>,
+    pub uploads_per_second: Option<i32>,
+    pub created_at: Millis,
+}
+
+/// What an operator gives to create an app; `None` takes the configured default.
+#[derive(Debug, Clone, Default)]
+pub struct NewApp {
+    pub name: String,
+    pub capi: bool,
+    pub retention: Option<Duration>,
+    pub max_file_bytes: Option<u64>,
+}
+
+/// A freshly issued token: the secret is shown once and never stored.
+#[derive(Debug, Clone)]
+pub struct IssuedToken {
+    pub app_id: String,
+    pub token: String,
+    pub label: Option<String>,
+}
+
+/// Metadata of one readable file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaInfo {
+    pub id: String,
+    pub app_id: String,
+    pub mime_type: String,
+    pub filename: Option<String>,
+    pub size_bytes: u64,
+    /// Lowercase hex SHA-256 of the plaintext.
+    pub sha256: String,
+    pub created_at: Millis,
+    pub expires_at: Millis,
+}

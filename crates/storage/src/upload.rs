@@ -1,0 +1,200 @@
+//! One upload, from intent row to ready row (DESIGN §2, crash-safe ordering):
+//! the row is written first in state `uploading`; the bytes are hashed,
+//! encrypted and streamed to a fresh blob key; only a completed blob turns the
+//! row `ready`. Whatever fails, or is dropped half way, is undone.
+
+use sha2::{Digest, Sha256};
+
+use crate::blobs::BlobWriter;
+use crate::error::{StoreError, UploadError};
+use crate::keys::Dek;
+use crate::meta::{NewMedia, ReadyMedia};
+use crate::model::{App, now_millis};
+use crate::policy::{SNIFF_LEN, check_content};
+use crate::seal::{Encryptor, Header};
+use crate::vault::Vault;
+
+/// Ciphertext is handed to the blob writer in pieces of about this size.
+const FLUSH_AT: usize = 256 * 1024;
+
+/// An upload in progress. Finish it with [`Upload::finish`] or undo it with
+/// [`Upload::abort`]; dropping it undoes it in the background.
+pub struct Upload {
+    vault: Vault,
+    id: String,
+    retention_millis: i64,
+    limit: u64,
+    received: u64,
+    hasher: Sha256,
+    head: Vec<u8>,
+    encryptor: Option<Encryptor>,
+    sealed: Vec<u8>,
+    writer: Option<BlobWriter>,
+}
+
+impl Vault {
+    /// Writes the intent row and opens a blob for a new file of `app`.
+    pub async fn begin_upload(&self, app: &App, filename: Option<&str>) -> Result<Upload, UploadError> {
+        app.check_may_upload()?;
+        let id = uuid::Uuid::new_v4().to_string();
+        let blob_key = format!("media/{}", uuid::Uuid::new_v4().simple());
+        let dek = Dek::generate();
+        let wrapped = self.inner.keys.wrap(&id, &dek);
+        let header = Header::random();
+        let now = now_millis();
+        let retention_millis = app.retention_seconds.saturating_mul(1000);
+        self.inner
+            .meta
+            .insert_uploading(&NewMedia {
+                id: &id,
+                app_id: &app.id,
+                filename,
+                blob_key: &blob_key,
+                kek_id: &wrapped.kek_id,
+                wrapped_dek: &wrapped.bytes,
+                salt: &header.salt,
+                nonce_prefix: &header.nonce_prefix,
+                created_at: now,
+                expires_at: now.saturating_add(retention_millis),
+                abandon_at: now.saturating_add(self.abandon_after_millis()),
+            })
+            .await?;
+        let encryptor = Encryptor::new(&dek, header, &id);
+        let mut sealed = Vec::with_capacity(FLUSH_AT + 2 * crate::format::SEGMENT_SIZE);
+        sealed.extend_from_slice(&encryptor.header_bytes());
+        Ok(Upload {
+            writer: Some(self.inner.blobs.writer(&blob_key)),
+            vault: self.clone(),
+            id,
+            retention_millis,
+            limit: u64::try_from(app.max_file_bytes).unwrap_or(0),
+            received: 0,
+            hasher: Sha256::new(),
+            head: Vec::new(),
+            encryptor: Some(encryptor),
+            sealed,
+        })
+    }
+}
+
+impl Upload {
+    /// The media id this upload will have.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Plaintext bytes received so far.
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
+    /// Takes the next piece of the file. Refuses, without storing it, the
+    /// piece that would take the file past the app's size limit.
+    pub async fn write(&mut self, chunk: &[u8]) -> Result<(), UploadError> {
+        let total = self.received + chunk.len() as u64;
+        if total > self.limit {
+            return Err(UploadError::TooLarge { limit: self.limit });
+        }
+        self.received = total;
+        self.hasher.update(chunk);
+        if self.head.len() < SNIFF_LEN {
+            let take = (SNIFF_LEN - self.head.len()).min(chunk.len());
+            self.head.extend_from_slice(&chunk[..take]);
+        }
+        let encryptor = self.encryptor.as_mut().expect("encryptor lives until finish");
+        encryptor.update(chunk, &mut self.sealed);
+        if self.sealed.len() >= FLUSH_AT {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), StoreError> {
+        let writer = self.writer.as_mut().expect("writer lives until settled");
+        writer.write(&self.sealed).await?;
+        self.sealed.clear();
+        Ok(())
+    }
+
+    /// Checks the file against `declared_type`, completes the blob and makes
+    /// the media readable. On any failure everything is undone.
+    pub async fn finish(mut self, declared_type: &str) -> Result<String, UploadError> {
+        let result = self.complete(declared_type).await;
+        if result.is_err() {
+            self.undo().await;
+        }
+        result.map(|()| std::mem::take(&mut self.id))
+    }
+
+    async fn complete(&mut self, declared_type: &str) -> Result<(), UploadError> {
+        if self.received == 0 {
+            return Err(UploadError::EmptyFile);
+        }
+        check_content(declared_type, &self.head)?;
+        let encryptor = self.encryptor.take().expect("finish runs once");
+        encryptor.finish(&mut self.sealed);
+        self.flush().await?;
+        self.writer
+            .as_mut()
+            .expect("writer lives until settled")
+            .finish()
+            .await?;
+        let sha256 = hex::encode(self.hasher.clone().finalize());
+        let now = now_millis();
+        let ready = ReadyMedia {
+            id: &self.id,
+            mime_type: declared_type,
+            size_bytes: i64::try_from(self.received).expect("limit fits i64"),
+            sha256: &sha256,
+            expires_at: now.saturating_add(self.retention_millis),
+        };
+        if self.vault.inner.meta.mark_ready(&ready).await? {
+            self.writer = None;
+            Ok(())
+        } else {
+            Err(UploadError::Unavailable(StoreError::Config(
+                "upload was reaped as abandoned before it completed".into(),
+            )))
+        }
+    }
+
+    /// Undoes the upload: aborts or removes the blob, then removes the row.
+    pub async fn abort(mut self) {
+        self.undo().await;
+    }
+
+    async fn undo(&mut self) {
+        if let Some(writer) = self.writer.take() {
+            undo(self.vault.clone(), std::mem::take(&mut self.id), writer).await;
+        }
+    }
+}
+
+/// Blob first, then row: a row without its blob is harmless (the reaper
+/// finishes it); a blob without a row would be an orphan.
+async fn undo(vault: Vault, id: String, mut writer: BlobWriter) {
+    if let Err(error) = writer.abort().await {
+        // The blob may exist: keep the row so the reaper can delete it, but
+        // shred it and make it due now rather than after the stale period.
+        tracing::warn!(media_id = %id, %error, "could not remove the blob; left to the reaper");
+        if let Err(error) = vault.inner.meta.abandon_uploading(&id, now_millis()).await {
+            tracing::warn!(media_id = %id, %error, "could not mark the upload abandoned");
+        }
+        return;
+    }
+    if let Err(error) = vault.inner.meta.delete_uploading(&id).await {
+        tracing::warn!(media_id = %id, %error, "could not remove upload row; the reaper will retry");
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        if let Some(writer) = self.writer.take() {
+            let (vault, id) = (self.vault.clone(), std::mem::take(&mut self.id));
+            tracing::info!(media_id = %id, received = self.received, "upload abandoned; cleaning up");
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(undo(vault, id, writer));
+            }
+        }
+    }
+}

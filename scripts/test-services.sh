@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Makes sure the services the tests talk to are up, and writes their
+# coordinates to target/test-services/env for `make test` to source:
+#   - PostgreSQL at 127.0.0.1:5432 (user postgres) must already run; each test
+#     makes its own database there.
+#   - Garage, a real S3-compatible store, is built once with `cargo install`
+#     (cached in ~/.cargo/bin) and started here as a single node on loopback.
+# Fails loudly when a service cannot be had: no test is skipped for it.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+state="$root/target/test-services"
+mkdir -p "$state"
+
+GARAGE_VERSION=2.5.0
+S3_PORT=${MEDIAVAULT_TEST_S3_PORT:-39100}
+RPC_PORT=$((S3_PORT + 1))
+ACCESS_KEY=GK0123456789abcdef01234567
+SECRET_KEY=0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
+BUCKET=mediavault-test
+PG_URL=${MEDIAVAULT_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+
+die() { echo "test-services: $*" >&2; exit 1; }
+
+# PostgreSQL: already running on development and CI machines.
+if ! pg_isready -q -d "$PG_URL" 2>/dev/null; then
+  die "PostgreSQL does not answer at $PG_URL; start it (see README) and run again"
+fi
+
+# Garage: build once, reuse the binary.
+garage_bin=$(command -v garage || true)
+[ -n "$garage_bin" ] || garage_bin="$HOME/.cargo/bin/garage"
+if [ ! -x "$garage_bin" ] || ! "$garage_bin" --version 2>/dev/null | grep -q "$GARAGE_VERSION"; then
+  echo "test-services: installing garage $GARAGE_VERSION (once; takes a while)" >&2
+  cargo install garage --locked --version "$GARAGE_VERSION" >&2
+  garage_bin="$HOME/.cargo/bin/garage"
+fi
+
+s3_up() { curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$S3_PORT/" ; }
+
+if ! s3_up; then
+  gdir="$state/garage"
+  rm -rf "$gdir"
+  mkdir -p "$gdir/meta" "$gdir/data"
+  cat > "$gdir/garage.toml" <<TOML
+metadata_dir = "$gdir/meta"
+data_dir = "$gdir/data"
+db_engine = "sqlite"
+replication_factor = 1
+# Blobs arrive encrypted: compressing them only burns CPU.
+compression_level = "none"
+rpc_bind_addr = "127.0.0.1:$RPC_PORT"
+rpc_public_addr = "127.0.0.1:$RPC_PORT"
+rpc_secret = "$(printf '%064d' 0)"
+
+[s3_api]
+s3_region = "garage"
+api_bind_addr = "127.0.0.1:$S3_PORT"
+root_domain = ".s3.garage.localhost"
+TOML
+  GARAGE_DEFAULT_ACCESS_KEY=$ACCESS_KEY GARAGE_DEFAULT_SECRET_KEY=$SECRET_KEY GARAGE_DEFAULT_BUCKET=$BUCKET \
+    nohup "$garage_bin" -c "$gdir/garage.toml" server --single-node --default-bucket \
+    >"$gdir/garage.log" 2>&1 </dev/null &
+  echo $! > "$gdir/pid"
+  for _ in $(seq 1 100); do
+    s3_up && break
+    kill -0 "$(cat "$gdir/pid")" 2>/dev/null || { cat "$gdir/garage.log" >&2; die "garage exited at start"; }
+    sleep 0.2
+  done
+  s3_up || { cat "$gdir/garage.log" >&2; die "garage did not answer on 127.0.0.1:$S3_PORT"; }
+  echo "test-services: garage started on 127.0.0.1:$S3_PORT (log: $gdir/garage.log)" >&2
+fi
+
+cat > "$state/env" <<ENV
+export MEDIAVAULT_TEST_DATABASE_URL=$PG_URL
+export MEDIAVAULT_TEST_S3_ENDPOINT=http://127.0.0.1:$S3_PORT
+export MEDIAVAULT_TEST_S3_BUCKET=$BUCKET
+export MEDIAVAULT_TEST_S3_ACCESS_KEY_ID=$ACCESS_KEY
+export MEDIAVAULT_TEST_S3_SECRET_ACCESS_KEY=$SECRET_KEY
+ENV

@@ -1,0 +1,312 @@
+//! One conformance suite for the storage core, run against every pair of
+//! metadata and blob backends CI starts: SQLite or Postgres, with a local
+//! directory or Garage. Each test builds fresh stores of its own.
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use mediavault_storage::{AuthError, NewApp, ReadError, UploadError, Vault};
+use support::{ALL_BACKENDS, Backends, Stores, png_bytes};
+
+async fn capi_app(vault: &Vault) -> mediavault_storage::App {
+    vault
+        .create_app(NewApp {
+            name: "conformance".into(),
+            capi: true,
+            ..NewApp::default()
+        })
+        .await
+        .unwrap()
+}
+
+/// Stores `bytes` (as text/plain when too short to carry a PNG signature).
+async fn store(vault: &Vault, app: &mediavault_storage::App, bytes: &[u8]) -> String {
+    let mut upload = vault.begin_upload(app, Some("f.png")).await.unwrap();
+    for chunk in bytes.chunks(100_003) {
+        upload.write(chunk).await.unwrap();
+    }
+    upload
+        .finish(if bytes.len() < 64 {
+            "text/plain"
+        } else {
+            "image/png"
+        })
+        .await
+        .unwrap()
+}
+
+async fn read(
+    vault: &Vault,
+    app_id: &str,
+    id: &str,
+    range: std::ops::Range<u64>,
+) -> Result<Bytes, ReadError> {
+    let media = vault.find(app_id, id).await?;
+    let pieces: Vec<Bytes> = vault.read(&media, range).await?.try_collect().await?;
+    Ok(pieces.concat().into())
+}
+
+async fn each_backend<F, Fut>(test: F)
+where
+    F: Fn(Stores) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    for backends in ALL_BACKENDS {
+        eprintln!("backends: {backends:?}");
+        test(Stores::new(backends).await).await;
+    }
+}
+
+#[tokio::test]
+async fn tokens_authenticate_only_their_own_app() {
+    each_backend(|stores| async move {
+        let vault = stores.vault().await;
+        let (a, b) = (capi_app(&vault).await, capi_app(&vault).await);
+        let token = vault.issue_token(&a.id, Some("ci")).await.unwrap().token;
+        assert!(token.starts_with("mv_") && token.len() > 40);
+        assert_eq!(vault.authenticate(&a.id, &token).await.unwrap(), a);
+        assert!(matches!(
+            vault.authenticate(&b.id, &token).await,
+            Err(AuthError::Failed)
+        ));
+        assert!(matches!(
+            vault.authenticate(&a.id, "mv_nope").await,
+            Err(AuthError::Failed)
+        ));
+        assert!(matches!(
+            vault.authenticate(&a.id, "").await,
+            Err(AuthError::Failed)
+        ));
+        assert!(vault.issue_token("no-such-app", None).await.is_err());
+        vault.close().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn stored_files_read_back_whole_and_by_range() {
+    each_backend(|stores| async move {
+        let vault = stores.vault().await;
+        let app = capi_app(&vault).await;
+        // Below one segment, across segments, and past one blob part (multipart).
+        for len in [1usize, 65_481, 5 * 1024 * 1024 + 3] {
+            let bytes = png_bytes(len);
+            let id = store(&vault, &app, &bytes).await;
+            let info = vault.find(&app.id, &id).await.unwrap().info;
+            assert_eq!(info.size_bytes, len as u64);
+            assert_eq!(info.mime_type, if len < 64 { "text/plain" } else { "image/png" });
+            assert_eq!(info.filename.as_deref(), Some("f.png"));
+            assert_eq!(
+                info.sha256,
+                hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes))
+            );
+            assert!(info.expires_at - info.created_at >= 30 * 86_400 * 1000 - 10_000);
+            assert!(read(&vault, &app.id, &id, 0..len as u64).await.unwrap() == bytes);
+            let len = len as u64;
+            for range in [
+                0..1,
+                len - 1..len,
+                len / 3..len / 2,
+                65_479.min(len - 1)..len.min(65_482),
+            ] {
+                let got = read(&vault, &app.id, &id, range.clone()).await.unwrap();
+                assert!(
+                    got == bytes[range.start as usize..range.end as usize],
+                    "{range:?} of {len}"
+                );
+            }
+        }
+        let (rows, blobs) = (
+            vault.referenced_blob_keys().await.unwrap(),
+            vault.stored_blob_keys().await.unwrap(),
+        );
+        assert_eq!(rows.len(), 3);
+        let mut blobs = blobs;
+        blobs.sort();
+        assert_eq!(rows, blobs);
+        vault.close().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn other_apps_and_unknown_ids_are_not_found() {
+    each_backend(|stores| async move {
+        let vault = stores.vault().await;
+        let (a, b) = (capi_app(&vault).await, capi_app(&vault).await);
+        let id = store(&vault, &a, &png_bytes(100)).await;
+        assert!(matches!(vault.find(&b.id, &id).await, Err(ReadError::NotFound)));
+        assert!(matches!(
+            vault.find(&a.id, "00000000-0000-0000-0000-000000000000").await,
+            Err(ReadError::NotFound)
+        ));
+        assert!(vault.find(&a.id, &id).await.is_ok());
+        vault.close().await;
+    })
+    .await;
+}
+
+/// Aborted, refused and dropped uploads leave no row and no blob — also
+/// when they had already gone past one blob part (a live multipart upload).
+#[tokio::test]
+async fn failed_uploads_leave_nothing() {
+    each_backend(|stores| async move {
+        let vault = stores.vault().await;
+        let app = capi_app(&vault).await;
+        let big = png_bytes(6 * 1024 * 1024);
+
+        let mut upload = vault.begin_upload(&app, None).await.unwrap();
+        upload.write(&big).await.unwrap();
+        upload.abort().await;
+
+        let mut upload = vault.begin_upload(&app, None).await.unwrap();
+        upload.write(&big).await.unwrap();
+        assert!(matches!(
+            upload.finish("application/pdf").await,
+            Err(UploadError::ContentMismatch { .. })
+        ));
+
+        let upload = vault.begin_upload(&app, None).await.unwrap();
+        assert!(matches!(
+            upload.finish("image/png").await,
+            Err(UploadError::EmptyFile)
+        ));
+
+        let small = vault.create_app(NewApp {
+            name: "s".into(),
+            capi: true,
+            max_file_bytes: Some(1000),
+            ..NewApp::default()
+        });
+        let small = small.await.unwrap();
+        let mut upload = vault.begin_upload(&small, None).await.unwrap();
+        upload.write(&big[..1000]).await.unwrap();
+        assert!(matches!(
+            upload.write(&big[..1]).await,
+            Err(UploadError::TooLarge { limit: 1000 })
+        ));
+        upload.abort().await;
+
+        let mut dropped = vault.begin_upload(&app, None).await.unwrap();
+        dropped.write(&big).await.unwrap();
+        drop(dropped);
+
+        let non_capi = vault
+            .create_app(NewApp {
+                name: "n".into(),
+                capi: false,
+                ..NewApp::default()
+            })
+            .await
+            .unwrap();
+        assert!(matches!(
+            vault.begin_upload(&non_capi, None).await,
+            Err(UploadError::NotCapi)
+        ));
+
+        // The dropped upload is undone in the background.
+        let mut settled = false;
+        for _ in 0..50 {
+            let rows = vault.referenced_blob_keys().await.unwrap();
+            let blobs = vault.stored_blob_keys().await.unwrap();
+            if rows.is_empty() && blobs.is_empty() {
+                settled = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            settled,
+            "{:?} {:?}",
+            vault.referenced_blob_keys().await,
+            vault.stored_blob_keys().await
+        );
+        vault.close().await;
+    })
+    .await;
+}
+
+/// The blob holds ciphertext only: the plaintext appears nowhere in it.
+#[tokio::test]
+async fn blobs_on_disk_hold_no_plaintext() {
+    let stores = Stores::new(Backends::SqliteFiles).await;
+    let vault = stores.vault().await;
+    let app = capi_app(&vault).await;
+    let secret = b"TOP-SECRET-MARKER-0123456789".repeat(5000);
+    let mut upload = vault.begin_upload(&app, None).await.unwrap();
+    upload.write(&secret).await.unwrap();
+    upload.finish("text/plain").await.unwrap();
+    let mut found = 0;
+    for entry in walk(stores.dir()) {
+        let content = std::fs::read(&entry).unwrap();
+        assert!(
+            !content.windows(18).any(|w| w == b"TOP-SECRET-MARKER-"),
+            "plaintext found in {}",
+            entry.display()
+        );
+        found += 1;
+    }
+    assert!(found >= 2, "expected the database and one blob");
+    vault.close().await;
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(walk(&path))
+        } else {
+            files.push(path)
+        }
+    }
+    files
+}
+
+/// A blob as stored, with the data key unwrapped from its row, decrypts with
+/// an independent implementation of the Tink streaming format.
+#[tokio::test]
+async fn stored_blob_decrypts_with_an_independent_tink_implementation() {
+    use sqlx::Connection;
+    use std::io::Read;
+    use tink_core::StreamingAead;
+
+    let stores = Stores::new(Backends::SqliteFiles).await;
+    let vault = stores.vault().await;
+    let app = capi_app(&vault).await;
+    let bytes = png_bytes(200_000);
+    let id = store(&vault, &app, &bytes).await;
+    vault.close().await;
+
+    let mut db = sqlx::SqliteConnection::connect(&stores.database_url)
+        .await
+        .unwrap();
+    let (blob_key, kek_id, wrapped): (String, String, Vec<u8>) =
+        sqlx::query_as("SELECT blob_key, kek_id, wrapped_dek FROM media WHERE id = $1")
+            .bind(&id)
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+    let keys = mediavault_storage::Keyring::parse(&stores.keys).unwrap();
+    let dek = keys.unwrap(&id, &kek_id, &wrapped).unwrap();
+    let blob = std::fs::read(std::path::Path::new(&stores.blobs.url).join(&blob_key)).unwrap();
+
+    let tink = tink_streaming_aead::subtle::AesGcmHkdf::new(
+        dek.as_bytes(),
+        tink_proto::HashType::Sha256,
+        32,
+        65_536,
+        0,
+    )
+    .unwrap();
+    let aad = mediavault_storage::format::blob_aad(&id);
+    let mut reader = tink
+        .new_decrypting_reader(Box::new(std::io::Cursor::new(blob)), &aad)
+        .unwrap();
+    let mut plain = Vec::new();
+    reader.read_to_end(&mut plain).unwrap();
+    assert!(plain == bytes);
+}

@@ -1,0 +1,342 @@
+//! Shared fixtures for the suites in `tests/`: fresh real backends per test
+//! (a new Postgres database, a new S3 prefix in Garage, or a temporary
+//! directory for SQLite and files) and the real `mediavault` binary.
+//!
+//! The coordinates of PostgreSQL and Garage come from the environment that
+//! `scripts/test-services.sh` writes (`make test` sources it). A missing or
+//! unreachable service fails the test with a message; nothing is skipped.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use mediavault_storage::{BlobConfig, Defaults, Keyring, Vault, VaultConfig};
+use sqlx::Connection;
+
+pub const MEDIAVAULT: &str = env!("CARGO_BIN_EXE_mediavault");
+
+fn required_env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the tests with `make test`, which starts PostgreSQL and Garage checks")
+    })
+}
+
+/// Which real backends a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backends {
+    /// The embedded default: SQLite and a local directory.
+    SqliteFiles,
+    /// SQLite metadata, blobs in Garage.
+    SqliteS3,
+    /// Postgres metadata, blobs in a local directory.
+    PostgresFiles,
+    /// Production: Postgres and Garage.
+    PostgresS3,
+}
+
+pub const ALL_BACKENDS: [Backends; 4] = [
+    Backends::SqliteFiles,
+    Backends::SqliteS3,
+    Backends::PostgresFiles,
+    Backends::PostgresS3,
+];
+
+/// One test's private stores; dropped at the end of the test.
+pub struct Stores {
+    pub backends: Backends,
+    pub database_url: String,
+    pub blobs: BlobConfig,
+    pub keys: String,
+    dir: tempfile::TempDir,
+    postgres_db: Option<String>,
+}
+
+impl Stores {
+    pub async fn new(backends: Backends) -> Stores {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let (database_url, postgres_db) = match backends {
+            Backends::SqliteFiles | Backends::SqliteS3 => {
+                (format!("sqlite://{}/mediavault.db", dir.path().display()), None)
+            }
+            Backends::PostgresFiles | Backends::PostgresS3 => {
+                let (url, name) = fresh_postgres_database().await;
+                (url, Some(name))
+            }
+        };
+        let blobs = match backends {
+            Backends::SqliteFiles | Backends::PostgresFiles => {
+                BlobConfig::local(dir.path().join("blobs").display().to_string())
+            }
+            Backends::SqliteS3 | Backends::PostgresS3 => s3_blob_config(),
+        };
+        Stores {
+            backends,
+            database_url,
+            blobs,
+            keys: Keyring::generate_line("test1"),
+            dir,
+            postgres_db,
+        }
+    }
+
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    pub fn vault_config(&self) -> VaultConfig {
+        VaultConfig {
+            database_url: self.database_url.clone(),
+            blobs: self.blobs.clone(),
+            keys: Keyring::parse(&self.keys).unwrap(),
+            defaults: Defaults::default(),
+            stale_upload_after: Duration::from_secs(3600),
+        }
+    }
+
+    /// A vault on these stores, migrated.
+    pub async fn vault(&self) -> Vault {
+        let vault = Vault::open(self.vault_config()).await.expect("open vault");
+        vault.migrate().await.expect("migrate");
+        vault
+    }
+
+    /// The environment that points a `mediavault` process at these stores.
+    pub fn env(&self) -> Vec<(String, String)> {
+        let mut env = vec![
+            ("MEDIAVAULT__DATABASE__URL".into(), self.database_url.clone()),
+            ("MEDIAVAULT__BLOBS__URL".into(), self.blobs.url.clone()),
+            ("MEDIAVAULT__CRYPTO__KEYS".into(), self.keys.clone()),
+            ("MEDIAVAULT__BLOBS__TIMEOUT".into(), "10s".into()),
+        ];
+        let optional = [
+            ("ENDPOINT", &self.blobs.endpoint),
+            ("REGION", &self.blobs.region),
+            ("ACCESS_KEY_ID", &self.blobs.access_key_id),
+            ("SECRET_ACCESS_KEY", &self.blobs.secret_access_key),
+        ];
+        for (key, value) in optional {
+            if let Some(value) = value {
+                env.push((format!("MEDIAVAULT__BLOBS__{key}"), value.clone()));
+            }
+        }
+        if self.blobs.allow_http {
+            env.push(("MEDIAVAULT__BLOBS__ALLOW_HTTP".into(), "true".into()));
+        }
+        env
+    }
+
+    /// Media rows and stored blobs, as (row blob keys, stored blob keys).
+    pub async fn inventory(&self) -> (Vec<String>, Vec<String>) {
+        let vault = self.vault().await;
+        let rows = vault.referenced_blob_keys().await.expect("row keys");
+        let mut blobs = vault.stored_blob_keys().await.expect("blob keys");
+        blobs.sort();
+        vault.close().await;
+        (rows, blobs)
+    }
+}
+
+impl Drop for Stores {
+    fn drop(&mut self) {
+        let s3 = matches!(self.backends, Backends::SqliteS3 | Backends::PostgresS3);
+        let postgres_db = self.postgres_db.take();
+        let blobs = self.blobs.clone();
+        // Drop runs outside any runtime guarantee: clean up on a thread of its own.
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                if s3 {
+                    clear_s3_prefix(&blobs).await;
+                }
+                if let Some(name) = postgres_db {
+                    drop_postgres_database(&name).await;
+                }
+            });
+        })
+        .join()
+        .ok();
+    }
+}
+
+async fn admin_connection() -> sqlx::PgConnection {
+    let url = required_env("MEDIAVAULT_TEST_DATABASE_URL");
+    sqlx::PgConnection::connect(&url)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL at {url} is unreachable: {e}"))
+}
+
+/// A new, empty database; returns its URL and name.
+pub async fn fresh_postgres_database() -> (String, String) {
+    let name = format!("mv_test_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = admin_connection().await;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let base = required_env("MEDIAVAULT_TEST_DATABASE_URL");
+    let server = base.rsplit_once('/').map(|(server, _)| server).unwrap_or(&base);
+    (format!("{server}/{name}"), name)
+}
+
+async fn drop_postgres_database(name: &str) {
+    let mut admin = admin_connection().await;
+    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(&mut admin)
+    .await;
+}
+
+/// A fresh prefix in the Garage test bucket.
+pub fn s3_blob_config() -> BlobConfig {
+    BlobConfig {
+        url: format!(
+            "s3://{}/test-{}",
+            required_env("MEDIAVAULT_TEST_S3_BUCKET"),
+            uuid::Uuid::new_v4().simple()
+        ),
+        endpoint: Some(required_env("MEDIAVAULT_TEST_S3_ENDPOINT")),
+        region: Some("garage".into()),
+        access_key_id: Some(required_env("MEDIAVAULT_TEST_S3_ACCESS_KEY_ID")),
+        secret_access_key: Some(required_env("MEDIAVAULT_TEST_S3_SECRET_ACCESS_KEY")),
+        allow_http: true,
+        timeout: Duration::from_secs(10),
+    }
+}
+
+async fn clear_s3_prefix(blobs: &BlobConfig) {
+    use futures::{StreamExt, TryStreamExt};
+    use object_store::ObjectStore;
+    let rest = blobs.url.trim_start_matches("s3://");
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    let store = object_store::aws::AmazonS3Builder::new()
+        .with_bucket_name(bucket)
+        .with_endpoint(blobs.endpoint.clone().unwrap_or_default())
+        .with_region("garage")
+        .with_access_key_id(blobs.access_key_id.clone().unwrap_or_default())
+        .with_secret_access_key(blobs.secret_access_key.clone().unwrap_or_default())
+        .with_allow_http(true)
+        .build()
+        .expect("s3 client");
+    let prefix = object_store::path::Path::from(prefix);
+    let Ok(keys) = store
+        .list(Some(&prefix))
+        .map_ok(|meta| meta.location)
+        .try_collect::<Vec<_>>()
+        .await
+    else {
+        return;
+    };
+    let stream = futures::stream::iter(keys.into_iter().map(Ok)).boxed();
+    let _ = store.delete_stream(stream).try_collect::<Vec<_>>().await;
+}
+
+/// A running `mediavault serve` on a free loopback port; killed on drop.
+pub struct Server {
+    pub base_url: String,
+    child: Child,
+    pub stderr_path: std::path::PathBuf,
+}
+
+impl Server {
+    pub fn start(stores: &Stores) -> Server {
+        Server::start_with(stores, &[])
+    }
+
+    pub fn start_with(stores: &Stores, extra_env: &[(&str, &str)]) -> Server {
+        let stderr_path = stores
+            .dir()
+            .join(format!("server-{}.log", uuid::Uuid::new_v4().simple()));
+        let stderr = std::fs::File::create(&stderr_path).unwrap();
+        let mut command = Command::new(MEDIAVAULT);
+        command
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .current_dir(stores.dir())
+            .env("RUST_LOG", "info")
+            .envs(stores.env())
+            .stdout(Stdio::piped())
+            .stderr(stderr);
+        for (key, value) in extra_env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().expect("start mediavault");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        let base_url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .map(str::to_owned)
+            .unwrap_or_else(|| {
+                let log = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+                panic!("mediavault did not start: stdout {line:?}\nstderr:\n{log}")
+            });
+        Server {
+            base_url,
+            child,
+            stderr_path,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `mediavault ARGS` against `stores`; returns (exit ok, stdout, stderr).
+pub fn cli(stores: &Stores, args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(MEDIAVAULT)
+        .args(args)
+        .current_dir(stores.dir())
+        .envs(stores.env())
+        .output()
+        .expect("run mediavault");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Creates an app (CAPI unless told) and a token for it through the CLI.
+pub fn app_and_token(stores: &Stores, capi: bool) -> (String, String) {
+    let capi = capi.to_string();
+    let (ok, out, err) = cli(stores, &["apps", "create", "--name", "test", "--capi", &capi]);
+    assert!(ok, "apps create failed: {err}");
+    let app: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let app_id = app["appId"].as_str().unwrap().to_owned();
+    let (ok, out, err) = cli(stores, &["tokens", "issue", "--app", &app_id]);
+    assert!(ok, "tokens issue failed: {err}");
+    let token: serde_json::Value = serde_json::from_str(&out).unwrap();
+    (app_id, token["token"].as_str().unwrap().to_owned())
+}
+
+/// Deterministic bytes of a given length that start like a PNG file.
+pub fn png_bytes(len: usize) -> Vec<u8> {
+    const HEADER: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89";
+    let mut bytes: Vec<u8> = (0..len)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let n = HEADER.len().min(len);
+    bytes[..n].copy_from_slice(&HEADER[..n]);
+    bytes
+}
