@@ -310,3 +310,28 @@ async fn stored_blob_decrypts_with_an_independent_tink_implementation() {
     reader.read_to_end(&mut plain).unwrap();
     assert!(plain == bytes);
 }
+
+/// A 1-byte range of a 100 MiB file fetches at most two segments from the
+/// blob store (one, unless the byte's segment is the last).
+#[tokio::test]
+async fn range_reads_fetch_only_the_segments_they_overlap() {
+    for backends in [Backends::SqliteFiles, Backends::PostgresS3] {
+        let stores = Stores::new(backends).await;
+        let vault = stores.vault().await;
+        let app = capi_app(&vault).await;
+        let len = 100u64 << 20;
+        let bytes = png_bytes(len as usize);
+        let id = store(&vault, &app, &bytes).await;
+        for offset in [0, 65_479, 65_480, len / 2, len - 1] {
+            let before = vault.blob_bytes_read();
+            let got = read(&vault, &app.id, &id, offset..offset + 1).await.unwrap();
+            let fetched = vault.blob_bytes_read() - before;
+            assert_eq!(got[..], bytes[offset as usize..offset as usize + 1]);
+            assert!(
+                fetched <= 2 * 65_536,
+                "{backends:?}: offset {offset} fetched {fetched} bytes"
+            );
+        }
+        vault.close().await;
+    }
+}

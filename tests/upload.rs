@@ -10,70 +10,9 @@ use reqwest::multipart::{Form, Part};
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use support::{Backends, Server, Stores, app_and_token, png_bytes};
+use support::{Backends, Fixture, Server, Stores, app_and_token, png_bytes};
 
 const LIMIT: usize = 104_857_600;
-
-struct Fixture {
-    stores: Stores,
-    server: Server,
-    app_id: String,
-    token: String,
-    client: Client,
-}
-
-impl Fixture {
-    async fn new(backends: Backends) -> Fixture {
-        let stores = Stores::new(backends).await;
-        let (app_id, token) = app_and_token(&stores, true);
-        let server = Server::start(&stores);
-        Fixture {
-            stores,
-            server,
-            app_id,
-            token,
-            client: Client::new(),
-        }
-    }
-
-    fn media_url(&self) -> String {
-        self.server.url(&format!("/partner/app/{}/media", self.app_id))
-    }
-
-    async fn post(&self, form: Form) -> (StatusCode, Value) {
-        let response = self
-            .client
-            .post(self.media_url())
-            .header("token", &self.token)
-            .multipart(form)
-            .send()
-            .await
-            .unwrap();
-        let status = response.status();
-        let body = response.json().await.unwrap_or(Value::Null);
-        (status, body)
-    }
-
-    async fn download(&self, media_id: &str) -> reqwest::Response {
-        self.client
-            .get(format!("{}/{media_id}", self.media_url()))
-            .header("token", &self.token)
-            .send()
-            .await
-            .unwrap()
-    }
-
-    /// Fails unless there are exactly `rows` media rows and as many blobs,
-    /// each row with its blob.
-    async fn assert_stored(&self, rows: usize) {
-        let (row_keys, blob_keys) = self.stores.inventory().await;
-        assert_eq!(row_keys.len(), rows, "media rows: {row_keys:?}");
-        assert_eq!(
-            row_keys, blob_keys,
-            "every row has its blob and no blob lacks a row"
-        );
-    }
-}
 
 fn file_part(bytes: Vec<u8>, name: &str) -> Part {
     Part::bytes(bytes)

@@ -340,3 +340,104 @@ pub fn png_bytes(len: usize) -> Vec<u8> {
     bytes[..n].copy_from_slice(&HEADER[..n]);
     bytes
 }
+
+/// One app with a token, and a server on fresh stores: what most
+/// end-to-end tests start from.
+pub struct Fixture {
+    pub stores: Stores,
+    pub server: Server,
+    pub app_id: String,
+    pub token: String,
+    pub client: reqwest::Client,
+}
+
+impl Fixture {
+    pub async fn new(backends: Backends) -> Fixture {
+        let stores = Stores::new(backends).await;
+        let (app_id, token) = app_and_token(&stores, true);
+        let server = Server::start(&stores);
+        Fixture {
+            stores,
+            server,
+            app_id,
+            token,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    /// `/partner/app/{app}/media`.
+    pub fn media_url(&self) -> String {
+        self.media_url_with("")
+    }
+
+    /// `/partner/app/{app}/media{tail}`.
+    pub fn media_url_with(&self, tail: &str) -> String {
+        self.server
+            .url(&format!("/partner/app/{}/media{tail}", self.app_id))
+    }
+
+    /// Posts an upload form with the app's token; returns status and JSON body.
+    pub async fn post(&self, form: reqwest::multipart::Form) -> (reqwest::StatusCode, serde_json::Value) {
+        let response = self
+            .client
+            .post(self.media_url())
+            .header("token", &self.token)
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// Uploads `bytes` as a PNG named like a holiday photo; returns the media id.
+    pub async fn upload(&self, bytes: &[u8]) -> String {
+        let part = reqwest::multipart::Part::bytes(bytes.to_vec())
+            .file_name("holiday photo \"1\".png")
+            .mime_str("image/png")
+            .unwrap();
+        let form = reqwest::multipart::Form::new()
+            .text("file_type", "image/png")
+            .part("file", part);
+        let (status, body) = self.post(form).await;
+        assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+        body["mediaId"].as_str().unwrap().to_owned()
+    }
+
+    /// A request with the app's token to `/partner/app/{app}/media{tail}`.
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        tail: &str,
+        headers: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let mut request = self
+            .client
+            .request(method, self.media_url_with(tail))
+            .header("token", &self.token);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send().await.unwrap()
+    }
+
+    pub async fn download(&self, media_id: &str) -> reqwest::Response {
+        self.request(reqwest::Method::GET, &format!("/{media_id}"), &[])
+            .await
+    }
+
+    /// Fails unless there are exactly `rows` media rows and as many blobs,
+    /// each row with its blob.
+    pub async fn assert_stored(&self, rows: usize) {
+        let (row_keys, blob_keys) = self.inventory().await;
+        assert_eq!(row_keys.len(), rows, "media rows: {row_keys:?}");
+        assert_eq!(
+            row_keys, blob_keys,
+            "every row has its blob and no blob lacks a row"
+        );
+    }
+
+    pub async fn inventory(&self) -> (Vec<String>, Vec<String>) {
+        self.stores.inventory().await
+    }
+}

@@ -6,17 +6,38 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use mediavault_storage::{MediaInfo, to_datetime};
 use serde::Serialize;
 
 use crate::ApiState;
 use crate::auth::authenticate;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::path::ApiPath;
 use crate::range::{self, RangeRequest};
 
-/// `GET` (and `HEAD`) `/partner/app/{appId}/media/{mediaId}`.
+/// Download a file: whole, one byte range, or (HEAD) headers only.
+#[utoipa::path(
+    method(get, head),
+    path = "/partner/app/{app_id}/media/{media_id}",
+    tag = "media",
+    params(
+        ("app_id" = String, Path, description = "The app's id"),
+        ("media_id" = String, Path, description = "The media id from the upload"),
+        ("Range" = Option<String>, Header, description = "`bytes=a-b`, `bytes=a-` or `bytes=-n`"),
+        ("If-None-Match" = Option<String>, Header, description = "The ETag (quoted sha256) of a cached copy"),
+    ),
+    responses(
+        (status = 200, description = "The file", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 206, description = "The requested range", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 304, description = "The cached copy is current"),
+        (status = 401, description = "Authentication Failed", body = ErrorBody),
+        (status = 404, description = "Media not found (unknown, expired, deleted, or another app's)", body = ErrorBody),
+        (status = 416, description = "Requested range not satisfiable", body = ErrorBody),
+        (status = 500, description = "Unable to fetch requested Media", body = ErrorBody),
+    ),
+    security(("token" = []), ("bearer" = []))
+)]
 pub async fn download(
     State(state): State<ApiState>,
     ApiPath((app_id, media_id)): ApiPath<(String, String)>,
@@ -64,12 +85,14 @@ pub async fn download(
     if method == Method::HEAD {
         return Ok(response);
     }
-    let plaintext = state.vault.read(&media, range).await?;
-    // A segment that fails verification ends the body early: the client sees
-    // a response shorter than its Content-Length, never unverified bytes.
-    *response.body_mut() = Body::from_stream(plaintext.inspect_err(|error| {
-        tracing::error!(%error, "download stopped");
-    }));
+    let mut plaintext = state.vault.read(&media, range).await?;
+    // The first piece is read before the status is sent, so that a file
+    // whose first segment fails verification is a clean 500. A later
+    // segment that fails ends the body early: the client sees a response
+    // shorter than its Content-Length, never unverified bytes.
+    let first = plaintext.try_next().await?.unwrap_or_default();
+    let rest = plaintext.inspect_err(|error| tracing::error!(%error, "download stopped"));
+    *response.body_mut() = Body::from_stream(futures::stream::once(async { Ok(first) }).chain(rest));
     Ok(response)
 }
 
@@ -133,7 +156,7 @@ fn content_disposition(filename: &str) -> Option<HeaderValue> {
     .ok()
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct InfoReply {
     id: String,
@@ -149,7 +172,22 @@ fn rfc3339(ms: i64) -> String {
     to_datetime(ms).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-/// `GET /partner/app/{appId}/media/{mediaId}/info`.
+/// A file's metadata, like the WhatsApp Cloud API's media lookup.
+#[utoipa::path(
+    get,
+    path = "/partner/app/{app_id}/media/{media_id}/info",
+    tag = "media",
+    params(
+        ("app_id" = String, Path, description = "The app's id"),
+        ("media_id" = String, Path, description = "The media id"),
+    ),
+    responses(
+        (status = 200, description = "Metadata", body = InfoReply),
+        (status = 401, description = "Authentication Failed", body = ErrorBody),
+        (status = 404, description = "Media not found", body = ErrorBody),
+    ),
+    security(("token" = []), ("bearer" = []))
+)]
 pub async fn info(
     State(state): State<ApiState>,
     ApiPath((app_id, media_id)): ApiPath<(String, String)>,
@@ -168,13 +206,28 @@ pub async fn info(
     }))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct DeleteReply {
     message: &'static str,
     status: &'static str,
 }
 
-/// `DELETE /partner/app/{appId}/media/{mediaId}`.
+/// Delete a file: its key is shredded at once, its blob removed.
+#[utoipa::path(
+    delete,
+    path = "/partner/app/{app_id}/media/{media_id}",
+    tag = "media",
+    params(
+        ("app_id" = String, Path, description = "The app's id"),
+        ("media_id" = String, Path, description = "The media id"),
+    ),
+    responses(
+        (status = 200, description = "Media deleted successfully", body = DeleteReply),
+        (status = 401, description = "Authentication Failed", body = ErrorBody),
+        (status = 404, description = "Media not found", body = ErrorBody),
+    ),
+    security(("token" = []), ("bearer" = []))
+)]
 pub async fn delete(
     State(state): State<ApiState>,
     ApiPath((app_id, media_id)): ApiPath<(String, String)>,

@@ -20,9 +20,12 @@ pub struct ApiError {
     pub message: String,
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
+/// Every error: `{"message": "...", "status": "error"}`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody<'a> {
+    #[schema(example = "Media not found")]
     message: &'a str,
+    #[schema(example = "error")]
     status: &'static str,
 }
 

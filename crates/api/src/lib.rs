@@ -10,10 +10,15 @@ mod probes;
 mod range;
 mod upload;
 
+use std::sync::LazyLock;
+
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
 use mediavault_storage::Vault;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
 
 pub use error::ApiError;
 
@@ -23,23 +28,166 @@ pub struct ApiState {
     pub vault: Vault,
 }
 
-/// The whole HTTP API.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "mediavault", description = "Self-hosted media-ID service, Gupshup Partner API compatible."),
+    paths(openapi_json),
+    modifiers(&Security)
+)]
+struct ApiDoc;
+
+struct Security;
+
+impl utoipa::Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "token",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("token"))),
+        );
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The whole HTTP API. Every route is registered together with its OpenAPI
+/// description, so the document served at `/openapi.json` cannot miss one.
 pub fn router(state: ApiState) -> Router {
-    Router::new()
-        .route(
-            "/partner/app/{app_id}/media",
-            // The file size limit is enforced while streaming, per app; the
-            // generic 2 MB body limit would cut every real upload short.
-            post(upload::upload).layer(DefaultBodyLimit::disable()),
-        )
-        .route(
-            "/partner/app/{app_id}/media/{media_id}",
-            get(download::download).delete(download::delete),
-        )
-        .route("/partner/app/{app_id}/media/{media_id}/info", get(download::info))
-        .route("/livez", get(probes::livez))
-        .route("/readyz", get(probes::readyz))
+    let (router, _) = api().split_for_parts();
+    router
+        .route("/openapi.json", axum::routing::get(openapi_json))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .with_state(state)
+}
+
+/// The documented routes.
+fn api() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        // The file size limit is enforced while streaming, per app; the
+        // generic 2 MB body limit would cut every real upload short.
+        .routes(routes!(upload::upload).layer(DefaultBodyLimit::disable()))
+        .routes(routes!(download::download, download::delete))
+        .routes(routes!(download::info))
+        .routes(routes!(probes::livez))
+        .routes(routes!(probes::readyz))
+}
+
+/// The document, rendered once.
+static DOCUMENT: LazyLock<String> =
+    LazyLock::new(|| openapi().to_json().expect("the OpenAPI document serialises"));
+
+/// This document (OpenAPI 3.1).
+#[utoipa::path(get, path = "/openapi.json", tag = "operations", responses((status = 200, description = "The OpenAPI document")))]
+async fn openapi_json() -> impl axum::response::IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        DOCUMENT.as_str(),
+    )
+}
+
+/// The OpenAPI document of this API.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api().into_openapi()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use axum::body::Body;
+    use axum::http::{Method, Request, StatusCode};
+    use mediavault_storage::{BlobConfig, Defaults, Keyring, VaultConfig};
+    use tower::ServiceExt;
+
+    use super::*;
+
+    async fn state(dir: &std::path::Path) -> ApiState {
+        let vault = Vault::open(VaultConfig {
+            database_url: format!("sqlite://{}/db", dir.display()),
+            blobs: BlobConfig::local("memory://"),
+            keys: Keyring::parse(&Keyring::generate_line("k")).unwrap(),
+            defaults: Defaults::default(),
+            stale_upload_after: Duration::from_secs(3600),
+        })
+        .await
+        .unwrap();
+        vault.migrate().await.unwrap();
+        ApiState { vault }
+    }
+
+    /// Every operation in the document is served by the router (none falls
+    /// through to the 404/405 fallbacks), and the document is OpenAPI 3.1
+    /// with every route of the API in it.
+    #[tokio::test]
+    async fn the_document_and_the_router_agree() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = router(state(dir.path()).await);
+        let response = app
+            .clone()
+            .oneshot(Request::get("/openapi.json").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let document: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert!(document["openapi"].as_str().unwrap().starts_with("3.1"));
+
+        let mut operations = Vec::new();
+        for (path, item) in document["paths"].as_object().unwrap() {
+            for method in item.as_object().unwrap().keys().filter(|k| *k != "parameters") {
+                operations.push(format!("{} {path}", method.to_uppercase()));
+                let uri = path
+                    .replace("{app_id}", "some-app")
+                    .replace("{media_id}", "some-media");
+                let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+                let request = Request::builder()
+                    .method(method.clone())
+                    .uri(&uri)
+                    .body(Body::empty())
+                    .unwrap();
+                let response = app.clone().oneshot(request).await.unwrap();
+                assert_ne!(
+                    response.status(),
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "{method} {uri}"
+                );
+                let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+                    .await
+                    .unwrap();
+                assert!(
+                    !body.starts_with(br#"{"message":"Not found""#),
+                    "{method} {uri} fell through"
+                );
+            }
+        }
+        operations.sort();
+        assert_eq!(
+            operations,
+            [
+                "DELETE /partner/app/{app_id}/media/{media_id}",
+                "GET /livez",
+                "GET /openapi.json",
+                "GET /partner/app/{app_id}/media/{media_id}",
+                "GET /partner/app/{app_id}/media/{media_id}/info",
+                "GET /readyz",
+                "HEAD /partner/app/{app_id}/media/{media_id}",
+                "POST /partner/app/{app_id}/media",
+            ]
+        );
+        let schemas = document["components"]["schemas"].as_object().unwrap();
+        for schema in [
+            "ErrorBody",
+            "UploadReply",
+            "InfoReply",
+            "DeleteReply",
+            "UploadForm",
+        ] {
+            assert!(schemas.contains_key(schema), "{schema}");
+        }
+    }
 }

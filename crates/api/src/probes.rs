@@ -8,11 +8,21 @@ use serde_json::{Value, json};
 use crate::ApiState;
 
 /// The process is up; no dependency is asked.
+#[utoipa::path(get, path = "/livez", tag = "operations", responses((status = 200, description = "Up")))]
 pub async fn livez() -> Json<Value> {
     Json(json!({"status": "success"}))
 }
 
 /// Both stores answer a read-only request.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Ready"),
+        (status = 503, description = "A store does not answer; `checks` says which"),
+    )
+)]
 pub async fn readyz(State(state): State<ApiState>) -> (StatusCode, Json<Value>) {
     let readiness = state.vault.readiness().await;
     let verdict = |r: &Result<(), _>| if r.is_ok() { "ok" } else { "unavailable" };

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::ApiState;
 use crate::auth::authenticate;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::path::ApiPath;
 
 /// Small text fields are read up to this many bytes.
@@ -22,13 +22,41 @@ const MAX_PARTS: usize = 16;
 /// Longest original filename kept for Content-Disposition.
 const FILENAME_LIMIT: usize = 255;
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UploadReply {
     media_id: String,
     status: &'static str,
 }
 
+/// The multipart body of an upload, in either order of parts.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // documents the body; `upload` reads it part by part
+pub struct UploadForm {
+    /// One of the app's allowed MIME types.
+    #[schema(example = "image/png")]
+    file_type: String,
+    /// The file, at most the app's size limit (104,857,600 bytes by default).
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+}
+
+/// Upload a file and get its media id (Gupshup-compatible).
+#[utoipa::path(
+    post,
+    path = "/partner/app/{app_id}/media",
+    tag = "media",
+    params(("app_id" = String, Path, description = "The app's id")),
+    request_body(content = UploadForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 200, description = "Stored", body = UploadReply),
+        (status = 400, description = "Not a CAPI app, type not allowed, no file, bad body, or content contradicts file_type", body = ErrorBody),
+        (status = 401, description = "Authentication Failed", body = ErrorBody),
+        (status = 413, description = "File size exceeds the maximum limit!", body = ErrorBody),
+        (status = 500, description = "Unable to upload requested Media", body = ErrorBody),
+    ),
+    security(("token" = []), ("bearer" = []))
+)]
 pub async fn upload(
     State(state): State<ApiState>,
     ApiPath(app_id): ApiPath<String>,

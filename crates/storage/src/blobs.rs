@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -59,6 +60,8 @@ const PARTS_IN_FLIGHT: usize = 2;
 pub(crate) struct Blobs {
     store: Arc<dyn ObjectStore>,
     timeout: Duration,
+    /// Blob bytes fetched by reads since start.
+    bytes_read: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Blobs {
@@ -122,6 +125,7 @@ impl Blobs {
         Ok(Blobs {
             store,
             timeout: config.timeout,
+            bytes_read: Arc::default(),
         })
     }
 
@@ -155,15 +159,28 @@ impl Blobs {
             .bounded(self.store.get_opts(&Path::from(key), options))
             .await?;
         let timeout = self.timeout;
+        let bytes_read = self.bytes_read.clone();
         let stream = result.into_stream().map_err(StoreError::from);
-        Ok(futures::stream::unfold(stream, move |mut stream| async move {
-            match tokio::time::timeout(timeout, stream.next()).await {
-                Ok(Some(item)) => Some((item, stream)),
-                Ok(None) => None,
-                Err(_) => Some((Err(StoreError::Timeout(timeout)), stream)),
+        Ok(futures::stream::unfold(stream, move |mut stream| {
+            let bytes_read = bytes_read.clone();
+            async move {
+                match tokio::time::timeout(timeout, stream.next()).await {
+                    Ok(Some(item)) => {
+                        if let Ok(chunk) = &item {
+                            bytes_read.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                        }
+                        Some((item, stream))
+                    }
+                    Ok(None) => None,
+                    Err(_) => Some((Err(StoreError::Timeout(timeout)), stream)),
+                }
             }
         })
         .boxed())
+    }
+
+    pub(crate) fn bytes_read(&self) -> u64 {
+        self.bytes_read.load(Ordering::Relaxed)
     }
 
     /// Deletes one blob; a blob that is already gone counts as deleted.

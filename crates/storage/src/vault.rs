@@ -183,6 +183,12 @@ impl Vault {
             .await
     }
 
+    /// Blob bytes fetched by reads since the vault opened: a range read
+    /// fetches only the segments it overlaps, and this shows it.
+    pub fn blob_bytes_read(&self) -> u64 {
+        self.inner.blobs.bytes_read()
+    }
+
     /// Every key in the blob store, for audits and the orphan sweep.
     pub async fn stored_blob_keys(&self) -> Result<Vec<String>, StoreError> {
         self.inner.blobs.list_keys().await
