@@ -6,10 +6,10 @@ mod support;
 
 use std::time::Duration;
 
-use reqwest::{Client, Method, StatusCode};
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use support::{Backends, Fixture, Server, Stores, app_and_token, cli, png_bytes};
+use support::{Backends, Fixture, Stores, app_and_token, app_with_retention, png_bytes};
 
 fn not_found() -> Value {
     json!({"message": "Media not found", "status": "error"})
@@ -172,29 +172,8 @@ async fn delete_shreds_and_removes() {
 async fn expiry_is_exact_for_readers() {
     for backends in [Backends::SqliteFiles, Backends::PostgresS3] {
         let stores = Stores::new(backends).await;
-        let (ok, out, err) = cli(
-            &stores,
-            &["apps", "create", "--name", "brief", "--retention", "2s"],
-        );
-        assert!(ok, "{err}");
-        let app_id = serde_json::from_str::<Value>(&out).unwrap()["appId"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        let (ok, out, _) = cli(&stores, &["tokens", "issue", "--app", &app_id]);
-        assert!(ok);
-        let token = serde_json::from_str::<Value>(&out).unwrap()["token"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        let server = Server::start(&stores);
-        let f = Fixture {
-            stores,
-            server,
-            app_id,
-            token,
-            client: Client::new(),
-        };
+        let (app_id, token) = app_with_retention(&stores, "2s");
+        let f = Fixture::serve(stores, app_id, token, &[]);
         let id = f.upload(&png_bytes(500)).await;
         assert_eq!(
             f.request(Method::GET, &format!("/{id}"), &[]).await.status(),

@@ -10,7 +10,7 @@ use reqwest::multipart::{Form, Part};
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use support::{Backends, Fixture, Server, Stores, app_and_token, png_bytes};
+use support::{Backends, Fixture, Gate, Server, Stores, app_and_token, png_bytes};
 
 const LIMIT: usize = 104_857_600;
 
@@ -450,29 +450,6 @@ async fn unknown_routes_and_methods_answer_in_the_error_shape() {
     );
 }
 
-/// Forwards loopback connections to `target` while `open` is set.
-async fn gate(
-    listener: tokio::net::TcpListener,
-    target: String,
-    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) {
-    loop {
-        let Ok((mut inbound, _)) = listener.accept().await else {
-            return;
-        };
-        if !open.load(std::sync::atomic::Ordering::SeqCst) {
-            drop(inbound);
-            continue;
-        }
-        let target = target.clone();
-        tokio::spawn(async move {
-            if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
-                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-            }
-        });
-    }
-}
-
 /// With the blob store unreachable the service still starts; uploads fail
 /// with 500 within the configured bound and leave no row; once the store is
 /// back, uploads succeed again.
@@ -481,10 +458,8 @@ async fn blob_store_outage_fails_fast_and_recovers() {
     let mut stores = Stores::new(Backends::PostgresS3).await;
     let garage_endpoint = stores.blobs.endpoint.clone().unwrap();
     let garage = garage_endpoint.trim_start_matches("http://").to_owned();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    stores.blobs.endpoint = Some(format!("http://{}", listener.local_addr().unwrap()));
-    let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    tokio::spawn(gate(listener, garage, open.clone()));
+    let gate = Gate::new(&garage, false).await;
+    stores.blobs.endpoint = Some(format!("http://{}", gate.addr));
 
     let (app_id, token) = app_and_token(&stores, true);
     let server = Server::start_with(&stores, &[("MEDIAVAULT__BLOBS__TIMEOUT", "2s")]);
@@ -512,7 +487,7 @@ async fn blob_store_outage_fails_fast_and_recovers() {
         "a storage failure must answer within its bound, took {took:?}"
     );
 
-    open.store(true, std::sync::atomic::Ordering::SeqCst);
+    gate.open();
     let response = client
         .post(&url)
         .header("token", &token)

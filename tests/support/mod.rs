@@ -293,6 +293,12 @@ impl Server {
     pub fn is_running(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
     }
+
+    /// SIGKILL: the process gets no chance to clean up.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 impl Drop for Server {
@@ -304,12 +310,17 @@ impl Drop for Server {
 
 /// Runs `mediavault ARGS` against `stores`; returns (exit ok, stdout, stderr).
 pub fn cli(stores: &Stores, args: &[&str]) -> (bool, String, String) {
-    let output = Command::new(MEDIAVAULT)
-        .args(args)
-        .current_dir(stores.dir())
-        .envs(stores.env())
-        .output()
-        .expect("run mediavault");
+    cli_with(stores, args, &[])
+}
+
+/// `cli` with extra environment variables.
+pub fn cli_with(stores: &Stores, args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let mut command = Command::new(MEDIAVAULT);
+    command.args(args).current_dir(stores.dir()).envs(stores.env());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let output = command.output().expect("run mediavault");
     (
         output.status.success(),
         String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -324,10 +335,30 @@ pub fn app_and_token(stores: &Stores, capi: bool) -> (String, String) {
     assert!(ok, "apps create failed: {err}");
     let app: serde_json::Value = serde_json::from_str(&out).unwrap();
     let app_id = app["appId"].as_str().unwrap().to_owned();
-    let (ok, out, err) = cli(stores, &["tokens", "issue", "--app", &app_id]);
+    (app_id.clone(), issue_token(stores, &app_id))
+}
+
+/// Creates a CAPI app whose media live for `retention`, and a token for it.
+pub fn app_with_retention(stores: &Stores, retention: &str) -> (String, String) {
+    let (ok, out, err) = cli(
+        stores,
+        &["apps", "create", "--name", "test", "--retention", retention],
+    );
+    assert!(ok, "apps create failed: {err}");
+    let app_id = serde_json::from_str::<serde_json::Value>(&out).unwrap()["appId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    (app_id.clone(), issue_token(stores, &app_id))
+}
+
+fn issue_token(stores: &Stores, app_id: &str) -> String {
+    let (ok, out, err) = cli(stores, &["tokens", "issue", "--app", app_id]);
     assert!(ok, "tokens issue failed: {err}");
-    let token: serde_json::Value = serde_json::from_str(&out).unwrap();
-    (app_id, token["token"].as_str().unwrap().to_owned())
+    serde_json::from_str::<serde_json::Value>(&out).unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 /// Deterministic bytes of a given length that start like a PNG file.
@@ -355,7 +386,12 @@ impl Fixture {
     pub async fn new(backends: Backends) -> Fixture {
         let stores = Stores::new(backends).await;
         let (app_id, token) = app_and_token(&stores, true);
-        let server = Server::start(&stores);
+        Fixture::serve(stores, app_id, token, &[])
+    }
+
+    /// Starts a server on `stores` (with extra environment) for an existing app.
+    pub fn serve(stores: Stores, app_id: String, token: String, env: &[(&str, &str)]) -> Fixture {
+        let server = Server::start_with(&stores, env);
         Fixture {
             stores,
             server,
@@ -439,5 +475,53 @@ impl Fixture {
 
     pub async fn inventory(&self) -> (Vec<String>, Vec<String>) {
         self.stores.inventory().await
+    }
+}
+
+/// A loopback TCP forwarder that can be shut, to take a real service away
+/// from the server under test and give it back.
+pub struct Gate {
+    pub addr: std::net::SocketAddr,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    connections: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl Gate {
+    /// Forwards to `target` (`host:port`) while open. Runs on the caller's runtime.
+    pub async fn new(target: &str, open: bool) -> Gate {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let gate = Gate {
+            addr: listener.local_addr().unwrap(),
+            open: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(open)),
+            connections: Default::default(),
+        };
+        let (is_open, connections, target) = (gate.open.clone(), gate.connections.clone(), target.to_owned());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !is_open.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue;
+                }
+                let target = target.clone();
+                let task = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                connections.lock().unwrap().push(task.abort_handle());
+            }
+        });
+        gate
+    }
+
+    pub fn open(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Refuses new connections and cuts the ones in flight.
+    pub fn close(&self) {
+        self.open.store(false, std::sync::atomic::Ordering::SeqCst);
+        for connection in self.connections.lock().unwrap().drain(..) {
+            connection.abort();
+        }
     }
 }

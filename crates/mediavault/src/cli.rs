@@ -35,6 +35,19 @@ pub enum Command {
     /// Manage key-encryption keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Run the reaper by hand: one pass, or one orphan sweep.
+    Reap(Reap),
+}
+
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct Reap {
+    /// One pass: delete expired, deleted and abandoned media; prints counts as JSON.
+    #[arg(long)]
+    pub once: bool,
+    /// Delete blobs no row references (older than reaper.stale_upload_after).
+    #[arg(long)]
+    pub sweep: bool,
 }
 
 #[derive(Debug, Subcommand)]

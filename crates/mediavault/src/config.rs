@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
+use mediavault_reaper::{ReaperSettings, Schedule};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
@@ -74,6 +75,11 @@ pub struct MediaConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReaperConfig {
+    pub enabled: bool,
+    pub schedule: String,
+    pub sweep_schedule: String,
+    #[serde(with = "humantime_serde")]
+    pub pass_budget: Duration,
     #[serde(with = "humantime_serde")]
     pub stale_upload_after: Duration,
 }
@@ -128,7 +134,21 @@ impl Config {
         if self.blobs.timeout.is_zero() {
             bail!("blobs.timeout must be above 0");
         }
+        self.reaper_settings()?;
         Ok(())
+    }
+
+    /// The reaper's schedules, parsed; a bad expression names its key.
+    pub fn reaper_settings(&self) -> anyhow::Result<ReaperSettings> {
+        let schedule = |key: &str, value: &str| -> anyhow::Result<Schedule> {
+            value.parse().map_err(|e| anyhow::anyhow!("{key}: {e}"))
+        };
+        Ok(ReaperSettings {
+            schedule: schedule("reaper.schedule", &self.reaper.schedule)?,
+            sweep_schedule: schedule("reaper.sweep_schedule", &self.reaper.sweep_schedule)?,
+            budget: self.reaper.pass_budget,
+            stale_upload_after: self.reaper.stale_upload_after,
+        })
     }
 
     /// The database URL, from `database.url` or `database.url_file`.
@@ -199,6 +219,14 @@ mod tests {
             assert_eq!(config.media.retention, Duration::from_secs(2 * 86400));
             assert_eq!(config.media.max_file_bytes, 20, "environment beats file");
             assert_eq!(config.server.listen.port(), 0, "flag beats environment");
+
+            jail.set_env("MEDIAVAULT__REAPER__SCHEDULE", "* * * * *");
+            let error = Config::load(None, &Overrides::default()).unwrap_err().to_string();
+            assert!(
+                error.contains("reaper.schedule") && error.contains("six fields"),
+                "{error}"
+            );
+            jail.set_env("MEDIAVAULT__REAPER__SCHEDULE", "*/5 * * * * *");
 
             jail.set_env("MEDIAVAULT__MEDIA__RETENTION", "soon");
             let error = Config::load(None, &Overrides::default()).unwrap_err().to_string();

@@ -77,6 +77,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Reap(reap) if reap.once => {
+            let report = mediavault_reaper::reap_once(
+                &vault,
+                mediavault_storage::now_millis(),
+                config.reaper.pass_budget,
+            )
+            .await
+            .context("reaper pass")?;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }
+        Command::Reap(_) => {
+            let removed = vault
+                .sweep_orphans(config.reaper.stale_upload_after)
+                .await
+                .context("orphan sweep")?;
+            println!("{}", json!({ "removed": removed }));
+            Ok(())
+        }
         Command::Keys(_) => unreachable!("handled before configuration"),
     }
 }

@@ -37,6 +37,11 @@ pub async fn serve(config: &Config, vault: Vault) -> anyhow::Result<()> {
     std::io::stdout().flush()?;
     tracing::info!(%addr, "serving");
 
+    let reaper = if config.reaper.enabled {
+        Some(mediavault_reaper::spawn(vault.clone(), config.reaper_settings()?))
+    } else {
+        None
+    };
     let app = router(ApiState { vault: vault.clone() });
     let shutdown_timeout = config.server.shutdown_timeout;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -54,6 +59,9 @@ pub async fn serve(config: &Config, vault: Vault) -> anyhow::Result<()> {
                 tracing::warn!(?shutdown_timeout, "requests still running after the shutdown timeout; exiting");
             }
         }
+    }
+    if let Some(reaper) = reaper {
+        reaper.abort();
     }
     vault.close().await;
     Ok(())

@@ -1,6 +1,185 @@
 //! mediavault-reaper: removes what must go — expired media, media deleted on
-//! request, abandoned uploads — through the primitives `Vault` exposes for
-//! it. It never talks to a store directly, and never imports the HTTP layer.
+//! request, abandoned uploads — and sweeps orphaned blobs, through the
+//! primitives `Vault` exposes. It never talks to a store directly and never
+//! imports the HTTP layer.
 //!
-//! The passes themselves are not written yet; the crate holds the place the
-//! workspace layout gives them.
+//! Passes run on a cron schedule inside every replica; a Postgres advisory
+//! lock lets one run at a time per cluster, and claims use `SKIP LOCKED`, so
+//! even overlapping passes never reap a row twice. In one process the
+//! schedule is a single loop, so a pass never overlaps the previous one.
+
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use mediavault_storage::{ReapCounts, StoreError, Vault, now_millis};
+use serde::Serialize;
+
+/// Rows claimed per batch.
+const BATCH: u32 = 500;
+
+/// What a pass did, by reason; printed by `mediavault reap --once`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PassReport {
+    pub expired: u64,
+    pub deleted: u64,
+    pub abandoned: u64,
+    #[serde(skip)]
+    pub blob_failures: u64,
+    /// Another replica's pass held the lock; this one did nothing.
+    #[serde(skip)]
+    pub skipped: bool,
+}
+
+impl PassReport {
+    fn add(&mut self, counts: ReapCounts) {
+        self.expired += counts.expired;
+        self.deleted += counts.deleted;
+        self.abandoned += counts.abandoned;
+        self.blob_failures += counts.blob_failures;
+    }
+}
+
+/// One pass at `now` (milliseconds): batches until nothing is due, a batch
+/// fails to delete a blob (the store is likely down; the next pass retries),
+/// or `budget` is spent.
+pub async fn reap_once(vault: &Vault, now: i64, budget: Duration) -> Result<PassReport, StoreError> {
+    let Some(_lock) = vault.try_reaper_lock().await? else {
+        return Ok(PassReport {
+            skipped: true,
+            ..PassReport::default()
+        });
+    };
+    let started = Instant::now();
+    let mut report = PassReport::default();
+    loop {
+        let counts = vault.reap_batch(now, BATCH).await?;
+        report.add(counts);
+        if counts.claimed < u64::from(BATCH) || counts.blob_failures > 0 || started.elapsed() >= budget {
+            break;
+        }
+    }
+    Ok(report)
+}
+
+/// A six-field cron expression (`sec min hour day month weekday`).
+#[derive(Debug, Clone)]
+pub struct Schedule(cron::Schedule);
+
+impl FromStr for Schedule {
+    type Err = String;
+
+    fn from_str(expression: &str) -> Result<Schedule, String> {
+        if expression.split_whitespace().count() != 6 {
+            return Err(format!(
+                "{expression:?} must have six fields: sec min hour day month weekday"
+            ));
+        }
+        cron::Schedule::from_str(expression)
+            .map(Schedule)
+            .map_err(|e| format!("{expression:?}: {e}"))
+    }
+}
+
+impl Schedule {
+    fn until_next(&self) -> Option<Duration> {
+        let next = self.0.upcoming(chrono::Utc).next()?;
+        (next - chrono::Utc::now()).to_std().ok().or(Some(Duration::ZERO))
+    }
+}
+
+/// How the reaper runs inside `serve`.
+#[derive(Debug, Clone)]
+pub struct ReaperSettings {
+    pub schedule: Schedule,
+    pub sweep_schedule: Schedule,
+    /// Bound on one pass; what is left waits for the next.
+    pub budget: Duration,
+    /// A blob younger than this may belong to an upload in progress.
+    pub stale_upload_after: Duration,
+}
+
+/// Runs reaper passes on `settings.schedule` and orphan sweeps on
+/// `settings.sweep_schedule` until the task is aborted.
+pub fn spawn(vault: Vault, settings: ReaperSettings) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let sweeper = {
+            let vault = vault.clone();
+            let settings = settings.clone();
+            tokio::spawn(async move {
+                while let Some(wait) = settings.sweep_schedule.until_next() {
+                    tokio::time::sleep(wait).await;
+                    sweep(&vault, settings.stale_upload_after).await;
+                }
+            })
+        };
+        while let Some(wait) = settings.schedule.until_next() {
+            tokio::time::sleep(wait).await;
+            run_pass(&vault, settings.budget).await;
+        }
+        sweeper.abort();
+    })
+}
+
+/// One logged pass; failures are logged and left to the next pass.
+pub async fn run_pass(vault: &Vault, budget: Duration) -> Option<PassReport> {
+    let started = Instant::now();
+    match reap_once(vault, now_millis(), budget).await {
+        Ok(report) if report.skipped => {
+            tracing::debug!("reaper pass skipped: another replica's pass is running");
+            Some(report)
+        }
+        Ok(report) => {
+            tracing::info!(
+                expired = report.expired,
+                deleted = report.deleted,
+                abandoned = report.abandoned,
+                blob_failures = report.blob_failures,
+                seconds = started.elapsed().as_secs_f64(),
+                "reaper pass"
+            );
+            Some(report)
+        }
+        Err(error) => {
+            tracing::warn!(%error, "reaper pass failed; the next pass retries");
+            None
+        }
+    }
+}
+
+/// One logged orphan sweep.
+pub async fn sweep(vault: &Vault, older_than: Duration) -> Option<u64> {
+    match vault.sweep_orphans(older_than).await {
+        Ok(removed) => {
+            tracing::info!(removed, "orphan sweep");
+            Some(removed)
+        }
+        Err(error) => {
+            tracing::warn!(%error, "orphan sweep failed");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedules_need_six_valid_fields() {
+        assert!("0 * * * * *".parse::<Schedule>().is_ok());
+        assert!("*/5 * * * * *".parse::<Schedule>().is_ok());
+        assert!(
+            "* * * * *"
+                .parse::<Schedule>()
+                .unwrap_err()
+                .contains("six fields")
+        );
+        assert!("0 * * * * nonsense".parse::<Schedule>().is_err());
+    }
+
+    #[test]
+    fn the_next_run_is_within_the_period() {
+        let every_second: Schedule = "* * * * * *".parse().unwrap();
+        assert!(every_second.until_next().unwrap() <= Duration::from_secs(1));
+    }
+}

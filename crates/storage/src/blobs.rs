@@ -191,6 +191,40 @@ impl Blobs {
         }
     }
 
+    /// Deletes many blobs, a bounded number at a time; returns the keys that
+    /// could not be deleted (a blob already gone counts as deleted).
+    pub(crate) async fn delete_many(&self, keys: Vec<String>) -> Vec<String> {
+        let results = futures::stream::iter(keys)
+            .map(|key| async move {
+                let result = self.delete(&key).await;
+                (key, result)
+            })
+            .buffer_unordered(16)
+            .collect::<Vec<_>>()
+            .await;
+        results
+            .into_iter()
+            .filter_map(|(key, result)| {
+                let error = result.err()?;
+                tracing::warn!(blob_key = %key, %error, "blob delete failed");
+                Some(key)
+            })
+            .collect()
+    }
+
+    /// Every blob with its last-modified time, for the orphan sweep.
+    pub(crate) async fn list_with_times(
+        &self,
+    ) -> Result<Vec<(String, chrono::DateTime<chrono::Utc>)>, StoreError> {
+        self.bounded(
+            self.store
+                .list(None)
+                .map_ok(|meta| (meta.location.to_string(), meta.last_modified))
+                .try_collect(),
+        )
+        .await
+    }
+
     /// Every blob key in the store (under its prefix).
     pub(crate) async fn list_keys(&self) -> Result<Vec<String>, StoreError> {
         self.bounded(

@@ -280,6 +280,64 @@ impl Metadata {
         Ok(())
     }
 
+    /// Postgres: a transaction holding the reaper's advisory lock, or `None`
+    /// inside `Some` when another session holds it. SQLite: always free.
+    #[allow(clippy::type_complexity)]
+    pub(crate) async fn try_reaper_lock(
+        &self,
+    ) -> Result<Option<Option<sqlx::Transaction<'static, sqlx::Postgres>>>, StoreError> {
+        match self {
+            Metadata::Postgres(pool) => Ok(postgres::try_reaper_lock(pool).await?.map(Some)),
+            Metadata::Sqlite(_) => Ok(Some(None)),
+        }
+    }
+
+    /// Claims up to `limit` rows due at `now`, shreds them and leases them
+    /// until `lease_until`; returns them with the state they had.
+    pub(crate) async fn claim_due(
+        &self,
+        now: Millis,
+        limit: u32,
+        lease_until: Millis,
+    ) -> Result<Vec<crate::reap::Claimed>, StoreError> {
+        match self {
+            Metadata::Postgres(pool) => postgres::claim_due(pool, now, limit, lease_until).await,
+            Metadata::Sqlite(pool) => sqlite::claim_due(pool, now, limit, lease_until).await,
+        }
+    }
+
+    /// Removes reaped rows (shredded, blobs gone).
+    pub(crate) async fn delete_reaped(&self, ids: &[String]) -> Result<(), StoreError> {
+        const SQL: &str = "DELETE FROM media WHERE id = $1 AND state = 'deleting'";
+        if ids.is_empty() {
+            return Ok(());
+        }
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            for id in ids {
+                sqlx::query(SQL).bind(id).execute(&mut *tx).await?;
+            }
+            tx.commit().await
+        })?;
+        Ok(())
+    }
+
+    /// Makes shredded rows due at `now` again (their blob delete failed).
+    pub(crate) async fn set_due(&self, ids: &[String], now: Millis) -> Result<(), StoreError> {
+        const SQL: &str = "UPDATE media SET due_at = $2 WHERE id = $1 AND state = 'deleting'";
+        if ids.is_empty() {
+            return Ok(());
+        }
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            for id in ids {
+                sqlx::query(SQL).bind(id).bind(now).execute(&mut *tx).await?;
+            }
+            tx.commit().await
+        })?;
+        Ok(())
+    }
+
     /// Every blob key a row refers to, whatever its state.
     pub(crate) async fn blob_keys(&self) -> Result<Vec<String>, StoreError> {
         const SQL: &str = "SELECT blob_key FROM media ORDER BY blob_key";

@@ -29,3 +29,33 @@ pub(super) async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
     sqlx::migrate!("../../migrations/sqlite").run(pool).await?;
     Ok(())
 }
+
+/// SQLite serves one process, whose passes never overlap: select the due
+/// rows, then claim and shred them, in one transaction.
+pub(super) async fn claim_due(
+    pool: &SqlitePool,
+    now: i64,
+    limit: u32,
+    lease_until: i64,
+) -> Result<Vec<crate::reap::Claimed>, StoreError> {
+    let mut tx = pool.begin().await?;
+    let due: Vec<crate::reap::Claimed> =
+        sqlx::query_as("SELECT id, blob_key, state FROM media WHERE due_at <= $1 ORDER BY due_at LIMIT $2")
+            .bind(now)
+            .bind(i64::from(limit))
+            .fetch_all(&mut *tx)
+            .await?;
+    for row in &due {
+        sqlx::query(
+            "UPDATE media SET state = 'deleting', wrapped_dek = NULL, deleted_at = COALESCE(deleted_at, $2), \
+             due_at = $3 WHERE id = $1",
+        )
+        .bind(&row.id)
+        .bind(now)
+        .bind(lease_until)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(due)
+}

@@ -1,0 +1,116 @@
+//! The primitives the reaper drives (DESIGN §2): claim rows that are due —
+//! expired, deleted on request, or abandoned uploads — shred them, delete
+//! their blobs, then their rows; and sweep blobs that no row references.
+//! Everything here is idempotent, so a pass that dies half way is finished
+//! by the next one.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use crate::error::StoreError;
+use crate::model::{Millis, duration_millis};
+use crate::vault::Vault;
+
+/// A claimed row keeps others away this long while its blob is deleted.
+pub const CLAIM_LEASE: Duration = Duration::from_secs(300);
+
+/// A row the reaper has claimed (and shredded).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct Claimed {
+    pub id: String,
+    pub blob_key: String,
+    /// The state before the claim: `ready` (expired), `deleting` (deleted
+    /// on request), `uploading` (abandoned).
+    pub state: String,
+}
+
+/// What one batch did, by reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReapCounts {
+    pub expired: u64,
+    pub deleted: u64,
+    pub abandoned: u64,
+    /// Blobs whose delete failed: their rows stay, due again at once.
+    pub blob_failures: u64,
+    /// Rows claimed, whatever came of them.
+    pub claimed: u64,
+}
+
+impl ReapCounts {
+    pub fn add(&mut self, other: ReapCounts) {
+        self.expired += other.expired;
+        self.deleted += other.deleted;
+        self.abandoned += other.abandoned;
+        self.blob_failures += other.blob_failures;
+        self.claimed += other.claimed;
+    }
+}
+
+/// Held while a pass runs; on Postgres it is a transaction-level advisory
+/// lock, released when the guard drops (commit or connection loss alike).
+pub struct ReaperLock {
+    _held: Option<sqlx::Transaction<'static, sqlx::Postgres>>,
+}
+
+impl Vault {
+    /// Takes the cluster-wide reaper lock, or `None` if another replica's
+    /// pass holds it. SQLite is one process: its lock is always free.
+    pub async fn try_reaper_lock(&self) -> Result<Option<ReaperLock>, StoreError> {
+        match self.inner.meta.try_reaper_lock().await? {
+            Some(held) => Ok(Some(ReaperLock { _held: held })),
+            None => Ok(None),
+        }
+    }
+
+    /// Reaps up to `limit` due rows: claim and shred them in one statement,
+    /// delete their blobs, then the rows whose blobs are gone.
+    pub async fn reap_batch(&self, now: Millis, limit: u32) -> Result<ReapCounts, StoreError> {
+        let lease_until = now.saturating_add(duration_millis(CLAIM_LEASE));
+        let claimed = self.inner.meta.claim_due(now, limit, lease_until).await?;
+        let mut counts = ReapCounts {
+            claimed: claimed.len() as u64,
+            ..ReapCounts::default()
+        };
+        if claimed.is_empty() {
+            return Ok(counts);
+        }
+        let keys: Vec<String> = claimed.iter().map(|c| c.blob_key.clone()).collect();
+        let failed: HashSet<String> = self.inner.blobs.delete_many(keys).await.into_iter().collect();
+        let (mut done, mut retry) = (Vec::new(), Vec::new());
+        for row in &claimed {
+            if failed.contains(&row.blob_key) {
+                retry.push(row.id.clone());
+                continue;
+            }
+            done.push(row.id.clone());
+            match row.state.as_str() {
+                "ready" => counts.expired += 1,
+                "uploading" => counts.abandoned += 1,
+                _ => counts.deleted += 1,
+            }
+        }
+        counts.blob_failures = retry.len() as u64;
+        self.inner.meta.delete_reaped(&done).await?;
+        // Shredded already; only the blob is left. Due again now, so the next
+        // pass retries it rather than waiting out the lease.
+        self.inner.meta.set_due(&retry, now).await?;
+        Ok(counts)
+    }
+
+    /// Deletes blobs that no row references and that are older than
+    /// `older_than` (younger ones may belong to an upload still being
+    /// written). Returns how many were deleted.
+    pub async fn sweep_orphans(&self, older_than: Duration) -> Result<u64, StoreError> {
+        let cutoff = chrono::Utc::now() - chrono::Duration::from_std(older_than).unwrap_or_default();
+        let listed = self.inner.blobs.list_with_times().await?;
+        let referenced: HashSet<String> = self.inner.meta.blob_keys().await?.into_iter().collect();
+        let orphans: Vec<String> = listed
+            .into_iter()
+            .filter(|(key, modified)| *modified < cutoff && !referenced.contains(key))
+            .map(|(key, _)| key)
+            .collect();
+        let count = orphans.len() as u64;
+        let failed = self.inner.blobs.delete_many(orphans).await;
+        Ok(count - failed.len() as u64)
+    }
+}

@@ -1,0 +1,285 @@
+//! End to end: the reaper deletes what must go and nothing else, survives
+//! crashes and outages at every step, and runs safely on many replicas.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::{Backends, Fixture, Gate, Server, Stores, app_with_retention, cli, cli_with, png_bytes};
+
+fn reap_once(stores: &Stores) -> Value {
+    let (ok, out, err) = cli(stores, &["reap", "--once"]);
+    assert!(ok, "reap --once failed: {err}");
+    serde_json::from_str(&out).unwrap_or_else(|_| panic!("not JSON: {out}"))
+}
+
+/// A fixture whose app keeps media for `retention`.
+async fn fixture_with_retention(backends: Backends, retention: &str, env: &[(&str, &str)]) -> Fixture {
+    let stores = Stores::new(backends).await;
+    let (app_id, token) = app_with_retention(&stores, retention);
+    Fixture::serve(stores, app_id, token, env)
+}
+
+#[tokio::test]
+async fn expired_media_are_reaped_and_nothing_else() {
+    for backends in [Backends::SqliteFiles, Backends::PostgresS3] {
+        let f = fixture_with_retention(backends, "1s", &[("MEDIAVAULT__REAPER__ENABLED", "false")]).await;
+        for len in [100, 70_000, 6 * 1024 * 1024] {
+            f.upload(&png_bytes(len)).await;
+        }
+        // Another app's media, far from expiry, must survive.
+        let (keeper_app, keeper_token) = app_with_retention(&f.stores, "30d");
+        let keeper_url = f.server.url(&format!("/partner/app/{keeper_app}/media"));
+        let part = reqwest::multipart::Part::bytes(png_bytes(500)).file_name("k.png");
+        let form = reqwest::multipart::Form::new()
+            .text("file_type", "image/png")
+            .part("file", part);
+        let response = f
+            .client
+            .post(&keeper_url)
+            .header("token", &keeper_token)
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        let kept = response.json::<Value>().await.unwrap()["mediaId"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let kept_url = format!("{keeper_url}/{kept}");
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+
+        assert_eq!(
+            reap_once(&f.stores),
+            json!({"expired": 3, "deleted": 0, "abandoned": 0}),
+            "{backends:?}"
+        );
+        f.assert_stored(1).await;
+        let response = f
+            .client
+            .get(&kept_url)
+            .header("token", &keeper_token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            reap_once(&f.stores),
+            json!({"expired": 0, "deleted": 0, "abandoned": 0})
+        );
+    }
+}
+
+/// Deleted while the blob store was down: the key is shredded at once, the
+/// blob stays; a pass while the store is still down keeps the row and
+/// fails cleanly; the first pass after it returns removes both.
+#[tokio::test]
+async fn deletion_with_the_blob_store_down_is_finished_by_the_reaper() {
+    let mut stores = Stores::new(Backends::PostgresS3).await;
+    let garage = stores.blobs.endpoint.clone().unwrap();
+    let gate = Gate::new(garage.trim_start_matches("http://"), true).await;
+    stores.blobs.endpoint = Some(format!("http://{}", gate.addr));
+    let (app_id, token) = app_with_retention(&stores, "30d");
+    let env = [
+        ("MEDIAVAULT__BLOBS__TIMEOUT", "2s"),
+        ("MEDIAVAULT__REAPER__ENABLED", "false"),
+    ];
+    let mut f = Fixture::serve(stores, app_id, token, &env);
+    let gone = f.upload(&png_bytes(1000)).await;
+    let kept = f.upload(&png_bytes(2000)).await;
+
+    gate.close();
+    let response = f.request(reqwest::Method::DELETE, &format!("/{gone}"), &[]).await;
+    assert_eq!(response.status(), 200, "the shred needs only the database");
+    assert_eq!(f.download(&gone).await.status(), 404);
+
+    let mut direct = Stores::new(Backends::PostgresS3).await;
+    direct.database_url = f.stores.database_url.clone();
+    direct.blobs = f.stores.blobs.clone();
+    direct.blobs.endpoint = Some(garage.clone());
+    direct.keys = f.stores.keys.clone();
+    let (rows, blobs) = direct.inventory().await;
+    assert_eq!(
+        (rows.len(), blobs.len()),
+        (2, 2),
+        "the row and blob wait for the reaper"
+    );
+
+    let (ok, out, err) = cli_with(
+        &f.stores,
+        &["reap", "--once"],
+        &[("MEDIAVAULT__BLOBS__TIMEOUT", "2s")],
+    );
+    assert!(ok, "{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        report,
+        json!({"expired": 0, "deleted": 0, "abandoned": 0}),
+        "nothing reaped while down"
+    );
+    assert_eq!(
+        direct.inventory().await.0.len(),
+        2,
+        "the row stays for the next pass"
+    );
+
+    gate.open();
+    assert_eq!(
+        reap_once(&direct),
+        json!({"expired": 0, "deleted": 1, "abandoned": 0})
+    );
+    let (rows, blobs) = direct.inventory().await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows, blobs);
+    assert_eq!(f.download(&kept).await.status(), 200);
+    // Clean-up runs after this runtime stops serving the gate: go direct.
+    f.stores.blobs.endpoint = Some(garage);
+}
+
+/// A server killed mid-upload leaves an `uploading` row (and perhaps an
+/// unfinished multipart upload); once stale, one pass removes it.
+#[tokio::test]
+async fn uploads_cut_by_a_crash_are_reaped_as_abandoned() {
+    use tokio::io::AsyncWriteExt;
+    let stores = Stores::new(Backends::PostgresS3).await;
+    let (app_id, token) = app_with_retention(&stores, "30d");
+    let env = [
+        ("MEDIAVAULT__REAPER__STALE_UPLOAD_AFTER", "1s"),
+        ("MEDIAVAULT__REAPER__ENABLED", "false"),
+    ];
+    let mut server = Server::start_with(&stores, &env);
+    let addr = server.base_url.trim_start_matches("http://").to_owned();
+    let mut socket = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /partner/app/{app_id}/media HTTP/1.1\r\nHost: {addr}\r\ntoken: {token}\r\n\
+         Content-Type: multipart/form-data; boundary=XyZ\r\nContent-Length: 50000000\r\n\r\n\
+         --XyZ\r\nContent-Disposition: form-data; name=\"file_type\"\r\n\r\nimage/png\r\n--XyZ\r\n\
+         Content-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\n\r\n"
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    socket.write_all(&png_bytes(12 * 1024 * 1024)).await.unwrap();
+    socket.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    server.kill();
+    drop(socket);
+
+    let (rows, _) = stores.inventory().await;
+    assert_eq!(rows.len(), 1, "the intent row outlives the crash");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        reap_once(&stores),
+        json!({"expired": 0, "deleted": 0, "abandoned": 1})
+    );
+    let (rows, blobs) = stores.inventory().await;
+    assert!(
+        rows.is_empty() && blobs.is_empty(),
+        "rows {rows:?} blobs {blobs:?}"
+    );
+}
+
+/// Three replicas on one database and bucket, each with its own reaper on
+/// a one-second schedule: every expired file is reaped exactly once and no
+/// pass fails.
+#[tokio::test]
+async fn three_replicas_reap_each_file_exactly_once() {
+    let stores = Stores::new(Backends::PostgresS3).await;
+    let (app_id, token) = app_with_retention(&stores, "2s");
+    let env = [("MEDIAVAULT__REAPER__SCHEDULE", "* * * * * *")];
+    let replicas: Vec<Server> = (0..3).map(|_| Server::start_with(&stores, &env)).collect();
+    let client = reqwest::Client::new();
+    for i in 0..30 {
+        let url = replicas[i % 3].url(&format!("/partner/app/{app_id}/media"));
+        let part = reqwest::multipart::Part::bytes(png_bytes(1000 + i)).file_name("a.png");
+        let form = reqwest::multipart::Form::new()
+            .text("file_type", "image/png")
+            .part("file", part);
+        let response = client
+            .post(url)
+            .header("token", &token)
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (rows, blobs) = stores.inventory().await;
+        if rows.is_empty() && blobs.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not reaped in time: {} rows, {} blobs",
+            rows.len(),
+            blobs.len()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // A replica's last pass may still be writing its log line.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut reaped = 0;
+    for replica in &replicas {
+        let log = replica.log();
+        assert!(!log.contains("reaper pass failed"), "{log}");
+        for line in log.lines().filter(|l| l.contains("reaper pass")) {
+            let count = line
+                .split("expired=")
+                .nth(1)
+                .and_then(|s| s.split_whitespace().next());
+            reaped += count.and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+        }
+    }
+    assert_eq!(
+        reaped, 30,
+        "each expired file reaped exactly once across replicas"
+    );
+}
+
+/// The orphan sweep deletes blobs no row references, once they are older
+/// than the stale threshold, and keeps every referenced one.
+#[tokio::test]
+async fn orphan_sweep_removes_only_unreferenced_blobs() {
+    let f = fixture_with_retention(Backends::SqliteFiles, "30d", &[]).await;
+    let kept = f.upload(&png_bytes(800)).await;
+    let blob_dir = std::path::Path::new(&f.stores.blobs.url).join("media");
+    std::fs::write(blob_dir.join("stray"), b"left by a crash").unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (ok, out, err) = cli_with(
+        &f.stores,
+        &["reap", "--sweep"],
+        &[("MEDIAVAULT__REAPER__STALE_UPLOAD_AFTER", "1s")],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap(),
+        json!({"removed": 1})
+    );
+    assert!(!blob_dir.join("stray").exists());
+    f.assert_stored(1).await;
+    assert_eq!(f.download(&kept).await.status(), 200);
+}
+
+/// The claim is one range scan of the `due_at` index, never a sequential
+/// scan of `media`.
+#[tokio::test]
+async fn the_claim_query_uses_the_due_index() {
+    use sqlx::Connection;
+    let stores = Stores::new(Backends::PostgresFiles).await;
+    stores.vault().await.close().await;
+    let mut db = sqlx::PgConnection::connect(&stores.database_url).await.unwrap();
+    sqlx::query("SET enable_seqscan = off")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let plan: Vec<String> = sqlx::query_scalar(
+        "EXPLAIN SELECT id, state FROM media WHERE due_at <= 1 ORDER BY due_at LIMIT 500 FOR UPDATE SKIP LOCKED",
+    )
+    .fetch_all(&mut db)
+    .await
+    .unwrap();
+    let plan = plan.join("\n");
+    assert!(plan.contains("media_due_at"), "{plan}");
+    assert!(!plan.contains("Seq Scan on media"), "{plan}");
+}
