@@ -283,3 +283,51 @@ async fn the_claim_query_uses_the_due_index() {
     assert!(plan.contains("media_due_at"), "{plan}");
     assert!(!plan.contains("Seq Scan on media"), "{plan}");
 }
+
+/// With the metadata store gone, passes fail cleanly and the server keeps
+/// serving what it can; once the store is back, the next pass finishes the
+/// work. (Multi-threaded: the gate must forward while the test thread waits
+/// for the server to start.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passes_fail_cleanly_while_the_database_is_down_and_recover() {
+    let direct = Stores::new(Backends::PostgresS3).await;
+    let (app_id, token) = app_with_retention(&direct, "1s");
+    let gate = Gate::new("127.0.0.1:5432", true).await;
+    let (_, database) = direct.database_url.rsplit_once('/').unwrap();
+    let mut gated = Stores::new(Backends::SqliteFiles).await;
+    gated.database_url = format!("postgres://postgres@{}/{database}", gate.addr);
+    gated.blobs = direct.blobs.clone();
+    gated.keys = direct.keys.clone();
+    let env = [("MEDIAVAULT__REAPER__SCHEDULE", "* * * * * *")];
+    let mut f = Fixture::serve(gated, app_id, token, &env);
+    f.upload(&png_bytes(300)).await;
+    f.upload(&png_bytes(400)).await;
+
+    gate.close();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(
+        f.server.is_running(),
+        "a failed pass must not take the server down"
+    );
+    assert!(
+        f.server.log().contains("reaper pass failed"),
+        "{}",
+        f.server.log()
+    );
+    assert_eq!(
+        direct.inventory().await.0.len(),
+        2,
+        "nothing reaped while the database is away"
+    );
+
+    gate.open();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (rows, blobs) = direct.inventory().await;
+        if rows.is_empty() && blobs.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not recovered: {rows:?} {blobs:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}

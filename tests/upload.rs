@@ -10,7 +10,7 @@ use reqwest::multipart::{Form, Part};
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use support::{Backends, Fixture, Gate, Server, Stores, app_and_token, png_bytes};
+use support::{Backends, Fixture, Gate, Server, Stores, app_and_token, png_bytes, png_form};
 
 const LIMIT: usize = 104_857_600;
 
@@ -19,12 +19,6 @@ fn file_part(bytes: Vec<u8>, name: &str) -> Part {
         .file_name(name.to_owned())
         .mime_str("application/octet-stream")
         .unwrap()
-}
-
-fn png_form(len: usize) -> Form {
-    Form::new()
-        .text("file_type", "image/png")
-        .part("file", file_part(png_bytes(len), "photo.png"))
 }
 
 fn error(message: &str) -> Value {

@@ -294,6 +294,15 @@ impl Server {
         self.child.try_wait().unwrap().is_none()
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the process to exit; returns its status.
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        self.child.wait().expect("wait for mediavault")
+    }
+
     /// SIGKILL: the process gets no chance to clean up.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -384,9 +393,14 @@ pub struct Fixture {
 
 impl Fixture {
     pub async fn new(backends: Backends) -> Fixture {
+        Fixture::with_env(backends, &[]).await
+    }
+
+    /// A fresh CAPI app on fresh stores, served with extra environment.
+    pub async fn with_env(backends: Backends, env: &[(&str, &str)]) -> Fixture {
         let stores = Stores::new(backends).await;
         let (app_id, token) = app_and_token(&stores, true);
-        Fixture::serve(stores, app_id, token, &[])
+        Fixture::serve(stores, app_id, token, env)
     }
 
     /// Starts a server on `stores` (with extra environment) for an existing app.
@@ -524,4 +538,15 @@ impl Gate {
             connection.abort();
         }
     }
+}
+
+/// An upload form: `file_type=image/png` and a PNG-looking file of `len` bytes.
+pub fn png_form(len: usize) -> reqwest::multipart::Form {
+    let part = reqwest::multipart::Part::bytes(png_bytes(len))
+        .file_name("photo.png")
+        .mime_str("application/octet-stream")
+        .unwrap();
+    reqwest::multipart::Form::new()
+        .text("file_type", "image/png")
+        .part("file", part)
 }

@@ -91,7 +91,12 @@ pub async fn download(
     // segment that fails ends the body early: the client sees a response
     // shorter than its Content-Length, never unverified bytes.
     let first = plaintext.try_next().await?.unwrap_or_default();
-    let rest = plaintext.inspect_err(|error| tracing::error!(%error, "download stopped"));
+    metrics::counter!("mediavault_download_bytes_total").increment(first.len() as u64);
+    let rest = plaintext
+        .inspect_ok(|piece| {
+            metrics::counter!("mediavault_download_bytes_total").increment(piece.len() as u64)
+        })
+        .inspect_err(|error| tracing::error!(%error, "download stopped"));
     *response.body_mut() = Body::from_stream(futures::stream::once(async { Ok(first) }).chain(rest));
     Ok(response)
 }

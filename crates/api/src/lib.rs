@@ -5,16 +5,21 @@
 mod auth;
 mod download;
 mod error;
+mod observe;
 mod path;
 mod probes;
 mod range;
 mod upload;
 
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use mediavault_storage::Vault;
+use tokio::sync::Semaphore;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use utoipa::OpenApi;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
@@ -26,6 +31,24 @@ pub use error::ApiError;
 #[derive(Clone)]
 pub struct ApiState {
     pub vault: Vault,
+    /// Renders `/metrics`; `None` serves 404 there.
+    pub render_metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
+    /// Uploads in progress; past its permits an upload answers 503.
+    pub uploads: Arc<Semaphore>,
+    /// An upload whose body sends nothing for this long is cut.
+    pub idle_timeout: Duration,
+}
+
+impl ApiState {
+    /// State with the defaults of `config/default.toml` and no metrics.
+    pub fn new(vault: Vault) -> ApiState {
+        ApiState {
+            vault,
+            render_metrics: None,
+            uploads: Arc::new(Semaphore::new(64)),
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
 }
 
 #[derive(OpenApi)]
@@ -60,6 +83,16 @@ pub fn router(state: ApiState) -> Router {
         .route("/openapi.json", axum::routing::get(openapi_json))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
+        .route_layer(axum::middleware::from_fn(observe::record))
+        .layer(PropagateRequestIdLayer::new(observe::REQUEST_ID))
+        .layer(
+            // One line per request, at info: its status and latency, inside the
+            // span that carries the request id.
+            TraceLayer::new_for_http()
+                .make_span_with(observe::request_span)
+                .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
+        )
+        .layer(SetRequestIdLayer::new(observe::REQUEST_ID, MakeRequestUuid))
         .with_state(state)
 }
 
@@ -73,6 +106,7 @@ fn api() -> OpenApiRouter<ApiState> {
         .routes(routes!(download::info))
         .routes(routes!(probes::livez))
         .routes(routes!(probes::readyz))
+        .routes(routes!(observe::metrics))
 }
 
 /// The document, rendered once.
@@ -115,7 +149,7 @@ mod tests {
         .await
         .unwrap();
         vault.migrate().await.unwrap();
-        ApiState { vault }
+        ApiState::new(vault)
     }
 
     /// Every operation in the document is served by the router (none falls
@@ -171,6 +205,7 @@ mod tests {
             [
                 "DELETE /partner/app/{app_id}/media/{media_id}",
                 "GET /livez",
+                "GET /metrics",
                 "GET /openapi.json",
                 "GET /partner/app/{app_id}/media/{media_id}",
                 "GET /partner/app/{app_id}/media/{media_id}/info",

@@ -6,7 +6,9 @@
 use axum::Json;
 use axum::extract::multipart::{Field, MultipartRejection};
 use axum::extract::{Multipart, State};
-use axum::http::HeaderMap;
+use std::time::Instant;
+
+use axum::http::{HeaderMap, StatusCode};
 use mediavault_storage::{App, Upload, UploadError};
 use serde::Serialize;
 
@@ -65,6 +67,16 @@ pub async fn upload(
 ) -> Result<Json<UploadReply>, ApiError> {
     let app = authenticate(&state, &app_id, &headers).await?;
     app.check_may_upload()?;
+    // A bounded number of uploads at once: past it, refuse rather than
+    // queue memory and connections.
+    let Ok(_permit) = state.uploads.clone().try_acquire_owned() else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Too many uploads in progress; retry shortly",
+        )
+        .with_retry_after(1));
+    };
+    let started = Instant::now();
     let mut body = body.map_err(|e| UploadError::Malformed(e.body_text()))?;
     let mut form = Form {
         state: &state,
@@ -87,7 +99,11 @@ pub async fn upload(
         }
     };
     let upload = form.upload.take().ok_or(UploadError::MissingFile)?;
+    let size = upload.received();
     let media_id = upload.finish(&declared).await?;
+    metrics::counter!("mediavault_upload_bytes_total").increment(size);
+    metrics::counter!("mediavault_uploads_total").increment(1);
+    metrics::histogram!("mediavault_upload_duration_seconds").record(started.elapsed().as_secs_f64());
     tracing::info!(%media_id, app_id = %app.id, "media uploaded");
     Ok(Json(UploadReply {
         media_id,
@@ -151,7 +167,14 @@ impl Form<'_> {
                 .begin_upload(self.app, filename.as_deref())
                 .await?,
         );
-        while let Some(chunk) = field.chunk().await.map_err(malformed)? {
+        let idle = self.state.idle_timeout;
+        // A client that stops sending is cut after `idle`, so a trickling
+        // body cannot hold an upload slot and its buffers forever.
+        while let Some(chunk) = tokio::time::timeout(idle, field.chunk())
+            .await
+            .map_err(|_| UploadError::Malformed(format!("no data received for {}s", idle.as_secs())))?
+            .map_err(malformed)?
+        {
             upload.write(&chunk).await?;
         }
         Ok(())

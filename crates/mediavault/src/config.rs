@@ -34,6 +34,9 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    pub max_concurrent_uploads: usize,
 }
 
 #[derive(Debug, Deserialize)]
@@ -133,6 +136,12 @@ impl Config {
         }
         if self.blobs.timeout.is_zero() {
             bail!("blobs.timeout must be above 0");
+        }
+        if self.server.idle_timeout.is_zero() {
+            bail!("server.idle_timeout must be above 0");
+        }
+        if self.server.max_concurrent_uploads == 0 {
+            bail!("server.max_concurrent_uploads must be above 0");
         }
         self.reaper_settings()?;
         Ok(())

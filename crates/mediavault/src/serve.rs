@@ -1,12 +1,15 @@
 //! `mediavault serve`: bind, announce, serve, and drain on shutdown.
 
 use std::io::Write;
+use std::sync::Arc;
 
 use anyhow::Context;
 use mediavault_api::{ApiState, router};
 use mediavault_storage::{App, Vault, to_datetime};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 use crate::config::Config;
 use crate::embedded;
@@ -42,7 +45,13 @@ pub async fn serve(config: &Config, vault: Vault) -> anyhow::Result<()> {
     } else {
         None
     };
-    let app = router(ApiState { vault: vault.clone() });
+    let metrics = install_metrics()?;
+    let app = router(ApiState {
+        vault: vault.clone(),
+        render_metrics: Some(Arc::new(move || metrics.render())),
+        uploads: Arc::new(Semaphore::new(config.server.max_concurrent_uploads)),
+        idle_timeout: config.server.idle_timeout,
+    });
     let shutdown_timeout = config.server.shutdown_timeout;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
@@ -65,6 +74,16 @@ pub async fn serve(config: &Config, vault: Vault) -> anyhow::Result<()> {
     }
     vault.close().await;
     Ok(())
+}
+
+/// The Prometheus recorder behind `/metrics`; durations get histogram buckets.
+fn install_metrics() -> anyhow::Result<PrometheusHandle> {
+    const SECONDS: &[f64] = &[
+        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    ];
+    Ok(PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS)?
+        .install_recorder()?)
 }
 
 async fn shutdown_signal() {

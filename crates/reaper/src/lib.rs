@@ -129,17 +129,28 @@ pub async fn run_pass(vault: &Vault, budget: Duration) -> Option<PassReport> {
             Some(report)
         }
         Ok(report) => {
+            let seconds = started.elapsed().as_secs_f64();
+            metrics::histogram!("mediavault_reaper_pass_duration_seconds").record(seconds);
+            for (reason, count) in [
+                ("expired", report.expired),
+                ("deleted", report.deleted),
+                ("abandoned", report.abandoned),
+            ] {
+                metrics::counter!("mediavault_reaped_total", "reason" => reason).increment(count);
+            }
+            metrics::counter!("mediavault_reaper_blob_delete_failures_total").increment(report.blob_failures);
             tracing::info!(
                 expired = report.expired,
                 deleted = report.deleted,
                 abandoned = report.abandoned,
                 blob_failures = report.blob_failures,
-                seconds = started.elapsed().as_secs_f64(),
+                seconds,
                 "reaper pass"
             );
             Some(report)
         }
         Err(error) => {
+            metrics::counter!("mediavault_reaper_pass_failures_total").increment(1);
             tracing::warn!(%error, "reaper pass failed; the next pass retries");
             None
         }

@@ -131,10 +131,17 @@ impl Blobs {
 
     /// Runs one store call within the configured bound.
     async fn bounded<T>(&self, call: impl Future<Output = object_store::Result<T>>) -> Result<T, StoreError> {
-        match tokio::time::timeout(self.timeout, call).await {
+        let result = match tokio::time::timeout(self.timeout, call).await {
             Ok(result) => result.map_err(StoreError::from),
             Err(_) => Err(StoreError::Timeout(self.timeout)),
+        };
+        // "Not found" is an answer, not a failure of the store.
+        if let Err(error) = &result
+            && !matches!(error, StoreError::Blobs(object_store::Error::NotFound { .. }))
+        {
+            metrics::counter!("mediavault_blob_store_errors_total").increment(1);
         }
+        result
     }
 
     pub(crate) fn writer(&self, key: &str) -> BlobWriter {

@@ -175,6 +175,7 @@ impl SegmentReader {
 
     fn integrity(&self, segment: u64, what: &str) -> ReadError {
         tracing::error!(media_id = %self.media_id, segment, "stored media failed verification: {what}");
+        metrics::counter!("mediavault_integrity_failures_total").increment(1);
         ReadError::Integrity(format!("segment {segment}: {what}"))
     }
 }

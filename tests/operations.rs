@@ -1,0 +1,247 @@
+//! End to end: what operators rely on — metrics, request ids in logs, probes,
+//! the upload concurrency cap, the idle cut-off and graceful shutdown.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::{Backends, Fixture, Gate, Stores, app_with_retention, png_bytes, png_form};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The head of a multipart upload whose file part is still open.
+fn upload_head(f: &Fixture, content_length: usize) -> String {
+    let addr = f.server.base_url.trim_start_matches("http://");
+    format!(
+        "POST /partner/app/{}/media HTTP/1.1\r\nHost: {addr}\r\ntoken: {}\r\n\
+         Content-Type: multipart/form-data; boundary=XyZ\r\nContent-Length: {content_length}\r\n\r\n\
+         --XyZ\r\nContent-Disposition: form-data; name=\"file_type\"\r\n\r\nimage/png\r\n--XyZ\r\n\
+         Content-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\n\r\n",
+        f.app_id, f.token
+    )
+}
+
+const TAIL: &str = "\r\n--XyZ--\r\n";
+
+async fn connect(f: &Fixture) -> tokio::net::TcpStream {
+    tokio::net::TcpStream::connect(f.server.base_url.trim_start_matches("http://"))
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn metrics_count_requests_bytes_durations_and_reaping() {
+    let stores = Stores::new(Backends::SqliteFiles).await;
+    let (app_id, token) = app_with_retention(&stores, "1s");
+    let env = [("MEDIAVAULT__REAPER__SCHEDULE", "* * * * * *")];
+    let f = Fixture::serve(stores, app_id, token, &env);
+    let id = f.upload(&png_bytes(10_000)).await;
+    assert_eq!(f.download(&id).await.bytes().await.unwrap().len(), 10_000);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let text = f
+            .client
+            .get(f.server.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text.contains("mediavault_reaped_total{reason=\"expired\"} 1") {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "no reaping counted:\n{text}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let value = |prefix: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{prefix} missing:\n{text}"))
+    };
+    assert_eq!(value("mediavault_upload_bytes_total"), 10_000.0);
+    assert_eq!(value("mediavault_download_bytes_total"), 10_000.0);
+    assert_eq!(value("mediavault_upload_duration_seconds_count"), 1.0);
+    assert!(
+        text.contains("mediavault_upload_duration_seconds_bucket"),
+        "histograms have buckets"
+    );
+    assert!(text.contains("mediavault_reaper_pass_duration_seconds_count"));
+    let uploads = text
+        .lines()
+        .find(|l| {
+            l.starts_with("mediavault_http_requests_total")
+                && l.contains("route=\"/partner/app/{app_id}/media\"")
+                && l.contains("status=\"200\"")
+        })
+        .unwrap_or_else(|| panic!("upload requests not counted by route:\n{text}"));
+    assert!(uploads.ends_with(" 1"), "{uploads}");
+}
+
+/// Every request gets an id (or keeps the caller's), returned in
+/// `x-request-id` and carried by every log line of the request; no token
+/// reaches the log.
+#[tokio::test]
+async fn request_ids_reach_the_response_and_the_log_and_tokens_never_do() {
+    let f = Fixture::new(Backends::SqliteFiles).await;
+    f.upload(&png_bytes(100)).await;
+    let response = f
+        .client
+        .get(f.media_url_with("/no-such-media"))
+        .header("token", &f.token)
+        .header("x-request-id", "trace-me-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-request-id"], "trace-me-42");
+    let made = f.client.get(f.server.url("/livez")).send().await.unwrap();
+    assert_eq!(
+        made.headers()["x-request-id"].len(),
+        36,
+        "a UUID when none was sent"
+    );
+    let log = f.server.log();
+    assert!(log.lines().any(|l| l.contains("trace-me-42")), "{log}");
+    assert!(
+        log.lines()
+            .filter(|l| l.contains("media uploaded"))
+            .all(|l| l.contains("request_id=")),
+        "{log}"
+    );
+    assert!(!log.contains(&f.token), "a token was logged");
+}
+
+#[tokio::test]
+async fn readiness_names_the_store_that_does_not_answer() {
+    let mut stores = Stores::new(Backends::SqliteS3).await;
+    let garage = stores.blobs.endpoint.clone().unwrap();
+    let gate = Gate::new(garage.trim_start_matches("http://"), true).await;
+    stores.blobs.endpoint = Some(format!("http://{}", gate.addr));
+    let (app_id, token) = app_with_retention(&stores, "30d");
+    let mut f = Fixture::serve(stores, app_id, token, &[("MEDIAVAULT__BLOBS__TIMEOUT", "2s")]);
+    let ready = f.client.get(f.server.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    gate.close();
+    let live = f.client.get(f.server.url("/livez")).send().await.unwrap();
+    assert_eq!(live.status(), 200, "liveness asks no dependency");
+    let ready = f.client.get(f.server.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!(body["status"], "error");
+    assert_eq!(body["checks"]["blobs"], "unavailable");
+    assert_eq!(body["checks"]["metadata"], "ok");
+    gate.open();
+    // Clean-up runs after this runtime stops serving the gate: go direct.
+    f.stores.blobs.endpoint = Some(garage);
+}
+
+#[tokio::test]
+async fn uploads_past_the_cap_get_503_with_retry_after() {
+    let f = Fixture::with_env(
+        Backends::SqliteFiles,
+        &[("MEDIAVAULT__SERVER__MAX_CONCURRENT_UPLOADS", "1")],
+    )
+    .await;
+    let mut slow = connect(&f).await;
+    slow.write_all(upload_head(&f, 10_000_000).as_bytes())
+        .await
+        .unwrap();
+    slow.write_all(&png_bytes(100_000)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let form = png_form(100);
+    let refused = f
+        .client
+        .post(f.media_url())
+        .header("token", &f.token)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 503);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    assert_eq!(refused.json::<Value>().await.unwrap()["status"], "error");
+    drop(slow);
+    // The slot comes back once the first upload has gone.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, _) = f.post(png_form(100)).await;
+        if status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the slot was never released");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A body that stops arriving is cut after `server.idle_timeout`, and leaves
+/// nothing behind.
+#[tokio::test]
+async fn a_trickling_body_is_cut_after_the_idle_timeout() {
+    let f = Fixture::with_env(
+        Backends::SqliteFiles,
+        &[("MEDIAVAULT__SERVER__IDLE_TIMEOUT", "1s")],
+    )
+    .await;
+    let mut socket = connect(&f).await;
+    socket
+        .write_all(upload_head(&f, 10_000_000).as_bytes())
+        .await
+        .unwrap();
+    socket.write_all(&png_bytes(1000)).await.unwrap();
+    let started = Instant::now();
+    let mut reply = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut reply)).await;
+    assert!(read.is_ok(), "the server never cut the idle upload");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
+    assert!(reply.contains("no data received"), "{reply}");
+    f.assert_stored(0).await;
+}
+
+/// SIGTERM lets an upload in flight finish, then the process exits 0.
+#[tokio::test]
+async fn sigterm_drains_in_flight_uploads_then_exits_cleanly() {
+    let mut f = Fixture::new(Backends::SqliteFiles).await;
+    let file = png_bytes(2_000_000);
+    let head = upload_head(&f, 0);
+    let body_len = head
+        .split("\r\n\r\n")
+        .skip(1)
+        .collect::<Vec<_>>()
+        .join("\r\n\r\n")
+        .len()
+        + file.len()
+        + TAIL.len();
+    let head = upload_head(&f, body_len);
+    let mut socket = connect(&f).await;
+    socket.write_all(head.as_bytes()).await.unwrap();
+    socket.write_all(&file[..1_000_000]).await.unwrap();
+
+    let pid = f.server.pid();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    socket.write_all(&file[1_000_000..]).await.unwrap();
+    socket.write_all(TAIL.as_bytes()).await.unwrap();
+    let mut reply = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut reply))
+        .await
+        .unwrap()
+        .unwrap();
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(reply.contains("\"mediaId\""), "{reply}");
+    let status = f.server.wait();
+    assert!(status.success(), "exit status {status:?}");
+    f.assert_stored(1).await;
+}
