@@ -14,6 +14,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 const EMBEDDED_DEFAULT: &str = include_str!("../../../config/default.toml");
+/// The database when none is configured.
+const EMBEDDED_DATABASE_URL: &str = "sqlite://data/mediavault.db";
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -160,14 +162,17 @@ impl Config {
         })
     }
 
-    /// The database URL, from `database.url` or `database.url_file`.
+    /// The database URL, from `database.url` or `database.url_file`; with
+    /// neither, the embedded SQLite default. (The default lives here, not in
+    /// default.toml, so that a `url_file` from a higher layer never collides
+    /// with it.)
     pub fn database_url(&self) -> anyhow::Result<String> {
-        secret(
+        let configured = secret(
             "database.url",
             self.database.url.as_ref(),
             self.database.url_file.as_deref(),
-        )?
-        .context("database.url is not set")
+        )?;
+        Ok(configured.unwrap_or_else(|| EMBEDDED_DATABASE_URL.to_owned()))
     }
 
     pub fn blobs_secret_access_key(&self) -> anyhow::Result<Option<String>> {
@@ -261,6 +266,17 @@ mod tests {
                     .contains("crypto.keys_file")
             );
             assert!(!format!("{config:?}").contains("k2:BBBB"), "secrets never print");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_database_url_file_alone_is_enough() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("db-url", "postgres://u@h/db\n")?;
+            jail.set_env("MEDIAVAULT__DATABASE__URL_FILE", "db-url");
+            let config = Config::load(None, &Overrides::default()).unwrap();
+            assert_eq!(config.database_url().unwrap(), "postgres://u@h/db");
             Ok(())
         });
     }

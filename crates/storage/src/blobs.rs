@@ -2,6 +2,7 @@
 //! for every backend (local directory, S3-compatible, memory), which bounds
 //! every call by `timeout` and maps "not found" in exactly one place.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -198,10 +199,28 @@ impl Blobs {
         }
     }
 
-    /// Deletes many blobs, a bounded number at a time; returns the keys that
-    /// could not be deleted (a blob already gone counts as deleted).
+    /// Deletes many blobs; returns the keys that could not be deleted (a blob
+    /// already gone counts as deleted). On S3 this is bulk DeleteObjects (up
+    /// to 1,000 keys a request); a key the bulk call does not confirm gets a
+    /// single delete of its own, which knows "not found" for what it is.
     pub(crate) async fn delete_many(&self, keys: Vec<String>) -> Vec<String> {
-        let results = futures::stream::iter(keys)
+        if keys.is_empty() {
+            return Vec::new();
+        }
+        let paths = futures::stream::iter(keys.clone().into_iter().map(|k| Ok(Path::from(k)))).boxed();
+        let confirmed: HashSet<String> =
+            match tokio::time::timeout(self.timeout, self.store.delete_stream(paths).collect::<Vec<_>>())
+                .await
+            {
+                Ok(results) => results
+                    .into_iter()
+                    .filter_map(|r| r.ok())
+                    .map(|p| p.to_string())
+                    .collect(),
+                Err(_) => HashSet::new(),
+            };
+        let unconfirmed = keys.into_iter().filter(|k| !confirmed.contains(k));
+        let retried = futures::stream::iter(unconfirmed)
             .map(|key| async move {
                 let result = self.delete(&key).await;
                 (key, result)
@@ -209,7 +228,7 @@ impl Blobs {
             .buffer_unordered(16)
             .collect::<Vec<_>>()
             .await;
-        results
+        retried
             .into_iter()
             .filter_map(|(key, result)| {
                 let error = result.err()?;

@@ -308,18 +308,13 @@ impl Metadata {
 
     /// Removes reaped rows (shredded, blobs gone).
     pub(crate) async fn delete_reaped(&self, ids: &[String]) -> Result<(), StoreError> {
-        const SQL: &str = "DELETE FROM media WHERE id = $1 AND state = 'deleting'";
         if ids.is_empty() {
             return Ok(());
         }
-        on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            for id in ids {
-                sqlx::query(SQL).bind(id).execute(&mut *tx).await?;
-            }
-            tx.commit().await
-        })?;
-        Ok(())
+        match self {
+            Metadata::Postgres(pool) => postgres::delete_reaped(pool, ids).await,
+            Metadata::Sqlite(pool) => sqlite::delete_reaped(pool, ids).await,
+        }
     }
 
     /// Makes shredded rows due at `now` again (their blob delete failed).

@@ -66,3 +66,12 @@ pub(super) async fn claim_due(
         .fetch_all(pool)
         .await?)
 }
+
+/// One statement for the whole batch.
+pub(super) async fn delete_reaped(pool: &PgPool, ids: &[String]) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM media WHERE id = ANY($1) AND state = 'deleting'")
+        .bind(ids)
+        .execute(pool)
+        .await?;
+    Ok(())
+}

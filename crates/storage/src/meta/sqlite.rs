@@ -59,3 +59,16 @@ pub(super) async fn claim_due(
     tx.commit().await?;
     Ok(due)
 }
+
+/// SQLite has no array parameters: one statement a row, in one transaction.
+pub(super) async fn delete_reaped(pool: &SqlitePool, ids: &[String]) -> Result<(), StoreError> {
+    let mut tx = pool.begin().await?;
+    for id in ids {
+        sqlx::query("DELETE FROM media WHERE id = $1 AND state = 'deleting'")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
