@@ -14,6 +14,7 @@ build:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	scripts/lint-deploy.sh
 
 services:
 	scripts/test-services.sh
