@@ -245,3 +245,38 @@ async fn sigterm_drains_in_flight_uploads_then_exits_cleanly() {
     assert!(status.success(), "exit status {status:?}");
     f.assert_stored(1).await;
 }
+
+/// An upload still running when the drain time is over is undone and
+/// answered 503; the process exits 0 and leaves nothing behind.
+#[tokio::test]
+async fn uploads_outliving_the_drain_time_are_undone_before_exit() {
+    let mut f = Fixture::with_env(
+        Backends::SqliteFiles,
+        &[("MEDIAVAULT__SERVER__SHUTDOWN_TIMEOUT", "1s")],
+    )
+    .await;
+    let mut socket = connect(&f).await;
+    socket
+        .write_all(upload_head(&f, 50_000_000).as_bytes())
+        .await
+        .unwrap();
+    socket.write_all(&png_bytes(6 * 1024 * 1024)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let pid = f.server.pid();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    let mut reply = Vec::new();
+    tokio::time::timeout(Duration::from_secs(15), socket.read_to_end(&mut reply))
+        .await
+        .unwrap()
+        .unwrap();
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("HTTP/1.1 503"), "{reply}");
+    assert!(reply.contains("restarting"), "{reply}");
+    let status = f.server.wait();
+    assert!(status.success(), "exit status {status:?}");
+    f.assert_stored(0).await;
+}

@@ -105,6 +105,13 @@ impl From<UploadError> for ApiError {
                 format!("Param file content is '{detected}', which does not match file_type '{declared}'.")
             }
             UploadError::Unavailable(e) => return unavailable(&e, UPLOAD_FAILED),
+            UploadError::Interrupted => {
+                return ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "The service is restarting; retry the upload",
+                )
+                .with_retry_after(1);
+            }
         };
         ApiError::bad_request(message)
     }

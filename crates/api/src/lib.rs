@@ -18,6 +18,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use mediavault_storage::Vault;
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use utoipa::OpenApi;
@@ -37,6 +38,9 @@ pub struct ApiState {
     pub uploads: Arc<Semaphore>,
     /// An upload whose body sends nothing for this long is cut.
     pub idle_timeout: Duration,
+    /// Cancelled when the drain time after SIGTERM is over: uploads still
+    /// running then are undone and answered 503 rather than cut off dead.
+    pub shutdown: CancellationToken,
 }
 
 impl ApiState {
@@ -47,6 +51,7 @@ impl ApiState {
             render_metrics: None,
             uploads: Arc::new(Semaphore::new(64)),
             idle_timeout: Duration::from_secs(60),
+            shutdown: CancellationToken::new(),
         }
     }
 }

@@ -170,11 +170,16 @@ impl Form<'_> {
         let idle = self.state.idle_timeout;
         // A client that stops sending is cut after `idle`, so a trickling
         // body cannot hold an upload slot and its buffers forever.
-        while let Some(chunk) = tokio::time::timeout(idle, field.chunk())
-            .await
-            .map_err(|_| UploadError::Malformed(format!("no data received for {}s", idle.as_secs())))?
-            .map_err(malformed)?
-        {
+        let shutdown = self.state.shutdown.clone();
+        loop {
+            let next = tokio::select! {
+                next = tokio::time::timeout(idle, field.chunk()) => next,
+                () = shutdown.cancelled() => return Err(UploadError::Interrupted),
+            };
+            let chunk = next
+                .map_err(|_| UploadError::Malformed(format!("no data received for {}s", idle.as_secs())))?
+                .map_err(malformed)?;
+            let Some(chunk) = chunk else { break };
             upload.write(&chunk).await?;
         }
         Ok(())

@@ -46,11 +46,13 @@ pub async fn serve(config: &Config, vault: Vault) -> anyhow::Result<()> {
         None
     };
     let metrics = install_metrics()?;
+    let interrupt = tokio_util::sync::CancellationToken::new();
     let app = router(ApiState {
         vault: vault.clone(),
         render_metrics: Some(Arc::new(move || metrics.render())),
         uploads: Arc::new(Semaphore::new(config.server.max_concurrent_uploads)),
         idle_timeout: config.server.idle_timeout,
+        shutdown: interrupt.clone(),
     });
     let shutdown_timeout = config.server.shutdown_timeout;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -65,7 +67,13 @@ pub async fn serve(config: &Config, vault: Vault) -> anyhow::Result<()> {
         result = &mut server => result?,
         _ = stopping.wait_for(|stop| *stop) => {
             if tokio::time::timeout(shutdown_timeout, &mut server).await.is_err() {
-                tracing::warn!(?shutdown_timeout, "requests still running after the shutdown timeout; exiting");
+                // Uploads still running are told to stop: each undoes what it
+                // stored and answers 503, so nothing half-written is left.
+                tracing::warn!(?shutdown_timeout, "requests still running after the shutdown timeout; interrupting");
+                interrupt.cancel();
+                if tokio::time::timeout(ABORT_GRACE, &mut server).await.is_err() {
+                    tracing::warn!("requests still running after interruption; exiting");
+                }
             }
         }
     }
@@ -85,6 +93,9 @@ fn install_metrics() -> anyhow::Result<PrometheusHandle> {
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS)?
         .install_recorder()?)
 }
+
+/// After the drain time, how long interrupted uploads get to undo themselves.
+const ABORT_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 async fn shutdown_signal() {
     let terminate = async {

@@ -52,6 +52,9 @@ pub enum UploadError {
     TooLarge { limit: u64 },
     #[error("content is {detected}, declared as {declared}")]
     ContentMismatch { declared: String, detected: String },
+    /// The service is stopping and could not wait for this upload.
+    #[error("interrupted by shutdown")]
+    Interrupted,
     #[error(transparent)]
     Unavailable(#[from] StoreError),
 }

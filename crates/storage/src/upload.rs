@@ -192,8 +192,9 @@ impl Drop for Upload {
         if let Some(writer) = self.writer.take() {
             let (vault, id) = (self.vault.clone(), std::mem::take(&mut self.id));
             tracing::info!(media_id = %id, received = self.received, "upload abandoned; cleaning up");
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.spawn(undo(vault, id, writer));
+            if tokio::runtime::Handle::try_current().is_ok() {
+                let cleanups = vault.inner.cleanups.clone();
+                cleanups.spawn(undo(vault, id, writer));
             }
         }
     }

@@ -8,6 +8,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
+use tokio_util::task::TaskTracker;
 
 use crate::blobs::{BlobConfig, Blobs};
 use crate::error::{AuthError, StoreError};
@@ -49,6 +50,8 @@ pub struct Vault {
 }
 
 pub(crate) struct Inner {
+    /// Clean-ups of abandoned uploads still running; `close` waits for them.
+    pub(crate) cleanups: TaskTracker,
     pub(crate) meta: Metadata,
     pub(crate) blobs: Blobs,
     pub(crate) keys: Keyring,
@@ -62,6 +65,9 @@ pub struct Readiness {
     pub metadata: Result<(), StoreError>,
     pub blobs: Result<(), StoreError>,
 }
+
+/// How long `close` waits for abandoned uploads to be cleaned up.
+const CLEANUP_GRACE: Duration = Duration::from_secs(10);
 
 /// Tokens are `mv_` and 43 URL-safe characters (32 random bytes).
 const TOKEN_PREFIX: &str = "mv_";
@@ -78,6 +84,7 @@ impl Vault {
         let meta = Metadata::connect(&config.database_url).await?;
         Ok(Vault {
             inner: Arc::new(Inner {
+                cleanups: TaskTracker::new(),
                 meta,
                 blobs,
                 keys: config.keys,
@@ -92,8 +99,17 @@ impl Vault {
         self.inner.meta.migrate().await
     }
 
-    /// Closes the database pool (tests drop their databases after this).
+    /// Lets the clean-up of abandoned uploads finish (for at most
+    /// `CLEANUP_GRACE`), then closes the database pool. Called at shutdown,
+    /// after the server has stopped and dropped what it still had in flight.
     pub async fn close(&self) {
+        self.inner.cleanups.close();
+        if tokio::time::timeout(CLEANUP_GRACE, self.inner.cleanups.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("abandoned uploads still cleaning up at exit; the reaper will finish them");
+        }
         self.inner.meta.close().await
     }
 
