@@ -1,5 +1,5 @@
 # mediavault — `make run` serves the embedded default; `make test` runs everything.
-.PHONY: run test lint services build clean-data bench-upload-rss
+.PHONY: run test lint services build clean-data bench-upload-rss bench-reap
 
 CARGO ?= cargo
 # nextest runs test binaries in parallel processes; plain cargo test otherwise.
@@ -29,3 +29,8 @@ clean-data:
 bench-upload-rss:
 	bench/upload-rss.sh files
 	bench/upload-rss.sh s3
+
+# One reaper pass over 100,000 expired media on Postgres + Garage (N=… to change).
+N ?= 100000
+bench-reap: services
+	. target/test-services/env && $(CARGO) run --release -p mediavault-bench -- reap $(N)
