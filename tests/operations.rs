@@ -69,6 +69,10 @@ async fn metrics_count_requests_bytes_durations_and_reaping() {
         "histograms have buckets"
     );
     assert!(text.contains("mediavault_reaper_pass_duration_seconds_count"));
+    assert!(
+        text.contains("mediavault_media_stored "),
+        "the stored-media gauge is set by reaper passes"
+    );
     let uploads = text
         .lines()
         .find(|l| {

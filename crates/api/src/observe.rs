@@ -10,6 +10,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::ApiState;
+use crate::error::ApiError;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -50,6 +51,6 @@ pub async fn metrics(State(state): State<ApiState>) -> Response {
             render(),
         )
             .into_response(),
-        None => (StatusCode::NOT_FOUND, "metrics are not enabled").into_response(),
+        None => ApiError::new(StatusCode::NOT_FOUND, "Metrics are not enabled").into_response(),
     }
 }

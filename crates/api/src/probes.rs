@@ -13,6 +13,9 @@ pub async fn livez() -> Json<Value> {
     Json(json!({"status": "success"}))
 }
 
+/// Probes of orchestrators time out after a few seconds; answer before.
+const READINESS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Both stores answer a read-only request.
 #[utoipa::path(
     get,
@@ -24,7 +27,7 @@ pub async fn livez() -> Json<Value> {
     )
 )]
 pub async fn readyz(State(state): State<ApiState>) -> (StatusCode, Json<Value>) {
-    let readiness = state.vault.readiness().await;
+    let readiness = state.vault.readiness(READINESS_TIMEOUT).await;
     let verdict = |r: &Result<(), _>| if r.is_ok() { "ok" } else { "unavailable" };
     let body = json!({
         "metadata": verdict(&readiness.metadata),

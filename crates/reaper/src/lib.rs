@@ -120,9 +120,13 @@ pub fn spawn(vault: Vault, settings: ReaperSettings) -> tokio::task::JoinHandle<
     })
 }
 
-/// One logged pass; failures are logged and left to the next pass.
+/// One logged pass; failures are logged and left to the next pass. Each
+/// pass also refreshes the `mediavault_media_stored` gauge.
 pub async fn run_pass(vault: &Vault, budget: Duration) -> Option<PassReport> {
     let started = Instant::now();
+    if let Ok(stored) = vault.media_stored().await {
+        metrics::gauge!("mediavault_media_stored").set(stored as f64);
+    }
     match reap_once(vault, now_millis(), budget).await {
         Ok(report) if report.skipped => {
             tracing::debug!("reaper pass skipped: another replica's pass is running");

@@ -66,6 +66,16 @@ pub struct Readiness {
     pub blobs: Result<(), StoreError>,
 }
 
+/// `check`, or a timeout error once `within` has passed.
+async fn bounded(
+    within: Duration,
+    check: impl Future<Output = Result<(), StoreError>>,
+) -> Result<(), StoreError> {
+    tokio::time::timeout(within, check)
+        .await
+        .unwrap_or(Err(StoreError::Timeout(within)))
+}
+
 /// How long `close` waits for abandoned uploads to be cleaned up.
 const CLEANUP_GRACE: Duration = Duration::from_secs(10);
 
@@ -118,9 +128,19 @@ impl Vault {
         self.inner.meta.is_sqlite()
     }
 
-    pub async fn readiness(&self) -> Readiness {
-        let (metadata, blobs) = tokio::join!(self.inner.meta.ping(), self.inner.blobs.ping());
+    /// Asks both stores a read-only question, each bounded by `within`, so a
+    /// probe answers in time even when a store hangs.
+    pub async fn readiness(&self, within: Duration) -> Readiness {
+        let (metadata, blobs) = tokio::join!(
+            bounded(within, self.inner.meta.ping()),
+            bounded(within, self.inner.blobs.ping())
+        );
         Readiness { metadata, blobs }
+    }
+
+    /// Readable media stored now, for the `mediavault_media_stored` gauge.
+    pub async fn media_stored(&self) -> Result<u64, StoreError> {
+        self.inner.meta.count_ready().await
     }
 
     pub async fn create_app(&self, new: NewApp) -> Result<App, StoreError> {

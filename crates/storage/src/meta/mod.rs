@@ -106,6 +106,12 @@ impl Metadata {
         Ok(())
     }
 
+    pub(crate) async fn count_ready(&self) -> Result<u64, StoreError> {
+        const SQL: &str = "SELECT COUNT(*) FROM media WHERE state = 'ready'";
+        let count: i64 = on_pool!(self, pool => sqlx::query_scalar(SQL).fetch_one(pool).await)?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
     pub(crate) async fn close(&self) {
         on_pool!(self, pool => pool.close().await)
     }
