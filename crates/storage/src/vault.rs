@@ -123,11 +123,6 @@ impl Vault {
         self.inner.meta.close().await
     }
 
-    /// True when metadata lives in SQLite (the embedded default).
-    pub fn is_embedded(&self) -> bool {
-        self.inner.meta.is_sqlite()
-    }
-
     /// Asks both stores a read-only question, each bounded by `within`, so a
     /// probe answers in time even when a store hangs.
     pub async fn readiness(&self, within: Duration) -> Readiness {
@@ -167,10 +162,6 @@ impl Vault {
 
     pub async fn list_apps(&self) -> Result<Vec<App>, StoreError> {
         self.inner.meta.list_apps().await
-    }
-
-    pub async fn app(&self, id: &str) -> Result<Option<App>, StoreError> {
-        self.inner.meta.get_app(id).await
     }
 
     /// Issues a token for `app_id`. The token is returned once; only its

@@ -90,10 +90,6 @@ impl Metadata {
         }
     }
 
-    pub(crate) fn is_sqlite(&self) -> bool {
-        matches!(self, Metadata::Sqlite(_))
-    }
-
     pub(crate) async fn migrate(&self) -> Result<(), StoreError> {
         match self {
             Metadata::Postgres(pool) => postgres::migrate(pool).await,
