@@ -8,7 +8,8 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::{StreamExt, TryStreamExt};
 use mediavault_storage::{MediaInfo, to_datetime};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use utoipa::IntoParams;
 
 use crate::ApiState;
 use crate::auth::authenticate;
@@ -16,14 +17,23 @@ use crate::error::{ApiError, ErrorBody};
 use crate::path::ApiPath;
 use crate::range::{self, RangeRequest};
 
+/// The path of one stored file, for every route that names one.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct MediaPath {
+    /// The app's id.
+    app_id: String,
+    /// The media id from the upload.
+    media_id: String,
+}
+
 /// Download a file: whole, one byte range, or (HEAD) headers only.
 #[utoipa::path(
     method(get, head),
     path = "/partner/app/{app_id}/media/{media_id}",
     tag = "media",
     params(
-        ("app_id" = String, Path, description = "The app's id"),
-        ("media_id" = String, Path, description = "The media id from the upload"),
+        MediaPath,
         ("Range" = Option<String>, Header, description = "`bytes=a-b`, `bytes=a-` or `bytes=-n`"),
         ("If-None-Match" = Option<String>, Header, description = "The ETag (quoted sha256) of a cached copy"),
     ),
@@ -40,7 +50,7 @@ use crate::range::{self, RangeRequest};
 )]
 pub async fn download(
     State(state): State<ApiState>,
-    ApiPath((app_id, media_id)): ApiPath<(String, String)>,
+    ApiPath(MediaPath { app_id, media_id }): ApiPath<MediaPath>,
     method: Method,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -182,10 +192,7 @@ fn rfc3339(ms: i64) -> String {
     get,
     path = "/partner/app/{app_id}/media/{media_id}/info",
     tag = "media",
-    params(
-        ("app_id" = String, Path, description = "The app's id"),
-        ("media_id" = String, Path, description = "The media id"),
-    ),
+    params(MediaPath),
     responses(
         (status = 200, description = "Metadata", body = InfoReply),
         (status = 401, description = "Authentication Failed", body = ErrorBody),
@@ -195,7 +202,7 @@ fn rfc3339(ms: i64) -> String {
 )]
 pub async fn info(
     State(state): State<ApiState>,
-    ApiPath((app_id, media_id)): ApiPath<(String, String)>,
+    ApiPath(MediaPath { app_id, media_id }): ApiPath<MediaPath>,
     headers: HeaderMap,
 ) -> Result<Json<InfoReply>, ApiError> {
     let app = authenticate(&state, &app_id, &headers).await?;
@@ -222,10 +229,7 @@ pub struct DeleteReply {
     delete,
     path = "/partner/app/{app_id}/media/{media_id}",
     tag = "media",
-    params(
-        ("app_id" = String, Path, description = "The app's id"),
-        ("media_id" = String, Path, description = "The media id"),
-    ),
+    params(MediaPath),
     responses(
         (status = 200, description = "Media deleted successfully", body = DeleteReply),
         (status = 401, description = "Authentication Failed", body = ErrorBody),
@@ -235,7 +239,7 @@ pub struct DeleteReply {
 )]
 pub async fn delete(
     State(state): State<ApiState>,
-    ApiPath((app_id, media_id)): ApiPath<(String, String)>,
+    ApiPath(MediaPath { app_id, media_id }): ApiPath<MediaPath>,
     headers: HeaderMap,
 ) -> Result<Json<DeleteReply>, ApiError> {
     let app = authenticate(&state, &app_id, &headers).await?;

@@ -36,16 +36,6 @@ pub struct ReapCounts {
     pub claimed: u64,
 }
 
-impl ReapCounts {
-    pub fn add(&mut self, other: ReapCounts) {
-        self.expired += other.expired;
-        self.deleted += other.deleted;
-        self.abandoned += other.abandoned;
-        self.blob_failures += other.blob_failures;
-        self.claimed += other.claimed;
-    }
-}
-
 /// Held while a pass runs; on Postgres it is a transaction-level advisory
 /// lock, released when the guard drops (commit or connection loss alike).
 pub struct ReaperLock {
