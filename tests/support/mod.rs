@@ -260,6 +260,12 @@ impl Server {
             .envs(stores.env())
             .stdout(Stdio::piped())
             .stderr(stderr);
+        // Rate limits have suites of their own (which set them low); here they
+        // would only slow suites that upload in bursts.
+        command
+            .env("MEDIAVAULT__LIMITS__UPLOADS_PER_SECOND", "100000")
+            .env("MEDIAVAULT__LIMITS__UPLOAD_BURST", "100000")
+            .env("MEDIAVAULT__LIMITS__AUTH_FAILURES_PER_HOUR", "100000");
         for (key, value) in extra_env {
             command.env(key, value);
         }
@@ -413,6 +419,26 @@ impl Fixture {
             token,
             client: reqwest::Client::new(),
         }
+    }
+
+    /// Stops the server, lets `change` alter the stores' configuration (say,
+    /// the keys), and serves the same stores and app again.
+    pub fn restart(self, change: impl FnOnce(&mut Stores)) -> Fixture {
+        let Fixture {
+            mut stores,
+            server,
+            app_id,
+            token,
+            ..
+        } = self;
+        drop(server);
+        change(&mut stores);
+        Fixture::serve(stores, app_id, token, &[])
+    }
+
+    /// Stops the server; returns the stores, with everything they hold.
+    pub fn stop(self) -> Stores {
+        self.stores
     }
 
     /// `/partner/app/{app}/media`.

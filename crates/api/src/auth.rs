@@ -1,13 +1,18 @@
-//! App authentication: the token travels as `token: <t>`, `Authorization: <t>`
-//! or `Authorization: Bearer <t>`, as Gupshup clients send it.
+//! Authentication. App tokens travel as `token: <t>`, `Authorization: <t>`
+//! or `Authorization: Bearer <t>`, as Gupshup clients send them; the admin
+//! token as `Authorization: Bearer <t>`. Neither is ever logged.
 
+use axum::extract::FromRequestParts;
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
-use mediavault_storage::App;
+use axum::http::request::Parts;
+use mediavault_storage::{App, AuthError};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 use crate::ApiState;
 use crate::error::ApiError;
-use mediavault_storage::AuthError;
+use crate::limits::ClientAddr;
 
 fn presented_token(headers: &HeaderMap) -> Option<&str> {
     let value = headers
@@ -24,10 +29,75 @@ fn presented_token(headers: &HeaderMap) -> Option<&str> {
     (!token.is_empty()).then_some(token)
 }
 
-/// The app `app_id` if the request carries one of its live tokens; 401 otherwise.
-pub async fn authenticate(state: &ApiState, app_id: &str, headers: &HeaderMap) -> Result<App, ApiError> {
-    let token = presented_token(headers).ok_or(AuthError::Failed)?;
-    Ok(state.vault.authenticate(app_id, token).await?)
+/// The app `app_id` if the request carries one of its live tokens; 401
+/// otherwise, and 429 once `client` has failed too often for this app.
+pub async fn authenticate(
+    state: &ApiState,
+    app_id: &str,
+    headers: &HeaderMap,
+    ClientAddr(client): ClientAddr,
+) -> Result<App, ApiError> {
+    state.limits.check_not_locked_out(client, app_id)?;
+    let outcome = match presented_token(headers) {
+        Some(token) => state.vault.authenticate(app_id, token).await,
+        None => Err(AuthError::Failed),
+    };
+    if let Err(AuthError::Failed) = outcome {
+        state.limits.record_auth_failure(client, app_id);
+    }
+    Ok(outcome?)
+}
+
+/// The admin API's caller, checked against `admin.token`: without one
+/// configured the admin API does not exist (404).
+pub struct Admin;
+
+/// The SHA-256 of the configured admin token. Presented tokens are hashed
+/// and compared with this in constant time, so neither the comparison's
+/// time nor a length check says anything about the secret.
+#[derive(Clone)]
+pub struct AdminToken([u8; 32]);
+
+impl AdminToken {
+    pub fn new(token: &str) -> AdminToken {
+        AdminToken(Sha256::digest(token.as_bytes()).into())
+    }
+
+    fn matches(&self, presented: &str) -> bool {
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        bool::from(digest.ct_eq(&self.0))
+    }
+}
+
+/// Failed admin authentications are counted under this scope (app ids are UUIDs).
+const ADMIN_SCOPE: &str = "admin";
+
+impl FromRequestParts<ApiState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Admin, ApiError> {
+        let Some(expected) = &state.admin_token else {
+            return Err(crate::error::not_found().await);
+        };
+        let ClientAddr(client) = ClientAddr::from_request_parts(parts, state)
+            .await
+            .unwrap_or_else(|never| match never {});
+        state.limits.check_not_locked_out(client, ADMIN_SCOPE)?;
+        let presented = parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim());
+        match presented {
+            Some(token) if expected.matches(token) => Ok(Admin),
+            _ => {
+                state.limits.record_auth_failure(client, ADMIN_SCOPE);
+                Err(AuthError::Failed.into())
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -63,5 +133,14 @@ mod tests {
         );
         assert_eq!(presented_token(&headers(&[("authorization", "Bearer ")])), None);
         assert_eq!(presented_token(&headers(&[])), None);
+    }
+
+    #[test]
+    fn the_admin_token_matches_only_itself() {
+        let admin = AdminToken::new("s3cret-admin-token");
+        assert!(admin.matches("s3cret-admin-token"));
+        assert!(!admin.matches("s3cret-admin-tokeN"));
+        assert!(!admin.matches("s3cret-admin-token "));
+        assert!(!admin.matches(""));
     }
 }

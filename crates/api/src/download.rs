@@ -14,6 +14,7 @@ use utoipa::IntoParams;
 use crate::ApiState;
 use crate::auth::authenticate;
 use crate::error::{ApiError, ErrorBody};
+use crate::limits::ClientAddr;
 use crate::path::ApiPath;
 use crate::range::{self, RangeRequest};
 
@@ -53,8 +54,9 @@ pub async fn download(
     ApiPath(MediaPath { app_id, media_id }): ApiPath<MediaPath>,
     method: Method,
     headers: HeaderMap,
+    client: ClientAddr,
 ) -> Result<Response, ApiError> {
-    let app = authenticate(&state, &app_id, &headers).await?;
+    let app = authenticate(&state, &app_id, &headers, client).await?;
     let media = state.vault.find(&app.id, &media_id).await?;
     let info = &media.info;
     let size = info.size_bytes;
@@ -183,7 +185,7 @@ pub struct InfoReply {
     status: &'static str,
 }
 
-fn rfc3339(ms: i64) -> String {
+pub(crate) fn rfc3339(ms: i64) -> String {
     to_datetime(ms).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
@@ -204,8 +206,9 @@ pub async fn info(
     State(state): State<ApiState>,
     ApiPath(MediaPath { app_id, media_id }): ApiPath<MediaPath>,
     headers: HeaderMap,
+    client: ClientAddr,
 ) -> Result<Json<InfoReply>, ApiError> {
-    let app = authenticate(&state, &app_id, &headers).await?;
+    let app = authenticate(&state, &app_id, &headers, client).await?;
     let info = state.vault.find(&app.id, &media_id).await?.info;
     Ok(Json(InfoReply {
         id: info.id,
@@ -241,8 +244,9 @@ pub async fn delete(
     State(state): State<ApiState>,
     ApiPath(MediaPath { app_id, media_id }): ApiPath<MediaPath>,
     headers: HeaderMap,
+    client: ClientAddr,
 ) -> Result<Json<DeleteReply>, ApiError> {
-    let app = authenticate(&state, &app_id, &headers).await?;
+    let app = authenticate(&state, &app_id, &headers, client).await?;
     state.vault.delete(&app.id, &media_id).await?;
     tracing::info!(%media_id, app_id = %app.id, "media deleted");
     Ok(Json(DeleteReply {

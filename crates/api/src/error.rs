@@ -4,7 +4,7 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use mediavault_storage::{AuthError, ReadError, StoreError, UploadError};
+use mediavault_storage::{AdminError, AuthError, ReadError, StoreError, UploadError};
 use serde::Serialize;
 
 pub const AUTH_FAILED: &str = "Authentication Failed";
@@ -13,6 +13,7 @@ pub const TOO_LARGE: &str = "File size exceeds the maximum limit!";
 pub const UPLOAD_FAILED: &str = "Unable to upload requested Media";
 pub const MEDIA_NOT_FOUND: &str = "Media not found";
 pub const READ_FAILED: &str = "Unable to fetch requested Media";
+pub const REQUEST_FAILED: &str = "Unable to complete the request; try again later";
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -127,6 +128,23 @@ impl From<ReadError> for ApiError {
             }
             ReadError::Unavailable(e) => unavailable(&e, READ_FAILED),
         }
+    }
+}
+
+impl From<AdminError> for ApiError {
+    fn from(error: AdminError) -> ApiError {
+        match error {
+            AdminError::AppNotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "App not found"),
+            AdminError::TokenNotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "Token not found"),
+            AdminError::Invalid(why) => ApiError::bad_request(why),
+            AdminError::Unavailable(e) => unavailable(&e, REQUEST_FAILED),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> ApiError {
+        unavailable(&error, REQUEST_FAILED)
     }
 }
 

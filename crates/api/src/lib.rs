@@ -2,9 +2,11 @@
 //! their results onto the Gupshup-compatible wire contract. No SQL, crypto or
 //! object-store calls here: handlers extract, call the vault, map the result.
 
+mod admin;
 mod auth;
 mod download;
 mod error;
+mod limits;
 mod observe;
 mod path;
 mod probes;
@@ -26,7 +28,10 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 
+pub use admin::{AppView, IssuedTokenView, StatsView, TokenView};
+pub use auth::AdminToken;
 pub use error::ApiError;
+pub use limits::{LimitSettings, Limits};
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -41,6 +46,10 @@ pub struct ApiState {
     /// Cancelled when the drain time after SIGTERM is over: uploads still
     /// running then are undone and answered 503 rather than cut off dead.
     pub shutdown: CancellationToken,
+    /// Upload rates and the failed-authentication lock-out.
+    pub limits: Arc<Limits>,
+    /// `None`: no admin API (every `/admin` route answers 404).
+    pub admin_token: Option<AdminToken>,
 }
 
 impl ApiState {
@@ -52,6 +61,8 @@ impl ApiState {
             uploads: Arc::new(Semaphore::new(64)),
             idle_timeout: Duration::from_secs(60),
             shutdown: CancellationToken::new(),
+            limits: Arc::new(Limits::new(LimitSettings::default())),
+            admin_token: None,
         }
     }
 }
@@ -112,6 +123,11 @@ fn api() -> OpenApiRouter<ApiState> {
         .routes(routes!(probes::livez))
         .routes(routes!(probes::readyz))
         .routes(routes!(observe::metrics))
+        .routes(routes!(admin::list_apps, admin::create_app))
+        .routes(routes!(admin::get_app, admin::update_app, admin::delete_app))
+        .routes(routes!(admin::app_stats))
+        .routes(routes!(admin::list_tokens, admin::issue_token))
+        .routes(routes!(admin::revoke_token))
 }
 
 /// The document, rendered once.
@@ -154,7 +170,10 @@ mod tests {
         .await
         .unwrap();
         vault.migrate().await.unwrap();
-        ApiState::new(vault)
+        ApiState {
+            admin_token: Some(AdminToken::new("admin")),
+            ..ApiState::new(vault)
+        }
     }
 
     /// Every operation in the document is served by the router (none falls
@@ -182,7 +201,8 @@ mod tests {
                 operations.push(format!("{} {path}", method.to_uppercase()));
                 let uri = path
                     .replace("{app_id}", "some-app")
-                    .replace("{media_id}", "some-media");
+                    .replace("{media_id}", "some-media")
+                    .replace("{token_id}", "some-token");
                 let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
                 let request = Request::builder()
                     .method(method.clone())
@@ -208,7 +228,13 @@ mod tests {
         assert_eq!(
             operations,
             [
+                "DELETE /admin/apps/{app_id}",
+                "DELETE /admin/apps/{app_id}/tokens/{token_id}",
                 "DELETE /partner/app/{app_id}/media/{media_id}",
+                "GET /admin/apps",
+                "GET /admin/apps/{app_id}",
+                "GET /admin/apps/{app_id}/stats",
+                "GET /admin/apps/{app_id}/tokens",
                 "GET /livez",
                 "GET /metrics",
                 "GET /openapi.json",
@@ -216,6 +242,9 @@ mod tests {
                 "GET /partner/app/{app_id}/media/{media_id}/info",
                 "GET /readyz",
                 "HEAD /partner/app/{app_id}/media/{media_id}",
+                "PATCH /admin/apps/{app_id}",
+                "POST /admin/apps",
+                "POST /admin/apps/{app_id}/tokens",
                 "POST /partner/app/{app_id}/media",
             ]
         );
@@ -226,6 +255,13 @@ mod tests {
             "InfoReply",
             "DeleteReply",
             "UploadForm",
+            "AppReply",
+            "AppsReply",
+            "CreateAppRequest",
+            "UpdateAppRequest",
+            "TokensReply",
+            "IssuedTokenReply",
+            "StatsReply",
         ] {
             assert!(schemas.contains_key(schema), "{schema}");
         }

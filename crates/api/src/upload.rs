@@ -1,7 +1,7 @@
 //! `POST /partner/app/{appId}/media`: the Gupshup upload. The multipart body
 //! is read part by part; the `file` part streams straight into the vault, in
 //! whichever order the parts come. Checks answer in the contract's order:
-//! 401, 400 non-CAPI, 400 `file_type`/`file`, 413, 400 content, 500.
+//! 401, 400 non-CAPI, 429, 400 `file_type`/`file`, 413, 400 content, 500.
 
 use axum::Json;
 use axum::extract::multipart::{Field, MultipartRejection};
@@ -15,6 +15,7 @@ use serde::Serialize;
 use crate::ApiState;
 use crate::auth::authenticate;
 use crate::error::{ApiError, ErrorBody};
+use crate::limits::ClientAddr;
 use crate::path::ApiPath;
 
 /// Small text fields are read up to this many bytes.
@@ -55,6 +56,7 @@ pub struct UploadForm {
         (status = 400, description = "Not a CAPI app, type not allowed, no file, bad body, or content contradicts file_type", body = ErrorBody),
         (status = 401, description = "Authentication Failed", body = ErrorBody),
         (status = 413, description = "File size exceeds the maximum limit!", body = ErrorBody),
+        (status = 429, description = "Too many uploads for this app, or too many failed authentications from this address (see Retry-After)", body = ErrorBody),
         (status = 500, description = "Unable to upload requested Media", body = ErrorBody),
     ),
     security(("token" = []), ("bearer" = []))
@@ -63,10 +65,12 @@ pub async fn upload(
     State(state): State<ApiState>,
     ApiPath(app_id): ApiPath<String>,
     headers: HeaderMap,
+    client: ClientAddr,
     body: Result<Multipart, MultipartRejection>,
 ) -> Result<Json<UploadReply>, ApiError> {
-    let app = authenticate(&state, &app_id, &headers).await?;
+    let app = authenticate(&state, &app_id, &headers, client).await?;
     app.check_may_upload()?;
+    state.limits.check_upload(&app)?;
     // A bounded number of uploads at once: past it, refuse rather than
     // queue memory and connections.
     let Ok(_permit) = state.uploads.clone().try_acquire_owned() else {

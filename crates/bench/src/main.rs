@@ -70,7 +70,7 @@ async fn reap_on(count: usize, admin: &str, database: &str) -> anyhow::Result<()
             name: "bench".into(),
             capi: true,
             retention: Some(retention),
-            max_file_bytes: None,
+            ..NewApp::default()
         })
         .await?;
 

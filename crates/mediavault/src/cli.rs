@@ -56,6 +56,19 @@ pub enum AppsCommand {
     Create(CreateApp),
     /// List apps as JSON.
     List,
+    /// Change an app's settings (for uploads from now on); prints it as JSON.
+    Update(UpdateApp),
+    /// Print an app's stats (readable media and their bytes) as JSON.
+    Stats {
+        #[arg(long = "app", value_name = "APP_ID")]
+        app_id: String,
+    },
+    /// Delete an app: its tokens stop working and all its media are
+    /// crypto-shredded at once; the reaper removes the blobs.
+    Delete {
+        #[arg(long = "app", value_name = "APP_ID")]
+        app_id: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -71,6 +84,37 @@ pub struct CreateApp {
     /// Largest accepted file in bytes (default media.max_file_bytes).
     #[arg(long)]
     pub max_file_bytes: Option<u64>,
+    /// Accepted file_types, comma-separated (default: the Gupshup list).
+    #[arg(long, value_delimiter = ',')]
+    pub allowed_types: Option<Vec<String>>,
+    /// The app's own upload rate (default limits.uploads_per_second).
+    #[arg(long)]
+    pub uploads_per_second: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct UpdateApp {
+    #[arg(long = "app", value_name = "APP_ID")]
+    pub app_id: String,
+    #[arg(long)]
+    pub name: Option<String>,
+    #[arg(long, action = clap::ArgAction::Set)]
+    pub capi: Option<bool>,
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub retention: Option<Duration>,
+    #[arg(long)]
+    pub max_file_bytes: Option<u64>,
+    /// Accepted file_types, comma-separated.
+    #[arg(long, value_delimiter = ',', conflicts_with = "default_types")]
+    pub allowed_types: Option<Vec<String>>,
+    /// Accept the default (Gupshup) list again.
+    #[arg(long)]
+    pub default_types: bool,
+    #[arg(long, conflicts_with = "default_upload_rate")]
+    pub uploads_per_second: Option<u32>,
+    /// Use limits.uploads_per_second again.
+    #[arg(long)]
+    pub default_upload_rate: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -82,6 +126,18 @@ pub enum TokensCommand {
         #[arg(long)]
         label: Option<String>,
     },
+    /// List an app's tokens (never their secrets) as JSON.
+    List {
+        #[arg(long = "app", value_name = "APP_ID")]
+        app_id: String,
+    },
+    /// Revoke a token by its id: requests carrying it fail from now on.
+    Revoke {
+        #[arg(long = "app", value_name = "APP_ID")]
+        app_id: String,
+        #[arg(long = "token", value_name = "TOKEN_ID")]
+        token_id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -92,4 +148,14 @@ pub enum KeysCommand {
         #[arg(long)]
         id: Option<String>,
     },
+    /// Re-wrap every live data key under the active (first) key, in
+    /// batches; safe while serving, resumable. Prints counts as JSON. After
+    /// it, older keys can be removed from crypto.keys.
+    Rewrap {
+        /// Data keys re-wrapped per transaction.
+        #[arg(long, default_value_t = 500)]
+        batch: u32,
+    },
+    /// Print how many live media each key wraps, as JSON.
+    Usage,
 }

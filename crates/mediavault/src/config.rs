@@ -6,9 +6,13 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::num::NonZeroU32;
+
 use anyhow::{Context, bail};
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
+use ipnet::IpNet;
+use mediavault_api::LimitSettings;
 use mediavault_reaper::{ReaperSettings, Schedule};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -27,6 +31,9 @@ pub struct Config {
     pub crypto: CryptoConfig,
     pub media: MediaConfig,
     pub reaper: ReaperConfig,
+    pub limits: LimitsConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
     pub log: LogConfig,
 }
 
@@ -39,6 +46,9 @@ pub struct ServerConfig {
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
     pub max_concurrent_uploads: usize,
+    /// Peers (addresses or CIDR networks) whose X-Forwarded-For names the client.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -87,6 +97,21 @@ pub struct ReaperConfig {
     pub pass_budget: Duration,
     #[serde(with = "humantime_serde")]
     pub stale_upload_after: Duration,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub uploads_per_second: u32,
+    pub upload_burst: u32,
+    pub auth_failures_per_hour: u32,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    pub token: Option<SecretString>,
+    pub token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -146,7 +171,36 @@ impl Config {
             bail!("server.max_concurrent_uploads must be above 0");
         }
         self.reaper_settings()?;
+        self.limit_settings()?;
         Ok(())
+    }
+
+    /// The rate limits, checked: the two rates must be above zero.
+    pub fn limit_settings(&self) -> anyhow::Result<LimitSettings> {
+        let above_zero = |key: &str, value: u32| {
+            NonZeroU32::new(value).ok_or_else(|| anyhow::anyhow!("{key} must be above 0"))
+        };
+        Ok(LimitSettings {
+            uploads_per_second: above_zero("limits.uploads_per_second", self.limits.uploads_per_second)?,
+            upload_burst: above_zero("limits.upload_burst", self.limits.upload_burst)?,
+            auth_failures_per_hour: self.limits.auth_failures_per_hour,
+            trusted_proxies: self
+                .server
+                .trusted_proxies
+                .iter()
+                .map(|entry| {
+                    let entry = entry.trim();
+                    entry
+                        .parse::<IpNet>()
+                        .or_else(|_| entry.parse::<std::net::IpAddr>().map(IpNet::from))
+                        .map_err(|_| {
+                            anyhow::anyhow!(
+                                "server.trusted_proxies: {entry:?} is not an address or a CIDR network"
+                            )
+                        })
+                })
+                .collect::<anyhow::Result<_>>()?,
+        })
     }
 
     /// The reaper's schedules, parsed; a bad expression names its key.
@@ -181,6 +235,22 @@ impl Config {
             self.blobs.secret_access_key.as_ref(),
             self.blobs.secret_access_key_file.as_deref(),
         )
+    }
+
+    /// The admin API's token, if one is configured; a short one is refused,
+    /// since it is all that guards every app.
+    pub fn admin_token(&self) -> anyhow::Result<Option<String>> {
+        let token = secret(
+            "admin.token",
+            self.admin.token.as_ref(),
+            self.admin.token_file.as_deref(),
+        )?;
+        if let Some(token) = &token
+            && token.len() < 32
+        {
+            bail!("admin.token must be at least 32 characters (try `openssl rand -base64 32`)");
+        }
+        Ok(token)
     }
 
     /// The configured key list, if any.
@@ -277,6 +347,62 @@ mod tests {
             jail.set_env("MEDIAVAULT__DATABASE__URL_FILE", "db-url");
             let config = Config::load(None, &Overrides::default()).unwrap();
             assert_eq!(config.database_url().unwrap(), "postgres://u@h/db");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn limits_admin_token_and_trusted_proxies_are_read_and_checked() {
+        figment::Jail::expect_with(|jail| {
+            let config = Config::load(None, &Overrides::default()).unwrap();
+            let limits = config.limit_settings().unwrap();
+            assert_eq!(
+                (
+                    limits.uploads_per_second.get(),
+                    limits.upload_burst.get(),
+                    limits.auth_failures_per_hour
+                ),
+                (10, 10, 20)
+            );
+            assert!(limits.trusted_proxies.is_empty());
+            assert_eq!(config.admin_token().unwrap(), None);
+
+            jail.set_env("MEDIAVAULT__LIMITS__UPLOADS_PER_SECOND", "3");
+            jail.set_env(
+                "MEDIAVAULT__SERVER__TRUSTED_PROXIES",
+                "[\"10.0.0.0/8\", \"192.0.2.1\"]",
+            );
+            jail.create_file("admin-token", "0123456789abcdef0123456789abcdef\n")?;
+            jail.set_env("MEDIAVAULT__ADMIN__TOKEN_FILE", "admin-token");
+            let config = Config::load(None, &Overrides::default()).unwrap();
+            let limits = config.limit_settings().unwrap();
+            assert_eq!(limits.uploads_per_second.get(), 3);
+            assert_eq!(limits.trusted_proxies.len(), 2);
+            assert_eq!(
+                config.admin_token().unwrap().as_deref(),
+                Some("0123456789abcdef0123456789abcdef")
+            );
+
+            jail.set_env("MEDIAVAULT__LIMITS__UPLOAD_BURST", "0");
+            let error = Config::load(None, &Overrides::default()).unwrap_err().to_string();
+            assert!(error.contains("limits.upload_burst"), "{error}");
+            jail.set_env("MEDIAVAULT__LIMITS__UPLOAD_BURST", "5");
+
+            jail.set_env("MEDIAVAULT__SERVER__TRUSTED_PROXIES", "[\"not-a-network\"]");
+            let error = Config::load(None, &Overrides::default()).unwrap_err().to_string();
+            assert!(error.contains("trusted_proxies"), "{error}");
+            jail.set_env("MEDIAVAULT__SERVER__TRUSTED_PROXIES", "[]");
+
+            jail.create_file("short-token", "short\n")?;
+            jail.set_env("MEDIAVAULT__ADMIN__TOKEN_FILE", "short-token");
+            let config = Config::load(None, &Overrides::default()).unwrap();
+            assert!(
+                config
+                    .admin_token()
+                    .unwrap_err()
+                    .to_string()
+                    .contains("admin.token")
+            );
             Ok(())
         });
     }

@@ -5,6 +5,7 @@
 mod cli;
 mod config;
 mod embedded;
+mod manage;
 mod serve;
 mod telemetry;
 
@@ -12,10 +13,10 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use mediavault_storage::{BlobConfig, Defaults, Keyring, NewApp, Vault, VaultConfig};
+use mediavault_storage::{BlobConfig, Defaults, Keyring, Vault, VaultConfig};
 use serde_json::json;
 
-use crate::cli::{AppsCommand, Cli, Command, KeysCommand, TokensCommand};
+use crate::cli::{Cli, Command, KeysCommand};
 use crate::config::{Config, Overrides};
 
 fn main() -> ExitCode {
@@ -52,31 +53,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", json!({ "migrated": true }));
             Ok(())
         }
-        Command::Apps(AppsCommand::Create(create)) => {
-            let app = vault
-                .create_app(NewApp {
-                    name: create.name,
-                    capi: create.capi,
-                    retention: create.retention,
-                    max_file_bytes: create.max_file_bytes,
-                })
-                .await?;
-            println!("{}", serve::app_json(&app));
-            Ok(())
-        }
-        Command::Apps(AppsCommand::List) => {
-            let apps: Vec<_> = vault.list_apps().await?.iter().map(serve::app_json).collect();
-            println!("{}", serde_json::Value::Array(apps));
-            Ok(())
-        }
-        Command::Tokens(TokensCommand::Issue { app_id, label }) => {
-            let issued = vault.issue_token(&app_id, label.as_deref()).await?;
-            println!(
-                "{}",
-                json!({ "appId": issued.app_id, "token": issued.token, "label": issued.label })
-            );
-            Ok(())
-        }
+        Command::Apps(command) => manage::apps(&vault, command).await,
+        Command::Tokens(command) => manage::tokens(&vault, command).await,
+        Command::Keys(command) => manage::keys(&vault, command).await,
         Command::Reap(reap) if reap.once => {
             let report = mediavault_reaper::reap_once(
                 &vault,
@@ -96,7 +75,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", json!({ "removed": removed }));
             Ok(())
         }
-        Command::Keys(_) => unreachable!("handled before configuration"),
     }
 }
 

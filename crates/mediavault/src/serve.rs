@@ -4,10 +4,9 @@ use std::io::Write;
 use std::sync::Arc;
 
 use anyhow::Context;
-use mediavault_api::{ApiState, router};
-use mediavault_storage::{App, Vault, to_datetime};
+use mediavault_api::{AdminToken, ApiState, Limits, router};
+use mediavault_storage::Vault;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
@@ -15,6 +14,11 @@ use crate::config::Config;
 use crate::embedded;
 
 pub async fn serve(config: &Config, vault: Vault) -> anyhow::Result<()> {
+    // Serving without a key that stored media need would answer 500 for
+    // each of them: refuse to start instead, and say which key.
+    vault.check_keys().await?;
+    let limits = config.limit_settings()?;
+    let admin_token = config.admin_token()?.as_deref().map(AdminToken::new);
     let database_url = config.database_url()?;
     let dev = if embedded::is_sqlite(&database_url) && config.crypto_keys()?.is_none() {
         Some(embedded::dev_app(&vault, &database_url).await?)
@@ -53,9 +57,13 @@ pub async fn serve(config: &Config, vault: Vault) -> anyhow::Result<()> {
         uploads: Arc::new(Semaphore::new(config.server.max_concurrent_uploads)),
         idle_timeout: config.server.idle_timeout,
         shutdown: interrupt.clone(),
+        limits: Arc::new(Limits::new(limits)),
+        admin_token,
     });
     let shutdown_timeout = config.server.shutdown_timeout;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // The peer address feeds the failed-authentication limit.
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown_signal().await;
         tracing::info!("shutting down: draining in-flight requests");
@@ -110,17 +118,4 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate => {}
     }
-}
-
-/// An app as the CLI prints it.
-pub fn app_json(app: &App) -> Value {
-    json!({
-        "appId": app.id,
-        "name": app.name,
-        "capi": app.capi,
-        "retentionSeconds": app.retention_seconds,
-        "maxFileBytes": app.max_file_bytes,
-        "allowedTypes": app.allowed_types(),
-        "createdAt": to_datetime(app.created_at).to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-    })
 }

@@ -58,6 +58,7 @@ pub async fn reap_once(vault: &Vault, now: i64, budget: Duration) -> Result<Pass
             break;
         }
     }
+    vault.reap_deleted_apps().await?;
     Ok(report)
 }
 

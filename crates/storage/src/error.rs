@@ -22,6 +22,26 @@ pub enum StoreError {
     Keys(#[from] KeyError),
 }
 
+/// Why an operator's request about apps or tokens was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("no app with id {0:?}")]
+    AppNotFound(String),
+    #[error("no token with id {0:?} for this app")]
+    TokenNotFound(String),
+    /// A setting out of range; the message names it.
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Unavailable(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for AdminError {
+    fn from(error: sqlx::Error) -> AdminError {
+        AdminError::Unavailable(error.into())
+    }
+}
+
 /// Why a token was refused. Every reason answers the same to the client.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {

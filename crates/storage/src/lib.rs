@@ -6,6 +6,7 @@
 //! (object_store) and the ciphers (aes-gcm); the HTTP layer and the reaper
 //! see only the types exported here.
 
+mod apps;
 mod blobs;
 mod download;
 mod error;
@@ -15,15 +16,19 @@ mod meta;
 mod model;
 pub mod policy;
 mod reap;
+mod rotation;
 pub mod seal;
 mod upload;
 mod vault;
 
 pub use blobs::{BlobConfig, PART_SIZE};
 pub use download::{PlaintextStream, StoredMedia};
-pub use error::{AuthError, ReadError, StoreError, UploadError};
+pub use error::{AdminError, AuthError, ReadError, StoreError, UploadError};
 pub use keys::{Dek, KeyError, Keyring};
-pub use model::{App, IssuedToken, MediaInfo, Millis, NewApp, now_millis, to_datetime};
+pub use model::{
+    App, AppStats, AppUpdate, IssuedToken, KeyUse, MediaInfo, Millis, NewApp, RewrapCounts, TokenInfo,
+    now_millis, to_datetime,
+};
 pub use reap::{CLAIM_LEASE, ReapCounts, ReaperLock};
 pub use upload::Upload;
 pub use vault::{Defaults, Readiness, Vault, VaultConfig};

@@ -42,14 +42,67 @@ pub struct NewApp {
     pub capi: bool,
     pub retention: Option<Duration>,
     pub max_file_bytes: Option<u64>,
+    /// `None`: the default list (DESIGN §4).
+    pub allowed_types: Option<Vec<String>>,
+    /// `None`: the configured `limits.uploads_per_second`.
+    pub uploads_per_second: Option<u32>,
+}
+
+/// A change to an app: `None` leaves a setting as it is. For the two
+/// settings that may fall back to a default, `Some(None)` restores it.
+#[derive(Debug, Clone, Default)]
+pub struct AppUpdate {
+    pub name: Option<String>,
+    pub capi: Option<bool>,
+    pub retention: Option<Duration>,
+    pub max_file_bytes: Option<u64>,
+    pub allowed_types: Option<Option<Vec<String>>>,
+    pub uploads_per_second: Option<Option<u32>>,
+}
+
+/// What an app stores now: readable media only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppStats {
+    pub media_count: u64,
+    pub bytes_stored: u64,
 }
 
 /// A freshly issued token: the secret is shown once and never stored.
 #[derive(Debug, Clone)]
 pub struct IssuedToken {
+    /// The token's public id, by which it is listed and revoked.
+    pub id: String,
     pub app_id: String,
     pub token: String,
     pub label: Option<String>,
+}
+
+/// A token as it is listed: never the secret.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct TokenInfo {
+    pub id: String,
+    pub app_id: String,
+    pub label: Option<String>,
+    pub created_at: Millis,
+    pub revoked_at: Option<Millis>,
+    pub last_used_at: Option<Millis>,
+}
+
+/// How many live media (not yet shredded) a key-encryption key wraps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyUse {
+    pub kek_id: String,
+    pub media: u64,
+}
+
+/// What `Vault::rewrap` did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RewrapCounts {
+    /// Data keys now wrapped by the active key that were not before.
+    pub rewrapped: u64,
+    /// Data keys that could not be unwrapped (their key is not configured,
+    /// or the wrapped key fails authentication); left as they were.
+    pub failed: u64,
 }
 
 /// Metadata of one readable file.

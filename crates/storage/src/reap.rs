@@ -87,6 +87,11 @@ impl Vault {
         Ok(counts)
     }
 
+    /// Removes deleted apps once the reaper has removed all their media.
+    pub async fn reap_deleted_apps(&self) -> Result<u64, StoreError> {
+        self.inner.meta.delete_emptied_apps().await
+    }
+
     /// Deletes blobs that no row references and that are older than
     /// `older_than` (younger ones may belong to an upload still being
     /// written). Returns how many were deleted.

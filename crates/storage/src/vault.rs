@@ -4,17 +4,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use rand::RngCore;
-use sha2::{Digest, Sha256};
 use tokio_util::task::TaskTracker;
 
 use crate::blobs::{BlobConfig, Blobs};
-use crate::error::{AuthError, StoreError};
+use crate::error::StoreError;
 use crate::keys::Keyring;
 use crate::meta::Metadata;
-use crate::model::{App, IssuedToken, NewApp, duration_millis, now_millis};
+use crate::model::duration_millis;
 
 /// Per-app values used where an app does not set its own.
 #[derive(Debug, Clone)]
@@ -79,13 +75,6 @@ async fn bounded(
 /// How long `close` waits for abandoned uploads to be cleaned up.
 const CLEANUP_GRACE: Duration = Duration::from_secs(10);
 
-/// Tokens are `mv_` and 43 URL-safe characters (32 random bytes).
-const TOKEN_PREFIX: &str = "mv_";
-
-fn token_digest(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
-}
-
 impl Vault {
     /// Connects to both stores. The blob store is not contacted, so the
     /// service starts while it is down; the metadata store must answer.
@@ -136,78 +125,6 @@ impl Vault {
     /// Readable media stored now, for the `mediavault_media_stored` gauge.
     pub async fn media_stored(&self) -> Result<u64, StoreError> {
         self.inner.meta.count_ready().await
-    }
-
-    pub async fn create_app(&self, new: NewApp) -> Result<App, StoreError> {
-        let defaults = &self.inner.defaults;
-        let retention = new.retention.unwrap_or(defaults.retention);
-        let retention_seconds = i64::try_from(retention.as_secs()).unwrap_or(i64::MAX);
-        if retention_seconds < 1 {
-            return Err(StoreError::Config("retention must be at least one second".into()));
-        }
-        let max_file_bytes = new.max_file_bytes.unwrap_or(defaults.max_file_bytes);
-        let app = App {
-            id: uuid::Uuid::new_v4().to_string(),
-            name: new.name,
-            capi: new.capi,
-            retention_seconds,
-            max_file_bytes: i64::try_from(max_file_bytes).unwrap_or(i64::MAX),
-            allowed_types: None,
-            uploads_per_second: None,
-            created_at: now_millis(),
-        };
-        self.inner.meta.insert_app(&app).await?;
-        Ok(app)
-    }
-
-    pub async fn list_apps(&self) -> Result<Vec<App>, StoreError> {
-        self.inner.meta.list_apps().await
-    }
-
-    /// Issues a token for `app_id`. The token is returned once; only its
-    /// SHA-256 is stored.
-    pub async fn issue_token(&self, app_id: &str, label: Option<&str>) -> Result<IssuedToken, StoreError> {
-        if self.inner.meta.get_app(app_id).await?.is_none() {
-            return Err(StoreError::Config(format!("no app with id {app_id:?}")));
-        }
-        let mut secret = [0u8; 32];
-        rand::rng().fill_bytes(&mut secret);
-        let token = format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(secret));
-        self.inner
-            .meta
-            .insert_token(&token_digest(&token), app_id, label, now_millis())
-            .await?;
-        Ok(IssuedToken {
-            app_id: app_id.to_owned(),
-            token,
-            label: label.map(str::to_owned),
-        })
-    }
-
-    /// The app behind `token`, if the token is live and belongs to `app_id`.
-    /// Tokens are looked up by their SHA-256, so no comparison ever runs over
-    /// the secret itself.
-    pub async fn authenticate(&self, app_id: &str, token: &str) -> Result<App, AuthError> {
-        if token.is_empty() || token.len() > 256 {
-            return Err(AuthError::Failed);
-        }
-        match self
-            .inner
-            .meta
-            .app_for_token(&token_digest(token), now_millis())
-            .await?
-        {
-            Some(app) if app.id == app_id => Ok(app),
-            _ => Err(AuthError::Failed),
-        }
-    }
-
-    /// The app a live token belongs to, whichever it is.
-    pub async fn app_for_token(&self, token: &str) -> Result<Option<App>, StoreError> {
-        self.inner
-            .meta
-            .app_for_token(&token_digest(token), now_millis())
-            .await
     }
 
     /// Blob bytes fetched by reads since the vault opened: a range read

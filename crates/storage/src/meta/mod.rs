@@ -9,7 +9,7 @@ mod sqlite;
 use sqlx::{PgPool, SqlitePool};
 
 use crate::error::StoreError;
-use crate::model::{App, Millis};
+use crate::model::{App, Millis, TokenInfo};
 
 pub(crate) enum Metadata {
     Postgres(PgPool),
@@ -76,6 +76,22 @@ pub(crate) struct ReadyMedia<'a> {
 const APP_COLUMNS: &str =
     "id, name, capi, retention_seconds, max_file_bytes, allowed_types, uploads_per_second, created_at";
 
+/// A live data key wrapped by some key other than the active one.
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct WrappedRow {
+    pub id: String,
+    pub kek_id: String,
+    pub wrapped_dek: Vec<u8>,
+}
+
+/// A data key re-wrapped, to be written only if its row still holds `old_kek_id`.
+pub(crate) struct Rewrapped {
+    pub id: String,
+    pub old_kek_id: String,
+    pub new_kek_id: String,
+    pub wrapped_dek: Vec<u8>,
+}
+
 impl Metadata {
     /// Opens the store named by `url` (`sqlite://…` or `postgres://…`).
     pub(crate) async fn connect(url: &str) -> Result<Metadata, StoreError> {
@@ -131,13 +147,76 @@ impl Metadata {
     }
 
     pub(crate) async fn list_apps(&self) -> Result<Vec<App>, StoreError> {
-        let sql = sqlx::AssertSqlSafe(format!("SELECT {APP_COLUMNS} FROM apps ORDER BY created_at, id"));
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {APP_COLUMNS} FROM apps WHERE deleted_at IS NULL ORDER BY created_at, id"
+        ));
         Ok(on_pool!(self, pool => sqlx::query_as(sql).fetch_all(pool).await)?)
     }
 
     pub(crate) async fn get_app(&self, id: &str) -> Result<Option<App>, StoreError> {
-        let sql = sqlx::AssertSqlSafe(format!("SELECT {APP_COLUMNS} FROM apps WHERE id = $1"));
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {APP_COLUMNS} FROM apps WHERE id = $1 AND deleted_at IS NULL"
+        ));
         Ok(on_pool!(self, pool => sqlx::query_as(sql).bind(id).fetch_optional(pool).await)?)
+    }
+
+    /// Changes an app's settings; `false` if there is no such live app.
+    pub(crate) async fn update_app(&self, app: &App) -> Result<bool, StoreError> {
+        const SQL: &str = "UPDATE apps SET name = $2, capi = $3, retention_seconds = $4, max_file_bytes = $5, \
+                           allowed_types = $6, uploads_per_second = $7 WHERE id = $1 AND deleted_at IS NULL";
+        let updated = on_pool!(self, pool => sqlx::query(SQL)
+            .bind(&app.id)
+            .bind(&app.name)
+            .bind(app.capi)
+            .bind(app.retention_seconds)
+            .bind(app.max_file_bytes)
+            .bind(&app.allowed_types)
+            .bind(app.uploads_per_second)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(updated == 1)
+    }
+
+    /// Deletes an app in one transaction: the app is marked deleted, its
+    /// tokens go, and every media row of it is shredded and handed to the
+    /// reaper, which removes the blobs, the rows and finally the app.
+    /// Returns how many media were shredded, or `None` if there is no such app.
+    pub(crate) async fn delete_app(&self, id: &str, now: Millis) -> Result<Option<u64>, StoreError> {
+        const MARK: &str = "UPDATE apps SET deleted_at = $2 WHERE id = $1 AND deleted_at IS NULL";
+        const TOKENS: &str = "DELETE FROM tokens WHERE app_id = $1";
+        // Uploads still running find their row shredded and drop their blob.
+        const SHRED: &str = "UPDATE media SET state = 'deleting', wrapped_dek = NULL, \
+                             deleted_at = COALESCE(deleted_at, $2), due_at = $2 \
+                             WHERE app_id = $1 AND wrapped_dek IS NOT NULL";
+        Ok(on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let marked = sqlx::query(MARK).bind(id).bind(now).execute(&mut *tx).await?.rows_affected();
+            if marked == 0 {
+                Ok::<_, sqlx::Error>(None)
+            } else {
+                sqlx::query(TOKENS).bind(id).execute(&mut *tx).await?;
+                let shredded = sqlx::query(SHRED).bind(id).bind(now).execute(&mut *tx).await?.rows_affected();
+                tx.commit().await?;
+                Ok(Some(shredded))
+            }
+        })?)
+    }
+
+    /// Removes deleted apps whose media the reaper has all removed.
+    pub(crate) async fn delete_emptied_apps(&self) -> Result<u64, StoreError> {
+        const SQL: &str = "DELETE FROM apps WHERE deleted_at IS NOT NULL \
+                           AND NOT EXISTS (SELECT 1 FROM media WHERE media.app_id = apps.id)";
+        Ok(on_pool!(self, pool => sqlx::query(SQL).execute(pool).await.map(|r| r.rows_affected()))?)
+    }
+
+    /// Readable media of an app: how many, and their plaintext bytes.
+    pub(crate) async fn app_stats(&self, app_id: &str, now: Millis) -> Result<(i64, i64), StoreError> {
+        // SUM of BIGINT is NUMERIC in Postgres: cast back so both dialects agree.
+        const SQL: &str = "SELECT COUNT(*), CAST(COALESCE(SUM(size_bytes), 0) AS BIGINT) FROM media \
+                           WHERE app_id = $1 AND state = 'ready' AND wrapped_dek IS NOT NULL \
+                           AND expires_at > $2";
+        Ok(on_pool!(self, pool => sqlx::query_as(SQL).bind(app_id).bind(now).fetch_one(pool).await)?)
     }
 
     pub(crate) async fn insert_token(
@@ -147,8 +226,8 @@ impl Metadata {
         label: Option<&str>,
         now: Millis,
     ) -> Result<(), StoreError> {
-        const SQL: &str =
-            "INSERT INTO tokens (token_sha256, app_id, label, created_at) VALUES ($1, $2, $3, $4)";
+        const SQL: &str = "INSERT INTO tokens (id, token_sha256, app_id, label, created_at) \
+                           VALUES (substr($1, 1, 16), $1, $2, $3, $4)";
         on_pool!(self, pool => sqlx::query(SQL)
             .bind(token_sha256)
             .bind(app_id)
@@ -160,6 +239,28 @@ impl Metadata {
         Ok(())
     }
 
+    /// Every token of an app, revoked ones included, oldest first.
+    pub(crate) async fn list_tokens(&self, app_id: &str) -> Result<Vec<TokenInfo>, StoreError> {
+        const SQL: &str = "SELECT id, app_id, label, created_at, revoked_at, last_used_at FROM tokens \
+                           WHERE app_id = $1 ORDER BY created_at, id";
+        Ok(on_pool!(self, pool => sqlx::query_as(SQL).bind(app_id).fetch_all(pool).await)?)
+    }
+
+    /// Revokes a token of `app_id` (again is fine); the token fails from the
+    /// commit on. `false` if the app has no such token.
+    pub(crate) async fn revoke_token(&self, app_id: &str, id: &str, now: Millis) -> Result<bool, StoreError> {
+        const SQL: &str =
+            "UPDATE tokens SET revoked_at = COALESCE(revoked_at, $3) WHERE id = $2 AND app_id = $1";
+        let revoked = on_pool!(self, pool => sqlx::query(SQL)
+            .bind(app_id)
+            .bind(id)
+            .bind(now)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(revoked == 1)
+    }
+
     /// The app a live token belongs to; notes its use at most once a minute
     /// so that authentication does not write on every request.
     pub(crate) async fn app_for_token(
@@ -169,7 +270,7 @@ impl Metadata {
     ) -> Result<Option<App>, StoreError> {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {} FROM tokens t JOIN apps a ON a.id = t.app_id \
-             WHERE t.token_sha256 = $1 AND t.revoked_at IS NULL",
+             WHERE t.token_sha256 = $1 AND t.revoked_at IS NULL AND a.deleted_at IS NULL",
             APP_COLUMNS
                 .split(", ")
                 .map(|c| format!("a.{c}"))
@@ -333,6 +434,54 @@ impl Metadata {
             tx.commit().await
         })?;
         Ok(())
+    }
+
+    /// How many live data keys each key-encryption key wraps.
+    pub(crate) async fn key_use(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        const SQL: &str = "SELECT kek_id, COUNT(*) FROM media WHERE wrapped_dek IS NOT NULL GROUP BY kek_id ORDER BY kek_id";
+        Ok(on_pool!(self, pool => sqlx::query_as(SQL).fetch_all(pool).await)?)
+    }
+
+    /// Up to `limit` live data keys not wrapped by `active`, with ids after
+    /// `after` in id order, so that a caller can page past rows it skips.
+    pub(crate) async fn wrapped_by_others(
+        &self,
+        active: &str,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<WrappedRow>, StoreError> {
+        const SQL: &str = "SELECT id, kek_id, wrapped_dek FROM media \
+                           WHERE wrapped_dek IS NOT NULL AND kek_id <> $1 AND id > $2 ORDER BY id LIMIT $3";
+        Ok(on_pool!(self, pool => sqlx::query_as(SQL)
+            .bind(active)
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await)?)
+    }
+
+    /// Writes re-wrapped data keys in one transaction. Each is written only
+    /// if its row still holds the old wrapping, so a delete or another
+    /// rotation that got there first is never undone. Returns how many were
+    /// written.
+    pub(crate) async fn replace_wrapped(&self, rows: &[Rewrapped]) -> Result<u64, StoreError> {
+        const SQL: &str = "UPDATE media SET kek_id = $3, wrapped_dek = $4 \
+                           WHERE id = $1 AND kek_id = $2 AND wrapped_dek IS NOT NULL";
+        Ok(on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let mut written = 0;
+            for row in rows {
+                written += sqlx::query(SQL)
+                    .bind(&row.id)
+                    .bind(&row.old_kek_id)
+                    .bind(&row.new_kek_id)
+                    .bind(&row.wrapped_dek)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+            }
+            tx.commit().await.map(|()| written)
+        })?)
     }
 
     /// Every blob key a row refers to, whatever its state.

@@ -1,0 +1,494 @@
+//! The admin API under `/admin`: apps, their tokens and their stats, for
+//! the operator (`admin.token`). It mirrors the `apps` and `tokens` commands
+//! of the CLI, which print the same JSON.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Request, State};
+use axum::http::StatusCode;
+use mediavault_storage::{App, AppStats, AppUpdate, IssuedToken, NewApp, TokenInfo};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::ApiState;
+use crate::auth::Admin;
+use crate::download::rfc3339;
+use crate::error::{ApiError, ErrorBody};
+use crate::path::ApiPath;
+
+/// An app as the admin API and the CLI show it.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AppView {
+    pub app_id: String,
+    pub name: String,
+    /// Only CAPI apps may upload.
+    pub capi: bool,
+    /// How long new media live.
+    pub retention_seconds: i64,
+    /// Largest accepted file.
+    pub max_file_bytes: i64,
+    /// Accepted `file_type`s, in the order error messages list them.
+    pub allowed_types: Vec<String>,
+    /// The app's own upload rate; `null`: the configured default.
+    pub uploads_per_second: Option<i32>,
+    /// RFC 3339, UTC.
+    pub created_at: String,
+}
+
+impl From<&App> for AppView {
+    fn from(app: &App) -> AppView {
+        AppView {
+            app_id: app.id.clone(),
+            name: app.name.clone(),
+            capi: app.capi,
+            retention_seconds: app.retention_seconds,
+            max_file_bytes: app.max_file_bytes,
+            allowed_types: app.allowed_types(),
+            uploads_per_second: app.uploads_per_second,
+            created_at: rfc3339(app.created_at),
+        }
+    }
+}
+
+/// A token as listed: never its secret.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenView {
+    pub token_id: String,
+    pub app_id: String,
+    pub label: Option<String>,
+    pub created_at: String,
+    pub revoked_at: Option<String>,
+    /// Updated at most once a minute.
+    pub last_used_at: Option<String>,
+}
+
+impl From<&TokenInfo> for TokenView {
+    fn from(token: &TokenInfo) -> TokenView {
+        TokenView {
+            token_id: token.id.clone(),
+            app_id: token.app_id.clone(),
+            label: token.label.clone(),
+            created_at: rfc3339(token.created_at),
+            revoked_at: token.revoked_at.map(rfc3339),
+            last_used_at: token.last_used_at.map(rfc3339),
+        }
+    }
+}
+
+/// A token just issued: the secret is shown this once.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IssuedTokenView {
+    pub token_id: String,
+    pub app_id: String,
+    pub label: Option<String>,
+    /// The secret; only its SHA-256 is kept.
+    pub token: String,
+}
+
+impl From<&IssuedToken> for IssuedTokenView {
+    fn from(issued: &IssuedToken) -> IssuedTokenView {
+        IssuedTokenView {
+            token_id: issued.id.clone(),
+            app_id: issued.app_id.clone(),
+            label: issued.label.clone(),
+            token: issued.token.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StatsView {
+    pub app_id: String,
+    /// Readable media.
+    pub media_count: u64,
+    /// Their plaintext bytes.
+    pub bytes_stored: u64,
+}
+
+impl StatsView {
+    pub fn new(app_id: &str, stats: AppStats) -> StatsView {
+        StatsView {
+            app_id: app_id.to_owned(),
+            media_count: stats.media_count,
+            bytes_stored: stats.bytes_stored,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AppReply {
+    app: AppView,
+    status: &'static str,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AppsReply {
+    apps: Vec<AppView>,
+    status: &'static str,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TokensReply {
+    tokens: Vec<TokenView>,
+    status: &'static str,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct IssuedTokenReply {
+    token: IssuedTokenView,
+    status: &'static str,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct StatsReply {
+    stats: StatsView,
+    status: &'static str,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AppDeletedReply {
+    message: String,
+    /// Media whose keys were shredded; the reaper removes their blobs.
+    media_shredded: u64,
+    status: &'static str,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TokenRevokedReply {
+    message: &'static str,
+    status: &'static str,
+}
+
+/// A new app. Omitted settings take the configured defaults.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateAppRequest {
+    name: String,
+    #[serde(default = "yes")]
+    capi: bool,
+    retention_seconds: Option<u64>,
+    max_file_bytes: Option<u64>,
+    allowed_types: Option<Vec<String>>,
+    uploads_per_second: Option<u32>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A change to an app: omitted fields stay as they are; `null` for
+/// `allowedTypes` or `uploadsPerSecond` restores the default.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpdateAppRequest {
+    name: Option<String>,
+    capi: Option<bool>,
+    retention_seconds: Option<u64>,
+    max_file_bytes: Option<u64>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Vec<String>>)]
+    allowed_types: Option<Option<Vec<String>>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<u32>)]
+    uploads_per_second: Option<Option<u32>>,
+}
+
+/// Tells a field sent as `null` (`Some(None)`) from one left out (`None`).
+fn present<'de, T: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IssueTokenRequest {
+    /// What the token is for, e.g. the host that uses it.
+    label: Option<String>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct AppPath {
+    /// The app's id.
+    app_id: String,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct TokenPath {
+    /// The app's id.
+    app_id: String,
+    /// The token's id, as issued or listed.
+    token_id: String,
+}
+
+/// A JSON body whose rejections use the service's error shape.
+pub struct AdminJson<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AdminJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(request, state).await {
+            Ok(Json(value)) => Ok(AdminJson(value)),
+            Err(rejection @ JsonRejection::MissingJsonContentType(_)) => Err(ApiError::new(
+                rejection.status(),
+                "Send the body as application/json",
+            )),
+            Err(rejection) => Err(ApiError::new(rejection.status(), rejection.body_text())),
+        }
+    }
+}
+
+const SUCCESS: &str = "success";
+
+/// Create an app.
+#[utoipa::path(
+    post, path = "/admin/apps", tag = "admin",
+    request_body = CreateAppRequest,
+    responses(
+        (status = 201, description = "Created", body = AppReply),
+        (status = 400, description = "A setting is out of range", body = ErrorBody),
+        (status = 401, description = "Authentication Failed", body = ErrorBody),
+        (status = 404, description = "No admin token is configured", body = ErrorBody),
+        (status = 429, description = "Too many failed authentications from this address", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn create_app(
+    _: Admin,
+    State(state): State<ApiState>,
+    AdminJson(request): AdminJson<CreateAppRequest>,
+) -> Result<(StatusCode, Json<AppReply>), ApiError> {
+    let app = state
+        .vault
+        .create_app(NewApp {
+            name: request.name,
+            capi: request.capi,
+            retention: request.retention_seconds.map(Duration::from_secs),
+            max_file_bytes: request.max_file_bytes,
+            allowed_types: request.allowed_types,
+            uploads_per_second: request.uploads_per_second,
+        })
+        .await?;
+    tracing::info!(app_id = %app.id, "app created");
+    Ok((
+        StatusCode::CREATED,
+        Json(AppReply {
+            app: AppView::from(&app),
+            status: SUCCESS,
+        }),
+    ))
+}
+
+/// List apps.
+#[utoipa::path(
+    get, path = "/admin/apps", tag = "admin",
+    responses(
+        (status = 200, description = "Every app, oldest first", body = AppsReply),
+        (status = 401, description = "Authentication Failed", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list_apps(_: Admin, State(state): State<ApiState>) -> Result<Json<AppsReply>, ApiError> {
+    let apps = state.vault.list_apps().await.map_err(ApiError::from)?;
+    Ok(Json(AppsReply {
+        apps: apps.iter().map(AppView::from).collect(),
+        status: SUCCESS,
+    }))
+}
+
+/// Get an app.
+#[utoipa::path(
+    get, path = "/admin/apps/{app_id}", tag = "admin", params(AppPath),
+    responses(
+        (status = 200, description = "The app", body = AppReply),
+        (status = 401, description = "Authentication Failed", body = ErrorBody),
+        (status = 404, description = "App not found", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get_app(
+    _: Admin,
+    State(state): State<ApiState>,
+    ApiPath(AppPath { app_id }): ApiPath<AppPath>,
+) -> Result<Json<AppReply>, ApiError> {
+    let app = state.vault.get_app(&app_id).await?;
+    Ok(Json(AppReply {
+        app: AppView::from(&app),
+        status: SUCCESS,
+    }))
+}
+
+/// Change an app's settings; they apply to uploads from now on.
+#[utoipa::path(
+    patch, path = "/admin/apps/{app_id}", tag = "admin", params(AppPath),
+    request_body = UpdateAppRequest,
+    responses(
+        (status = 200, description = "The app as it now is", body = AppReply),
+        (status = 400, description = "A setting is out of range", body = ErrorBody),
+        (status = 401, description = "Authentication Failed", body = ErrorBody),
+        (status = 404, description = "App not found", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn update_app(
+    _: Admin,
+    State(state): State<ApiState>,
+    ApiPath(AppPath { app_id }): ApiPath<AppPath>,
+    AdminJson(request): AdminJson<UpdateAppRequest>,
+) -> Result<Json<AppReply>, ApiError> {
+    let app = state
+        .vault
+        .update_app(
+            &app_id,
+            AppUpdate {
+                name: request.name,
+                capi: request.capi,
+                retention: request.retention_seconds.map(Duration::from_secs),
+                max_file_bytes: request.max_file_bytes,
+                allowed_types: request.allowed_types,
+                uploads_per_second: request.uploads_per_second,
+            },
+        )
+        .await?;
+    tracing::info!(app_id = %app.id, "app updated");
+    Ok(Json(AppReply {
+        app: AppView::from(&app),
+        status: SUCCESS,
+    }))
+}
+
+/// Delete an app: its tokens stop working and all its media are
+/// crypto-shredded at once; the reaper removes the blobs.
+#[utoipa::path(
+    delete, path = "/admin/apps/{app_id}", tag = "admin", params(AppPath),
+    responses(
+        (status = 200, description = "Deleted", body = AppDeletedReply),
+        (status = 401, description = "Authentication Failed", body = ErrorBody),
+        (status = 404, description = "App not found", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn delete_app(
+    _: Admin,
+    State(state): State<ApiState>,
+    ApiPath(AppPath { app_id }): ApiPath<AppPath>,
+) -> Result<Json<AppDeletedReply>, ApiError> {
+    let shredded = state.vault.delete_app(&app_id).await?;
+    tracing::info!(%app_id, media_shredded = shredded, "app deleted");
+    Ok(Json(AppDeletedReply {
+        message: format!("App deleted; {shredded} media shredded"),
+        media_shredded: shredded,
+        status: SUCCESS,
+    }))
+}
+
+/// What an app stores now.
+#[utoipa::path(
+    get, path = "/admin/apps/{app_id}/stats", tag = "admin", params(AppPath),
+    responses(
+        (status = 200, description = "Readable media and their bytes", body = StatsReply),
+        (status = 401, description = "Authentication Failed", body = ErrorBody),
+        (status = 404, description = "App not found", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn app_stats(
+    _: Admin,
+    State(state): State<ApiState>,
+    ApiPath(AppPath { app_id }): ApiPath<AppPath>,
+) -> Result<Json<StatsReply>, ApiError> {
+    let stats = state.vault.app_stats(&app_id).await?;
+    Ok(Json(StatsReply {
+        stats: StatsView::new(&app_id, stats),
+        status: SUCCESS,
+    }))
+}
+
+/// Issue a token; its secret is in this reply only.
+#[utoipa::path(
+    post, path = "/admin/apps/{app_id}/tokens", tag = "admin", params(AppPath),
+    request_body(content = Option<IssueTokenRequest>, description = "Optional"),
+    responses(
+        (status = 201, description = "Issued", body = IssuedTokenReply),
+        (status = 401, description = "Authentication Failed", body = ErrorBody),
+        (status = 404, description = "App not found", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn issue_token(
+    _: Admin,
+    State(state): State<ApiState>,
+    ApiPath(AppPath { app_id }): ApiPath<AppPath>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<IssuedTokenReply>), ApiError> {
+    // The body is optional: a token needs no settings.
+    let request: IssueTokenRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        IssueTokenRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("Invalid JSON body: {e}")))?
+    };
+    let issued = state.vault.issue_token(&app_id, request.label.as_deref()).await?;
+    tracing::info!(%app_id, token_id = %issued.id, "token issued");
+    Ok((
+        StatusCode::CREATED,
+        Json(IssuedTokenReply {
+            token: IssuedTokenView::from(&issued),
+            status: SUCCESS,
+        }),
+    ))
+}
+
+/// List an app's tokens, revoked ones included.
+#[utoipa::path(
+    get, path = "/admin/apps/{app_id}/tokens", tag = "admin", params(AppPath),
+    responses(
+        (status = 200, description = "The tokens, oldest first", body = TokensReply),
+        (status = 401, description = "Authentication Failed", body = ErrorBody),
+        (status = 404, description = "App not found", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list_tokens(
+    _: Admin,
+    State(state): State<ApiState>,
+    ApiPath(AppPath { app_id }): ApiPath<AppPath>,
+) -> Result<Json<TokensReply>, ApiError> {
+    let tokens = state.vault.list_tokens(&app_id).await?;
+    Ok(Json(TokensReply {
+        tokens: tokens.iter().map(TokenView::from).collect(),
+        status: SUCCESS,
+    }))
+}
+
+/// Revoke a token: requests carrying it fail from now on.
+#[utoipa::path(
+    delete, path = "/admin/apps/{app_id}/tokens/{token_id}", tag = "admin", params(TokenPath),
+    responses(
+        (status = 200, description = "Revoked", body = TokenRevokedReply),
+        (status = 401, description = "Authentication Failed", body = ErrorBody),
+        (status = 404, description = "App or token not found", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn revoke_token(
+    _: Admin,
+    State(state): State<ApiState>,
+    ApiPath(TokenPath { app_id, token_id }): ApiPath<TokenPath>,
+) -> Result<Json<TokenRevokedReply>, ApiError> {
+    state.vault.revoke_token(&app_id, &token_id).await?;
+    tracing::info!(%app_id, %token_id, "token revoked");
+    Ok(Json(TokenRevokedReply {
+        message: "Token revoked",
+        status: SUCCESS,
+    }))
+}

@@ -1,0 +1,121 @@
+//! The operator's commands against the database: `apps …`, `tokens …` and
+//! `keys rewrap|usage`. Each prints JSON on stdout, the same shapes the
+//! admin API answers with.
+
+use anyhow::bail;
+use mediavault_api::{AppView, IssuedTokenView, StatsView, TokenView};
+use mediavault_storage::{AppUpdate, NewApp, Vault};
+use serde_json::{Value, json};
+
+use crate::cli::{AppsCommand, KeysCommand, TokensCommand};
+
+fn print(value: impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string(&value)?);
+    Ok(())
+}
+
+pub async fn apps(vault: &Vault, command: AppsCommand) -> anyhow::Result<()> {
+    match command {
+        AppsCommand::Create(create) => {
+            let app = vault
+                .create_app(NewApp {
+                    name: create.name,
+                    capi: create.capi,
+                    retention: create.retention,
+                    max_file_bytes: create.max_file_bytes,
+                    allowed_types: create.allowed_types,
+                    uploads_per_second: create.uploads_per_second,
+                })
+                .await?;
+            print(AppView::from(&app))
+        }
+        AppsCommand::List => {
+            let apps = vault.list_apps().await?;
+            print(apps.iter().map(AppView::from).collect::<Vec<_>>())
+        }
+        AppsCommand::Update(update) => {
+            let app = vault
+                .update_app(
+                    &update.app_id,
+                    AppUpdate {
+                        name: update.name,
+                        capi: update.capi,
+                        retention: update.retention,
+                        max_file_bytes: update.max_file_bytes,
+                        allowed_types: if update.default_types {
+                            Some(None)
+                        } else {
+                            update.allowed_types.map(Some)
+                        },
+                        uploads_per_second: if update.default_upload_rate {
+                            Some(None)
+                        } else {
+                            update.uploads_per_second.map(Some)
+                        },
+                    },
+                )
+                .await?;
+            print(AppView::from(&app))
+        }
+        AppsCommand::Stats { app_id } => {
+            let stats = vault.app_stats(&app_id).await?;
+            print(StatsView::new(&app_id, stats))
+        }
+        AppsCommand::Delete { app_id } => {
+            let shredded = vault.delete_app(&app_id).await?;
+            print(json!({ "appId": app_id, "mediaShredded": shredded }))
+        }
+    }
+}
+
+pub async fn tokens(vault: &Vault, command: TokensCommand) -> anyhow::Result<()> {
+    match command {
+        TokensCommand::Issue { app_id, label } => {
+            let issued = vault.issue_token(&app_id, label.as_deref()).await?;
+            print(IssuedTokenView::from(&issued))
+        }
+        TokensCommand::List { app_id } => {
+            let tokens = vault.list_tokens(&app_id).await?;
+            print(tokens.iter().map(TokenView::from).collect::<Vec<_>>())
+        }
+        TokensCommand::Revoke { app_id, token_id } => {
+            vault.revoke_token(&app_id, &token_id).await?;
+            print(json!({ "appId": app_id, "tokenId": token_id, "revoked": true }))
+        }
+    }
+}
+
+/// How many live media each key wraps, as printed.
+async fn key_usage(vault: &Vault) -> anyhow::Result<Value> {
+    let usage = vault.key_use().await?;
+    Ok(usage
+        .iter()
+        .map(|used| json!({ "keyId": used.kek_id, "media": used.media }))
+        .collect())
+}
+
+pub async fn keys(vault: &Vault, command: KeysCommand) -> anyhow::Result<()> {
+    match command {
+        KeysCommand::Rewrap { batch } => {
+            let counts = vault.rewrap(batch).await?;
+            print(json!({
+                "activeKey": vault.active_key_id(),
+                "rewrapped": counts.rewrapped,
+                "failed": counts.failed,
+                "keys": key_usage(vault).await?,
+            }))?;
+            if counts.failed > 0 {
+                bail!(
+                    "{} data keys could not be unwrapped (see the log); configure their keys and run again",
+                    counts.failed
+                );
+            }
+            Ok(())
+        }
+        KeysCommand::Usage => print(json!({
+            "activeKey": vault.active_key_id(),
+            "keys": key_usage(vault).await?,
+        })),
+        KeysCommand::Generate { .. } => unreachable!("handled before configuration"),
+    }
+}
