@@ -43,6 +43,7 @@ pub struct MediaPath {
         (status = 206, description = "The requested range", content_type = "application/octet-stream", body = Vec<u8>),
         (status = 304, description = "The cached copy is current"),
         (status = 401, description = "Authentication Failed", body = ErrorBody),
+        (status = 429, description = "Too many failed authentications from this address (see Retry-After)", body = ErrorBody),
         (status = 404, description = "Media not found (unknown, expired, deleted, or another app's)", body = ErrorBody),
         (status = 416, description = "Requested range not satisfiable", body = ErrorBody),
         (status = 500, description = "Unable to fetch requested Media", body = ErrorBody),
@@ -198,6 +199,7 @@ pub(crate) fn rfc3339(ms: i64) -> String {
     responses(
         (status = 200, description = "Metadata", body = InfoReply),
         (status = 401, description = "Authentication Failed", body = ErrorBody),
+        (status = 429, description = "Too many failed authentications from this address (see Retry-After)", body = ErrorBody),
         (status = 404, description = "Media not found", body = ErrorBody),
     ),
     security(("token" = []), ("bearer" = []))
@@ -236,6 +238,7 @@ pub struct DeleteReply {
     responses(
         (status = 200, description = "Media deleted successfully", body = DeleteReply),
         (status = 401, description = "Authentication Failed", body = ErrorBody),
+        (status = 429, description = "Too many failed authentications from this address (see Retry-After)", body = ErrorBody),
         (status = 404, description = "Media not found", body = ErrorBody),
     ),
     security(("token" = []), ("bearer" = []))

@@ -407,6 +407,15 @@ mod tests {
         });
     }
 
+    /// The shipped production example is a valid configuration.
+    #[test]
+    fn the_production_example_loads() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/production.example.toml");
+        let config = Config::load(Some(&example), &Overrides::default()).unwrap();
+        assert_eq!(config.log.format, LogFormat::Json);
+        assert_eq!(config.limit_settings().unwrap().trusted_proxies.len(), 1);
+    }
+
     #[test]
     fn unknown_keys_are_refused() {
         figment::Jail::expect_with(|jail| {

@@ -48,3 +48,8 @@ values.yaml as floats, which would print 104857600 as "1.048576e+08".
 {{- define "mediavault.envValue" -}}
 {{- if kindIs "float64" . }}{{ . | int64 }}{{ else }}{{ . }}{{ end }}
 {{- end }}
+
+{{/* Whether the admin API is enabled (its token is in the Secret). */}}
+{{- define "mediavault.hasAdminToken" -}}
+{{- if or .Values.secret.adminToken (and .Values.secret.existingSecret .Values.secret.existingSecretHasAdminToken) }}true{{ end }}
+{{- end }}
