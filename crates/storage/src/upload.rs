@@ -153,7 +153,7 @@ impl Upload {
             Ok(())
         } else {
             Err(UploadError::Unavailable(StoreError::Config(
-                "upload was reaped as abandoned before it completed".into(),
+                "upload was reaped as abandoned, or its app deleted, before it completed".into(),
             )))
         }
     }

@@ -312,10 +312,13 @@ impl Metadata {
     }
 
     /// Completes an upload. `false` means the row is no longer `uploading`
-    /// (the reaper took it as abandoned): the caller must drop its blob.
+    /// (the reaper took it as abandoned, or its app was deleted and shredded
+    /// it): the caller must drop its blob. The app check also covers an
+    /// upload whose intent row was written just after its app was deleted.
     pub(crate) async fn mark_ready(&self, ready: &ReadyMedia<'_>) -> Result<bool, StoreError> {
         const SQL: &str = "UPDATE media SET state = 'ready', mime_type = $2, size_bytes = $3, sha256 = $4, \
-                           expires_at = $5, due_at = $5 WHERE id = $1 AND state = 'uploading'";
+                           expires_at = $5, due_at = $5 WHERE id = $1 AND state = 'uploading' \
+                           AND EXISTS (SELECT 1 FROM apps WHERE apps.id = media.app_id AND apps.deleted_at IS NULL)";
         let done = on_pool!(self, pool => sqlx::query(SQL)
             .bind(ready.id)
             .bind(ready.mime_type)
