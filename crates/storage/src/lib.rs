@@ -18,6 +18,7 @@ pub mod policy;
 mod reap;
 mod rotation;
 pub mod seal;
+mod sniff;
 mod upload;
 mod vault;
 
