@@ -97,33 +97,9 @@ const ISO_MEDIA_FAMILY: &[&str] = &[
     sniff::ISO_MEDIA,
 ];
 
-/// audio/mp4: the MP4 family, or an ADTS stream (.aac) sent as audio/mp4
-/// for the AAC in it.
-const MP4_AUDIO: &[&str] = &[
-    sniff::AAC_ADTS,
-    sniff::MP4,
-    sniff::M4A,
-    sniff::M4V,
-    sniff::QUICKTIME,
-    sniff::THREE_GPP,
-    sniff::THREE_GPP2,
-    sniff::ISO_MEDIA,
-];
-
-/// audio/aac: AAC is carried in ADTS streams (.aac), which may start with
-/// an ID3 tag, or in MP4 (.m4a), which clients label audio/aac as often as
-/// audio/mp4.
-const AAC: &[&str] = &[
-    sniff::AAC_ADTS,
-    sniff::ID3_TAGGED_AUDIO,
-    sniff::MP4,
-    sniff::M4A,
-    sniff::M4V,
-    sniff::QUICKTIME,
-    sniff::THREE_GPP,
-    sniff::THREE_GPP2,
-    sniff::ISO_MEDIA,
-];
+/// AAC without MP4 around it: an ADTS stream (.aac), which may start with
+/// an ID3 tag.
+const AAC_STREAM: &[&str] = &[sniff::AAC_ADTS, sniff::ID3_TAGGED_AUDIO];
 
 /// Word, Excel and PowerPoint 97–2003 files are OLE compound files. Which
 /// one a file is, is written in its root directory entry, which a 64 KiB
@@ -151,28 +127,30 @@ const MPEG: &[&str] = &[sniff::MPEG_AUDIO, sniff::ID3_TAGGED_AUDIO];
 /// programs, refused like other executables.
 const TEXT: &[&str] = &[sniff::PLAIN_TEXT, sniff::HTML, sniff::XML];
 
-/// The upload policy: for each default type, the sniffed types that agree
-/// with it (no other does), and whether unrecognised bytes pass.
-const AGREEMENTS: &[(&str, Signature, &[&str])] = &[
-    ("audio/aac", Optional, AAC),
-    ("audio/mp4", Optional, MP4_AUDIO),
-    ("audio/mpeg", Optional, MPEG),
-    ("audio/amr", Optional, &[sniff::AMR]),
-    ("audio/ogg", Required, OGG_AUDIO),
-    ("audio/opus", Required, OGG_AUDIO),
-    ("application/vnd.ms-powerpoint", Required, OLE_DOCUMENTS),
-    ("application/msword", Required, OLE_DOCUMENTS),
-    (sniff::DOCX, Required, DOCX),
-    (sniff::PPTX, Required, PPTX),
-    (sniff::XLSX, Required, XLSX),
-    ("application/pdf", Required, &[sniff::PDF]),
-    ("text/plain", Optional, TEXT),
-    ("application/vnd.ms-excel", Required, OLE_DOCUMENTS),
-    ("image/jpeg", Required, &["image/jpeg"]),
-    ("image/png", Required, &["image/png"]),
-    ("image/webp", Required, &["image/webp"]),
-    ("video/mp4", Required, ISO_MEDIA_FAMILY),
-    ("video/3gpp", Required, ISO_MEDIA_FAMILY),
+/// The upload policy: for each default type, the groups of sniffed types
+/// that agree with it (no other type does), and whether unrecognised bytes
+/// pass. AAC is carried in ADTS streams and in MP4 (.m4a), and clients
+/// label either audio/aac or audio/mp4 (an ID3 tag, though, is no MP4's).
+const AGREEMENTS: &[(&str, Signature, &[&[&str]])] = &[
+    ("audio/aac", Optional, &[AAC_STREAM, ISO_MEDIA_FAMILY]),
+    ("audio/mp4", Optional, &[&[sniff::AAC_ADTS], ISO_MEDIA_FAMILY]),
+    ("audio/mpeg", Optional, &[MPEG]),
+    ("audio/amr", Optional, &[&[sniff::AMR]]),
+    ("audio/ogg", Required, &[OGG_AUDIO]),
+    ("audio/opus", Required, &[OGG_AUDIO]),
+    ("application/vnd.ms-powerpoint", Required, &[OLE_DOCUMENTS]),
+    ("application/msword", Required, &[OLE_DOCUMENTS]),
+    (sniff::DOCX, Required, &[DOCX]),
+    (sniff::PPTX, Required, &[PPTX]),
+    (sniff::XLSX, Required, &[XLSX]),
+    ("application/pdf", Required, &[&[sniff::PDF]]),
+    ("text/plain", Optional, &[TEXT]),
+    ("application/vnd.ms-excel", Required, &[OLE_DOCUMENTS]),
+    ("image/jpeg", Required, &[&["image/jpeg"]]),
+    ("image/png", Required, &[&["image/png"]]),
+    ("image/webp", Required, &[&["image/webp"]]),
+    ("video/mp4", Required, &[ISO_MEDIA_FAMILY]),
+    ("video/3gpp", Required, &[ISO_MEDIA_FAMILY]),
 ];
 
 /// Checks the first bytes of a file (at most `SNIFF_LEN`; all of a shorter
@@ -181,7 +159,7 @@ pub fn check_content(declared: &str, head: &[u8]) -> Result<(), UploadError> {
     let detected = sniff::sniff(head);
     let row = AGREEMENTS.iter().find(|(row_type, ..)| *row_type == declared);
     let agrees = match (row, detected) {
-        (Some((_, _, agreeing)), Some(found)) => agreeing.contains(&found),
+        (Some((_, _, groups)), Some(found)) => groups.iter().any(|group| group.contains(&found)),
         (Some((_, signature, _)), None) => *signature == Optional,
         (None, found) => agrees_with_unlisted(declared, found),
     };
