@@ -241,6 +241,13 @@ async fn admin_api_manages_apps_tokens_and_stats(backends: Backends) {
     assert_eq!(f.download(&kept).await.status(), StatusCode::OK);
     let (_, listed) = admin.call(Method::GET, "/admin/apps", None).await;
     assert_eq!(listed["apps"].as_array().unwrap().len(), 1);
+
+    let log = f.server.log();
+    assert!(log.contains(&token_id), "the log names tokens by id");
+    assert!(
+        !log.contains(ADMIN_TOKEN) && !log.contains(&token),
+        "secrets never reach the log"
+    );
 }
 
 #[tokio::test]
