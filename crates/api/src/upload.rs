@@ -4,9 +4,13 @@
 //! 401, 400 non-CAPI, 429, 400 `file_type`/`file`, 413, 400 content, 500.
 
 use axum::Json;
-use axum::extract::multipart::{Field, MultipartRejection};
-use axum::extract::{Multipart, State};
-use std::time::Instant;
+use axum::body::Body;
+use axum::extract::multipart::{Field, MultipartError};
+use axum::extract::{FromRequest, Multipart, Request, State};
+use futures::StreamExt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, StatusCode};
 use mediavault_storage::{App, Upload, UploadError};
@@ -24,6 +28,15 @@ const TEXT_FIELD_LIMIT: usize = 4 * 1024;
 const MAX_PARTS: usize = 16;
 /// Longest original filename kept for Content-Disposition.
 const FILENAME_LIMIT: usize = 255;
+/// Longest part name accepted (`file_type` and `file` are what matter).
+const NAME_LIMIT: usize = 256;
+/// Body bytes that are not part content — preamble, boundaries, part
+/// headers — are held by the parser until it finds what it looks for; past
+/// this many the request is refused rather than buffered without end. It
+/// also covers the one body chunk the parser may hold ahead of the reader.
+const FRAMING_LIMIT: u64 = 4 * 1024 * 1024;
+/// Longest parser detail repeated in a 400 message.
+const DETAIL_LIMIT: usize = 200;
 
 #[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -66,7 +79,7 @@ pub async fn upload(
     ApiPath(app_id): ApiPath<String>,
     headers: HeaderMap,
     client: ClientAddr,
-    body: Result<Multipart, MultipartRejection>,
+    request: Request,
 ) -> Result<Json<UploadReply>, ApiError> {
     let app = authenticate(&state, &app_id, &headers, client).await?;
     app.check_may_upload()?;
@@ -81,10 +94,14 @@ pub async fn upload(
         .with_retry_after(1));
     };
     let started = Instant::now();
-    let mut body = body.map_err(|e| UploadError::Malformed(e.body_text()))?;
+    let meter = Arc::new(Meter::default());
+    let mut body = Multipart::from_request(metered(request, meter.clone()), &state)
+        .await
+        .map_err(|e| UploadError::Malformed(e.body_text()))?;
     let mut form = Form {
         state: &state,
         app: &app,
+        meter: &meter,
         declared: None,
         upload: None,
     };
@@ -115,10 +132,71 @@ pub async fn upload(
     }))
 }
 
+/// How much of the body arrived, and how much of it was part content.
+#[derive(Default)]
+struct Meter {
+    received: AtomicU64,
+    delivered: AtomicU64,
+    exceeded: AtomicBool,
+}
+
+impl Meter {
+    fn delivered(&self, bytes: usize) {
+        self.delivered.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// A parser error, or the framing limit when that is what stopped it.
+    fn malformed(&self, error: MultipartError) -> UploadError {
+        if self.exceeded.load(Ordering::Relaxed) {
+            return UploadError::Malformed(format!(
+                "more than {FRAMING_LIMIT} bytes of preamble, boundaries and part headers"
+            ));
+        }
+        malformed(error)
+    }
+}
+
+/// The request with its body counted against the framing limit.
+fn metered(request: Request, meter: Arc<Meter>) -> Request {
+    request.map(|body| {
+        Body::from_stream(body.into_data_stream().map(move |chunk| {
+            let chunk = chunk?;
+            let received =
+                meter.received.fetch_add(chunk.len() as u64, Ordering::Relaxed) + chunk.len() as u64;
+            if received.saturating_sub(meter.delivered.load(Ordering::Relaxed)) > FRAMING_LIMIT {
+                meter.exceeded.store(true, Ordering::Relaxed);
+                return Err(axum::Error::new("framing limit exceeded"));
+            }
+            Ok(chunk)
+        }))
+    })
+}
+
+/// One read from the body: a client silent for the idle timeout is cut, and
+/// once the drain time after SIGTERM is over the upload is interrupted.
+async fn step<T>(
+    state: &ApiState,
+    meter: &Meter,
+    next: impl Future<Output = Result<T, MultipartError>>,
+) -> Result<T, UploadError> {
+    let idle = state.idle_timeout;
+    tokio::select! {
+        next = tokio::time::timeout(idle, next) => next
+            .map_err(|_| silent(idle))?
+            .map_err(|e| meter.malformed(e)),
+        () = state.shutdown.cancelled() => Err(UploadError::Interrupted),
+    }
+}
+
+fn silent(idle: Duration) -> UploadError {
+    UploadError::Malformed(format!("no data received for {}s", idle.as_secs_f32()))
+}
+
 /// The parts read so far.
 struct Form<'a> {
     state: &'a ApiState,
     app: &'a App,
+    meter: &'a Meter,
     declared: Option<String>,
     upload: Option<Upload>,
 }
@@ -126,17 +204,22 @@ struct Form<'a> {
 impl Form<'_> {
     async fn read(&mut self, body: &mut Multipart) -> Result<(), UploadError> {
         let mut parts = 0;
-        while let Some(field) = body.next_field().await.map_err(malformed)? {
+        while let Some(field) = step(self.state, self.meter, body.next_field()).await? {
             parts += 1;
             if parts > MAX_PARTS {
                 return Err(UploadError::Malformed(format!("more than {MAX_PARTS} parts")));
+            }
+            if field.name().is_some_and(|name| name.len() > NAME_LIMIT) {
+                return Err(UploadError::Malformed(format!(
+                    "a part name is longer than {NAME_LIMIT} bytes"
+                )));
             }
             match field.name() {
                 Some("file_type") => {
                     if self.declared.is_some() {
                         return Err(UploadError::Malformed("file_type was sent more than once".into()));
                     }
-                    let declared = read_text(field, "file_type").await?;
+                    let declared = read_text(self.state, self.meter, field, "file_type").await?;
                     // With the type first, a wrong type is refused before any byte is stored.
                     if self.upload.is_none() {
                         self.app.check_declared_type(Some(&declared))?;
@@ -151,7 +234,7 @@ impl Form<'_> {
                 }
                 // Other fields are tolerated, as Gupshup does, but read with a cap.
                 _ => {
-                    read_text(field, "form field").await?;
+                    read_text(self.state, self.meter, field, "form field").await?;
                 }
             }
         }
@@ -171,19 +254,10 @@ impl Form<'_> {
                 .begin_upload(self.app, filename.as_deref())
                 .await?,
         );
-        let idle = self.state.idle_timeout;
-        // A client that stops sending is cut after `idle`, so a trickling
-        // body cannot hold an upload slot and its buffers forever.
-        let shutdown = self.state.shutdown.clone();
-        loop {
-            let next = tokio::select! {
-                next = tokio::time::timeout(idle, field.chunk()) => next,
-                () = shutdown.cancelled() => return Err(UploadError::Interrupted),
-            };
-            let chunk = next
-                .map_err(|_| UploadError::Malformed(format!("no data received for {}s", idle.as_secs())))?
-                .map_err(malformed)?;
-            let Some(chunk) = chunk else { break };
+        // A client that stops sending is cut after the idle timeout, so a
+        // trickling body cannot hold an upload slot and its buffers forever.
+        while let Some(chunk) = step(self.state, self.meter, field.chunk()).await? {
+            self.meter.delivered(chunk.len());
             upload.write(&chunk).await?;
         }
         Ok(())
@@ -198,9 +272,16 @@ impl Form<'_> {
     }
 }
 
-async fn read_text(mut field: Field<'_>, what: &str) -> Result<String, UploadError> {
+/// A small text field, read with a cap and the same idle cut-off.
+async fn read_text(
+    state: &ApiState,
+    meter: &Meter,
+    mut field: Field<'_>,
+    what: &str,
+) -> Result<String, UploadError> {
     let mut value = Vec::new();
-    while let Some(chunk) = field.chunk().await.map_err(malformed)? {
+    while let Some(chunk) = step(state, meter, field.chunk()).await? {
+        meter.delivered(chunk.len());
         if value.len() + chunk.len() > TEXT_FIELD_LIMIT {
             return Err(UploadError::Malformed(format!(
                 "{what} is longer than {TEXT_FIELD_LIMIT} bytes"
@@ -212,10 +293,20 @@ async fn read_text(mut field: Field<'_>, what: &str) -> Result<String, UploadErr
 }
 
 /// A client that vanished mid-body lands here too: it is logged as an abort,
-/// and its reply goes nowhere.
-fn malformed(error: axum::extract::multipart::MultipartError) -> UploadError {
-    tracing::info!(%error, "upload body ended or failed to parse; request aborted");
-    UploadError::Malformed(error.body_text())
+/// and its reply goes nowhere. The parser's detail may quote the client's
+/// bytes: it is cut short.
+fn malformed(error: MultipartError) -> UploadError {
+    let mut why = error.body_text();
+    if why.len() > DETAIL_LIMIT {
+        let mut cut = DETAIL_LIMIT;
+        while !why.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        why.truncate(cut);
+        why.push('…');
+    }
+    tracing::info!(error = %why, "upload body ended or failed to parse; request aborted");
+    UploadError::Malformed(why)
 }
 
 /// The last path component, without control characters, at most 255 bytes.
