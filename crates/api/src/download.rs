@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::{StreamExt, TryStreamExt};
-use mediavault_storage::{MediaInfo, to_datetime};
+use mediavault_storage::{MediaInfo, ReadError, to_datetime};
 use serde::{Deserialize, Serialize};
 use utoipa::IntoParams;
 
@@ -58,7 +58,7 @@ pub async fn download(
     client: ClientAddr,
 ) -> Result<Response, ApiError> {
     let app = authenticate(&state, &app_id, &headers, client).await?;
-    let media = state.vault.find(&app.id, &media_id).await?;
+    let media = state.vault.find(&app.id, plausible(&media_id)?).await?;
     let info = &media.info;
     let size = info.size_bytes;
     let etag = format!("\"{}\"", info.sha256);
@@ -112,6 +112,18 @@ pub async fn download(
         .inspect_err(|error| tracing::error!(%error, "download stopped"));
     *response.body_mut() = Body::from_stream(futures::stream::once(async { Ok(first) }).chain(rest));
     Ok(response)
+}
+
+/// Longest media id looked up; ids the service makes are 36 characters.
+const MEDIA_ID_LIMIT: usize = 128;
+
+/// The id, if it could name stored media at all; anything else is 404
+/// without asking the store (PostgreSQL refuses a NUL in text, for one).
+fn plausible(media_id: &str) -> Result<&str, ApiError> {
+    if media_id.is_empty() || media_id.len() > MEDIA_ID_LIMIT || media_id.chars().any(char::is_control) {
+        return Err(ReadError::NotFound.into());
+    }
+    Ok(media_id)
 }
 
 fn header_value(value: &str) -> HeaderValue {
@@ -211,7 +223,7 @@ pub async fn info(
     client: ClientAddr,
 ) -> Result<Json<InfoReply>, ApiError> {
     let app = authenticate(&state, &app_id, &headers, client).await?;
-    let info = state.vault.find(&app.id, &media_id).await?.info;
+    let info = state.vault.find(&app.id, plausible(&media_id)?).await?.info;
     Ok(Json(InfoReply {
         id: info.id,
         mime_type: info.mime_type,
@@ -250,7 +262,7 @@ pub async fn delete(
     client: ClientAddr,
 ) -> Result<Json<DeleteReply>, ApiError> {
     let app = authenticate(&state, &app_id, &headers, client).await?;
-    state.vault.delete(&app.id, &media_id).await?;
+    state.vault.delete(&app.id, plausible(&media_id)?).await?;
     tracing::info!(%media_id, app_id = %app.id, "media deleted");
     Ok(Json(DeleteReply {
         message: "Media deleted successfully",
@@ -269,6 +281,15 @@ mod tests {
             value.to_str().unwrap(),
             "attachment; filename=\"a _b__c _.png\"; filename*=UTF-8''a%20%22b%22%5Cc%20%C3%A9.png"
         );
+    }
+
+    #[test]
+    fn implausible_ids_are_not_looked_up() {
+        for id in ["", "a\0b", "line\nbreak", &"x".repeat(129)] {
+            assert_eq!(plausible(id).unwrap_err().status, StatusCode::NOT_FOUND, "{id:?}");
+        }
+        assert!(plausible("4c3f0b1e-52c8-4c57-9d2a-3f1c2b7a9e10").is_ok());
+        assert!(plausible("été").is_ok());
     }
 
     #[test]

@@ -21,11 +21,10 @@ pub fn parse(header: Option<&str>, size: u64) -> RangeRequest {
     let Some((first, last)) = spec.trim().split_once('-') else {
         return RangeRequest::Full;
     };
+    // Digits beyond u64 still make a number: one larger than any file.
     let number = |s: &str| -> Option<u64> {
         let s = s.trim();
-        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-            .then(|| s.parse().ok())
-            .flatten()
+        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse().unwrap_or(u64::MAX))
     };
     match (first.trim().is_empty(), last.trim().is_empty()) {
         // bytes=-n: the last n bytes.
@@ -73,6 +72,18 @@ mod tests {
         assert_eq!(parse(Some("bytes=10-"), 10), Unsatisfiable);
         assert_eq!(parse(Some("bytes=10-20"), 10), Unsatisfiable);
         assert_eq!(parse(Some("bytes=-0"), 10), Unsatisfiable);
+        assert_eq!(parse(Some("bytes=18446744073709551616-"), 10), Unsatisfiable);
+        assert_eq!(parse(Some("bytes=99999999999999999999999-"), 10), Unsatisfiable);
+    }
+
+    #[test]
+    fn numbers_past_u64_reach_the_end_of_the_file() {
+        assert_eq!(parse(Some("bytes=2-18446744073709551616"), 10), Partial(2..10));
+        assert_eq!(parse(Some("bytes=-99999999999999999999999"), 10), Partial(0..10));
+        assert_eq!(
+            parse(Some("bytes=18446744073709551615-"), u64::MAX),
+            Unsatisfiable
+        );
     }
 
     #[test]
@@ -86,6 +97,9 @@ mod tests {
             Some("bytes=-"),
             Some("bytes=--1"),
             Some("bytes=1"),
+            Some("bytes=99999999999999999999999-5"),
+            Some("bytes=+1-2"),
+            Some("bytes=0x10-0x20"),
         ] {
             assert_eq!(parse(header, 10), Full, "{header:?}");
         }
