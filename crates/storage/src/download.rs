@@ -9,7 +9,7 @@ use futures::stream::BoxStream;
 use futures::{StreamExt, stream};
 
 use crate::error::{ReadError, StoreError};
-use crate::format::{self, ciphertext_range, plaintext_range, segment_of};
+use crate::format::{self, HEADER_LEN, ciphertext_range, plaintext_range, segment_of};
 use crate::meta::MediaRow;
 use crate::model::{MediaInfo, now_millis};
 use crate::seal::{Header, SegmentOpener};
@@ -106,10 +106,19 @@ impl Vault {
         }
         let first = segment_of(range.start);
         let last = segment_of(range.end - 1);
-        let blob_range = ciphertext_range(first, len).start..ciphertext_range(last, len).end;
+        // A read from segment 0 fetches the blob's header too, and checks
+        // it against the row: a blob whose header is damaged would no longer
+        // decrypt with any other implementation of the format.
+        let expected_header = (first == 0).then(|| header.to_bytes());
+        let blob_start = match expected_header {
+            Some(_) => 0,
+            None => ciphertext_range(first, len).start,
+        };
+        let blob_range = blob_start..ciphertext_range(last, len).end;
         let source = self.inner.blobs.read_range(&row.blob_key, blob_range).await?;
         let reader = SegmentReader {
             source,
+            expected_header,
             buffered: BytesMut::new(),
             opener: SegmentOpener::new(&dek, &header, &row.id, len),
             media_id: row.id.clone(),
@@ -133,6 +142,8 @@ impl Vault {
 
 struct SegmentReader {
     source: BoxStream<'static, Result<Bytes, StoreError>>,
+    /// The header the blob must open with, until it has been checked.
+    expected_header: Option<[u8; HEADER_LEN]>,
     buffered: BytesMut,
     opener: SegmentOpener,
     media_id: String,
@@ -149,16 +160,20 @@ impl SegmentReader {
             return None;
         }
         let segment = self.next;
+        if let Some(expected) = self.expected_header.take() {
+            if let Err(error) = self.fill(segment, HEADER_LEN).await {
+                return Some(Err(error));
+            }
+            if self.buffered.split_to(HEADER_LEN)[..] != expected[..] {
+                return Some(Err(self.integrity(segment, "blob header does not match the row")));
+            }
+        }
         let sealed_len = {
             let r = ciphertext_range(segment, self.len);
             (r.end - r.start) as usize
         };
-        while self.buffered.len() < sealed_len {
-            match self.source.next().await {
-                Some(Ok(chunk)) => self.buffered.extend_from_slice(&chunk),
-                Some(Err(error)) => return Some(Err(ReadError::Unavailable(error))),
-                None => return Some(Err(self.integrity(segment, "blob ends early"))),
-            }
+        if let Err(error) = self.fill(segment, sealed_len).await {
+            return Some(Err(error));
         }
         let mut sealed = self.buffered.split_to(sealed_len);
         let plain_len = match self.opener.open(segment, &mut sealed) {
@@ -171,6 +186,18 @@ impl SegmentReader {
         let to = (self.want.end.min(plain.end) - plain.start) as usize;
         self.next += 1;
         Some(Ok(sealed.freeze().slice(from..to)))
+    }
+
+    /// Buffers at least `needed` bytes of the blob.
+    async fn fill(&mut self, segment: u64, needed: usize) -> Result<(), ReadError> {
+        while self.buffered.len() < needed {
+            match self.source.next().await {
+                Some(Ok(chunk)) => self.buffered.extend_from_slice(&chunk),
+                Some(Err(error)) => return Err(ReadError::Unavailable(error)),
+                None => return Err(self.integrity(segment, "blob ends early")),
+            }
+        }
+        Ok(())
     }
 
     fn integrity(&self, segment: u64, what: &str) -> ReadError {
