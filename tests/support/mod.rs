@@ -576,3 +576,46 @@ pub fn png_form(len: usize) -> reqwest::multipart::Form {
         .text("file_type", "image/png")
         .part("file", part)
 }
+
+/// Raw access to stored blobs, as anyone with write access to the blob store
+/// (not to the keys) has it: to tamper with them in tests.
+impl Stores {
+    fn raw_blob_store(&self) -> std::sync::Arc<dyn object_store::ObjectStore> {
+        match self.blobs.url.strip_prefix("s3://") {
+            Some(rest) => {
+                let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+                let s3 = object_store::aws::AmazonS3Builder::new()
+                    .with_bucket_name(bucket)
+                    .with_endpoint(self.blobs.endpoint.clone().unwrap_or_default())
+                    .with_region("garage")
+                    .with_access_key_id(self.blobs.access_key_id.clone().unwrap_or_default())
+                    .with_secret_access_key(self.blobs.secret_access_key.clone().unwrap_or_default())
+                    .with_allow_http(true)
+                    .build()
+                    .expect("s3 client");
+                std::sync::Arc::new(object_store::prefix::PrefixStore::new(s3, prefix))
+            }
+            None => std::sync::Arc::new(
+                object_store::local::LocalFileSystem::new_with_prefix(&self.blobs.url)
+                    .expect("blob directory"),
+            ),
+        }
+    }
+
+    /// The stored bytes of blob `key` (a key as `inventory` lists it).
+    pub async fn read_blob(&self, key: &str) -> Vec<u8> {
+        use object_store::ObjectStoreExt;
+        let store = self.raw_blob_store();
+        let found = store.get(&key.into()).await.expect("read blob");
+        found.bytes().await.expect("read blob").to_vec()
+    }
+
+    /// Replaces blob `key` with `bytes`.
+    pub async fn write_blob(&self, key: &str, bytes: Vec<u8>) {
+        use object_store::ObjectStoreExt;
+        self.raw_blob_store()
+            .put(&key.into(), bytes.into())
+            .await
+            .expect("write blob");
+    }
+}
