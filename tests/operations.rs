@@ -210,6 +210,19 @@ async fn a_trickling_body_is_cut_after_the_idle_timeout() {
     f.assert_stored(0).await;
 }
 
+/// Waits until the server has begun storing an upload (its intent row is
+/// written), so that a signal sent next finds the request in flight rather
+/// than an idle connection whose head is still unread.
+async fn until_an_upload_is_in_flight(f: &Fixture) {
+    for _ in 0..200 {
+        if !f.inventory().await.0.is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("no upload started within 5 s");
+}
+
 /// SIGTERM lets an upload in flight finish, then the process exits 0.
 #[tokio::test]
 async fn sigterm_drains_in_flight_uploads_then_exits_cleanly() {
@@ -228,6 +241,7 @@ async fn sigterm_drains_in_flight_uploads_then_exits_cleanly() {
     let mut socket = connect(&f).await;
     socket.write_all(head.as_bytes()).await.unwrap();
     socket.write_all(&file[..1_000_000]).await.unwrap();
+    until_an_upload_is_in_flight(&f).await;
 
     let pid = f.server.pid();
     std::process::Command::new("kill")
@@ -265,7 +279,7 @@ async fn uploads_outliving_the_drain_time_are_undone_before_exit() {
         .await
         .unwrap();
     socket.write_all(&png_bytes(6 * 1024 * 1024)).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    until_an_upload_is_in_flight(&f).await;
 
     let pid = f.server.pid();
     std::process::Command::new("kill")
