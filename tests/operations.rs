@@ -210,6 +210,32 @@ async fn a_trickling_body_is_cut_after_the_idle_timeout() {
     f.assert_stored(0).await;
 }
 
+/// A request head that stops half way is cut after the idle timeout, like
+/// a silent body: it holds no connection for ever.
+#[tokio::test]
+async fn a_stalled_request_head_is_cut_after_the_idle_timeout() {
+    let f = Fixture::with_env(
+        Backends::SqliteFiles,
+        &[("MEDIAVAULT__SERVER__IDLE_TIMEOUT", "1s")],
+    )
+    .await;
+    let mut socket = connect(&f).await;
+    socket
+        .write_all(b"GET /livez HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut reply = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut reply)).await;
+    assert!(closed.is_ok(), "the connection is still open after 10 s");
+    assert!(
+        !String::from_utf8_lossy(&reply).contains("200 OK"),
+        "no half request is served"
+    );
+    // The server is unharmed.
+    let live = f.client.get(f.server.url("/livez")).send().await.unwrap();
+    assert_eq!(live.status(), reqwest::StatusCode::OK);
+}
+
 /// Waits until the server has begun storing an upload (its intent row is
 /// written), so that a signal sent next finds the request in flight rather
 /// than an idle connection whose head is still unread.

@@ -5,6 +5,7 @@
 mod cli;
 mod config;
 mod embedded;
+mod http;
 mod manage;
 mod serve;
 mod telemetry;

@@ -62,17 +62,15 @@ pub async fn serve(config: &Config, vault: Vault) -> anyhow::Result<()> {
     });
     let shutdown_timeout = config.server.shutdown_timeout;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    // The peer address feeds the failed-authentication limit.
-    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+    let server = crate::http::serve(listener, app, config.server.idle_timeout, async move {
         shutdown_signal().await;
         tracing::info!("shutting down: draining in-flight requests");
         let _ = stop_tx.send(true);
     });
-    let mut server = std::pin::pin!(server.into_future());
+    let mut server = std::pin::pin!(server);
     let mut stopping = stop_rx;
     tokio::select! {
-        result = &mut server => result?,
+        () = &mut server => {}
         _ = stopping.wait_for(|stop| *stop) => {
             if tokio::time::timeout(shutdown_timeout, &mut server).await.is_err() {
                 // Uploads still running are told to stop: each undoes what it
