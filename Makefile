@@ -1,5 +1,5 @@
 # mediavault — `make run` serves the embedded default; `make test` runs everything.
-.PHONY: run test lint services build clean-data bench-upload-rss bench-reap
+.PHONY: run test lint services build clean-data bench bench-upload-rss bench-reap
 
 CARGO ?= cargo
 # nextest runs test binaries in parallel processes; plain cargo test otherwise.
@@ -24,6 +24,20 @@ test: lint services
 
 clean-data:
 	rm -rf data
+
+# Where cargo builds: a shared CARGO_TARGET_DIR is honoured.
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+
+# The release server against object_store used directly on the same store,
+# on Postgres + Garage and on SQLite + files: 100 MiB upload/download
+# throughput, 16 KiB uploads at 1/16/64 clients, peak RSS under 16 large
+# uploads; then the blob format's per-core crypto throughput (criterion).
+# Tables on stdout, raw results in bench/results/. Every MEDIAVAULT__* variable
+# in the environment reaches the server. About 5 minutes once built.
+bench: services
+	$(CARGO) build --release -p mediavault -p mediavault-bench
+	$(CARGO) bench -p mediavault-storage --bench seal --no-run
+	. target/test-services/env && $(TARGET_DIR)/release/mediavault-bench all
 
 # Peak server RSS while receiving one 100 MiB upload (files, then Garage).
 bench-upload-rss:

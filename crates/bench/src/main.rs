@@ -2,125 +2,302 @@
 //! (`scripts/test-services.sh`: PostgreSQL and Garage), printed as figures,
 //! never asserted.
 //!
-//! `mediavault-bench reap [N]`: stores N small media (default 100,000) on a
-//! fresh Postgres database and a fresh Garage prefix, lets them expire, and
-//! times one reaper pass over all of them.
+//! - `mediavault-bench http`: starts the release `mediavault serve` on fresh
+//!   stores and measures large-file throughput, small-file throughput and
+//!   latency, and server memory, each next to object_store used directly on
+//!   the same bucket or directory.
+//! - `mediavault-bench crypto`: the blob format's per-core figures: runs
+//!   `cargo bench -p mediavault-storage --bench seal` and reads criterion's
+//!   estimates.
+//! - `mediavault-bench all`: both (what `make bench` runs).
+//! - `mediavault-bench reap [N]`: one reaper pass over N expired media.
+//!
+//! Results go to stdout as a table and to `bench/results/<date>-<name>.json`
+//! and `.txt`.
 
-use std::process::Command;
-use std::time::{Duration, Instant};
+mod clients;
+mod reap;
+mod report;
+mod scenarios;
+mod server;
+mod stores;
 
-use anyhow::{Context, bail};
-use futures::{StreamExt, TryStreamExt};
-use mediavault_storage::{BlobConfig, Defaults, Keyring, NewApp, Vault, VaultConfig, now_millis};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-fn env(name: &str) -> anyhow::Result<String> {
-    std::env::var(name).with_context(|| format!("{name} is not set: run through `make bench-reap`"))
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+
+use crate::clients::{MediaClient, RawClient};
+use crate::report::{Figure, Machine, Report, Target, load_average};
+use crate::server::Server;
+use crate::stores::{Backend, Stores};
+
+#[derive(Parser)]
+#[command(about = "Benchmarks of mediavault against the real stores")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The HTTP figures, on each backend.
+    Http(HttpArgs),
+    /// The crypto-core figures from criterion's estimates.
+    Crypto(CryptoArgs),
+    /// `http` on every backend, then `crypto`.
+    All {
+        #[command(flatten)]
+        http: HttpArgs,
+        #[command(flatten)]
+        crypto: CryptoArgs,
+    },
+    /// One reaper pass over N expired media on Postgres + Garage.
+    Reap {
+        #[arg(default_value_t = 100_000)]
+        count: usize,
+    },
+}
+
+#[derive(Args, Clone)]
+struct HttpArgs {
+    /// Backends to measure (default: both).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    backend: Vec<Backend>,
+    /// The `mediavault` binary (default: the one beside this one).
+    #[arg(long)]
+    server: Option<PathBuf>,
+    /// Size of a large file, in bytes (100 MiB is the default upload limit).
+    #[arg(long, default_value_t = 100 << 20)]
+    large_size: usize,
+    /// Uploads and downloads of the large file, each way; the median counts.
+    #[arg(long, default_value_t = 3)]
+    large_reps: usize,
+    /// Size of a small file, in bytes.
+    #[arg(long, default_value_t = 16 << 10)]
+    small_size: usize,
+    /// Small uploads per concurrency level, on each side.
+    #[arg(long, default_value_t = 2000)]
+    small_count: usize,
+    /// Concurrency levels of the small uploads.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+    concurrency: Vec<usize>,
+    /// Large uploads at once while the server's memory is watched.
+    #[arg(long, default_value_t = 16)]
+    memory_clients: usize,
+    /// Where the results go.
+    #[arg(long, default_value = "bench/results")]
+    results: PathBuf,
+}
+
+#[derive(Args, Clone)]
+struct CryptoArgs {
+    /// criterion's output directory (default: `$CRITERION_HOME`, else
+    /// `$CARGO_TARGET_DIR/criterion`, else `target/criterion`).
+    #[arg(long)]
+    criterion: Option<PathBuf>,
+    /// Only read the estimates of an earlier `cargo bench`.
+    #[arg(long)]
+    no_run: bool,
+}
+
+impl CryptoArgs {
+    fn criterion_dir(&self) -> PathBuf {
+        self.criterion
+            .clone()
+            .unwrap_or_else(|| match std::env::var_os("CRITERION_HOME") {
+                Some(home) => home.into(),
+                None => {
+                    PathBuf::from(std::env::var_os("CARGO_TARGET_DIR").unwrap_or_else(|| "target".into()))
+                        .join("criterion")
+                }
+            })
+    }
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    match args.get(1).map(String::as_str) {
-        Some("reap") => {
-            let count = args.get(2).map(|n| n.parse()).transpose()?.unwrap_or(100_000);
-            reap(count).await
+    let command_line = std::env::args().collect::<Vec<_>>().join(" ");
+    match Cli::parse().command {
+        Command::Http(args) => http(&args, &command_line).await,
+        Command::Crypto(args) => crypto(&args, Path::new("bench/results"), &command_line),
+        Command::All {
+            http: args,
+            crypto: crypto_args,
+        } => {
+            http(&args, &command_line).await?;
+            crypto(&crypto_args, &args.results, &command_line)
         }
-        _ => bail!("usage: mediavault-bench reap [N]"),
+        Command::Reap { count } => reap::reap(count).await,
     }
 }
 
-async fn reap(count: usize) -> anyhow::Result<()> {
-    let admin = env("MEDIAVAULT_TEST_DATABASE_URL")?;
-    let database = format!("mv_bench_{}", uuid::Uuid::new_v4().simple());
-    psql(&admin, &format!("CREATE DATABASE {database}"))?;
-    let result = reap_on(count, &admin, &database).await;
-    psql(
-        &admin,
-        &format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"),
-    )?;
-    result
+fn commit() -> Option<String> {
+    let output = std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()?;
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned())
 }
 
-async fn reap_on(count: usize, admin: &str, database: &str) -> anyhow::Result<()> {
-    let server = admin.rsplit_once('/').map(|(server, _)| server).unwrap_or(admin);
-    let vault = Vault::open(VaultConfig {
-        database_url: format!("{server}/{database}"),
-        blobs: BlobConfig {
-            url: format!(
-                "s3://{}/bench-{}",
-                env("MEDIAVAULT_TEST_S3_BUCKET")?,
-                uuid::Uuid::new_v4().simple()
-            ),
-            endpoint: Some(env("MEDIAVAULT_TEST_S3_ENDPOINT")?),
-            region: Some("garage".into()),
-            access_key_id: Some(env("MEDIAVAULT_TEST_S3_ACCESS_KEY_ID")?),
-            secret_access_key: Some(env("MEDIAVAULT_TEST_S3_SECRET_ACCESS_KEY")?),
-            allow_http: true,
-            timeout: Duration::from_secs(30),
-        },
-        keys: Keyring::parse(&Keyring::generate_line("bench"))?,
-        defaults: Defaults::default(),
-        stale_upload_after: Duration::from_secs(3600),
-    })
-    .await?;
-    vault.migrate().await?;
-    let retention = Duration::from_secs(2);
-    let app = vault
-        .create_app(NewApp {
-            name: "bench".into(),
-            capi: true,
-            retention: Some(retention),
-            ..NewApp::default()
-        })
-        .await?;
+fn now() -> String {
+    chrono::Local::now().format("%Y-%m-%dT%H:%M:%S%:z").to_string()
+}
 
-    let started = Instant::now();
-    futures::stream::iter(0..count)
-        .map(|i| {
-            let (vault, app) = (vault.clone(), app.clone());
-            async move {
-                let mut upload = vault.begin_upload(&app, None).await?;
-                upload.write(format!("bench file {i}\n").as_bytes()).await?;
-                upload.finish("text/plain").await.map(drop)
-            }
-        })
-        .buffer_unordered(64)
-        .try_collect::<Vec<()>>()
-        .await?;
-    let stored = started.elapsed();
-    println!(
-        "stored {count} media in {:.1} s ({:.0} media/s, 64 at a time, through Vault::begin_upload)",
-        stored.as_secs_f64(),
-        count as f64 / stored.as_secs_f64()
-    );
-    tokio::time::sleep(retention + Duration::from_millis(500)).await;
-
-    let started = Instant::now();
-    let report = mediavault_reaper::reap_once(&vault, now_millis(), Duration::from_secs(3600)).await?;
-    let pass = started.elapsed();
-    println!(
-        "reaper pass: {} expired, {} blob-delete failures in {:.1} s: {:.0} media/s",
-        report.expired,
-        report.blob_failures,
-        pass.as_secs_f64(),
-        report.expired as f64 / pass.as_secs_f64()
-    );
-    let (rows, blobs) = (
-        vault.referenced_blob_keys().await?.len(),
-        vault.stored_blob_keys().await?.len(),
-    );
-    println!("left after the pass: {rows} rows, {blobs} blobs");
-    vault.close().await;
+async fn http(args: &HttpArgs, command_line: &str) -> anyhow::Result<()> {
+    let binary = match &args.server {
+        Some(binary) => binary.clone(),
+        None => server::default_binary()?,
+    };
+    let backends = if args.backend.is_empty() {
+        vec![Backend::PostgresS3, Backend::SqliteFiles]
+    } else {
+        args.backend.clone()
+    };
+    for backend in backends {
+        eprintln!("== {}", backend.name());
+        let stores = Stores::create(backend).await?;
+        let result = measure(args, &binary, &stores, command_line).await;
+        let cleaned = stores.cleanup().await;
+        let report = result?;
+        cleaned?;
+        let path = report.write(&args.results)?;
+        println!("{}", report.table());
+        println!("   raw results: {}\n", path.display());
+    }
     Ok(())
 }
 
-fn psql(url: &str, sql: &str) -> anyhow::Result<()> {
-    let status = Command::new("psql")
-        .args(["-q", url, "-c", sql])
-        .status()
-        .context("running psql")?;
-    if !status.success() {
-        bail!("psql failed: {sql}");
+async fn measure(
+    args: &HttpArgs,
+    binary: &Path,
+    stores: &Stores,
+    command_line: &str,
+) -> anyhow::Result<Report> {
+    let started = now();
+    let load_before = load_average();
+    let (app_id, token) = server::app_and_token(binary, stores)?;
+    let mut server = Server::start(binary, stores)?;
+    let media = MediaClient::new(&server.base_url, &app_id, &token)?;
+    let raw = RawClient::new(stores.raw.clone());
+
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle_kib = server.memory_kib("VmRSS")?;
+    scenarios::warm_up(&media, &raw).await?;
+
+    let mut figures = Vec::new();
+    let mut samples = serde_json::Map::new();
+    // Memory first: the peak then belongs to these uploads alone, not to
+    // what earlier scenarios left in the allocator.
+    let load = load_average();
+    let (f, s) = scenarios::memory(&server, &media, args.large_size, args.memory_clients, idle_kib).await?;
+    figures.extend(f);
+    samples.insert("memory".into(), json!({ "load_before": load, "result": s }));
+    server.check_running()?;
+
+    let load = load_average();
+    let (f, s) = scenarios::large(&media, &raw, args.large_size, args.large_reps).await?;
+    figures.extend(f);
+    samples.insert("large".into(), json!({ "load_before": load, "result": s }));
+    server.check_running()?;
+
+    let (f, s) = scenarios::small(&media, &raw, args.small_size, args.small_count, &args.concurrency).await?;
+    figures.extend(f);
+    samples.insert("small".into(), s);
+    server.check_running()?;
+
+    let lifetime_peak = server.memory_kib("VmHWM")? as f64 / 1024.0;
+    figures.push(Figure::alone(
+        "server peak RSS since the memory run",
+        "MiB",
+        lifetime_peak,
+        None,
+    ));
+    Ok(Report {
+        name: stores.backend.name().into(),
+        baseline: format!("raw = {}", stores.backend.baseline()),
+        started,
+        command: command_line.into(),
+        commit: commit(),
+        machine: Machine::this(),
+        load_before,
+        load_after: load_average(),
+        settings: server::settings(stores),
+        figures,
+        samples: samples.into(),
+    })
+}
+
+/// Reads `seal/{encrypt,decrypt}` from criterion's estimates: the median
+/// time of one pass over the benchmark's plaintext.
+fn crypto(args: &CryptoArgs, results: &Path, command_line: &str) -> anyhow::Result<()> {
+    let started = now();
+    let load_before = load_average();
+    let bench = ["bench", "-p", "mediavault-storage", "--bench", "seal"];
+    if !args.no_run {
+        eprintln!("== crypto: cargo {}", bench.join(" "));
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = std::process::Command::new(cargo).args(bench).status()?;
+        anyhow::ensure!(status.success(), "cargo {} failed", bench.join(" "));
     }
+    let load_after = load_average();
+    let mut figures = Vec::new();
+    let mut samples = serde_json::Map::new();
+    for name in ["encrypt", "decrypt"] {
+        let dir = args.criterion_dir().join("seal").join(name).join("new");
+        let read = |file: &str| -> anyhow::Result<serde_json::Value> {
+            let path = dir.join(file);
+            let text = std::fs::read_to_string(&path).with_context(|| {
+                format!(
+                    "{}: no estimates from `cargo {}`",
+                    path.display(),
+                    bench.join(" ")
+                )
+            })?;
+            Ok(serde_json::from_str(&text)?)
+        };
+        let estimates = read("estimates.json")?;
+        let bytes = read("benchmark.json")?["throughput"]["Bytes"]
+            .as_f64()
+            .context("throughput in benchmark.json")?;
+        let median_ns = estimates["median"]["point_estimate"]
+            .as_f64()
+            .context("median in estimates.json")?;
+        let measured: chrono::DateTime<chrono::Local> =
+            std::fs::metadata(dir.join("estimates.json"))?.modified()?.into();
+        // Bytes per nanosecond is GB/s.
+        let gb_per_s = bytes / median_ns;
+        figures.push(Figure::alone(
+            format!("{name}, one core"),
+            "GB/s",
+            gb_per_s,
+            Some(Target::AtLeast(2.0)),
+        ));
+        samples.insert(
+            name.into(),
+            json!({ "bytes": bytes, "median_ns": median_ns, "measured": measured.to_rfc3339(), "estimates": estimates }),
+        );
+    }
+    let report = Report {
+        name: "crypto".into(),
+        baseline: "criterion group `seal` of crates/storage/benches/seal.rs, median".into(),
+        started,
+        command: command_line.into(),
+        commit: commit(),
+        machine: Machine::this(),
+        load_before,
+        load_after,
+        settings: Vec::new(),
+        figures,
+        samples: samples.into(),
+    };
+    let path = report.write(results)?;
+    println!("{}", report.table());
+    println!("   raw results: {}\n", path.display());
     Ok(())
 }

@@ -1,0 +1,314 @@
+//! What a run measures, each against the raw store where there is one:
+//! large files one at a time, small files at several concurrencies, and the
+//! server's memory while many large uploads arrive at once.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use serde_json::json;
+
+use crate::clients::{MediaClient, RawClient, png_file};
+use crate::report::{Figure, Target, load_average};
+use crate::server::{Server, proc_status_kib};
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let mid = sorted.len() / 2;
+    if sorted.len().is_multiple_of(2) {
+        (sorted[mid - 1] + sorted[mid]) / 2.0
+    } else {
+        sorted[mid]
+    }
+}
+
+async fn timed<T>(work: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<(T, Duration)> {
+    let started = Instant::now();
+    let value = work.await?;
+    Ok((value, started.elapsed()))
+}
+
+/// Opens connections and lets the server settle its pools before anything
+/// is timed.
+pub async fn warm_up(media: &MediaClient, raw: &RawClient) -> anyhow::Result<()> {
+    let file = png_file(16 * 1024);
+    for i in 0..16 {
+        let id = media.upload(file.clone()).await?;
+        media.download(&id, &file).await?;
+        media.delete(&id).await?;
+        raw.put(&format!("warm-up/{i}"), file.clone()).await?;
+        raw.get(&format!("warm-up/{i}"), &file).await?;
+        raw.delete(&format!("warm-up/{i}")).await?;
+    }
+    Ok(())
+}
+
+/// Uploads and downloads of one large file, `reps` times each way, through
+/// mediavault and raw; the figures are medians.
+pub async fn large(
+    media: &MediaClient,
+    raw: &RawClient,
+    size: usize,
+    reps: usize,
+) -> anyhow::Result<(Vec<Figure>, serde_json::Value)> {
+    let file = png_file(size);
+    let mibs = |d: Duration| size as f64 / MIB / d.as_secs_f64();
+    let (mut up, mut down, mut raw_put, mut raw_get) = (vec![], vec![], vec![], vec![]);
+    for rep in 0..reps {
+        let key = format!("large/{rep}");
+        // Alternate which side goes first, so drift in the machine's state
+        // (page cache, the store's compaction) falls on both alike.
+        let media_first = rep % 2 == 0;
+        if !media_first {
+            raw_put.push(mibs(timed(raw.put_multipart(&key, file.clone())).await?.1));
+            raw_get.push(mibs(timed(raw.get(&key, &file)).await?.1));
+        }
+        let (id, elapsed) = timed(media.upload(file.clone())).await?;
+        up.push(mibs(elapsed));
+        down.push(mibs(timed(media.download(&id, &file)).await?.1));
+        if media_first {
+            raw_put.push(mibs(timed(raw.put_multipart(&key, file.clone())).await?.1));
+            raw_get.push(mibs(timed(raw.get(&key, &file)).await?.1));
+        }
+        media.delete(&id).await?;
+        raw.delete(&key).await?;
+        eprintln!(
+            "  large {rep}: upload {:.0} MiB/s (raw {:.0}), download {:.0} MiB/s (raw {:.0})",
+            up[rep], raw_put[rep], down[rep], raw_get[rep]
+        );
+    }
+    let size_mib = size as f64 / MIB;
+    let figures = vec![
+        Figure::against(
+            format!("upload {size_mib:.0} MiB, median of {reps}"),
+            "MiB/s",
+            median(&up),
+            median(&raw_put),
+            Some(Target::RatioAtLeast(0.8)),
+        ),
+        Figure::against(
+            format!("download {size_mib:.0} MiB, median of {reps}"),
+            "MiB/s",
+            median(&down),
+            median(&raw_get),
+            Some(Target::RatioAtLeast(0.8)),
+        ),
+    ];
+    let samples = json!({
+        "size_bytes": size,
+        "upload_mib_s": up, "raw_put_mib_s": raw_put,
+        "download_mib_s": down, "raw_get_mib_s": raw_get,
+    });
+    Ok((figures, samples))
+}
+
+/// Latencies (µs) and wall time of `count` operations run by `concurrency`
+/// workers, each taking the next operation as soon as its last one is done.
+struct Timing {
+    elapsed: Duration,
+    latencies: Histogram<u64>,
+}
+
+impl Timing {
+    fn per_second(&self) -> f64 {
+        self.latencies.len() as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn ms(&self, quantile: f64) -> f64 {
+        self.latencies.value_at_quantile(quantile) as f64 / 1000.0
+    }
+}
+
+async fn closed_loop<F, Fut>(count: usize, concurrency: usize, op: F) -> anyhow::Result<Timing>
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + Send,
+{
+    let op = Arc::new(op);
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (op, next) = (op.clone(), next.clone());
+            tokio::spawn(async move {
+                // One microsecond to ten minutes, three significant digits.
+                let mut latencies = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= count {
+                        break;
+                    }
+                    let one = Instant::now();
+                    op(i).await?;
+                    latencies.record(one.elapsed().as_micros().max(1) as u64)?;
+                }
+                anyhow::Ok(latencies)
+            })
+        })
+        .collect();
+    let mut latencies = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
+    for worker in workers {
+        latencies.add(worker.await??)?;
+    }
+    Ok(Timing {
+        elapsed: started.elapsed(),
+        latencies,
+    })
+}
+
+/// `count` uploads of a `size`-byte file at each concurrency, through
+/// mediavault and as raw PUTs.
+pub async fn small(
+    media: &MediaClient,
+    raw: &RawClient,
+    size: usize,
+    count: usize,
+    concurrencies: &[usize],
+) -> anyhow::Result<(Vec<Figure>, serde_json::Value)> {
+    let file = png_file(size);
+    let mut figures = Vec::new();
+    let mut samples = Vec::new();
+    let kib = size / 1024;
+    for (round, &concurrency) in concurrencies.iter().enumerate() {
+        let load = load_average();
+        let upload = |media: MediaClient, file: Bytes| {
+            closed_loop(count, concurrency, move |_| {
+                let (media, file) = (media.clone(), file.clone());
+                async move { media.upload(file).await.map(drop) }
+            })
+        };
+        let put = |raw: RawClient, file: Bytes| {
+            closed_loop(count, concurrency, move |i| {
+                let (raw, file) = (raw.clone(), file.clone());
+                async move { raw.put(&format!("small/{concurrency}/{i}"), file).await }
+            })
+        };
+        let (ours, theirs) = if round % 2 == 0 {
+            let ours = upload(media.clone(), file.clone()).await?;
+            (ours, put(raw.clone(), file.clone()).await?)
+        } else {
+            let theirs = put(raw.clone(), file.clone()).await?;
+            (upload(media.clone(), file.clone()).await?, theirs)
+        };
+        // The targets are set at 16 clients; the other levels show the trend.
+        let at_target = concurrency == 16;
+        let label = |what: &str| format!("{kib} KiB uploads, {concurrency} clients, {what}");
+        figures.push(Figure::against(
+            label("throughput"),
+            "req/s",
+            ours.per_second(),
+            theirs.per_second(),
+            at_target.then_some(Target::RatioAtLeast(0.7)),
+        ));
+        figures.push(Figure::against(
+            label("p50 latency"),
+            "ms",
+            ours.ms(0.5),
+            theirs.ms(0.5),
+            None,
+        ));
+        figures.push(Figure::against(
+            label("p99 latency"),
+            "ms",
+            ours.ms(0.99),
+            theirs.ms(0.99),
+            at_target.then_some(Target::RatioAtMost(3.0)),
+        ));
+        eprintln!(
+            "  small x{concurrency}: {:.0} req/s p50 {:.1} ms p99 {:.1} ms (raw {:.0} req/s p50 {:.1} ms p99 {:.1} ms)",
+            ours.per_second(),
+            ours.ms(0.5),
+            ours.ms(0.99),
+            theirs.per_second(),
+            theirs.ms(0.5),
+            theirs.ms(0.99)
+        );
+        let summary = |t: &Timing| {
+            json!({
+                "count": t.latencies.len(), "seconds": t.elapsed.as_secs_f64(),
+                "per_second": t.per_second(),
+                "ms": { "p50": t.ms(0.5), "p90": t.ms(0.9), "p99": t.ms(0.99), "max": t.latencies.max() as f64 / 1000.0 },
+            })
+        };
+        samples.push(json!({
+            "concurrency": concurrency, "size_bytes": size, "load_before": load,
+            "mediavault": summary(&ours), "raw": summary(&theirs),
+        }));
+    }
+    Ok((figures, serde_json::Value::Array(samples)))
+}
+
+/// Peak RSS of the server while `clients` uploads of `size` bytes arrive at
+/// once: the larger of the kernel's high-water mark (reset just before) and
+/// the largest RSS sampled every 10 ms.
+pub async fn memory(
+    server: &Server,
+    media: &MediaClient,
+    size: usize,
+    clients: usize,
+    idle_kib: u64,
+) -> anyhow::Result<(Vec<Figure>, serde_json::Value)> {
+    let file = png_file(size);
+    server.reset_peak()?;
+    let pid = server.pid();
+    let (sampled, done) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)));
+    let sampler = {
+        let (sampled, done) = (sampled.clone(), done.clone());
+        tokio::spawn(async move {
+            while !done.load(Ordering::Relaxed) {
+                if let Ok(rss) = proc_status_kib(pid, "VmRSS") {
+                    sampled.fetch_max(rss, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+    let started = Instant::now();
+    let uploads = (0..clients).map(|_| {
+        let (media, file) = (media.clone(), file.clone());
+        tokio::spawn(async move { media.upload(file).await })
+    });
+    let ids = futures::future::join_all(uploads).await;
+    let elapsed = started.elapsed();
+    done.store(true, Ordering::Relaxed);
+    sampler.await?;
+    let high_water = server.memory_kib("VmHWM")?;
+    let peak_kib = high_water.max(sampled.load(Ordering::Relaxed));
+    for id in ids {
+        media.delete(&id?.context("a concurrent upload failed")?).await?;
+    }
+    let to_mib = |kib: u64| kib as f64 / 1024.0;
+    let aggregate = (clients * size) as f64 / MIB / elapsed.as_secs_f64();
+    let size_mib = size as f64 / MIB;
+    eprintln!(
+        "  memory: idle {:.1} MiB, peak {:.1} MiB with {clients} x {size_mib:.0} MiB uploads ({aggregate:.0} MiB/s together)",
+        to_mib(idle_kib),
+        to_mib(peak_kib)
+    );
+    let figures = vec![
+        Figure::alone("server RSS, idle", "MiB", to_mib(idle_kib), None),
+        Figure::alone(
+            format!("server peak RSS, {clients} x {size_mib:.0} MiB uploads at once"),
+            "MiB",
+            to_mib(peak_kib),
+            Some(Target::AtMost(256.0)),
+        ),
+        Figure::alone(
+            format!("{clients} x {size_mib:.0} MiB uploads at once, aggregate"),
+            "MiB/s",
+            aggregate,
+            None,
+        ),
+    ];
+    let samples = json!({
+        "clients": clients, "size_bytes": size, "seconds": elapsed.as_secs_f64(),
+        "idle_rss_kib": idle_kib, "vm_hwm_kib": high_water, "sampled_max_rss_kib": sampled.load(Ordering::Relaxed),
+    });
+    Ok((figures, samples))
+}

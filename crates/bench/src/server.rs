@@ -1,0 +1,165 @@
+//! The real `mediavault` binary under measurement: `serve` on a free loopback
+//! port, and the CLI for an app and its token.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use anyhow::{Context, bail};
+
+use crate::stores::Stores;
+
+/// Server settings the benchmark needs that differ from the defaults. Each
+/// applies only when the environment does not already set it, so a
+/// `MEDIAVAULT__…` variable exported around `make bench` always wins.
+const SERVER_DEFAULTS: &[(&str, &str)] = &[
+    // 64 clients at once plus the 16 concurrent large uploads must never
+    // meet the 503 "too many uploads" guard.
+    ("MEDIAVAULT__SERVER__MAX_CONCURRENT_UPLOADS", "1024"),
+];
+
+/// The `mediavault` built beside this binary (`target/release`).
+pub fn default_binary() -> anyhow::Result<PathBuf> {
+    let binary = std::env::current_exe()?.with_file_name("mediavault");
+    if !binary.is_file() {
+        bail!(
+            "{} not found: build it with `cargo build --release -p mediavault`",
+            binary.display()
+        );
+    }
+    Ok(binary)
+}
+
+/// A `mediavault` process for `stores`: the harness's own environment
+/// (so any `MEDIAVAULT__*` passes through), then the benchmark defaults,
+/// then the store coordinates, which nothing overrides.
+fn command(binary: &Path, stores: &Stores) -> Command {
+    let mut command = Command::new(binary);
+    command.current_dir(stores.dir());
+    for (key, value) in SERVER_DEFAULTS {
+        if std::env::var_os(key).is_none() {
+            command.env(key, value);
+        }
+    }
+    command.envs(stores.server_env.iter().map(|(k, v)| (k, v)));
+    command
+}
+
+/// The `MEDIAVAULT__*` settings a server of this run sees, secrets hidden:
+/// recorded with the results so a figure says what it was measured with.
+pub fn settings(stores: &Stores) -> Vec<(String, String)> {
+    let mut settings: Vec<(String, String)> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("MEDIAVAULT__"))
+        .collect();
+    for (key, value) in SERVER_DEFAULTS {
+        if std::env::var_os(key).is_none() {
+            settings.push((key.to_string(), value.to_string()));
+        }
+    }
+    settings.retain(|(k, _)| !stores.server_env.iter().any(|(s, _)| s == k));
+    settings.extend(stores.server_env.iter().cloned());
+    for (key, value) in &mut settings {
+        if key.contains("KEYS") || key.contains("SECRET") {
+            *value = "(hidden)".into();
+        }
+    }
+    settings.sort();
+    settings
+}
+
+/// Runs `mediavault ARGS`; returns its stdout as JSON.
+fn cli(binary: &Path, stores: &Stores, args: &[&str]) -> anyhow::Result<serde_json::Value> {
+    let output = command(binary, stores).args(args).output()?;
+    if !output.status.success() {
+        bail!(
+            "mediavault {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(serde_json::from_slice(&output.stdout)?)
+}
+
+/// A CAPI app and a token for it.
+pub fn app_and_token(binary: &Path, stores: &Stores) -> anyhow::Result<(String, String)> {
+    let app = cli(binary, stores, &["apps", "create", "--name", "bench"])?;
+    let app_id = app["appId"].as_str().context("appId")?.to_owned();
+    let token = cli(binary, stores, &["tokens", "issue", "--app", &app_id])?;
+    let token = token["token"].as_str().context("token")?.to_owned();
+    Ok((app_id, token))
+}
+
+/// A running `mediavault serve`; killed on drop.
+pub struct Server {
+    child: Child,
+    pub base_url: String,
+    pub log: PathBuf,
+}
+
+impl Server {
+    pub fn start(binary: &Path, stores: &Stores) -> anyhow::Result<Server> {
+        let log = stores.dir().join("server.log");
+        let mut child = command(binary, stores)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
+        let Some(base_url) = line.trim().strip_prefix("listening on ") else {
+            let _ = child.kill();
+            bail!(
+                "mediavault did not start: {line:?}\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        };
+        Ok(Server {
+            base_url: base_url.to_owned(),
+            child,
+            log,
+        })
+    }
+
+    /// A line of `/proc/PID/status` in KiB: `VmRSS` now, `VmHWM` the peak.
+    pub fn memory_kib(&self, field: &str) -> anyhow::Result<u64> {
+        proc_status_kib(self.child.id(), field)
+    }
+
+    /// Makes `VmHWM` start again from the current RSS.
+    pub fn reset_peak(&self) -> anyhow::Result<()> {
+        std::fs::write(format!("/proc/{}/clear_refs", self.child.id()), "5")
+            .context("resetting the peak RSS (clear_refs)")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Fails if the server has exited (it should outlive every scenario).
+    pub fn check_running(&mut self) -> anyhow::Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            bail!(
+                "mediavault exited ({status}):\n{}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn proc_status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .with_context(|| format!("{field} in /proc/{pid}/status"))
+}
