@@ -16,6 +16,7 @@
 //! and `.txt`.
 
 mod clients;
+mod cpu;
 mod reap;
 mod report;
 mod scenarios;
@@ -201,12 +202,20 @@ async fn measure(
     server.check_running()?;
 
     let load = load_average();
-    let (f, s) = scenarios::large(&media, &raw, args.large_size, args.large_reps).await?;
+    let (f, s) = scenarios::large(server.pid(), &media, &raw, args.large_size, args.large_reps).await?;
     figures.extend(f);
     samples.insert("large".into(), json!({ "load_before": load, "result": s }));
     server.check_running()?;
 
-    let (f, s) = scenarios::small(&media, &raw, args.small_size, args.small_count, &args.concurrency).await?;
+    let (f, s) = scenarios::small(
+        server.pid(),
+        &media,
+        &raw,
+        args.small_size,
+        args.small_count,
+        &args.concurrency,
+    )
+    .await?;
     figures.extend(f);
     samples.insert("small".into(), s);
     server.check_running()?;

@@ -12,6 +12,7 @@ use hdrhistogram::Histogram;
 use serde_json::json;
 
 use crate::clients::{MediaClient, RawClient, png_file};
+use crate::cpu::CpuSeconds;
 use crate::report::{Figure, Target, load_average};
 use crate::server::{Server, proc_status_kib};
 
@@ -28,10 +29,19 @@ fn median(values: &[f64]) -> f64 {
     }
 }
 
-async fn timed<T>(work: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<(T, Duration)> {
+/// Runs `work`; returns its value, wall time, and the CPU time every process
+/// group used meanwhile (added to `cpu`).
+async fn timed<T>(
+    server_pid: u32,
+    cpu: &mut CpuSeconds,
+    work: impl Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<(T, Duration)> {
+    let before = CpuSeconds::now(server_pid);
     let started = Instant::now();
     let value = work.await?;
-    Ok((value, started.elapsed()))
+    let elapsed = started.elapsed();
+    *cpu = cpu.plus(&CpuSeconds::now(server_pid).since(&before));
+    Ok((value, elapsed))
 }
 
 /// Opens connections and lets the server settle its pools before anything
@@ -52,6 +62,7 @@ pub async fn warm_up(media: &MediaClient, raw: &RawClient) -> anyhow::Result<()>
 /// Uploads and downloads of one large file, `reps` times each way, through
 /// mediavault and raw; the figures are medians.
 pub async fn large(
+    server_pid: u32,
     media: &MediaClient,
     raw: &RawClient,
     size: usize,
@@ -60,21 +71,33 @@ pub async fn large(
     let file = png_file(size);
     let mibs = |d: Duration| size as f64 / MIB / d.as_secs_f64();
     let (mut up, mut down, mut raw_put, mut raw_get) = (vec![], vec![], vec![], vec![]);
+    let mut cpu = [CpuSeconds::default(); 4];
     for rep in 0..reps {
         let key = format!("large/{rep}");
         // Alternate which side goes first, so drift in the machine's state
         // (page cache, the store's compaction) falls on both alike.
         let media_first = rep % 2 == 0;
+        let [cpu_up, cpu_down, cpu_put, cpu_get] = &mut cpu;
         if !media_first {
-            raw_put.push(mibs(timed(raw.put_multipart(&key, file.clone())).await?.1));
-            raw_get.push(mibs(timed(raw.get(&key, &file)).await?.1));
+            raw_put.push(mibs(
+                timed(server_pid, cpu_put, raw.put_multipart(&key, file.clone()))
+                    .await?
+                    .1,
+            ));
+            raw_get.push(mibs(timed(server_pid, cpu_get, raw.get(&key, &file)).await?.1));
         }
-        let (id, elapsed) = timed(media.upload(file.clone())).await?;
+        let (id, elapsed) = timed(server_pid, cpu_up, media.upload(file.clone())).await?;
         up.push(mibs(elapsed));
-        down.push(mibs(timed(media.download(&id, &file)).await?.1));
+        down.push(mibs(
+            timed(server_pid, cpu_down, media.download(&id, &file)).await?.1,
+        ));
         if media_first {
-            raw_put.push(mibs(timed(raw.put_multipart(&key, file.clone())).await?.1));
-            raw_get.push(mibs(timed(raw.get(&key, &file)).await?.1));
+            raw_put.push(mibs(
+                timed(server_pid, cpu_put, raw.put_multipart(&key, file.clone()))
+                    .await?
+                    .1,
+            ));
+            raw_get.push(mibs(timed(server_pid, cpu_get, raw.get(&key, &file)).await?.1));
         }
         media.delete(&id).await?;
         raw.delete(&key).await?;
@@ -100,10 +123,17 @@ pub async fn large(
             Some(Target::RatioAtLeast(0.8)),
         ),
     ];
+    let per_file = cpu.map(|c| c.per_operation_ms(reps));
+    for (what, c) in ["upload", "download", "raw put", "raw get"].iter().zip(&per_file) {
+        eprintln!("  large {what}, CPU per file: {}", c.brief("ms"));
+    }
     let samples = json!({
         "size_bytes": size,
         "upload_mib_s": up, "raw_put_mib_s": raw_put,
         "download_mib_s": down, "raw_get_mib_s": raw_get,
+        "cpu_ms_per_file": {
+            "upload": per_file[0], "download": per_file[1], "raw_put": per_file[2], "raw_get": per_file[3],
+        },
     });
     Ok((figures, samples))
 }
@@ -165,6 +195,7 @@ where
 /// `count` uploads of a `size`-byte file at each concurrency, through
 /// mediavault and as raw PUTs.
 pub async fn small(
+    server_pid: u32,
     media: &MediaClient,
     raw: &RawClient,
     size: usize,
@@ -189,13 +220,28 @@ pub async fn small(
                 async move { raw.put(&format!("small/{concurrency}/{i}"), file).await }
             })
         };
+        let (mut cpu_ours, mut cpu_theirs) = (CpuSeconds::default(), CpuSeconds::default());
         let (ours, theirs) = if round % 2 == 0 {
-            let ours = upload(media.clone(), file.clone()).await?;
-            (ours, put(raw.clone(), file.clone()).await?)
+            let ours = timed(server_pid, &mut cpu_ours, upload(media.clone(), file.clone()))
+                .await?
+                .0;
+            let theirs = timed(server_pid, &mut cpu_theirs, put(raw.clone(), file.clone()))
+                .await?
+                .0;
+            (ours, theirs)
         } else {
-            let theirs = put(raw.clone(), file.clone()).await?;
-            (upload(media.clone(), file.clone()).await?, theirs)
+            let theirs = timed(server_pid, &mut cpu_theirs, put(raw.clone(), file.clone()))
+                .await?
+                .0;
+            let ours = timed(server_pid, &mut cpu_ours, upload(media.clone(), file.clone()))
+                .await?
+                .0;
+            (ours, theirs)
         };
+        let (cpu_ours, cpu_theirs) = (
+            cpu_ours.per_operation_ms(count),
+            cpu_theirs.per_operation_ms(count),
+        );
         // The targets are set at 16 clients; the other levels show the trend.
         let at_target = concurrency == 16;
         let label = |what: &str| format!("{kib} KiB uploads, {concurrency} clients, {what}");
@@ -229,6 +275,8 @@ pub async fn small(
             theirs.ms(0.5),
             theirs.ms(0.99)
         );
+        eprintln!("    CPU per upload: {}", cpu_ours.brief("ms"));
+        eprintln!("    CPU per raw put: {}", cpu_theirs.brief("ms"));
         let summary = |t: &Timing| {
             json!({
                 "count": t.latencies.len(), "seconds": t.elapsed.as_secs_f64(),
@@ -239,6 +287,7 @@ pub async fn small(
         samples.push(json!({
             "concurrency": concurrency, "size_bytes": size, "load_before": load,
             "mediavault": summary(&ours), "raw": summary(&theirs),
+            "cpu_ms_per_request": { "mediavault": cpu_ours, "raw": cpu_theirs },
         }));
     }
     Ok((figures, serde_json::Value::Array(samples)))
@@ -269,6 +318,7 @@ pub async fn memory(
             }
         })
     };
+    let cpu_before = CpuSeconds::now(pid);
     let started = Instant::now();
     let uploads = (0..clients).map(|_| {
         let (media, file) = (media.clone(), file.clone());
@@ -276,6 +326,7 @@ pub async fn memory(
     });
     let ids = futures::future::join_all(uploads).await;
     let elapsed = started.elapsed();
+    let cpu = CpuSeconds::now(pid).since(&cpu_before);
     done.store(true, Ordering::Relaxed);
     sampler.await?;
     let high_water = server.memory_kib("VmHWM")?;
@@ -309,6 +360,7 @@ pub async fn memory(
     let samples = json!({
         "clients": clients, "size_bytes": size, "seconds": elapsed.as_secs_f64(),
         "idle_rss_kib": idle_kib, "vm_hwm_kib": high_water, "sampled_max_rss_kib": sampled.load(Ordering::Relaxed),
+        "cpu_seconds": cpu,
     });
     Ok((figures, samples))
 }

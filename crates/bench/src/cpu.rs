@@ -1,0 +1,107 @@
+//! Where the machine's CPU time goes during a measurement: the server, the
+//! stores (Garage, PostgreSQL) and this harness, read from `/proc/PID/stat`.
+//! On a machine this small every process shares the same cores, so a ratio
+//! below 1 is often just the server's CPU time per request added to the
+//! store's; this says how much.
+
+use serde::Serialize;
+
+/// Clock ticks per second of `/proc/PID/stat` times (USER_HZ, 100 on Linux).
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// CPU seconds used so far, by process group.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct CpuSeconds {
+    pub server: f64,
+    pub garage: f64,
+    pub postgres: f64,
+    pub harness: f64,
+    /// Everything else on the machine (other builds, the kernel's own threads).
+    pub other: f64,
+}
+
+impl CpuSeconds {
+    pub fn now(server_pid: u32) -> CpuSeconds {
+        let own = std::process::id();
+        let mut seconds = CpuSeconds::default();
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return seconds;
+        };
+        for entry in entries.flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            let Some((comm, used)) = process_seconds(pid) else {
+                continue;
+            };
+            let group = if pid == server_pid {
+                &mut seconds.server
+            } else if pid == own {
+                &mut seconds.harness
+            } else if comm == "garage" {
+                &mut seconds.garage
+            } else if comm == "postgres" {
+                &mut seconds.postgres
+            } else {
+                &mut seconds.other
+            };
+            *group += used;
+        }
+        seconds
+    }
+
+    /// CPU seconds used between `earlier` and `self`.
+    pub fn since(&self, earlier: &CpuSeconds) -> CpuSeconds {
+        CpuSeconds {
+            server: self.server - earlier.server,
+            garage: self.garage - earlier.garage,
+            postgres: self.postgres - earlier.postgres,
+            harness: self.harness - earlier.harness,
+            // Processes that ended in between take their time with them.
+            other: (self.other - earlier.other).max(0.0),
+        }
+    }
+
+    pub fn plus(&self, other: &CpuSeconds) -> CpuSeconds {
+        CpuSeconds {
+            server: self.server + other.server,
+            garage: self.garage + other.garage,
+            postgres: self.postgres + other.postgres,
+            harness: self.harness + other.harness,
+            other: self.other + other.other,
+        }
+    }
+
+    /// The same, in milliseconds per one of `count` operations.
+    pub fn per_operation_ms(&self, count: usize) -> CpuSeconds {
+        let ms = |s: f64| s * 1000.0 / count as f64;
+        CpuSeconds {
+            server: ms(self.server),
+            garage: ms(self.garage),
+            postgres: ms(self.postgres),
+            harness: ms(self.harness),
+            other: ms(self.other),
+        }
+    }
+
+    pub fn brief(&self, unit: &str) -> String {
+        format!(
+            "server {:.2}, garage {:.2}, postgres {:.2}, harness {:.2}, other {:.2} {unit}",
+            self.server, self.garage, self.postgres, self.harness, self.other
+        )
+    }
+}
+
+/// A process's command name and its user + system CPU seconds.
+fn process_seconds(pid: u32) -> Option<(String, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The name is in parentheses and may itself hold spaces or ')'.
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let comm = stat[open + 1..close].to_owned();
+    let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+    // After the name: state is field 3 of the line; utime and stime are 14 and 15.
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((comm, (utime + stime) / TICKS_PER_SECOND))
+}
