@@ -13,10 +13,14 @@ use object_store::path::Path;
 use object_store::{GetResultPayload, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 use reqwest::multipart::{Form, Part};
 
-/// `len` bytes that sniff as PNG and do not compress: the benchmark's file.
+const PNG_HEADER: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89";
+
+/// `len` bytes that sniff as PNG and do not compress, different for every
+/// call. Garage stores blocks by content hash: uploading the same bytes twice
+/// would let the raw baseline skip writes that mediavault's ciphertext,
+/// always new, never skips.
 pub fn png_file(len: usize) -> Bytes {
-    const HEADER: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89";
-    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let mut state = uuid::Uuid::new_v4().as_u64_pair().0 | 1;
     let mut bytes = Vec::with_capacity(len + 8);
     while bytes.len() < len {
         state ^= state << 13;
@@ -25,8 +29,18 @@ pub fn png_file(len: usize) -> Bytes {
         bytes.extend_from_slice(&state.to_le_bytes());
     }
     bytes.truncate(len);
-    let n = HEADER.len().min(len);
-    bytes[..n].copy_from_slice(&HEADER[..n]);
+    let n = PNG_HEADER.len().min(len);
+    bytes[..n].copy_from_slice(&PNG_HEADER[..n]);
+    Bytes::from(bytes)
+}
+
+/// `file` with 16 random bytes after its PNG header: a small file of its
+/// own for every request, for the reason `png_file` gives.
+pub fn stamped(file: &[u8]) -> Bytes {
+    let mut bytes = file.to_vec();
+    let at = PNG_HEADER.len().min(bytes.len());
+    let end = (at + 16).min(bytes.len());
+    bytes[at..end].copy_from_slice(&uuid::Uuid::new_v4().as_bytes()[..end - at]);
     Bytes::from(bytes)
 }
 

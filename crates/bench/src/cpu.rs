@@ -52,13 +52,15 @@ impl CpuSeconds {
 
     /// CPU seconds used between `earlier` and `self`.
     pub fn since(&self, earlier: &CpuSeconds) -> CpuSeconds {
+        // A process that ended in between (a PostgreSQL backend, a build
+        // step) takes its time with it: a group never counts below zero.
+        let used = |now: f64, then: f64| (now - then).max(0.0);
         CpuSeconds {
-            server: self.server - earlier.server,
-            garage: self.garage - earlier.garage,
-            postgres: self.postgres - earlier.postgres,
-            harness: self.harness - earlier.harness,
-            // Processes that ended in between take their time with them.
-            other: (self.other - earlier.other).max(0.0),
+            server: used(self.server, earlier.server),
+            garage: used(self.garage, earlier.garage),
+            postgres: used(self.postgres, earlier.postgres),
+            harness: used(self.harness, earlier.harness),
+            other: used(self.other, earlier.other),
         }
     }
 

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use hdrhistogram::Histogram;
 use serde_json::json;
 
-use crate::clients::{MediaClient, RawClient, png_file};
+use crate::clients::{MediaClient, RawClient, png_file, stamped};
 use crate::cpu::CpuSeconds;
 use crate::report::{Figure, Target, load_average};
 use crate::server::{Server, proc_status_kib};
@@ -68,11 +68,11 @@ pub async fn large(
     size: usize,
     reps: usize,
 ) -> anyhow::Result<(Vec<Figure>, serde_json::Value)> {
-    let file = png_file(size);
     let mibs = |d: Duration| size as f64 / MIB / d.as_secs_f64();
     let (mut up, mut down, mut raw_put, mut raw_get) = (vec![], vec![], vec![], vec![]);
     let mut cpu = [CpuSeconds::default(); 4];
     for rep in 0..reps {
+        let file = png_file(size);
         let key = format!("large/{rep}");
         // Alternate which side goes first, so drift in the machine's state
         // (page cache, the store's compaction) falls on both alike.
@@ -210,13 +210,13 @@ pub async fn small(
         let load = load_average();
         let upload = |media: MediaClient, file: Bytes| {
             closed_loop(count, concurrency, move |_| {
-                let (media, file) = (media.clone(), file.clone());
+                let (media, file) = (media.clone(), stamped(&file));
                 async move { media.upload(file).await.map(drop) }
             })
         };
         let put = |raw: RawClient, file: Bytes| {
             closed_loop(count, concurrency, move |i| {
-                let (raw, file) = (raw.clone(), file.clone());
+                let (raw, file) = (raw.clone(), stamped(&file));
                 async move { raw.put(&format!("small/{concurrency}/{i}"), file).await }
             })
         };
