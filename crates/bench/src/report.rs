@@ -148,24 +148,32 @@ pub struct Report {
 }
 
 impl Report {
+    /// The figures as a Markdown table (readable as it is in a terminal),
+    /// under a line that says where, when and how they were measured.
     pub fn table(&self) -> String {
         let mut out = String::new();
         let [b1, b5, b15] = self.load_before;
         let [a1, a5, a15] = self.load_after;
+        let _ = writeln!(out, "### {} ({}; {})\n", self.name, self.started, self.baseline);
         let _ = writeln!(
             out,
-            "== {} ({}), started {}",
-            self.name, self.started, self.baseline
+            "{} x {}, {:.0} GiB; load average {b1:.2} {b5:.2} {b15:.2} before, {a1:.2} {a5:.2} {a15:.2} after; \
+             commit {}; `{}`\n",
+            self.machine.cores,
+            self.machine.cpu,
+            self.machine.memory_gib,
+            self.commit.as_deref().unwrap_or("?"),
+            self.command
         );
         let _ = writeln!(
             out,
-            "   {} x {}, {:.0} GiB; load average {b1:.2} {b5:.2} {b15:.2} before, {a1:.2} {a5:.2} {a15:.2} after",
-            self.machine.cores, self.machine.cpu, self.machine.memory_gib
+            "| {:<56} | {:>10} | {:>10} | {:>6} | {:<13} | {:<6} |",
+            "figure", "mediavault", "raw", "ratio", "target", "met"
         );
         let _ = writeln!(
             out,
-            "{:<56} {:>10} {:>10} {:>6}  {:<13} met",
-            "figure", "mediavault", "raw", "ratio", "target"
+            "|{:-<58}|{:->11}:|{:->11}:|{:->7}:|{:-<15}|{:-<8}|",
+            "", "", "", "", "", ""
         );
         for f in &self.figures {
             let number = |v: f64| {
@@ -177,7 +185,7 @@ impl Report {
             };
             let _ = writeln!(
                 out,
-                "{:<56} {:>10} {:>10} {:>6}  {:<13} {}",
+                "| {:<56} | {:>10} | {:>10} | {:>6} | {:<13} | {:<6} |",
                 format!("{} ({})", f.name, f.unit),
                 number(f.mediavault),
                 f.baseline.map(number).unwrap_or_else(|| "-".into()),
