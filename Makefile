@@ -1,5 +1,5 @@
 # mediavault — `make run` serves the embedded default; `make test` runs everything.
-.PHONY: run test lint services build clean-data bench bench-upload-rss bench-reap
+.PHONY: run test lint services build clean-data bench bench-upload-rss bench-reap fuzz
 
 CARGO ?= cargo
 # nextest runs test binaries in parallel processes; plain cargo test otherwise.
@@ -48,3 +48,28 @@ bench-upload-rss:
 N ?= 100000
 bench-reap: services
 	. target/test-services/env && $(CARGO) run --release -p mediavault-bench -- reap $(N)
+
+# Each fuzz target for FUZZ_SECONDS (default 10 min), one after another;
+# FUZZ_TARGETS=… to run fewer. cargo-fuzz needs nightly features: the stable
+# toolchain gives them with RUSTC_BOOTSTRAP=1. fuzz/seeds/<target> starts the
+# corpus, which grows in fuzz/corpus/<target> (not kept); crashes land in
+# fuzz/artifacts/<target>, the full output in fuzz/logs/<target>.log.
+FUZZ_SECONDS ?= 600
+FUZZ_TARGETS ?= blob_decoder range_parser multipart_upload config_parser
+FUZZ := RUSTC_BOOTSTRAP=1 $(CARGO) fuzz
+fuzz:
+	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
+	$(FUZZ) build
+	@mkdir -p fuzz/logs
+	@for t in $(FUZZ_TARGETS); do \
+		mkdir -p fuzz/corpus/$$t; \
+		echo "== $$t: $(FUZZ_SECONDS) s"; \
+		status=0; \
+		$(FUZZ) run $$t $(CURDIR)/fuzz/corpus/$$t $(CURDIR)/fuzz/seeds/$$t -- \
+			-max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 >fuzz/logs/$$t.log 2>&1 || status=$$?; \
+		grep -E '^#[0-9]+[[:space:]]+DONE|^stat::number_of_executed_units' fuzz/logs/$$t.log; \
+		if [ $$status -ne 0 ]; then tail -n 40 fuzz/logs/$$t.log; echo "== $$t FAILED"; exit $$status; fi; \
+	done
+	@for t in $(FUZZ_TARGETS); do \
+		printf '%-18s %s executions\n' $$t "$$(sed -n 's/^stat::number_of_executed_units: *//p' fuzz/logs/$$t.log)"; \
+	done

@@ -32,6 +32,7 @@ pub use admin::{AppView, IssuedTokenView, StatsView, TokenView};
 pub use auth::AdminToken;
 pub use error::ApiError;
 pub use limits::{LimitSettings, Limits};
+pub use range::{RangeRequest, parse as parse_range};
 
 /// What every handler shares.
 #[derive(Clone)]

@@ -11,6 +11,8 @@ pub enum RangeRequest {
     Unsatisfiable,
 }
 
+/// What a `Range` header value asks of a file of `size` bytes; a `Partial`
+/// range is never empty and lies within the file.
 pub fn parse(header: Option<&str>, size: u64) -> RangeRequest {
     let Some(spec) = header.and_then(|h| h.trim().strip_prefix("bytes=")) else {
         return RangeRequest::Full;

@@ -147,6 +147,16 @@ impl Config {
         if let Some(listen) = overrides.listen {
             figment = figment.merge(Serialized::default("server.listen", listen.to_string()));
         }
+        Config::extract(figment)
+    }
+
+    /// The embedded default with `toml` over it, checked as `load` checks
+    /// it; neither the environment nor any file is read.
+    pub fn from_toml_str(toml: &str) -> anyhow::Result<Config> {
+        Config::extract(Figment::from(Toml::string(EMBEDDED_DEFAULT)).merge(Toml::string(toml)))
+    }
+
+    fn extract(figment: Figment) -> anyhow::Result<Config> {
         let config: Config = figment
             .extract()
             .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
@@ -414,6 +424,15 @@ mod tests {
         let config = Config::load(Some(&example), &Overrides::default()).unwrap();
         assert_eq!(config.log.format, LogFormat::Json);
         assert_eq!(config.limit_settings().unwrap().trusted_proxies.len(), 1);
+    }
+
+    #[test]
+    fn a_toml_text_is_layered_over_the_default() {
+        let config = Config::from_toml_str("[media]\nmax_file_bytes = 7\n").unwrap();
+        assert_eq!(config.media.max_file_bytes, 7);
+        assert_eq!(config.media.retention, Duration::from_secs(30 * 86400));
+        let error = Config::from_toml_str("[media]\nmax_file_bytes = 0\n").unwrap_err();
+        assert!(error.to_string().contains("media.max_file_bytes"), "{error}");
     }
 
     #[test]

@@ -3,7 +3,6 @@
 //! the environment.
 
 mod cli;
-mod config;
 mod embedded;
 mod http;
 mod manage;
@@ -14,11 +13,11 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
+use mediavault::config::{Config, Overrides};
 use mediavault_storage::{BlobConfig, Defaults, Keyring, Vault, VaultConfig};
 use serde_json::json;
 
 use crate::cli::{Cli, Command, KeysCommand};
-use crate::config::{Config, Overrides};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

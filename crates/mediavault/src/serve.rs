@@ -4,13 +4,13 @@ use std::io::Write;
 use std::sync::Arc;
 
 use anyhow::Context;
+use mediavault::config::Config;
 use mediavault_api::{AdminToken, ApiState, Limits, router};
 use mediavault_storage::Vault;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::config::Config;
 use crate::embedded;
 
 pub async fn serve(config: &Config, vault: Vault) -> anyhow::Result<()> {

@@ -3,9 +3,8 @@
 
 use std::io::IsTerminal;
 
+use mediavault::config::LogFormat;
 use tracing_subscriber::EnvFilter;
-
-use crate::config::LogFormat;
 
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
