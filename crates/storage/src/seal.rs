@@ -204,7 +204,9 @@ pub fn seal_all(dek: &Dek, header: Header, media_id: &str, plaintext: &[u8]) -> 
 pub fn open_all(dek: &Dek, media_id: &str, plaintext_len: u64, blob: &[u8]) -> Result<Vec<u8>, SegmentError> {
     use crate::format::{ciphertext_len, ciphertext_range};
     let header = Header::parse(blob).ok_or(SegmentError { segment: 0 })?;
-    if blob.len() as u64 != ciphertext_len(plaintext_len) {
+    // A plaintext never outgrows its blob; checked first because the blob
+    // size of a length near u64::MAX does not fit in a u64.
+    if plaintext_len > blob.len() as u64 || blob.len() as u64 != ciphertext_len(plaintext_len) {
         return Err(SegmentError {
             segment: segment_count(plaintext_len) - 1,
         });
@@ -362,6 +364,18 @@ mod tests {
         let mut sealed = blob[range.start as usize..range.end as usize].to_vec();
         sealed[5] ^= 0x80;
         assert_eq!(opener.open(0, &mut sealed), Err(SegmentError { segment: 0 }));
+    }
+
+    /// Found by the `blob_decoder` fuzz target: a claimed length near
+    /// u64::MAX overflowed the expected blob size instead of being refused.
+    #[test]
+    fn a_length_past_any_blob_is_refused() {
+        let dek = Dek::from_bytes([0x5a; 32]);
+        let blob = seal_all(&dek, Header::random(), "S", &pattern(195_078));
+        for claimed in [18_446_744_073_709_551_360, u64::MAX, blob.len() as u64 + 1] {
+            assert!(open_all(&dek, "S", claimed, &blob).is_err(), "{claimed}");
+        }
+        assert_eq!(open_all(&dek, "S", 195_078, &blob).unwrap(), pattern(195_078));
     }
 
     #[test]
