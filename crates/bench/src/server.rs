@@ -16,6 +16,9 @@ const SERVER_DEFAULTS: &[(&str, &str)] = &[
     // 64 clients at once plus the 16 concurrent large uploads must never
     // meet the 503 "too many uploads" guard.
     ("MEDIAVAULT__SERVER__MAX_CONCURRENT_UPLOADS", "1024"),
+    // The benchmark measures throughput, not the per-app rate limit.
+    ("MEDIAVAULT__LIMITS__UPLOADS_PER_SECOND", "1000000"),
+    ("MEDIAVAULT__LIMITS__UPLOAD_BURST", "1000000"),
 ];
 
 /// The `mediavault` built beside this binary (`target/release`).
