@@ -164,6 +164,15 @@ async fn http(args: &HttpArgs, command_line: &str) -> anyhow::Result<()> {
         eprintln!("== {}", backend.name());
         let stores = Stores::create(backend).await?;
         let result = measure(args, &binary, &stores, command_line).await;
+        // The server's log lives in the run's directory, which cleanup
+        // removes: keep it beside the results, where a failure can be read.
+        let log = stores.dir().join("server.log");
+        let kept = args
+            .results
+            .join(format!("{}-{}-server.log", &now()[..10], backend.name()));
+        if std::fs::create_dir_all(&args.results).is_ok() && std::fs::copy(&log, &kept).is_ok() {
+            eprintln!("   server log: {}", kept.display());
+        }
         let cleaned = stores.cleanup().await;
         let report = result?;
         cleaned?;

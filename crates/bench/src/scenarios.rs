@@ -143,9 +143,14 @@ pub async fn large(
 struct Timing {
     elapsed: Duration,
     latencies: Histogram<u64>,
+    /// Operations that failed, and the first failure: counted and reported
+    /// rather than ending the run, since an error under load is a finding.
+    failures: usize,
+    first_failure: Option<String>,
 }
 
 impl Timing {
+    /// Successful operations per second.
     fn per_second(&self) -> f64 {
         self.latencies.len() as f64 / self.elapsed.as_secs_f64()
     }
@@ -169,26 +174,34 @@ where
             tokio::spawn(async move {
                 // One microsecond to ten minutes, three significant digits.
                 let mut latencies = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
+                let mut failures = Vec::new();
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     if i >= count {
                         break;
                     }
                     let one = Instant::now();
-                    op(i).await?;
-                    latencies.record(one.elapsed().as_micros().max(1) as u64)?;
+                    match op(i).await {
+                        Ok(()) => latencies.record(one.elapsed().as_micros().max(1) as u64)?,
+                        Err(error) => failures.push(format!("{error:#}")),
+                    }
                 }
-                anyhow::Ok(latencies)
+                anyhow::Ok((latencies, failures))
             })
         })
         .collect();
     let mut latencies = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
+    let mut failures = Vec::new();
     for worker in workers {
-        latencies.add(worker.await??)?;
+        let (worker_latencies, worker_failures) = worker.await??;
+        latencies.add(worker_latencies)?;
+        failures.extend(worker_failures);
     }
     Ok(Timing {
         elapsed: started.elapsed(),
         latencies,
+        failures: failures.len(),
+        first_failure: failures.into_iter().next(),
     })
 }
 
@@ -259,6 +272,19 @@ pub async fn small(
             theirs.ms(0.5),
             None,
         ));
+        if ours.failures + theirs.failures > 0 {
+            figures.push(Figure::against(
+                label("failed requests"),
+                "count",
+                ours.failures as f64,
+                theirs.failures as f64,
+                None,
+            ));
+            eprintln!(
+                "  small x{concurrency}: {} uploads and {} raw puts failed; first: {:?} / {:?}",
+                ours.failures, theirs.failures, ours.first_failure, theirs.first_failure
+            );
+        }
         figures.push(Figure::against(
             label("p99 latency"),
             "ms",
@@ -280,6 +306,7 @@ pub async fn small(
         let summary = |t: &Timing| {
             json!({
                 "count": t.latencies.len(), "seconds": t.elapsed.as_secs_f64(),
+                "failures": t.failures, "first_failure": t.first_failure,
                 "per_second": t.per_second(),
                 "ms": { "p50": t.ms(0.5), "p90": t.ms(0.9), "p99": t.ms(0.99), "max": t.latencies.max() as f64 / 1000.0 },
             })
