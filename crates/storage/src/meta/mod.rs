@@ -76,6 +76,14 @@ pub(crate) struct ReadyMedia<'a> {
 const APP_COLUMNS: &str =
     "id, name, capi, retention_seconds, max_file_bytes, allowed_types, uploads_per_second, created_at";
 
+/// An app found by one of its tokens, with the token's last use.
+#[derive(sqlx::FromRow)]
+struct TokenApp {
+    #[sqlx(flatten)]
+    app: App,
+    last_used_at: Option<Millis>,
+}
+
 /// A live data key wrapped by some key other than the active one.
 #[derive(Debug, sqlx::FromRow)]
 pub(crate) struct WrappedRow {
@@ -261,15 +269,17 @@ impl Metadata {
         Ok(revoked == 1)
     }
 
-    /// The app a live token belongs to; notes its use at most once a minute
-    /// so that authentication does not write on every request.
+    /// The app a live token belongs to; notes its use at most once a minute.
+    /// The last use is read with the app, so the write is sent only when it
+    /// changes the row: authentication does not write (nor, on SQLite, take
+    /// the one write lock) on every request.
     pub(crate) async fn app_for_token(
         &self,
         token_sha256: &str,
         now: Millis,
     ) -> Result<Option<App>, StoreError> {
         let sql = sqlx::AssertSqlSafe(format!(
-            "SELECT {} FROM tokens t JOIN apps a ON a.id = t.app_id \
+            "SELECT {}, t.last_used_at FROM tokens t JOIN apps a ON a.id = t.app_id \
              WHERE t.token_sha256 = $1 AND t.revoked_at IS NULL AND a.deleted_at IS NULL",
             APP_COLUMNS
                 .split(", ")
@@ -279,12 +289,15 @@ impl Metadata {
         ));
         const TOUCH: &str = "UPDATE tokens SET last_used_at = $2 WHERE token_sha256 = $1 \
                              AND (last_used_at IS NULL OR last_used_at < $2 - 60000)";
-        let app: Option<App> =
+        let found: Option<TokenApp> =
             on_pool!(self, pool => sqlx::query_as(sql).bind(token_sha256).fetch_optional(pool).await)?;
-        if app.is_some() {
+        let Some(TokenApp { app, last_used_at }) = found else {
+            return Ok(None);
+        };
+        if last_used_at.is_none_or(|at| at < now - 60_000) {
             on_pool!(self, pool => sqlx::query(TOUCH).bind(token_sha256).bind(now).execute(pool).await.map(|r| r.rows_affected()))?;
         }
-        Ok(app)
+        Ok(Some(app))
     }
 
     pub(crate) async fn insert_uploading(&self, row: &NewMedia<'_>) -> Result<(), StoreError> {
