@@ -148,10 +148,17 @@ impl Upload {
             sha256: &sha256,
             expires_at: now.saturating_add(self.retention_millis),
         };
+        // Once the statement is sent the row may turn ready even if this call
+        // fails or is dropped (a commit whose reply was lost, say when the
+        // database crashes): the blob must then stay, or a ready row would
+        // point at nothing. A row left `uploading` is the reaper's once
+        // stale, blob and all.
+        let writer = self.writer.take();
         if self.vault.inner.meta.mark_ready(&ready).await? {
-            self.writer = None;
             Ok(())
         } else {
+            // The reaper or an app deletion took the row: the blob is ours to remove.
+            self.writer = writer;
             Err(UploadError::Unavailable(StoreError::Config(
                 "upload was reaped as abandoned, or its app deleted, before it completed".into(),
             )))
@@ -197,5 +204,47 @@ impl Drop for Upload {
                 cleanups.spawn(undo(vault, id, writer));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::model::{NewApp, now_millis};
+    use crate::{BlobConfig, Defaults, Keyring, Vault, VaultConfig};
+
+    /// The reaper takes an upload as abandoned while its bytes still flow:
+    /// completing it fails, and the blob it wrote goes too.
+    #[tokio::test]
+    async fn an_upload_reaped_while_it_runs_fails_and_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let vault = Vault::open(VaultConfig {
+            database_url: format!("sqlite://{}/media.db", dir.path().display()),
+            blobs: BlobConfig::local("memory://"),
+            keys: Keyring::parse(&Keyring::generate_line("k1")).unwrap(),
+            defaults: Defaults::default(),
+            stale_upload_after: Duration::from_millis(1),
+        })
+        .await
+        .unwrap();
+        vault.migrate().await.unwrap();
+        let app = vault
+            .create_app(NewApp {
+                name: "shop".into(),
+                capi: true,
+                ..NewApp::default()
+            })
+            .await
+            .unwrap();
+        let mut upload = vault.begin_upload(&app, None).await.unwrap();
+        upload.write(b"just some words").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let counts = vault.reap_batch(now_millis(), 10).await.unwrap();
+        assert_eq!(counts.abandoned, 1);
+
+        assert!(upload.finish("text/plain").await.is_err());
+        assert!(vault.referenced_blob_keys().await.unwrap().is_empty());
+        assert!(vault.stored_blob_keys().await.unwrap().is_empty());
     }
 }
