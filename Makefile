@@ -1,5 +1,5 @@
 # mediavault — `make run` serves the embedded default; `make test` runs everything.
-.PHONY: run test lint services build clean-data bench bench-upload-rss bench-reap fuzz
+.PHONY: run test lint services build clean-data bench bench-upload-rss bench-reap fuzz chaos soak
 
 CARGO ?= cargo
 # nextest runs test binaries in parallel processes; plain cargo test otherwise.
@@ -73,3 +73,21 @@ fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 		printf '%-18s %s executions\n' $$t "$$(sed -n 's/^stat::number_of_executed_units: *//p' fuzz/logs/$$t.log)"; \
 	done
+
+# Robustness runs (docs/reliability.md), each against its own PostgreSQL
+# cluster and Garage on loopback, never the shared ones; results go to
+# bench/results/. `chaos`: 1,000 uploads while Garage, PostgreSQL and the
+# service are killed and restarted; fails if a file is lost or orphaned.
+# Both binaries are built in one invocation (one feature resolution) and
+# run from the target directory, so that `cargo run` does not rebuild.
+RELEASE_DIR = $(or $(CARGO_TARGET_DIR),target)/release
+chaos:
+	$(CARGO) build --release -p mediavault -p mediavault-chaos
+	$(RELEASE_DIR)/mediavault-chaos chaos
+
+# A steady mix of uploads, downloads, deletes and reaping; samples server
+# RSS and open descriptors. SOAK_DURATION=2m make soak for a short one.
+SOAK_DURATION ?= 30m
+soak:
+	$(CARGO) build --release -p mediavault -p mediavault-chaos
+	$(RELEASE_DIR)/mediavault-chaos soak --duration $(SOAK_DURATION)

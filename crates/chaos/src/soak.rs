@@ -1,0 +1,475 @@
+//! `mediavault-chaos soak`: a steady mix of uploads, downloads, `/info` and
+//! deletes for a long while, with short retention and a reaper pass every
+//! 10 s so that expiry and reaping run all the time. The server's memory
+//! and open descriptors are sampled; any failed request is an error. At the
+//! end every media must expire and be reaped, leaving no row and no blob.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::sync::{Semaphore, watch};
+
+use crate::client::{self, App, Failure};
+use crate::files::FileSpec;
+use crate::report::{self, Common};
+use crate::services::{Inventory, Services, rss_and_fds};
+
+#[derive(Debug, clap::Args)]
+pub struct SoakArgs {
+    /// How long to keep the load on.
+    #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// Operations started per second.
+    #[arg(long, default_value_t = 20)]
+    pub rate: u32,
+    /// The app's retention: media expire this long after upload.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub retention: Duration,
+    /// Seed of the operation mix and of file contents.
+    #[arg(long, default_value_t = 20261127)]
+    pub seed: u64,
+    /// Smallest file, in bytes.
+    #[arg(long, default_value_t = 1024)]
+    pub min_size: usize,
+    /// Largest file, in bytes.
+    #[arg(long, default_value_t = 4 * 1024 * 1024)]
+    pub max_size: usize,
+    /// Time between samples of the server's RSS and descriptors.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub sample_every: Duration,
+    /// Samples before this are warm-up; "start" is the first one after
+    /// (at most half the duration).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub warmup: Duration,
+}
+
+/// Operations in flight at most; past it the rate drops, and the report says so.
+const MAX_IN_FLIGHT: usize = 64;
+/// Media are read and deleted only this long before they expire, so that
+/// no request races its media's expiry (which is exact, and would be a 404).
+const EXPIRY_MARGIN: Duration = Duration::from_secs(20);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Op {
+    Upload,
+    Download,
+    Info,
+    Delete,
+}
+
+/// Media uploaded and not yet deleted or near expiry.
+struct Live {
+    id: String,
+    sha256: String,
+    size: u64,
+    uploaded: Instant,
+    /// Downloads and infos running on it: it is not deleted under them.
+    readers: u32,
+}
+
+#[derive(Default)]
+struct Pool {
+    media: Vec<Live>,
+}
+
+impl Pool {
+    /// Forgets media too close to expiry (the reaper takes them).
+    fn prune(&mut self, readable_for: Duration) {
+        self.media
+            .retain(|m| m.readers > 0 || m.uploaded.elapsed() < readable_for);
+    }
+
+    fn borrow(&mut self, rng: &mut StdRng) -> Option<(String, String, u64)> {
+        if self.media.is_empty() {
+            return None;
+        }
+        let pick = rng.random_range(0..self.media.len());
+        let media = &mut self.media[pick];
+        media.readers += 1;
+        Some((media.id.clone(), media.sha256.clone(), media.size))
+    }
+
+    fn give_back(&mut self, id: &str) {
+        if let Some(media) = self.media.iter_mut().find(|m| m.id == id) {
+            media.readers -= 1;
+        }
+    }
+
+    fn take_unread(&mut self, rng: &mut StdRng) -> Option<String> {
+        let unread: Vec<usize> = (0..self.media.len())
+            .filter(|&i| self.media[i].readers == 0)
+            .collect();
+        if unread.is_empty() {
+            return None;
+        }
+        Some(
+            self.media
+                .swap_remove(unread[rng.random_range(0..unread.len())])
+                .id,
+        )
+    }
+}
+
+#[derive(Default)]
+struct Tally {
+    ops: BTreeMap<Op, u64>,
+    errors: u64,
+    examples: Vec<String>,
+    bytes_up: u64,
+    bytes_down: u64,
+}
+
+impl Tally {
+    fn record(&mut self, op: Op, result: Result<(), Failure>) {
+        *self.ops.entry(op).or_default() += 1;
+        if let Err(failure) = result {
+            self.errors += 1;
+            if self.examples.len() < 20 {
+                self.examples.push(format!("{op:?}: {failure}"));
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    at: Duration,
+    rss_kib: u64,
+    fds: usize,
+    rows: i64,
+    blobs: usize,
+}
+
+pub async fn run(common: &Common, args: &SoakArgs) -> anyhow::Result<bool> {
+    let run_started = Instant::now();
+    let mut services = Services::start(&common.mediavault()?, common.ports(), common.keep).await?;
+    let mut server = services
+        .serve(&[("MEDIAVAULT__REAPER__SCHEDULE", "*/10 * * * * *")])
+        .await?;
+    let retention = humantime::format_duration(args.retention).to_string();
+    let app = services.app(&["--retention", &retention]).await?;
+    let inventory = services.inventory().await?;
+    let http = client::http(Duration::from_secs(60));
+    let base = server.base_url.clone();
+    eprintln!(
+        "soak: {} ops/s for {}; sampling every {:?}",
+        args.rate,
+        humantime::format_duration(args.duration),
+        args.sample_every
+    );
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let sampler = tokio::spawn(sample(
+        server.pid(),
+        inventory.clone(),
+        args.sample_every,
+        stop_rx,
+    ));
+
+    let pool = Arc::new(Mutex::new(Pool::default()));
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let readable_for = args.retention.saturating_sub(EXPIRY_MARGIN);
+    let mut rng = StdRng::seed_from_u64(args.seed);
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(args.rate.max(1))));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut running = tokio::task::JoinSet::new();
+    let mut saturated = 0u64;
+    let mut next_file = 0u64;
+    let load_started = Instant::now();
+    while load_started.elapsed() < args.duration {
+        ticker.tick().await;
+        let op = {
+            let mut pool = pool.lock().expect("pool");
+            pool.prune(readable_for);
+            match rng.random_range(0..100) {
+                _ if pool.media.is_empty() => Op::Upload,
+                0..40 => Op::Upload,
+                40..70 => Op::Download,
+                70..85 => Op::Info,
+                _ => Op::Delete,
+            }
+        };
+        if in_flight.available_permits() == 0 {
+            saturated += 1;
+        }
+        let permit = in_flight.clone().acquire_owned().await?;
+        let client = Client {
+            http: http.clone(),
+            base: base.clone(),
+            app: app.clone(),
+            pool: pool.clone(),
+            tally: tally.clone(),
+            rng: StdRng::seed_from_u64(rng.random()),
+        };
+        let spec = FileSpec::new(args.seed, next_file, args.min_size, args.max_size);
+        next_file += u64::from(op == Op::Upload);
+        running.spawn(async move {
+            client.run(op, spec).await;
+            drop(permit);
+        });
+        while running.try_join_next().is_some() {}
+    }
+    running.join_all().await;
+    let load_time = load_started.elapsed();
+    let _ = stop_tx.send(true);
+    let samples = sampler.await??;
+
+    // Everything left expires; the scheduled reaper must remove all of it.
+    let drain_started = Instant::now();
+    let drain_deadline = args.retention + Duration::from_secs(60);
+    let drained = loop {
+        let (rows, blobs) = (inventory.count_rows().await?, inventory.blob_keys().await?.len());
+        if rows == 0 && blobs == 0 {
+            break Ok(drain_started.elapsed());
+        }
+        if drain_started.elapsed() > drain_deadline {
+            break Err((rows, blobs));
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    };
+    inventory.close().await;
+    let exited = server.exited();
+    let panics = services.panics();
+
+    let tally = tally.lock().expect("tally");
+    let ops: u64 = tally.ops.values().sum();
+    let warmup = args.warmup.min(args.duration / 2);
+    let start = samples
+        .iter()
+        .find(|s| s.at >= warmup)
+        .or(samples.first())
+        .copied();
+    let end = samples.last().copied();
+    let max_rss = samples.iter().map(|s| s.rss_kib).max().unwrap_or(0);
+    let max_fds = samples.iter().map(|s| s.fds).max().unwrap_or(0);
+    let passed = tally.errors == 0 && drained.is_ok() && panics.is_empty() && exited.is_none();
+
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    let mut out = report::header("soak");
+    let _ = writeln!(
+        out,
+        "services: own PostgreSQL 15 cluster (127.0.0.1:{}), own Garage (127.0.0.1:{}), mediavault serve (release), \
+         reaper every 10 s, app retention {retention}",
+        common.postgres_port, common.s3_port
+    );
+    let _ = writeln!(
+        out,
+        "load: {} ops/s for {} (40% upload of {}..{} log-uniform, 30% download, 15% info, 15% delete), seed {}",
+        args.rate,
+        humantime::format_duration(Duration::from_secs(args.duration.as_secs())),
+        report::bytes(args.min_size as u64),
+        report::bytes(args.max_size as u64),
+        args.seed
+    );
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "ops               {ops} in {:.0} s ({:.1}/s): {}",
+        load_time.as_secs_f64(),
+        ops as f64 / load_time.as_secs_f64(),
+        tally
+            .ops
+            .iter()
+            .map(|(op, n)| format!("{op:?} {n}").to_lowercase())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let _ = writeln!(
+        out,
+        "bytes             {} uploaded, {} downloaded and checked",
+        report::bytes(tally.bytes_up),
+        report::bytes(tally.bytes_down)
+    );
+    let _ = writeln!(out, "errors            {}", tally.errors);
+    for example in &tally.examples {
+        let _ = writeln!(out, "  {}", report::clip(example, 300));
+    }
+    if saturated > 0 {
+        let _ = writeln!(
+            out,
+            "rate held back    {saturated} times ({MAX_IN_FLIGHT} ops in flight)"
+        );
+    }
+    if let (Some(start), Some(end)) = (start, end) {
+        let _ = writeln!(
+            out,
+            "server RSS        start {:.1} MiB (at {:.0} s) -> end {:.1} MiB, max {:.1} MiB",
+            mib(start.rss_kib),
+            start.at.as_secs_f64(),
+            mib(end.rss_kib),
+            mib(max_rss)
+        );
+        let _ = writeln!(
+            out,
+            "server fds        start {} -> end {}, max {}",
+            start.fds, end.fds, max_fds
+        );
+    }
+    let live = samples.iter().filter(|s| s.at >= warmup);
+    let (min_rows, max_rows) = live.fold((i64::MAX, 0), |(lo, hi), s| (lo.min(s.rows), hi.max(s.rows)));
+    let _ = writeln!(
+        out,
+        "media rows        {min_rows}..{max_rows} after warm-up (steady: expiry keeps up)"
+    );
+    match drained {
+        Ok(after) => {
+            let _ = writeln!(
+                out,
+                "drained           0 rows, 0 blobs {:.0} s after the load stopped",
+                after.as_secs_f64()
+            );
+        }
+        Err((rows, blobs)) => {
+            let _ = writeln!(
+                out,
+                "NOT drained       {rows} rows, {blobs} blobs left {:.0} s after the load stopped",
+                drain_deadline.as_secs_f64()
+            );
+        }
+    }
+    let _ = writeln!(out, "server panics     {}", panics.len());
+    for line in panics.iter().take(5) {
+        let _ = writeln!(out, "  {}", report::clip(line, 300));
+    }
+    if let Some(status) = exited {
+        let _ = writeln!(out, "server exited by itself: {status}\n{}", server.log_tail(30));
+    }
+    let _ = writeln!(
+        out,
+        "whole run         {:.0} s",
+        run_started.elapsed().as_secs_f64()
+    );
+    let _ = writeln!(out, "result: {}", if passed { "PASS" } else { "FAIL" });
+    let _ = writeln!(out, "\nsamples (t, RSS MiB, fds, media rows, blobs):");
+    for s in &samples {
+        let _ = writeln!(
+            out,
+            "  {:>6.0} s  {:>7.1}  {:>4}  {:>6}  {:>6}",
+            s.at.as_secs_f64(),
+            mib(s.rss_kib),
+            s.fds,
+            s.rows,
+            s.blobs
+        );
+    }
+    report::publish(common, "soak", &out)?;
+    drop(server);
+    Ok(passed)
+}
+
+/// What one operation needs: the service, the app and the shared records.
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    app: App,
+    pool: Arc<Mutex<Pool>>,
+    tally: Arc<Mutex<Tally>>,
+    rng: StdRng,
+}
+
+impl Client {
+    async fn run(mut self, op: Op, spec: FileSpec) {
+        let result = match op {
+            Op::Upload => self.upload(spec).await,
+            Op::Download | Op::Info => {
+                let borrowed = self.pool.lock().expect("pool").borrow(&mut self.rng);
+                let Some((id, sha256, size)) = borrowed else {
+                    return;
+                };
+                let result = if op == Op::Download {
+                    self.download(&id, &sha256, size).await
+                } else {
+                    client::info(&self.http, &self.base, &self.app, &id)
+                        .await
+                        .and_then(|got| expect_same(&id, got, (&sha256, size)))
+                };
+                self.pool.lock().expect("pool").give_back(&id);
+                result
+            }
+            Op::Delete => {
+                let taken = self.pool.lock().expect("pool").take_unread(&mut self.rng);
+                let Some(id) = taken else { return };
+                self.delete(&id).await
+            }
+        };
+        self.tally.lock().expect("tally").record(op, result);
+    }
+
+    async fn upload(&self, spec: FileSpec) -> Result<(), Failure> {
+        let file = tokio::task::spawn_blocking(move || spec.generate())
+            .await
+            .expect("file generation");
+        let id = client::upload(&self.http, &self.base, &self.app, &spec, file.bytes).await?;
+        self.tally.lock().expect("tally").bytes_up += spec.size as u64;
+        self.pool.lock().expect("pool").media.push(Live {
+            id,
+            sha256: file.sha256,
+            size: spec.size as u64,
+            uploaded: Instant::now(),
+            readers: 0,
+        });
+        Ok(())
+    }
+
+    async fn download(&self, id: &str, sha256: &str, size: u64) -> Result<(), Failure> {
+        let got = client::download(&self.http, &self.base, &self.app, id).await?;
+        self.tally.lock().expect("tally").bytes_down += got.1;
+        expect_same(id, got, (sha256, size))
+    }
+
+    /// Deletes, then checks the media is gone.
+    async fn delete(&self, id: &str) -> Result<(), Failure> {
+        client::delete(&self.http, &self.base, &self.app, id).await?;
+        match client::download(&self.http, &self.base, &self.app, id).await {
+            Err(Failure::Status(404, _)) => Ok(()),
+            Err(failure) => Err(failure),
+            Ok(_) => Err(Failure::Wrong(format!("{id} still downloads after its delete"))),
+        }
+    }
+}
+
+fn expect_same(id: &str, got: (String, u64), want: (&str, u64)) -> Result<(), Failure> {
+    if got.0 == want.0 && got.1 == want.1 {
+        Ok(())
+    } else {
+        Err(Failure::Wrong(format!(
+            "{id}: {} bytes, sha256 {}; uploaded {} bytes, sha256 {}",
+            got.1, got.0, want.1, want.0
+        )))
+    }
+}
+
+/// Samples the server every `every` until told to stop, then once more.
+async fn sample(
+    pid: u32,
+    inventory: Inventory,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<Vec<Sample>> {
+    let started = Instant::now();
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut samples = Vec::new();
+    loop {
+        let stopping = tokio::select! {
+            _ = ticker.tick() => false,
+            _ = stop.changed() => true,
+        };
+        let (rss_kib, fds) = rss_and_fds(pid)?;
+        samples.push(Sample {
+            at: started.elapsed(),
+            rss_kib,
+            fds,
+            rows: inventory.count_rows().await?,
+            blobs: inventory.blob_keys().await?.len(),
+        });
+        if stopping {
+            return Ok(samples);
+        }
+    }
+}
