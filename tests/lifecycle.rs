@@ -276,19 +276,7 @@ async fn tampered_blobs_are_never_served() {
         .await;
     if let Ok(response) = response {
         assert_eq!(response.status(), StatusCode::OK, "the first segment verified");
-        let mut received = Vec::new();
-        let mut body = response.bytes_stream();
-        use futures::StreamExt;
-        let mut failed = false;
-        while let Some(chunk) = body.next().await {
-            match chunk {
-                Ok(chunk) => received.extend_from_slice(&chunk),
-                Err(_) => {
-                    failed = true;
-                    break;
-                }
-            }
-        }
+        let (received, failed) = support::body_until_error(response).await;
         assert!(failed, "the body must end in an error, not look complete");
         assert!(
             received.len() <= 65_480,

@@ -210,6 +210,24 @@ async fn a_trickling_body_is_cut_after_the_idle_timeout() {
     f.assert_stored(0).await;
 }
 
+fn sigterm(f: &Fixture) {
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &f.server.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Everything the server sends until it closes, within `secs` seconds.
+async fn reply_within(socket: &mut tokio::net::TcpStream, secs: u64) -> String {
+    let mut reply = Vec::new();
+    tokio::time::timeout(Duration::from_secs(secs), socket.read_to_end(&mut reply))
+        .await
+        .expect("the server closes the connection in time")
+        .unwrap();
+    String::from_utf8_lossy(&reply).into_owned()
+}
+
 /// A request head that stops half way is cut after the idle timeout, like
 /// a silent body: it holds no connection for ever.
 #[tokio::test]
@@ -269,20 +287,11 @@ async fn sigterm_drains_in_flight_uploads_then_exits_cleanly() {
     socket.write_all(&file[..1_000_000]).await.unwrap();
     until_an_upload_is_in_flight(&f).await;
 
-    let pid = f.server.pid();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
+    sigterm(&f);
     tokio::time::sleep(Duration::from_millis(500)).await;
     socket.write_all(&file[1_000_000..]).await.unwrap();
     socket.write_all(TAIL.as_bytes()).await.unwrap();
-    let mut reply = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut reply))
-        .await
-        .unwrap()
-        .unwrap();
-    let reply = String::from_utf8_lossy(&reply);
+    let reply = reply_within(&mut socket, 10).await;
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
     assert!(reply.contains("\"mediaId\""), "{reply}");
     let status = f.server.wait();
@@ -307,17 +316,8 @@ async fn uploads_outliving_the_drain_time_are_undone_before_exit() {
     socket.write_all(&png_bytes(6 * 1024 * 1024)).await.unwrap();
     until_an_upload_is_in_flight(&f).await;
 
-    let pid = f.server.pid();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    let mut reply = Vec::new();
-    tokio::time::timeout(Duration::from_secs(15), socket.read_to_end(&mut reply))
-        .await
-        .unwrap()
-        .unwrap();
-    let reply = String::from_utf8_lossy(&reply);
+    sigterm(&f);
+    let reply = reply_within(&mut socket, 15).await;
     assert!(reply.starts_with("HTTP/1.1 503"), "{reply}");
     assert!(reply.contains("restarting"), "{reply}");
     let status = f.server.wait();

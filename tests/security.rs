@@ -5,7 +5,6 @@
 
 mod support;
 
-use futures::StreamExt;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use support::{Backends, Fixture, app_and_token, png_bytes, png_form};
@@ -244,18 +243,7 @@ async fn assert_not_served(
         "{case}: {status}"
     );
     assert!(verified > 0, "{case}: the first segment is bad, yet {status}");
-    let mut received = Vec::new();
-    let mut failed = false;
-    let mut body = response.bytes_stream();
-    while let Some(chunk) = body.next().await {
-        match chunk {
-            Ok(chunk) => received.extend_from_slice(&chunk),
-            Err(_) => {
-                failed = true;
-                break;
-            }
-        }
-    }
+    let (received, failed) = support::body_until_error(response).await;
     assert!(failed, "{case}: the body must end in an error, not look complete");
     assert!(
         received.len() <= verified,

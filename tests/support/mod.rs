@@ -619,3 +619,19 @@ impl Stores {
             .expect("write blob");
     }
 }
+
+/// Reads a response body until it ends or fails; returns the bytes received
+/// and whether it failed (a body cut before its end is an error, not a
+/// short file).
+pub async fn body_until_error(response: reqwest::Response) -> (Vec<u8>, bool) {
+    use futures::StreamExt;
+    let mut received = Vec::new();
+    let mut body = response.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        match chunk {
+            Ok(chunk) => received.extend_from_slice(&chunk),
+            Err(_) => return (received, true),
+        }
+    }
+    (received, false)
+}
