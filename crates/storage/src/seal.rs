@@ -88,6 +88,18 @@ impl SegmentCipher {
         nonce[11] = u8::from(last);
         Nonce::from(nonce)
     }
+
+    /// Appends the sealed `plaintext` (ciphertext, then tag) to `out`; the
+    /// encryption runs in place in `out`, so the plaintext is copied once.
+    fn seal_into(&self, segment: u64, last: bool, plaintext: &[u8], out: &mut Vec<u8>) {
+        let start = out.len();
+        out.extend_from_slice(plaintext);
+        let tag = self
+            .aead
+            .encrypt_inout_detached(&self.nonce(segment, last), &[], (&mut out[start..]).into())
+            .expect("a segment is far below the AES-GCM length limit");
+        out.extend_from_slice(&tag);
+    }
 }
 
 /// Encrypts a plaintext stream into the blob layout, one segment at a time.
@@ -129,7 +141,17 @@ impl Encryptor {
             if self.pending.len() == self.capacity() {
                 self.seal_pending(false, out);
             }
-            let n = (self.capacity() - self.pending.len()).min(data.len());
+            let room = self.capacity() - self.pending.len();
+            if self.pending.is_empty() && data.len() > room {
+                // A whole segment with more data behind it is not the last:
+                // seal it straight from `data`, without a copy through
+                // `pending`, whose memcpy was a third of the encrypt profile.
+                self.cipher.seal_into(self.segment, false, &data[..room], out);
+                self.segment += 1;
+                data = &data[room..];
+                continue;
+            }
+            let n = room.min(data.len());
             self.pending.extend_from_slice(&data[..n]);
             data = &data[n..];
         }
@@ -141,18 +163,7 @@ impl Encryptor {
     }
 
     fn seal_pending(&mut self, last: bool, out: &mut Vec<u8>) {
-        let start = out.len();
-        out.extend_from_slice(&self.pending);
-        let tag = self
-            .cipher
-            .aead
-            .encrypt_inout_detached(
-                &self.cipher.nonce(self.segment, last),
-                &[],
-                (&mut out[start..]).into(),
-            )
-            .expect("a segment is far below the AES-GCM length limit");
-        out.extend_from_slice(&tag);
+        self.cipher.seal_into(self.segment, last, &self.pending, out);
         self.pending.clear();
         self.segment += 1;
     }
