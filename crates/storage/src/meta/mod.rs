@@ -12,7 +12,12 @@ use crate::error::StoreError;
 use crate::model::{App, Millis, TokenInfo};
 
 pub(crate) enum Metadata {
-    Postgres(PgPool),
+    /// `relaxed` commits without waiting for the WAL flush: only for intent
+    /// rows (see `insert_uploading`).
+    Postgres {
+        pool: PgPool,
+        relaxed: PgPool,
+    },
     Sqlite(SqlitePool),
 }
 
@@ -22,7 +27,18 @@ pub(crate) enum Metadata {
 macro_rules! on_pool {
     ($meta:expr, $pool:ident => $body:expr) => {
         match $meta {
-            Metadata::Postgres($pool) => $body,
+            Metadata::Postgres { pool: $pool, .. } => $body,
+            Metadata::Sqlite($pool) => $body,
+        }
+    };
+}
+
+/// As `on_pool!`, on the pool for writes that a crash may lose without
+/// losing anything: Postgres's `relaxed` one, SQLite's only one.
+macro_rules! on_relaxed_pool {
+    ($meta:expr, $pool:ident => $body:expr) => {
+        match $meta {
+            Metadata::Postgres { relaxed: $pool, .. } => $body,
             Metadata::Sqlite($pool) => $body,
         }
     };
@@ -104,7 +120,10 @@ impl Metadata {
     /// Opens the store named by `url` (`sqlite://…` or `postgres://…`).
     pub(crate) async fn connect(url: &str) -> Result<Metadata, StoreError> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            postgres::connect(url).await.map(Metadata::Postgres)
+            Ok(Metadata::Postgres {
+                pool: postgres::connect(url).await?,
+                relaxed: postgres::connect_relaxed(url).await?,
+            })
         } else if url.starts_with("sqlite:") {
             sqlite::connect(url).await.map(Metadata::Sqlite)
         } else {
@@ -116,7 +135,7 @@ impl Metadata {
 
     pub(crate) async fn migrate(&self) -> Result<(), StoreError> {
         match self {
-            Metadata::Postgres(pool) => postgres::migrate(pool).await,
+            Metadata::Postgres { pool, .. } => postgres::migrate(pool).await,
             Metadata::Sqlite(pool) => sqlite::migrate(pool).await,
         }
     }
@@ -133,7 +152,10 @@ impl Metadata {
     }
 
     pub(crate) async fn close(&self) {
-        on_pool!(self, pool => pool.close().await)
+        on_pool!(self, pool => pool.close().await);
+        if let Metadata::Postgres { relaxed, .. } = self {
+            relaxed.close().await;
+        }
     }
 
     pub(crate) async fn insert_app(&self, app: &App) -> Result<(), StoreError> {
@@ -300,11 +322,16 @@ impl Metadata {
         Ok(Some(app))
     }
 
+    /// Writes the intent row. On Postgres it is committed without waiting
+    /// for its WAL flush. A crash may lose it, and that loses nothing: the
+    /// upload's `mark_ready` then finds no row and drops the blob (or the
+    /// orphan sweep does), while `mark_ready`'s own durable commit flushes the
+    /// WAL up to and past this row. That halves the fsyncs of a small upload.
     pub(crate) async fn insert_uploading(&self, row: &NewMedia<'_>) -> Result<(), StoreError> {
         const SQL: &str = "INSERT INTO media (id, app_id, state, filename, blob_key, kek_id, wrapped_dek, \
                            format_version, segment_size, salt, nonce_prefix, created_at, expires_at, due_at) \
                            VALUES ($1, $2, 'uploading', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
-        on_pool!(self, pool => sqlx::query(SQL)
+        on_relaxed_pool!(self, pool => sqlx::query(SQL)
             .bind(row.id)
             .bind(row.app_id)
             .bind(row.filename)
@@ -406,7 +433,7 @@ impl Metadata {
         &self,
     ) -> Result<Option<Option<sqlx::Transaction<'static, sqlx::Postgres>>>, StoreError> {
         match self {
-            Metadata::Postgres(pool) => Ok(postgres::try_reaper_lock(pool).await?.map(Some)),
+            Metadata::Postgres { pool, .. } => Ok(postgres::try_reaper_lock(pool).await?.map(Some)),
             Metadata::Sqlite(_) => Ok(Some(None)),
         }
     }
@@ -420,7 +447,7 @@ impl Metadata {
         lease_until: Millis,
     ) -> Result<Vec<crate::reap::Claimed>, StoreError> {
         match self {
-            Metadata::Postgres(pool) => postgres::claim_due(pool, now, limit, lease_until).await,
+            Metadata::Postgres { pool, .. } => postgres::claim_due(pool, now, limit, lease_until).await,
             Metadata::Sqlite(pool) => sqlite::claim_due(pool, now, limit, lease_until).await,
         }
     }
@@ -431,7 +458,7 @@ impl Metadata {
             return Ok(());
         }
         match self {
-            Metadata::Postgres(pool) => postgres::delete_reaped(pool, ids).await,
+            Metadata::Postgres { pool, .. } => postgres::delete_reaped(pool, ids).await,
             Metadata::Sqlite(pool) => sqlite::delete_reaped(pool, ids).await,
         }
     }

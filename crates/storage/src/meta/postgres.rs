@@ -9,9 +9,19 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use crate::error::StoreError;
 
 pub(super) async fn connect(url: &str) -> Result<PgPool, StoreError> {
-    let options = PgConnectOptions::from_str(url)?;
+    pool(PgConnectOptions::from_str(url)?, 16).await
+}
+
+/// A small pool whose commits do not wait for their WAL flush, for writes
+/// that a crash may lose without losing anything (intent rows).
+pub(super) async fn connect_relaxed(url: &str) -> Result<PgPool, StoreError> {
+    let options = PgConnectOptions::from_str(url)?.options([("synchronous_commit", "off")]);
+    pool(options, 4).await
+}
+
+async fn pool(options: PgConnectOptions, size: u32) -> Result<PgPool, StoreError> {
     Ok(PgPoolOptions::new()
-        .max_connections(16)
+        .max_connections(size)
         .acquire_timeout(Duration::from_secs(10))
         .connect_with(options)
         .await?)
