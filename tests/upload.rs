@@ -502,3 +502,63 @@ async fn blob_store_outage_fails_fast_and_recovers() {
     // Clean-up runs after this runtime stops serving the gate: go direct.
     stores.blobs.endpoint = Some(garage_endpoint);
 }
+
+/// `blobs.unsigned_payload` decides what S3 uploads carry as their payload
+/// hash: unset over plain http, the body's SHA-256; set, `UNSIGNED-PAYLOAD`.
+/// Garage takes the upload either way.
+#[tokio::test]
+async fn s3_payload_signing_follows_blobs_unsigned_payload() {
+    for unsigned in [false, true] {
+        let mut stores = Stores::new(Backends::SqliteS3).await;
+        let garage = stores.blobs.endpoint.clone().unwrap();
+        let gate = Gate::recording(garage.trim_start_matches("http://")).await;
+        stores.blobs.endpoint = Some(format!("http://{}", gate.addr));
+        let (app_id, token) = app_and_token(&stores, true);
+        let env: &[(&str, &str)] = if unsigned {
+            &[("MEDIAVAULT__BLOBS__UNSIGNED_PAYLOAD", "true")]
+        } else {
+            &[]
+        };
+        let mut f = Fixture::serve(stores, app_id, token, env);
+        // Only the server goes through the gate; the test's own checks and
+        // clean-up go direct, even after a failed assertion.
+        f.stores.blobs.endpoint = Some(garage);
+        // Past one 5 MiB part: a multipart upload, parts and all.
+        let file = png_bytes(6 << 20);
+        let id = f.upload(&file).await;
+        let body = f.download(&id).await.bytes().await.unwrap();
+        assert!(body == file, "the file reads back byte for byte");
+
+        let sent = gate.sent().to_ascii_lowercase();
+        let puts = put_request_heads(&sent);
+        assert!(
+            puts.len() >= 2,
+            "expected a multipart upload, saw {} PUTs",
+            puts.len()
+        );
+        for head in puts {
+            let hash = head
+                .lines()
+                .find_map(|line| line.strip_prefix("x-amz-content-sha256: "))
+                .unwrap_or_else(|| panic!("a PUT without a payload hash: {head}"));
+            if unsigned {
+                assert_eq!(hash, "unsigned-payload", "{head}");
+            } else {
+                assert!(
+                    hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit()),
+                    "over http the body's SHA-256 is signed: {head}"
+                );
+            }
+        }
+    }
+}
+
+/// The request line and headers of every PUT in `sent`.
+fn put_request_heads(sent: &str) -> Vec<&str> {
+    sent.match_indices("put /")
+        .filter_map(|(at, _)| {
+            let rest = &sent[at..];
+            rest.find("\r\n\r\n").map(|end| &rest[..end])
+        })
+        .collect()
+}

@@ -204,6 +204,7 @@ pub fn s3_blob_config() -> BlobConfig {
         access_key_id: Some(required_env("MEDIAVAULT_TEST_S3_ACCESS_KEY_ID")),
         secret_access_key: Some(required_env("MEDIAVAULT_TEST_S3_SECRET_ACCESS_KEY")),
         allow_http: true,
+        unsigned_payload: None,
         timeout: Duration::from_secs(10),
     }
 }
@@ -524,33 +525,76 @@ pub struct Gate {
     pub addr: std::net::SocketAddr,
     open: std::sync::Arc<std::sync::atomic::AtomicBool>,
     connections: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+    /// Every byte the client sent through the gate, when recording.
+    sent: Option<std::sync::Arc<std::sync::Mutex<Vec<u8>>>>,
 }
 
 impl Gate {
     /// Forwards to `target` (`host:port`) while open. Runs on the caller's runtime.
     pub async fn new(target: &str, open: bool) -> Gate {
+        Gate::start(target, open, None).await
+    }
+
+    /// An open gate that keeps what the client sends, for `sent`.
+    pub async fn recording(target: &str) -> Gate {
+        Gate::start(target, true, Some(Default::default())).await
+    }
+
+    async fn start(
+        target: &str,
+        open: bool,
+        sent: Option<std::sync::Arc<std::sync::Mutex<Vec<u8>>>>,
+    ) -> Gate {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let gate = Gate {
             addr: listener.local_addr().unwrap(),
             open: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(open)),
             connections: Default::default(),
+            sent,
         };
         let (is_open, connections, target) = (gate.open.clone(), gate.connections.clone(), target.to_owned());
+        let record = gate.sent.clone();
         tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
+            while let Ok((inbound, _)) = listener.accept().await {
                 if !is_open.load(std::sync::atomic::Ordering::SeqCst) {
                     continue;
                 }
-                let target = target.clone();
+                let (target, record) = (target.clone(), record.clone());
                 let task = tokio::spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
+                    let Ok(outbound) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    let (mut from_client, mut to_client) = inbound.into_split();
+                    let (mut from_store, mut to_store) = outbound.into_split();
+                    let upstream = async {
+                        let mut buf = vec![0u8; 64 * 1024];
+                        while let Ok(n @ 1..) = from_client.read(&mut buf).await {
+                            if let Some(record) = &record {
+                                record.lock().unwrap().extend_from_slice(&buf[..n]);
+                            }
+                            if to_store.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to_store.shutdown().await;
+                    };
+                    let downstream = async {
+                        let _ = tokio::io::copy(&mut from_store, &mut to_client).await;
+                        let _ = to_client.shutdown().await;
+                    };
+                    tokio::join!(upstream, downstream);
                 });
                 connections.lock().unwrap().push(task.abort_handle());
             }
         });
         gate
+    }
+
+    /// What clients have sent through a recording gate so far, as text.
+    pub fn sent(&self) -> String {
+        let sent = self.sent.as_ref().expect("a recording gate");
+        String::from_utf8_lossy(&sent.lock().unwrap()).into_owned()
     }
 
     pub fn open(&self) {

@@ -36,6 +36,7 @@ async fn reap_on(count: usize, admin: &str, database: &str) -> anyhow::Result<()
             access_key_id: Some(env("MEDIAVAULT_TEST_S3_ACCESS_KEY_ID")?),
             secret_access_key: Some(env("MEDIAVAULT_TEST_S3_SECRET_ACCESS_KEY")?),
             allow_http: true,
+            unsigned_payload: None,
             timeout: Duration::from_secs(30),
         },
         keys: Keyring::parse(&Keyring::generate_line("bench"))?,

@@ -68,6 +68,8 @@ pub struct BlobsConfig {
     pub secret_access_key: Option<SecretString>,
     pub secret_access_key_file: Option<PathBuf>,
     pub allow_http: bool,
+    /// Unset: unsigned payloads over HTTPS, signed over plain HTTP.
+    pub unsigned_payload: Option<bool>,
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
 }

@@ -98,6 +98,7 @@ async fn open_vault(config: &Config) -> anyhow::Result<Vault> {
         access_key_id: config.blobs.access_key_id.clone(),
         secret_access_key: config.blobs_secret_access_key()?,
         allow_http: config.blobs.allow_http,
+        unsigned_payload: config.blobs.unsigned_payload,
         timeout: config.blobs.timeout,
     };
     let vault = Vault::open(VaultConfig {

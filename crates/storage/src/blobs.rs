@@ -17,10 +17,12 @@ use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::prefix::PrefixStore;
 use object_store::{
-    ClientOptions, GetOptions, GetRange, GetResultPayload, ObjectStore, ObjectStoreExt, PutPayload,
-    RetryConfig, WriteMultipart,
+    ClientOptions, GetOptions, GetRange, GetResultPayload, MultipartUpload, ObjectStore, ObjectStoreExt,
+    PutPayload, PutPayloadMut, RetryConfig,
 };
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
 use tokio_util::io::ReaderStream;
 
 use crate::error::StoreError;
@@ -35,6 +37,10 @@ pub struct BlobConfig {
     pub access_key_id: Option<String>,
     pub secret_access_key: Option<String>,
     pub allow_http: bool,
+    /// Sign S3 requests with `UNSIGNED-PAYLOAD` instead of the body's
+    /// SHA-256. `None` chooses by the endpoint: unsigned over HTTPS, where
+    /// TLS already guards the bytes in transit, signed over plain HTTP.
+    pub unsigned_payload: Option<bool>,
     /// Bound on one store call, retries included.
     pub timeout: Duration,
 }
@@ -49,6 +55,7 @@ impl BlobConfig {
             access_key_id: None,
             secret_access_key: None,
             allow_http: false,
+            unsigned_payload: None,
             timeout: Duration::from_secs(30),
         }
     }
@@ -57,12 +64,25 @@ impl BlobConfig {
 /// S3 parts are at least 5 MiB; larger parts mean fewer requests, smaller
 /// ones less memory per upload. A file below this size is one plain PUT.
 pub const PART_SIZE: usize = 5 * 1024 * 1024;
-/// Parts of one upload in flight at once while the next one fills.
-const PARTS_IN_FLIGHT: usize = 2;
+/// Parts are filled in blocks of this size.
+const PART_BLOCK: usize = 1024 * 1024;
+/// Parts in flight at once across all uploads of the process. Besides these,
+/// an upload holds only the part it is filling, so many uploads at once stay
+/// bounded: sixteen of 100 MiB peaked at 248 MiB with 16 here (296 MiB with
+/// 24; 252 MiB with the former 2 per upload and no shared bound, which let
+/// 64 uploads hold 960 MiB).
+const PARTS_IN_FLIGHT_TOTAL: usize = 16;
+/// Parts of one upload in flight at once while the next one fills. A lone
+/// upload goes this wide: stores take parallel parts faster (on Garage,
+/// 8 rather than 2 took a 100 MiB upload from 0.71 to 0.78 of a raw put).
+const PARTS_IN_FLIGHT_PER_UPLOAD: usize = 8;
 /// Reads of a local blob: object_store's own 8 KiB reads each take a trip
 /// through the blocking pool, which cost most of a download's CPU time;
 /// 256 KiB (four segments) makes that trip rare and stays small per download.
 const LOCAL_READ_CHUNK: usize = 256 * 1024;
+/// Chunks of a remote blob that may wait, read, for the download to take
+/// them (hyper's chunks: a few KiB to a few hundred each).
+const READ_AHEAD_CHUNKS: usize = 16;
 
 #[derive(Clone)]
 pub(crate) struct Blobs {
@@ -70,6 +90,8 @@ pub(crate) struct Blobs {
     timeout: Duration,
     /// Blob bytes fetched by reads since start.
     bytes_read: Arc<AtomicU64>,
+    /// Permits for parts in flight, shared by all uploads.
+    part_budget: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for Blobs {
@@ -87,9 +109,17 @@ impl Blobs {
             if bucket.is_empty() {
                 return Err(bad("names no bucket".into()));
             }
+            // The signed payload hash costs a second SHA-256 pass over every
+            // part, on both ends. Over TLS it guards nothing TLS does not;
+            // what is stored is authenticated segment by segment anyway.
+            let https = config
+                .endpoint
+                .as_deref()
+                .is_none_or(|e| e.starts_with("https://"));
             let mut builder = AmazonS3Builder::new()
                 .with_bucket_name(bucket)
                 .with_allow_http(config.allow_http)
+                .with_unsigned_payload(config.unsigned_payload.unwrap_or(https))
                 .with_client_options(
                     ClientOptions::new()
                         .with_allow_http(config.allow_http)
@@ -128,12 +158,20 @@ impl Blobs {
                 return Err(bad("use a path, file://, s3:// or memory://".into()));
             }
             std::fs::create_dir_all(&dir).map_err(|e| bad(e.to_string()))?;
-            Arc::new(LocalFileSystem::new_with_prefix(&dir).map_err(|e| bad(e.to_string()))?)
+            // A row turns ready only after its blob is complete; with fsync,
+            // complete also means on disk (file and directory entry), so a
+            // power cut cannot leave a ready row whose blob never landed.
+            Arc::new(
+                LocalFileSystem::new_with_prefix(&dir)
+                    .map_err(|e| bad(e.to_string()))?
+                    .with_fsync(true),
+            )
         };
         Ok(Blobs {
             store,
             timeout: config.timeout,
             bytes_read: Arc::default(),
+            part_budget: Arc::new(Semaphore::new(PARTS_IN_FLIGHT_TOTAL)),
         })
     }
 
@@ -156,7 +194,8 @@ impl Blobs {
         BlobWriter {
             blobs: self.clone(),
             path: Path::from(key),
-            state: WriterState::Buffering(Vec::new()),
+            part: new_part(),
+            state: WriterState::Buffering,
         }
     }
 
@@ -177,7 +216,7 @@ impl Blobs {
         let bytes_read = self.bytes_read.clone();
         let stream = match result.payload {
             GetResultPayload::File(file, path) => local_file_stream(file, path, result.range),
-            GetResultPayload::Stream(stream) => stream,
+            GetResultPayload::Stream(stream) => read_ahead(stream),
         }
         .map_err(StoreError::from);
         Ok(futures::stream::unfold(stream, move |mut stream| {
@@ -285,6 +324,27 @@ impl Blobs {
     }
 }
 
+/// Pulls a remote blob on its own task, up to `READ_AHEAD_CHUNKS` chunks
+/// ahead of the reader, so that the store keeps streaming while the download
+/// decrypts and sends what came before. A reader that goes away ends it.
+fn read_ahead(
+    mut stream: BoxStream<'static, object_store::Result<Bytes>>,
+) -> BoxStream<'static, object_store::Result<Bytes>> {
+    let (sender, receiver) = tokio::sync::mpsc::channel(READ_AHEAD_CHUNKS);
+    tokio::spawn(async move {
+        while let Some(item) = stream.next().await {
+            let failed = item.is_err();
+            if sender.send(item).await.is_err() || failed {
+                break;
+            }
+        }
+    });
+    futures::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|item| (item, receiver))
+    })
+    .boxed()
+}
+
 /// `range` of a local blob file, in `LOCAL_READ_CHUNK` pieces.
 fn local_file_stream(
     file: std::fs::File,
@@ -309,72 +369,153 @@ fn local_file_stream(
 }
 
 enum WriterState {
-    /// Small files never leave this state: one PUT when finished.
-    Buffering(Vec<u8>),
-    /// Past one part's size: a multipart upload with bounded parts in flight.
-    Multipart(WriteMultipart),
+    /// Not a part's worth yet. Small files never leave this state: one PUT
+    /// when finished.
+    Buffering,
+    /// Past one part's size: a multipart upload, its parts in flight.
+    Multipart(Parts),
     Closed,
 }
 
+/// A multipart upload and its parts in flight, each holding a permit of the
+/// process-wide budget until the store has it.
+struct Parts {
+    upload: Box<dyn MultipartUpload>,
+    in_flight: JoinSet<object_store::Result<()>>,
+}
+
 /// Writes one blob: buffers up to one part, then switches to a multipart
-/// upload. Memory per upload stays near `PART_SIZE * (1 + PARTS_IN_FLIGHT)`.
+/// upload of `PART_SIZE` parts (the last one shorter; some stores want all
+/// others the same size).
 pub(crate) struct BlobWriter {
     blobs: Blobs,
     path: Path,
+    /// The part being filled.
+    part: PutPayloadMut,
     state: WriterState,
 }
 
 impl BlobWriter {
-    pub(crate) async fn write(&mut self, data: &[u8]) -> Result<(), StoreError> {
-        match &mut self.state {
-            WriterState::Buffering(buffer) => {
-                buffer.extend_from_slice(data);
-                if buffer.len() >= PART_SIZE {
-                    let buffer = std::mem::take(buffer);
-                    let upload = self
-                        .blobs
-                        .bounded(self.blobs.store.put_multipart(&self.path))
-                        .await?;
-                    let mut multipart = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
-                    multipart.put(Bytes::from(buffer));
-                    self.state = WriterState::Multipart(multipart);
-                }
+    pub(crate) async fn write(&mut self, mut data: &[u8]) -> Result<(), StoreError> {
+        while !data.is_empty() {
+            if self.part.content_length() == PART_SIZE {
+                let full = std::mem::replace(&mut self.part, new_part());
+                self.send_part(full.freeze()).await?;
             }
-            WriterState::Multipart(multipart) => {
-                self.blobs
-                    .bounded(multipart.wait_for_capacity(PARTS_IN_FLIGHT))
-                    .await?;
-                multipart.write(data);
-            }
-            WriterState::Closed => unreachable!("write after close"),
+            let n = (PART_SIZE - self.part.content_length()).min(data.len());
+            self.part.extend_from_slice(&data[..n]);
+            data = &data[n..];
         }
+        Ok(())
+    }
+
+    /// Starts the multipart upload if need be, waits for room (this upload's
+    /// own and the process's), then sends `part` on its way.
+    async fn send_part(&mut self, part: PutPayload) -> Result<(), StoreError> {
+        if let WriterState::Buffering = self.state {
+            let upload = self
+                .blobs
+                .bounded(self.blobs.store.put_multipart(&self.path))
+                .await?;
+            self.state = WriterState::Multipart(Parts {
+                upload,
+                in_flight: JoinSet::new(),
+            });
+        }
+        let WriterState::Multipart(parts) = &mut self.state else {
+            unreachable!("write after close")
+        };
+        while parts.in_flight.len() >= PARTS_IN_FLIGHT_PER_UPLOAD {
+            self.blobs.bounded(parts.join_one()).await?;
+        }
+        let permit = self.blobs.bounded(self.blobs.acquire_part_permit()).await?;
+        // put_part numbers the part when called, so parts keep their order
+        // however their requests finish.
+        let request = parts.upload.put_part(part);
+        parts.in_flight.spawn(async move {
+            let result = request.await;
+            drop::<OwnedSemaphorePermit>(permit);
+            result
+        });
         Ok(())
     }
 
     /// Completes the blob; only then is it visible under its key.
     pub(crate) async fn finish(&mut self) -> Result<(), StoreError> {
-        match std::mem::replace(&mut self.state, WriterState::Closed) {
-            WriterState::Buffering(buffer) => {
-                let payload = PutPayload::from(Bytes::from(buffer));
-                self.blobs
-                    .bounded(self.blobs.store.put(&self.path, payload))
-                    .await?;
-            }
-            WriterState::Multipart(multipart) => {
-                self.blobs.bounded(multipart.finish()).await?;
-            }
-            WriterState::Closed => {}
+        let last = std::mem::replace(&mut self.part, new_part());
+        if let WriterState::Buffering = self.state {
+            self.state = WriterState::Closed;
+            return self
+                .blobs
+                .bounded(self.blobs.store.put(&self.path, last.freeze()))
+                .await
+                .map(drop);
         }
-        Ok(())
+        if !last.is_empty() {
+            self.send_part(last.freeze()).await?;
+        }
+        let WriterState::Multipart(parts) = &mut self.state else {
+            return Ok(());
+        };
+        // Until every part is stored, a failure leaves the upload for
+        // `abort` to abort.
+        while !parts.in_flight.is_empty() {
+            self.blobs.bounded(parts.join_one()).await?;
+        }
+        let WriterState::Multipart(mut parts) = std::mem::replace(&mut self.state, WriterState::Closed)
+        else {
+            unreachable!("matched above")
+        };
+        // From here the blob may exist whatever the answer: `abort` deletes it.
+        self.blobs.bounded(parts.upload.complete()).await.map(drop)
     }
 
     /// Abandons the blob: aborts a multipart upload and removes a blob that
     /// was already completed. Safe to call in any state.
     pub(crate) async fn abort(&mut self) -> Result<(), StoreError> {
+        self.part = new_part();
         match std::mem::replace(&mut self.state, WriterState::Closed) {
-            WriterState::Buffering(_) => Ok(()),
-            WriterState::Multipart(multipart) => self.blobs.bounded(multipart.abort()).await,
+            WriterState::Buffering => Ok(()),
+            WriterState::Multipart(mut parts) => {
+                parts.in_flight.shutdown().await;
+                self.blobs.bounded(parts.upload.abort()).await
+            }
             WriterState::Closed => self.blobs.delete(self.path.as_ref()).await,
+        }
+    }
+}
+
+/// An empty part. It fills in whole blocks that divide `PART_SIZE`, so a
+/// part holds no spare capacity: sixteen 100 MiB uploads at once peaked at
+/// 324 MiB when parts were made of the upload's own 384 KiB buffers, each
+/// two-thirds full.
+fn new_part() -> PutPayloadMut {
+    PutPayloadMut::new().with_block_size(PART_BLOCK)
+}
+
+impl Blobs {
+    async fn acquire_part_permit(&self) -> object_store::Result<OwnedSemaphorePermit> {
+        self.part_budget
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| object_store::Error::Generic {
+                store: "parts in flight",
+                source: Box::new(e),
+            })
+    }
+}
+
+impl Parts {
+    /// Waits for one part in flight to be stored.
+    async fn join_one(&mut self) -> object_store::Result<()> {
+        match self.in_flight.join_next().await {
+            Some(Ok(result)) => result,
+            Some(Err(join)) => Err(object_store::Error::Generic {
+                store: "multipart upload",
+                source: Box::new(join),
+            }),
+            None => Ok(()),
         }
     }
 }
