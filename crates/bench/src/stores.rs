@@ -53,8 +53,12 @@ impl Backend {
     /// What the raw baseline is.
     pub fn baseline(self) -> &'static str {
         match self {
-            Backend::PostgresS3 => "object_store AmazonS3 on the same Garage bucket",
-            Backend::SqliteFiles => "object_store LocalFileSystem in the same directory",
+            Backend::PostgresS3 => {
+                "object_store AmazonS3 on the same Garage bucket, UNSIGNED-PAYLOAD like the server"
+            }
+            Backend::SqliteFiles => {
+                "object_store LocalFileSystem in the same directory, fsync on like the server"
+            }
         }
     }
 }
@@ -97,6 +101,9 @@ impl Stores {
                     ("ACCESS_KEY_ID", key_id.clone()),
                     ("SECRET_ACCESS_KEY", secret.clone()),
                     ("ALLOW_HTTP", "true".into()),
+                    // As it runs over https (the default there); the raw
+                    // client below signs the same way.
+                    ("UNSIGNED_PAYLOAD", "true".into()),
                 ] {
                     server_env.push((format!("MEDIAVAULT__BLOBS__{key}"), value));
                 }
@@ -108,6 +115,7 @@ impl Stores {
                         .with_access_key_id(key_id)
                         .with_secret_access_key(secret)
                         .with_allow_http(true)
+                        .with_unsigned_payload(true)
                         .build()?,
                 );
                 Stores {
@@ -125,7 +133,8 @@ impl Stores {
                 let database = format!("sqlite://{}", dir.path().join("mediavault.db").display());
                 server_env.push(("MEDIAVAULT__DATABASE__URL".into(), database));
                 server_env.push(("MEDIAVAULT__BLOBS__URL".into(), blobs.display().to_string()));
-                let files = Arc::new(LocalFileSystem::new_with_prefix(&blobs)?);
+                // Durable writes, as the server makes them.
+                let files = Arc::new(LocalFileSystem::new_with_prefix(&blobs)?.with_fsync(true));
                 Stores {
                     backend,
                     dir,
