@@ -455,17 +455,16 @@ impl BlobWriter {
         if !last.is_empty() {
             self.send_part(last.freeze()).await?;
         }
-        let WriterState::Multipart(parts) = &mut self.state else {
-            return Ok(());
-        };
         // Until every part is stored, a failure leaves the upload for
         // `abort` to abort.
-        while !parts.in_flight.is_empty() {
-            self.blobs.bounded(parts.join_one()).await?;
+        if let WriterState::Multipart(parts) = &mut self.state {
+            while !parts.in_flight.is_empty() {
+                self.blobs.bounded(parts.join_one()).await?;
+            }
         }
         let WriterState::Multipart(mut parts) = std::mem::replace(&mut self.state, WriterState::Closed)
         else {
-            unreachable!("matched above")
+            return Ok(());
         };
         // From here the blob may exist whatever the answer: `abort` deletes it.
         self.blobs.bounded(parts.upload.complete()).await.map(drop)
