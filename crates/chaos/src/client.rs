@@ -80,11 +80,22 @@ pub fn http(timeout: Duration) -> reqwest::Client {
         .expect("HTTP client")
 }
 
-fn media_url(base: &str, app: &App, tail: &str) -> String {
-    format!("{base}/partner/app/{}/media{tail}", app.id)
+/// A request to `{base}/partner/app/{app}/media{tail}` with the app's token.
+fn media_request(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    base: &str,
+    app: &App,
+    tail: &str,
+) -> reqwest::RequestBuilder {
+    client
+        .request(method, format!("{base}/partner/app/{}/media{tail}", app.id))
+        .header("token", &app.token)
 }
 
-async fn expect_ok(response: reqwest::Response) -> Result<reqwest::Response, Failure> {
+/// Sends `request`; any answer but a success is a `Failure::Status`.
+async fn send_ok(request: reqwest::RequestBuilder) -> Result<reqwest::Response, Failure> {
+    let response = request.send().await?;
     let status = response.status();
     if status.is_success() {
         Ok(response)
@@ -109,13 +120,8 @@ pub async fn upload(
     let form = reqwest::multipart::Form::new()
         .text("file_type", spec.mime_type())
         .part("file", part);
-    let response = client
-        .post(media_url(base, app, ""))
-        .header("token", &app.token)
-        .multipart(form)
-        .send()
-        .await?;
-    let reply: serde_json::Value = expect_ok(response).await?.json().await?;
+    let request = media_request(client, reqwest::Method::POST, base, app, "").multipart(form);
+    let reply: serde_json::Value = send_ok(request).await?.json().await?;
     match reply["mediaId"].as_str() {
         Some(id) if reply["status"] == "success" => Ok(id.to_owned()),
         _ => Err(Failure::Wrong(format!(
@@ -131,12 +137,8 @@ pub async fn download(
     app: &App,
     id: &str,
 ) -> Result<(String, u64), Failure> {
-    let response = client
-        .get(media_url(base, app, &format!("/{id}")))
-        .header("token", &app.token)
-        .send()
-        .await?;
-    let mut response = expect_ok(response).await?;
+    let request = media_request(client, reqwest::Method::GET, base, app, &format!("/{id}"));
+    let mut response = send_ok(request).await?;
     let (mut hasher, mut length) = (Sha256::new(), 0u64);
     while let Some(chunk) = response.chunk().await? {
         hasher.update(&chunk);
@@ -152,12 +154,8 @@ pub async fn info(
     app: &App,
     id: &str,
 ) -> Result<(String, u64), Failure> {
-    let response = client
-        .get(media_url(base, app, &format!("/{id}/info")))
-        .header("token", &app.token)
-        .send()
-        .await?;
-    let reply: serde_json::Value = expect_ok(response).await?.json().await?;
+    let request = media_request(client, reqwest::Method::GET, base, app, &format!("/{id}/info"));
+    let reply: serde_json::Value = send_ok(request).await?.json().await?;
     match (reply["sha256"].as_str(), reply["fileSize"].as_u64()) {
         (Some(sha256), Some(size)) => Ok((sha256.to_owned(), size)),
         _ => Err(Failure::Wrong(format!(
@@ -167,12 +165,8 @@ pub async fn info(
 }
 
 pub async fn delete(client: &reqwest::Client, base: &str, app: &App, id: &str) -> Result<(), Failure> {
-    let response = client
-        .delete(media_url(base, app, &format!("/{id}")))
-        .header("token", &app.token)
-        .send()
-        .await?;
-    expect_ok(response).await.map(drop)
+    let request = media_request(client, reqwest::Method::DELETE, base, app, &format!("/{id}"));
+    send_ok(request).await.map(drop)
 }
 
 /// Downloads and `/info` of media `id` both agree with what was uploaded.
