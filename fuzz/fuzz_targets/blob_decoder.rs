@@ -20,10 +20,11 @@
 
 #![no_main]
 
+mod common;
+
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::OnceLock;
-use std::time::Duration;
 
 use futures::StreamExt;
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
@@ -32,7 +33,7 @@ use mediavault_storage::format::{
     FIRST_SEGMENT_PLAINTEXT, SEGMENT_PLAINTEXT, SEGMENT_SIZE, ciphertext_range, plaintext_range, segment_of,
 };
 use mediavault_storage::seal::{Header, SegmentOpener, open_all, seal_all};
-use mediavault_storage::{App, BlobConfig, Defaults, Dek, Keyring, NewApp, Vault, VaultConfig};
+use mediavault_storage::{App, Dek, NewApp, Vault};
 
 const P0: usize = FIRST_SEGMENT_PLAINTEXT;
 const P: usize = SEGMENT_PLAINTEXT;
@@ -192,21 +193,8 @@ fn fixture() -> &'static Fixture {
     FIXTURE.get_or_init(|| {
         let dir = tempfile::tempdir().expect("temp dir");
         let blobs = dir.path().join("blobs");
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let (vault, app, files) = runtime.block_on(async {
-            let vault = Vault::open(VaultConfig {
-                database_url: format!("sqlite://{}/db", dir.path().display()),
-                blobs: BlobConfig::local(blobs.to_str().expect("utf-8 temp dir")),
-                keys: Keyring::parse(&Keyring::generate_line("k")).expect("key"),
-                defaults: Defaults::default(),
-                stale_upload_after: Duration::from_secs(3600),
-            })
-            .await
-            .expect("vault");
-            vault.migrate().await.expect("migrate");
+        let (runtime, vault) = common::vault(dir.path(), blobs.to_str().expect("utf-8 temp dir"));
+        let (app, files) = runtime.block_on(async {
             let app = vault
                 .create_app(NewApp {
                     name: "fuzz".into(),
@@ -240,7 +228,7 @@ fn fixture() -> &'static Fixture {
                     blob,
                 });
             }
-            (vault, app, files)
+            (app, files)
         });
         Fixture {
             runtime,

@@ -14,10 +14,11 @@
 
 #![no_main]
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::num::NonZeroU32;
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -25,7 +26,7 @@ use axum::http::{Request, StatusCode, header};
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use mediavault_api::{ApiState, LimitSettings, Limits, router};
-use mediavault_storage::{BlobConfig, Defaults, Keyring, NewApp, Vault, VaultConfig};
+use mediavault_storage::{NewApp, Vault};
 use serde_json::Value;
 use tower::ServiceExt;
 
@@ -46,21 +47,8 @@ fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
         let dir = tempfile::tempdir().expect("temp dir");
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let (vault, app_id, token) = runtime.block_on(async {
-            let vault = Vault::open(VaultConfig {
-                database_url: format!("sqlite://{}/db", dir.path().display()),
-                blobs: BlobConfig::local("memory://"),
-                keys: Keyring::parse(&Keyring::generate_line("k")).expect("key"),
-                defaults: Defaults::default(),
-                stale_upload_after: Duration::from_secs(3600),
-            })
-            .await
-            .expect("vault");
-            vault.migrate().await.expect("migrate");
+        let (runtime, vault) = common::vault(dir.path(), "memory://");
+        let (app_id, token) = runtime.block_on(async {
             let app = vault
                 .create_app(NewApp {
                     name: "fuzz".into(),
@@ -71,7 +59,7 @@ fn fixture() -> &'static Fixture {
                 .await
                 .expect("app");
             let token = vault.issue_token(&app.id, None).await.expect("token").token;
-            (vault, app.id, token)
+            (app.id, token)
         });
         let many = NonZeroU32::new(1_000_000_000).expect("non-zero");
         let state = ApiState {
