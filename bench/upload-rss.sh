@@ -28,6 +28,7 @@ else
   export MEDIAVAULT__BLOBS__URL="$work/blobs"
 fi
 
+"$bin" migrate > /dev/null
 app=$("$bin" apps create --name bench | sed 's/.*"appId":"\([^"]*\)".*/\1/')
 token=$("$bin" tokens issue --app "$app" | sed 's/.*"token":"\([^"]*\)".*/\1/')
 head -c "$size" /dev/urandom > "$work/file"

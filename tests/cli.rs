@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 
 use serde_json::Value;
-use support::{Backends, MEDIAVAULT, Stores, cli};
+use support::{Backends, MEDIAVAULT, Server, Stores, cli};
 
 #[tokio::test]
 async fn apps_and_tokens_print_json() {
@@ -144,6 +144,29 @@ fn start_embedded(dir: &std::path::Path) -> (String, String, std::process::Child
     (base, hint, child)
 }
 
+/// Runs the curl command the embedded default printed, in `dir`; fails
+/// unless the upload succeeds.
+fn upload_as_printed(dir: &std::path::Path, hint: &str) {
+    let command: String = hint
+        .lines()
+        .map(|l| l.trim().trim_end_matches('\\'))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg(&command)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    let body: Value = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
+    assert_eq!(
+        body["status"],
+        "success",
+        "{command}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 #[test]
 fn embedded_default_makes_a_dev_app_once_and_its_curl_works() {
     let dir = tempfile::tempdir().unwrap();
@@ -162,24 +185,7 @@ fn embedded_default_makes_a_dev_app_once_and_its_curl_works() {
     }
     assert!(dir.path().join("data/mediavault.db").exists());
 
-    let command: String = hint
-        .lines()
-        .map(|l| l.trim().trim_end_matches('\\'))
-        .collect::<Vec<_>>()
-        .join(" ");
-    let output = Command::new("sh")
-        .arg("-c")
-        .arg(&command)
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    let body: Value = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
-    assert_eq!(
-        body["status"],
-        "success",
-        "{command}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    upload_as_printed(dir.path(), &hint);
     child.kill().unwrap();
     child.wait().unwrap();
 
@@ -197,4 +203,136 @@ fn embedded_default_makes_a_dev_app_once_and_its_curl_works() {
     assert_eq!(url_path(&hint), url_path(&second_hint), "and the dev app");
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+/// A lost `data/dev.key` is not made anew while the database holds media it
+/// wrapped: a new key under the same id would read none of them. The start
+/// stops and says what to restore, and no key file is written.
+#[test]
+fn embedded_mode_never_regenerates_a_key_its_media_need() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("README.md"), "hello from the readme\n").unwrap();
+    let (_, hint, mut child) = start_embedded(dir.path());
+    upload_as_printed(dir.path(), &hint);
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let key_file = dir.path().join("data/dev.key");
+    std::fs::remove_file(&key_file).unwrap();
+    let output = support::exit_within(
+        Command::new(MEDIAVAULT)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .current_dir(dir.path()),
+        std::time::Duration::from_secs(30),
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "started with a new key: {stderr}");
+    assert!(
+        stderr.contains("data/dev.key is missing") && stderr.contains("restore"),
+        "{stderr}"
+    );
+    assert!(!key_file.exists(), "no new key is written");
+}
+
+/// The newest schema version this build knows: its newest migration.
+fn newest_migration() -> i64 {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../migrations/postgres");
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|entry| {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            name.split('_').next()?.parse().ok()
+        })
+        .max()
+        .unwrap()
+}
+
+/// Only `migrate` and `serve` change the schema. Every other command
+/// refuses a database whose schema is older (here: never migrated) or newer
+/// than the one it knows, naming both versions, and leaves it as it was;
+/// `serve` told not to migrate refuses an older one too, and tolerates a
+/// newer one (a rolling deploy next to newer replicas).
+#[tokio::test]
+async fn only_migrate_and_serve_change_the_schema() {
+    let known = newest_migration().to_string();
+    for backends in [Backends::SqliteFiles, Backends::PostgresFiles] {
+        let stores = Stores::unmigrated(backends).await;
+        let (ok, _, err) = cli(&stores, &["apps", "list"]);
+        assert!(!ok, "{backends:?}: ran against an unmigrated database");
+        assert!(
+            err.contains("version none (never migrated), older than version")
+                && err.contains(&known)
+                && err.contains("mediavault migrate"),
+            "{backends:?}: {err}"
+        );
+        let no_migration = [("MEDIAVAULT__DATABASE__MIGRATE_ON_START", "false")];
+        let output = support::exit_within(
+            Command::new(MEDIAVAULT)
+                .args(["serve", "--listen", "127.0.0.1:0"])
+                .current_dir(stores.dir())
+                .envs(stores.env())
+                .envs(no_migration),
+            std::time::Duration::from_secs(30),
+        );
+        let err = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !output.status.success(),
+            "{backends:?}: served an unmigrated database"
+        );
+        assert!(
+            err.contains("never migrated"),
+            "{backends:?}: the refusals left the schema as it was: {err}"
+        );
+        let (ok, _, err) = cli(&stores, &["migrate"]);
+        assert!(ok, "{backends:?}: {err}");
+        let (ok, out, err) = cli(&stores, &["apps", "list"]);
+        assert!(ok, "{backends:?}: {err}");
+        assert_eq!(out.trim(), "[]");
+    }
+
+    // A newer release has migrated the database further.
+    let stores = Stores::new(Backends::PostgresFiles).await;
+    let mut db = <sqlx::PgConnection as sqlx::Connection>::connect(&stores.database_url)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (20991231000000, 'from a newer release', TRUE, '\\x00', 0)",
+    )
+    .execute(&mut db)
+    .await
+    .unwrap();
+    let (ok, _, err) = cli(&stores, &["apps", "list"]);
+    assert!(!ok, "ran against a newer schema");
+    assert!(
+        err.contains("version 20991231000000, newer than version") && err.contains(&known),
+        "{err}"
+    );
+    let _serving = Server::start(&stores);
+}
+
+/// `serve` rewrites the key table every `reaper.rewrite_keys_every`, and
+/// logs each rewrite with its duration.
+#[tokio::test]
+async fn serve_rewrites_the_key_table_on_its_schedule() {
+    let every = [("MEDIAVAULT__REAPER__REWRITE_KEYS_EVERY", "1s")];
+    let f = support::Fixture::with_env(Backends::PostgresFiles, &every).await;
+    f.upload(&support::png_bytes(1_000)).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !f.server.log().contains("key table rewritten") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no rewrite logged:\n{}",
+            f.server.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let line = f
+        .server
+        .log()
+        .lines()
+        .find(|line| line.contains("key table rewritten"))
+        .unwrap()
+        .to_owned();
+    assert!(line.contains("seconds="), "{line}");
 }

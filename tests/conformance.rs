@@ -284,12 +284,14 @@ async fn stored_blob_decrypts_with_an_independent_tink_implementation() {
     let mut db = sqlx::SqliteConnection::connect(&stores.database_url)
         .await
         .unwrap();
-    let (blob_key, kek_id, wrapped): (String, String, Vec<u8>) =
-        sqlx::query_as("SELECT blob_key, kek_id, wrapped_dek FROM media WHERE id = $1")
-            .bind(&id)
-            .fetch_one(&mut db)
-            .await
-            .unwrap();
+    let (blob_key, kek_id, wrapped): (String, String, Vec<u8>) = sqlx::query_as(
+        "SELECT m.blob_key, k.kek_id, k.wrapped_dek FROM media m \
+             JOIN media_keys k ON k.media_id = m.id WHERE m.id = $1",
+    )
+    .bind(&id)
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
     let keys = mediavault_storage::Keyring::parse(&stores.keys).unwrap();
     let dek = keys.unwrap(&id, &kek_id, &wrapped).unwrap();
     let blob = std::fs::read(std::path::Path::new(&stores.blobs.url).join(&blob_key)).unwrap();
@@ -334,4 +336,126 @@ async fn range_reads_fetch_only_the_segments_they_overlap() {
         }
         vault.close().await;
     }
+}
+
+/// The wrapped keys found in any page of `table`, read raw (pageinspect),
+/// out of `keys`: what someone with a copy of the table's files would find.
+async fn keys_in_pages(db: &mut sqlx::PgConnection, table: &str, keys: &[Vec<u8>]) -> usize {
+    let blocks: i64 =
+        sqlx::query_scalar("SELECT pg_relation_size($1::regclass) / current_setting('block_size')::bigint")
+            .bind(table)
+            .fetch_one(&mut *db)
+            .await
+            .unwrap();
+    let mut pages: Vec<Vec<u8>> = Vec::new();
+    for block in 0..blocks {
+        pages.push(
+            sqlx::query_scalar("SELECT get_raw_page($1, $2::int)")
+                .bind(table)
+                .bind(block)
+                .fetch_one(&mut *db)
+                .await
+                .unwrap(),
+        );
+    }
+    keys.iter()
+        .filter(|key| {
+            pages
+                .iter()
+                .any(|page| page.windows(key.len()).any(|window| window == key.as_slice()))
+        })
+        .count()
+}
+
+/// The wrapped keys of media `ids`, from the key table.
+async fn wrapped_keys(db: &mut sqlx::PgConnection, ids: &[String]) -> Vec<Vec<u8>> {
+    let mut keys = Vec::new();
+    for id in ids {
+        keys.push(
+            sqlx::query_scalar("SELECT wrapped_dek FROM media_keys WHERE media_id = $1")
+                .bind(id)
+                .fetch_one(&mut *db)
+                .await
+                .unwrap(),
+        );
+    }
+    keys
+}
+
+/// Shredding deletes a key's row, and Postgres keeps a deleted tuple's
+/// bytes in its page; the reaper's scheduled rewrite of the key table is
+/// what removes them. Keys shredded both ways (a delete on request, and a
+/// reaper pass over expired media) are searched for in every page of the key
+/// table and of `media`: before the rewrite the key table still holds them,
+/// after it no page of either does, while live keys are still found.
+#[tokio::test]
+async fn shredded_keys_leave_postgres_pages_with_the_key_table_rewrite() {
+    use sqlx::Connection;
+
+    let stores = Stores::new(Backends::PostgresFiles).await;
+    let vault = stores.vault().await;
+    let app = capi_app(&vault).await;
+    let mut db = sqlx::PgConnection::connect(&stores.database_url).await.unwrap();
+    sqlx::query("CREATE EXTENSION IF NOT EXISTS pageinspect")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let mut deleted = Vec::new();
+    for i in 0..10 {
+        deleted.push(store(&vault, &app, &png_bytes(1_000 + i)).await);
+    }
+    let mut shredded = wrapped_keys(&mut db, &deleted).await;
+    for id in &deleted {
+        vault.delete(&app.id, id).await.unwrap();
+    }
+    let mut expired = Vec::new();
+    for i in 0..10 {
+        expired.push(store(&vault, &app, &png_bytes(2_000 + i)).await);
+    }
+    shredded.extend(wrapped_keys(&mut db, &expired).await);
+    // A pass a century on: every stored medium has expired by then.
+    let century = 100 * 365 * 24 * 3600 * 1000;
+    let pass = mediavault_reaper::reap_once(
+        &vault,
+        mediavault_storage::now_millis() + century,
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    assert_eq!(pass.expired, 10);
+    let live = vec![store(&vault, &app, &png_bytes(3_000)).await];
+    let live_keys = wrapped_keys(&mut db, &live).await;
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM media_keys")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(rows, 1, "only the live medium keeps a key row");
+
+    let before = keys_in_pages(&mut db, "media_keys", &shredded).await;
+    eprintln!("before the rewrite: {before} of 20 shredded keys in the key table's pages");
+    assert!(
+        before > 0,
+        "deleted tuples keep their bytes until the table is rewritten"
+    );
+    assert_eq!(mediavault_reaper::rewrite_keys(&vault).await, Some(true));
+    assert_eq!(
+        keys_in_pages(&mut db, "media_keys", &shredded).await,
+        0,
+        "{before} of 20 shredded keys were in the key table's pages before the rewrite"
+    );
+    assert_eq!(
+        keys_in_pages(&mut db, "media", &shredded).await,
+        0,
+        "media rows never hold keys"
+    );
+    assert_eq!(
+        keys_in_pages(&mut db, "media_keys", &live_keys).await,
+        1,
+        "the scan finds a live key"
+    );
+    assert_eq!(
+        read(&vault, &app.id, &live[0], 0..3_000).await.unwrap()[..],
+        png_bytes(3_000)[..]
+    );
+    vault.close().await;
 }

@@ -15,12 +15,13 @@ fn keys_usage(stores: &Stores) -> Value {
 
 /// Starts `serve`, expecting it to refuse; returns its stderr.
 fn refused_start(stores: &Stores) -> String {
-    let output = std::process::Command::new(support::MEDIAVAULT)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .current_dir(stores.dir())
-        .envs(stores.env())
-        .output()
-        .unwrap();
+    let output = support::exit_within(
+        std::process::Command::new(support::MEDIAVAULT)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .current_dir(stores.dir())
+            .envs(stores.env()),
+        std::time::Duration::from_secs(30),
+    );
     assert!(!output.status.success(), "serve started without a needed key");
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
@@ -133,4 +134,49 @@ async fn rewrap_without_an_old_key_reports_what_it_could_not_do() {
     // Starts (`Server::start` fails the test otherwise): no live media
     // needs the missing key any more.
     let _server = Server::start(&stores);
+}
+
+/// A key id configured with other material than the key recorded under it
+/// stops `serve` and every other command, naming the id: with it every read
+/// of the media that id wrapped would fail. A key in use from before
+/// fingerprints were recorded is checked against a data key it wrapped.
+#[tokio::test]
+async fn a_key_id_given_other_material_stops_the_start() {
+    use sqlx::Connection;
+
+    let f = Fixture::new(Backends::PostgresFiles).await;
+    let id = f.upload(&png_bytes(1_000)).await;
+    let (app_id, token) = (f.app_id.clone(), f.token.clone());
+    let mut stores = f.stop();
+    let original = stores.keys.clone();
+    stores.keys = mediavault_storage::Keyring::generate_line("test1");
+
+    let stderr = refused_start(&stores);
+    assert!(
+        stderr.contains("\"test1\"") && stderr.contains("not the key recorded"),
+        "{stderr}"
+    );
+    let (ok, _, err) = cli(&stores, &["apps", "list"]);
+    assert!(!ok, "a command ran with the wrong key");
+    assert!(err.contains("\"test1\""), "{err}");
+
+    // A database from before fingerprints were kept: the stored data key
+    // tells, and nothing is recorded for the wrong key.
+    let mut db = sqlx::PgConnection::connect(&stores.database_url).await.unwrap();
+    sqlx::query("DELETE FROM key_fingerprints")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let stderr = refused_start(&stores);
+    assert!(
+        stderr.contains("\"test1\"") && stderr.contains("does not unwrap"),
+        "{stderr}"
+    );
+
+    // The key the id stood for starts, and the file reads.
+    stores.keys = original;
+    let f = Fixture::serve(stores, app_id, token, &[]);
+    let response = f.download(&id).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.bytes().await.unwrap() == png_bytes(1_000));
 }

@@ -53,7 +53,17 @@ pub struct Stores {
 }
 
 impl Stores {
+    /// Fresh stores with the schema migrated, as an installation has it
+    /// after `mediavault migrate` (commands other than `migrate` and `serve`
+    /// never migrate).
     pub async fn new(backends: Backends) -> Stores {
+        let stores = Stores::unmigrated(backends).await;
+        stores.vault().await.close().await;
+        stores
+    }
+
+    /// Fresh stores whose database has never been migrated.
+    pub async fn unmigrated(backends: Backends) -> Stores {
         let dir = tempfile::tempdir().expect("temporary directory");
         let (database_url, postgres_db) = match backends {
             Backends::SqliteFiles | Backends::SqliteS3 => {
@@ -678,4 +688,28 @@ pub async fn body_until_error(response: reqwest::Response) -> (Vec<u8>, bool) {
         }
     }
     (received, false)
+}
+
+/// Runs `command` expecting it to exit (a start that must be refused):
+/// returns its output, or fails the test if it is still running (serving)
+/// after `within`.
+pub fn exit_within(command: &mut Command, within: Duration) -> std::process::Output {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start mediavault");
+    let deadline = std::time::Instant::now() + within;
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let output = child.wait_with_output().unwrap();
+            panic!(
+                "still running after {within:?}, where it should have refused:\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
 }

@@ -85,6 +85,8 @@ fn cli(binary: &Path, stores: &Stores, args: &[&str]) -> anyhow::Result<serde_js
 
 /// A CAPI app and a token for it.
 pub fn app_and_token(binary: &Path, stores: &Stores) -> anyhow::Result<(String, String)> {
+    // Only `migrate` and `serve` migrate: the other commands need it done.
+    cli(binary, stores, &["migrate"])?;
     let app = cli(binary, stores, &["apps", "create", "--name", "bench"])?;
     let app_id = app["appId"].as_str().context("appId")?.to_owned();
     let token = cli(binary, stores, &["tokens", "issue", "--app", &app_id])?;

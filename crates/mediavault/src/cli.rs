@@ -18,13 +18,15 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Migrate the database, then serve HTTP until SIGTERM or SIGINT.
+    /// Migrate the database (unless database.migrate_on_start is off), then
+    /// serve HTTP until SIGTERM or SIGINT.
     Serve {
         /// Bind address (overrides server.listen; port 0 picks a free port).
         #[arg(long)]
         listen: Option<SocketAddr>,
     },
-    /// Apply the database migrations and exit.
+    /// Apply the database migrations and exit: the one command besides
+    /// `serve` that changes the schema; the others refuse one they do not know.
     Migrate,
     /// Manage apps.
     #[command(subcommand)]

@@ -56,6 +56,9 @@ pub struct ServerConfig {
 pub struct DatabaseConfig {
     pub url: Option<SecretString>,
     pub url_file: Option<PathBuf>,
+    /// Whether `serve` applies migrations before serving; off, it refuses
+    /// a schema older than it knows (other commands never migrate).
+    pub migrate_on_start: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -99,6 +102,8 @@ pub struct ReaperConfig {
     pub pass_budget: Duration,
     #[serde(with = "humantime_serde")]
     pub stale_upload_after: Duration,
+    #[serde(with = "humantime_serde")]
+    pub rewrite_keys_every: Duration,
 }
 
 #[derive(Debug, Deserialize)]
@@ -182,6 +187,9 @@ impl Config {
         if self.server.max_concurrent_uploads == 0 {
             bail!("server.max_concurrent_uploads must be above 0");
         }
+        if self.reaper.rewrite_keys_every < Duration::from_secs(1) {
+            bail!("reaper.rewrite_keys_every must be at least 1s");
+        }
         self.reaper_settings()?;
         self.limit_settings()?;
         Ok(())
@@ -225,6 +233,7 @@ impl Config {
             sweep_schedule: schedule("reaper.sweep_schedule", &self.reaper.sweep_schedule)?,
             budget: self.reaper.pass_budget,
             stale_upload_after: self.reaper.stale_upload_after,
+            rewrite_keys_every: self.reaper.rewrite_keys_every,
         })
     }
 
@@ -323,6 +332,17 @@ mod tests {
                 "{error}"
             );
             jail.set_env("MEDIAVAULT__REAPER__SCHEDULE", "*/5 * * * * *");
+
+            assert!(config.database.migrate_on_start, "serve migrates unless told");
+            assert_eq!(config.reaper.rewrite_keys_every, Duration::from_secs(3600));
+            jail.set_env("MEDIAVAULT__REAPER__REWRITE_KEYS_EVERY", "0s");
+            let error = Config::load(None, &Overrides::default()).unwrap_err().to_string();
+            assert!(error.contains("reaper.rewrite_keys_every"), "{error}");
+            jail.set_env("MEDIAVAULT__REAPER__REWRITE_KEYS_EVERY", "10m");
+            jail.set_env("MEDIAVAULT__DATABASE__MIGRATE_ON_START", "false");
+            let config = Config::load(None, &Overrides::default()).unwrap();
+            assert_eq!(config.reaper.rewrite_keys_every, Duration::from_secs(600));
+            assert!(!config.database.migrate_on_start);
 
             jail.set_env("MEDIAVAULT__MEDIA__RETENTION", "soon");
             let error = Config::load(None, &Overrides::default()).unwrap_err().to_string();

@@ -1,15 +1,17 @@
 //! The embedded default: with a SQLite database and no configured keys, a
 //! development key, app and token are made on first start and reused after,
-//! kept beside the database with mode 0600.
+//! kept beside the database with mode 0600. A development key is never made
+//! again once the database needs one: a lost key file stops the start.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use mediavault_storage::{App, Keyring, NewApp, Vault};
 
 const DEV_KEY_FILE: &str = "dev.key";
+const DEV_KEY_ID: &str = "dev";
 const DEV_TOKEN_FILE: &str = "dev-token";
 
 pub fn is_sqlite(database_url: &str) -> bool {
@@ -30,20 +32,60 @@ pub fn data_dir(database_url: &str) -> PathBuf {
     }
 }
 
-/// Reads the development key, creating it on first use.
-pub fn dev_keyring(database_url: &str) -> anyhow::Result<Keyring> {
+/// A development key made because none was found: saved only once the
+/// database shows it needs no earlier one.
+pub struct NewDevKey {
+    path: PathBuf,
+    line: String,
+}
+
+/// Reads the development key; makes one if there is none, to be saved with
+/// `NewDevKey::save` once the database is open.
+pub fn dev_keyring(database_url: &str) -> anyhow::Result<(Keyring, Option<NewDevKey>)> {
     let path = data_dir(database_url).join(DEV_KEY_FILE);
-    let line = match std::fs::read_to_string(&path) {
-        Ok(line) => line,
+    let (line, new) = match std::fs::read_to_string(&path) {
+        Ok(line) => (line, None),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let line = Keyring::generate_line("dev");
-            write_private(&path, &line)?;
-            tracing::warn!(path = %path.display(), "generated a development key; configure crypto.keys for production");
-            line
+            let line = Keyring::generate_line(DEV_KEY_ID);
+            (
+                line.clone(),
+                Some(NewDevKey {
+                    path: path.clone(),
+                    line,
+                }),
+            )
         }
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
-    Keyring::parse(line.trim()).with_context(|| format!("development key {}", path.display()))
+    let keys = Keyring::parse(line.trim()).with_context(|| format!("development key {}", path.display()))?;
+    Ok((keys, new))
+}
+
+impl NewDevKey {
+    /// Saves the new key, unless the database still needs the key it would
+    /// replace (media wrapped by it, or its recorded fingerprint): then the
+    /// key file was lost, and a new key under the same id would read none of
+    /// them, so the start stops instead.
+    pub async fn save(self, vault: &Vault, database_url: &str) -> anyhow::Result<()> {
+        if vault.key_needed(DEV_KEY_ID).await? {
+            bail!(
+                "{} is missing, but the database {} holds media (or the record) of the development \
+                 key {DEV_KEY_ID:?} it held; restore the file from a backup: a new key would read \
+                 none of them, so none is made (to start afresh instead, move the database away)",
+                self.path.display(),
+                database_url
+                    .trim_start_matches("sqlite:")
+                    .trim_start_matches("//")
+            );
+        }
+        self.write()?;
+        tracing::warn!(path = %self.path.display(), "generated a development key; configure crypto.keys for production");
+        Ok(())
+    }
+
+    fn write(&self) -> anyhow::Result<()> {
+        write_private(&self.path, &self.line)
+    }
 }
 
 /// The development app and its token: reused if the saved token still
@@ -106,13 +148,15 @@ mod tests {
     fn dev_key_is_private_and_stable() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}/mv.db", dir.path().display());
-        let first = dev_keyring(&url).unwrap();
+        let (first, new) = dev_keyring(&url).unwrap();
+        new.expect("no key file yet: a new key").write().unwrap();
         let mode = std::fs::metadata(dir.path().join(DEV_KEY_FILE))
             .unwrap()
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
-        let again = dev_keyring(&url).unwrap();
+        let (again, new) = dev_keyring(&url).unwrap();
+        assert!(new.is_none(), "the saved key is read back");
         let dek = mediavault_storage::Dek::generate();
         let wrapped = first.wrap("m", &dek);
         assert_eq!(

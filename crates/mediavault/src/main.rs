@@ -6,6 +6,7 @@ mod cli;
 mod embedded;
 mod http;
 mod manage;
+mod schema;
 mod serve;
 mod telemetry;
 
@@ -18,6 +19,7 @@ use mediavault_storage::{BlobConfig, Defaults, Keyring, Vault, VaultConfig};
 use serde_json::json;
 
 use crate::cli::{Cli, Command, KeysCommand};
+use crate::schema::Accept;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -45,8 +47,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let config = Config::load(cli.config.as_deref(), &overrides)?;
     telemetry::init(config.log.format);
-    let vault = open_vault(&config).await?;
-    vault.migrate().await.context("migrating the database")?;
+    let (vault, new_dev_key) = open_vault(&config).await?;
+    match &cli.command {
+        Command::Migrate => vault.migrate().await.context("migrating the database")?,
+        Command::Serve { .. } if config.database.migrate_on_start => {
+            vault.migrate().await.context("migrating the database")?
+        }
+        // Next to newer replicas during a rolling deploy: a newer schema is fine.
+        Command::Serve { .. } => schema::check(&vault, Accept::AtLeast).await?,
+        _ => schema::check(&vault, Accept::Exact).await?,
+    }
+    if let Some(key) = new_dev_key {
+        key.save(&vault, &config.database_url()?).await?;
+    }
+    if matches!(cli.command, Command::Serve { .. }) {
+        // Before fingerprints are recorded: a start refused for a missing
+        // key records none of the keys it was given.
+        vault.check_keys().await?;
+    }
+    // A key id given other material would fail every read of its media.
+    vault.check_key_fingerprints().await?;
     match cli.command {
         Command::Serve { .. } => serve::serve(&config, vault).await,
         Command::Migrate => {
@@ -79,12 +99,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// Opens the vault the configuration describes. In embedded mode (SQLite and
-/// no configured keys) a development key is made or reused beside the database.
-async fn open_vault(config: &Config) -> anyhow::Result<Vault> {
+/// no configured keys) a development key is reused from beside the database,
+/// or made: then it comes back too, to be saved once the database allows.
+async fn open_vault(config: &Config) -> anyhow::Result<(Vault, Option<embedded::NewDevKey>)> {
     let database_url = config.database_url()?;
+    let mut new_dev_key = None;
     let keys = match config.crypto_keys()? {
         Some(spec) => Keyring::parse(&spec)?,
-        None if embedded::is_sqlite(&database_url) => embedded::dev_keyring(&database_url)?,
+        None if embedded::is_sqlite(&database_url) => {
+            let (keys, new) = embedded::dev_keyring(&database_url)?;
+            new_dev_key = new;
+            keys
+        }
         None => anyhow::bail!(
             "crypto.keys (or crypto.keys_file) is required with a {} database; \
              generate one with `mediavault keys generate`",
@@ -113,5 +139,5 @@ async fn open_vault(config: &Config) -> anyhow::Result<Vault> {
     })
     .await
     .context("opening storage")?;
-    Ok(vault)
+    Ok((vault, new_dev_key))
 }

@@ -8,11 +8,15 @@
 //! even overlapping passes never reap a row twice. In one process the
 //! schedule is a single loop, so a pass never overlaps the previous one.
 
+mod key_table;
+
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use mediavault_storage::{ReapCounts, StoreError, Vault, now_millis};
 use serde::Serialize;
+
+pub use key_table::rewrite_keys;
 
 /// Rows claimed per batch.
 const BATCH: u32 = 500;
@@ -97,10 +101,14 @@ pub struct ReaperSettings {
     pub budget: Duration,
     /// A blob younger than this may belong to an upload in progress.
     pub stale_upload_after: Duration,
+    /// How often the key table is rewritten (Postgres), and so how long a
+    /// shredded key may stay in its pages.
+    pub rewrite_keys_every: Duration,
 }
 
-/// Runs reaper passes on `settings.schedule` and orphan sweeps on
-/// `settings.sweep_schedule` until the task is aborted.
+/// Runs reaper passes on `settings.schedule`, orphan sweeps on
+/// `settings.sweep_schedule` and key-table rewrites every
+/// `settings.rewrite_keys_every` until the task is aborted.
 pub fn spawn(vault: Vault, settings: ReaperSettings) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let sweeper = {
@@ -113,11 +121,13 @@ pub fn spawn(vault: Vault, settings: ReaperSettings) -> tokio::task::JoinHandle<
                 }
             })
         };
+        let rewriter = tokio::spawn(key_table::run(vault.clone(), settings.rewrite_keys_every));
         while let Some(wait) = settings.schedule.until_next() {
             tokio::time::sleep(wait).await;
             run_pass(&vault, settings.budget).await;
         }
         sweeper.abort();
+        rewriter.abort();
     })
 }
 

@@ -1,5 +1,7 @@
 //! Key-encryption keys (KEKs) from configuration, and the per-file data keys
 //! (DEKs) they wrap. Key material never reaches a log: `Debug` shows ids only.
+//! Each KEK has a fingerprint, recorded in the database when the key is first
+//! used, by which a key id given other material is caught at start.
 
 use std::fmt;
 
@@ -7,7 +9,9 @@ use aes_gcm::aead::{AeadInOut, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use hmac::{Hmac, Mac};
 use rand::RngCore;
+use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use crate::format::{DEK_LEN, TAG_LEN, WRAPPED_DEK_LEN, dek_aad};
@@ -60,6 +64,19 @@ pub enum KeyError {
 struct Kek {
     id: String,
     cipher: Aes256Gcm,
+    fingerprint: String,
+}
+
+/// What a KEK's fingerprint is a MAC of.
+const FINGERPRINT_LABEL: &[u8] = b"mediavault:kek-fingerprint:v1";
+
+/// The first 16 bytes, in lowercase hex, of HMAC-SHA256 under the key of a
+/// fixed label: the same key always gives the same fingerprint, another key
+/// a different one, and the fingerprint says nothing about the key.
+fn fingerprint(key: &[u8]) -> String {
+    let mut mac = <Hmac<Sha256> as hmac::KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(FINGERPRINT_LABEL);
+    hex::encode(&mac.finalize().into_bytes()[..16])
 }
 
 /// The configured KEKs; the first is the active one, used for new files.
@@ -102,6 +119,7 @@ impl Keyring {
             keys.push(Kek {
                 id: id.to_owned(),
                 cipher,
+                fingerprint: fingerprint(&bytes),
             });
         }
         if keys.is_empty() {
@@ -124,6 +142,11 @@ impl Keyring {
     /// Every configured key id, active first.
     pub fn ids(&self) -> impl Iterator<Item = &str> {
         self.keys.iter().map(|k| k.id.as_str())
+    }
+
+    /// Every configured key as (id, fingerprint), active first.
+    pub fn fingerprints(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.keys.iter().map(|k| (k.id.as_str(), k.fingerprint.as_str()))
     }
 
     /// Wraps `dek` for `media_id` under the active key.
@@ -247,6 +270,27 @@ mod tests {
             Keyring::parse(&format!("{a},{a}")),
             Err(KeyError::Duplicate(_))
         ));
+    }
+
+    #[test]
+    fn fingerprints_identify_the_material_not_the_id() {
+        // Pinned: HMAC-SHA256(key, "mediavault:kek-fingerprint:v1")[..16].
+        let zeros = ring("a:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=");
+        let counting = ring("b:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=");
+        assert_eq!(
+            zeros.fingerprints().collect::<Vec<_>>(),
+            [("a", "36b5c65fe0eb87bdf6f2a5830fb1e4fc")]
+        );
+        assert_eq!(
+            counting.fingerprints().collect::<Vec<_>>(),
+            [("b", "f6bbc25dfa19a6fdef24acf561fa407f")]
+        );
+        let spec = line("k1");
+        let (same, other) = (ring(&spec), ring(&line("k1")));
+        let of = |keys: &Keyring| keys.fingerprints().next().unwrap().1.to_owned();
+        assert_eq!(of(&same), of(&ring(&spec)), "the same key, the same fingerprint");
+        assert_ne!(of(&same), of(&other), "the same id with other material differs");
+        assert!(!of(&same).contains(&spec[3..]));
     }
 
     #[test]

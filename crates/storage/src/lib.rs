@@ -11,6 +11,7 @@ mod blobs;
 mod download;
 mod error;
 pub mod format;
+mod key_table;
 pub mod keys;
 mod meta;
 mod model;
@@ -27,8 +28,8 @@ pub use download::{PlaintextStream, StoredMedia};
 pub use error::{AdminError, AuthError, ReadError, StoreError, UploadError};
 pub use keys::{Dek, KeyError, Keyring};
 pub use model::{
-    App, AppStats, AppUpdate, IssuedToken, KeyUse, MediaInfo, Millis, NewApp, RewrapCounts, TokenInfo,
-    now_millis, to_datetime,
+    App, AppStats, AppUpdate, IssuedToken, KeyUse, MediaInfo, Millis, NewApp, RewrapCounts, SchemaVersions,
+    TokenInfo, now_millis, to_datetime,
 };
 pub use reap::{CLAIM_LEASE, ReapCounts, ReaperLock};
 pub use upload::Upload;

@@ -105,6 +105,44 @@ pub struct RewrapCounts {
     pub failed: u64,
 }
 
+/// The database schema as migrations describe it: the versions this binary
+/// knows and those the database has applied, each in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaVersions {
+    pub known: Vec<i64>,
+    pub applied: Vec<i64>,
+}
+
+impl SchemaVersions {
+    /// The newest version this binary knows.
+    pub fn latest_known(&self) -> Option<i64> {
+        self.known.last().copied()
+    }
+
+    /// The newest version the database has applied; `None` if never migrated.
+    pub fn latest_applied(&self) -> Option<i64> {
+        self.applied.last().copied()
+    }
+
+    /// Known versions the database lacks: its schema is older than this binary's.
+    pub fn missing(&self) -> Vec<i64> {
+        self.known
+            .iter()
+            .copied()
+            .filter(|v| !self.applied.contains(v))
+            .collect()
+    }
+
+    /// Applied versions this binary does not know: its schema is newer.
+    pub fn unknown(&self) -> Vec<i64> {
+        self.applied
+            .iter()
+            .copied()
+            .filter(|v| !self.known.contains(v))
+            .collect()
+    }
+}
+
 /// Metadata of one readable file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MediaInfo {

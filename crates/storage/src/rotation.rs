@@ -2,11 +2,15 @@
 //! `crypto.keys`); older keys stay configured while media wrapped by them
 //! live. `rewrap` moves every live data key to the active key, after which
 //! older keys can be dropped from the configuration; `check_keys` refuses to
-//! serve with a keyring that lacks a key live media still need.
+//! serve with a keyring that lacks a key live media still need, and
+//! `check_key_fingerprints` to run with a key that is not the one its id
+//! stood for.
+
+use std::collections::HashMap;
 
 use crate::error::StoreError;
 use crate::meta::Rewrapped;
-use crate::model::{KeyUse, RewrapCounts};
+use crate::model::{KeyUse, RewrapCounts, now_millis};
 use crate::vault::Vault;
 
 impl Vault {
@@ -51,6 +55,66 @@ impl Vault {
             if missing.len() == 1 { "a key" } else { "keys" },
             missing.join(", ")
         )))
+    }
+
+    /// Records the fingerprint of each configured key that wraps data keys —
+    /// the active one, and any that live media need — the first time it is
+    /// seen; then fails, naming each id, when a configured key is not the
+    /// key recorded under its id. A key in use before fingerprints were
+    /// recorded is first checked against a data key it wrapped. With such a
+    /// key every read of its media would fail (and new media would be
+    /// wrapped by a key that reads none of the old).
+    pub async fn check_key_fingerprints(&self) -> Result<(), StoreError> {
+        let (meta, keys) = (&self.inner.meta, &self.inner.keys);
+        let recorded: HashMap<String, String> = meta.key_fingerprints().await?.into_iter().collect();
+        let in_use: Vec<String> = meta.key_use().await?.into_iter().map(|(id, _)| id).collect();
+        for (id, fingerprint) in keys.fingerprints() {
+            let used = in_use.iter().any(|used| used == id);
+            if recorded.contains_key(id) || !(used || id == keys.active_id()) {
+                continue;
+            }
+            if let Some((media_id, wrapped)) = meta.one_wrapped(id).await?
+                && keys.unwrap(&media_id, id, &wrapped).is_err()
+            {
+                return Err(StoreError::Config(format!(
+                    "crypto.keys: key {id:?} does not unwrap the data keys stored under that id: it is \
+                     other material than the key that wrapped them. Configure that key under {id:?}, \
+                     or give this one a new id"
+                )));
+            }
+            meta.record_fingerprint(id, fingerprint, now_millis()).await?;
+        }
+        // Read back: another process may have recorded a key first.
+        let recorded: HashMap<String, String> = meta.key_fingerprints().await?.into_iter().collect();
+        let wrong: Vec<String> = keys
+            .fingerprints()
+            .filter_map(|(id, fingerprint)| {
+                let expected = recorded.get(id).filter(|expected| *expected != fingerprint)?;
+                Some(format!("{id:?} (fingerprint {fingerprint}, recorded {expected})"))
+            })
+            .collect();
+        if wrong.is_empty() {
+            return Ok(());
+        }
+        Err(StoreError::Config(format!(
+            "crypto.keys: {} not the key recorded under {}: {}. Configure the key each id stood \
+             for (the media it wrapped need it), or give other material a new id",
+            if wrong.len() == 1 { "a key is" } else { "keys are" },
+            if wrong.len() == 1 { "its id" } else { "their ids" },
+            wrong.join(", ")
+        )))
+    }
+
+    /// Whether stored media, or a recorded fingerprint, need key `id`: a
+    /// key that must never be replaced by new material under the same id.
+    pub async fn key_needed(&self, id: &str) -> Result<bool, StoreError> {
+        let meta = &self.inner.meta;
+        Ok(meta
+            .key_fingerprints()
+            .await?
+            .iter()
+            .any(|(recorded, _)| recorded == id)
+            || meta.key_use().await?.iter().any(|(used, _)| used == id))
     }
 
     /// Re-wraps every live data key not wrapped by the active key, `batch`

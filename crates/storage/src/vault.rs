@@ -10,7 +10,7 @@ use crate::blobs::{BlobConfig, Blobs};
 use crate::error::StoreError;
 use crate::keys::Keyring;
 use crate::meta::Metadata;
-use crate::model::duration_millis;
+use crate::model::{SchemaVersions, duration_millis};
 
 /// Per-app values used where an app does not set its own.
 #[derive(Debug, Clone)]
@@ -96,6 +96,13 @@ impl Vault {
     /// Applies the migrations of the configured dialect.
     pub async fn migrate(&self) -> Result<(), StoreError> {
         self.inner.meta.migrate().await
+    }
+
+    /// The schema versions this binary knows and those the database has
+    /// applied, to check before running against it without migrating.
+    pub async fn schema_versions(&self) -> Result<SchemaVersions, StoreError> {
+        let (known, applied) = self.inner.meta.schema_versions().await?;
+        Ok(SchemaVersions { known, applied })
     }
 
     /// Lets the clean-up of abandoned uploads finish (for at most

@@ -2,6 +2,12 @@
 //! Postgres (production). Both dialects run the same SQL wherever they can
 //! (sqlx binds `$1` placeholders on both); where they differ, the dialect's
 //! own file says how.
+//!
+//! Wrapped data keys live in `media_keys`, one narrow row per live medium,
+//! apart from the wide `media` rows: crypto-shredding deletes that row, in
+//! the same transaction that marks the medium `deleting`, and a table this
+//! narrow is cheap to rewrite, which is what finally removes a shredded key
+//! from Postgres's pages (see `rewrite_key_table`).
 
 mod postgres;
 mod sqlite;
@@ -44,7 +50,7 @@ macro_rules! on_relaxed_pool {
     };
 }
 
-/// A media row as the read path needs it.
+/// A media row, with its wrapped key, as the read path needs it.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub(crate) struct MediaRow {
     pub id: String,
@@ -55,6 +61,7 @@ pub(crate) struct MediaRow {
     pub sha256: Option<String>,
     pub blob_key: String,
     pub kek_id: String,
+    /// Always present on a readable row (it is read by joining its key).
     pub wrapped_dek: Option<Vec<u8>>,
     pub format_version: i32,
     pub segment_size: i32,
@@ -88,6 +95,9 @@ pub(crate) struct ReadyMedia<'a> {
     pub sha256: &'a str,
     pub expires_at: Millis,
 }
+
+/// Crypto-shreds one medium: run in the transaction that marks it `deleting`.
+const DROP_KEY: &str = "DELETE FROM media_keys WHERE media_id = $1";
 
 const APP_COLUMNS: &str =
     "id, name, capi, retention_seconds, max_file_bytes, allowed_types, uploads_per_second, created_at";
@@ -216,9 +226,11 @@ impl Metadata {
         const MARK: &str = "UPDATE apps SET deleted_at = $2 WHERE id = $1 AND deleted_at IS NULL";
         const TOKENS: &str = "DELETE FROM tokens WHERE app_id = $1";
         // Uploads still running find their row shredded and drop their blob.
-        const SHRED: &str = "UPDATE media SET state = 'deleting', wrapped_dek = NULL, \
+        const SHRED: &str = "UPDATE media SET state = 'deleting', \
                              deleted_at = COALESCE(deleted_at, $2), due_at = $2 \
-                             WHERE app_id = $1 AND wrapped_dek IS NOT NULL";
+                             WHERE app_id = $1 AND id IN (SELECT media_id FROM media_keys)";
+        const DROP_KEYS: &str =
+            "DELETE FROM media_keys WHERE media_id IN (SELECT id FROM media WHERE app_id = $1)";
         Ok(on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let marked = sqlx::query(MARK).bind(id).bind(now).execute(&mut *tx).await?.rows_affected();
@@ -227,6 +239,7 @@ impl Metadata {
             } else {
                 sqlx::query(TOKENS).bind(id).execute(&mut *tx).await?;
                 let shredded = sqlx::query(SHRED).bind(id).bind(now).execute(&mut *tx).await?.rows_affected();
+                sqlx::query(DROP_KEYS).bind(id).execute(&mut *tx).await?;
                 tx.commit().await?;
                 Ok(Some(shredded))
             }
@@ -244,8 +257,8 @@ impl Metadata {
     pub(crate) async fn app_stats(&self, app_id: &str, now: Millis) -> Result<(i64, i64), StoreError> {
         // SUM of BIGINT is NUMERIC in Postgres: cast back so both dialects agree.
         const SQL: &str = "SELECT COUNT(*), CAST(COALESCE(SUM(size_bytes), 0) AS BIGINT) FROM media \
-                           WHERE app_id = $1 AND state = 'ready' AND wrapped_dek IS NOT NULL \
-                           AND expires_at > $2";
+                           WHERE app_id = $1 AND state = 'ready' AND expires_at > $2 \
+                           AND id IN (SELECT media_id FROM media_keys)";
         Ok(on_pool!(self, pool => sqlx::query_as(SQL).bind(app_id).bind(now).fetch_one(pool).await)?)
     }
 
@@ -322,32 +335,41 @@ impl Metadata {
         Ok(Some(app))
     }
 
-    /// Writes the intent row. On Postgres it is committed without waiting
-    /// for its WAL flush. A crash may lose it, and that loses nothing: the
-    /// upload's `mark_ready` then finds no row and drops the blob (or the
-    /// orphan sweep does), while `mark_ready`'s own durable commit flushes the
-    /// WAL up to and past this row. That halves the fsyncs of a small upload.
+    /// Writes the intent row and its wrapped key, in one transaction. On
+    /// Postgres it is committed without waiting for its WAL flush. A crash
+    /// may lose it, and that loses nothing: the upload's `mark_ready` then
+    /// finds no row and drops the blob (or the orphan sweep does), while
+    /// `mark_ready`'s own durable commit flushes the WAL up to and past this
+    /// row. That halves the fsyncs of a small upload.
     pub(crate) async fn insert_uploading(&self, row: &NewMedia<'_>) -> Result<(), StoreError> {
-        const SQL: &str = "INSERT INTO media (id, app_id, state, filename, blob_key, kek_id, wrapped_dek, \
-                           format_version, segment_size, salt, nonce_prefix, created_at, expires_at, due_at) \
-                           VALUES ($1, $2, 'uploading', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
-        on_relaxed_pool!(self, pool => sqlx::query(SQL)
-            .bind(row.id)
-            .bind(row.app_id)
-            .bind(row.filename)
-            .bind(row.blob_key)
-            .bind(row.kek_id)
-            .bind(row.wrapped_dek)
-            .bind(crate::format::VERSION)
-            .bind(crate::format::SEGMENT_SIZE as i32)
-            .bind(row.salt)
-            .bind(row.nonce_prefix)
-            .bind(row.created_at)
-            .bind(row.expires_at)
-            .bind(row.abandon_at)
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected()))?;
+        const MEDIA: &str = "INSERT INTO media (id, app_id, state, filename, blob_key, \
+                             format_version, segment_size, salt, nonce_prefix, created_at, expires_at, due_at) \
+                             VALUES ($1, $2, 'uploading', $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+        const KEY: &str = "INSERT INTO media_keys (media_id, kek_id, wrapped_dek) VALUES ($1, $2, $3)";
+        on_relaxed_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query(MEDIA)
+                .bind(row.id)
+                .bind(row.app_id)
+                .bind(row.filename)
+                .bind(row.blob_key)
+                .bind(crate::format::VERSION)
+                .bind(crate::format::SEGMENT_SIZE as i32)
+                .bind(row.salt)
+                .bind(row.nonce_prefix)
+                .bind(row.created_at)
+                .bind(row.expires_at)
+                .bind(row.abandon_at)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(KEY)
+                .bind(row.id)
+                .bind(row.kek_id)
+                .bind(row.wrapped_dek)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await
+        })?;
         Ok(())
     }
 
@@ -371,7 +393,8 @@ impl Metadata {
         Ok(done == 1)
     }
 
-    /// Removes the row of an upload that failed; only while still `uploading`.
+    /// Removes the row of an upload that failed (its key goes with it); only
+    /// while still `uploading`.
     pub(crate) async fn delete_uploading(&self, id: &str) -> Result<(), StoreError> {
         const SQL: &str = "DELETE FROM media WHERE id = $1 AND state = 'uploading'";
         on_pool!(self, pool => sqlx::query(SQL).bind(id).execute(pool).await.map(|r| r.rows_affected()))?;
@@ -381,9 +404,15 @@ impl Metadata {
     /// Shreds a failed upload whose blob could not be removed and hands it
     /// to the reaper at once.
     pub(crate) async fn abandon_uploading(&self, id: &str, now: Millis) -> Result<(), StoreError> {
-        const SQL: &str = "UPDATE media SET state = 'deleting', wrapped_dek = NULL, deleted_at = $2, due_at = $2 \
+        const SQL: &str = "UPDATE media SET state = 'deleting', deleted_at = $2, due_at = $2 \
                            WHERE id = $1 AND state = 'uploading'";
-        on_pool!(self, pool => sqlx::query(SQL).bind(id).bind(now).execute(pool).await.map(|r| r.rows_affected()))?;
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            if sqlx::query(SQL).bind(id).bind(now).execute(&mut *tx).await?.rows_affected() == 1 {
+                sqlx::query(DROP_KEY).bind(id).execute(&mut *tx).await?;
+            }
+            tx.commit().await
+        })?;
         Ok(())
     }
 
@@ -394,29 +423,36 @@ impl Metadata {
         id: &str,
         now: Millis,
     ) -> Result<Option<MediaRow>, StoreError> {
-        const SQL: &str = "SELECT id, app_id, mime_type, filename, size_bytes, sha256, blob_key, kek_id, \
-                           wrapped_dek, format_version, segment_size, salt, nonce_prefix, created_at, expires_at \
-                           FROM media WHERE id = $1 AND app_id = $2 AND state = 'ready' \
-                           AND wrapped_dek IS NOT NULL AND expires_at > $3";
+        const SQL: &str = "SELECT m.id, m.app_id, m.mime_type, m.filename, m.size_bytes, m.sha256, m.blob_key, \
+                           k.kek_id, k.wrapped_dek, m.format_version, m.segment_size, m.salt, m.nonce_prefix, \
+                           m.created_at, m.expires_at \
+                           FROM media m JOIN media_keys k ON k.media_id = m.id \
+                           WHERE m.id = $1 AND m.app_id = $2 AND m.state = 'ready' AND m.expires_at > $3";
         Ok(
             on_pool!(self, pool => sqlx::query_as(SQL).bind(id).bind(app_id).bind(now).fetch_optional(pool).await)?,
         )
     }
 
-    /// Crypto-shreds readable media of `app_id` in one statement: from its
-    /// commit on, the wrapped key is gone. Returns the blob key to delete.
+    /// Crypto-shreds readable media of `app_id` in one transaction: from its
+    /// commit on, the wrapped key's row is gone. Returns the blob key to delete.
     pub(crate) async fn shred(
         &self,
         app_id: &str,
         id: &str,
         now: Millis,
     ) -> Result<Option<String>, StoreError> {
-        const SQL: &str = "UPDATE media SET state = 'deleting', wrapped_dek = NULL, deleted_at = $3, due_at = $3 \
-                           WHERE id = $1 AND app_id = $2 AND state = 'ready' AND wrapped_dek IS NOT NULL \
-                           AND expires_at > $3 RETURNING blob_key";
-        Ok(
-            on_pool!(self, pool => sqlx::query_scalar(SQL).bind(id).bind(app_id).bind(now).fetch_optional(pool).await)?,
-        )
+        const SQL: &str = "UPDATE media SET state = 'deleting', deleted_at = $3, due_at = $3 \
+                           WHERE id = $1 AND app_id = $2 AND state = 'ready' AND expires_at > $3 \
+                           AND id IN (SELECT media_id FROM media_keys) RETURNING blob_key";
+        Ok(on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let blob_key: Option<String> =
+                sqlx::query_scalar(SQL).bind(id).bind(app_id).bind(now).fetch_optional(&mut *tx).await?;
+            if blob_key.is_some() {
+                sqlx::query(DROP_KEY).bind(id).execute(&mut *tx).await?;
+            }
+            tx.commit().await.map(|()| blob_key)
+        })?)
     }
 
     /// Removes the row of shredded media once its blob is gone.
@@ -481,7 +517,7 @@ impl Metadata {
 
     /// How many live data keys each key-encryption key wraps.
     pub(crate) async fn key_use(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        const SQL: &str = "SELECT kek_id, COUNT(*) FROM media WHERE wrapped_dek IS NOT NULL GROUP BY kek_id ORDER BY kek_id";
+        const SQL: &str = "SELECT kek_id, COUNT(*) FROM media_keys GROUP BY kek_id ORDER BY kek_id";
         Ok(on_pool!(self, pool => sqlx::query_as(SQL).fetch_all(pool).await)?)
     }
 
@@ -493,8 +529,8 @@ impl Metadata {
         after: &str,
         limit: u32,
     ) -> Result<Vec<WrappedRow>, StoreError> {
-        const SQL: &str = "SELECT id, kek_id, wrapped_dek FROM media \
-                           WHERE wrapped_dek IS NOT NULL AND kek_id <> $1 AND id > $2 ORDER BY id LIMIT $3";
+        const SQL: &str = "SELECT media_id AS id, kek_id, wrapped_dek FROM media_keys \
+                           WHERE kek_id <> $1 AND media_id > $2 ORDER BY media_id LIMIT $3";
         Ok(on_pool!(self, pool => sqlx::query_as(SQL)
             .bind(active)
             .bind(after)
@@ -508,8 +544,8 @@ impl Metadata {
     /// rotation that got there first is never undone. Returns how many were
     /// written.
     pub(crate) async fn replace_wrapped(&self, rows: &[Rewrapped]) -> Result<u64, StoreError> {
-        const SQL: &str = "UPDATE media SET kek_id = $3, wrapped_dek = $4 \
-                           WHERE id = $1 AND kek_id = $2 AND wrapped_dek IS NOT NULL";
+        const SQL: &str =
+            "UPDATE media_keys SET kek_id = $3, wrapped_dek = $4 WHERE media_id = $1 AND kek_id = $2";
         Ok(on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let mut written = 0;
@@ -531,5 +567,73 @@ impl Metadata {
     pub(crate) async fn blob_keys(&self) -> Result<Vec<String>, StoreError> {
         const SQL: &str = "SELECT blob_key FROM media ORDER BY blob_key";
         Ok(on_pool!(self, pool => sqlx::query_scalar(SQL).fetch_all(pool).await)?)
+    }
+
+    /// One live wrapped data key of `kek_id`, if any, as (media id, bytes).
+    pub(crate) async fn one_wrapped(&self, kek_id: &str) -> Result<Option<(String, Vec<u8>)>, StoreError> {
+        const SQL: &str = "SELECT media_id, wrapped_dek FROM media_keys WHERE kek_id = $1 LIMIT 1";
+        Ok(on_pool!(self, pool => sqlx::query_as(SQL).bind(kek_id).fetch_optional(pool).await)?)
+    }
+
+    /// The recorded fingerprint of every key-encryption key used so far.
+    pub(crate) async fn key_fingerprints(&self) -> Result<Vec<(String, String)>, StoreError> {
+        const SQL: &str = "SELECT kek_id, fingerprint FROM key_fingerprints ORDER BY kek_id";
+        Ok(on_pool!(self, pool => sqlx::query_as(SQL).fetch_all(pool).await)?)
+    }
+
+    /// Records the fingerprint of `kek_id` unless one is recorded already
+    /// (another replica may have got there first: callers read back).
+    pub(crate) async fn record_fingerprint(
+        &self,
+        kek_id: &str,
+        fingerprint: &str,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        const SQL: &str = "INSERT INTO key_fingerprints (kek_id, fingerprint, recorded_at) VALUES ($1, $2, $3) \
+                           ON CONFLICT (kek_id) DO NOTHING";
+        on_pool!(self, pool => sqlx::query(SQL)
+            .bind(kek_id)
+            .bind(fingerprint)
+            .bind(now)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    /// The schema versions this build knows (in order) and those the
+    /// database has applied (in order; none on a database never migrated).
+    pub(crate) async fn schema_versions(&self) -> Result<(Vec<i64>, Vec<i64>), StoreError> {
+        const APPLIED: &str = "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version";
+        let (migrator, tracked) = match self {
+            Metadata::Postgres { pool, .. } => {
+                (postgres::migrator(), postgres::migrations_tracked(pool).await?)
+            }
+            Metadata::Sqlite(pool) => (sqlite::migrator(), sqlite::migrations_tracked(pool).await?),
+        };
+        let known = migrator
+            .iter()
+            .filter(|m| m.migration_type.is_up_migration())
+            .map(|m| m.version)
+            .collect();
+        let applied = if tracked {
+            on_pool!(self, pool => sqlx::query_scalar(APPLIED).fetch_all(pool).await)?
+        } else {
+            Vec::new()
+        };
+        Ok((known, applied))
+    }
+
+    /// Rewrites the key table so that no page of it keeps a shredded key
+    /// (Postgres); `false` if another replica's rewrite is running. Nothing
+    /// to do on SQLite, whose freed pages are up to how it is opened.
+    pub(crate) async fn rewrite_key_table(
+        &self,
+        lock_timeout: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        match self {
+            Metadata::Postgres { pool, .. } => postgres::rewrite_key_table(pool, lock_timeout).await,
+            Metadata::Sqlite(_) => Ok(true),
+        }
     }
 }

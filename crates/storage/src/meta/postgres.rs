@@ -27,13 +27,27 @@ async fn pool(options: PgConnectOptions, size: u32) -> Result<PgPool, StoreError
         .await?)
 }
 
+/// The migrations built into this binary.
+pub(super) fn migrator() -> sqlx::migrate::Migrator {
+    sqlx::migrate!("../../migrations/postgres")
+}
+
 pub(super) async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
-    let mut migrator = sqlx::migrate!("../../migrations/postgres");
+    let mut migrator = migrator();
     // Old and new replicas run side by side during a rolling deploy: an old
     // one must not refuse a database that a newer one already migrated.
     migrator.set_ignore_missing(true);
     migrator.run(pool).await?;
     Ok(())
+}
+
+/// Whether sqlx's bookkeeping table exists (only reads: never creates it).
+pub(super) async fn migrations_tracked(pool: &PgPool) -> Result<bool, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+            .fetch_one(pool)
+            .await?,
+    )
 }
 
 /// Any constant both replicas agree on: the reaper's advisory-lock key.
@@ -53,9 +67,9 @@ pub(super) async fn try_reaper_lock(
     Ok(held.then_some(tx))
 }
 
-/// One statement claims, shreds and leases: `FOR UPDATE SKIP LOCKED` lets
-/// replicas claim disjoint rows, and the claim is one range scan of
-/// `media_due_at`.
+/// One statement claims, shreds (deletes the claimed rows' keys) and
+/// leases: `FOR UPDATE SKIP LOCKED` lets replicas claim disjoint rows, and
+/// the claim is one range scan of `media_due_at`.
 pub(super) async fn claim_due(
     pool: &PgPool,
     now: i64,
@@ -64,8 +78,9 @@ pub(super) async fn claim_due(
 ) -> Result<Vec<crate::reap::Claimed>, StoreError> {
     const SQL: &str = "WITH due AS ( \
                            SELECT id, state FROM media WHERE due_at <= $1 \
-                           ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED) \
-                       UPDATE media m SET state = 'deleting', wrapped_dek = NULL, \
+                           ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED), \
+                       shredded AS (DELETE FROM media_keys k USING due WHERE k.media_id = due.id) \
+                       UPDATE media m SET state = 'deleting', \
                            deleted_at = COALESCE(m.deleted_at, $1), due_at = $3 \
                        FROM due WHERE m.id = due.id \
                        RETURNING m.id, m.blob_key, due.state";
@@ -84,4 +99,37 @@ pub(super) async fn delete_reaped(pool: &PgPool, ids: &[String]) -> Result<(), S
         .execute(pool)
         .await?;
     Ok(())
+}
+
+/// Any constant replicas agree on: the key-table rewrite's advisory-lock key.
+const REWRITE_LOCK_KEY: i64 = 0x6d76_6b65_7973; // "mvkeys"
+
+/// `VACUUM FULL media_keys`: writes the live rows to a new file and drops
+/// the old one, dead tuples (shredded keys) and all. It holds an exclusive
+/// lock on the table while it copies (reads of media wait that long: a
+/// narrow table copies fast), and gives up after `lock_timeout` if it cannot
+/// get that lock, so that readers never queue behind a waiting rewrite for
+/// longer. One replica at a time; `false` if another holds the turn.
+pub(super) async fn rewrite_key_table(pool: &PgPool, lock_timeout: Duration) -> Result<bool, StoreError> {
+    let mut turn = pool.begin().await?;
+    let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+        .bind(REWRITE_LOCK_KEY)
+        .fetch_one(&mut *turn)
+        .await?;
+    if !held {
+        return Ok(false);
+    }
+    // VACUUM cannot run inside a transaction: a connection of its own, with
+    // a session setting that must not reach the pool, so it closes after.
+    let mut connection = pool.acquire().await?;
+    connection.close_on_drop();
+    sqlx::query("SELECT set_config('lock_timeout', $1, false)")
+        .bind(format!("{}ms", lock_timeout.as_millis().max(1)))
+        .execute(&mut *connection)
+        .await?;
+    sqlx::raw_sql("VACUUM FULL media_keys")
+        .execute(&mut *connection)
+        .await?;
+    turn.commit().await?;
+    Ok(true)
 }

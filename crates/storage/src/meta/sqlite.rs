@@ -25,13 +25,27 @@ pub(super) async fn connect(url: &str) -> Result<SqlitePool, StoreError> {
         .await?)
 }
 
+/// The migrations built into this binary.
+pub(super) fn migrator() -> sqlx::migrate::Migrator {
+    sqlx::migrate!("../../migrations/sqlite")
+}
+
 pub(super) async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
-    sqlx::migrate!("../../migrations/sqlite").run(pool).await?;
+    migrator().run(pool).await?;
     Ok(())
 }
 
+/// Whether sqlx's bookkeeping table exists (only reads: never creates it).
+pub(super) async fn migrations_tracked(pool: &SqlitePool) -> Result<bool, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations')",
+    )
+    .fetch_one(pool)
+    .await?)
+}
+
 /// SQLite serves one process, whose passes never overlap: select the due
-/// rows, then claim and shred them, in one transaction.
+/// rows, then claim and shred them (delete their keys), in one transaction.
 pub(super) async fn claim_due(
     pool: &SqlitePool,
     now: i64,
@@ -47,7 +61,7 @@ pub(super) async fn claim_due(
             .await?;
     for row in &due {
         sqlx::query(
-            "UPDATE media SET state = 'deleting', wrapped_dek = NULL, deleted_at = COALESCE(deleted_at, $2), \
+            "UPDATE media SET state = 'deleting', deleted_at = COALESCE(deleted_at, $2), \
              due_at = $3 WHERE id = $1",
         )
         .bind(&row.id)
@@ -55,6 +69,10 @@ pub(super) async fn claim_due(
         .bind(lease_until)
         .execute(&mut *tx)
         .await?;
+        sqlx::query("DELETE FROM media_keys WHERE media_id = $1")
+            .bind(&row.id)
+            .execute(&mut *tx)
+            .await?;
     }
     tx.commit().await?;
     Ok(due)
