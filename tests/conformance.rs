@@ -459,3 +459,60 @@ async fn shredded_keys_leave_postgres_pages_with_the_key_table_rewrite() {
     );
     vault.close().await;
 }
+
+/// The migration that moves wrapped keys into their own table, run on a
+/// database that holds media in the layout before it (rebuilt by hand from
+/// a migrated one): live keys move across and still unwrap, a shredded
+/// medium gets no key, and no key is left in `media`.
+#[tokio::test]
+async fn the_key_table_migration_moves_existing_keys() {
+    use sqlx::Connection;
+
+    let stores = Stores::new(Backends::PostgresFiles).await;
+    let vault = stores.vault().await;
+    let app = capi_app(&vault).await;
+    let bytes = png_bytes(150_000);
+    let kept = store(&vault, &app, &bytes).await;
+    let shredded = store(&vault, &app, &png_bytes(1_000)).await;
+    vault.close().await;
+    let mut db = sqlx::PgConnection::connect(&stores.database_url).await.unwrap();
+    let earlier_layout = [
+        "ALTER TABLE media ADD COLUMN kek_id TEXT",
+        "ALTER TABLE media ADD COLUMN wrapped_dek BYTEA",
+        "UPDATE media SET kek_id = k.kek_id, wrapped_dek = k.wrapped_dek \
+         FROM media_keys k WHERE k.media_id = media.id",
+        "ALTER TABLE media ALTER COLUMN kek_id SET NOT NULL",
+        "CREATE INDEX media_kek_id ON media (kek_id) WHERE wrapped_dek IS NOT NULL",
+        "DROP TABLE media_keys",
+        "DROP TABLE key_fingerprints",
+        "DELETE FROM _sqlx_migrations WHERE version = 20261129000020",
+    ];
+    for statement in earlier_layout {
+        sqlx::query(statement).execute(&mut db).await.unwrap();
+    }
+    sqlx::query("UPDATE media SET state = 'deleting', wrapped_dek = NULL WHERE id = $1")
+        .bind(&shredded)
+        .execute(&mut db)
+        .await
+        .unwrap();
+
+    let vault = stores.vault().await;
+    assert_eq!(
+        read(&vault, &app.id, &kept, 0..bytes.len() as u64).await.unwrap()[..],
+        bytes[..]
+    );
+    let keyed: Vec<String> = sqlx::query_scalar("SELECT media_id FROM media_keys")
+        .fetch_all(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(keyed, [kept]);
+    let columns: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM information_schema.columns \
+         WHERE table_name = 'media' AND column_name IN ('kek_id', 'wrapped_dek')",
+    )
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(columns, 0);
+    vault.close().await;
+}
