@@ -2,6 +2,7 @@
 //! the storage core to the HTTP API. It is the only crate that reads files or
 //! the environment.
 
+mod blob_dir;
 mod cli;
 mod embedded;
 mod http;
@@ -20,6 +21,11 @@ use serde_json::json;
 use crate::cli::{Cli, Command, KeysCommand};
 
 fn main() -> ExitCode {
+    // What the service creates is its user's alone: the SQLite database and
+    // its WAL and SHM (SQLite gives them the database's mode), blobs and
+    // their directories, development secrets. The mask is process-wide, so
+    // it is set before any thread starts.
+    rustix::process::umask(rustix::fs::Mode::RWXG | rustix::fs::Mode::RWXO);
     let cli = Cli::parse();
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     match runtime.block_on(run(cli)) {
@@ -45,7 +51,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let config = Config::load(cli.config.as_deref(), &overrides)?;
     telemetry::init(config.log.format);
-    let vault = open_vault(&config).await?;
+    let blobs = blob_config(&config)?;
+    // The commands that write and delete blobs.
+    if matches!(cli.command, Command::Serve { .. } | Command::Reap(_)) {
+        blob_dir::check_apart(&config, &blobs)?;
+    }
+    let vault = open_vault(&config, blobs).await?;
     vault.migrate().await.context("migrating the database")?;
     match cli.command {
         Command::Serve { .. } => serve::serve(&config, vault).await,
@@ -80,7 +91,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// Opens the vault the configuration describes. In embedded mode (SQLite and
 /// no configured keys) a development key is made or reused beside the database.
-async fn open_vault(config: &Config) -> anyhow::Result<Vault> {
+async fn open_vault(config: &Config, blobs: BlobConfig) -> anyhow::Result<Vault> {
     let database_url = config.database_url()?;
     let keys = match config.crypto_keys()? {
         Some(spec) => Keyring::parse(&spec)?,
@@ -90,16 +101,6 @@ async fn open_vault(config: &Config) -> anyhow::Result<Vault> {
              generate one with `mediavault keys generate`",
             database_url.split("://").next().unwrap_or("non-SQLite")
         ),
-    };
-    let blobs = BlobConfig {
-        url: config.blobs.url.clone(),
-        endpoint: config.blobs.endpoint.clone(),
-        region: config.blobs.region.clone(),
-        access_key_id: config.blobs.access_key_id.clone(),
-        secret_access_key: config.blobs_secret_access_key()?,
-        allow_http: config.blobs.allow_http,
-        unsigned_payload: config.blobs.unsigned_payload,
-        timeout: config.blobs.timeout,
     };
     let vault = Vault::open(VaultConfig {
         database_url,
@@ -114,4 +115,18 @@ async fn open_vault(config: &Config) -> anyhow::Result<Vault> {
     .await
     .context("opening storage")?;
     Ok(vault)
+}
+
+/// The blob store the configuration describes.
+fn blob_config(config: &Config) -> anyhow::Result<BlobConfig> {
+    Ok(BlobConfig {
+        url: config.blobs.url.clone(),
+        endpoint: config.blobs.endpoint.clone(),
+        region: config.blobs.region.clone(),
+        access_key_id: config.blobs.access_key_id.clone(),
+        secret_access_key: config.blobs_secret_access_key()?,
+        allow_http: config.blobs.allow_http,
+        unsigned_payload: config.blobs.unsigned_payload,
+        timeout: config.blobs.timeout,
+    })
 }
