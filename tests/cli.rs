@@ -6,6 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 
+use mediavault_storage::Keyring;
 use serde_json::Value;
 use support::{Backends, MEDIAVAULT, Server, Stores, cli};
 
@@ -99,20 +100,17 @@ fn invalid_configuration_names_the_key() {
 }
 
 /// Starts the embedded default in `dir` exactly as `make run` does (no
-/// configuration at all); returns the base URL, the curl line it printed and
-/// the child.
-fn start_embedded(dir: &std::path::Path) -> (String, String, std::process::Child) {
-    let mut child = Command::new(MEDIAVAULT)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .current_dir(dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+/// configuration at all); returns the base URL, the curl line it printed,
+/// the child, and all it writes to stderr until it exits.
+fn start_embedded(
+    dir: &std::path::Path,
+) -> (
+    String,
+    String,
+    std::process::Child,
+    std::thread::JoinHandle<String>,
+) {
+    let (mut child, line) = spawn_in(dir, &["serve", "--listen", "127.0.0.1:0"], &[]);
     let base = line
         .trim()
         .strip_prefix("listening on ")
@@ -122,31 +120,41 @@ fn start_embedded(dir: &std::path::Path) -> (String, String, std::process::Child
     // writes into a closed pipe; hand back the curl command it printed.
     let stderr = BufReader::new(child.stderr.take().unwrap());
     let (hint_tx, hint_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
+    let all = std::thread::spawn(move || {
         let mut lines = stderr.lines().map_while(Result::ok);
+        let mut all = String::new();
         let mut hint = String::new();
         for line in lines.by_ref() {
+            all.push_str(&line);
+            all.push('\n');
             if line.contains("curl ") {
                 hint = line;
                 for _ in 0..3 {
+                    let next = lines.next().unwrap_or_default();
+                    all.push_str(&next);
+                    all.push('\n');
                     hint.push('\n');
-                    hint.push_str(&lines.next().unwrap_or_default());
+                    hint.push_str(&next);
                 }
                 break;
             }
         }
         let _ = hint_tx.send(hint);
-        lines.for_each(drop);
+        for line in lines {
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
     });
     let hint = hint_rx
         .recv_timeout(std::time::Duration::from_secs(10))
         .expect("curl command on stderr");
-    (base, hint, child)
+    (base, hint, child, all)
 }
 
-/// Runs the curl command the embedded default printed, in `dir`; fails
-/// unless the upload succeeds.
-fn upload_as_printed(dir: &std::path::Path, hint: &str) {
+/// Runs the curl command the server printed, in `dir`; fails unless the
+/// upload succeeds.
+fn run_printed_curl(dir: &std::path::Path, hint: &str) {
     let command: String = hint
         .lines()
         .map(|l| l.trim().trim_end_matches('\\'))
@@ -167,11 +175,14 @@ fn upload_as_printed(dir: &std::path::Path, hint: &str) {
     );
 }
 
+/// The first start makes the dev app and shows its token once, in a curl
+/// command that works; later starts reuse app and token and never print the
+/// token again: their command reads it from `data/dev-token`.
 #[test]
 fn embedded_default_makes_a_dev_app_once_and_its_curl_works() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("README.md"), "hello from the readme\n").unwrap();
-    let (base, hint, mut child) = start_embedded(dir.path());
+    let (base, hint, mut child, _) = start_embedded(dir.path());
     assert!(
         hint.contains(&base),
         "the printed command targets the bound address: {hint}"
@@ -184,17 +195,19 @@ fn embedded_default_makes_a_dev_app_once_and_its_curl_works() {
         assert_eq!(mode & 0o777, 0o600, "{file}");
     }
     assert!(dir.path().join("data/mediavault.db").exists());
-
-    upload_as_printed(dir.path(), &hint);
+    let token = std::fs::read_to_string(dir.path().join("data/dev-token")).unwrap();
+    let token = token.trim();
+    assert!(hint.contains(token), "the first start shows the token: {hint}");
+    run_printed_curl(dir.path(), &hint);
     child.kill().unwrap();
     child.wait().unwrap();
 
-    let token = std::fs::read_to_string(dir.path().join("data/dev-token")).unwrap();
-    let (_, second_hint, mut child) = start_embedded(dir.path());
+    let (_, second_hint, mut child, stderr) = start_embedded(dir.path());
     assert!(
-        second_hint.contains(token.trim()),
-        "a second start reuses the dev token"
+        second_hint.contains("data/dev-token"),
+        "a second start points to the token file: {second_hint}"
     );
+    run_printed_curl(dir.path(), &second_hint);
     let url_path = |h: &str| {
         h.split("/partner/app/")
             .nth(1)
@@ -203,6 +216,116 @@ fn embedded_default_makes_a_dev_app_once_and_its_curl_works() {
     assert_eq!(url_path(&hint), url_path(&second_hint), "and the dev app");
     child.kill().unwrap();
     child.wait().unwrap();
+    let stderr = stderr.join().unwrap();
+    assert!(
+        !stderr.contains(token),
+        "a second start never prints the token:\n{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("data/dev-token"))
+            .unwrap()
+            .trim(),
+        token,
+        "the token is reused"
+    );
+}
+
+/// Everything the embedded default creates is its user's alone: the
+/// database with its WAL and SHM, the blobs and their directories.
+#[test]
+fn embedded_files_are_private() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("README.md"), "hello from the readme\n").unwrap();
+    let (_, hint, mut child, _) = start_embedded(dir.path());
+    run_printed_curl(dir.path(), &hint);
+    let data = dir.path().join("data");
+    let mode = |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    for dir in [data.clone(), data.join("blobs"), data.join("blobs/media")] {
+        assert_eq!(mode(&dir), 0o700, "{}", dir.display());
+    }
+    let blobs: Vec<_> = std::fs::read_dir(data.join("blobs/media"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    assert_eq!(blobs.len(), 1, "the uploaded blob: {blobs:?}");
+    let database = ["mediavault.db", "mediavault.db-wal", "mediavault.db-shm"].map(|f| data.join(f));
+    for file in database.iter().chain(&blobs) {
+        assert_eq!(mode(file), 0o600, "{}", file.display());
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// Starts `mediavault ARGS` in `dir` with `env` and nothing else configured;
+/// returns the child (stderr piped) and the first line of its stdout.
+fn spawn_in(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> (std::process::Child, String) {
+    let mut child = Command::new(MEDIAVAULT)
+        .args(args)
+        .current_dir(dir)
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (child, line)
+}
+
+/// Runs `mediavault ARGS` in `dir` with `env`, expecting a refusal: fails if
+/// the command starts serving instead. Returns its stderr.
+fn refused(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> String {
+    let (mut child, line) = spawn_in(dir, args, env);
+    if line.starts_with("listening") {
+        child.kill().unwrap();
+        child.wait().unwrap();
+        panic!("`mediavault {}` started: {line}", args.join(" "));
+    }
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        !output.status.success(),
+        "`mediavault {}` succeeded",
+        args.join(" ")
+    );
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// A blob directory that holds the database or a key or token file is
+/// refused by `serve` and by `reap`, with a message naming what is in the
+/// way, and nothing in it is touched.
+#[test]
+fn a_blob_directory_holding_the_database_or_keys_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let migrated = Command::new(MEDIAVAULT)
+        .arg("migrate")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&migrated.stderr);
+    assert!(migrated.status.success(), "{stderr}");
+    let data_dir = [("MEDIAVAULT__BLOBS__URL", "data")];
+    for args in [&["serve", "--listen", "127.0.0.1:0"][..], &["reap", "--sweep"]] {
+        let stderr = refused(dir.path(), args, &data_dir);
+        assert!(
+            stderr.contains("blobs.url") && stderr.contains("the database"),
+            "{stderr}"
+        );
+    }
+    for file in ["data/mediavault.db", "data/dev.key"] {
+        assert!(dir.path().join(file).exists(), "{file} is kept");
+    }
+
+    std::fs::create_dir(dir.path().join("store")).unwrap();
+    let keys_file = dir.path().join("store/keys");
+    std::fs::write(&keys_file, Keyring::generate_line("k1")).unwrap();
+    let keys_in_store = [
+        ("MEDIAVAULT__BLOBS__URL", "store"),
+        ("MEDIAVAULT__CRYPTO__KEYS_FILE", keys_file.to_str().unwrap()),
+    ];
+    let stderr = refused(dir.path(), &["serve", "--listen", "127.0.0.1:0"], &keys_in_store);
+    assert!(stderr.contains("crypto.keys_file"), "{stderr}");
 }
 
 /// A lost `data/dev.key` is not made anew while the database holds media it
@@ -212,8 +335,8 @@ fn embedded_default_makes_a_dev_app_once_and_its_curl_works() {
 fn embedded_mode_never_regenerates_a_key_its_media_need() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("README.md"), "hello from the readme\n").unwrap();
-    let (_, hint, mut child) = start_embedded(dir.path());
-    upload_as_printed(dir.path(), &hint);
+    let (_, hint, mut child, _) = start_embedded(dir.path());
+    run_printed_curl(dir.path(), &hint);
     child.kill().unwrap();
     child.wait().unwrap();
 

@@ -9,7 +9,10 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use support::{Backends, Fixture, Stores, app_and_token, app_with_retention, png_bytes};
+use support::{
+    Backends, Fixture, Stores, app_and_token, app_with_retention, blob_key_of, carvable_keys, png_bytes,
+    service_can_decrypt, wrapped_key_of,
+};
 
 fn not_found() -> Value {
     json!({"message": "Media not found", "status": "error"})
@@ -127,7 +130,8 @@ async fn info_describes_the_file() {
     }
 }
 
-/// From the moment DELETE answers, the wrapped key is gone; the blob goes
+/// From the moment DELETE answers, the wrapped key is gone: nothing the
+/// service holds decrypts a copy of the blob taken before; the blob goes
 /// too; every read is 404; a second DELETE is 404.
 #[tokio::test]
 async fn delete_shreds_and_removes() {
@@ -135,8 +139,20 @@ async fn delete_shreds_and_removes() {
         let f = Fixture::new(backends).await;
         let keep = f.upload(&png_bytes(1000)).await;
         let id = f.upload(&png_bytes(2000)).await;
+        let blob_of = async |id: &str| {
+            let key = blob_key_of(&f.stores, id).await.expect("a stored row");
+            f.stores.read_blob(&key).await
+        };
+        let (kept_copy, deleted_copy) = (blob_of(&keep).await, blob_of(&id).await);
+        assert!(service_can_decrypt(&f.stores, &id, &deleted_copy, 2000).await);
         let response = f.request(Method::DELETE, &format!("/{id}"), &[]).await;
         assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(wrapped_key_of(&f.stores, &id).await, None, "the key is shredded");
+        assert!(
+            !service_can_decrypt(&f.stores, &id, &deleted_copy, 2000).await,
+            "a copy of the deleted blob no longer decrypts"
+        );
+        assert!(service_can_decrypt(&f.stores, &keep, &kept_copy, 1000).await);
         assert_eq!(
             response.json::<Value>().await.unwrap(),
             json!({"message": "Media deleted successfully", "status": "success"})
@@ -164,6 +180,38 @@ async fn delete_shreds_and_removes() {
             StatusCode::OK
         );
     }
+}
+
+/// After DELETE no 60-byte window of any file in the SQLite database's
+/// directory unwraps, under the KEK, as a deleted file's data key: not while
+/// serving, not after a clean stop. The kept file's key is found each time,
+/// and every key before the deletes, which shows that the scan finds keys.
+#[tokio::test]
+async fn deleted_keys_cannot_be_carved_from_the_sqlite_files() {
+    let mut f = Fixture::with_env(Backends::SqliteFiles, &[("MEDIAVAULT__REAPER__ENABLED", "false")]).await;
+    let kept = f.upload(&png_bytes(1000)).await;
+    let mut deleted = Vec::new();
+    for i in 0..5 {
+        deleted.push(f.upload(&png_bytes(2000 + i)).await);
+    }
+    let all: Vec<String> = deleted.iter().chain([&kept]).cloned().collect();
+    let dir = f.stores.dir().to_path_buf();
+    assert_eq!(carvable_keys(&dir, &f.stores.keys, &all).len(), all.len());
+    for id in &deleted {
+        let response = f.request(Method::DELETE, &format!("/{id}"), &[]).await;
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    assert_eq!(
+        carvable_keys(&dir, &f.stores.keys, &all),
+        std::slice::from_ref(&kept),
+        "while serving"
+    );
+    assert!(f.server.terminate().success());
+    assert_eq!(
+        carvable_keys(&dir, &f.stores.keys, &all),
+        [kept],
+        "after a clean stop"
+    );
 }
 
 /// GET, HEAD, info and DELETE answer 404 once `expires_at` has passed,

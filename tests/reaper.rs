@@ -6,11 +6,25 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{Backends, Fixture, Gate, Server, Stores, app_with_retention, cli, cli_with, png_bytes};
+use support::{
+    Backends, Fixture, Gate, Server, Stores, app_with_retention, blob_key_of, cli, cli_with, png_bytes,
+    service_can_decrypt, wrapped_key_of,
+};
 
 fn reap_once(stores: &Stores) -> Value {
     let (ok, out, err) = cli(stores, &["reap", "--once"]);
     assert!(ok, "reap --once failed: {err}");
+    serde_json::from_str(&out).unwrap_or_else(|_| panic!("not JSON: {out}"))
+}
+
+/// `reap --sweep` with `reaper.stale_upload_after` set to `stale`; its report.
+fn sweep(stores: &Stores, stale: &str) -> Value {
+    let (ok, out, err) = cli_with(
+        stores,
+        &["reap", "--sweep"],
+        &[("MEDIAVAULT__REAPER__STALE_UPLOAD_AFTER", stale)],
+    );
+    assert!(ok, "reap --sweep failed: {err}");
     serde_json::from_str(&out).unwrap_or_else(|_| panic!("not JSON: {out}"))
 }
 
@@ -71,8 +85,9 @@ async fn expired_media_are_reaped_and_nothing_else() {
     }
 }
 
-/// Deleted while the blob store was down: the key is shredded at once, the
-/// blob stays; a pass while the store is still down keeps the row and
+/// Deleted while the blob store was down: the key is shredded at once (the
+/// row keeps no wrapped key, and nothing the service holds decrypts the
+/// blob that stays); a pass while the store is still down keeps the row and
 /// fails cleanly; the first pass after it returns removes both.
 #[tokio::test]
 async fn deletion_with_the_blob_store_down_is_finished_by_the_reaper() {
@@ -105,6 +120,17 @@ async fn deletion_with_the_blob_store_down_is_finished_by_the_reaper() {
         (2, 2),
         "the row and blob wait for the reaper"
     );
+    assert_eq!(wrapped_key_of(&direct, &gone).await, None, "the key is shredded");
+    let stored = async |id: &str| {
+        let key = blob_key_of(&direct, id).await.expect("the row stays");
+        direct.read_blob(&key).await
+    };
+    let (left, kept_blob) = (stored(&gone).await, stored(&kept).await);
+    assert!(
+        !service_can_decrypt(&direct, &gone, &left, 1000).await,
+        "the blob left behind no longer decrypts"
+    );
+    assert!(service_can_decrypt(&direct, &kept, &kept_blob, 2000).await);
 
     let (ok, out, err) = cli_with(
         &f.stores,
@@ -137,18 +163,10 @@ async fn deletion_with_the_blob_store_down_is_finished_by_the_reaper() {
     f.stores.blobs.endpoint = Some(garage);
 }
 
-/// A server killed mid-upload leaves an `uploading` row (and perhaps an
-/// unfinished multipart upload); once stale, one pass removes it.
-#[tokio::test]
-async fn uploads_cut_by_a_crash_are_reaped_as_abandoned() {
+/// Starts a 50 MB upload and sends its first 12 MiB (past two blob parts),
+/// leaving it unfinished; returns the connection.
+async fn start_large_upload(server: &Server, app_id: &str, token: &str) -> tokio::net::TcpStream {
     use tokio::io::AsyncWriteExt;
-    let stores = Stores::new(Backends::PostgresS3).await;
-    let (app_id, token) = app_with_retention(&stores, "30d");
-    let env = [
-        ("MEDIAVAULT__REAPER__STALE_UPLOAD_AFTER", "1s"),
-        ("MEDIAVAULT__REAPER__ENABLED", "false"),
-    ];
-    let mut server = Server::start_with(&stores, &env);
     let addr = server.base_url.trim_start_matches("http://").to_owned();
     let mut socket = tokio::net::TcpStream::connect(&addr).await.unwrap();
     let head = format!(
@@ -160,6 +178,21 @@ async fn uploads_cut_by_a_crash_are_reaped_as_abandoned() {
     socket.write_all(head.as_bytes()).await.unwrap();
     socket.write_all(&png_bytes(12 * 1024 * 1024)).await.unwrap();
     socket.flush().await.unwrap();
+    socket
+}
+
+/// A server killed mid-upload leaves an `uploading` row (and perhaps an
+/// unfinished multipart upload); once stale, one pass removes it.
+#[tokio::test]
+async fn uploads_cut_by_a_crash_are_reaped_as_abandoned() {
+    let stores = Stores::new(Backends::PostgresS3).await;
+    let (app_id, token) = app_with_retention(&stores, "30d");
+    let env = [
+        ("MEDIAVAULT__REAPER__STALE_UPLOAD_AFTER", "1s"),
+        ("MEDIAVAULT__REAPER__ENABLED", "false"),
+    ];
+    let mut server = Server::start_with(&stores, &env);
+    let socket = start_large_upload(&server, &app_id, &token).await;
     tokio::time::sleep(Duration::from_millis(700)).await;
     server.kill();
     drop(socket);
@@ -246,19 +279,82 @@ async fn orphan_sweep_removes_only_unreferenced_blobs() {
     let blob_dir = std::path::Path::new(&f.stores.blobs.url).join("media");
     std::fs::write(blob_dir.join("stray"), b"left by a crash").unwrap();
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let (ok, out, err) = cli_with(
-        &f.stores,
-        &["reap", "--sweep"],
-        &[("MEDIAVAULT__REAPER__STALE_UPLOAD_AFTER", "1s")],
-    );
-    assert!(ok, "{err}");
-    assert_eq!(
-        serde_json::from_str::<Value>(&out).unwrap(),
-        json!({"removed": 1})
-    );
+    assert_eq!(sweep(&f.stores, "1s"), json!({"removed": 1}));
     assert!(!blob_dir.join("stray").exists());
     f.assert_stored(1).await;
     assert_eq!(f.download(&kept).await.status(), 200);
+}
+
+/// The sweep lists and deletes only under the service's own prefix
+/// (`media/`): whatever else shares the directory or the bucket survives it,
+/// however old, while an orphan under the prefix goes.
+#[tokio::test]
+async fn the_sweep_touches_nothing_outside_the_media_prefix() {
+    const FOREIGN: [&str; 4] = ["notes.txt", "mediavault.db", "backup/dev.key", "media-old/blob"];
+    for backends in [Backends::SqliteFiles, Backends::SqliteS3] {
+        let f = fixture_with_retention(backends, "30d", &[("MEDIAVAULT__REAPER__ENABLED", "false")]).await;
+        let kept = f.upload(&png_bytes(800)).await;
+        for key in FOREIGN {
+            f.stores.write_blob(key, b"not the service's".to_vec()).await;
+        }
+        f.stores
+            .write_blob("media/stray", b"left by a crash".to_vec())
+            .await;
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert_eq!(sweep(&f.stores, "1s"), json!({"removed": 1}), "{backends:?}");
+        for key in FOREIGN {
+            assert_eq!(f.stores.read_blob(key).await, b"not the service's", "{key}");
+        }
+        f.assert_stored(1).await;
+        assert_eq!(f.download(&kept).await.status(), 200);
+    }
+}
+
+/// A server killed while writing a blob to the file backend leaves the
+/// local store's staging file (`media/<key>#1`), which listings do not show.
+/// The sweep removes it once older than `reaper.stale_upload_after` and
+/// keeps a younger one, which may be an upload still being written. (The
+/// crashed one is aged by its modification time rather than by waiting.)
+#[tokio::test]
+async fn the_sweep_removes_staging_files_of_crashed_uploads() {
+    let stores = Stores::new(Backends::SqliteFiles).await;
+    let (app_id, token) = app_with_retention(&stores, "30d");
+    let mut server = Server::start_with(&stores, &[("MEDIAVAULT__REAPER__ENABLED", "false")]);
+    let socket = start_large_upload(&server, &app_id, &token).await;
+    let media_dir = std::path::Path::new(&stores.blobs.url).join("media");
+    let staging_files = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(&media_dir)
+            .into_iter()
+            .flatten()
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| path.to_string_lossy().ends_with("#1"))
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while staging_files().is_empty() {
+        assert!(Instant::now() < deadline, "no staging file was written");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.kill();
+    drop(socket);
+    let crashed = staging_files().remove(0);
+    let two_hours_ago = std::time::SystemTime::now() - Duration::from_secs(7200);
+    std::fs::File::options()
+        .write(true)
+        .open(&crashed)
+        .unwrap()
+        .set_modified(two_hours_ago)
+        .unwrap();
+    let young = media_dir.join(format!("{}#1", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&young, b"an upload being written").unwrap();
+
+    assert_eq!(
+        reap_once(&stores),
+        json!({"expired": 0, "deleted": 0, "abandoned": 0})
+    );
+    assert_eq!(sweep(&stores, "1h"), json!({"removed": 1}));
+    assert!(!crashed.exists(), "the crashed upload's staging file is gone");
+    assert!(young.exists(), "a young staging file is kept");
 }
 
 /// The claim is one range scan of the `due_at` index, never a sequential

@@ -713,3 +713,124 @@ pub fn exit_within(command: &mut Command, within: Duration) -> std::process::Out
     }
     child.wait_with_output().unwrap()
 }
+
+impl Server {
+    /// SIGTERM, then waits: a clean stop, as an operator's.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+        self.wait()
+    }
+}
+
+/// Where the database keeps wrapped data keys, with the media id each
+/// belongs to: the one statement that knows the schema.
+const WRAPPED_KEYS_SQL: &str = "SELECT media_id, wrapped_dek FROM media_keys";
+
+/// Runs `sql` on the stores' database, directly, as anyone who can read it.
+async fn fetch_rows<T>(stores: &Stores, sql: &'static str, bind: Option<&str>) -> Vec<T>
+where
+    T: Send + Unpin,
+    T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>,
+{
+    // The same steps on either dialect's connection.
+    macro_rules! fetch_on {
+        ($connection:ty) => {{
+            let mut connection = <$connection>::connect(&stores.database_url)
+                .await
+                .expect("connect to the database");
+            let mut query = sqlx::query_as(sql);
+            if let Some(value) = bind {
+                query = query.bind(value);
+            }
+            let rows = query.fetch_all(&mut connection).await;
+            connection.close().await.ok();
+            rows.expect("query the database")
+        }};
+    }
+    match stores.backends {
+        Backends::PostgresFiles | Backends::PostgresS3 => fetch_on!(sqlx::PgConnection),
+        Backends::SqliteFiles | Backends::SqliteS3 => fetch_on!(sqlx::SqliteConnection),
+    }
+}
+
+/// Every wrapped data key left in the database, by media id.
+pub async fn wrapped_keys(stores: &Stores) -> Vec<(String, Vec<u8>)> {
+    fetch_rows(stores, WRAPPED_KEYS_SQL, None).await
+}
+
+/// The wrapped data key the database still holds for `media_id`, if any.
+pub async fn wrapped_key_of(stores: &Stores, media_id: &str) -> Option<Vec<u8>> {
+    wrapped_keys(stores)
+        .await
+        .into_iter()
+        .find_map(|(id, wrapped)| (id == media_id).then_some(wrapped))
+}
+
+/// The blob key of `media_id`'s row, while it has one.
+pub async fn blob_key_of(stores: &Stores, media_id: &str) -> Option<String> {
+    let rows: Vec<(String,)> =
+        fetch_rows(stores, "SELECT blob_key FROM media WHERE id = $1", Some(media_id)).await;
+    rows.into_iter().next().map(|(key,)| key)
+}
+
+/// Whether anything the service holds still decrypts `blob` (a copy of the
+/// stored ciphertext of `media_id`, whose plaintext is `plaintext_len`
+/// bytes): every wrapped key left in the database is tried under every
+/// configured KEK, bound to this media id and to its own, and every data key
+/// that comes out is tried on the blob.
+pub async fn service_can_decrypt(stores: &Stores, media_id: &str, blob: &[u8], plaintext_len: u64) -> bool {
+    let keys = Keyring::parse(&stores.keys).unwrap();
+    let kek_ids: Vec<String> = keys.ids().map(str::to_owned).collect();
+    wrapped_keys(stores).await.iter().any(|(owner, wrapped)| {
+        kek_ids.iter().any(|kek| {
+            [media_id, owner.as_str()].into_iter().any(|bound_to| {
+                keys.unwrap(bound_to, kek, wrapped).is_ok_and(|dek| {
+                    mediavault_storage::seal::open_all(&dek, media_id, plaintext_len, blob).is_ok()
+                })
+            })
+        })
+    })
+}
+
+/// The media among `ids` whose data key some 60-byte window of some file
+/// under `dir` unwraps under one of `keys` (an `id:base64,…` line) with
+/// that media's associated data: what anyone who can read the files and
+/// holds the KEK recovers, whatever the schema or the file format.
+pub fn carvable_keys(dir: &std::path::Path, keys: &str, ids: &[String]) -> Vec<String> {
+    let keys = Keyring::parse(keys).unwrap();
+    let kek_ids: Vec<String> = keys.ids().map(str::to_owned).collect();
+    let mut found = Vec::new();
+    for file in files_under(dir) {
+        let Ok(bytes) = std::fs::read(&file) else {
+            continue; // removed while listed
+        };
+        for window in bytes.windows(mediavault_storage::format::WRAPPED_DEK_LEN) {
+            for id in ids {
+                if !found.contains(id) && kek_ids.iter().any(|kek| keys.unwrap(id, kek, window).is_ok()) {
+                    found.push(id.clone());
+                }
+            }
+        }
+    }
+    found
+}
+
+/// Every regular file under `dir`, at any depth.
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            match entry.file_type() {
+                Ok(kind) if kind.is_dir() => pending.push(entry.path()),
+                Ok(kind) if kind.is_file() => files.push(entry.path()),
+                _ => {}
+            }
+        }
+    }
+    files
+}

@@ -18,18 +18,33 @@ pub fn is_sqlite(database_url: &str) -> bool {
     database_url.starts_with("sqlite:")
 }
 
-/// The directory that holds the SQLite database (and the development secrets).
-pub fn data_dir(database_url: &str) -> PathBuf {
+/// The SQLite database file, or `None` for an in-memory database.
+pub fn database_file(database_url: &str) -> Option<PathBuf> {
     let path = database_url
         .trim_start_matches("sqlite:")
         .trim_start_matches("//")
         .split('?')
         .next()
         .unwrap_or_default();
-    match Path::new(path).parent() {
-        Some(dir) if !dir.as_os_str().is_empty() && path != ":memory:" => dir.to_path_buf(),
+    (!path.is_empty() && path != ":memory:").then(|| PathBuf::from(path))
+}
+
+/// The directory that holds the SQLite database (and the development secrets).
+pub fn data_dir(database_url: &str) -> PathBuf {
+    match database_file(database_url).as_deref().and_then(Path::parent) {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
         _ => PathBuf::from("."),
     }
+}
+
+/// The development key and token files of an embedded database, named for
+/// messages.
+pub fn dev_files(database_url: &str) -> [(&'static str, PathBuf); 2] {
+    let dir = data_dir(database_url);
+    [
+        ("the development key", dir.join(DEV_KEY_FILE)),
+        ("the development token", dir.join(DEV_TOKEN_FILE)),
+    ]
 }
 
 /// A development key made because none was found: saved only once the
@@ -88,15 +103,26 @@ impl NewDevKey {
     }
 }
 
+/// The development app, and where its token is kept.
+pub struct DevApp {
+    pub app: App,
+    /// The token, only when it was issued by this start: it is shown once.
+    pub new_token: Option<String>,
+    pub token_file: PathBuf,
+}
+
 /// The development app and its token: reused if the saved token still
 /// works, else created and saved.
-pub async fn dev_app(vault: &Vault, database_url: &str) -> anyhow::Result<(App, String)> {
+pub async fn dev_app(vault: &Vault, database_url: &str) -> anyhow::Result<DevApp> {
     let path = data_dir(database_url).join(DEV_TOKEN_FILE);
-    if let Ok(saved) = std::fs::read_to_string(&path) {
-        let token = saved.trim().to_owned();
-        if let Some(app) = vault.app_for_token(&token).await? {
-            return Ok((app, token));
-        }
+    if let Ok(saved) = std::fs::read_to_string(&path)
+        && let Some(app) = vault.app_for_token(saved.trim()).await?
+    {
+        return Ok(DevApp {
+            app,
+            new_token: None,
+            token_file: path,
+        });
     }
     let app = vault
         .create_app(NewApp {
@@ -107,7 +133,11 @@ pub async fn dev_app(vault: &Vault, database_url: &str) -> anyhow::Result<(App, 
         .await?;
     let issued = vault.issue_token(&app.id, Some("development")).await?;
     write_private(&path, &issued.token)?;
-    Ok((app, issued.token))
+    Ok(DevApp {
+        app,
+        new_token: Some(issued.token),
+        token_file: path,
+    })
 }
 
 /// Writes a secret readable by its owner only (0600), replacing any old file.

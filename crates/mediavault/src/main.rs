@@ -2,6 +2,7 @@
 //! the storage core to the HTTP API. It is the only crate that reads files or
 //! the environment.
 
+mod blob_dir;
 mod cli;
 mod embedded;
 mod http;
@@ -22,6 +23,11 @@ use crate::cli::{Cli, Command, KeysCommand};
 use crate::schema::Accept;
 
 fn main() -> ExitCode {
+    // What the service creates is its user's alone: the SQLite database and
+    // its WAL and SHM (SQLite gives them the database's mode), blobs and
+    // their directories, development secrets. The mask is process-wide, so
+    // it is set before any thread starts.
+    rustix::process::umask(rustix::fs::Mode::RWXG | rustix::fs::Mode::RWXO);
     let cli = Cli::parse();
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     match runtime.block_on(run(cli)) {
@@ -47,7 +53,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let config = Config::load(cli.config.as_deref(), &overrides)?;
     telemetry::init(config.log.format);
-    let (vault, new_dev_key) = open_vault(&config).await?;
+    let blobs = blob_config(&config)?;
+    // The commands that write and delete blobs.
+    if matches!(cli.command, Command::Serve { .. } | Command::Reap(_)) {
+        blob_dir::check_apart(&config, &blobs)?;
+    }
+    let (vault, new_dev_key) = open_vault(&config, blobs).await?;
     match &cli.command {
         Command::Migrate => vault.migrate().await.context("migrating the database")?,
         Command::Serve { .. } if config.database.migrate_on_start => {
@@ -101,7 +112,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 /// Opens the vault the configuration describes. In embedded mode (SQLite and
 /// no configured keys) a development key is reused from beside the database,
 /// or made: then it comes back too, to be saved once the database allows.
-async fn open_vault(config: &Config) -> anyhow::Result<(Vault, Option<embedded::NewDevKey>)> {
+async fn open_vault(
+    config: &Config,
+    blobs: BlobConfig,
+) -> anyhow::Result<(Vault, Option<embedded::NewDevKey>)> {
     let database_url = config.database_url()?;
     let mut new_dev_key = None;
     let keys = match config.crypto_keys()? {
@@ -117,16 +131,6 @@ async fn open_vault(config: &Config) -> anyhow::Result<(Vault, Option<embedded::
             database_url.split("://").next().unwrap_or("non-SQLite")
         ),
     };
-    let blobs = BlobConfig {
-        url: config.blobs.url.clone(),
-        endpoint: config.blobs.endpoint.clone(),
-        region: config.blobs.region.clone(),
-        access_key_id: config.blobs.access_key_id.clone(),
-        secret_access_key: config.blobs_secret_access_key()?,
-        allow_http: config.blobs.allow_http,
-        unsigned_payload: config.blobs.unsigned_payload,
-        timeout: config.blobs.timeout,
-    };
     let vault = Vault::open(VaultConfig {
         database_url,
         blobs,
@@ -140,4 +144,18 @@ async fn open_vault(config: &Config) -> anyhow::Result<(Vault, Option<embedded::
     .await
     .context("opening storage")?;
     Ok((vault, new_dev_key))
+}
+
+/// The blob store the configuration describes.
+fn blob_config(config: &Config) -> anyhow::Result<BlobConfig> {
+    Ok(BlobConfig {
+        url: config.blobs.url.clone(),
+        endpoint: config.blobs.endpoint.clone(),
+        region: config.blobs.region.clone(),
+        access_key_id: config.blobs.access_key_id.clone(),
+        secret_access_key: config.blobs_secret_access_key()?,
+        allow_http: config.blobs.allow_http,
+        unsigned_payload: config.blobs.unsigned_payload,
+        timeout: config.blobs.timeout,
+    })
 }

@@ -29,15 +29,8 @@ pub async fn serve(config: &Config, vault: Vault) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", config.server.listen))?;
     let addr = listener.local_addr()?;
-    if let Some((app, token)) = &dev {
-        eprintln!(
-            "\nDevelopment app {} is ready. Upload a file with:\n\n  \
-             curl --location --request POST 'http://{addr}/partner/app/{}/media' \\\n    \
-             --header 'token: {token}' \\\n    \
-             --form 'file_type=\"text/plain\"' \\\n    \
-             --form 'file=@\"README.md\"'\n",
-            app.id, app.id
-        );
+    if let Some(dev) = &dev {
+        announce_dev_app(dev, addr);
     }
     // Scripts and tests read this line to learn the port: print it only once bound.
     println!("listening on http://{addr}");
@@ -88,6 +81,32 @@ pub async fn serve(config: &Config, vault: Vault) -> anyhow::Result<()> {
     }
     vault.close().await;
     Ok(())
+}
+
+/// Tells the developer how to upload to the development app. The token is
+/// a secret: it is printed only on the start that issued it; later starts
+/// read it from its file in the command instead, so it never lands in the
+/// terminal or a log again.
+fn announce_dev_app(dev: &embedded::DevApp, addr: std::net::SocketAddr) {
+    let file = dev.token_file.display();
+    let (saved, header) = match &dev.new_token {
+        Some(token) => (
+            format!("its token is saved in {file} and shown only this once"),
+            format!("'token: {token}'"),
+        ),
+        None => (
+            format!("its token is in {file}"),
+            format!("\"token: $(cat {file})\""),
+        ),
+    };
+    eprintln!(
+        "\nDevelopment app {id} is ready; {saved}. Upload a file with:\n\n  \
+         curl --location --request POST 'http://{addr}/partner/app/{id}/media' \\\n    \
+         --header {header} \\\n    \
+         --form 'file_type=\"text/plain\"' \\\n    \
+         --form 'file=@\"README.md\"'\n",
+        id = dev.app.id
+    );
 }
 
 /// The Prometheus recorder behind `/metrics`; durations get histogram buckets.

@@ -46,6 +46,16 @@ pub struct BlobConfig {
 }
 
 impl BlobConfig {
+    /// The directory of a local blob store (a path or `file://` URL); `None`
+    /// for S3, memory, or a scheme the store does not know.
+    pub fn local_dir(&self) -> Option<PathBuf> {
+        let url = self.url.trim();
+        if let Some(path) = url.strip_prefix("file://") {
+            return Some(PathBuf::from(path));
+        }
+        (!url.contains("://")).then(|| PathBuf::from(url))
+    }
+
     /// A blob store in a local directory, with defaults for the rest.
     pub fn local(url: impl Into<String>) -> BlobConfig {
         BlobConfig {
@@ -85,9 +95,16 @@ const LOCAL_READ_CHUNK: usize = 256 * 1024;
 /// them (hyper's chunks: a few KiB to a few hundred each).
 const READ_AHEAD_CHUNKS: usize = 16;
 
+/// The service's own key prefix: every blob key starts with it, and listings
+/// and sweeps look nowhere else in the bucket or directory.
+pub(crate) const MEDIA_PREFIX: &str = "media";
+
 #[derive(Clone)]
 pub(crate) struct Blobs {
     store: Arc<dyn ObjectStore>,
+    /// The directory of a local store, whose staging files the store's own
+    /// listings do not show.
+    local_dir: Option<PathBuf>,
     timeout: Duration,
     /// Blob bytes fetched by reads since start.
     bytes_read: Arc<AtomicU64>,
@@ -154,10 +171,9 @@ impl Blobs {
         } else if url == "memory://" {
             Arc::new(InMemory::new())
         } else {
-            let dir = PathBuf::from(url.strip_prefix("file://").unwrap_or(url));
-            if url.contains("://") && !url.starts_with("file://") {
-                return Err(bad("use a path, file://, s3:// or memory://".into()));
-            }
+            let dir = config
+                .local_dir()
+                .ok_or_else(|| bad("use a path, file://, s3:// or memory://".into()))?;
             std::fs::create_dir_all(&dir).map_err(|e| bad(e.to_string()))?;
             // A row turns ready only after its blob is complete; with fsync,
             // complete also means on disk (file and directory entry), so a
@@ -170,6 +186,7 @@ impl Blobs {
         };
         Ok(Blobs {
             store,
+            local_dir: config.local_dir(),
             timeout: config.timeout,
             bytes_read: Arc::default(),
             part_budget: Arc::new(Semaphore::new(PARTS_IN_FLIGHT_TOTAL)),
@@ -289,28 +306,47 @@ impl Blobs {
             .collect()
     }
 
-    /// Every blob with its last-modified time, for the orphan sweep.
+    /// Every blob with its last-modified time, for the orphan sweep: only
+    /// under `MEDIA_PREFIX`, so that whatever else shares the bucket or
+    /// directory is never a candidate.
     pub(crate) async fn list_with_times(
         &self,
     ) -> Result<Vec<(String, chrono::DateTime<chrono::Utc>)>, StoreError> {
         self.bounded(
             self.store
-                .list(None)
+                .list(Some(&Path::from(MEDIA_PREFIX)))
                 .map_ok(|meta| (meta.location.to_string(), meta.last_modified))
                 .try_collect(),
         )
         .await
     }
 
-    /// Every blob key in the store (under its prefix).
+    /// Every blob key in the store (under `MEDIA_PREFIX`).
     pub(crate) async fn list_keys(&self) -> Result<Vec<String>, StoreError> {
-        self.bounded(
-            self.store
-                .list(None)
-                .map_ok(|meta| meta.location.to_string())
-                .try_collect(),
-        )
-        .await
+        Ok(self
+            .list_with_times()
+            .await?
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect())
+    }
+
+    /// Deletes the local store's staging files under `MEDIA_PREFIX` last
+    /// written before `cutoff`; returns how many. The local store writes a
+    /// blob to `<key>#<n>` and renames it when complete; a process killed
+    /// while writing leaves the staging file, which listings skip. A write
+    /// in progress keeps its file's time fresh. Other stores have none.
+    pub(crate) async fn delete_stale_staging(
+        &self,
+        cutoff: std::time::SystemTime,
+    ) -> Result<u64, StoreError> {
+        let Some(dir) = &self.local_dir else {
+            return Ok(0);
+        };
+        let root = dir.join(MEDIA_PREFIX);
+        tokio::task::spawn_blocking(move || delete_stale_staging_under(&root, cutoff))
+            .await
+            .map_err(|e| staging_error(format!("staging sweep: {e}")))?
     }
 
     /// Answers whether the store is reachable, without writing.
@@ -323,6 +359,57 @@ impl Blobs {
             Err(e) => Err(e),
         }
     }
+}
+
+/// Whether `name` is a local store's staging file: `<key>#<digits>`.
+fn is_staging_file(name: &std::ffi::OsStr) -> bool {
+    name.to_str()
+        .and_then(|name| name.rsplit_once('#'))
+        .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+fn staging_error(message: String) -> StoreError {
+    StoreError::Blobs(object_store::Error::Generic {
+        store: "LocalFileSystem",
+        source: message.into(),
+    })
+}
+
+/// Deletes staging files under `root` last written before `cutoff`.
+fn delete_stale_staging_under(
+    root: &std::path::Path,
+    cutoff: std::time::SystemTime,
+) -> Result<u64, StoreError> {
+    let failed = |path: &std::path::Path, e: String| staging_error(format!("{}: {e}", path.display()));
+    let mut removed = 0;
+    for entry in walkdir::WalkDir::new(root).min_depth(1) {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(e)
+                if e.io_error()
+                    .is_some_and(|e| e.kind() == std::io::ErrorKind::NotFound) =>
+            {
+                continue;
+            }
+            Err(e) => return Err(failed(root, e.to_string())),
+        };
+        if !entry.file_type().is_file() || !is_staging_file(entry.file_name()) {
+            continue;
+        }
+        // Completed (renamed) or removed since it was listed: not stale.
+        let Some(modified) = entry.metadata().ok().and_then(|m| m.modified().ok()) else {
+            continue;
+        };
+        if modified >= cutoff {
+            continue;
+        }
+        match std::fs::remove_file(entry.path()) {
+            Ok(()) => removed += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(failed(entry.path(), e.to_string())),
+        }
+    }
+    Ok(removed)
 }
 
 /// Pulls a remote blob on its own task, up to `READ_AHEAD_CHUNKS` chunks

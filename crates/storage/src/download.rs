@@ -66,6 +66,7 @@ impl Vault {
             }
             Err(error) => tracing::warn!(%media_id, %error, "shredded; blob left to the reaper"),
         }
+        self.inner.meta.settle_shredded().await;
         Ok(())
     }
 

@@ -84,6 +84,7 @@ impl Vault {
         // Shredded already; only the blob is left. Due again now, so the next
         // pass retries it rather than waiting out the lease.
         self.inner.meta.set_due(&retry, now).await?;
+        self.inner.meta.settle_shredded().await;
         Ok(counts)
     }
 
@@ -94,7 +95,10 @@ impl Vault {
 
     /// Deletes blobs that no row references and that are older than
     /// `older_than` (younger ones may belong to an upload still being
-    /// written). Returns how many were deleted.
+    /// written), and the local store's staging files left that long by
+    /// writes that never finished. Only under the service's own prefix:
+    /// nothing else in the bucket or directory is listed, let alone deleted.
+    /// Returns how many files were deleted.
     pub async fn sweep_orphans(&self, older_than: Duration) -> Result<u64, StoreError> {
         let cutoff = chrono::Utc::now() - chrono::Duration::from_std(older_than).unwrap_or_default();
         let listed = self.inner.blobs.list_with_times().await?;
@@ -106,6 +110,7 @@ impl Vault {
             .collect();
         let count = orphans.len() as u64;
         let failed = self.inner.blobs.delete_many(orphans).await;
-        Ok(count - failed.len() as u64)
+        let staging = self.inner.blobs.delete_stale_staging(cutoff.into()).await?;
+        Ok(count - failed.len() as u64 + staging)
     }
 }

@@ -5,7 +5,7 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::blobs::BlobWriter;
+use crate::blobs::{BlobWriter, MEDIA_PREFIX};
 use crate::error::{StoreError, UploadError};
 use crate::keys::Dek;
 use crate::meta::{NewMedia, ReadyMedia};
@@ -37,7 +37,7 @@ impl Vault {
     pub async fn begin_upload(&self, app: &App, filename: Option<&str>) -> Result<Upload, UploadError> {
         app.check_may_upload()?;
         let id = uuid::Uuid::new_v4().to_string();
-        let blob_key = format!("media/{}", uuid::Uuid::new_v4().simple());
+        let blob_key = format!("{MEDIA_PREFIX}/{}", uuid::Uuid::new_v4().simple());
         let dek = Dek::generate();
         let wrapped = self.inner.keys.wrap(&id, &dek);
         let header = Header::random();

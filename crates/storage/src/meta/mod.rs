@@ -462,6 +462,16 @@ impl Metadata {
         Ok(())
     }
 
+    /// Makes shredding reach the database's files where the store can: on
+    /// SQLite the WAL, which still holds page images with the shredded keys,
+    /// is checkpointed and truncated. Postgres keeps old tuple versions until
+    /// vacuum (see docs/format.md).
+    pub(crate) async fn settle_shredded(&self) {
+        if let Metadata::Sqlite(pool) = self {
+            sqlite::truncate_wal(pool).await;
+        }
+    }
+
     /// Postgres: a transaction holding the reaper's advisory lock, or `None`
     /// inside `Some` when another session holds it. SQLite: always free.
     #[allow(clippy::type_complexity)]

@@ -12,6 +12,9 @@ pub(super) async fn connect(url: &str) -> Result<SqlitePool, StoreError> {
     let options = SqliteConnectOptions::from_str(url)?
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
+        // Deleted content is overwritten with zeros, not merely unlinked: a
+        // shredded wrapped key must not stay in the free space of a page.
+        .pragma("secure_delete", "ON")
         .busy_timeout(Duration::from_secs(5));
     let file = options.get_filename();
     if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -28,6 +31,40 @@ pub(super) async fn connect(url: &str) -> Result<SqlitePool, StoreError> {
 /// The migrations built into this binary.
 pub(super) fn migrator() -> sqlx::migrate::Migrator {
     sqlx::migrate!("../../migrations/sqlite")
+}
+
+/// One checkpoint at a time: SQLite answers a second one that starts while
+/// another runs "busy" at once, without waiting.
+static CHECKPOINT: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// Checkpoints tried before giving up; each waits up to the busy timeout for
+/// readers and the writer, then briefly before the next.
+const CHECKPOINT_ATTEMPTS: u32 = 3;
+
+/// Makes a shred final in the files: copies the WAL into the database file
+/// (whose pages `secure_delete` has already zeroed) and truncates the WAL to
+/// zero bytes, so that the older page images it held, with the keys just
+/// shredded, are gone from the directory. A reader holding an old snapshot,
+/// or a writer, past the busy timeout on every attempt leaves the WAL as it
+/// is: that is logged, and the next shred, SQLite's own checkpoints or a
+/// clean stop (which removes the WAL) finish the job.
+pub(super) async fn truncate_wal(pool: &SqlitePool) {
+    let _one = CHECKPOINT.lock().await;
+    for attempt in 1..=CHECKPOINT_ATTEMPTS {
+        let result: Result<(i64, i64, i64), sqlx::Error> = sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
+            .fetch_one(pool)
+            .await;
+        match result {
+            Ok((0, _, _)) => return,
+            Ok(_) if attempt < CHECKPOINT_ATTEMPTS => tokio::time::sleep(Duration::from_millis(50)).await,
+            Ok(_) => tracing::warn!(
+                "WAL checkpoint stayed busy; shredded keys may remain in the WAL until the next checkpoint"
+            ),
+            Err(error) => {
+                tracing::warn!(%error, "WAL checkpoint failed; shredded keys may remain in the WAL until the next checkpoint");
+                return;
+            }
+        }
+    }
 }
 
 pub(super) async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
