@@ -14,6 +14,18 @@ fn reap_once(stores: &Stores) -> Value {
     serde_json::from_str(&out).unwrap_or_else(|_| panic!("not JSON: {out}"))
 }
 
+/// `mediavault reap MODE` with `reaper.stale_upload_after` set to `stale`;
+/// its JSON report.
+fn reap_with_stale(stores: &Stores, mode: &str, stale: &str) -> Value {
+    let (ok, out, err) = cli_with(
+        stores,
+        &["reap", mode],
+        &[("MEDIAVAULT__REAPER__STALE_UPLOAD_AFTER", stale)],
+    );
+    assert!(ok, "reap {mode} failed: {err}");
+    serde_json::from_str(&out).unwrap_or_else(|_| panic!("not JSON: {out}"))
+}
+
 /// A fixture whose app keeps media for `retention`.
 async fn fixture_with_retention(backends: Backends, retention: &str, env: &[(&str, &str)]) -> Fixture {
     let stores = Stores::new(backends).await;
@@ -261,29 +273,6 @@ async fn orphan_sweep_removes_only_unreferenced_blobs() {
     assert_eq!(f.download(&kept).await.status(), 200);
 }
 
-/// The claim is one range scan of the `due_at` index, never a sequential
-/// scan of `media`.
-#[tokio::test]
-async fn the_claim_query_uses_the_due_index() {
-    use sqlx::Connection;
-    let stores = Stores::new(Backends::PostgresFiles).await;
-    stores.vault().await.close().await;
-    let mut db = sqlx::PgConnection::connect(&stores.database_url).await.unwrap();
-    sqlx::query("SET enable_seqscan = off")
-        .execute(&mut db)
-        .await
-        .unwrap();
-    let plan: Vec<String> = sqlx::query_scalar(
-        "EXPLAIN SELECT id, state FROM media WHERE due_at <= 1 ORDER BY due_at LIMIT 500 FOR UPDATE SKIP LOCKED",
-    )
-    .fetch_all(&mut db)
-    .await
-    .unwrap();
-    let plan = plan.join("\n");
-    assert!(plan.contains("media_due_at"), "{plan}");
-    assert!(!plan.contains("Seq Scan on media"), "{plan}");
-}
-
 /// With the metadata store gone, passes fail cleanly and the server keeps
 /// serving what it can; once the store is back, the next pass finishes the
 /// work. (Multi-threaded: the gate must forward while the test thread waits
@@ -329,5 +318,43 @@ async fn passes_fail_cleanly_while_the_database_is_down_and_recover() {
         }
         assert!(Instant::now() < deadline, "not recovered: {rows:?} {blobs:?}");
         tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// `reaper.stale_upload_after` is the pass's setting, not the one the upload
+/// started under: an upload begun while it was an hour is abandoned by a
+/// pass run with one second, once it is older than that.
+#[tokio::test]
+async fn a_lowered_stale_upload_after_applies_to_uploads_already_running() {
+    for backends in [Backends::SqliteFiles, Backends::PostgresS3] {
+        let stores = Stores::new(backends).await;
+        let (app_id, _) = app_with_retention(&stores, "30d");
+        // Started under the fixture's setting of an hour, and still running.
+        let vault = stores.vault().await;
+        let app = vault.get_app(&app_id).await.unwrap();
+        let mut upload = vault.begin_upload(&app, Some("slow.png")).await.unwrap();
+        upload.write(&png_bytes(1000)).await.unwrap();
+
+        assert_eq!(
+            reap_with_stale(&stores, "--once", "1h"),
+            json!({"expired": 0, "deleted": 0, "abandoned": 0}),
+            "{backends:?}: young under the old setting"
+        );
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert_eq!(
+            reap_with_stale(&stores, "--once", "1s"),
+            json!({"expired": 0, "deleted": 0, "abandoned": 1}),
+            "{backends:?}: stale under the new one"
+        );
+        assert!(
+            upload.finish("image/png").await.is_err(),
+            "the reaped upload cannot complete"
+        );
+        let (rows, blobs) = stores.inventory().await;
+        assert!(
+            rows.is_empty() && blobs.is_empty(),
+            "rows {rows:?} blobs {blobs:?}"
+        );
+        vault.close().await;
     }
 }
