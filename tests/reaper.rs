@@ -266,7 +266,7 @@ async fn orphan_sweep_removes_only_unreferenced_blobs() {
     assert!(ok, "{err}");
     assert_eq!(
         serde_json::from_str::<Value>(&out).unwrap(),
-        json!({"removed": 1})
+        json!({"removed": 1, "abortedUploads": 0})
     );
     assert!(!blob_dir.join("stray").exists());
     f.assert_stored(1).await;
@@ -357,4 +357,41 @@ async fn a_lowered_stale_upload_after_applies_to_uploads_already_running() {
         );
         vault.close().await;
     }
+}
+
+/// Incomplete multipart uploads under the service's `media/` prefix — what
+/// an upload leaves when its abort fails with the store down — are aborted
+/// by the sweep once older than `reaper.stale_upload_after`, without any
+/// bucket lifecycle rule; younger ones, and one outside the prefix, are
+/// left alone.
+#[tokio::test]
+async fn the_sweep_aborts_stale_multipart_uploads_under_the_media_prefix() {
+    use object_store::ObjectStoreExt;
+    let stores = Stores::new(Backends::SqliteS3).await;
+    let store = stores.raw_blob_store();
+    let mut left_behind = store.put_multipart(&"media/left-behind".into()).await.unwrap();
+    left_behind.put_part(png_bytes(1000).into()).await.unwrap();
+    let mut elsewhere = store.put_multipart(&"elsewhere/kept".into()).await.unwrap();
+    elsewhere.put_part(png_bytes(1000).into()).await.unwrap();
+
+    assert_eq!(
+        reap_with_stale(&stores, "--sweep", "1h"),
+        json!({"removed": 0, "abortedUploads": 0}),
+        "young uploads may still be running"
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        reap_with_stale(&stores, "--sweep", "1s"),
+        json!({"removed": 0, "abortedUploads": 1})
+    );
+    assert_eq!(
+        reap_with_stale(&stores, "--sweep", "1s"),
+        json!({"removed": 0, "abortedUploads": 0}),
+        "the listing no longer shows it"
+    );
+
+    // The store no longer knows the aborted upload; the other one is intact.
+    assert!(left_behind.complete().await.is_err(), "aborted");
+    elsewhere.complete().await.unwrap();
+    assert_eq!(stores.read_blob("elsewhere/kept").await, png_bytes(1000));
 }

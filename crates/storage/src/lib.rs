@@ -14,6 +14,7 @@ pub mod format;
 pub mod keys;
 mod meta;
 mod model;
+mod multipart;
 pub mod policy;
 mod reap;
 mod rotation;
