@@ -221,7 +221,9 @@ async fn expiry_is_exact_for_readers() {
     for backends in [Backends::SqliteFiles, Backends::PostgresS3] {
         let stores = Stores::new(backends).await;
         let (app_id, token) = app_with_retention(&stores, "2s");
-        let f = Fixture::serve(stores, app_id, token, &[]);
+        // The reaper would remove the row on its own schedule: off, so the
+        // 404s below can come only from the read path's expiry check.
+        let f = Fixture::serve(stores, app_id, token, &[("MEDIAVAULT__REAPER__ENABLED", "false")]);
         let id = f.upload(&png_bytes(500)).await;
         assert_eq!(
             f.request(Method::GET, &format!("/{id}"), &[]).await.status(),
@@ -237,6 +239,12 @@ async fn expiry_is_exact_for_readers() {
             let response = f.request(method.clone(), &tail, &[]).await;
             assert_eq!(response.status(), StatusCode::NOT_FOUND, "{method} {tail}");
         }
+        let (rows, blobs) = f.stores.inventory().await;
+        assert_eq!(
+            (rows.len(), blobs.len()),
+            (1, 1),
+            "{backends:?}: the expired row and blob are still there for the reaper"
+        );
     }
 }
 

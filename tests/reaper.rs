@@ -17,15 +17,21 @@ fn reap_once(stores: &Stores) -> Value {
     serde_json::from_str(&out).unwrap_or_else(|_| panic!("not JSON: {out}"))
 }
 
-/// `reap --sweep` with `reaper.stale_upload_after` set to `stale`; its report.
-fn sweep(stores: &Stores, stale: &str) -> Value {
+/// `mediavault reap MODE` with `reaper.stale_upload_after` set to `stale`;
+/// its JSON report.
+fn reap_with_stale(stores: &Stores, mode: &str, stale: &str) -> Value {
     let (ok, out, err) = cli_with(
         stores,
-        &["reap", "--sweep"],
+        &["reap", mode],
         &[("MEDIAVAULT__REAPER__STALE_UPLOAD_AFTER", stale)],
     );
-    assert!(ok, "reap --sweep failed: {err}");
+    assert!(ok, "reap {mode} failed: {err}");
     serde_json::from_str(&out).unwrap_or_else(|_| panic!("not JSON: {out}"))
+}
+
+/// `reap --sweep` with `reaper.stale_upload_after` set to `stale`; its report.
+fn sweep(stores: &Stores, stale: &str) -> Value {
+    reap_with_stale(stores, "--sweep", stale)
 }
 
 /// A fixture whose app keeps media for `retention`.
@@ -200,8 +206,9 @@ async fn uploads_cut_by_a_crash_are_reaped_as_abandoned() {
     let (rows, _) = stores.inventory().await;
     assert_eq!(rows.len(), 1, "the intent row outlives the crash");
     tokio::time::sleep(Duration::from_millis(1100)).await;
+    // The pass judges staleness by its own setting, the same as the server's.
     assert_eq!(
-        reap_once(&stores),
+        reap_with_stale(&stores, "--once", "1s"),
         json!({"expired": 0, "deleted": 0, "abandoned": 1})
     );
     let (rows, blobs) = stores.inventory().await;
@@ -279,7 +286,7 @@ async fn orphan_sweep_removes_only_unreferenced_blobs() {
     let blob_dir = std::path::Path::new(&f.stores.blobs.url).join("media");
     std::fs::write(blob_dir.join("stray"), b"left by a crash").unwrap();
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert_eq!(sweep(&f.stores, "1s"), json!({"removed": 1}));
+    assert_eq!(sweep(&f.stores, "1s"), json!({"removed": 1, "abortedUploads": 0}));
     assert!(!blob_dir.join("stray").exists());
     f.assert_stored(1).await;
     assert_eq!(f.download(&kept).await.status(), 200);
@@ -301,7 +308,11 @@ async fn the_sweep_touches_nothing_outside_the_media_prefix() {
             .write_blob("media/stray", b"left by a crash".to_vec())
             .await;
         tokio::time::sleep(Duration::from_millis(1100)).await;
-        assert_eq!(sweep(&f.stores, "1s"), json!({"removed": 1}), "{backends:?}");
+        assert_eq!(
+            sweep(&f.stores, "1s"),
+            json!({"removed": 1, "abortedUploads": 0}),
+            "{backends:?}"
+        );
         for key in FOREIGN {
             assert_eq!(f.stores.read_blob(key).await, b"not the service's", "{key}");
         }
@@ -352,32 +363,9 @@ async fn the_sweep_removes_staging_files_of_crashed_uploads() {
         reap_once(&stores),
         json!({"expired": 0, "deleted": 0, "abandoned": 0})
     );
-    assert_eq!(sweep(&stores, "1h"), json!({"removed": 1}));
+    assert_eq!(sweep(&stores, "1h"), json!({"removed": 1, "abortedUploads": 0}));
     assert!(!crashed.exists(), "the crashed upload's staging file is gone");
     assert!(young.exists(), "a young staging file is kept");
-}
-
-/// The claim is one range scan of the `due_at` index, never a sequential
-/// scan of `media`.
-#[tokio::test]
-async fn the_claim_query_uses_the_due_index() {
-    use sqlx::Connection;
-    let stores = Stores::new(Backends::PostgresFiles).await;
-    stores.vault().await.close().await;
-    let mut db = sqlx::PgConnection::connect(&stores.database_url).await.unwrap();
-    sqlx::query("SET enable_seqscan = off")
-        .execute(&mut db)
-        .await
-        .unwrap();
-    let plan: Vec<String> = sqlx::query_scalar(
-        "EXPLAIN SELECT id, state FROM media WHERE due_at <= 1 ORDER BY due_at LIMIT 500 FOR UPDATE SKIP LOCKED",
-    )
-    .fetch_all(&mut db)
-    .await
-    .unwrap();
-    let plan = plan.join("\n");
-    assert!(plan.contains("media_due_at"), "{plan}");
-    assert!(!plan.contains("Seq Scan on media"), "{plan}");
 }
 
 /// With the metadata store gone, passes fail cleanly and the server keeps
@@ -426,4 +414,79 @@ async fn passes_fail_cleanly_while_the_database_is_down_and_recover() {
         assert!(Instant::now() < deadline, "not recovered: {rows:?} {blobs:?}");
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+}
+
+/// `reaper.stale_upload_after` is the pass's setting, not the one the upload
+/// started under: an upload begun while it was an hour is abandoned by a
+/// pass run with one second, once it is older than that.
+#[tokio::test]
+async fn a_lowered_stale_upload_after_applies_to_uploads_already_running() {
+    for backends in [Backends::SqliteFiles, Backends::PostgresS3] {
+        let stores = Stores::new(backends).await;
+        let (app_id, _) = app_with_retention(&stores, "30d");
+        // Started under the fixture's setting of an hour, and still running.
+        let vault = stores.vault().await;
+        let app = vault.get_app(&app_id).await.unwrap();
+        let mut upload = vault.begin_upload(&app, Some("slow.png")).await.unwrap();
+        upload.write(&png_bytes(1000)).await.unwrap();
+
+        assert_eq!(
+            reap_with_stale(&stores, "--once", "1h"),
+            json!({"expired": 0, "deleted": 0, "abandoned": 0}),
+            "{backends:?}: young under the old setting"
+        );
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert_eq!(
+            reap_with_stale(&stores, "--once", "1s"),
+            json!({"expired": 0, "deleted": 0, "abandoned": 1}),
+            "{backends:?}: stale under the new one"
+        );
+        assert!(
+            upload.finish("image/png").await.is_err(),
+            "the reaped upload cannot complete"
+        );
+        let (rows, blobs) = stores.inventory().await;
+        assert!(
+            rows.is_empty() && blobs.is_empty(),
+            "rows {rows:?} blobs {blobs:?}"
+        );
+        vault.close().await;
+    }
+}
+
+/// Incomplete multipart uploads under the service's `media/` prefix — what
+/// an upload leaves when its abort fails with the store down — are aborted
+/// by the sweep once older than `reaper.stale_upload_after`, without any
+/// bucket lifecycle rule; younger ones, and one outside the prefix, are
+/// left alone.
+#[tokio::test]
+async fn the_sweep_aborts_stale_multipart_uploads_under_the_media_prefix() {
+    use object_store::ObjectStoreExt;
+    let stores = Stores::new(Backends::SqliteS3).await;
+    let store = stores.raw_blob_store();
+    let mut left_behind = store.put_multipart(&"media/left-behind".into()).await.unwrap();
+    left_behind.put_part(png_bytes(1000).into()).await.unwrap();
+    let mut elsewhere = store.put_multipart(&"elsewhere/kept".into()).await.unwrap();
+    elsewhere.put_part(png_bytes(1000).into()).await.unwrap();
+
+    assert_eq!(
+        reap_with_stale(&stores, "--sweep", "1h"),
+        json!({"removed": 0, "abortedUploads": 0}),
+        "young uploads may still be running"
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        reap_with_stale(&stores, "--sweep", "1s"),
+        json!({"removed": 0, "abortedUploads": 1})
+    );
+    assert_eq!(
+        reap_with_stale(&stores, "--sweep", "1s"),
+        json!({"removed": 0, "abortedUploads": 0}),
+        "the listing no longer shows it"
+    );
+
+    // The store no longer knows the aborted upload; the other one is intact.
+    assert!(left_behind.complete().await.is_err(), "aborted");
+    elsewhere.complete().await.unwrap();
+    assert_eq!(stores.read_blob("elsewhere/kept").await, png_bytes(1000));
 }

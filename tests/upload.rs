@@ -444,21 +444,32 @@ async fn unknown_routes_and_methods_answer_in_the_error_shape() {
     );
 }
 
-/// With the blob store unreachable the service still starts; uploads fail
-/// with 500 within the configured bound and leave no row; once the store is
-/// back, uploads succeed again.
+/// With a blob store that accepts connections and never answers, the
+/// service still starts; an upload fails with 500 once the configured bound
+/// is spent (not a second bound more, waiting on the hung store to clean
+/// up); what it leaves is exactly one row, its key already shredded, which
+/// the first reaper pass removes; once the store answers, uploads succeed.
 #[tokio::test]
 async fn blob_store_outage_fails_fast_and_recovers() {
+    const BOUND: Duration = Duration::from_secs(2);
     let mut stores = Stores::new(Backends::PostgresS3).await;
     let garage_endpoint = stores.blobs.endpoint.clone().unwrap();
-    let garage = garage_endpoint.trim_start_matches("http://").to_owned();
-    let gate = Gate::new(&garage, false).await;
+    let gate = Gate::silent(garage_endpoint.trim_start_matches("http://")).await;
     stores.blobs.endpoint = Some(format!("http://{}", gate.addr));
 
     let (app_id, token) = app_and_token(&stores, true);
-    let server = Server::start_with(&stores, &[("MEDIAVAULT__BLOBS__TIMEOUT", "2s")]);
+    let env = [
+        ("MEDIAVAULT__BLOBS__TIMEOUT", "2s"),
+        ("MEDIAVAULT__REAPER__ENABLED", "false"),
+    ];
+    let server = Server::start_with(&stores, &env);
     let client = Client::new();
     let url = server.url(&format!("/partner/app/{app_id}/media"));
+    // The test's own checks go to the store direct.
+    let mut direct = Stores::new(Backends::PostgresS3).await;
+    direct.database_url = stores.database_url.clone();
+    direct.blobs.url = stores.blobs.url.clone();
+    direct.keys = stores.keys.clone();
 
     let started = Instant::now();
     let response = client
@@ -476,10 +487,29 @@ async fn blob_store_outage_fails_fast_and_recovers() {
             error("Unable to upload requested Media")
         )
     );
+    assert!(took >= BOUND, "the store was waited on for its bound: {took:?}");
     assert!(
-        took < Duration::from_secs(15),
+        took < BOUND + Duration::from_millis(1500),
         "a storage failure must answer within its bound, took {took:?}"
     );
+
+    // Left behind: the row alone, no key in it to read anything with.
+    let (rows, blobs) = direct.inventory().await;
+    assert_eq!((rows.len(), blobs.len()), (1, 0), "rows {rows:?} blobs {blobs:?}");
+    let vault = direct.vault().await;
+    assert!(
+        vault.key_use().await.unwrap().is_empty(),
+        "the upload's data key is shredded"
+    );
+    vault.close().await;
+    // Due at once, not after reaper.stale_upload_after (an hour here).
+    let (ok, out, err) = support::cli(&direct, &["reap", "--once"]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap(),
+        json!({"expired": 0, "deleted": 1, "abandoned": 0})
+    );
+    assert_eq!(direct.inventory().await, (vec![], vec![]));
 
     gate.open();
     let response = client
@@ -490,15 +520,9 @@ async fn blob_store_outage_fails_fast_and_recovers() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    // The failed upload's blob state was unknowable while the store was
-    // down: its row may remain, shredded and due for the reaper, but no blob
-    // is ever without a row.
-    let (rows, blobs) = stores.inventory().await;
-    assert_eq!(blobs.len(), 1, "{blobs:?}");
-    assert!(
-        blobs.iter().all(|b| rows.contains(b)),
-        "rows {rows:?} blobs {blobs:?}"
-    );
+    let (rows, blobs) = direct.inventory().await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows, blobs);
     // Clean-up runs after this runtime stops serving the gate: go direct.
     stores.blobs.endpoint = Some(garage_endpoint);
 }
@@ -561,4 +585,137 @@ fn put_request_heads(sent: &str) -> Vec<&str> {
             rest.find("\r\n\r\n").map(|end| &rest[..end])
         })
         .collect()
+}
+
+/// The head of an upload that waits for `100 Continue` before its body.
+fn upload_head_expecting_continue(addr: &str, app_id: &str, token: &str) -> String {
+    format!(
+        "POST /partner/app/{app_id}/media HTTP/1.1\r\nHost: {addr}\r\ntoken: {token}\r\n\
+         Content-Type: multipart/form-data; boundary=XyZ\r\nContent-Length: 50000000\r\n\
+         Expect: 100-continue\r\n\r\n"
+    )
+}
+
+/// Reads one response from `reader` — the interim `100 Continue` too — as
+/// its head and its body (by Content-Length), within 30 s.
+async fn read_response(reader: &mut (impl tokio::io::AsyncRead + Unpin)) -> (String, String) {
+    use tokio::io::AsyncReadExt;
+    let read = async {
+        let mut bytes = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&bytes[..end]).into_owned();
+                let length = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length: ")
+                            .map(str::to_owned)
+                    })
+                    .map_or(0, |n| n.trim().parse::<usize>().unwrap());
+                if bytes.len() >= end + 4 + length {
+                    let body = String::from_utf8_lossy(&bytes[end + 4..end + 4 + length]).into_owned();
+                    return (head, body);
+                }
+            }
+            match reader.read(&mut buf).await {
+                Ok(n @ 1..) => bytes.extend_from_slice(&buf[..n]),
+                _ => panic!(
+                    "connection ended before a whole response: {:?}",
+                    String::from_utf8_lossy(&bytes)
+                ),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), read)
+        .await
+        .expect("a response in time")
+}
+
+/// One app's slow uploads hold at most its share of the upload slots: with
+/// four slots and a share of two, app A's two hanging uploads take its
+/// share, its third is refused with 429 and Retry-After, and app B still
+/// uploads.
+#[tokio::test]
+async fn one_apps_slow_uploads_leave_slots_for_other_apps() {
+    use tokio::io::AsyncWriteExt;
+    let env = [
+        ("MEDIAVAULT__SERVER__MAX_CONCURRENT_UPLOADS", "4"),
+        ("MEDIAVAULT__SERVER__MAX_CONCURRENT_UPLOADS_PER_APP", "2"),
+    ];
+    let f = Fixture::with_env(Backends::SqliteFiles, &env).await;
+    let addr = f.server.base_url.trim_start_matches("http://").to_owned();
+    let head = upload_head_expecting_continue(&addr, &f.app_id, &f.token);
+    let mut hanging = Vec::new();
+    for _ in 0..2 {
+        let mut socket = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        socket.write_all(head.as_bytes()).await.unwrap();
+        // `100 Continue` comes once the upload holds its slot and reads.
+        let (answer, _) = read_response(&mut socket).await;
+        assert!(answer.starts_with("HTTP/1.1 100"), "{answer}");
+        hanging.push(socket);
+    }
+    let mut third = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    third.write_all(head.as_bytes()).await.unwrap();
+    let (answer, body) = read_response(&mut third).await;
+    assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
+    assert!(answer.to_ascii_lowercase().contains("retry-after: 1"), "{answer}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["status"], "error");
+    assert!(
+        body["message"].as_str().unwrap().contains("uploads in progress"),
+        "{body}"
+    );
+
+    let (b_app, b_token) = app_and_token(&f.stores, true);
+    let response = f
+        .client
+        .post(f.server.url(&format!("/partner/app/{b_app}/media")))
+        .header("token", &b_token)
+        .multipart(png_form(1000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "app B still uploads");
+    drop(hanging);
+}
+
+/// An upload that slows to a trickle below `server.min_upload_rate` is cut
+/// at the end of a window with 408 in the error shape — even after a fast
+/// start that sent a part to the store — and leaves no row and no blob.
+#[tokio::test]
+async fn an_upload_below_the_minimum_rate_is_cut_and_leaves_nothing() {
+    use tokio::io::AsyncWriteExt;
+    let env = [
+        ("MEDIAVAULT__SERVER__MIN_UPLOAD_RATE", "10000"),
+        ("MEDIAVAULT__SERVER__MIN_UPLOAD_RATE_WINDOW", "1s"),
+    ];
+    let f = Fixture::with_env(Backends::PostgresS3, &env).await;
+    let addr = f.server.base_url.trim_start_matches("http://").to_owned();
+    let socket = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let (mut reader, mut writer) = socket.into_split();
+    let head = format!(
+        "POST /partner/app/{}/media HTTP/1.1\r\nHost: {addr}\r\ntoken: {}\r\n\
+         Content-Type: multipart/form-data; boundary=XyZ\r\nContent-Length: 50000000\r\n\r\n\
+         --XyZ\r\nContent-Disposition: form-data; name=\"file_type\"\r\n\r\nimage/png\r\n--XyZ\r\n\
+         Content-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\n\r\n",
+        f.app_id, f.token
+    );
+    let sender = tokio::spawn(async move {
+        writer.write_all(head.as_bytes()).await.unwrap();
+        writer.write_all(&png_bytes(6 * 1024 * 1024)).await.unwrap();
+        // Then ten bytes a second, a thousandth of the minimum, until cut.
+        while writer.write_all(b"x").await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let (answer, body) = read_response(&mut reader).await;
+    sender.abort();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        error("Upload too slow: less than 10000 bytes/s over 1s; the request was cut")
+    );
+    f.assert_stored(0).await;
 }

@@ -542,18 +542,25 @@ pub struct Gate {
 impl Gate {
     /// Forwards to `target` (`host:port`) while open. Runs on the caller's runtime.
     pub async fn new(target: &str, open: bool) -> Gate {
-        Gate::start(target, open, None).await
+        Gate::start(target, open, None, false).await
+    }
+
+    /// A shut gate that accepts connections and holds them without a byte
+    /// of answer, as a hung store does, until `open` (then it forwards).
+    pub async fn silent(target: &str) -> Gate {
+        Gate::start(target, false, None, true).await
     }
 
     /// An open gate that keeps what the client sends, for `sent`.
     pub async fn recording(target: &str) -> Gate {
-        Gate::start(target, true, Some(Default::default())).await
+        Gate::start(target, true, Some(Default::default()), false).await
     }
 
     async fn start(
         target: &str,
         open: bool,
         sent: Option<std::sync::Arc<std::sync::Mutex<Vec<u8>>>>,
+        hold: bool,
     ) -> Gate {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -566,8 +573,12 @@ impl Gate {
         let (is_open, connections, target) = (gate.open.clone(), gate.connections.clone(), target.to_owned());
         let record = gate.sent.clone();
         tokio::spawn(async move {
+            let mut held = Vec::new();
             while let Ok((inbound, _)) = listener.accept().await {
                 if !is_open.load(std::sync::atomic::Ordering::SeqCst) {
+                    if hold {
+                        held.push(inbound);
+                    }
                     continue;
                 }
                 let (target, record) = (target.clone(), record.clone());
@@ -634,7 +645,7 @@ pub fn png_form(len: usize) -> reqwest::multipart::Form {
 /// Raw access to stored blobs, as anyone with write access to the blob store
 /// (not to the keys) has it: to tamper with them in tests.
 impl Stores {
-    fn raw_blob_store(&self) -> std::sync::Arc<dyn object_store::ObjectStore> {
+    pub fn raw_blob_store(&self) -> std::sync::Arc<dyn object_store::ObjectStore> {
         match self.blobs.url.strip_prefix("s3://") {
             Some(rest) => {
                 let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));

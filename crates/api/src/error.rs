@@ -105,6 +105,18 @@ impl From<UploadError> for ApiError {
             UploadError::ContentMismatch { declared, detected } => {
                 format!("Param file content is '{detected}', which does not match file_type '{declared}'.")
             }
+            UploadError::TooSlow {
+                bytes_per_second,
+                window,
+            } => {
+                return ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "Upload too slow: less than {bytes_per_second} bytes/s over {}s; the request was cut",
+                        window.as_secs_f32()
+                    ),
+                );
+            }
             UploadError::Unavailable(e) => return unavailable(&e, UPLOAD_FAILED),
             UploadError::Interrupted => {
                 return ApiError::new(

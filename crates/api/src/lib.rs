@@ -11,6 +11,7 @@ mod observe;
 mod path;
 mod probes;
 mod range;
+mod slots;
 mod upload;
 
 use std::sync::{Arc, LazyLock};
@@ -19,7 +20,6 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use mediavault_storage::Vault;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
@@ -33,6 +33,7 @@ pub use auth::AdminToken;
 pub use error::ApiError;
 pub use limits::{LimitSettings, Limits};
 pub use range::{RangeRequest, parse as parse_range};
+pub use slots::{MinUploadRate, UploadSlots};
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -40,10 +41,12 @@ pub struct ApiState {
     pub vault: Vault,
     /// Renders `/metrics`; `None` serves 404 there.
     pub render_metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
-    /// Uploads in progress; past its permits an upload answers 503.
-    pub uploads: Arc<Semaphore>,
+    /// Uploads in progress, in all (past it 503) and per app (past it 429).
+    pub uploads: Arc<UploadSlots>,
     /// An upload whose body sends nothing for this long is cut.
     pub idle_timeout: Duration,
+    /// An upload whose body comes slower than this is cut; `None`: no minimum.
+    pub min_upload_rate: Option<MinUploadRate>,
     /// Cancelled when the drain time after SIGTERM is over: uploads still
     /// running then are undone and answered 503 rather than cut off dead.
     pub shutdown: CancellationToken,
@@ -59,8 +62,12 @@ impl ApiState {
         ApiState {
             vault,
             render_metrics: None,
-            uploads: Arc::new(Semaphore::new(64)),
+            uploads: Arc::new(UploadSlots::new(64, UploadSlots::default_per_app(64))),
             idle_timeout: Duration::from_secs(60),
+            min_upload_rate: Some(MinUploadRate {
+                bytes_per_second: 1024,
+                window: Duration::from_secs(30),
+            }),
             shutdown: CancellationToken::new(),
             limits: Arc::new(Limits::new(LimitSettings::default())),
             admin_token: None,

@@ -8,11 +8,11 @@ use axum::body::Body;
 use axum::extract::multipart::{Field, MultipartError};
 use axum::extract::{FromRequest, Multipart, Request, State};
 use futures::StreamExt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use mediavault_storage::{App, Upload, UploadError};
 use serde::Serialize;
 
@@ -21,6 +21,7 @@ use crate::auth::authenticate;
 use crate::error::{ApiError, ErrorBody};
 use crate::limits::ClientAddr;
 use crate::path::ApiPath;
+use crate::slots::MinUploadRate;
 
 /// Small text fields are read up to this many bytes.
 const TEXT_FIELD_LIMIT: usize = 4 * 1024;
@@ -68,9 +69,11 @@ pub struct UploadForm {
         (status = 200, description = "Stored", body = UploadReply),
         (status = 400, description = "Not a CAPI app, type not allowed, no file, bad body, or content contradicts file_type", body = ErrorBody),
         (status = 401, description = "Authentication Failed", body = ErrorBody),
+        (status = 408, description = "The body came slower than the server's minimum upload rate", body = ErrorBody),
         (status = 413, description = "File size exceeds the maximum limit!", body = ErrorBody),
-        (status = 429, description = "Too many uploads for this app, or too many failed authentications from this address (see Retry-After)", body = ErrorBody),
+        (status = 429, description = "Too many uploads for this app (per second, or in progress at once), or too many failed authentications from this address (see Retry-After)", body = ErrorBody),
         (status = 500, description = "Unable to upload requested Media", body = ErrorBody),
+        (status = 503, description = "Too many uploads in progress on this server (see Retry-After)", body = ErrorBody),
     ),
     security(("token" = []), ("bearer" = []))
 )]
@@ -84,17 +87,11 @@ pub async fn upload(
     let app = authenticate(&state, &app_id, &headers, client).await?;
     app.check_may_upload()?;
     state.limits.check_upload(&app)?;
-    // A bounded number of uploads at once: past it, refuse rather than
-    // queue memory and connections.
-    let Ok(_permit) = state.uploads.clone().try_acquire_owned() else {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Too many uploads in progress; retry shortly",
-        )
-        .with_retry_after(1));
-    };
+    // A bounded number of uploads at once, and of them a bounded share per
+    // app: past either, refuse rather than queue memory and connections.
+    let _slot = state.uploads.try_acquire(&app.id)?;
     let started = Instant::now();
-    let meter = Arc::new(Meter::default());
+    let meter = Arc::new(Meter::new(state.min_upload_rate));
     let mut body = Multipart::from_request(metered(request, meter.clone()), &state)
         .await
         .map_err(|e| UploadError::Malformed(e.body_text()))?;
@@ -133,14 +130,102 @@ pub async fn upload(
 }
 
 /// How much of the body arrived, and how much of it was part content.
-#[derive(Default)]
 struct Meter {
     received: AtomicU64,
     delivered: AtomicU64,
     exceeded: AtomicBool,
+    /// The minimum rate, if any, and its window under way.
+    pace: Option<(MinUploadRate, Mutex<Window>)>,
+}
+
+/// A window of the minimum rate: when it ends, and the body bytes received
+/// when it began. It runs only while the upload waits for the client: time
+/// spent on the store is not the client's to make up.
+#[derive(Clone, Copy)]
+struct Window {
+    ends: tokio::time::Instant,
+    received_before: u64,
+    /// Since when the upload has been busy elsewhere, if it is.
+    paused_at: Option<tokio::time::Instant>,
 }
 
 impl Meter {
+    fn new(min_rate: Option<MinUploadRate>) -> Meter {
+        Meter {
+            received: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            exceeded: AtomicBool::new(false),
+            pace: min_rate.map(|rate| {
+                let window = Window {
+                    ends: tokio::time::Instant::now() + rate.window,
+                    received_before: 0,
+                    paused_at: None,
+                };
+                (rate, Mutex::new(window))
+            }),
+        }
+    }
+
+    fn window(&self) -> Option<(MinUploadRate, std::sync::MutexGuard<'_, Window>)> {
+        let (rate, window) = self.pace.as_ref()?;
+        Some((*rate, window.lock().unwrap_or_else(|e| e.into_inner())))
+    }
+
+    /// Resolves when the window under way ends; never without a minimum rate.
+    async fn window_ends(&self) {
+        match self.window().map(|(_, window)| window.ends) {
+            Some(ends) => tokio::time::sleep_until(ends).await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// At the end of a window: cuts a body that brought less than the
+    /// minimum in it, or starts the next window.
+    fn check_pace(&self) -> Result<(), UploadError> {
+        let Some((rate, mut window)) = self.window() else {
+            return Ok(());
+        };
+        let now = tokio::time::Instant::now();
+        if now < window.ends {
+            return Ok(());
+        }
+        let received = self.received.load(Ordering::Relaxed);
+        if received - window.received_before < rate.per_window() {
+            tracing::info!(
+                received = received - window.received_before,
+                window = ?rate.window,
+                "upload body slower than the minimum rate; request cut"
+            );
+            return Err(UploadError::TooSlow {
+                bytes_per_second: rate.bytes_per_second,
+                window: rate.window,
+            });
+        }
+        *window = Window {
+            ends: now + rate.window,
+            received_before: received,
+            paused_at: None,
+        };
+        Ok(())
+    }
+
+    /// The upload waits for the client again: the window moves on by the
+    /// time it was paused.
+    fn resume(&self) {
+        if let Some((_, mut window)) = self.window()
+            && let Some(paused_at) = window.paused_at.take()
+        {
+            window.ends += paused_at.elapsed();
+        }
+    }
+
+    /// The upload stops waiting for the client (to write to the store, say).
+    fn pause(&self) {
+        if let Some((_, mut window)) = self.window() {
+            window.paused_at = Some(tokio::time::Instant::now());
+        }
+    }
+
     fn delivered(&self, bytes: usize) {
         self.delivered.fetch_add(bytes as u64, Ordering::Relaxed);
     }
@@ -172,20 +257,33 @@ fn metered(request: Request, meter: Arc<Meter>) -> Request {
     })
 }
 
-/// One read from the body: a client silent for the idle timeout is cut, and
-/// once the drain time after SIGTERM is over the upload is interrupted.
+/// One read from the body: a client silent for the idle timeout, or slower
+/// than the minimum rate over a window, is cut, and once the drain time
+/// after SIGTERM is over the upload is interrupted.
 async fn step<T>(
     state: &ApiState,
     meter: &Meter,
     next: impl Future<Output = Result<T, MultipartError>>,
 ) -> Result<T, UploadError> {
     let idle = state.idle_timeout;
-    tokio::select! {
-        next = tokio::time::timeout(idle, next) => next
-            .map_err(|_| silent(idle))?
-            .map_err(|e| meter.malformed(e)),
-        () = state.shutdown.cancelled() => Err(UploadError::Interrupted),
-    }
+    let silent_until = tokio::time::Instant::now() + idle;
+    let mut next = std::pin::pin!(next);
+    meter.resume();
+    let result = loop {
+        tokio::select! {
+            next = tokio::time::timeout_at(silent_until, &mut next) => {
+                break next.map_err(|_| silent(idle)).and_then(|next| next.map_err(|e| meter.malformed(e)));
+            }
+            () = meter.window_ends() => {
+                if let Err(error) = meter.check_pace() {
+                    break Err(error);
+                }
+            }
+            () = state.shutdown.cancelled() => break Err(UploadError::Interrupted),
+        }
+    };
+    meter.pause();
+    result
 }
 
 fn silent(idle: Duration) -> UploadError {
@@ -254,8 +352,9 @@ impl Form<'_> {
                 .begin_upload(self.app, filename.as_deref())
                 .await?,
         );
-        // A client that stops sending is cut after the idle timeout, so a
-        // trickling body cannot hold an upload slot and its buffers forever.
+        // A client that stops sending is cut after the idle timeout, and one
+        // that trickles below the minimum rate after a window, so a slow
+        // body cannot hold an upload slot and its buffers forever.
         while let Some(chunk) = step(self.state, self.meter, field.chunk()).await? {
             self.meter.delivered(chunk.len());
             upload.write(&chunk).await?;

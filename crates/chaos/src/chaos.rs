@@ -42,11 +42,10 @@ pub struct ChaosArgs {
     /// How long a killed store stays down before it is started again.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub downtime: Duration,
-    /// The servers' reaper.stale_upload_after. An upload row's abandonment
-    /// time is fixed when the upload starts, from the serving process's
-    /// setting (not the reaper's), so it is the servers that get a short
-    /// one; the run waits it out before its reaper pass. Longer than any
-    /// upload here takes, barring faults.
+    /// reaper.stale_upload_after for the servers and the run's reaper pass
+    /// (a pass judges uploads stale by its own setting); the run waits it
+    /// out before that pass. Longer than any upload here takes, barring
+    /// faults.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub stale_upload_after: Duration,
     /// A request still unanswered after this long counts as a hang.

@@ -47,7 +47,8 @@ pub struct Reap {
     /// One pass: delete expired, deleted and abandoned media; prints counts as JSON.
     #[arg(long)]
     pub once: bool,
-    /// Delete blobs no row references (older than reaper.stale_upload_after).
+    /// Delete blobs no row references and abort incomplete S3 multipart
+    /// uploads (both older than reaper.stale_upload_after).
     #[arg(long)]
     pub sweep: bool,
 }

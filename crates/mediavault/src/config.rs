@@ -12,7 +12,7 @@ use anyhow::{Context, bail};
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use ipnet::IpNet;
-use mediavault_api::LimitSettings;
+use mediavault_api::{LimitSettings, MinUploadRate, UploadSlots};
 use mediavault_reaper::{ReaperSettings, Schedule};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -46,6 +46,14 @@ pub struct ServerConfig {
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
     pub max_concurrent_uploads: usize,
+    /// Of those, how many one app may have; unset, a quarter (at least 1).
+    #[serde(default)]
+    pub max_concurrent_uploads_per_app: Option<usize>,
+    /// Bytes per second an upload body must bring on average over each
+    /// `min_upload_rate_window`; 0 sets no minimum.
+    pub min_upload_rate: u64,
+    #[serde(with = "humantime_serde")]
+    pub min_upload_rate_window: Duration,
     /// Peers (addresses or CIDR networks) whose X-Forwarded-For names the client.
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
@@ -190,6 +198,17 @@ impl Config {
         if self.reaper.rewrite_keys_every < Duration::from_secs(1) {
             bail!("reaper.rewrite_keys_every must be at least 1s");
         }
+        if let Some(per_app) = self.server.max_concurrent_uploads_per_app
+            && !(1..=self.server.max_concurrent_uploads).contains(&per_app)
+        {
+            bail!(
+                "server.max_concurrent_uploads_per_app must be from 1 to server.max_concurrent_uploads ({})",
+                self.server.max_concurrent_uploads
+            );
+        }
+        if self.server.min_upload_rate_window.is_zero() {
+            bail!("server.min_upload_rate_window must be above 0");
+        }
         self.reaper_settings()?;
         self.limit_settings()?;
         Ok(())
@@ -220,6 +239,21 @@ impl Config {
                         })
                 })
                 .collect::<anyhow::Result<_>>()?,
+        })
+    }
+
+    /// Uploads one app may have in progress at once on a replica.
+    pub fn uploads_per_app(&self) -> usize {
+        self.server
+            .max_concurrent_uploads_per_app
+            .unwrap_or_else(|| UploadSlots::default_per_app(self.server.max_concurrent_uploads))
+    }
+
+    /// The minimum upload rate; `None` when `server.min_upload_rate` is 0.
+    pub fn min_upload_rate(&self) -> Option<MinUploadRate> {
+        (self.server.min_upload_rate > 0).then_some(MinUploadRate {
+            bytes_per_second: self.server.min_upload_rate,
+            window: self.server.min_upload_rate_window,
         })
     }
 
@@ -455,6 +489,38 @@ mod tests {
         assert_eq!(config.media.retention, Duration::from_secs(30 * 86400));
         let error = Config::from_toml_str("[media]\nmax_file_bytes = 0\n").unwrap_err();
         assert!(error.to_string().contains("media.max_file_bytes"), "{error}");
+    }
+
+    #[test]
+    fn upload_slots_per_app_and_the_minimum_rate_are_read_and_checked() {
+        let config = Config::from_toml_str("[server]\nmax_concurrent_uploads = 10\n").unwrap();
+        assert_eq!(config.uploads_per_app(), 2, "a quarter by default");
+        assert_eq!(
+            config.min_upload_rate(),
+            Some(MinUploadRate {
+                bytes_per_second: 1024,
+                window: Duration::from_secs(30)
+            })
+        );
+        let config =
+            Config::from_toml_str("[server]\nmax_concurrent_uploads_per_app = 5\nmin_upload_rate = 0\n")
+                .unwrap();
+        assert_eq!(config.uploads_per_app(), 5);
+        assert_eq!(config.min_upload_rate(), None);
+        for (toml, key) in [
+            (
+                "max_concurrent_uploads_per_app = 0",
+                "server.max_concurrent_uploads_per_app",
+            ),
+            (
+                "max_concurrent_uploads_per_app = 65",
+                "server.max_concurrent_uploads_per_app",
+            ),
+            ("min_upload_rate_window = \"0s\"", "server.min_upload_rate_window"),
+        ] {
+            let error = Config::from_toml_str(&format!("[server]\n{toml}\n")).unwrap_err();
+            assert!(error.to_string().contains(key), "{error}");
+        }
     }
 
     #[test]

@@ -103,7 +103,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .sweep_orphans(config.reaper.stale_upload_after)
                 .await
                 .context("orphan sweep")?;
-            println!("{}", json!({ "removed": removed }));
+            let aborted = vault
+                .abort_stale_multipart_uploads(config.reaper.stale_upload_after)
+                .await
+                .context("aborting stale multipart uploads")?;
+            println!("{}", json!({ "removed": removed, "abortedUploads": aborted }));
             Ok(())
         }
     }

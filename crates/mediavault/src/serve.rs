@@ -5,11 +5,10 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use mediavault::config::Config;
-use mediavault_api::{AdminToken, ApiState, Limits, router};
+use mediavault_api::{AdminToken, ApiState, Limits, UploadSlots, router};
 use mediavault_storage::Vault;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 
 use crate::embedded;
 
@@ -47,8 +46,12 @@ pub async fn serve(config: &Config, vault: Vault) -> anyhow::Result<()> {
     let app = router(ApiState {
         vault: vault.clone(),
         render_metrics: Some(Arc::new(move || metrics.render())),
-        uploads: Arc::new(Semaphore::new(config.server.max_concurrent_uploads)),
+        uploads: Arc::new(UploadSlots::new(
+            config.server.max_concurrent_uploads,
+            config.uploads_per_app(),
+        )),
         idle_timeout: config.server.idle_timeout,
+        min_upload_rate: config.min_upload_rate(),
         shutdown: interrupt.clone(),
         limits: Arc::new(Limits::new(limits)),
         admin_token,

@@ -172,9 +172,11 @@ pub async fn run_pass(vault: &Vault, budget: Duration) -> Option<PassReport> {
     }
 }
 
-/// One logged orphan sweep.
+/// One logged orphan sweep: blobs no row references, then incomplete
+/// multipart uploads, each older than `older_than`. Either failing leaves
+/// the other to run.
 pub async fn sweep(vault: &Vault, older_than: Duration) -> Option<u64> {
-    match vault.sweep_orphans(older_than).await {
+    let removed = match vault.sweep_orphans(older_than).await {
         Ok(removed) => {
             tracing::info!(removed, "orphan sweep");
             Some(removed)
@@ -183,7 +185,12 @@ pub async fn sweep(vault: &Vault, older_than: Duration) -> Option<u64> {
             tracing::warn!(%error, "orphan sweep failed");
             None
         }
+    };
+    match vault.abort_stale_multipart_uploads(older_than).await {
+        Ok(aborted) => tracing::info!(aborted, "stale multipart uploads aborted"),
+        Err(error) => tracing::warn!(%error, "aborting stale multipart uploads failed"),
     }
+    removed
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ use tokio::task::JoinSet;
 use tokio_util::io::ReaderStream;
 
 use crate::error::StoreError;
+use crate::multipart::MultipartUploads;
 
 /// How to reach the blob store.
 #[derive(Debug, Clone)]
@@ -110,6 +111,8 @@ pub(crate) struct Blobs {
     bytes_read: Arc<AtomicU64>,
     /// Permits for parts in flight, shared by all uploads.
     part_budget: Arc<Semaphore>,
+    /// S3 only: incomplete multipart uploads, for the sweep.
+    multipart: Option<Arc<MultipartUploads>>,
 }
 
 impl std::fmt::Debug for Blobs {
@@ -122,6 +125,7 @@ impl Blobs {
     pub(crate) fn open(config: &BlobConfig) -> Result<Blobs, StoreError> {
         let bad = |why: String| StoreError::Config(format!("blobs.url {:?}: {why}", config.url));
         let url = config.url.trim();
+        let mut multipart = None;
         let store: Arc<dyn ObjectStore> = if let Some(rest) = url.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
             if bucket.is_empty() {
@@ -134,16 +138,15 @@ impl Blobs {
                 .endpoint
                 .as_deref()
                 .is_none_or(|e| e.starts_with("https://"));
+            let client_options = ClientOptions::new()
+                .with_allow_http(config.allow_http)
+                .with_timeout(config.timeout)
+                .with_connect_timeout(config.timeout.min(Duration::from_secs(5)));
             let mut builder = AmazonS3Builder::new()
                 .with_bucket_name(bucket)
                 .with_allow_http(config.allow_http)
                 .with_unsigned_payload(config.unsigned_payload.unwrap_or(https))
-                .with_client_options(
-                    ClientOptions::new()
-                        .with_allow_http(config.allow_http)
-                        .with_timeout(config.timeout)
-                        .with_connect_timeout(config.timeout.min(Duration::from_secs(5))),
-                )
+                .with_client_options(client_options.clone())
                 .with_retry(RetryConfig {
                     retry_timeout: config.timeout,
                     max_retries: 3,
@@ -163,6 +166,12 @@ impl Blobs {
             }
             let s3 = Arc::new(builder.build().map_err(|e| bad(e.to_string()))?);
             let prefix = prefix.trim_matches('/');
+            multipart = Some(Arc::new(MultipartUploads::new(
+                s3.clone(),
+                prefix,
+                &client_options,
+                config.timeout,
+            )?));
             if prefix.is_empty() {
                 s3
             } else {
@@ -190,7 +199,13 @@ impl Blobs {
             timeout: config.timeout,
             bytes_read: Arc::default(),
             part_budget: Arc::new(Semaphore::new(PARTS_IN_FLIGHT_TOTAL)),
+            multipart,
         })
+    }
+
+    /// Incomplete multipart uploads, where the store keeps them apart (S3).
+    pub(crate) fn multipart(&self) -> Option<&MultipartUploads> {
+        self.multipart.as_deref()
     }
 
     /// Runs one store call within the configured bound.

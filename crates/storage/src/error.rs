@@ -72,6 +72,9 @@ pub enum UploadError {
     TooLarge { limit: u64 },
     #[error("content is {detected}, declared as {declared}")]
     ContentMismatch { declared: String, detected: String },
+    /// The body came slower than the minimum rate over a whole window.
+    #[error("body slower than {bytes_per_second} bytes/s over {window:?}")]
+    TooSlow { bytes_per_second: u64, window: Duration },
     /// The service is stopping and could not wait for this upload.
     #[error("interrupted by shutdown")]
     Interrupted,

@@ -15,6 +15,7 @@ mod key_table;
 pub mod keys;
 mod meta;
 mod model;
+mod multipart;
 pub mod policy;
 mod reap;
 mod rotation;

@@ -53,10 +53,17 @@ impl Vault {
     }
 
     /// Reaps up to `limit` due rows: claim and shred them in one statement,
-    /// delete their blobs, then the rows whose blobs are gone.
+    /// delete their blobs, then the rows whose blobs are gone. An upload is
+    /// abandoned once it is older than this vault's `stale_upload_after`,
+    /// whatever the setting was when it started.
     pub async fn reap_batch(&self, now: Millis, limit: u32) -> Result<ReapCounts, StoreError> {
         let lease_until = now.saturating_add(duration_millis(CLAIM_LEASE));
-        let claimed = self.inner.meta.claim_due(now, limit, lease_until).await?;
+        let stale_before = now.saturating_sub(self.abandon_after_millis());
+        let claimed = self
+            .inner
+            .meta
+            .claim_due(now, limit, lease_until, stale_before)
+            .await?;
         let mut counts = ReapCounts {
             claimed: claimed.len() as u64,
             ..ReapCounts::default()

@@ -30,6 +30,8 @@ pub struct Upload {
     encryptor: Option<Encryptor>,
     sealed: Vec<u8>,
     writer: Option<BlobWriter>,
+    /// A blob store call of this upload failed (or timed out).
+    store_failed: bool,
 }
 
 impl Vault {
@@ -73,6 +75,7 @@ impl Vault {
             head: Vec::new(),
             encryptor: Some(encryptor),
             sealed,
+            store_failed: false,
         })
     }
 }
@@ -111,9 +114,16 @@ impl Upload {
 
     async fn flush(&mut self) -> Result<(), StoreError> {
         let writer = self.writer.as_mut().expect("writer lives until settled");
-        writer.write(&self.sealed).await?;
+        let written = writer.write(&self.sealed).await;
+        self.note(written)?;
         self.sealed.clear();
         Ok(())
+    }
+
+    /// Passes a blob store result on, remembering a failure for `undo`.
+    fn note<T>(&mut self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        self.store_failed |= result.is_err();
+        result
     }
 
     /// Checks the file against `declared_type`, completes the blob and makes
@@ -134,11 +144,13 @@ impl Upload {
         let encryptor = self.encryptor.take().expect("finish runs once");
         encryptor.finish(&mut self.sealed);
         self.flush().await?;
-        self.writer
+        let finished = self
+            .writer
             .as_mut()
             .expect("writer lives until settled")
             .finish()
-            .await?;
+            .await;
+        self.note(finished)?;
         let sha256 = hex::encode(self.hasher.clone().finalize());
         let now = now_millis();
         let ready = ReadyMedia {
@@ -172,9 +184,32 @@ impl Upload {
 
     async fn undo(&mut self) {
         if let Some(writer) = self.writer.take() {
-            undo(self.vault.clone(), std::mem::take(&mut self.id), writer).await;
+            let (vault, id) = (self.vault.clone(), std::mem::take(&mut self.id));
+            if self.store_failed {
+                hand_to_reaper(vault, id, writer).await;
+            } else {
+                undo(vault, id, writer).await;
+            }
         }
     }
+}
+
+/// The blob store has just failed this upload, likely by running out its
+/// timeout: waiting on it again to remove the blob would hold the reply for
+/// one more timeout. The row is shredded and due at once instead, so the
+/// reaper deletes whatever of the blob landed; the blob is aborted in the
+/// background meanwhile, and a multipart upload that outlives both is the
+/// orphan sweep's.
+async fn hand_to_reaper(vault: Vault, id: String, mut writer: BlobWriter) {
+    tracing::info!(media_id = %id, "blob store failed; upload shredded and left to the reaper");
+    if let Err(error) = vault.inner.meta.abandon_uploading(&id, now_millis()).await {
+        tracing::warn!(media_id = %id, %error, "could not mark the upload abandoned; the reaper takes it once stale");
+    }
+    vault.inner.cleanups.clone().spawn(async move {
+        if let Err(error) = writer.abort().await {
+            tracing::info!(media_id = %id, %error, "could not remove the blob yet; left to the reaper");
+        }
+    });
 }
 
 /// Blob first, then row: a row without its blob is harmless (the reaper

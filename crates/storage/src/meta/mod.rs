@@ -83,7 +83,10 @@ pub(crate) struct NewMedia<'a> {
     pub nonce_prefix: &'a [u8],
     pub created_at: Millis,
     pub expires_at: Millis,
-    /// When the reaper may take the row for an abandoned upload.
+    /// The row's `due_at` while it uploads: when it would be abandoned under
+    /// the setting of the moment. The claim judges uploads by `created_at`
+    /// and the setting of the pass instead, so a changed setting applies to
+    /// uploads already running.
     pub abandon_at: Millis,
 }
 
@@ -484,17 +487,21 @@ impl Metadata {
         }
     }
 
-    /// Claims up to `limit` rows due at `now`, shreds them and leases them
-    /// until `lease_until`; returns them with the state they had.
+    /// Claims up to `limit` rows due at `now` (uploads count as due once
+    /// started before `stale_before`), shreds them and leases them until
+    /// `lease_until`; returns them with the state they had.
     pub(crate) async fn claim_due(
         &self,
         now: Millis,
         limit: u32,
         lease_until: Millis,
+        stale_before: Millis,
     ) -> Result<Vec<crate::reap::Claimed>, StoreError> {
         match self {
-            Metadata::Postgres { pool, .. } => postgres::claim_due(pool, now, limit, lease_until).await,
-            Metadata::Sqlite(pool) => sqlite::claim_due(pool, now, limit, lease_until).await,
+            Metadata::Postgres { pool, .. } => {
+                postgres::claim_due(pool, now, limit, lease_until, stale_before).await
+            }
+            Metadata::Sqlite(pool) => sqlite::claim_due(pool, now, limit, lease_until, stale_before).await,
         }
     }
 

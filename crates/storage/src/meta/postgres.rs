@@ -67,27 +67,40 @@ pub(super) async fn try_reaper_lock(
     Ok(held.then_some(tx))
 }
 
-/// One statement claims, shreds (deletes the claimed rows' keys) and
-/// leases: `FOR UPDATE SKIP LOCKED` lets replicas claim disjoint rows, and
-/// the claim is one range scan of `media_due_at`.
-pub(super) async fn claim_due(
-    pool: &PgPool,
-    now: i64,
-    limit: u32,
-    lease_until: i64,
-) -> Result<Vec<crate::reap::Claimed>, StoreError> {
-    const SQL: &str = "WITH due AS ( \
-                           SELECT id, state FROM media WHERE due_at <= $1 \
+/// The claim: one statement claims, shreds (deletes the claimed rows' keys)
+/// and leases. `FOR UPDATE SKIP
+/// LOCKED` lets replicas claim disjoint rows. Rows that are done with
+/// uploading come first, by `due_at` (a range scan of `media_due_at`); then
+/// uploads started before `$4`, the cut-off of the current
+/// `reaper.stale_upload_after`, by start (a range scan of the partial index
+/// `media_uploading_created_at`), so a lowered setting applies to uploads
+/// already running. Parameters: now, limit, lease end, stale cut-off.
+pub(crate) const CLAIM_SQL: &str = "WITH settled AS ( \
+                           SELECT id, state FROM media WHERE state <> 'uploading' AND due_at <= $1 \
                            ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED), \
+                       stale AS ( \
+                           SELECT id, state FROM media WHERE state = 'uploading' AND created_at <= $4 \
+                           ORDER BY created_at LIMIT $2 - (SELECT COUNT(*) FROM settled) \
+                           FOR UPDATE SKIP LOCKED), \
+                       due AS (SELECT id, state FROM settled UNION ALL SELECT id, state FROM stale), \
                        shredded AS (DELETE FROM media_keys k USING due WHERE k.media_id = due.id) \
                        UPDATE media m SET state = 'deleting', \
                            deleted_at = COALESCE(m.deleted_at, $1), due_at = $3 \
                        FROM due WHERE m.id = due.id \
                        RETURNING m.id, m.blob_key, due.state";
-    Ok(sqlx::query_as(SQL)
+
+pub(super) async fn claim_due(
+    pool: &PgPool,
+    now: i64,
+    limit: u32,
+    lease_until: i64,
+    stale_before: i64,
+) -> Result<Vec<crate::reap::Claimed>, StoreError> {
+    Ok(sqlx::query_as(CLAIM_SQL)
         .bind(now)
         .bind(i64::from(limit))
         .bind(lease_until)
+        .bind(stale_before)
         .fetch_all(pool)
         .await?)
 }
@@ -132,4 +145,54 @@ pub(super) async fn rewrite_key_table(pool: &PgPool, lock_timeout: Duration) -> 
         .await?;
     turn.commit().await?;
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::Connection;
+
+    use super::*;
+
+    /// The claim the reaper sends is served by range scans of
+    /// `media_due_at` and `media_uploading_created_at`, never a sequential
+    /// scan of `media`. EXPLAIN runs on the production statement itself, so
+    /// a change to it is checked too. (Sequential scans are off because the
+    /// table is empty, where the planner would rightly prefer one.)
+    #[tokio::test]
+    async fn the_claim_is_served_by_the_due_and_uploading_indexes() {
+        let url = std::env::var("MEDIAVAULT_TEST_DATABASE_URL")
+            .expect("MEDIAVAULT_TEST_DATABASE_URL is not set: run the tests with `make test`");
+        let name = format!("mv_test_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        let server = url.rsplit_once('/').map_or(url.as_str(), |(server, _)| server);
+        let pool = connect(&format!("{server}/{name}")).await.unwrap();
+        migrate(&pool).await.unwrap();
+        let mut db = pool.acquire().await.unwrap();
+        sqlx::query("SET enable_seqscan = off")
+            .execute(&mut *db)
+            .await
+            .unwrap();
+        let plan: Result<Vec<String>, _> =
+            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("EXPLAIN {CLAIM_SQL}")))
+                .bind(1_i64)
+                .bind(500_i64)
+                .bind(2_i64)
+                .bind(0_i64)
+                .fetch_all(&mut *db)
+                .await;
+        drop(db);
+        pool.close().await;
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE {name} WITH (FORCE)")))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        let plan = plan.unwrap().join("\n");
+        assert!(plan.contains("media_due_at"), "{plan}");
+        assert!(plan.contains("media_uploading_created_at"), "{plan}");
+        assert!(!plan.contains("Seq Scan on media"), "{plan}");
+    }
 }

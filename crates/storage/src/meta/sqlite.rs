@@ -81,6 +81,16 @@ pub(super) async fn migrations_tracked(pool: &SqlitePool) -> Result<bool, StoreE
     .await?)
 }
 
+/// The rows the claim takes, as in Postgres's claim: rows done with
+/// uploading by `due_at`, then uploads started before `$3` (the current
+/// `reaper.stale_upload_after`'s cut-off) by start.
+const DUE_SQL: &str = "SELECT id, blob_key, state FROM (SELECT id, blob_key, state FROM media \
+                       WHERE state <> 'uploading' AND due_at <= $1 ORDER BY due_at LIMIT $2) \
+                       UNION ALL \
+                       SELECT id, blob_key, state FROM (SELECT id, blob_key, state FROM media \
+                       WHERE state = 'uploading' AND created_at <= $3 ORDER BY created_at LIMIT $2) \
+                       LIMIT $2";
+
 /// SQLite serves one process, whose passes never overlap: select the due
 /// rows, then claim and shred them (delete their keys), in one transaction.
 pub(super) async fn claim_due(
@@ -88,14 +98,15 @@ pub(super) async fn claim_due(
     now: i64,
     limit: u32,
     lease_until: i64,
+    stale_before: i64,
 ) -> Result<Vec<crate::reap::Claimed>, StoreError> {
     let mut tx = pool.begin().await?;
-    let due: Vec<crate::reap::Claimed> =
-        sqlx::query_as("SELECT id, blob_key, state FROM media WHERE due_at <= $1 ORDER BY due_at LIMIT $2")
-            .bind(now)
-            .bind(i64::from(limit))
-            .fetch_all(&mut *tx)
-            .await?;
+    let due: Vec<crate::reap::Claimed> = sqlx::query_as(DUE_SQL)
+        .bind(now)
+        .bind(i64::from(limit))
+        .bind(stale_before)
+        .fetch_all(&mut *tx)
+        .await?;
     for row in &due {
         sqlx::query(
             "UPDATE media SET state = 'deleting', deleted_at = COALESCE(deleted_at, $2), \

@@ -1,0 +1,143 @@
+//! Upload slots: a bound on uploads in progress on this replica, and on how
+//! many of them one app may hold, so that one app's uploads — slow ones
+//! above all — can never take every slot from the others.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::error::ApiError;
+
+/// The slowest upload body kept: on average at least `bytes_per_second`
+/// over every `window`. A window long enough to ride out a stalled mobile
+/// link, a rate far below any real transfer, still cuts a body that
+/// trickles in to hold its slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MinUploadRate {
+    pub bytes_per_second: u64,
+    pub window: Duration,
+}
+
+impl MinUploadRate {
+    /// The bytes a window must bring.
+    pub(crate) fn per_window(&self) -> u64 {
+        let bytes = self.bytes_per_second as f64 * self.window.as_secs_f64();
+        bytes.ceil() as u64
+    }
+}
+
+/// Uploads in progress, in all and per app.
+pub struct UploadSlots {
+    total: Arc<Semaphore>,
+    per_app: usize,
+    /// Slots each app holds now; an app holding none has no entry, so the
+    /// map is as large as the number of apps uploading at the moment.
+    held: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+/// One upload's slot; given back when dropped.
+pub struct UploadSlot {
+    _permit: OwnedSemaphorePermit,
+    app_id: String,
+    held: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl UploadSlots {
+    /// `total` slots, of which one app may hold `per_app` (at least one).
+    pub fn new(total: usize, per_app: usize) -> UploadSlots {
+        UploadSlots {
+            total: Arc::new(Semaphore::new(total)),
+            per_app: per_app.max(1),
+            held: Arc::default(),
+        }
+    }
+
+    /// The default share of one app: a quarter of the slots, at least one.
+    pub fn default_per_app(total: usize) -> usize {
+        (total / 4).max(1)
+    }
+
+    /// A slot for an upload of `app_id`, or the refusal to answer: 503 when
+    /// the replica is full, else 429 when the app holds its share (other
+    /// apps may still upload). Neither queues.
+    pub fn try_acquire(&self, app_id: &str) -> Result<UploadSlot, ApiError> {
+        let Ok(permit) = self.total.clone().try_acquire_owned() else {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Too many uploads in progress; retry shortly",
+            )
+            .with_retry_after(1));
+        };
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let mine = held.get(app_id).copied().unwrap_or(0);
+        if mine >= self.per_app {
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "This app has {} uploads in progress, its most at once; retry when one completes",
+                    self.per_app
+                ),
+            )
+            .with_retry_after(1));
+        }
+        held.insert(app_id.to_owned(), mine + 1);
+        Ok(UploadSlot {
+            _permit: permit,
+            app_id: app_id.to_owned(),
+            held: self.held.clone(),
+        })
+    }
+}
+
+impl Drop for UploadSlot {
+    fn drop(&mut self) {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = held.get_mut(&self.app_id) {
+            *count -= 1;
+            if *count == 0 {
+                held.remove(&self.app_id);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_app_holds_at_most_its_share_and_gives_slots_back() {
+        let slots = UploadSlots::new(3, 2);
+        let a1 = slots.try_acquire("a").unwrap();
+        let _a2 = slots.try_acquire("a").unwrap();
+        assert_eq!(
+            slots.try_acquire("a").err().unwrap().status,
+            StatusCode::TOO_MANY_REQUESTS
+        );
+        let b1 = slots.try_acquire("b").unwrap();
+        for app in ["a", "b"] {
+            assert_eq!(
+                slots.try_acquire(app).err().unwrap().status,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the replica is full"
+            );
+        }
+        drop(a1);
+        drop(b1);
+        let _a3 = slots.try_acquire("a").unwrap();
+        assert_eq!(
+            slots.held.lock().unwrap().len(),
+            1,
+            "apps with no slot leave the map"
+        );
+    }
+
+    #[test]
+    fn the_default_share_is_a_quarter_and_at_least_one() {
+        assert_eq!(UploadSlots::default_per_app(64), 16);
+        assert_eq!(UploadSlots::default_per_app(2), 1);
+    }
+}
