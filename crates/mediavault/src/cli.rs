@@ -42,7 +42,8 @@ pub enum Command {
 #[derive(Debug, Args)]
 #[group(required = true, multiple = false)]
 pub struct Reap {
-    /// One pass: delete expired, deleted and abandoned media; prints counts as JSON.
+    /// One pass: delete expired, deleted and abandoned media; prints counts as JSON,
+    /// with `skipped` when another replica's pass holds the lock.
     #[arg(long)]
     pub once: bool,
     /// Delete blobs no row references (older than reaper.stale_upload_after).
