@@ -459,3 +459,36 @@ async fn serve_rewrites_the_key_table_on_its_schedule() {
         .to_owned();
     assert!(line.contains("seconds="), "{line}");
 }
+
+/// `reap --once` while another replica's pass holds the reaper lock says
+/// it skipped, rather than printing zeros that read as an empty pass.
+#[tokio::test]
+async fn reap_once_says_when_another_pass_holds_the_lock() {
+    use sqlx::Connection;
+    // The advisory-lock key every replica's reaper takes ("mvreap").
+    const REAPER_LOCK_KEY: i64 = 0x6d76_7265_6170;
+    let stores = Stores::new(Backends::PostgresFiles).await;
+    let (ok, _, err) = cli(&stores, &["migrate"]);
+    assert!(ok, "{err}");
+    let mut other_replica = sqlx::PgConnection::connect(&stores.database_url).await.unwrap();
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(REAPER_LOCK_KEY)
+        .execute(&mut other_replica)
+        .await
+        .unwrap();
+
+    let (ok, out, err) = cli(&stores, &["reap", "--once"]);
+    assert!(ok, "{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["skipped"], "another pass holds the lock", "{out}");
+    for count in ["expired", "deleted", "abandoned"] {
+        assert_eq!(report[count], 0, "{out}");
+    }
+
+    other_replica.close().await.unwrap();
+    let (ok, out, err) = cli(&stores, &["reap", "--once"]);
+    assert!(ok, "{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert!(report.get("skipped").is_none(), "{out}");
+    assert_eq!(report["expired"], 0, "{out}");
+}

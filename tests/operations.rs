@@ -39,15 +39,7 @@ async fn metrics_count_requests_bytes_durations_and_reaping() {
     assert_eq!(f.download(&id).await.bytes().await.unwrap().len(), 10_000);
     let deadline = Instant::now() + Duration::from_secs(10);
     let text = loop {
-        let text = f
-            .client
-            .get(f.server.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = metrics(&f).await;
         if text.contains("mediavault_reaped_total{reason=\"expired\"} 1") {
             break text;
         }
@@ -73,15 +65,26 @@ async fn metrics_count_requests_bytes_durations_and_reaping() {
         text.contains("mediavault_media_stored "),
         "the stored-media gauge is set by reaper passes"
     );
-    let uploads = text
-        .lines()
-        .find(|l| {
-            l.starts_with("mediavault_http_requests_total")
-                && l.contains("route=\"/partner/app/{app_id}/media\"")
-                && l.contains("status=\"200\"")
-        })
-        .unwrap_or_else(|| panic!("upload requests not counted by route:\n{text}"));
+    let uploads = requests_total(
+        &text,
+        &["route=\"/partner/app/{app_id}/media\"", "status=\"200\""],
+    );
     assert!(uploads.ends_with(" 1"), "{uploads}");
+}
+
+/// The text of `/metrics`.
+async fn metrics(f: &Fixture) -> String {
+    let response = f.client.get(f.server.url("/metrics")).send().await.unwrap();
+    response.text().await.unwrap()
+}
+
+/// The `mediavault_http_requests_total` line of `text` with all of `labels`.
+fn requests_total<'t>(text: &'t str, labels: &[&str]) -> &'t str {
+    text.lines()
+        .find(|l| {
+            l.starts_with("mediavault_http_requests_total") && labels.iter().all(|label| l.contains(label))
+        })
+        .unwrap_or_else(|| panic!("no request series with {labels:?}:\n{text}"))
 }
 
 /// Every request gets an id (or keeps the caller's), returned in
@@ -90,7 +93,20 @@ async fn metrics_count_requests_bytes_durations_and_reaping() {
 #[tokio::test]
 async fn request_ids_reach_the_response_and_the_log_and_tokens_never_do() {
     let f = Fixture::new(Backends::SqliteFiles).await;
-    f.upload(&png_bytes(100)).await;
+    let upload = f
+        .client
+        .post(f.media_url())
+        .header("token", &f.token)
+        .multipart(png_form(100))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(upload.status(), 200);
+    let upload_id = upload.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let media_id = upload.json::<Value>().await.unwrap()["mediaId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let response = f
         .client
         .get(f.media_url_with("/no-such-media"))
@@ -101,20 +117,108 @@ async fn request_ids_reach_the_response_and_the_log_and_tokens_never_do() {
         .unwrap();
     assert_eq!(response.headers()["x-request-id"], "trace-me-42");
     let made = f.client.get(f.server.url("/livez")).send().await.unwrap();
-    assert_eq!(
-        made.headers()["x-request-id"].len(),
-        36,
-        "a UUID when none was sent"
-    );
+    let made_id = made.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(made_id.len(), 36, "a UUID when none was sent");
+
     let log = f.server.log();
-    assert!(log.lines().any(|l| l.contains("trace-me-42")), "{log}");
-    assert!(
-        log.lines()
-            .filter(|l| l.contains("media uploaded"))
-            .all(|l| l.contains("request_id=")),
-        "{log}"
-    );
+    // The upload's lines: the handler's, which names the media, and the
+    // response line. Each carries the upload's id.
+    let uploaded: Vec<&str> = log.lines().filter(|l| l.contains("media uploaded")).collect();
+    assert_eq!(uploaded.len(), 1, "{log}");
+    let of_the_media: Vec<&str> = log.lines().filter(|l| l.contains(&media_id)).collect();
+    assert!(!of_the_media.is_empty(), "{log}");
+    for line in uploaded.iter().chain(&of_the_media) {
+        assert!(line.contains(&format!("request_id={upload_id}")), "{line}");
+    }
+    // One response line per request, each with that request's id.
+    let mut answered: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("finished processing request"))
+        .map(|l| {
+            l.split("request_id=")
+                .nth(1)
+                .and_then(|rest| rest.split(['}', ' ']).next())
+                .unwrap_or_else(|| panic!("a response line without a request id: {l}"))
+        })
+        .collect();
+    answered.sort_unstable();
+    let mut sent = [upload_id.as_str(), "trace-me-42", made_id.as_str()];
+    sent.sort_unstable();
+    assert_eq!(answered, sent, "{log}");
     assert!(!log.contains(&f.token), "a token was logged");
+}
+
+/// A caller's request id that is long, or holds anything but letters,
+/// digits and `-._:`, is replaced by a fresh one: it is not echoed, and
+/// cannot forge or flood log lines.
+#[tokio::test]
+async fn unacceptable_request_ids_are_replaced() {
+    let f = Fixture::new(Backends::SqliteFiles).await;
+    let forged = "x} ERROR mediavault_api::error: stored media failed verification why=\"forged\"";
+    let long = "L".repeat(30_000);
+    let obs_text = reqwest::header::HeaderValue::from_bytes(b"id\tforged\xff").unwrap();
+    for id in [
+        reqwest::header::HeaderValue::from_str(forged).unwrap(),
+        reqwest::header::HeaderValue::from_str(&long).unwrap(),
+        reqwest::header::HeaderValue::from_str(&"a".repeat(129)).unwrap(),
+        obs_text,
+    ] {
+        let response = f
+            .client
+            .get(f.server.url("/livez"))
+            .header("x-request-id", id.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let echoed = &response.headers()["x-request-id"];
+        assert_ne!(echoed, &id);
+        assert_eq!(echoed.len(), 36, "a fresh UUID instead");
+    }
+    let log = f.server.log();
+    assert!(!log.contains("stored media failed verification"), "{log}");
+    assert!(!log.contains("LLLLLLLL"), "the long id was logged");
+    assert!(!log.contains(&"a".repeat(129)), "the long id was logged");
+    assert!(!log.contains("forged"), "{log}");
+}
+
+/// Methods a client invents are named `other` in metrics and logs: however
+/// many and however long, they add no metric series and no log text.
+#[tokio::test]
+async fn invented_methods_add_no_metric_series() {
+    let f = Fixture::new(Backends::SqliteFiles).await;
+    let urls = [f.server.url("/livez"), f.media_url_with("/some-media")];
+    let invent = |n: usize| {
+        let name = format!("INVENTED{n}X{}", "Q".repeat(4096));
+        reqwest::Method::from_bytes(name.as_bytes()).unwrap()
+    };
+    // Every series the run will have exists after one round.
+    for url in &urls {
+        let response = f.client.request(invent(0), url).send().await.unwrap();
+        assert_eq!(response.status(), 405);
+    }
+    metrics(&f).await;
+    let before = metrics(&f).await;
+    for n in 1..=100 {
+        for url in &urls {
+            let response = f.client.request(invent(n), url).send().await.unwrap();
+            assert_eq!(response.status(), 405);
+        }
+    }
+    let after = metrics(&f).await;
+    assert!(!after.contains("INVENTED"), "an invented method became a label");
+    let other = requests_total(&after, &["route=\"/livez\"", "method=\"other\""]);
+    assert!(other.ends_with(" 101"), "{other}");
+    assert!(
+        after.len() < before.len() + 2048,
+        "/metrics grew from {} to {} bytes",
+        before.len(),
+        after.len()
+    );
+    assert!(
+        !f.server.log().contains("INVENTED"),
+        "an invented method was logged"
+    );
 }
 
 #[tokio::test]

@@ -163,3 +163,109 @@ async fn failed_admin_authentications_lock_out_too() {
         StatusCode::NOT_FOUND
     );
 }
+
+/// A request to the info route with `token`, carrying each of `lines` as
+/// an `X-Forwarded-For` line of its own, in order.
+async fn info_forwarded(f: &Fixture, lines: &[&str], token: &str) -> StatusCode {
+    let mut request = f
+        .client
+        .get(f.media_url_with("/unknown/info"))
+        .header("token", token);
+    for line in lines {
+        request = request.header("x-forwarded-for", *line);
+    }
+    request.send().await.unwrap().status()
+}
+
+/// Behind a proxy that appends an `X-Forwarded-For` line of its own (as
+/// HAProxy does), with the client's address and port, the client's own
+/// line names nobody: its failures count against the address the proxy
+/// wrote, so it neither escapes the lock-out nor locks out whom it names.
+#[tokio::test]
+async fn a_forwarded_for_line_appended_by_the_proxy_is_the_one_believed() {
+    let f = Fixture::with_env(
+        Backends::SqliteFiles,
+        &[
+            ("MEDIAVAULT__LIMITS__AUTH_FAILURES_PER_HOUR", "3"),
+            ("MEDIAVAULT__SERVER__TRUSTED_PROXIES", "[\"127.0.0.1\"]"),
+        ],
+    )
+    .await;
+    for (named, seen) in [
+        ("198.51.100.1", "203.0.113.7:40001"),
+        ("198.51.100.2", "203.0.113.7:40002"),
+        ("198.51.100.3", "203.0.113.7:40003"),
+    ] {
+        assert_eq!(
+            info_forwarded(&f, &[named, seen], "mv_guess").await,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(
+        info_forwarded(&f, &["198.51.100.9", "203.0.113.7:40004"], &f.token).await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the client is locked out whatever its own line says"
+    );
+    assert_eq!(
+        info_forwarded(&f, &["198.51.100.1"], &f.token).await,
+        StatusCode::NOT_FOUND,
+        "an address the client named is not"
+    );
+}
+
+/// Path app ids that cannot be app ids (too long, or with characters no
+/// id has) are refused with 401 as before, but count nothing: they grow no
+/// failure record, and lock nobody out, the sender included.
+#[tokio::test]
+async fn app_ids_that_cannot_exist_are_refused_without_being_counted() {
+    let f = Fixture::with_env(
+        Backends::SqliteFiles,
+        &[("MEDIAVAULT__LIMITS__AUTH_FAILURES_PER_HOUR", "2")],
+    )
+    .await;
+    let long_id = uuid::Uuid::new_v4().simple().to_string().repeat(200);
+    let info = |app_id: String| {
+        f.client
+            .get(f.server.url(&format!("/partner/app/{app_id}/media/x/info")))
+            .header("token", "mv_guess")
+            .send()
+    };
+    // Past the threshold, a counted id would answer 429.
+    let spaced = "app%20id".to_owned();
+    for app_id in [
+        long_id.clone(),
+        long_id.clone(),
+        long_id,
+        spaced.clone(),
+        spaced.clone(),
+        spaced,
+    ] {
+        let response = info(app_id).await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["message"], "Authentication Failed");
+        assert_eq!(body["status"], "error");
+    }
+    // A flood of distinct ones leaves the sender's standing with the real
+    // app as it was: one failure before it, one after, make a lock-out.
+    assert_eq!(
+        info_as(&f, "127.0.0.1", "mv_guess").await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    for _ in 0..200 {
+        let app_id = uuid::Uuid::new_v4().simple().to_string().repeat(100);
+        assert_eq!(info(app_id).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(
+        info_as(&f, "127.0.0.1", &f.token).await.status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        info_as(&f, "127.0.0.1", "mv_guess").await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        info_as(&f, "127.0.0.1", &f.token).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}

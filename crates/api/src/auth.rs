@@ -13,6 +13,7 @@ use subtle::ConstantTimeEq;
 use crate::ApiState;
 use crate::error::ApiError;
 use crate::limits::ClientAddr;
+use crate::path::could_be_app_id;
 
 fn presented_token(headers: &HeaderMap) -> Option<&str> {
     let value = headers
@@ -30,13 +31,17 @@ fn presented_token(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// The app `app_id` if the request carries one of its live tokens; 401
-/// otherwise, and 429 once `client` has failed too often for this app.
+/// otherwise, and 429 once `client` has failed too often for this app. An
+/// `app_id` that cannot name an app is 401 at once, and counts nothing.
 pub async fn authenticate(
     state: &ApiState,
     app_id: &str,
     headers: &HeaderMap,
     ClientAddr(client): ClientAddr,
 ) -> Result<App, ApiError> {
+    if !could_be_app_id(app_id) {
+        return Err(AuthError::Failed.into());
+    }
     state.limits.check_not_locked_out(client, app_id)?;
     let outcome = match presented_token(headers) {
         Some(token) => state.vault.authenticate(app_id, token).await,

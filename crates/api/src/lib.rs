@@ -117,6 +117,10 @@ pub fn router(state: ApiState) -> Router {
                 .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
         )
         .layer(SetRequestIdLayer::new(observe::REQUEST_ID, MakeRequestUuid))
+        // Before an id is taken from the caller, it is checked.
+        .layer(axum::middleware::map_request(
+            observe::drop_unacceptable_request_id,
+        ))
         .with_state(state)
 }
 

@@ -3,7 +3,8 @@
 //! failing to authenticate to one app, so tokens cannot be guessed at speed.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::collections::hash_map::RandomState;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -13,6 +14,7 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use hashlink::LinkedHashMap;
 use ipnet::IpNet;
 use mediavault_storage::App;
 
@@ -48,25 +50,136 @@ impl Default for LimitSettings {
 /// How long failed authentications are counted, and a lock-out lasts,
 /// from the first failure.
 const FAILURE_WINDOW: Duration = Duration::from_secs(3600);
-/// Client-and-app pairs tracked at most. Past it, expired windows are
-/// dropped first, then pairs with a single failure (typos rather than a
-/// guessing run), so memory stays bounded under a flood of addresses.
-const MAX_TRACKED: usize = 100_000;
+/// Client-and-scope pairs still counting towards a lock-out, at most. Past
+/// it, the pair whose last failure is oldest makes room: a flood of new
+/// pairs can wipe counts that have not reached a lock-out (each wipe costs
+/// the flooder this many requests), never a lock-out itself.
+const MAX_COUNTING: usize = 65_536;
+/// Pairs locked out, at most. Filling this takes `auth_failures_per_hour`
+/// failures per pair; past it, the oldest lock-out (the first to end) goes.
+/// Scopes are at most 64 bytes (`could_be_app_id`), so both tiers together
+/// hold a few tens of MiB at worst, whatever clients send.
+const MAX_LOCKED: usize = 65_536;
 
 struct AppLimiter {
     rate: NonZeroU32,
     limiter: DefaultDirectRateLimiter,
 }
 
+#[derive(Debug, Clone, Copy)]
 struct FailureWindow {
     started: Instant,
     failures: u32,
 }
 
+/// A client network (see `client_network`) and the scope it failed on.
+type FailureKey = (IpAddr, String);
+
+/// Failed authentications in two tiers, each bounded and each kept in
+/// order (of last failure, or of lock-out), so that making room is taking
+/// the front: O(1) per request whatever the flood. Keys are hashed with
+/// SipHash under a random key, as they are chosen by clients.
+struct Failures {
+    /// Pairs with fewer failures than the threshold.
+    counting: LinkedHashMap<FailureKey, FailureWindow, RandomState>,
+    /// Pairs locked out, with the start of their window (the lock-out
+    /// ends `FAILURE_WINDOW` after it).
+    locked: LinkedHashMap<FailureKey, Instant, RandomState>,
+    max_counting: usize,
+    max_locked: usize,
+}
+
+impl Failures {
+    fn new(max_counting: usize, max_locked: usize) -> Failures {
+        Failures {
+            counting: LinkedHashMap::with_hasher(RandomState::new()),
+            locked: LinkedHashMap::with_hasher(RandomState::new()),
+            max_counting,
+            max_locked,
+        }
+    }
+
+    /// How long the lock-out of `key` has to run, if it is locked out.
+    fn lock_out_left(&mut self, key: &FailureKey) -> Option<Duration> {
+        let elapsed = self.locked.get(key)?.elapsed();
+        if elapsed >= FAILURE_WINDOW {
+            self.locked.remove(key);
+            return None;
+        }
+        Some(FAILURE_WINDOW - elapsed)
+    }
+
+    /// Counts one failure of `key`, and locks it out at `threshold`.
+    fn record(&mut self, key: FailureKey, threshold: u32) {
+        if self.lock_out_left(&key).is_some() {
+            return;
+        }
+        let counted = match self.counting.to_back(&key) {
+            Some(window) if window.started.elapsed() < FAILURE_WINDOW => {
+                window.failures = window.failures.saturating_add(1);
+                Some(*window)
+            }
+            _ => None,
+        };
+        let window = counted.unwrap_or_else(|| {
+            if !self.counting.contains_key(&key) && self.counting.len() >= self.max_counting {
+                self.counting.pop_front();
+            }
+            let fresh = FailureWindow {
+                started: Instant::now(),
+                failures: 1,
+            };
+            self.counting.insert(key.clone(), fresh);
+            fresh
+        });
+        if window.failures >= threshold {
+            self.counting.remove(&key);
+            self.lock(key, window.started);
+        }
+    }
+
+    fn lock(&mut self, key: FailureKey, started: Instant) {
+        while let Some((_, front)) = self.locked.front()
+            && front.elapsed() >= FAILURE_WINDOW
+        {
+            self.locked.pop_front();
+        }
+        if self.locked.len() >= self.max_locked {
+            self.locked.pop_front();
+        }
+        self.locked.insert(key, started);
+    }
+}
+
+/// What a lock-out counts: an IPv4 address, or an IPv6 /64 (a subscriber's
+/// prefix, in which a client picks any address it likes).
+fn client_network(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & !u128::from(u64::MAX))),
+        },
+    }
+}
+
+/// One `X-Forwarded-For` hop: `ip`, `ip:port`, `[v6]` or `[v6]:port`.
+fn parse_hop(hop: &[u8]) -> Option<IpAddr> {
+    let hop = std::str::from_utf8(hop).ok()?.trim();
+    if let Ok(ip) = hop.parse() {
+        return Some(ip);
+    }
+    if let Ok(addr) = hop.parse::<SocketAddr>() {
+        return Some(addr.ip());
+    }
+    let v6 = hop.strip_prefix('[')?.strip_suffix(']')?;
+    v6.parse::<Ipv6Addr>().ok().map(IpAddr::V6)
+}
+
 pub struct Limits {
     settings: LimitSettings,
     uploads: Mutex<HashMap<String, AppLimiter>>,
-    failures: Mutex<HashMap<(IpAddr, String), FailureWindow>>,
+    failures: Mutex<Failures>,
 }
 
 /// Whole seconds to wait, at least one (Retry-After has no fractions).
@@ -78,10 +191,14 @@ fn retry_after(wait: Duration) -> u32 {
 
 impl Limits {
     pub fn new(settings: LimitSettings) -> Limits {
+        Limits::bounded(settings, MAX_COUNTING, MAX_LOCKED)
+    }
+
+    fn bounded(settings: LimitSettings, max_counting: usize, max_locked: usize) -> Limits {
         Limits {
             settings,
             uploads: Mutex::new(HashMap::new()),
-            failures: Mutex::new(HashMap::new()),
+            failures: Mutex::new(Failures::new(max_counting, max_locked)),
         }
     }
 
@@ -116,15 +233,11 @@ impl Limits {
 
     /// 429 while `client` is locked out of `scope` (an app id, or the admin API).
     pub fn check_not_locked_out(&self, client: IpAddr, scope: &str) -> Result<(), ApiError> {
-        let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(window) = failures.get(&(client, scope.to_owned())) else {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(left) = failures.lock_out_left(&(client_network(client), scope.to_owned())) else {
             return Ok(());
         };
-        let elapsed = window.started.elapsed();
-        if elapsed >= FAILURE_WINDOW || window.failures < self.settings.auth_failures_per_hour {
-            return Ok(());
-        }
-        let wait = retry_after(FAILURE_WINDOW - elapsed);
+        let wait = retry_after(left);
         Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             format!("Too many failed authentications from this address; retry in {wait} s"),
@@ -135,47 +248,45 @@ impl Limits {
     /// Counts a failed authentication of `client` to `scope`.
     pub fn record_auth_failure(&self, client: IpAddr, scope: &str) {
         let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        if failures.len() >= MAX_TRACKED {
-            failures.retain(|_, w| w.started.elapsed() < FAILURE_WINDOW);
-        }
-        if failures.len() >= MAX_TRACKED {
-            failures.retain(|_, w| w.failures > 1);
-        }
-        let window = failures
-            .entry((client, scope.to_owned()))
-            .or_insert_with(|| FailureWindow {
-                started: Instant::now(),
-                failures: 0,
-            });
-        if window.started.elapsed() >= FAILURE_WINDOW {
-            *window = FailureWindow {
-                started: Instant::now(),
-                failures: 0,
-            };
-        }
-        window.failures = window.failures.saturating_add(1);
+        failures.record(
+            (client_network(client), scope.to_owned()),
+            self.settings.auth_failures_per_hour,
+        );
+    }
+
+    /// Pairs tracked, as (counting, locked out).
+    #[cfg(test)]
+    fn tracked(&self) -> (usize, usize) {
+        let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        (failures.counting.len(), failures.locked.len())
     }
 
     /// The client's address: the peer's, or, when the peer is a trusted
-    /// proxy, the nearest untrusted hop of `X-Forwarded-For` (the hops
-    /// further left are whatever the client chose to send).
-    fn client_address(&self, peer: Option<IpAddr>, forwarded_for: Option<&str>) -> IpAddr {
+    /// proxy, the nearest untrusted hop of `X-Forwarded-For`, read from
+    /// the right across every line of it in order (a proxy may append a
+    /// line of its own; the hops further left are whatever the client
+    /// chose to send).
+    fn client_address<'h>(
+        &self,
+        peer: Option<IpAddr>,
+        forwarded_for: impl DoubleEndedIterator<Item = &'h [u8]>,
+    ) -> IpAddr {
         let peer = peer.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         let trusted = |ip: &IpAddr| self.settings.trusted_proxies.iter().any(|net| net.contains(ip));
         if !trusted(&peer) {
             return peer;
         }
         let mut client = peer;
-        for hop in forwarded_for.unwrap_or_default().split(',').rev() {
-            match hop.trim().parse::<IpAddr>() {
-                Ok(ip) => {
+        for hop in forwarded_for.rev().flat_map(|line| line.rsplit(|&b| b == b',')) {
+            match parse_hop(hop) {
+                Some(ip) => {
                     client = ip;
                     if !trusted(&ip) {
                         break;
                     }
                 }
                 // Past an unreadable hop nothing can be believed.
-                Err(_) => break,
+                None => break,
             }
         }
         client
@@ -194,7 +305,11 @@ impl FromRequestParts<ApiState> for ClientAddr {
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|ConnectInfo(addr)| addr.ip());
-        let forwarded_for = parts.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
+        let forwarded_for = parts
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .map(|line| line.as_bytes());
         Ok(ClientAddr(state.limits.client_address(peer, forwarded_for)))
     }
 }
@@ -255,21 +370,146 @@ mod tests {
         limits.check_not_locked_out(client, "b").unwrap();
     }
 
+    /// The client `limits` sees behind peer 192.0.2.9 given these
+    /// `X-Forwarded-For` lines.
+    fn behind_peer(limits: &Limits, lines: &[&str]) -> IpAddr {
+        let peer = "192.0.2.9".parse().unwrap();
+        limits.client_address(Some(peer), lines.iter().map(|line| line.as_bytes()))
+    }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
     #[test]
     fn forwarded_for_counts_only_behind_a_trusted_proxy() {
         let direct = limits(&[]);
-        let peer: IpAddr = "192.0.2.9".parse().unwrap();
-        assert_eq!(direct.client_address(Some(peer), Some("203.0.113.5")), peer);
+        assert_eq!(behind_peer(&direct, &["203.0.113.5"]), ip("192.0.2.9"));
 
         let proxied = limits(&["192.0.2.0/24", "10.0.0.0/8"]);
-        let client: IpAddr = "203.0.113.5".parse().unwrap();
-        assert_eq!(proxied.client_address(Some(peer), Some("203.0.113.5")), client);
+        let client = ip("203.0.113.5");
+        assert_eq!(behind_peer(&proxied, &["203.0.113.5"]), client);
         // A client-chosen hop on the left is ignored; trusted hops are skipped.
+        assert_eq!(behind_peer(&proxied, &["1.2.3.4, 203.0.113.5, 10.1.1.1"]), client);
+        assert_eq!(behind_peer(&proxied, &["garbage"]), ip("192.0.2.9"));
+        assert_eq!(behind_peer(&proxied, &[]), ip("192.0.2.9"));
+    }
+
+    /// A proxy that appends a line of its own (HAProxy's `option
+    /// forwardfor`) is read last line first: the client's own line cannot
+    /// name the address that is counted.
+    #[test]
+    fn forwarded_for_lines_are_one_list_read_from_the_right() {
+        let proxied = limits(&["192.0.2.0/24", "10.0.0.0/8"]);
         assert_eq!(
-            proxied.client_address(Some(peer), Some("1.2.3.4, 203.0.113.5, 10.1.1.1")),
-            client
+            behind_peer(&proxied, &["198.51.100.77", "203.0.113.5"]),
+            ip("203.0.113.5")
         );
-        assert_eq!(proxied.client_address(Some(peer), Some("garbage")), peer);
-        assert_eq!(proxied.client_address(Some(peer), None), peer);
+        assert_eq!(
+            behind_peer(&proxied, &["198.51.100.77, 203.0.113.5", "10.1.1.1"]),
+            ip("203.0.113.5")
+        );
+        assert_eq!(
+            behind_peer(&proxied, &["203.0.113.5", "10.1.1.1, 10.2.2.2"]),
+            ip("203.0.113.5")
+        );
+    }
+
+    #[test]
+    fn forwarded_for_hops_may_carry_ports_and_brackets() {
+        let proxied = limits(&["192.0.2.0/24", "10.0.0.0/8"]);
+        assert_eq!(behind_peer(&proxied, &["203.0.113.5:51234"]), ip("203.0.113.5"));
+        assert_eq!(behind_peer(&proxied, &["[2001:db8::7]"]), ip("2001:db8::7"));
+        assert_eq!(behind_peer(&proxied, &["[2001:db8::7]:443"]), ip("2001:db8::7"));
+        assert_eq!(behind_peer(&proxied, &["2001:db8::7"]), ip("2001:db8::7"));
+        // A trusted hop with a port is skipped like one without.
+        assert_eq!(
+            behind_peer(&proxied, &["203.0.113.5, 10.1.1.1:8080"]),
+            ip("203.0.113.5")
+        );
+        // An unreadable hop stops the walk at the last hop believed.
+        assert_eq!(
+            behind_peer(&proxied, &["203.0.113.5, [2001:db8::7", "10.1.1.1"]),
+            ip("10.1.1.1")
+        );
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_by_their_64() {
+        let limits = limits(&[]);
+        limits.record_auth_failure(ip("2001:db8:1:2::1"), "a");
+        limits.record_auth_failure(ip("2001:db8:1:2:ffff:ffff:ffff:ffff"), "a");
+        let refused = limits.check_not_locked_out(ip("2001:db8:1:2::99"), "a");
+        assert_eq!(refused.unwrap_err().status, StatusCode::TOO_MANY_REQUESTS);
+        limits
+            .check_not_locked_out(ip("2001:db8:1:3::1"), "a")
+            .expect("the next /64 is another client");
+        // An IPv4 client seen as an IPv4-mapped IPv6 address is the same client.
+        limits.record_auth_failure(ip("192.0.2.1"), "a");
+        limits.record_auth_failure(ip("::ffff:192.0.2.1"), "a");
+        assert!(limits.check_not_locked_out(ip("192.0.2.1"), "a").is_err());
+    }
+
+    /// Single failures from ever new pairs fill only the counting tier,
+    /// which stays within its bound, and never push out a lock-out.
+    #[test]
+    fn a_flood_of_new_pairs_is_bounded_and_keeps_lock_outs() {
+        let limits = Limits::bounded(limits(&[]).settings, 8, 4);
+        let locked = ip("203.0.113.1");
+        limits.record_auth_failure(locked, "a");
+        limits.record_auth_failure(locked, "a");
+        for n in 0..10_000u32 {
+            let flooder = IpAddr::V4(Ipv4Addr::from_bits(0x0a00_0000 + n));
+            limits.record_auth_failure(flooder, &format!("app-{n}"));
+            let (counting, locked_out) = limits.tracked();
+            assert!(counting <= 8 && locked_out <= 4, "{counting} {locked_out}");
+        }
+        assert_eq!(
+            limits.check_not_locked_out(locked, "a").unwrap_err().status,
+            StatusCode::TOO_MANY_REQUESTS
+        );
+    }
+
+    /// When the counting tier is full, the pair whose last failure is
+    /// oldest makes room; a pair that keeps failing stays.
+    #[test]
+    fn the_longest_quiet_count_makes_room() {
+        let limits = Limits::bounded(
+            LimitSettings {
+                auth_failures_per_hour: 3,
+                ..LimitSettings::default()
+            },
+            2,
+            2,
+        );
+        let (quiet, busy, new) = (ip("10.0.0.1"), ip("10.0.0.2"), ip("10.0.0.3"));
+        limits.record_auth_failure(quiet, "a");
+        limits.record_auth_failure(busy, "a");
+        limits.record_auth_failure(busy, "a");
+        limits.record_auth_failure(new, "a");
+        assert_eq!(limits.tracked(), (2, 0));
+        // `busy` kept its two failures: a third locks it out.
+        limits.record_auth_failure(busy, "a");
+        assert!(limits.check_not_locked_out(busy, "a").is_err());
+        // `quiet` lost its one: two more do not lock it out yet.
+        limits.record_auth_failure(quiet, "a");
+        limits.record_auth_failure(quiet, "a");
+        limits.check_not_locked_out(quiet, "a").unwrap();
+    }
+
+    /// The locked-out tier has its own bound; past it the oldest lock-out
+    /// goes first.
+    #[test]
+    fn lock_outs_are_bounded_too() {
+        let limits = Limits::bounded(limits(&[]).settings, 2, 2);
+        let clients = ["10.0.0.1", "10.0.0.2", "10.0.0.3"].map(ip);
+        for client in clients {
+            limits.record_auth_failure(client, "a");
+            limits.record_auth_failure(client, "a");
+        }
+        assert_eq!(limits.tracked(), (0, 2));
+        limits.check_not_locked_out(clients[0], "a").unwrap();
+        assert!(limits.check_not_locked_out(clients[1], "a").is_err());
+        assert!(limits.check_not_locked_out(clients[2], "a").is_err());
     }
 }

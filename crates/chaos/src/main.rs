@@ -16,6 +16,7 @@ mod files;
 mod report;
 mod services;
 mod soak;
+mod trend;
 
 use std::process::ExitCode;
 

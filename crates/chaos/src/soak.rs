@@ -1,8 +1,10 @@
 //! `mediavault-chaos soak`: a steady mix of uploads, downloads, `/info` and
 //! deletes for a long while, with short retention and a reaper pass every
 //! 10 s so that expiry and reaping run all the time. The server's memory
-//! and open descriptors are sampled; any failed request is an error. At the
-//! end every media must expire and be reaped, leaving no row and no blob.
+//! and open descriptors are sampled; any failed request is an error, and so
+//! is a rising trend of media rows (expiry falling behind), RSS or open
+//! descriptors after warm-up. At the end every media must expire and be
+//! reaped, leaving no row and no blob.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -17,6 +19,7 @@ use crate::client::{self, App, Failure};
 use crate::files::FileSpec;
 use crate::report::{self, Common};
 use crate::services::{Inventory, Services, rss_and_fds};
+use crate::trend::{self, Tolerance, Verdict};
 
 #[derive(Debug, clap::Args)]
 pub struct SoakArgs {
@@ -49,6 +52,22 @@ pub struct SoakArgs {
 
 /// Operations in flight at most; past it the rate drops, and the report says so.
 const MAX_IN_FLIGHT: usize = 64;
+/// How far each sampled series may rise, from the first third of the
+/// samples after warm-up to the last, and still count as steady: rows move
+/// with each 10 s reaper pass, RSS with the allocator, descriptors with
+/// the connections in flight.
+const ROWS_TOLERANCE: Tolerance = Tolerance {
+    relative: 0.25,
+    absolute: 20.0,
+};
+const RSS_TOLERANCE: Tolerance = Tolerance {
+    relative: 0.10,
+    absolute: 8.0 * 1024.0,
+};
+const FDS_TOLERANCE: Tolerance = Tolerance {
+    relative: 0.10,
+    absolute: 16.0,
+};
 /// Media are read and deleted only this long before they expire, so that
 /// no request races its media's expiry (which is exact, and would be a 404).
 const EXPIRY_MARGIN: Duration = Duration::from_secs(20);
@@ -247,7 +266,33 @@ pub async fn run(common: &Common, args: &SoakArgs) -> anyhow::Result<bool> {
     let end = samples.last().copied();
     let max_rss = samples.iter().map(|s| s.rss_kib).max().unwrap_or(0);
     let max_fds = samples.iter().map(|s| s.fds).max().unwrap_or(0);
-    let passed = tally.errors == 0 && drained.is_ok() && panics.is_empty() && exited.is_none();
+    let live: Vec<Sample> = samples.iter().filter(|s| s.at >= warmup).copied().collect();
+    let series = |value: fn(&Sample) -> f64| live.iter().map(value).collect::<Vec<f64>>();
+    let trends = [
+        (
+            "media rows",
+            trend::judge(&series(|s| s.rows as f64), ROWS_TOLERANCE),
+            ROWS_TOLERANCE,
+            1.0,
+            "",
+        ),
+        (
+            "server RSS",
+            trend::judge(&series(|s| s.rss_kib as f64), RSS_TOLERANCE),
+            RSS_TOLERANCE,
+            1024.0,
+            " MiB",
+        ),
+        (
+            "server fds",
+            trend::judge(&series(|s| s.fds as f64), FDS_TOLERANCE),
+            FDS_TOLERANCE,
+            1.0,
+            "",
+        ),
+    ];
+    let rising = trends.iter().any(|(_, verdict, ..)| verdict.is_rising());
+    let passed = tally.errors == 0 && drained.is_ok() && panics.is_empty() && exited.is_none() && !rising;
 
     let mib = |kib: u64| kib as f64 / 1024.0;
     let mut out = report::header("soak");
@@ -310,12 +355,18 @@ pub async fn run(common: &Common, args: &SoakArgs) -> anyhow::Result<bool> {
             start.fds, end.fds, max_fds
         );
     }
-    let live = samples.iter().filter(|s| s.at >= warmup);
-    let (min_rows, max_rows) = live.fold((i64::MAX, 0), |(lo, hi), s| (lo.min(s.rows), hi.max(s.rows)));
+    let (min_rows, max_rows) = live
+        .iter()
+        .fold((i64::MAX, 0), |(lo, hi), s| (lo.min(s.rows), hi.max(s.rows)));
+    let _ = writeln!(out, "media rows        {min_rows}..{max_rows} after warm-up");
     let _ = writeln!(
         out,
-        "media rows        {min_rows}..{max_rows} after warm-up (steady: expiry keeps up)"
+        "trends            mean of the last third of the {} samples after warm-up against the first third",
+        live.len()
     );
+    for (name, verdict, tolerance, scale, unit) in trends {
+        let _ = writeln!(out, "  {name:<15} {}", describe(verdict, tolerance, scale, unit));
+    }
     match drained {
         Ok(after) => {
             let _ = writeln!(
@@ -360,6 +411,32 @@ pub async fn run(common: &Common, args: &SoakArgs) -> anyhow::Result<bool> {
     report::publish(common, "soak", &out)?;
     drop(server);
     Ok(passed)
+}
+
+/// A trend's verdict for the report, in units of `scale` named `unit`.
+fn describe(verdict: Verdict, tolerance: Tolerance, scale: f64, unit: &str) -> String {
+    let allowed = format!(
+        "(steady up to +{:.0}% +{:.0}{unit})",
+        tolerance.relative * 100.0,
+        tolerance.absolute / scale
+    );
+    match verdict {
+        Verdict::Steady { earlier, later } => format!(
+            "steady: {:.1} -> {:.1}{unit} {allowed}",
+            earlier / scale,
+            later / scale
+        ),
+        Verdict::Rising { earlier, later } => format!(
+            "RISING: {:.1} -> {:.1}{unit}, above {:.1}{unit} {allowed}",
+            earlier / scale,
+            later / scale,
+            tolerance.limit(earlier) / scale
+        ),
+        Verdict::TooFew(n) => format!(
+            "not judged: {n} samples after warm-up, {} needed",
+            trend::MIN_SAMPLES
+        ),
+    }
 }
 
 /// What one operation needs: the service, the app and the shared records.

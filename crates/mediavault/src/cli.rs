@@ -44,7 +44,8 @@ pub enum Command {
 #[derive(Debug, Args)]
 #[group(required = true, multiple = false)]
 pub struct Reap {
-    /// One pass: delete expired, deleted and abandoned media; prints counts as JSON.
+    /// One pass: delete expired, deleted and abandoned media; prints counts as JSON,
+    /// with `skipped` when another replica's pass holds the lock.
     #[arg(long)]
     pub once: bool,
     /// Delete blobs no row references and abort incomplete S3 multipart

@@ -95,7 +95,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             )
             .await
             .context("reaper pass")?;
-            println!("{}", serde_json::to_string(&report)?);
+            let mut printed = serde_json::to_value(report)?;
+            if report.skipped {
+                // Zeros alone would read as a pass that found nothing due.
+                printed["skipped"] = json!("another pass holds the lock");
+            }
+            println!("{printed}");
             Ok(())
         }
         Command::Reap(_) => {
