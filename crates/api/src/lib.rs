@@ -42,6 +42,9 @@ pub struct ApiState {
     pub render_metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
     /// Uploads in progress; past its permits an upload answers 503.
     pub uploads: Arc<Semaphore>,
+    /// Downloads in progress (each until its body is sent); past its
+    /// permits a download answers 503.
+    pub downloads: Arc<Semaphore>,
     /// An upload whose body sends nothing for this long is cut.
     pub idle_timeout: Duration,
     /// Cancelled when the drain time after SIGTERM is over: uploads still
@@ -60,6 +63,7 @@ impl ApiState {
             vault,
             render_metrics: None,
             uploads: Arc::new(Semaphore::new(64)),
+            downloads: Arc::new(Semaphore::new(256)),
             idle_timeout: Duration::from_secs(60),
             shutdown: CancellationToken::new(),
             limits: Arc::new(Limits::new(LimitSettings::default())),

@@ -6,6 +6,7 @@ mod cli;
 mod embedded;
 mod http;
 mod manage;
+mod send_timeout;
 mod serve;
 mod telemetry;
 

@@ -55,6 +55,7 @@ pub async fn serve(config: &Config, vault: Vault) -> anyhow::Result<()> {
         vault: vault.clone(),
         render_metrics: Some(Arc::new(move || metrics.render())),
         uploads: Arc::new(Semaphore::new(config.server.max_concurrent_uploads)),
+        downloads: Arc::new(Semaphore::new(config.server.max_concurrent_downloads)),
         idle_timeout: config.server.idle_timeout,
         shutdown: interrupt.clone(),
         limits: Arc::new(Limits::new(limits)),
@@ -62,7 +63,11 @@ pub async fn serve(config: &Config, vault: Vault) -> anyhow::Result<()> {
     });
     let shutdown_timeout = config.server.shutdown_timeout;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let server = crate::http::serve(listener, app, config.server.idle_timeout, async move {
+    let timeouts = crate::http::Timeouts {
+        header: config.server.idle_timeout,
+        send: config.server.send_timeout,
+    };
+    let server = crate::http::serve(listener, app, timeouts, async move {
         shutdown_signal().await;
         tracing::info!("shutting down: draining in-flight requests");
         let _ = stop_tx.send(true);

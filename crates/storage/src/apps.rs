@@ -158,11 +158,14 @@ impl Vault {
     /// crypto-shredded at once, in one transaction; the reaper then removes
     /// the blobs. Returns how many media were shredded.
     pub async fn delete_app(&self, id: &str) -> Result<u64, AdminError> {
-        self.inner
+        let shredded = self
+            .inner
             .meta
             .delete_app(id, now_millis())
             .await?
-            .ok_or_else(|| AdminError::AppNotFound(id.to_owned()))
+            .ok_or_else(|| AdminError::AppNotFound(id.to_owned()))?;
+        self.inner.reads.cancel_app(id);
+        Ok(shredded)
     }
 
     pub async fn app_stats(&self, id: &str) -> Result<AppStats, AdminError> {

@@ -15,6 +15,7 @@ pub mod keys;
 mod meta;
 mod model;
 pub mod policy;
+mod reads;
 mod reap;
 mod rotation;
 pub mod seal;

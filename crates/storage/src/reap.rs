@@ -57,6 +57,9 @@ impl Vault {
     pub async fn reap_batch(&self, now: Millis, limit: u32) -> Result<ReapCounts, StoreError> {
         let lease_until = now.saturating_add(duration_millis(CLAIM_LEASE));
         let claimed = self.inner.meta.claim_due(now, limit, lease_until).await?;
+        for row in &claimed {
+            self.inner.reads.cancel(&row.id);
+        }
         let mut counts = ReapCounts {
             claimed: claimed.len() as u64,
             ..ReapCounts::default()
