@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # RSS of `mediavault serve` while CLIENTS clients (50) each read one 20 MiB
-# file at 1 byte a second for SECONDS (150), blobs in Garage (started by
-# scripts/test-services.sh). Each client has a 64 KiB receive buffer, so what
+# file at 1 byte a second for SECONDS_RUN (150), blobs in Garage (started by
+# scripts/test-services.sh; BACKEND=files: a local directory). Each client has a 64 KiB receive buffer, so what
 # it has not read stays on the server's side. Prints idle RSS (after the
 # upload and one full download), then RSS every 10 s, then the highest RSS
 # sampled (each second) while the clients read, above idle, in MiB. BIN picks the binary
@@ -22,7 +22,11 @@ trap 'kill $pid 2>/dev/null || true; rm -rf "$work"' EXIT
 
 export MEDIAVAULT__CRYPTO__KEYS=$("$BIN" keys generate --id bench | sed 's/.*"key":"\([^"]*\)".*/\1/')
 export MEDIAVAULT__DATABASE__URL="sqlite://$work/mv.db"
-. "$root/bench/garage-env.sh" $$
+if [ "${BACKEND:-s3}" = s3 ]; then
+  . "$root/bench/garage-env.sh" $$
+else
+  export MEDIAVAULT__BLOBS__URL="$work/blobs"
+fi
 [ -n "${SEND_TIMEOUT:-}" ] && export MEDIAVAULT__SERVER__SEND_TIMEOUT=$SEND_TIMEOUT
 
 app=$("$BIN" apps create --name bench | sed 's/.*"appId":"\([^"]*\)".*/\1/')

@@ -91,7 +91,9 @@ const READ_AHEAD_CHUNKS: usize = 16;
 /// Bytes read ahead and not yet taken, across all downloads of the process.
 /// A download whose reader waits may always fetch its next chunk, so the
 /// budget slows no one who keeps up; it bounds what slow readers hold.
-const READ_AHEAD_BUDGET: usize = 8 * 1024 * 1024;
+const READ_AHEAD_BUDGET: usize = 4 * 1024 * 1024;
+/// The least share of the budget a chunk takes, before its size is known.
+const READ_AHEAD_UNIT: u32 = 64 * 1024;
 
 #[derive(Clone)]
 pub(crate) struct Blobs {
@@ -399,10 +401,9 @@ type AheadChunk = (object_store::Result<Bytes>, Option<OwnedSemaphorePermit>);
 
 /// Pulls a remote blob on its own task, up to `READ_AHEAD_CHUNKS` chunks
 /// ahead of the reader, so that the store keeps streaming while the download
-/// decrypts and sends what came before. Chunks waiting beyond the first take
-/// their size from `budget`; when it is spent, a reader that waits
-/// (`starving`) still gets its next chunk, so slow readers hold little and
-/// no reader stalls. A reader that goes away ends the task, even while the
+/// decrypts and sends what came before. Each chunk read ahead takes its size
+/// from `budget`; when it is spent, a reader that waits (`starving`) still
+/// gets its next chunk, so slow readers hold little and no reader stalls. A reader that goes away ends the task, even while the
 /// store is silent.
 fn read_ahead(
     mut stream: BoxStream<'static, object_store::Result<Bytes>>,
@@ -414,6 +415,13 @@ fn read_ahead(
     tokio::spawn(async move {
         loop {
             let Ok(slot) = sender.reserve().await else { break };
+            // Leave to read one more chunk: a share of the budget, taken
+            // before the chunk is, or a reader that waits for it.
+            let mut permit = tokio::select! {
+                permit = budget.clone().acquire_many_owned(READ_AHEAD_UNIT) => permit.ok(),
+                () = wanted.notified() => None,
+                () = sender.closed() => break,
+            };
             let item = tokio::select! {
                 item = stream.next() => item,
                 () = sender.closed() => break,
@@ -424,14 +432,21 @@ fn read_ahead(
             // chunk kept would keep the whole buffer (up to ~400 KiB) alive.
             let item = item.map(|chunk| Bytes::copy_from_slice(&chunk));
             let size = item.as_ref().map_or(0, |chunk| chunk.len());
-            let waiting = sender.max_capacity() - sender.capacity() - 1;
-            let permit = match (waiting, u32::try_from(size)) {
-                (0, _) | (_, Err(_)) => None,
-                (_, Ok(size)) => tokio::select! {
-                    permit = budget.clone().acquire_many_owned(size) => permit.ok(),
-                    () = wanted.notified() => None,
-                },
-            };
+            let beyond = u32::try_from(size)
+                .unwrap_or(u32::MAX)
+                .saturating_sub(READ_AHEAD_UNIT);
+            if let Some(held) = &mut permit
+                && beyond > 0
+            {
+                tokio::select! {
+                    more = budget.clone().acquire_many_owned(beyond) => {
+                        if let Ok(more) = more {
+                            held.merge(more);
+                        }
+                    }
+                    () = wanted.notified() => {}
+                }
+            }
             slot.send((item, permit));
             if failed {
                 break;

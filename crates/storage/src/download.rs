@@ -8,7 +8,7 @@
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use futures::stream::BoxStream;
 use futures::{StreamExt, stream};
 
@@ -278,7 +278,9 @@ impl SegmentReader {
             if let Err(error) = self.fill(segment, HEADER_LEN).await {
                 return Some(Err(error));
             }
-            if self.buffered.split_to(HEADER_LEN)[..] != expected[..] {
+            let header_matches = self.buffered[..HEADER_LEN] == expected[..];
+            self.buffered.advance(HEADER_LEN);
+            if !header_matches {
                 let what = "blob header does not match the row";
                 return Some(Err(self.integrity(segment, Integrity::Tampered, what)));
             }
@@ -290,7 +292,11 @@ impl SegmentReader {
         if let Err(error) = self.fill(segment, sealed_len).await {
             return Some(Err(error));
         }
-        let mut sealed = self.buffered.split_to(sealed_len);
+        // A segment of its own, not a split of `buffered`: a split would
+        // share (and keep alive, while the piece waits to be sent) the
+        // whole buffer it came from; a copy lets `buffered` reuse its room.
+        let mut sealed = BytesMut::from(&self.buffered[..sealed_len]);
+        self.buffered.advance(sealed_len);
         let plain_len = match self.opener.open(segment, &mut sealed) {
             Ok(n) => n,
             Err(_) => {
