@@ -16,14 +16,7 @@ trap 'kill $pid 2>/dev/null || true; rm -rf "$work"' EXIT
 export MEDIAVAULT__CRYPTO__KEYS=$("$bin" keys generate --id bench | sed 's/.*"key":"\([^"]*\)".*/\1/')
 export MEDIAVAULT__DATABASE__URL="sqlite://$work/mv.db"
 if [ "$backend" = s3 ]; then
-  "$root/scripts/test-services.sh"
-  . "$root/target/test-services/env"
-  export MEDIAVAULT__BLOBS__URL="s3://$MEDIAVAULT_TEST_S3_BUCKET/bench-$$"
-  export MEDIAVAULT__BLOBS__ENDPOINT=$MEDIAVAULT_TEST_S3_ENDPOINT
-  export MEDIAVAULT__BLOBS__REGION=garage
-  export MEDIAVAULT__BLOBS__ACCESS_KEY_ID=$MEDIAVAULT_TEST_S3_ACCESS_KEY_ID
-  export MEDIAVAULT__BLOBS__SECRET_ACCESS_KEY=$MEDIAVAULT_TEST_S3_SECRET_ACCESS_KEY
-  export MEDIAVAULT__BLOBS__ALLOW_HTTP=true
+  . "$root/bench/garage-env.sh" $$
 else
   export MEDIAVAULT__BLOBS__URL="$work/blobs"
 fi

@@ -206,18 +206,6 @@ async fn get(f: &Fixture, id: &str, range: Option<&str>) -> reqwest::Result<reqw
     request.send().await
 }
 
-/// Uploads `bytes`; returns the media id and its blob key.
-async fn upload_keyed(f: &Fixture, bytes: &[u8]) -> (String, String) {
-    let (before, _) = f.inventory().await;
-    let id = f.upload(bytes).await;
-    let (after, _) = f.inventory().await;
-    let key = after
-        .into_iter()
-        .find(|key| !before.contains(key))
-        .expect("a new blob key");
-    (id, key)
-}
-
 /// What came back for a read of tampered media: a 500 in the error shape,
 /// or a body that stops before the first tampered segment's bytes; in both
 /// cases nothing that is not the file's own verified prefix.
@@ -261,7 +249,7 @@ async fn tampered_blobs_are_detected(backends: Backends) {
     // Four segments: 65,480 + 65,520 + 65,520 + 53,480 plaintext bytes.
     let len = 250_000;
     let bytes = png_bytes(len);
-    let (id, key) = upload_keyed(&f, &bytes).await;
+    let (id, key) = f.upload_keyed(&bytes).await;
     let original = f.stores.read_blob(&key).await;
     assert_eq!(original.len(), HEADER + len + 4 * 16, "the format's layout");
     let segment = |i: usize| i * SEGMENT..((i + 1) * SEGMENT).min(original.len());
@@ -327,7 +315,7 @@ async fn tampered_blobs_are_detected(backends: Backends) {
     // Another file's blob copied onto this id's key, same length and all:
     // it does not decrypt here, and neither file's content is served.
     let other = other_bytes(len);
-    let (other_id, other_key) = upload_keyed(&f, &other).await;
+    let (other_id, other_key) = f.upload_keyed(&other).await;
     let other_blob = f.stores.read_blob(&other_key).await;
     f.stores.write_blob(&key, other_blob.clone()).await;
     assert_not_served("another id's blob", get(&f, &id, None).await, &bytes, 0).await;

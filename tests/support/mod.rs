@@ -508,6 +508,18 @@ impl Fixture {
         request.send().await.unwrap()
     }
 
+    /// Uploads `bytes`; returns the media id and its blob key.
+    pub async fn upload_keyed(&self, bytes: &[u8]) -> (String, String) {
+        let (before, _) = self.inventory().await;
+        let id = self.upload(bytes).await;
+        let (after, _) = self.inventory().await;
+        let key = after
+            .into_iter()
+            .find(|key| !before.contains(key))
+            .expect("a new blob key");
+        (id, key)
+    }
+
     pub async fn download(&self, media_id: &str) -> reqwest::Response {
         self.request(reqwest::Method::GET, &format!("/{media_id}"), &[])
             .await
@@ -673,6 +685,15 @@ impl Stores {
         let store = self.raw_blob_store();
         let found = store.get(&key.into()).await.expect("read blob");
         found.bytes().await.expect("read blob").to_vec()
+    }
+
+    /// Removes blob `key` from the store.
+    pub async fn delete_blob(&self, key: &str) {
+        use object_store::ObjectStoreExt;
+        self.raw_blob_store()
+            .delete(&key.into())
+            .await
+            .expect("delete blob");
     }
 
     /// Replaces blob `key` with `bytes`.

@@ -1,8 +1,11 @@
 //! Reading media by id: the file itself (whole, by range, or headers only),
 //! its metadata, and its deletion.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use axum::Json;
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -47,6 +50,7 @@ pub struct MediaPath {
         (status = 404, description = "Media not found (unknown, expired, deleted, or another app's)", body = ErrorBody),
         (status = 416, description = "Requested range not satisfiable", body = ErrorBody),
         (status = 500, description = "Unable to fetch requested Media", body = ErrorBody),
+        (status = 503, description = "Too many downloads in progress (see Retry-After)", body = ErrorBody),
     ),
     security(("token" = []), ("bearer" = []))
 )]
@@ -98,21 +102,61 @@ pub async fn download(
     if method == Method::HEAD {
         return Ok(response);
     }
+    let Ok(slot) = state.downloads.clone().try_acquire_owned() else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Too many downloads in progress; retry shortly",
+        )
+        .with_retry_after(1));
+    };
+    let length = range.end - range.start;
     let mut plaintext = state.vault.read(&media, range).await?;
-    // The first piece is read before the status is sent, so that a file
-    // whose first segment fails verification is a clean 500. A later
-    // segment that fails ends the body early: the client sees a response
-    // shorter than its Content-Length, never unverified bytes.
-    let first = plaintext.try_next().await?.unwrap_or_default();
-    metrics::counter!("mediavault_download_bytes_total").increment(first.len() as u64);
-    let rest = plaintext
-        .inspect_ok(|piece| {
-            metrics::counter!("mediavault_download_bytes_total").increment(piece.len() as u64)
-        })
-        .inspect_err(|error| tracing::error!(%error, "download stopped"));
-    *response.body_mut() = Body::from_stream(futures::stream::once(async { Ok(first) }).chain(rest));
+    let sent = Arc::new(AtomicU64::new(0));
+    let counted = {
+        let sent = sent.clone();
+        move |piece: &Bytes| {
+            sent.fetch_add(piece.len() as u64, Ordering::Relaxed);
+            metrics::counter!("mediavault_download_bytes_total").increment(piece.len() as u64);
+        }
+    };
+    // Before the status goes out, a small response is verified whole and a
+    // large one's first piece: a file that fails there is a clean 500. A
+    // later failure can only cut the body short of its Content-Length
+    // (never unverified bytes), and is counted and logged as a failure.
+    let verified: Vec<Bytes> = if length <= VERIFIED_BEFORE_STATUS {
+        plaintext.by_ref().try_collect().await?
+    } else {
+        plaintext.try_next().await?.into_iter().collect()
+    };
+    let media_id = info.id.clone();
+    let rest = plaintext.inspect_err(move |error| {
+        let reason = match error {
+            ReadError::NotFound => "deleted",
+            ReadError::Integrity(_) => "integrity",
+            ReadError::Unavailable(_) => "store",
+        };
+        metrics::counter!("mediavault_downloads_cut_total", "reason" => reason).increment(1);
+        tracing::error!(
+            %media_id, reason, sent = sent.load(Ordering::Relaxed), length,
+            "download cut short: {error}"
+        );
+    });
+    let body = futures::stream::iter(verified.into_iter().map(Ok))
+        .chain(rest)
+        .inspect_ok(counted)
+        // The slot is held until the body is sent or dropped.
+        .map(move |piece| {
+            let _held = &slot;
+            piece
+        });
+    *response.body_mut() = Body::from_stream(body);
     Ok(response)
 }
+
+/// Responses up to this size are verified whole before the status is sent.
+/// It bounds what one download holds in memory before sending (eight
+/// segments), and covers most media a messaging API carries.
+const VERIFIED_BEFORE_STATUS: u64 = 512 * 1024;
 
 /// Longest media id looked up; ids the service makes are 36 characters.
 const MEDIA_ID_LIMIT: usize = 128;

@@ -16,6 +16,7 @@ mod upload;
 
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
+use tokio::sync::Semaphore;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -43,6 +44,9 @@ pub struct ApiState {
     pub render_metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
     /// Uploads in progress, in all (past it 503) and per app (past it 429).
     pub uploads: Arc<UploadSlots>,
+    /// Downloads in progress (each until its body is sent); past its
+    /// permits a download answers 503.
+    pub downloads: Arc<Semaphore>,
     /// An upload whose body sends nothing for this long is cut.
     pub idle_timeout: Duration,
     /// An upload whose body comes slower than this is cut; `None`: no minimum.
@@ -63,6 +67,7 @@ impl ApiState {
             vault,
             render_metrics: None,
             uploads: Arc::new(UploadSlots::new(64, UploadSlots::default_per_app(64))),
+            downloads: Arc::new(Semaphore::new(256)),
             idle_timeout: Duration::from_secs(60),
             min_upload_rate: Some(MinUploadRate {
                 bytes_per_second: 1024,

@@ -45,6 +45,9 @@ pub struct ServerConfig {
     pub shutdown_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
+    /// A response whose client accepts none of it for this long is cut.
+    #[serde(with = "humantime_serde")]
+    pub send_timeout: Duration,
     pub max_concurrent_uploads: usize,
     /// Of those, how many one app may have; unset, a quarter (at least 1).
     #[serde(default)]
@@ -54,6 +57,7 @@ pub struct ServerConfig {
     pub min_upload_rate: u64,
     #[serde(with = "humantime_serde")]
     pub min_upload_rate_window: Duration,
+    pub max_concurrent_downloads: usize,
     /// Peers (addresses or CIDR networks) whose X-Forwarded-For names the client.
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
@@ -208,6 +212,12 @@ impl Config {
         }
         if self.server.min_upload_rate_window.is_zero() {
             bail!("server.min_upload_rate_window must be above 0");
+        }
+        if self.server.send_timeout.is_zero() {
+            bail!("server.send_timeout must be above 0");
+        }
+        if self.server.max_concurrent_downloads == 0 {
+            bail!("server.max_concurrent_downloads must be above 0");
         }
         self.reaper_settings()?;
         self.limit_settings()?;
@@ -480,6 +490,27 @@ mod tests {
         let config = Config::load(Some(&example), &Overrides::default()).unwrap();
         assert_eq!(config.log.format, LogFormat::Json);
         assert_eq!(config.limit_settings().unwrap().trusted_proxies.len(), 1);
+    }
+
+    #[test]
+    fn download_bounds_are_read_and_checked() {
+        let config = Config::from_toml_str("").unwrap();
+        assert_eq!(config.server.send_timeout, Duration::from_secs(60));
+        assert_eq!(config.server.max_concurrent_downloads, 256);
+        let config =
+            Config::from_toml_str("[server]\nsend_timeout = \"5s\"\nmax_concurrent_downloads = 3\n").unwrap();
+        assert_eq!(config.server.send_timeout, Duration::from_secs(5));
+        assert_eq!(config.server.max_concurrent_downloads, 3);
+        for (toml, key) in [
+            ("[server]\nsend_timeout = \"0s\"\n", "server.send_timeout"),
+            (
+                "[server]\nmax_concurrent_downloads = 0\n",
+                "server.max_concurrent_downloads",
+            ),
+        ] {
+            let error = Config::from_toml_str(toml).unwrap_err().to_string();
+            assert!(error.contains(key), "{error}");
+        }
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! header-read timeout: a client that sends half a request head and then
 //! nothing would hold its connection for ever. Here the head must arrive
 //! within `header_timeout`, as a body must keep arriving within the upload
-//! idle timeout.
+//! idle timeout; and a response must keep leaving: a connection whose client
+//! accepts nothing for `send_timeout` is cut (see `SendTimeout`).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -19,19 +20,25 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
+use crate::send_timeout::SendTimeout;
+
+/// How long each side may stall a connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// For the request head to arrive.
+    pub header: Duration,
+    /// For a client to accept any of the response while it waits to be sent.
+    pub send: Duration,
+}
+
 /// Serves `app` on `listener` until `stop` resolves, then stops accepting,
 /// asks every open connection to finish its request in flight and close, and
 /// resolves once all have. Each request carries its peer's address as
 /// `ConnectInfo<SocketAddr>`.
-pub async fn serve(
-    listener: TcpListener,
-    app: Router,
-    header_timeout: Duration,
-    stop: impl Future<Output = ()>,
-) {
+pub async fn serve(listener: TcpListener, app: Router, timeouts: Timeouts, stop: impl Future<Output = ()>) {
     let connections = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new()).header_read_timeout(header_timeout);
+    http.timer(TokioTimer::new()).header_read_timeout(timeouts.header);
     let mut stop = std::pin::pin!(stop);
     loop {
         let (stream, peer) = tokio::select! {
@@ -54,16 +61,27 @@ pub async fn serve(
                 request
             });
         let connection = http.serve_connection(
-            TokioIo::new(stream),
+            TokioIo::new(SendTimeout::new(stream, timeouts.send)),
             TowerToHyperService::new(service.map_err(|never: Infallible| match never {})),
         );
         let connection = connections.watch(connection);
         tokio::spawn(async move {
             if let Err(error) = connection.await {
-                tracing::debug!(%error, %peer, "connection ended with an error");
+                if is_send_timeout(&error) {
+                    tracing::info!(%peer, "client accepted nothing for the send timeout; connection cut");
+                } else {
+                    tracing::debug!(%error, %peer, "connection ended with an error");
+                }
             }
         });
     }
     drop(listener);
     connections.shutdown().await;
+}
+
+/// Whether hyper gave up on a connection because `SendTimeout` failed a write.
+fn is_send_timeout(error: &hyper::Error) -> bool {
+    std::error::Error::source(error)
+        .and_then(|source| source.downcast_ref::<std::io::Error>())
+        .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
 }

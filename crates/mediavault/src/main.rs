@@ -8,6 +8,7 @@ mod embedded;
 mod http;
 mod manage;
 mod schema;
+mod send_timeout;
 mod serve;
 mod telemetry;
 

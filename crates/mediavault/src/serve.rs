@@ -2,6 +2,7 @@
 
 use std::io::Write;
 use std::sync::Arc;
+use tokio::sync::Semaphore;
 
 use anyhow::Context;
 use mediavault::config::Config;
@@ -50,6 +51,7 @@ pub async fn serve(config: &Config, vault: Vault) -> anyhow::Result<()> {
             config.server.max_concurrent_uploads,
             config.uploads_per_app(),
         )),
+        downloads: Arc::new(Semaphore::new(config.server.max_concurrent_downloads)),
         idle_timeout: config.server.idle_timeout,
         min_upload_rate: config.min_upload_rate(),
         shutdown: interrupt.clone(),
@@ -58,7 +60,11 @@ pub async fn serve(config: &Config, vault: Vault) -> anyhow::Result<()> {
     });
     let shutdown_timeout = config.server.shutdown_timeout;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let server = crate::http::serve(listener, app, config.server.idle_timeout, async move {
+    let timeouts = crate::http::Timeouts {
+        header: config.server.idle_timeout,
+        send: config.server.send_timeout,
+    };
+    let server = crate::http::serve(listener, app, timeouts, async move {
         shutdown_signal().await;
         tracing::info!("shutting down: draining in-flight requests");
         let _ = stop_tx.send(true);

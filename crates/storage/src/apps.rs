@@ -164,6 +164,7 @@ impl Vault {
             .delete_app(id, now_millis())
             .await?
             .ok_or_else(|| AdminError::AppNotFound(id.to_owned()))?;
+        self.inner.reads.cancel_app(id);
         self.inner.meta.settle_shredded().await;
         Ok(shredded)
     }

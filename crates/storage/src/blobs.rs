@@ -1,6 +1,9 @@
 //! The blob store: where ciphertext lives. One wrapper over `object_store`
 //! for every backend (local directory, S3-compatible, memory), which bounds
-//! every call by `timeout` and maps "not found" in exactly one place.
+//! every call by `timeout` and maps "not found" in exactly one place. A read
+//! is bounded by its progress (the answer, then each silence between chunks
+//! while the reader waits), never by its length: a body streams for as long
+//! as the client takes to read it.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -42,7 +45,8 @@ pub struct BlobConfig {
     /// SHA-256. `None` chooses by the endpoint: unsigned over HTTPS, where
     /// TLS already guards the bytes in transit, signed over plain HTTP.
     pub unsigned_payload: Option<bool>,
-    /// Bound on one store call, retries included.
+    /// Bound on one store call, retries included; for reads, on the answer
+    /// and on each wait for the next chunk of the body.
     pub timeout: Duration,
 }
 
@@ -95,6 +99,12 @@ const LOCAL_READ_CHUNK: usize = 256 * 1024;
 /// Chunks of a remote blob that may wait, read, for the download to take
 /// them (hyper's chunks: a few KiB to a few hundred each).
 const READ_AHEAD_CHUNKS: usize = 16;
+/// Bytes read ahead and not yet taken, across all downloads of the process.
+/// A download whose reader waits may always fetch its next chunk, so the
+/// budget slows no one who keeps up; it bounds what slow readers hold.
+const READ_AHEAD_BUDGET: usize = 4 * 1024 * 1024;
+/// The least share of the budget a chunk takes, before its size is known.
+const READ_AHEAD_UNIT: u32 = 64 * 1024;
 
 /// The service's own key prefix: every blob key starts with it, and listings
 /// and sweeps look nowhere else in the bucket or directory.
@@ -113,6 +123,8 @@ pub(crate) struct Blobs {
     part_budget: Arc<Semaphore>,
     /// S3 only: incomplete multipart uploads, for the sweep.
     multipart: Option<Arc<MultipartUploads>>,
+    /// Permits (bytes) for chunks read ahead, shared by all downloads.
+    read_ahead_budget: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for Blobs {
@@ -138,9 +150,12 @@ impl Blobs {
                 .endpoint
                 .as_deref()
                 .is_none_or(|e| e.starts_with("https://"));
+            // No whole-request timeout: it would also bound a body that
+            // streams only as fast as a slow client reads. Every call is
+            // bounded here instead (`bounded`, and each chunk of a read).
             let client_options = ClientOptions::new()
                 .with_allow_http(config.allow_http)
-                .with_timeout(config.timeout)
+                .with_timeout_disabled()
                 .with_connect_timeout(config.timeout.min(Duration::from_secs(5)));
             let mut builder = AmazonS3Builder::new()
                 .with_bucket_name(bucket)
@@ -200,6 +215,7 @@ impl Blobs {
             bytes_read: Arc::default(),
             part_budget: Arc::new(Semaphore::new(PARTS_IN_FLIGHT_TOTAL)),
             multipart,
+            read_ahead_budget: Arc::new(Semaphore::new(READ_AHEAD_BUDGET)),
         })
     }
 
@@ -210,17 +226,26 @@ impl Blobs {
 
     /// Runs one store call within the configured bound.
     async fn bounded<T>(&self, call: impl Future<Output = object_store::Result<T>>) -> Result<T, StoreError> {
-        let result = match tokio::time::timeout(self.timeout, call).await {
-            Ok(result) => result.map_err(StoreError::from),
-            Err(_) => Err(StoreError::Timeout(self.timeout)),
-        };
+        let result = self.uncounted(call).await;
         // "Not found" is an answer, not a failure of the store.
         if let Err(error) = &result
-            && !matches!(error, StoreError::Blobs(object_store::Error::NotFound { .. }))
+            && !is_not_found(error)
         {
-            metrics::counter!("mediavault_blob_store_errors_total").increment(1);
+            count_store_error();
         }
         result
+    }
+
+    /// `bounded`, leaving it to the caller to tell a failure of the store
+    /// from a blob that is not as it should be.
+    async fn uncounted<T>(
+        &self,
+        call: impl Future<Output = object_store::Result<T>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(result) => result.map_err(StoreError::from),
+            Err(_) => Err(StoreError::Timeout(self.timeout)),
+        }
     }
 
     pub(crate) fn writer(&self, key: &str) -> BlobWriter {
@@ -232,24 +257,28 @@ impl Blobs {
         }
     }
 
-    /// Streams `range` of the blob at `key`; each chunk is bounded by the timeout.
+    /// Streams `range` of the blob at `key`. The answer is bounded by the
+    /// timeout, and so is each wait of the reader for the next chunk; how
+    /// long the reader takes between chunks is its own affair.
     pub(crate) async fn read_range(
         &self,
         key: &str,
         range: std::ops::Range<u64>,
-    ) -> Result<BoxStream<'static, Result<Bytes, StoreError>>, StoreError> {
+    ) -> Result<BoxStream<'static, Result<Bytes, StoreError>>, RangeError> {
+        let path = Path::from(key);
         let options = GetOptions {
-            range: Some(GetRange::Bounded(range)),
+            range: Some(GetRange::Bounded(range.clone())),
             ..GetOptions::default()
         };
-        let result = self
-            .bounded(self.store.get_opts(&Path::from(key), options))
-            .await?;
+        let result = match self.uncounted(self.store.get_opts(&path, options)).await {
+            Ok(result) => result,
+            Err(error) => return Err(self.explain(&path, range.end, error).await),
+        };
         let timeout = self.timeout;
         let bytes_read = self.bytes_read.clone();
         let stream = match result.payload {
             GetResultPayload::File(file, path) => local_file_stream(file, path, result.range),
-            GetResultPayload::Stream(stream) => read_ahead(stream),
+            GetResultPayload::Stream(stream) => read_ahead(stream, self.read_ahead_budget.clone()),
         }
         .map_err(StoreError::from);
         Ok(futures::stream::unfold(stream, move |mut stream| {
@@ -257,17 +286,40 @@ impl Blobs {
             async move {
                 match tokio::time::timeout(timeout, stream.next()).await {
                     Ok(Some(item)) => {
-                        if let Ok(chunk) = &item {
-                            bytes_read.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                        match &item {
+                            Ok(chunk) => {
+                                bytes_read.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                            }
+                            Err(_) => count_store_error(),
                         }
                         Some((item, stream))
                     }
                     Ok(None) => None,
-                    Err(_) => Some((Err(StoreError::Timeout(timeout)), stream)),
+                    Err(_) => {
+                        count_store_error();
+                        Some((Err(StoreError::Timeout(timeout)), stream))
+                    }
                 }
             }
         })
         .boxed())
+    }
+
+    /// Why a range up to `end` could not be read: the blob is gone or ends
+    /// before `end` (stores refuse a range that starts past the end), or
+    /// else the store failed, which alone counts as a store error.
+    async fn explain(&self, path: &Path, end: u64, error: StoreError) -> RangeError {
+        if is_not_found(&error) {
+            return RangeError::Missing;
+        }
+        match self.uncounted(self.store.head(path)).await {
+            Err(head) if is_not_found(&head) => RangeError::Missing,
+            Ok(meta) if meta.size < end => RangeError::Short(meta.size),
+            _ => {
+                count_store_error();
+                RangeError::Store(error)
+            }
+        }
     }
 
     pub(crate) fn bytes_read(&self) -> u64 {
@@ -427,23 +479,95 @@ fn delete_stale_staging_under(
     Ok(removed)
 }
 
+/// Why a range of a blob could not be read.
+#[derive(Debug)]
+pub(crate) enum RangeError {
+    /// There is no blob under the key.
+    Missing,
+    /// The blob is this long, shorter than the range.
+    Short(u64),
+    /// The store failed or did not answer in time.
+    Store(StoreError),
+}
+
+fn is_not_found(error: &StoreError) -> bool {
+    matches!(error, StoreError::Blobs(object_store::Error::NotFound { .. }))
+}
+
+fn count_store_error() {
+    metrics::counter!("mediavault_blob_store_errors_total").increment(1);
+}
+
+/// A chunk read ahead, with the share of the budget it holds until taken.
+type AheadChunk = (object_store::Result<Bytes>, Option<OwnedSemaphorePermit>);
+
 /// Pulls a remote blob on its own task, up to `READ_AHEAD_CHUNKS` chunks
 /// ahead of the reader, so that the store keeps streaming while the download
-/// decrypts and sends what came before. A reader that goes away ends it.
+/// decrypts and sends what came before. Each chunk read ahead takes its size
+/// from `budget`; when it is spent, a reader that waits (`starving`) still
+/// gets its next chunk, so slow readers hold little and no reader stalls. A reader that goes away ends the task, even while the
+/// store is silent.
 fn read_ahead(
     mut stream: BoxStream<'static, object_store::Result<Bytes>>,
+    budget: Arc<Semaphore>,
 ) -> BoxStream<'static, object_store::Result<Bytes>> {
-    let (sender, receiver) = tokio::sync::mpsc::channel(READ_AHEAD_CHUNKS);
+    let (sender, receiver) = tokio::sync::mpsc::channel::<AheadChunk>(READ_AHEAD_CHUNKS);
+    let starving = Arc::new(tokio::sync::Notify::new());
+    let wanted = starving.clone();
     tokio::spawn(async move {
-        while let Some(item) = stream.next().await {
+        loop {
+            let Ok(slot) = sender.reserve().await else { break };
+            // Leave to read one more chunk: a share of the budget, taken
+            // before the chunk is, or a reader that waits for it.
+            let mut permit = tokio::select! {
+                permit = budget.clone().acquire_many_owned(READ_AHEAD_UNIT) => permit.ok(),
+                () = wanted.notified() => None,
+                () = sender.closed() => break,
+            };
+            let item = tokio::select! {
+                item = stream.next() => item,
+                () = sender.closed() => break,
+            };
+            let Some(item) = item else { break };
             let failed = item.is_err();
-            if sender.send(item).await.is_err() || failed {
+            // A copy: hyper's chunks are slices of its read buffer, and a
+            // chunk kept would keep the whole buffer (up to ~400 KiB) alive.
+            let item = item.map(|chunk| Bytes::copy_from_slice(&chunk));
+            let size = item.as_ref().map_or(0, |chunk| chunk.len());
+            let beyond = u32::try_from(size)
+                .unwrap_or(u32::MAX)
+                .saturating_sub(READ_AHEAD_UNIT);
+            if let Some(held) = &mut permit
+                && beyond > 0
+            {
+                tokio::select! {
+                    more = budget.clone().acquire_many_owned(beyond) => {
+                        if let Ok(more) = more {
+                            held.merge(more);
+                        }
+                    }
+                    () = wanted.notified() => {}
+                }
+            }
+            slot.send((item, permit));
+            if failed {
                 break;
             }
         }
     });
-    futures::stream::unfold(receiver, |mut receiver| async move {
-        receiver.recv().await.map(|item| (item, receiver))
+    futures::stream::unfold(receiver, move |mut receiver| {
+        let starving = starving.clone();
+        async move {
+            let (item, permit) = match receiver.try_recv() {
+                Ok(next) => next,
+                Err(_) => {
+                    starving.notify_one();
+                    receiver.recv().await?
+                }
+            };
+            drop::<Option<OwnedSemaphorePermit>>(permit);
+            Some((item, receiver))
+        }
     })
     .boxed()
 }

@@ -1,19 +1,64 @@
 //! Reading stored media: find a readable row, then stream the plaintext of a
 //! byte range, fetching and decrypting only the segments it overlaps. No byte
-//! of a segment is handed out before the segment's tag has verified.
+//! of a segment is handed out before the segment's tag has verified, and none
+//! after the media has been deleted: a delete here stops the stream at once,
+//! and the stream re-reads its row every `RECHECK_EVERY` to learn of deletes
+//! made through other replicas.
 
 use std::ops::Range;
+use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use futures::stream::BoxStream;
 use futures::{StreamExt, stream};
 
+use crate::blobs::RangeError;
 use crate::error::{ReadError, StoreError};
 use crate::format::{self, HEADER_LEN, ciphertext_range, plaintext_range, segment_of};
 use crate::meta::MediaRow;
 use crate::model::{MediaInfo, now_millis};
+use crate::reads::Registration;
 use crate::seal::{Header, SegmentOpener};
 use crate::vault::Vault;
+
+/// How stale a stream's knowledge that its media still exists may grow.
+const RECHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// What was wrong with stored media: the `kind` label of
+/// `mediavault_integrity_failures_total`, a closed set.
+#[derive(Debug, Clone, Copy)]
+enum Integrity {
+    /// A ready row whose blob is not in the store.
+    MissingBlob,
+    /// The blob ends before the row says it does.
+    Truncated,
+    /// A segment, or the blob's header, failed authentication.
+    Tampered,
+    /// The wrapped data key did not unwrap under its key.
+    KeyUnwrap,
+    /// The row itself is not readable (unknown format, bad lengths).
+    BadRow,
+}
+
+impl Integrity {
+    fn label(self) -> &'static str {
+        match self {
+            Integrity::MissingBlob => "missing_blob",
+            Integrity::Truncated => "truncated",
+            Integrity::Tampered => "tampered",
+            Integrity::KeyUnwrap => "key_unwrap",
+            Integrity::BadRow => "bad_row",
+        }
+    }
+}
+
+/// Logs and counts an integrity failure of `media_id`; the error to return.
+fn integrity_failure(media_id: &str, kind: Integrity, what: &str) -> ReadError {
+    let kind = kind.label();
+    tracing::error!(%media_id, kind, "stored media failed verification: {what}");
+    metrics::counter!("mediavault_integrity_failures_total", "kind" => kind).increment(1);
+    ReadError::Integrity(format!("{kind}: {what}"))
+}
 
 /// Plaintext of stored media, in order.
 pub type PlaintextStream = BoxStream<'static, Result<Bytes, ReadError>>;
@@ -58,6 +103,7 @@ impl Vault {
             .shred(app_id, media_id, now_millis())
             .await?
             .ok_or(ReadError::NotFound)?;
+        self.inner.reads.cancel(media_id);
         match self.inner.blobs.delete(&blob_key).await {
             Ok(()) => {
                 if let Err(error) = self.inner.meta.delete_shredded(media_id).await {
@@ -78,29 +124,27 @@ impl Vault {
             range.start <= range.end && range.end <= len,
             "range {range:?} outside 0..{len}"
         );
+        let bad_row = |what: &str| integrity_failure(&row.id, Integrity::BadRow, what);
         if row.format_version != format::VERSION || row.segment_size as usize != format::SEGMENT_SIZE {
-            return Err(ReadError::Integrity(format!(
-                "unknown format version {}",
-                row.format_version
-            )));
+            return Err(bad_row(&format!("unknown format version {}", row.format_version)));
         }
         let wrapped = row.wrapped_dek.as_deref().ok_or(ReadError::NotFound)?;
         let dek = self
             .inner
             .keys
             .unwrap(&row.id, &row.kek_id, wrapped)
-            .map_err(|e| ReadError::Integrity(e.to_string()))?;
+            .map_err(|e| integrity_failure(&row.id, Integrity::KeyUnwrap, &e.to_string()))?;
         let header = Header {
             salt: row
                 .salt
                 .as_slice()
                 .try_into()
-                .map_err(|_| ReadError::Integrity("salt length".into()))?,
+                .map_err(|_| bad_row("salt length"))?,
             nonce_prefix: row
                 .nonce_prefix
                 .as_slice()
                 .try_into()
-                .map_err(|_| ReadError::Integrity("nonce prefix length".into()))?,
+                .map_err(|_| bad_row("nonce prefix length"))?,
         };
         if range.is_empty() {
             return Ok(stream::empty().boxed());
@@ -116,7 +160,23 @@ impl Vault {
             None => ciphertext_range(first, len).start,
         };
         let blob_range = blob_start..ciphertext_range(last, len).end;
-        let source = self.inner.blobs.read_range(&row.blob_key, blob_range).await?;
+        let registration = self.inner.reads.register(&row.app_id, &row.id);
+        let source = match self
+            .inner
+            .blobs
+            .read_range(&row.blob_key, blob_range.clone())
+            .await
+        {
+            Ok(source) => source,
+            Err(RangeError::Missing) => {
+                return Err(integrity_failure(&row.id, Integrity::MissingBlob, "no blob"));
+            }
+            Err(RangeError::Short(size)) => {
+                let what = format!("blob is {size} bytes, read wants {blob_range:?}");
+                return Err(integrity_failure(&row.id, Integrity::Truncated, &what));
+            }
+            Err(RangeError::Store(error)) => return Err(error.into()),
+        };
         let reader = SegmentReader {
             source,
             expected_header,
@@ -128,16 +188,70 @@ impl Vault {
             len,
             want: range,
         };
-        Ok(stream::unfold(Some(reader), |reader| async move {
-            let mut reader = reader?;
-            match reader.next_piece().await {
-                Some(Ok(piece)) => Some((Ok(piece), Some(reader))),
+        let live = LiveRead {
+            vault: self.clone(),
+            app_id: row.app_id.clone(),
+            registration,
+            checked: Instant::now(),
+            reader,
+        };
+        Ok(stream::unfold(Some(live), |live| async move {
+            let mut live = live?;
+            match live.next_piece().await {
+                Some(Ok(piece)) => Some((Ok(piece), Some(live))),
                 // Stop after the first failure: nothing more is read or sent.
                 Some(Err(error)) => Some((Err(error), None)),
                 None => None,
             }
         })
         .boxed())
+    }
+}
+
+/// A stream of verified plaintext that ends as soon as its media is deleted.
+struct LiveRead {
+    vault: Vault,
+    app_id: String,
+    registration: Registration,
+    /// When the row was last found readable.
+    checked: Instant,
+    reader: SegmentReader,
+}
+
+impl LiveRead {
+    async fn next_piece(&mut self) -> Option<Result<Bytes, ReadError>> {
+        let piece = tokio::select! {
+            biased;
+            () = self.registration.cancelled() => None,
+            piece = self.reader.next_piece() => Some(piece?),
+        };
+        let Some(piece) = piece else {
+            return Some(Err(self.deleted()));
+        };
+        if self.checked.elapsed() >= RECHECK_EVERY {
+            let media_id = &self.reader.media_id;
+            match self
+                .vault
+                .inner
+                .meta
+                .find_readable(&self.app_id, media_id, now_millis())
+                .await
+            {
+                Ok(Some(_)) => self.checked = Instant::now(),
+                Ok(None) => return Some(Err(self.deleted())),
+                // Unable to tell whether the media still exists: stop.
+                Err(error) => return Some(Err(error.into())),
+            }
+        }
+        if self.registration.is_cancelled() {
+            return Some(Err(self.deleted()));
+        }
+        Some(piece)
+    }
+
+    fn deleted(&self) -> ReadError {
+        tracing::info!(media_id = %self.reader.media_id, "media deleted while being read; stream stopped");
+        ReadError::NotFound
     }
 }
 
@@ -165,8 +279,11 @@ impl SegmentReader {
             if let Err(error) = self.fill(segment, HEADER_LEN).await {
                 return Some(Err(error));
             }
-            if self.buffered.split_to(HEADER_LEN)[..] != expected[..] {
-                return Some(Err(self.integrity(segment, "blob header does not match the row")));
+            let header_matches = self.buffered[..HEADER_LEN] == expected[..];
+            self.buffered.advance(HEADER_LEN);
+            if !header_matches {
+                let what = "blob header does not match the row";
+                return Some(Err(self.integrity(segment, Integrity::Tampered, what)));
             }
         }
         let sealed_len = {
@@ -176,10 +293,17 @@ impl SegmentReader {
         if let Err(error) = self.fill(segment, sealed_len).await {
             return Some(Err(error));
         }
-        let mut sealed = self.buffered.split_to(sealed_len);
+        // A segment of its own, not a split of `buffered`: a split would
+        // share (and keep alive, while the piece waits to be sent) the
+        // whole buffer it came from; a copy lets `buffered` reuse its room.
+        let mut sealed = BytesMut::from(&self.buffered[..sealed_len]);
+        self.buffered.advance(sealed_len);
         let plain_len = match self.opener.open(segment, &mut sealed) {
             Ok(n) => n,
-            Err(_) => return Some(Err(self.integrity(segment, "segment failed authentication"))),
+            Err(_) => {
+                let what = "segment failed authentication";
+                return Some(Err(self.integrity(segment, Integrity::Tampered, what)));
+            }
         };
         sealed.truncate(plain_len);
         let plain = plaintext_range(segment, self.len);
@@ -195,15 +319,13 @@ impl SegmentReader {
             match self.source.next().await {
                 Some(Ok(chunk)) => self.buffered.extend_from_slice(&chunk),
                 Some(Err(error)) => return Err(ReadError::Unavailable(error)),
-                None => return Err(self.integrity(segment, "blob ends early")),
+                None => return Err(self.integrity(segment, Integrity::Truncated, "blob ends early")),
             }
         }
         Ok(())
     }
 
-    fn integrity(&self, segment: u64, what: &str) -> ReadError {
-        tracing::error!(media_id = %self.media_id, segment, "stored media failed verification: {what}");
-        metrics::counter!("mediavault_integrity_failures_total").increment(1);
-        ReadError::Integrity(format!("segment {segment}: {what}"))
+    fn integrity(&self, segment: u64, kind: Integrity, what: &str) -> ReadError {
+        integrity_failure(&self.media_id, kind, &format!("segment {segment}: {what}"))
     }
 }

@@ -17,6 +17,7 @@ mod meta;
 mod model;
 mod multipart;
 pub mod policy;
+mod reads;
 mod reap;
 mod rotation;
 pub mod seal;

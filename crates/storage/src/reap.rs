@@ -64,6 +64,9 @@ impl Vault {
             .meta
             .claim_due(now, limit, lease_until, stale_before)
             .await?;
+        for row in &claimed {
+            self.inner.reads.cancel(&row.id);
+        }
         let mut counts = ReapCounts {
             claimed: claimed.len() as u64,
             ..ReapCounts::default()

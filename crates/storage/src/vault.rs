@@ -11,6 +11,7 @@ use crate::error::StoreError;
 use crate::keys::Keyring;
 use crate::meta::Metadata;
 use crate::model::{SchemaVersions, duration_millis};
+use crate::reads::ActiveReads;
 
 /// Per-app values used where an app does not set its own.
 #[derive(Debug, Clone)]
@@ -53,6 +54,8 @@ pub(crate) struct Inner {
     pub(crate) keys: Keyring,
     pub(crate) defaults: Defaults,
     pub(crate) stale_upload_after: Duration,
+    /// Downloads streaming now, to stop when their media is deleted.
+    pub(crate) reads: Arc<ActiveReads>,
 }
 
 /// Whether each backing store answered, for readiness probes.
@@ -89,6 +92,7 @@ impl Vault {
                 keys: config.keys,
                 defaults: config.defaults,
                 stale_upload_after: config.stale_upload_after,
+                reads: Arc::default(),
             }),
         })
     }
