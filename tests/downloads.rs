@@ -124,7 +124,7 @@ async fn a_small_file_altered_late_is_a_clean_500() {
     let range = [("range", "bytes=1000-")];
     let part = f.request(reqwest::Method::GET, &format!("/{id}"), &range).await;
     assert_clean_500("range to the end", part).await;
-    let series = "mediavault_http_requests_total{route=\"/partner/app/{app_id}/media/{media_id}\",method=\"GET\",status=\"500\"}";
+    let series = "mediavault_http_requests_total{route=\"/partner/app/{app_id}/media/{media_id}\",method=\"GET\",status=\"500\",outcome=\"complete\"}";
     assert_eq!(metric(&f.server, series).await, 2.0);
 }
 
@@ -153,6 +153,22 @@ async fn a_large_file_altered_late_is_cut_and_counted() {
     assert!(received == bytes[..received.len()], "only the file's own bytes");
     let cut = "mediavault_downloads_cut_total{reason=\"integrity\"}";
     assert_eq!(metric(&f.server, cut).await, 1.0);
+    let request = |outcome: &str| {
+        format!(
+            "mediavault_http_requests_total{{route=\"/partner/app/{{app_id}}/media/{{media_id}}\",\
+             method=\"GET\",status=\"200\",outcome=\"{outcome}\"}}"
+        )
+    };
+    assert_eq!(
+        metric(&f.server, &request("cut")).await,
+        1.0,
+        "the request counts as cut"
+    );
+    assert_eq!(
+        metric(&f.server, &request("complete")).await,
+        0.0,
+        "not as a plain 200"
+    );
     let log = f.server.log();
     assert!(
         log.lines()

@@ -6,12 +6,16 @@
 //! a client must not be able to add a metric series, or write text of its
 //! choosing into the log.
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use http_body::{Frame, SizeHint};
 
 use crate::ApiState;
 use crate::error::ApiError;
@@ -76,7 +80,11 @@ pub fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing:
     tracing::info_span!("request", method = %method, path = %request.uri().path(), request_id = %id)
 }
 
-/// Counts requests and their durations by route template, method and status.
+/// Counts requests by route template, method, status and outcome, and their
+/// durations up to the response head. A request is counted once its body
+/// has ended, so that a download whose status went out but whose body was
+/// cut short (a segment failed verification, the store failed, the media was
+/// deleted) is recorded as `cut`, not as a plain 200.
 pub async fn record(request: Request, next: Next) -> Response {
     let route = request
         .extensions()
@@ -87,11 +95,116 @@ pub async fn record(request: Request, next: Next) -> Response {
     let started = Instant::now();
     let response = next.run(request).await;
     let status = response.status().as_u16().to_string();
-    let labels = [("route", route), ("method", method), ("status", status)];
-    metrics::counter!("mediavault_http_requests_total", &labels).increment(1);
-    metrics::histogram!("mediavault_http_request_duration_seconds", &labels[..2])
+    metrics::histogram!("mediavault_http_request_duration_seconds", "route" => route.clone(), "method" => method.clone())
         .record(started.elapsed().as_secs_f64());
-    response
+    let labels = RequestLabels {
+        route,
+        method,
+        status,
+    };
+    response.map(|body| Body::new(CountedBody::new(body, labels)))
+}
+
+/// The labels a request is counted under, but for its outcome.
+struct RequestLabels {
+    route: String,
+    method: String,
+    status: String,
+}
+
+/// How a response body ended.
+#[derive(Clone, Copy)]
+enum Outcome {
+    /// Sent whole.
+    Complete,
+    /// Ended by an error after the head went out: short of its length.
+    Cut,
+    /// Dropped before its end: the client went away, or the connection was
+    /// cut (a stalled client past `server.send_timeout`, shutdown).
+    Aborted,
+}
+
+impl Outcome {
+    fn label(self) -> &'static str {
+        match self {
+            Outcome::Complete => "complete",
+            Outcome::Cut => "cut",
+            Outcome::Aborted => "aborted",
+        }
+    }
+}
+
+/// A response body that counts its request when it ends (see `record`).
+struct CountedBody {
+    inner: Body,
+    /// `None` once counted.
+    labels: Option<RequestLabels>,
+}
+
+impl CountedBody {
+    fn new(inner: Body, labels: RequestLabels) -> CountedBody {
+        let mut body = CountedBody {
+            inner,
+            labels: Some(labels),
+        };
+        // A body with nothing to send may never be polled.
+        if body.inner.is_end_stream() {
+            body.count(Outcome::Complete);
+        }
+        body
+    }
+
+    fn count(&mut self, outcome: Outcome) {
+        if let Some(RequestLabels {
+            route,
+            method,
+            status,
+        }) = self.labels.take()
+        {
+            let labels = [
+                ("route", route),
+                ("method", method),
+                ("status", status),
+                ("outcome", outcome.label().to_owned()),
+            ];
+            metrics::counter!("mediavault_http_requests_total", &labels).increment(1);
+        }
+    }
+}
+
+impl HttpBody for CountedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => self.count(Outcome::Complete),
+            Poll::Ready(Some(Err(_))) => self.count(Outcome::Cut),
+            // The last frame of a body of known length: the server may not
+            // poll again once it has written that many bytes.
+            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.count(Outcome::Complete),
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for CountedBody {
+    fn drop(&mut self) {
+        self.count(Outcome::Aborted);
+    }
 }
 
 /// Prometheus text exposition of every metric.
