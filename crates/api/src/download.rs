@@ -20,6 +20,7 @@ use crate::error::{ApiError, ErrorBody};
 use crate::limits::ClientAddr;
 use crate::path::ApiPath;
 use crate::range::{self, RangeRequest};
+use crate::reply::Success;
 
 /// The path of one stored file, for every route that names one.
 #[derive(Deserialize, IntoParams)]
@@ -290,16 +291,19 @@ fn content_disposition(filename: &str) -> Option<HeaderValue> {
     .ok()
 }
 
+/// The fields of `InfoBody`, then `"status": "success"`.
+pub type InfoReply = Success<InfoBody>;
+
 #[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct InfoReply {
+#[schema(as = InfoReply)]
+pub struct InfoBody {
     id: String,
     mime_type: String,
     sha256: String,
     file_size: u64,
     created_at: String,
     expires_at: String,
-    status: &'static str,
 }
 
 pub(crate) fn rfc3339(ms: i64) -> String {
@@ -328,21 +332,23 @@ pub async fn info(
 ) -> Result<Json<InfoReply>, ApiError> {
     let app = authenticate(&state, &app_id, &headers, client).await?;
     let info = state.vault.find(&app.id, plausible(&media_id)?).await?.info;
-    Ok(Json(InfoReply {
+    Ok(Json(Success::new(InfoBody {
         id: info.id,
         mime_type: info.mime_type,
         sha256: info.sha256,
         file_size: info.size_bytes,
         created_at: rfc3339(info.created_at),
         expires_at: rfc3339(info.expires_at),
-        status: "success",
-    }))
+    })))
 }
 
+/// The fields of `DeleteBody`, then `"status": "success"`.
+pub type DeleteReply = Success<DeleteBody>;
+
 #[derive(Serialize, utoipa::ToSchema)]
-pub struct DeleteReply {
+#[schema(as = DeleteReply)]
+pub struct DeleteBody {
     message: &'static str,
-    status: &'static str,
 }
 
 /// Delete a file: its key is shredded at once, its blob removed.
@@ -368,10 +374,9 @@ pub async fn delete(
     let app = authenticate(&state, &app_id, &headers, client).await?;
     state.vault.delete(&app.id, plausible(&media_id)?).await?;
     tracing::info!(%media_id, app_id = %app.id, "media deleted");
-    Ok(Json(DeleteReply {
+    Ok(Json(Success::new(DeleteBody {
         message: "Media deleted successfully",
-        status: "success",
-    }))
+    })))
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ mod observe;
 mod path;
 mod probes;
 mod range;
+mod reply;
 mod slots;
 mod upload;
 
@@ -29,7 +30,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 
-pub use admin::{AppView, IssuedTokenView, StatsView, TokenView};
+pub use admin::{AppDeletedBody, AppView, IssuedTokenView, StatsView, TOKEN_REVOKED, TokenView};
 pub use auth::AdminToken;
 pub use error::ApiError;
 pub use limits::{LimitSettings, Limits};

@@ -1,9 +1,10 @@
 //! The operator's commands against the database: `apps …`, `tokens …` and
-//! `keys rewrap|usage`. Each prints JSON on stdout, the same shapes the
-//! admin API answers with.
+//! `keys rewrap|usage`. Each prints JSON on stdout: for `apps` and `tokens`,
+//! what the admin API's reply carries (the app, the token, the stats, or the
+//! reply's own fields) without its `"status": "success"`.
 
 use anyhow::bail;
-use mediavault_api::{AppView, IssuedTokenView, StatsView, TokenView};
+use mediavault_api::{AppDeletedBody, AppView, IssuedTokenView, StatsView, TOKEN_REVOKED, TokenView};
 use mediavault_storage::{AppUpdate, NewApp, Vault};
 use serde_json::{Value, json};
 
@@ -63,7 +64,7 @@ pub async fn apps(vault: &Vault, command: AppsCommand) -> anyhow::Result<()> {
         }
         AppsCommand::Delete { app_id } => {
             let shredded = vault.delete_app(&app_id).await?;
-            print(json!({ "appId": app_id, "mediaShredded": shredded }))
+            print(AppDeletedBody::new(shredded))
         }
     }
 }
@@ -80,7 +81,7 @@ pub async fn tokens(vault: &Vault, command: TokensCommand) -> anyhow::Result<()>
         }
         TokensCommand::Revoke { app_id, token_id } => {
             vault.revoke_token(&app_id, &token_id).await?;
-            print(json!({ "appId": app_id, "tokenId": token_id, "revoked": true }))
+            print(TOKEN_REVOKED)
         }
     }
 }
