@@ -8,7 +8,7 @@ use mediavault_api::{AppDeletedBody, AppView, IssuedTokenView, StatsView, TOKEN_
 use mediavault_storage::{AppUpdate, NewApp, Vault};
 use serde_json::{Value, json};
 
-use crate::cli::{AppsCommand, KeysCommand, TokensCommand};
+use crate::cli::{AppsCommand, StoredKeysCommand, TokensCommand};
 
 fn print(value: impl serde::Serialize) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string(&value)?);
@@ -95,9 +95,9 @@ async fn key_usage(vault: &Vault) -> anyhow::Result<Value> {
         .collect())
 }
 
-pub async fn keys(vault: &Vault, command: KeysCommand) -> anyhow::Result<()> {
+pub async fn keys(vault: &Vault, command: StoredKeysCommand) -> anyhow::Result<()> {
     match command {
-        KeysCommand::Rewrap { batch } => {
+        StoredKeysCommand::Rewrap { batch } => {
             let counts = vault.rewrap(batch).await?;
             print(json!({
                 "activeKey": vault.active_key_id(),
@@ -113,10 +113,9 @@ pub async fn keys(vault: &Vault, command: KeysCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        KeysCommand::Usage => print(json!({
+        StoredKeysCommand::Usage => print(json!({
             "activeKey": vault.active_key_id(),
             "keys": key_usage(vault).await?,
         })),
-        KeysCommand::Generate { .. } => unreachable!("handled before configuration"),
     }
 }
