@@ -64,3 +64,22 @@ impl<T: ToSchema> ToSchema for Success<T> {
         T::schemas(schemas);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Body {
+        media_id: &'static str,
+    }
+
+    #[test]
+    fn the_status_follows_the_fields() {
+        let reply = serde_json::to_string(&Success::new(Body { media_id: "m" })).unwrap();
+        assert_eq!(reply, r#"{"mediaId":"m","status":"success"}"#);
+        let bare = serde_json::to_string(&Success::new(())).unwrap();
+        assert_eq!(bare, r#"{"status":"success"}"#);
+    }
+}
