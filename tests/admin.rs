@@ -225,7 +225,10 @@ async fn admin_api_manages_apps_tokens_and_stats(backends: Backends) {
         .call(Method::DELETE, &format!("/admin/apps/{app_id}"), None)
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body["mediaShredded"], 3);
+    assert_eq!(
+        body,
+        json!({"message": "App deleted; 3 media shredded", "mediaShredded": 3, "status": "success"})
+    );
     let (status, body) = admin
         .call(Method::GET, &format!("/admin/apps/{app_id}"), None)
         .await;
@@ -451,7 +454,12 @@ async fn the_cli_updates_apps_and_lists_and_revokes_tokens() {
         assert_eq!(listed.as_array().unwrap().len(), 2);
         assert!(!listed.to_string().contains(first["token"].as_str().unwrap()));
         let first_id = first["tokenId"].as_str().unwrap();
-        run(&["tokens", "revoke", "--app", app_id, "--token", first_id]);
+        let revoked = run(&["tokens", "revoke", "--app", app_id, "--token", first_id]);
+        assert_eq!(
+            revoked,
+            json!({"message": "Token revoked"}),
+            "the admin API's reply less its status"
+        );
         let listed = run(&["tokens", "list", "--app", app_id]);
         let revoked: Vec<bool> = listed
             .as_array()
@@ -483,7 +491,11 @@ async fn the_cli_updates_apps_and_lists_and_revokes_tokens() {
         let (ok, _, err) = cli(&stores, &["tokens", "revoke", "--app", app_id, "--token", "nope"]);
         assert!(!ok && err.contains("no token"), "{err}");
         let deleted = run(&["apps", "delete", "--app", app_id]);
-        assert_eq!(deleted["mediaShredded"], 0);
+        assert_eq!(
+            deleted,
+            json!({"message": "App deleted; 0 media shredded", "mediaShredded": 0}),
+            "the admin API's reply less its status"
+        );
         let apps = run(&["apps", "list"]);
         assert!(apps.as_array().unwrap().is_empty());
     }

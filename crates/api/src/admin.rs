@@ -1,6 +1,6 @@
 //! The admin API under `/admin`: apps, their tokens and their stats, for
 //! the operator (`admin.token`). It mirrors the `apps` and `tokens` commands
-//! of the CLI, which print the same JSON.
+//! of the CLI, which print the same JSON less the `status` envelope.
 
 use std::time::Duration;
 
@@ -19,6 +19,7 @@ use crate::auth::Admin;
 use crate::download::rfc3339;
 use crate::error::{ApiError, ErrorBody};
 use crate::path::ApiPath;
+use crate::reply::Success;
 
 /// An app as the admin API and the CLI show it.
 #[derive(Debug, Serialize, ToSchema)]
@@ -123,50 +124,85 @@ impl StatsView {
     }
 }
 
+/// The fields of `AppBody`, then `"status": "success"`.
+pub type AppReply = Success<AppBody>;
+
 #[derive(Serialize, ToSchema)]
-pub struct AppReply {
+#[schema(as = AppReply)]
+pub struct AppBody {
     app: AppView,
-    status: &'static str,
 }
 
+/// The fields of `AppsBody`, then `"status": "success"`.
+pub type AppsReply = Success<AppsBody>;
+
 #[derive(Serialize, ToSchema)]
-pub struct AppsReply {
+#[schema(as = AppsReply)]
+pub struct AppsBody {
     apps: Vec<AppView>,
-    status: &'static str,
 }
 
+/// The fields of `TokensBody`, then `"status": "success"`.
+pub type TokensReply = Success<TokensBody>;
+
 #[derive(Serialize, ToSchema)]
-pub struct TokensReply {
+#[schema(as = TokensReply)]
+pub struct TokensBody {
     tokens: Vec<TokenView>,
-    status: &'static str,
 }
 
+/// The fields of `IssuedTokenBody`, then `"status": "success"`.
+pub type IssuedTokenReply = Success<IssuedTokenBody>;
+
 #[derive(Serialize, ToSchema)]
-pub struct IssuedTokenReply {
+#[schema(as = IssuedTokenReply)]
+pub struct IssuedTokenBody {
     token: IssuedTokenView,
-    status: &'static str,
 }
 
+/// The fields of `StatsBody`, then `"status": "success"`.
+pub type StatsReply = Success<StatsBody>;
+
 #[derive(Serialize, ToSchema)]
-pub struct StatsReply {
+#[schema(as = StatsReply)]
+pub struct StatsBody {
     stats: StatsView,
-    status: &'static str,
 }
+
+/// The fields of `AppDeletedBody`, then `"status": "success"`.
+pub type AppDeletedReply = Success<AppDeletedBody>;
 
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct AppDeletedReply {
+#[schema(as = AppDeletedReply)]
+pub struct AppDeletedBody {
     message: String,
     /// Media whose keys were shredded; the reaper removes their blobs.
     media_shredded: u64,
-    status: &'static str,
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct TokenRevokedReply {
-    message: &'static str,
-    status: &'static str,
+impl AppDeletedBody {
+    pub fn new(media_shredded: u64) -> AppDeletedBody {
+        AppDeletedBody {
+            message: format!("App deleted; {media_shredded} media shredded"),
+            media_shredded,
+        }
+    }
 }
+
+/// The fields of `TokenRevokedBody`, then `"status": "success"`.
+pub type TokenRevokedReply = Success<TokenRevokedBody>;
+
+#[derive(Serialize, ToSchema)]
+#[schema(as = TokenRevokedReply)]
+pub struct TokenRevokedBody {
+    message: &'static str,
+}
+
+/// What revoking a token answers.
+pub const TOKEN_REVOKED: TokenRevokedBody = TokenRevokedBody {
+    message: "Token revoked",
+};
 
 /// A new app. Omitted settings take the configured defaults.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -248,8 +284,6 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AdminJson<T> {
     }
 }
 
-const SUCCESS: &str = "success";
-
 /// Create an app.
 #[utoipa::path(
     post, path = "/admin/apps", tag = "admin",
@@ -282,10 +316,9 @@ pub async fn create_app(
     tracing::info!(app_id = %app.id, "app created");
     Ok((
         StatusCode::CREATED,
-        Json(AppReply {
+        Json(Success::new(AppBody {
             app: AppView::from(&app),
-            status: SUCCESS,
-        }),
+        })),
     ))
 }
 
@@ -300,10 +333,9 @@ pub async fn create_app(
 )]
 pub async fn list_apps(_: Admin, State(state): State<ApiState>) -> Result<Json<AppsReply>, ApiError> {
     let apps = state.vault.list_apps().await.map_err(ApiError::from)?;
-    Ok(Json(AppsReply {
+    Ok(Json(Success::new(AppsBody {
         apps: apps.iter().map(AppView::from).collect(),
-        status: SUCCESS,
-    }))
+    })))
 }
 
 /// Get an app.
@@ -322,10 +354,9 @@ pub async fn get_app(
     ApiPath(AppPath { app_id }): ApiPath<AppPath>,
 ) -> Result<Json<AppReply>, ApiError> {
     let app = state.vault.get_app(&app_id).await?;
-    Ok(Json(AppReply {
+    Ok(Json(Success::new(AppBody {
         app: AppView::from(&app),
-        status: SUCCESS,
-    }))
+    })))
 }
 
 /// Change an app's settings; they apply to uploads from now on.
@@ -361,10 +392,9 @@ pub async fn update_app(
         )
         .await?;
     tracing::info!(app_id = %app.id, "app updated");
-    Ok(Json(AppReply {
+    Ok(Json(Success::new(AppBody {
         app: AppView::from(&app),
-        status: SUCCESS,
-    }))
+    })))
 }
 
 /// Delete an app: its tokens stop working and all its media are
@@ -385,11 +415,7 @@ pub async fn delete_app(
 ) -> Result<Json<AppDeletedReply>, ApiError> {
     let shredded = state.vault.delete_app(&app_id).await?;
     tracing::info!(%app_id, media_shredded = shredded, "app deleted");
-    Ok(Json(AppDeletedReply {
-        message: format!("App deleted; {shredded} media shredded"),
-        media_shredded: shredded,
-        status: SUCCESS,
-    }))
+    Ok(Json(Success::new(AppDeletedBody::new(shredded))))
 }
 
 /// What an app stores now.
@@ -408,10 +434,9 @@ pub async fn app_stats(
     ApiPath(AppPath { app_id }): ApiPath<AppPath>,
 ) -> Result<Json<StatsReply>, ApiError> {
     let stats = state.vault.app_stats(&app_id).await?;
-    Ok(Json(StatsReply {
+    Ok(Json(Success::new(StatsBody {
         stats: StatsView::new(&app_id, stats),
-        status: SUCCESS,
-    }))
+    })))
 }
 
 /// Issue a token; its secret is in this reply only.
@@ -441,10 +466,9 @@ pub async fn issue_token(
     tracing::info!(%app_id, token_id = %issued.id, "token issued");
     Ok((
         StatusCode::CREATED,
-        Json(IssuedTokenReply {
+        Json(Success::new(IssuedTokenBody {
             token: IssuedTokenView::from(&issued),
-            status: SUCCESS,
-        }),
+        })),
     ))
 }
 
@@ -464,10 +488,9 @@ pub async fn list_tokens(
     ApiPath(AppPath { app_id }): ApiPath<AppPath>,
 ) -> Result<Json<TokensReply>, ApiError> {
     let tokens = state.vault.list_tokens(&app_id).await?;
-    Ok(Json(TokensReply {
+    Ok(Json(Success::new(TokensBody {
         tokens: tokens.iter().map(TokenView::from).collect(),
-        status: SUCCESS,
-    }))
+    })))
 }
 
 /// Revoke a token: requests carrying it fail from now on.
@@ -487,8 +510,5 @@ pub async fn revoke_token(
 ) -> Result<Json<TokenRevokedReply>, ApiError> {
     state.vault.revoke_token(&app_id, &token_id).await?;
     tracing::info!(%app_id, %token_id, "token revoked");
-    Ok(Json(TokenRevokedReply {
-        message: "Token revoked",
-        status: SUCCESS,
-    }))
+    Ok(Json(Success::new(TOKEN_REVOKED)))
 }

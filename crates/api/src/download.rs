@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::{StreamExt, TryStreamExt};
 use mediavault_storage::{MediaInfo, ReadError, to_datetime};
@@ -20,6 +20,7 @@ use crate::error::{ApiError, ErrorBody};
 use crate::limits::ClientAddr;
 use crate::path::ApiPath;
 use crate::range::{self, RangeRequest};
+use crate::reply::Success;
 
 /// The path of one stored file, for every route that names one.
 #[derive(Deserialize, IntoParams)]
@@ -31,15 +32,28 @@ pub struct MediaPath {
     media_id: String,
 }
 
-/// Download a file: whole, one byte range, or (HEAD) headers only.
+/// The request headers a download (GET or HEAD) honours. Documentation
+/// only: the handlers read them from the header map.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[expect(dead_code, reason = "describes headers read from the HeaderMap")]
+pub struct DownloadHeaders {
+    /// `bytes=a-b`, `bytes=a-` or `bytes=-n`
+    #[param(rename = "Range")]
+    range: Option<String>,
+    /// The ETag (quoted sha256) of a cached copy
+    #[param(rename = "If-None-Match")]
+    if_none_match: Option<String>,
+}
+
+/// Download a file: whole or one byte range.
 #[utoipa::path(
-    method(get, head),
+    get,
     path = "/partner/app/{app_id}/media/{media_id}",
     tag = "media",
     params(
         MediaPath,
-        ("Range" = Option<String>, Header, description = "`bytes=a-b`, `bytes=a-` or `bytes=-n`"),
-        ("If-None-Match" = Option<String>, Header, description = "The ETag (quoted sha256) of a cached copy"),
+        DownloadHeaders,
     ),
     responses(
         (status = 200, description = "The file", content_type = "application/octet-stream", body = Vec<u8>),
@@ -56,10 +70,57 @@ pub struct MediaPath {
 )]
 pub async fn download(
     State(state): State<ApiState>,
-    ApiPath(MediaPath { app_id, media_id }): ApiPath<MediaPath>,
-    method: Method,
+    ApiPath(path): ApiPath<MediaPath>,
     headers: HeaderMap,
     client: ClientAddr,
+) -> Result<Response, ApiError> {
+    respond(state, path, headers, client, Payload::File).await
+}
+
+/// The headers a download would send (type, length, ETag, range), without
+/// the file: nothing is read from the store.
+#[utoipa::path(
+    head,
+    path = "/partner/app/{app_id}/media/{media_id}",
+    tag = "media",
+    params(
+        MediaPath,
+        DownloadHeaders,
+    ),
+    responses(
+        (status = 200, description = "The file's headers"),
+        (status = 206, description = "The requested range's headers"),
+        (status = 304, description = "The cached copy is current"),
+        (status = 401, description = "Authentication Failed"),
+        (status = 429, description = "Too many failed authentications from this address (see Retry-After)"),
+        (status = 404, description = "Media not found (unknown, expired, deleted, or another app's)"),
+        (status = 416, description = "Requested range not satisfiable"),
+        (status = 500, description = "The metadata store is unavailable"),
+    ),
+    security(("token" = []), ("bearer" = []))
+)]
+pub async fn download_head(
+    State(state): State<ApiState>,
+    ApiPath(path): ApiPath<MediaPath>,
+    headers: HeaderMap,
+    client: ClientAddr,
+) -> Result<Response, ApiError> {
+    respond(state, path, headers, client, Payload::HeadersOnly).await
+}
+
+/// What a download answers with: the file, or only its headers.
+#[derive(PartialEq)]
+enum Payload {
+    File,
+    HeadersOnly,
+}
+
+async fn respond(
+    state: ApiState,
+    MediaPath { app_id, media_id }: MediaPath,
+    headers: HeaderMap,
+    client: ClientAddr,
+    payload: Payload,
 ) -> Result<Response, ApiError> {
     let app = authenticate(&state, &app_id, &headers, client).await?;
     let media = state.vault.find(&app.id, plausible(&media_id)?).await?;
@@ -99,7 +160,7 @@ pub async fn download(
     response
         .headers_mut()
         .insert(header::CONTENT_LENGTH, HeaderValue::from(range.end - range.start));
-    if method == Method::HEAD {
+    if payload == Payload::HeadersOnly {
         return Ok(response);
     }
     let Ok(slot) = state.downloads.clone().try_acquire_owned() else {
@@ -230,16 +291,19 @@ fn content_disposition(filename: &str) -> Option<HeaderValue> {
     .ok()
 }
 
+/// The fields of `InfoBody`, then `"status": "success"`.
+pub type InfoReply = Success<InfoBody>;
+
 #[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct InfoReply {
+#[schema(as = InfoReply)]
+pub struct InfoBody {
     id: String,
     mime_type: String,
     sha256: String,
     file_size: u64,
     created_at: String,
     expires_at: String,
-    status: &'static str,
 }
 
 pub(crate) fn rfc3339(ms: i64) -> String {
@@ -268,21 +332,23 @@ pub async fn info(
 ) -> Result<Json<InfoReply>, ApiError> {
     let app = authenticate(&state, &app_id, &headers, client).await?;
     let info = state.vault.find(&app.id, plausible(&media_id)?).await?.info;
-    Ok(Json(InfoReply {
+    Ok(Json(Success::new(InfoBody {
         id: info.id,
         mime_type: info.mime_type,
         sha256: info.sha256,
         file_size: info.size_bytes,
         created_at: rfc3339(info.created_at),
         expires_at: rfc3339(info.expires_at),
-        status: "success",
-    }))
+    })))
 }
 
+/// The fields of `DeleteBody`, then `"status": "success"`.
+pub type DeleteReply = Success<DeleteBody>;
+
 #[derive(Serialize, utoipa::ToSchema)]
-pub struct DeleteReply {
+#[schema(as = DeleteReply)]
+pub struct DeleteBody {
     message: &'static str,
-    status: &'static str,
 }
 
 /// Delete a file: its key is shredded at once, its blob removed.
@@ -308,10 +374,9 @@ pub async fn delete(
     let app = authenticate(&state, &app_id, &headers, client).await?;
     state.vault.delete(&app.id, plausible(&media_id)?).await?;
     tracing::info!(%media_id, app_id = %app.id, "media deleted");
-    Ok(Json(DeleteReply {
+    Ok(Json(Success::new(DeleteBody {
         message: "Media deleted successfully",
-        status: "success",
-    }))
+    })))
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ mod observe;
 mod path;
 mod probes;
 mod range;
+mod reply;
 mod slots;
 mod upload;
 
@@ -29,7 +30,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 
-pub use admin::{AppView, IssuedTokenView, StatsView, TokenView};
+pub use admin::{AppDeletedBody, AppView, IssuedTokenView, StatsView, TOKEN_REVOKED, TokenView};
 pub use auth::AdminToken;
 pub use error::ApiError;
 pub use limits::{LimitSettings, Limits};
@@ -135,7 +136,11 @@ fn api() -> OpenApiRouter<ApiState> {
         // The file size limit is enforced while streaming, per app; the
         // generic 2 MB body limit would cut every real upload short.
         .routes(routes!(upload::upload).layer(DefaultBodyLimit::disable()))
-        .routes(routes!(download::download, download::delete))
+        .routes(routes!(
+            download::download,
+            download::download_head,
+            download::delete
+        ))
         .routes(routes!(download::info))
         .routes(routes!(probes::livez))
         .routes(routes!(probes::readyz))
@@ -193,6 +198,75 @@ mod tests {
         }
     }
 
+    /// `/openapi.json` as the router serves it.
+    async fn served_document(app: &Router) -> axum::body::Bytes {
+        let response = app
+            .clone()
+            .oneshot(Request::get("/openapi.json").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap()
+    }
+
+    /// Client generators key operations by id: two operations with one id
+    /// make the document invalid.
+    #[test]
+    fn operation_ids_are_unique() {
+        let mut seen = std::collections::HashMap::new();
+        for (path, item) in openapi().paths.paths {
+            let operations = [
+                ("GET", item.get),
+                ("PUT", item.put),
+                ("POST", item.post),
+                ("DELETE", item.delete),
+                ("OPTIONS", item.options),
+                ("HEAD", item.head),
+                ("PATCH", item.patch),
+                ("TRACE", item.trace),
+            ];
+            for (method, operation) in operations {
+                let Some(operation) = operation else { continue };
+                let id = operation.operation_id.unwrap_or_default();
+                assert!(!id.is_empty(), "{method} {path} has no operation id");
+                let here = format!("{method} {path}");
+                if let Some(first) = seen.insert(id.clone(), here.clone()) {
+                    panic!("operation id {id:?} is used by {first} and {here}");
+                }
+            }
+        }
+    }
+
+    /// The served document passes the standard validator
+    /// (openapi-spec-validator, installed pinned by `make lint` into the
+    /// venv that scripts/lint-deploy.sh keeps under target/lint-venv).
+    #[tokio::test]
+    async fn the_served_document_is_valid_openapi() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let validator = root.join("target/lint-venv/bin/openapi-spec-validator");
+        assert!(
+            validator.is_file(),
+            "{} is missing: run `make lint` (scripts/lint-deploy.sh) to install it",
+            validator.display()
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let app = router(state(dir.path()).await);
+        let document = dir.path().join("openapi.json");
+        std::fs::write(&document, served_document(&app).await).unwrap();
+        let output = std::process::Command::new(&validator)
+            .arg(&document)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "openapi-spec-validator rejects /openapi.json:\n{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
     /// Every operation in the document is served by the router (none falls
     /// through to the 404/405 fallbacks), and the document is OpenAPI 3.1
     /// with every route of the API in it.
@@ -200,15 +274,7 @@ mod tests {
     async fn the_document_and_the_router_agree() {
         let dir = tempfile::tempdir().unwrap();
         let app = router(state(dir.path()).await);
-        let response = app
-            .clone()
-            .oneshot(Request::get("/openapi.json").body(Body::empty()).unwrap())
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
-        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-            .await
-            .unwrap();
+        let bytes = served_document(&app).await;
         let document: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         assert!(document["openapi"].as_str().unwrap().starts_with("3.1"));
 
@@ -265,6 +331,17 @@ mod tests {
                 "POST /partner/app/{app_id}/media",
             ]
         );
+        let download = &document["paths"]["/partner/app/{app_id}/media/{media_id}"];
+        for method in ["get", "head"] {
+            let headers: Vec<_> = download[method]["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|p| p["in"] == "header")
+                .map(|p| p["name"].as_str().unwrap())
+                .collect();
+            assert_eq!(headers, ["Range", "If-None-Match"], "{method}");
+        }
         let schemas = document["components"]["schemas"].as_object().unwrap();
         for schema in [
             "ErrorBody",

@@ -21,6 +21,7 @@ use crate::auth::authenticate;
 use crate::error::{ApiError, ErrorBody};
 use crate::limits::ClientAddr;
 use crate::path::ApiPath;
+use crate::reply::Success;
 use crate::slots::MinUploadRate;
 
 /// Small text fields are read up to this many bytes.
@@ -39,11 +40,14 @@ const FRAMING_LIMIT: u64 = 4 * 1024 * 1024;
 /// Longest parser detail repeated in a 400 message.
 const DETAIL_LIMIT: usize = 200;
 
+/// The fields of `UploadBody`, then `"status": "success"`.
+pub type UploadReply = Success<UploadBody>;
+
 #[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct UploadReply {
+#[schema(as = UploadReply)]
+pub struct UploadBody {
     media_id: String,
-    status: &'static str,
 }
 
 /// The multipart body of an upload, in either order of parts.
@@ -123,10 +127,7 @@ pub async fn upload(
     metrics::counter!("mediavault_uploads_total").increment(1);
     metrics::histogram!("mediavault_upload_duration_seconds").record(started.elapsed().as_secs_f64());
     tracing::info!(%media_id, app_id = %app.id, "media uploaded");
-    Ok(Json(UploadReply {
-        media_id,
-        status: "success",
-    }))
+    Ok(Json(Success::new(UploadBody { media_id })))
 }
 
 /// How much of the body arrived, and how much of it was part content.

@@ -152,6 +152,13 @@ pub enum KeysCommand {
         #[arg(long)]
         id: Option<String>,
     },
+    #[command(flatten)]
+    Stored(StoredKeysCommand),
+}
+
+/// The key commands that work on the database (generating a key needs none).
+#[derive(Debug, Subcommand)]
+pub enum StoredKeysCommand {
     /// Re-wrap every live data key under the active (first) key, in
     /// batches; safe while serving, resumable. Prints counts as JSON. After
     /// it, older keys can be removed from crypto.keys.

@@ -12,6 +12,8 @@ mod send_timeout;
 mod serve;
 mod telemetry;
 
+use std::net::SocketAddr;
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -41,82 +43,114 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let overrides = match &cli.command {
-        Command::Serve { listen } => Overrides { listen: *listen },
+    let file = cli.config.as_deref();
+    match cli.command {
+        // Needs no configuration: a key is made before there is one.
+        Command::Keys(KeysCommand::Generate { id }) => {
+            let id = id.unwrap_or_else(|| chrono::Utc::now().format("k%Y%m%d").to_string());
+            println!("{}", json!({ "key": Keyring::generate_line(&id) }));
+            Ok(())
+        }
+        Command::Keys(KeysCommand::Stored(command)) => {
+            let (_, vault) = open(file, Purpose::Manage).await?;
+            manage::keys(&vault, command).await
+        }
+        Command::Apps(command) => {
+            let (_, vault) = open(file, Purpose::Manage).await?;
+            manage::apps(&vault, command).await
+        }
+        Command::Tokens(command) => {
+            let (_, vault) = open(file, Purpose::Manage).await?;
+            manage::tokens(&vault, command).await
+        }
+        Command::Serve { listen } => {
+            let (config, vault) = open(file, Purpose::Serve { listen }).await?;
+            serve::serve(&config, vault).await
+        }
+        Command::Migrate => {
+            open(file, Purpose::Migrate).await?;
+            println!("{}", json!({ "migrated": true }));
+            Ok(())
+        }
+        Command::Reap(reap) => {
+            let (config, vault) = open(file, Purpose::Reap).await?;
+            if reap.once {
+                let report = mediavault_reaper::reap_once(
+                    &vault,
+                    mediavault_storage::now_millis(),
+                    config.reaper.pass_budget,
+                )
+                .await
+                .context("reaper pass")?;
+                let mut printed = serde_json::to_value(report)?;
+                if report.skipped {
+                    // Zeros alone would read as a pass that found nothing due.
+                    printed["skipped"] = json!("another pass holds the lock");
+                }
+                println!("{printed}");
+            } else {
+                let removed = vault
+                    .sweep_orphans(config.reaper.stale_upload_after)
+                    .await
+                    .context("orphan sweep")?;
+                let aborted = vault
+                    .abort_stale_multipart_uploads(config.reaper.stale_upload_after)
+                    .await
+                    .context("aborting stale multipart uploads")?;
+                println!("{}", json!({ "removed": removed, "abortedUploads": aborted }));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// What a command does with the stores, which decides how they are opened.
+enum Purpose {
+    Serve {
+        listen: Option<SocketAddr>,
+    },
+    Migrate,
+    /// Writes and deletes blobs, like `Serve`.
+    Reap,
+    /// Apps, tokens and keys: rows only.
+    Manage,
+}
+
+/// Reads the configuration, sets up telemetry and opens the vault, with the
+/// checks `purpose` needs before it may run.
+async fn open(file: Option<&Path>, purpose: Purpose) -> anyhow::Result<(Config, Vault)> {
+    let overrides = match purpose {
+        Purpose::Serve { listen } => Overrides { listen },
         _ => Overrides::default(),
     };
-    if let Command::Keys(KeysCommand::Generate { id }) = &cli.command {
-        let id = id
-            .clone()
-            .unwrap_or_else(|| chrono::Utc::now().format("k%Y%m%d").to_string());
-        println!("{}", json!({ "key": Keyring::generate_line(&id) }));
-        return Ok(());
-    }
-    let config = Config::load(cli.config.as_deref(), &overrides)?;
+    let config = Config::load(file, &overrides)?;
     telemetry::init(config.log.format);
     let blobs = blob_config(&config)?;
     // The commands that write and delete blobs.
-    if matches!(cli.command, Command::Serve { .. } | Command::Reap(_)) {
+    if matches!(purpose, Purpose::Serve { .. } | Purpose::Reap) {
         blob_dir::check_apart(&config, &blobs)?;
     }
     let (vault, new_dev_key) = open_vault(&config, blobs).await?;
-    match &cli.command {
-        Command::Migrate => vault.migrate().await.context("migrating the database")?,
-        Command::Serve { .. } if config.database.migrate_on_start => {
+    match purpose {
+        Purpose::Migrate => vault.migrate().await.context("migrating the database")?,
+        Purpose::Serve { .. } if config.database.migrate_on_start => {
             vault.migrate().await.context("migrating the database")?
         }
         // Next to newer replicas during a rolling deploy: a newer schema is fine.
-        Command::Serve { .. } => schema::check(&vault, Accept::AtLeast).await?,
-        _ => schema::check(&vault, Accept::Exact).await?,
+        Purpose::Serve { .. } => schema::check(&vault, Accept::AtLeast).await?,
+        Purpose::Reap | Purpose::Manage => schema::check(&vault, Accept::Exact).await?,
     }
     if let Some(key) = new_dev_key {
         key.save(&vault, &config.database_url()?).await?;
     }
-    if matches!(cli.command, Command::Serve { .. }) {
+    if matches!(purpose, Purpose::Serve { .. }) {
         // Before fingerprints are recorded: a start refused for a missing
         // key records none of the keys it was given.
         vault.check_keys().await?;
     }
     // A key id given other material would fail every read of its media.
     vault.check_key_fingerprints().await?;
-    match cli.command {
-        Command::Serve { .. } => serve::serve(&config, vault).await,
-        Command::Migrate => {
-            println!("{}", json!({ "migrated": true }));
-            Ok(())
-        }
-        Command::Apps(command) => manage::apps(&vault, command).await,
-        Command::Tokens(command) => manage::tokens(&vault, command).await,
-        Command::Keys(command) => manage::keys(&vault, command).await,
-        Command::Reap(reap) if reap.once => {
-            let report = mediavault_reaper::reap_once(
-                &vault,
-                mediavault_storage::now_millis(),
-                config.reaper.pass_budget,
-            )
-            .await
-            .context("reaper pass")?;
-            let mut printed = serde_json::to_value(report)?;
-            if report.skipped {
-                // Zeros alone would read as a pass that found nothing due.
-                printed["skipped"] = json!("another pass holds the lock");
-            }
-            println!("{printed}");
-            Ok(())
-        }
-        Command::Reap(_) => {
-            let removed = vault
-                .sweep_orphans(config.reaper.stale_upload_after)
-                .await
-                .context("orphan sweep")?;
-            let aborted = vault
-                .abort_stale_multipart_uploads(config.reaper.stale_upload_after)
-                .await
-                .context("aborting stale multipart uploads")?;
-            println!("{}", json!({ "removed": removed, "abortedUploads": aborted }));
-            Ok(())
-        }
-    }
+    Ok((config, vault))
 }
 
 /// Opens the vault the configuration describes. In embedded mode (SQLite and

@@ -1,13 +1,14 @@
 //! The operator's commands against the database: `apps …`, `tokens …` and
-//! `keys rewrap|usage`. Each prints JSON on stdout, the same shapes the
-//! admin API answers with.
+//! `keys rewrap|usage`. Each prints JSON on stdout: for `apps` and `tokens`,
+//! what the admin API's reply carries (the app, the token, the stats, or the
+//! reply's own fields) without its `"status": "success"`.
 
 use anyhow::bail;
-use mediavault_api::{AppView, IssuedTokenView, StatsView, TokenView};
+use mediavault_api::{AppDeletedBody, AppView, IssuedTokenView, StatsView, TOKEN_REVOKED, TokenView};
 use mediavault_storage::{AppUpdate, NewApp, Vault};
 use serde_json::{Value, json};
 
-use crate::cli::{AppsCommand, KeysCommand, TokensCommand};
+use crate::cli::{AppsCommand, StoredKeysCommand, TokensCommand};
 
 fn print(value: impl serde::Serialize) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string(&value)?);
@@ -63,7 +64,7 @@ pub async fn apps(vault: &Vault, command: AppsCommand) -> anyhow::Result<()> {
         }
         AppsCommand::Delete { app_id } => {
             let shredded = vault.delete_app(&app_id).await?;
-            print(json!({ "appId": app_id, "mediaShredded": shredded }))
+            print(AppDeletedBody::new(shredded))
         }
     }
 }
@@ -80,7 +81,7 @@ pub async fn tokens(vault: &Vault, command: TokensCommand) -> anyhow::Result<()>
         }
         TokensCommand::Revoke { app_id, token_id } => {
             vault.revoke_token(&app_id, &token_id).await?;
-            print(json!({ "appId": app_id, "tokenId": token_id, "revoked": true }))
+            print(TOKEN_REVOKED)
         }
     }
 }
@@ -94,9 +95,9 @@ async fn key_usage(vault: &Vault) -> anyhow::Result<Value> {
         .collect())
 }
 
-pub async fn keys(vault: &Vault, command: KeysCommand) -> anyhow::Result<()> {
+pub async fn keys(vault: &Vault, command: StoredKeysCommand) -> anyhow::Result<()> {
     match command {
-        KeysCommand::Rewrap { batch } => {
+        StoredKeysCommand::Rewrap { batch } => {
             let counts = vault.rewrap(batch).await?;
             print(json!({
                 "activeKey": vault.active_key_id(),
@@ -112,10 +113,9 @@ pub async fn keys(vault: &Vault, command: KeysCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        KeysCommand::Usage => print(json!({
+        StoredKeysCommand::Usage => print(json!({
             "activeKey": vault.active_key_id(),
             "keys": key_usage(vault).await?,
         })),
-        KeysCommand::Generate { .. } => unreachable!("handled before configuration"),
     }
 }

@@ -12,6 +12,8 @@
 mod postgres;
 mod sqlite;
 
+use std::sync::LazyLock;
+
 use sqlx::{PgPool, SqlitePool};
 
 use crate::error::StoreError;
@@ -104,6 +106,17 @@ const DROP_KEY: &str = "DELETE FROM media_keys WHERE media_id = $1";
 
 const APP_COLUMNS: &str =
     "id, name, capi, retention_seconds, max_file_bytes, allowed_types, uploads_per_second, created_at";
+
+/// The live app of a live token, and the token's last use. Built once: it
+/// is asked on every authenticated request.
+static APP_FOR_TOKEN: LazyLock<String> = LazyLock::new(|| {
+    let columns: Vec<String> = APP_COLUMNS.split(", ").map(|c| format!("a.{c}")).collect();
+    format!(
+        "SELECT {}, t.last_used_at FROM tokens t JOIN apps a ON a.id = t.app_id \
+         WHERE t.token_sha256 = $1 AND t.revoked_at IS NULL AND a.deleted_at IS NULL",
+        columns.join(", ")
+    )
+});
 
 /// An app found by one of its tokens, with the token's last use.
 #[derive(sqlx::FromRow)]
@@ -316,19 +329,9 @@ impl Metadata {
         token_sha256: &str,
         now: Millis,
     ) -> Result<Option<App>, StoreError> {
-        let sql = sqlx::AssertSqlSafe(format!(
-            "SELECT {}, t.last_used_at FROM tokens t JOIN apps a ON a.id = t.app_id \
-             WHERE t.token_sha256 = $1 AND t.revoked_at IS NULL AND a.deleted_at IS NULL",
-            APP_COLUMNS
-                .split(", ")
-                .map(|c| format!("a.{c}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
         const TOUCH: &str = "UPDATE tokens SET last_used_at = $2 WHERE token_sha256 = $1 \
                              AND (last_used_at IS NULL OR last_used_at < $2 - 60000)";
-        let found: Option<TokenApp> =
-            on_pool!(self, pool => sqlx::query_as(sql).bind(token_sha256).fetch_optional(pool).await)?;
+        let found: Option<TokenApp> = on_pool!(self, pool => sqlx::query_as(APP_FOR_TOKEN.as_str()).bind(token_sha256).fetch_optional(pool).await)?;
         let Some(TokenApp { app, last_used_at }) = found else {
             return Ok(None);
         };
