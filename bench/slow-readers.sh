@@ -29,6 +29,7 @@ else
 fi
 [ -n "${SEND_TIMEOUT:-}" ] && export MEDIAVAULT__SERVER__SEND_TIMEOUT=$SEND_TIMEOUT
 
+"$BIN" migrate > /dev/null
 app=$("$BIN" apps create --name bench | sed 's/.*"appId":"\([^"]*\)".*/\1/')
 token=$("$BIN" tokens issue --app "$app" | sed 's/.*"token":"\([^"]*\)".*/\1/')
 head -c "$size" /dev/urandom > "$work/file"

@@ -232,6 +232,12 @@ impl RawDownload {
         self.received == self.content_length
     }
 
+    /// Asserts that the whole body came (kept), and that it is `bytes`.
+    fn assert_body(self, bytes: &[u8]) {
+        assert!(self.complete(), "{} of {} bytes", self.received, bytes.len());
+        assert!(self.body.unwrap() == bytes, "byte for byte");
+    }
+
     /// Reads at `rate` bytes a second until `until` body bytes have come,
     /// the body is complete, or the connection ends.
     async fn read_at(&mut self, rate: usize, until: usize) {
@@ -271,13 +277,84 @@ async fn a_slow_reader_outlasts_the_store_timeout() {
     let mut download = RawDownload::start(&f.server, &f.app_id, &f.token, &id, true).await;
     assert_eq!(download.status, 200);
     download.read_at(2 * MIB, usize::MAX).await;
-    assert!(
-        download.complete(),
-        "{} of {} bytes",
-        download.received,
-        bytes.len()
-    );
-    assert!(download.body.unwrap() == bytes, "byte for byte");
+    download.assert_body(&bytes);
+}
+
+/// A download whose client stops reading gives up its read of the blob
+/// store (and the connection it held) once it has waited a while, and picks
+/// up where it stopped when the client reads again: whole, byte for byte.
+#[tokio::test]
+async fn a_stalled_download_gives_up_its_store_read_and_resumes() {
+    let f = Fixture::new(Backends::PostgresS3).await;
+    let bytes = png_bytes(24 * MIB);
+    let id = f.upload(&bytes).await;
+    let mut download = RawDownload::start(&f.server, &f.app_id, &f.token, &id, true).await;
+    assert_eq!(download.status, 200);
+    download.read_at(8 * MIB, MIB).await;
+    // The buffers fill, then the download waits for its client.
+    let port = store_port();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let reading = store_reads_in_progress(f.server.pid(), port);
+        if reading == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a stalled download still reads the store on {reading} connection(s)"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    download.drain().await;
+    download.assert_body(&bytes);
+}
+
+/// The port of the test blob store.
+fn store_port() -> u16 {
+    let endpoint = support::s3_blob_config().endpoint.expect("an S3 endpoint");
+    endpoint
+        .trim_end_matches('/')
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Connections of process `pid` to local TCP `port` with bytes received and
+/// not yet read: responses of the store in progress, as opposed to idle
+/// connections kept for reuse.
+fn store_reads_in_progress(pid: u32, port: u16) -> usize {
+    let sockets: std::collections::HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+        .filter_map(|link| {
+            Some(
+                link.to_str()?
+                    .strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .to_owned(),
+            )
+        })
+        .collect();
+    let table = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).unwrap();
+    // sl local remote st tx_queue:rx_queue tr:when retrnsmt uid timeout inode
+    table
+        .lines()
+        .skip(1)
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        .filter(|fields| {
+            let remote_port = fields[2]
+                .rsplit(':')
+                .next()
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            let unread = fields[4]
+                .split(':')
+                .nth(1)
+                .and_then(|q| u64::from_str_radix(q, 16).ok());
+            remote_port == Some(port) && unread.is_some_and(|n| n > 0) && sockets.contains(fields[9])
+        })
+        .count()
 }
 
 /// A client that stops reading is cut once the server could send it

@@ -31,6 +31,13 @@ pub struct Timeouts {
     pub send: Duration,
 }
 
+/// What hyper buffers per connection, each way: the request head, and
+/// response pieces (64 KiB segments) queued ahead of the socket. hyper's own
+/// default, ~400 KiB, let each download waiting for a slow client hold six
+/// segments here on top of what the kernel holds; the socket's own buffer
+/// keeps fast downloads streaming.
+const MAX_BUF_SIZE: usize = 64 * 1024;
+
 /// Serves `app` on `listener` until `stop` resolves, then stops accepting,
 /// asks every open connection to finish its request in flight and close, and
 /// resolves once all have. Each request carries its peer's address as
@@ -38,7 +45,9 @@ pub struct Timeouts {
 pub async fn serve(listener: TcpListener, app: Router, timeouts: Timeouts, stop: impl Future<Output = ()>) {
     let connections = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new()).header_read_timeout(timeouts.header);
+    http.timer(TokioTimer::new())
+        .header_read_timeout(timeouts.header)
+        .max_buf_size(MAX_BUF_SIZE);
     let mut stop = std::pin::pin!(stop);
     loop {
         let (stream, peer) = tokio::select! {

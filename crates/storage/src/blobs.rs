@@ -5,7 +5,7 @@
 //! while the reader waits), never by its length: a body streams for as long
 //! as the client takes to read it.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -97,14 +97,28 @@ const PARTS_IN_FLIGHT_PER_UPLOAD: usize = 16;
 /// 256 KiB (four segments) makes that trip rare and stays small per download.
 const LOCAL_READ_CHUNK: usize = 256 * 1024;
 /// Chunks of a remote blob that may wait, read, for the download to take
-/// them (hyper's chunks: a few KiB to a few hundred each).
+/// them (each at most `READ_AHEAD_UNIT`).
 const READ_AHEAD_CHUNKS: usize = 16;
 /// Bytes read ahead and not yet taken, across all downloads of the process.
 /// A download whose reader waits may always fetch its next chunk, so the
 /// budget slows no one who keeps up; it bounds what slow readers hold.
 const READ_AHEAD_BUDGET: usize = 4 * 1024 * 1024;
-/// The least share of the budget a chunk takes, before its size is known.
+/// The most a chunk read ahead holds, and the share of the budget it takes.
+/// hyper's chunks (up to ~400 KiB) are cut to this size, so that a download
+/// waiting for its client holds one such chunk, not one of hyper's.
 const READ_AHEAD_UNIT: u32 = 64 * 1024;
+/// A remote blob is read in windows, one ranged GET each, so that no GET
+/// outlives a reader that stops taking. The first window is this size, and
+/// each next one twice the last, up to `LAST_WINDOW`, while the reader keeps
+/// up: a fast download makes a GET per 16 MiB or so, a slow one's GETs stay
+/// small, and what a window it gives up had fetched is little.
+const FIRST_WINDOW: u64 = 1024 * 1024;
+const LAST_WINDOW: u64 = 16 * 1024 * 1024;
+/// How long a remote read waits for its reader to take before it gives up
+/// its window's GET. An open GET holds a store connection, and the HTTP
+/// client's read buffer for it (up to ~400 KiB, not ours to size), for as
+/// long as the client takes. The next chunk the reader wants opens a window where the last one stopped.
+const STALL: Duration = Duration::from_secs(1);
 
 /// The service's own key prefix: every blob key starts with it, and listings
 /// and sweeps look nowhere else in the bucket or directory.
@@ -125,6 +139,9 @@ pub(crate) struct Blobs {
     multipart: Option<Arc<MultipartUploads>>,
     /// Permits (bytes) for chunks read ahead, shared by all downloads.
     read_ahead_budget: Arc<Semaphore>,
+    /// Whether reads fetch the blob in windows (remote stores): a local file
+    /// is read at the reader's pace without holding anything but the file.
+    windowed: bool,
 }
 
 impl std::fmt::Debug for Blobs {
@@ -216,6 +233,7 @@ impl Blobs {
             part_budget: Arc::new(Semaphore::new(PARTS_IN_FLIGHT_TOTAL)),
             multipart,
             read_ahead_budget: Arc::new(Semaphore::new(READ_AHEAD_BUDGET)),
+            windowed: config.local_dir().is_none(),
         })
     }
 
@@ -266,21 +284,34 @@ impl Blobs {
         range: std::ops::Range<u64>,
     ) -> Result<BoxStream<'static, Result<Bytes, StoreError>>, RangeError> {
         let path = Path::from(key);
-        let options = GetOptions {
-            range: Some(GetRange::Bounded(range.clone())),
-            ..GetOptions::default()
+        let mut windows = Windows {
+            blobs: self.clone(),
+            path,
+            next: range.start,
+            end: range.end,
+            size: FIRST_WINDOW,
+            open: None,
+            unsent: VecDeque::new(),
         };
-        let result = match self.uncounted(self.store.get_opts(&path, options)).await {
+        let first = match self.windowed {
+            true => windows.window(),
+            false => range.clone(),
+        };
+        let result = match self.uncounted(windows.get(first.clone())).await {
             Ok(result) => result,
-            Err(error) => return Err(self.explain(&path, range.end, error).await),
+            Err(error) => return Err(self.explain(&windows.path, range.end, error).await),
         };
         let timeout = self.timeout;
         let bytes_read = self.bytes_read.clone();
         let stream = match result.payload {
-            GetResultPayload::File(file, path) => local_file_stream(file, path, result.range),
-            GetResultPayload::Stream(stream) => read_ahead(stream, self.read_ahead_budget.clone()),
-        }
-        .map_err(StoreError::from);
+            GetResultPayload::File(file, path) => local_file_stream(file, path, result.range)
+                .map_err(StoreError::from)
+                .boxed(),
+            GetResultPayload::Stream(stream) => {
+                windows.opened(first, result.range.end, stream);
+                read_ahead(windows, self.read_ahead_budget.clone())
+            }
+        };
         Ok(futures::stream::unfold(stream, move |mut stream| {
             let bytes_read = bytes_read.clone();
             async move {
@@ -499,56 +530,151 @@ fn count_store_error() {
 }
 
 /// A chunk read ahead, with the share of the budget it holds until taken.
-type AheadChunk = (object_store::Result<Bytes>, Option<OwnedSemaphorePermit>);
+type AheadChunk = (Result<Bytes, StoreError>, Option<OwnedSemaphorePermit>);
+
+/// A remote read, window by window: the GET of the window open now, if any,
+/// and where the rest of the read lies.
+struct Windows {
+    blobs: Blobs,
+    path: Path,
+    /// The next byte of the blob to hand out.
+    next: u64,
+    /// Where the read ends (sooner, if the blob turns out shorter).
+    end: u64,
+    /// The size of the next window.
+    size: u64,
+    /// The open window's body.
+    open: Option<BoxStream<'static, object_store::Result<Bytes>>>,
+    /// Copies of what is left of the body's last chunk, from `next` on, in
+    /// pieces of `READ_AHEAD_UNIT`. Copied at once: hyper's chunks are
+    /// slices of its read buffer, which it can reuse only once no slice of
+    /// it is left; a slice kept while the reader waits would make hyper
+    /// take a new buffer (up to ~400 KiB) for every chunk.
+    unsent: VecDeque<Bytes>,
+}
+
+impl Windows {
+    /// The range of the next window.
+    fn window(&self) -> std::ops::Range<u64> {
+        self.next..self.end.min(self.next.saturating_add(self.size))
+    }
+
+    /// A ranged GET of `range`, unbounded in time.
+    fn get(
+        &self,
+        range: std::ops::Range<u64>,
+    ) -> impl Future<Output = object_store::Result<object_store::GetResult>> {
+        let options = GetOptions {
+            range: Some(GetRange::Bounded(range)),
+            ..GetOptions::default()
+        };
+        self.blobs.store.get_opts(&self.path, options)
+    }
+
+    /// Takes the body of the window `asked`, which the store answered up to
+    /// `until` (sooner than asked where the blob ends), and grows the next.
+    fn opened(
+        &mut self,
+        asked: std::ops::Range<u64>,
+        until: u64,
+        body: BoxStream<'static, object_store::Result<Bytes>>,
+    ) {
+        if until < asked.end {
+            self.end = until;
+        }
+        self.size = (self.size * 2).min(LAST_WINDOW);
+        self.open = Some(body);
+    }
+
+    /// The next (up to) `READ_AHEAD_UNIT` bytes of the read, from the open
+    /// window or a new one; `None` at the end of the read or where the blob
+    /// ends.
+    async fn next_chunk(&mut self) -> Option<Result<Bytes, StoreError>> {
+        while self.unsent.is_empty() {
+            if self.open.is_none() {
+                if self.next >= self.end {
+                    return None;
+                }
+                let window = self.window();
+                let result = match self.blobs.uncounted(self.get(window.clone())).await {
+                    Ok(result) => result,
+                    Err(error) => return Some(Err(error)),
+                };
+                let GetResultPayload::Stream(body) = result.payload else {
+                    unreachable!("windows are read from remote stores only")
+                };
+                self.opened(window, result.range.end, body);
+            }
+            match self.open.as_mut()?.next().await {
+                Some(Ok(chunk)) => self
+                    .unsent
+                    .extend(chunk.chunks(READ_AHEAD_UNIT as usize).map(Bytes::copy_from_slice)),
+                Some(Err(error)) => return Some(Err(error.into())),
+                None => self.open = None,
+            }
+        }
+        let piece = self.unsent.pop_front()?;
+        self.next += piece.len() as u64;
+        Some(Ok(piece))
+    }
+
+    /// Gives up the open window's GET (its connection, and the rest of its
+    /// last chunk); the next chunk opens a window from `next`, small again,
+    /// as the reader that let it stall is slow.
+    fn pause(&mut self) {
+        self.unsent.clear();
+        if self.open.take().is_some() {
+            self.size = FIRST_WINDOW;
+        }
+    }
+}
+
+/// Waits for `wait`; if that takes longer than `STALL`, gives up the open
+/// window of `windows` meanwhile.
+async fn unless_stalled<T>(windows: &mut Windows, wait: impl Future<Output = T>) -> T {
+    let mut wait = std::pin::pin!(wait);
+    match tokio::time::timeout(STALL, &mut wait).await {
+        Ok(done) => done,
+        Err(_) => {
+            windows.pause();
+            wait.await
+        }
+    }
+}
 
 /// Pulls a remote blob on its own task, up to `READ_AHEAD_CHUNKS` chunks
 /// ahead of the reader, so that the store keeps streaming while the download
 /// decrypts and sends what came before. Each chunk read ahead takes its size
 /// from `budget`; when it is spent, a reader that waits (`starving`) still
-/// gets its next chunk, so slow readers hold little and no reader stalls. A reader that goes away ends the task, even while the
-/// store is silent.
-fn read_ahead(
-    mut stream: BoxStream<'static, object_store::Result<Bytes>>,
-    budget: Arc<Semaphore>,
-) -> BoxStream<'static, object_store::Result<Bytes>> {
+/// gets its next chunk, so slow readers hold little and no reader stalls. A
+/// read that waits `STALL` for its reader gives up its window's GET. A
+/// reader that goes away ends the task, even while the store is silent.
+fn read_ahead(mut windows: Windows, budget: Arc<Semaphore>) -> BoxStream<'static, Result<Bytes, StoreError>> {
     let (sender, receiver) = tokio::sync::mpsc::channel::<AheadChunk>(READ_AHEAD_CHUNKS);
     let starving = Arc::new(tokio::sync::Notify::new());
     let wanted = starving.clone();
     tokio::spawn(async move {
         loop {
-            let Ok(slot) = sender.reserve().await else { break };
-            // Leave to read one more chunk: a share of the budget, taken
-            // before the chunk is, or a reader that waits for it.
-            let mut permit = tokio::select! {
-                permit = budget.clone().acquire_many_owned(READ_AHEAD_UNIT) => permit.ok(),
-                () = wanted.notified() => None,
-                () = sender.closed() => break,
+            // Leave to read one more chunk: room in the channel, and a share
+            // of the budget, taken before the chunk is, or a reader that
+            // waits for it.
+            let room = async {
+                let slot = sender.reserve().await.ok()?;
+                tokio::select! {
+                    permit = budget.clone().acquire_many_owned(READ_AHEAD_UNIT) => Some((slot, permit.ok())),
+                    () = wanted.notified() => Some((slot, None)),
+                    () = sender.closed() => None,
+                }
+            };
+            let Some((slot, permit)) = unless_stalled(&mut windows, room).await else {
+                break;
             };
             let item = tokio::select! {
-                item = stream.next() => item,
+                item = windows.next_chunk() => item,
                 () = sender.closed() => break,
             };
             let Some(item) = item else { break };
             let failed = item.is_err();
-            // A copy: hyper's chunks are slices of its read buffer, and a
-            // chunk kept would keep the whole buffer (up to ~400 KiB) alive.
-            let item = item.map(|chunk| Bytes::copy_from_slice(&chunk));
-            let size = item.as_ref().map_or(0, |chunk| chunk.len());
-            let beyond = u32::try_from(size)
-                .unwrap_or(u32::MAX)
-                .saturating_sub(READ_AHEAD_UNIT);
-            if let Some(held) = &mut permit
-                && beyond > 0
-            {
-                tokio::select! {
-                    more = budget.clone().acquire_many_owned(beyond) => {
-                        if let Ok(more) = more {
-                            held.merge(more);
-                        }
-                    }
-                    () = wanted.notified() => {}
-                }
-            }
             slot.send((item, permit));
             if failed {
                 break;

@@ -180,6 +180,7 @@ impl Vault {
         let reader = SegmentReader {
             source,
             expected_header,
+            pending: Bytes::new(),
             buffered: BytesMut::new(),
             opener: SegmentOpener::new(&dek, &header, &row.id, len),
             media_id: row.id.clone(),
@@ -259,6 +260,12 @@ struct SegmentReader {
     source: BoxStream<'static, Result<Bytes, StoreError>>,
     /// The header the blob must open with, until it has been checked.
     expected_header: Option<[u8; HEADER_LEN]>,
+    /// What is left of the source's last chunk.
+    pending: Bytes,
+    /// Bytes taken from `pending` towards the next segment: never more than
+    /// one segment (and the header), whatever the size of the source's
+    /// chunks, so that a download waiting for its client holds one chunk
+    /// and one segment here, not a segment's worth past every chunk.
     buffered: BytesMut,
     opener: SegmentOpener,
     media_id: String,
@@ -313,14 +320,18 @@ impl SegmentReader {
         Some(Ok(sealed.freeze().slice(from..to)))
     }
 
-    /// Buffers at least `needed` bytes of the blob.
+    /// Buffers `needed` bytes of the blob (or more, if already buffered).
     async fn fill(&mut self, segment: u64, needed: usize) -> Result<(), ReadError> {
         while self.buffered.len() < needed {
-            match self.source.next().await {
-                Some(Ok(chunk)) => self.buffered.extend_from_slice(&chunk),
-                Some(Err(error)) => return Err(ReadError::Unavailable(error)),
-                None => return Err(self.integrity(segment, Integrity::Truncated, "blob ends early")),
+            if self.pending.is_empty() {
+                self.pending = match self.source.next().await {
+                    Some(Ok(chunk)) => chunk,
+                    Some(Err(error)) => return Err(ReadError::Unavailable(error)),
+                    None => return Err(self.integrity(segment, Integrity::Truncated, "blob ends early")),
+                };
             }
+            let take = (needed - self.buffered.len()).min(self.pending.len());
+            self.buffered.extend_from_slice(&self.pending.split_to(take));
         }
         Ok(())
     }
