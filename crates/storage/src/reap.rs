@@ -8,6 +8,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use crate::error::StoreError;
+use crate::meta::MediaState;
 use crate::model::{Millis, duration_millis};
 use crate::vault::Vault;
 
@@ -19,9 +20,9 @@ pub const CLAIM_LEASE: Duration = Duration::from_secs(300);
 pub(crate) struct Claimed {
     pub id: String,
     pub blob_key: String,
-    /// The state before the claim: `ready` (expired), `deleting` (deleted
-    /// on request), `uploading` (abandoned).
-    pub state: String,
+    /// The state before the claim: ready (expired), deleting (deleted on
+    /// request), uploading (abandoned).
+    pub state: MediaState,
 }
 
 /// What one batch did, by reason.
@@ -83,10 +84,10 @@ impl Vault {
                 continue;
             }
             done.push(row.id.clone());
-            match row.state.as_str() {
-                "ready" => counts.expired += 1,
-                "uploading" => counts.abandoned += 1,
-                _ => counts.deleted += 1,
+            match row.state {
+                MediaState::Ready => counts.expired += 1,
+                MediaState::Uploading => counts.abandoned += 1,
+                MediaState::Deleting => counts.deleted += 1,
             }
         }
         counts.blob_failures = retry.len() as u64;

@@ -9,6 +9,8 @@
 //! narrow is cheap to rewrite, which is what finally removes a shredded key
 //! from Postgres's pages (see `rewrite_key_table`).
 
+#[macro_use]
+mod state;
 mod postgres;
 mod sqlite;
 
@@ -18,6 +20,8 @@ use sqlx::{PgPool, SqlitePool};
 
 use crate::error::StoreError;
 use crate::model::{App, Millis, TokenInfo};
+
+pub(crate) use state::MediaState;
 
 pub(crate) enum Metadata {
     /// `relaxed` commits without waiting for the WAL flush: only for intent
@@ -101,7 +105,7 @@ pub(crate) struct ReadyMedia<'a> {
     pub expires_at: Millis,
 }
 
-/// Crypto-shreds one medium: run in the transaction that marks it `deleting`.
+/// Crypto-shreds one medium: run in the transaction of its `shred_media!`.
 const DROP_KEY: &str = "DELETE FROM media_keys WHERE media_id = $1";
 
 const APP_COLUMNS: &str =
@@ -172,7 +176,7 @@ impl Metadata {
     }
 
     pub(crate) async fn count_ready(&self) -> Result<u64, StoreError> {
-        const SQL: &str = "SELECT COUNT(*) FROM media WHERE state = 'ready'";
+        const SQL: &str = concat!("SELECT COUNT(*) FROM media WHERE state = ", state_sql!(Ready));
         let count: i64 = on_pool!(self, pool => sqlx::query_scalar(SQL).fetch_one(pool).await)?;
         Ok(u64::try_from(count).unwrap_or(0))
     }
@@ -242,9 +246,7 @@ impl Metadata {
         const MARK: &str = "UPDATE apps SET deleted_at = $2 WHERE id = $1 AND deleted_at IS NULL";
         const TOKENS: &str = "DELETE FROM tokens WHERE app_id = $1";
         // Uploads still running find their row shredded and drop their blob.
-        const SHRED: &str = "UPDATE media SET state = 'deleting', \
-                             deleted_at = COALESCE(deleted_at, $2), due_at = $2 \
-                             WHERE app_id = $1 AND id IN (SELECT media_id FROM media_keys)";
+        const SHRED: &str = shred_media!("WHERE app_id = $3 AND id IN (SELECT media_id FROM media_keys)");
         const DROP_KEYS: &str =
             "DELETE FROM media_keys WHERE media_id IN (SELECT id FROM media WHERE app_id = $1)";
         Ok(on_pool!(self, pool => {
@@ -254,7 +256,8 @@ impl Metadata {
                 Ok::<_, sqlx::Error>(None)
             } else {
                 sqlx::query(TOKENS).bind(id).execute(&mut *tx).await?;
-                let shredded = sqlx::query(SHRED).bind(id).bind(now).execute(&mut *tx).await?.rows_affected();
+                let shredded =
+                    sqlx::query(SHRED).bind(now).bind(now).bind(id).execute(&mut *tx).await?.rows_affected();
                 sqlx::query(DROP_KEYS).bind(id).execute(&mut *tx).await?;
                 tx.commit().await?;
                 Ok(Some(shredded))
@@ -272,9 +275,12 @@ impl Metadata {
     /// Readable media of an app: how many, and their plaintext bytes.
     pub(crate) async fn app_stats(&self, app_id: &str, now: Millis) -> Result<(i64, i64), StoreError> {
         // SUM of BIGINT is NUMERIC in Postgres: cast back so both dialects agree.
-        const SQL: &str = "SELECT COUNT(*), CAST(COALESCE(SUM(size_bytes), 0) AS BIGINT) FROM media \
-                           WHERE app_id = $1 AND state = 'ready' AND expires_at > $2 \
-                           AND id IN (SELECT media_id FROM media_keys)";
+        const SQL: &str = concat!(
+            "SELECT COUNT(*), CAST(COALESCE(SUM(size_bytes), 0) AS BIGINT) FROM media \
+             WHERE app_id = $1 AND state = ",
+            state_sql!(Ready),
+            " AND expires_at > $2 AND id IN (SELECT media_id FROM media_keys)"
+        );
         Ok(on_pool!(self, pool => sqlx::query_as(SQL).bind(app_id).bind(now).fetch_one(pool).await)?)
     }
 
@@ -348,9 +354,13 @@ impl Metadata {
     /// `mark_ready`'s own durable commit flushes the WAL up to and past this
     /// row. That halves the fsyncs of a small upload.
     pub(crate) async fn insert_uploading(&self, row: &NewMedia<'_>) -> Result<(), StoreError> {
-        const MEDIA: &str = "INSERT INTO media (id, app_id, state, filename, blob_key, \
-                             format_version, segment_size, salt, nonce_prefix, created_at, expires_at, due_at) \
-                             VALUES ($1, $2, 'uploading', $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+        const MEDIA: &str = concat!(
+            "INSERT INTO media (id, app_id, state, filename, blob_key, \
+             format_version, segment_size, salt, nonce_prefix, created_at, expires_at, due_at) \
+             VALUES ($1, $2, ",
+            state_sql!(Uploading),
+            ", $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+        );
         const KEY: &str = "INSERT INTO media_keys (media_id, kek_id, wrapped_dek) VALUES ($1, $2, $3)";
         on_relaxed_pool!(self, pool => {
             let mut tx = pool.begin().await?;
@@ -384,9 +394,14 @@ impl Metadata {
     /// it): the caller must drop its blob. The app check also covers an
     /// upload whose intent row was written just after its app was deleted.
     pub(crate) async fn mark_ready(&self, ready: &ReadyMedia<'_>) -> Result<bool, StoreError> {
-        const SQL: &str = "UPDATE media SET state = 'ready', mime_type = $2, size_bytes = $3, sha256 = $4, \
-                           expires_at = $5, due_at = $5 WHERE id = $1 AND state = 'uploading' \
-                           AND EXISTS (SELECT 1 FROM apps WHERE apps.id = media.app_id AND apps.deleted_at IS NULL)";
+        const SQL: &str = concat!(
+            "UPDATE media SET state = ",
+            state_sql!(Ready),
+            ", mime_type = $2, size_bytes = $3, sha256 = $4, expires_at = $5, due_at = $5 \
+             WHERE id = $1 AND state = ",
+            state_sql!(Uploading),
+            " AND EXISTS (SELECT 1 FROM apps WHERE apps.id = media.app_id AND apps.deleted_at IS NULL)"
+        );
         let done = on_pool!(self, pool => sqlx::query(SQL)
             .bind(ready.id)
             .bind(ready.mime_type)
@@ -402,7 +417,10 @@ impl Metadata {
     /// Removes the row of an upload that failed (its key goes with it); only
     /// while still `uploading`.
     pub(crate) async fn delete_uploading(&self, id: &str) -> Result<(), StoreError> {
-        const SQL: &str = "DELETE FROM media WHERE id = $1 AND state = 'uploading'";
+        const SQL: &str = concat!(
+            "DELETE FROM media WHERE id = $1 AND state = ",
+            state_sql!(Uploading)
+        );
         on_pool!(self, pool => sqlx::query(SQL).bind(id).execute(pool).await.map(|r| r.rows_affected()))?;
         Ok(())
     }
@@ -410,11 +428,10 @@ impl Metadata {
     /// Shreds a failed upload whose blob could not be removed and hands it
     /// to the reaper at once.
     pub(crate) async fn abandon_uploading(&self, id: &str, now: Millis) -> Result<(), StoreError> {
-        const SQL: &str = "UPDATE media SET state = 'deleting', deleted_at = $2, due_at = $2 \
-                           WHERE id = $1 AND state = 'uploading'";
+        const SQL: &str = shred_media!(concat!("WHERE id = $3 AND state = ", state_sql!(Uploading)));
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            if sqlx::query(SQL).bind(id).bind(now).execute(&mut *tx).await?.rows_affected() == 1 {
+            if sqlx::query(SQL).bind(now).bind(now).bind(id).execute(&mut *tx).await?.rows_affected() == 1 {
                 sqlx::query(DROP_KEY).bind(id).execute(&mut *tx).await?;
             }
             tx.commit().await
@@ -429,11 +446,15 @@ impl Metadata {
         id: &str,
         now: Millis,
     ) -> Result<Option<MediaRow>, StoreError> {
-        const SQL: &str = "SELECT m.id, m.app_id, m.mime_type, m.filename, m.size_bytes, m.sha256, m.blob_key, \
+        const SQL: &str = concat!(
+            "SELECT m.id, m.app_id, m.mime_type, m.filename, m.size_bytes, m.sha256, m.blob_key, \
                            k.kek_id, k.wrapped_dek, m.format_version, m.segment_size, m.salt, m.nonce_prefix, \
                            m.created_at, m.expires_at \
                            FROM media m JOIN media_keys k ON k.media_id = m.id \
-                           WHERE m.id = $1 AND m.app_id = $2 AND m.state = 'ready' AND m.expires_at > $3";
+                           WHERE m.id = $1 AND m.app_id = $2 AND m.state = ",
+            state_sql!(Ready),
+            " AND m.expires_at > $3"
+        );
         Ok(
             on_pool!(self, pool => sqlx::query_as(SQL).bind(id).bind(app_id).bind(now).fetch_optional(pool).await)?,
         )
@@ -447,13 +468,15 @@ impl Metadata {
         id: &str,
         now: Millis,
     ) -> Result<Option<String>, StoreError> {
-        const SQL: &str = "UPDATE media SET state = 'deleting', deleted_at = $3, due_at = $3 \
-                           WHERE id = $1 AND app_id = $2 AND state = 'ready' AND expires_at > $3 \
-                           AND id IN (SELECT media_id FROM media_keys) RETURNING blob_key";
+        const SQL: &str = shred_media!(concat!(
+            "WHERE id = $3 AND app_id = $4 AND state = ",
+            state_sql!(Ready),
+            " AND expires_at > $1 AND id IN (SELECT media_id FROM media_keys) RETURNING blob_key"
+        ));
         Ok(on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let blob_key: Option<String> =
-                sqlx::query_scalar(SQL).bind(id).bind(app_id).bind(now).fetch_optional(&mut *tx).await?;
+                sqlx::query_scalar(SQL).bind(now).bind(now).bind(id).bind(app_id).fetch_optional(&mut *tx).await?;
             if blob_key.is_some() {
                 sqlx::query(DROP_KEY).bind(id).execute(&mut *tx).await?;
             }
@@ -463,7 +486,10 @@ impl Metadata {
 
     /// Removes the row of shredded media once its blob is gone.
     pub(crate) async fn delete_shredded(&self, id: &str) -> Result<(), StoreError> {
-        const SQL: &str = "DELETE FROM media WHERE id = $1 AND state = 'deleting'";
+        const SQL: &str = concat!(
+            "DELETE FROM media WHERE id = $1 AND state = ",
+            state_sql!(Deleting)
+        );
         on_pool!(self, pool => sqlx::query(SQL).bind(id).execute(pool).await.map(|r| r.rows_affected()))?;
         Ok(())
     }
@@ -521,7 +547,10 @@ impl Metadata {
 
     /// Makes shredded rows due at `now` again (their blob delete failed).
     pub(crate) async fn set_due(&self, ids: &[String], now: Millis) -> Result<(), StoreError> {
-        const SQL: &str = "UPDATE media SET due_at = $2 WHERE id = $1 AND state = 'deleting'";
+        const SQL: &str = concat!(
+            "UPDATE media SET due_at = $2 WHERE id = $1 AND state = ",
+            state_sql!(Deleting)
+        );
         if ids.is_empty() {
             return Ok(());
         }
