@@ -96,7 +96,7 @@ pub(super) async fn claim_due(
     limit: u32,
     lease_until: i64,
     stale_before: i64,
-) -> Result<Vec<crate::reap::Claimed>, StoreError> {
+) -> Result<Vec<super::reaping::Claimed>, StoreError> {
     Ok(sqlx::query_as(CLAIM_SQL)
         .bind(now)
         .bind(lease_until)

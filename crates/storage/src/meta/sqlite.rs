@@ -103,9 +103,9 @@ pub(super) async fn claim_due(
     limit: u32,
     lease_until: i64,
     stale_before: i64,
-) -> Result<Vec<crate::reap::Claimed>, StoreError> {
+) -> Result<Vec<super::reaping::Claimed>, StoreError> {
     let mut tx = pool.begin().await?;
-    let due: Vec<crate::reap::Claimed> = sqlx::query_as(DUE_SQL)
+    let due: Vec<super::reaping::Claimed> = sqlx::query_as(DUE_SQL)
         .bind(now)
         .bind(i64::from(limit))
         .bind(stale_before)
@@ -118,7 +118,7 @@ pub(super) async fn claim_due(
             .bind(&row.id)
             .execute(&mut *tx)
             .await?;
-        sqlx::query(super::DROP_KEY)
+        sqlx::query(super::state::DROP_KEY)
             .bind(&row.id)
             .execute(&mut *tx)
             .await?;

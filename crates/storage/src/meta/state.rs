@@ -46,6 +46,10 @@ macro_rules! shred_media {
     };
 }
 
+/// Deletes one medium's wrapped key: the crypto-shred proper, run in the
+/// transaction of its `shred_media!`.
+pub(super) const DROP_KEY: &str = "DELETE FROM media_keys WHERE media_id = $1";
+
 #[cfg(test)]
 mod tests {
     use super::MediaState;
