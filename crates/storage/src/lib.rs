@@ -29,10 +29,11 @@ pub use blobs::{BlobConfig, PART_SIZE};
 pub use download::{PlaintextStream, StoredMedia};
 pub use error::{AdminError, AuthError, ReadError, StoreError, UploadError};
 pub use keys::{Dek, KeyError, Keyring};
+pub use meta::ReaperLock;
 pub use model::{
     App, AppStats, AppUpdate, IssuedToken, KeyUse, MediaInfo, Millis, NewApp, RewrapCounts, SchemaVersions,
     TokenInfo, now_millis, to_datetime,
 };
-pub use reap::{CLAIM_LEASE, ReapCounts, ReaperLock};
+pub use reap::{CLAIM_LEASE, ReapCounts};
 pub use upload::Upload;
 pub use vault::{Defaults, Readiness, Vault, VaultConfig};

@@ -8,21 +8,12 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use crate::error::StoreError;
+use crate::meta::{MediaState, ReaperLock};
 use crate::model::{Millis, duration_millis};
 use crate::vault::Vault;
 
 /// A claimed row keeps others away this long while its blob is deleted.
 pub const CLAIM_LEASE: Duration = Duration::from_secs(300);
-
-/// A row the reaper has claimed (and shredded).
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub(crate) struct Claimed {
-    pub id: String,
-    pub blob_key: String,
-    /// The state before the claim: `ready` (expired), `deleting` (deleted
-    /// on request), `uploading` (abandoned).
-    pub state: String,
-}
 
 /// What one batch did, by reason.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -36,20 +27,11 @@ pub struct ReapCounts {
     pub claimed: u64,
 }
 
-/// Held while a pass runs; on Postgres it is a transaction-level advisory
-/// lock, released when the guard drops (commit or connection loss alike).
-pub struct ReaperLock {
-    _held: Option<sqlx::Transaction<'static, sqlx::Postgres>>,
-}
-
 impl Vault {
     /// Takes the cluster-wide reaper lock, or `None` if another replica's
     /// pass holds it. SQLite is one process: its lock is always free.
     pub async fn try_reaper_lock(&self) -> Result<Option<ReaperLock>, StoreError> {
-        match self.inner.meta.try_reaper_lock().await? {
-            Some(held) => Ok(Some(ReaperLock { _held: held })),
-            None => Ok(None),
-        }
+        self.inner.meta.try_reaper_lock().await
     }
 
     /// Reaps up to `limit` due rows: claim and shred them in one statement,
@@ -83,10 +65,10 @@ impl Vault {
                 continue;
             }
             done.push(row.id.clone());
-            match row.state.as_str() {
-                "ready" => counts.expired += 1,
-                "uploading" => counts.abandoned += 1,
-                _ => counts.deleted += 1,
+            match row.state {
+                MediaState::Ready => counts.expired += 1,
+                MediaState::Uploading => counts.abandoned += 1,
+                MediaState::Deleting => counts.deleted += 1,
             }
         }
         counts.blob_failures = retry.len() as u64;

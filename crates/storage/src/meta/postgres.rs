@@ -74,20 +74,21 @@ pub(super) async fn try_reaper_lock(
 /// uploads started before `$4`, the cut-off of the current
 /// `reaper.stale_upload_after`, by start (a range scan of the partial index
 /// `media_uploading_created_at`), so a lowered setting applies to uploads
-/// already running. Parameters: now, limit, lease end, stale cut-off.
-pub(crate) const CLAIM_SQL: &str = "WITH settled AS ( \
-                           SELECT id, state FROM media WHERE state <> 'uploading' AND due_at <= $1 \
-                           ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED), \
-                       stale AS ( \
-                           SELECT id, state FROM media WHERE state = 'uploading' AND created_at <= $4 \
-                           ORDER BY created_at LIMIT $2 - (SELECT COUNT(*) FROM settled) \
-                           FOR UPDATE SKIP LOCKED), \
-                       due AS (SELECT id, state FROM settled UNION ALL SELECT id, state FROM stale), \
-                       shredded AS (DELETE FROM media_keys k USING due WHERE k.media_id = due.id) \
-                       UPDATE media m SET state = 'deleting', \
-                           deleted_at = COALESCE(m.deleted_at, $1), due_at = $3 \
-                       FROM due WHERE m.id = due.id \
-                       RETURNING m.id, m.blob_key, due.state";
+/// already running. Parameters: now, lease end, limit, stale cut-off.
+pub(crate) const CLAIM_SQL: &str = concat!(
+    "WITH settled AS ( \
+         SELECT id, state FROM media WHERE state <> ",
+    state_sql!(Uploading),
+    " AND due_at <= $1 ORDER BY due_at LIMIT $3 FOR UPDATE SKIP LOCKED), \
+     stale AS ( \
+         SELECT id, state FROM media WHERE state = ",
+    state_sql!(Uploading),
+    " AND created_at <= $4 ORDER BY created_at LIMIT $3 - (SELECT COUNT(*) FROM settled) \
+         FOR UPDATE SKIP LOCKED), \
+     due AS (SELECT id, state FROM settled UNION ALL SELECT id, state FROM stale), \
+     shredded AS (DELETE FROM media_keys k USING due WHERE k.media_id = due.id) ",
+    shred_media!("FROM due WHERE media.id = due.id RETURNING media.id, media.blob_key, due.state")
+);
 
 pub(super) async fn claim_due(
     pool: &PgPool,
@@ -95,11 +96,11 @@ pub(super) async fn claim_due(
     limit: u32,
     lease_until: i64,
     stale_before: i64,
-) -> Result<Vec<crate::reap::Claimed>, StoreError> {
+) -> Result<Vec<super::reaping::Claimed>, StoreError> {
     Ok(sqlx::query_as(CLAIM_SQL)
         .bind(now)
-        .bind(i64::from(limit))
         .bind(lease_until)
+        .bind(i64::from(limit))
         .bind(stale_before)
         .fetch_all(pool)
         .await?)
@@ -107,10 +108,11 @@ pub(super) async fn claim_due(
 
 /// One statement for the whole batch.
 pub(super) async fn delete_reaped(pool: &PgPool, ids: &[String]) -> Result<(), StoreError> {
-    sqlx::query("DELETE FROM media WHERE id = ANY($1) AND state = 'deleting'")
-        .bind(ids)
-        .execute(pool)
-        .await?;
+    const SQL: &str = concat!(
+        "DELETE FROM media WHERE id = ANY($1) AND state = ",
+        state_sql!(Deleting)
+    );
+    sqlx::query(SQL).bind(ids).execute(pool).await?;
     Ok(())
 }
 
@@ -179,8 +181,8 @@ mod tests {
         let plan: Result<Vec<String>, _> =
             sqlx::query_scalar(sqlx::AssertSqlSafe(format!("EXPLAIN {CLAIM_SQL}")))
                 .bind(1_i64)
-                .bind(500_i64)
                 .bind(2_i64)
+                .bind(500_i64)
                 .bind(0_i64)
                 .fetch_all(&mut *db)
                 .await;

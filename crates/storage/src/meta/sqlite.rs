@@ -84,12 +84,16 @@ pub(super) async fn migrations_tracked(pool: &SqlitePool) -> Result<bool, StoreE
 /// The rows the claim takes, as in Postgres's claim: rows done with
 /// uploading by `due_at`, then uploads started before `$3` (the current
 /// `reaper.stale_upload_after`'s cut-off) by start.
-const DUE_SQL: &str = "SELECT id, blob_key, state FROM (SELECT id, blob_key, state FROM media \
-                       WHERE state <> 'uploading' AND due_at <= $1 ORDER BY due_at LIMIT $2) \
-                       UNION ALL \
-                       SELECT id, blob_key, state FROM (SELECT id, blob_key, state FROM media \
-                       WHERE state = 'uploading' AND created_at <= $3 ORDER BY created_at LIMIT $2) \
-                       LIMIT $2";
+const DUE_SQL: &str = concat!(
+    "SELECT id, blob_key, state FROM (SELECT id, blob_key, state FROM media WHERE state <> ",
+    state_sql!(Uploading),
+    " AND due_at <= $1 ORDER BY due_at LIMIT $2) \
+     UNION ALL \
+     SELECT id, blob_key, state FROM (SELECT id, blob_key, state FROM media WHERE state = ",
+    state_sql!(Uploading),
+    " AND created_at <= $3 ORDER BY created_at LIMIT $2) \
+     LIMIT $2"
+);
 
 /// SQLite serves one process, whose passes never overlap: select the due
 /// rows, then claim and shred them (delete their keys), in one transaction.
@@ -99,25 +103,22 @@ pub(super) async fn claim_due(
     limit: u32,
     lease_until: i64,
     stale_before: i64,
-) -> Result<Vec<crate::reap::Claimed>, StoreError> {
+) -> Result<Vec<super::reaping::Claimed>, StoreError> {
     let mut tx = pool.begin().await?;
-    let due: Vec<crate::reap::Claimed> = sqlx::query_as(DUE_SQL)
+    let due: Vec<super::reaping::Claimed> = sqlx::query_as(DUE_SQL)
         .bind(now)
         .bind(i64::from(limit))
         .bind(stale_before)
         .fetch_all(&mut *tx)
         .await?;
     for row in &due {
-        sqlx::query(
-            "UPDATE media SET state = 'deleting', deleted_at = COALESCE(deleted_at, $2), \
-             due_at = $3 WHERE id = $1",
-        )
-        .bind(&row.id)
-        .bind(now)
-        .bind(lease_until)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("DELETE FROM media_keys WHERE media_id = $1")
+        sqlx::query(shred_media!("WHERE id = $3"))
+            .bind(now)
+            .bind(lease_until)
+            .bind(&row.id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(super::state::DROP_KEY)
             .bind(&row.id)
             .execute(&mut *tx)
             .await?;
@@ -130,10 +131,13 @@ pub(super) async fn claim_due(
 pub(super) async fn delete_reaped(pool: &SqlitePool, ids: &[String]) -> Result<(), StoreError> {
     let mut tx = pool.begin().await?;
     for id in ids {
-        sqlx::query("DELETE FROM media WHERE id = $1 AND state = 'deleting'")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(concat!(
+            "DELETE FROM media WHERE id = $1 AND state = ",
+            state_sql!(Deleting)
+        ))
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
     }
     tx.commit().await?;
     Ok(())

@@ -1,0 +1,117 @@
+//! Wrapped data keys and the key-encryption keys that wrap them: use,
+//! rotation, fingerprints, and rewriting the key table.
+
+use super::{Metadata, postgres};
+use crate::error::StoreError;
+use crate::model::Millis;
+
+/// A live data key wrapped by some key other than the active one.
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct WrappedRow {
+    pub id: String,
+    pub kek_id: String,
+    pub wrapped_dek: Vec<u8>,
+}
+
+/// A data key re-wrapped, to be written only if its row still holds `old_kek_id`.
+pub(crate) struct Rewrapped {
+    pub id: String,
+    pub old_kek_id: String,
+    pub new_kek_id: String,
+    pub wrapped_dek: Vec<u8>,
+}
+
+impl Metadata {
+    /// How many live data keys each key-encryption key wraps.
+    pub(crate) async fn key_use(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        const SQL: &str = "SELECT kek_id, COUNT(*) FROM media_keys GROUP BY kek_id ORDER BY kek_id";
+        Ok(on_pool!(self, pool => sqlx::query_as(SQL).fetch_all(pool).await)?)
+    }
+
+    /// Up to `limit` live data keys not wrapped by `active`, with ids after
+    /// `after` in id order, so that a caller can page past rows it skips.
+    pub(crate) async fn wrapped_by_others(
+        &self,
+        active: &str,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<WrappedRow>, StoreError> {
+        const SQL: &str = "SELECT media_id AS id, kek_id, wrapped_dek FROM media_keys \
+                           WHERE kek_id <> $1 AND media_id > $2 ORDER BY media_id LIMIT $3";
+        Ok(on_pool!(self, pool => sqlx::query_as(SQL)
+            .bind(active)
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await)?)
+    }
+
+    /// Writes re-wrapped data keys in one transaction. Each is written only
+    /// if its row still holds the old wrapping, so a delete or another
+    /// rotation that got there first is never undone. Returns how many were
+    /// written.
+    pub(crate) async fn replace_wrapped(&self, rows: &[Rewrapped]) -> Result<u64, StoreError> {
+        const SQL: &str =
+            "UPDATE media_keys SET kek_id = $3, wrapped_dek = $4 WHERE media_id = $1 AND kek_id = $2";
+        Ok(on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let mut written = 0;
+            for row in rows {
+                written += sqlx::query(SQL)
+                    .bind(&row.id)
+                    .bind(&row.old_kek_id)
+                    .bind(&row.new_kek_id)
+                    .bind(&row.wrapped_dek)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+            }
+            tx.commit().await.map(|()| written)
+        })?)
+    }
+
+    /// One live wrapped data key of `kek_id`, if any, as (media id, bytes).
+    pub(crate) async fn one_wrapped(&self, kek_id: &str) -> Result<Option<(String, Vec<u8>)>, StoreError> {
+        const SQL: &str = "SELECT media_id, wrapped_dek FROM media_keys WHERE kek_id = $1 LIMIT 1";
+        Ok(on_pool!(self, pool => sqlx::query_as(SQL).bind(kek_id).fetch_optional(pool).await)?)
+    }
+
+    /// The recorded fingerprint of every key-encryption key used so far.
+    pub(crate) async fn key_fingerprints(&self) -> Result<Vec<(String, String)>, StoreError> {
+        const SQL: &str = "SELECT kek_id, fingerprint FROM key_fingerprints ORDER BY kek_id";
+        Ok(on_pool!(self, pool => sqlx::query_as(SQL).fetch_all(pool).await)?)
+    }
+
+    /// Records the fingerprint of `kek_id` unless one is recorded already
+    /// (another replica may have got there first: callers read back).
+    pub(crate) async fn record_fingerprint(
+        &self,
+        kek_id: &str,
+        fingerprint: &str,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        const SQL: &str = "INSERT INTO key_fingerprints (kek_id, fingerprint, recorded_at) VALUES ($1, $2, $3) \
+                           ON CONFLICT (kek_id) DO NOTHING";
+        on_pool!(self, pool => sqlx::query(SQL)
+            .bind(kek_id)
+            .bind(fingerprint)
+            .bind(now)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    /// Rewrites the key table so that no page of it keeps a shredded key
+    /// (Postgres); `false` if another replica's rewrite is running. Nothing
+    /// to do on SQLite, whose freed pages are up to how it is opened.
+    pub(crate) async fn rewrite_key_table(
+        &self,
+        lock_timeout: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        match self {
+            Metadata::Postgres { pool, .. } => postgres::rewrite_key_table(pool, lock_timeout).await,
+            Metadata::Sqlite(_) => Ok(true),
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! What the reaper asks of the store: its lock, claiming due rows (and
+//! shredding them), and removing what it has reaped.
+
+use super::{MediaState, Metadata, postgres, sqlite};
+use crate::error::StoreError;
+use crate::model::Millis;
+
+/// A row the reaper has claimed (and shredded).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct Claimed {
+    pub id: String,
+    pub blob_key: String,
+    /// The state before the claim: ready (expired), deleting (deleted on
+    /// request), uploading (abandoned).
+    pub state: MediaState,
+}
+
+/// Held while a reaper pass runs, by one replica at a time; released when
+/// dropped. Opaque: what holds it depends on the store.
+pub struct ReaperLock {
+    _held: LockInner,
+}
+
+enum LockInner {
+    /// A transaction-level advisory lock: it ends with its transaction
+    /// (dropped, or its connection lost), so it cannot leak on a pooled
+    /// connection.
+    Postgres {
+        _held: sqlx::Transaction<'static, sqlx::Postgres>,
+    },
+    /// SQLite is one process, whose passes never overlap: always free.
+    Sqlite,
+}
+
+impl Metadata {
+    /// The reaper's lock, or `None` while another replica's pass holds it.
+    pub(crate) async fn try_reaper_lock(&self) -> Result<Option<ReaperLock>, StoreError> {
+        Ok(match self {
+            Metadata::Postgres { pool, .. } => postgres::try_reaper_lock(pool).await?.map(|tx| ReaperLock {
+                _held: LockInner::Postgres { _held: tx },
+            }),
+            Metadata::Sqlite(_) => Some(ReaperLock {
+                _held: LockInner::Sqlite,
+            }),
+        })
+    }
+
+    /// Claims up to `limit` rows due at `now` (uploads count as due once
+    /// started before `stale_before`), shreds them and leases them until
+    /// `lease_until`; returns them with the state they had.
+    pub(crate) async fn claim_due(
+        &self,
+        now: Millis,
+        limit: u32,
+        lease_until: Millis,
+        stale_before: Millis,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        match self {
+            Metadata::Postgres { pool, .. } => {
+                postgres::claim_due(pool, now, limit, lease_until, stale_before).await
+            }
+            Metadata::Sqlite(pool) => sqlite::claim_due(pool, now, limit, lease_until, stale_before).await,
+        }
+    }
+
+    /// Removes reaped rows (shredded, blobs gone).
+    pub(crate) async fn delete_reaped(&self, ids: &[String]) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        match self {
+            Metadata::Postgres { pool, .. } => postgres::delete_reaped(pool, ids).await,
+            Metadata::Sqlite(pool) => sqlite::delete_reaped(pool, ids).await,
+        }
+    }
+
+    /// Makes shredded rows due at `now` again (their blob delete failed).
+    pub(crate) async fn set_due(&self, ids: &[String], now: Millis) -> Result<(), StoreError> {
+        const SQL: &str = concat!(
+            "UPDATE media SET due_at = $2 WHERE id = $1 AND state = ",
+            state_sql!(Deleting)
+        );
+        if ids.is_empty() {
+            return Ok(());
+        }
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            for id in ids {
+                sqlx::query(SQL).bind(id).bind(now).execute(&mut *tx).await?;
+            }
+            tx.commit().await
+        })?;
+        Ok(())
+    }
+
+    /// Removes deleted apps whose media the reaper has all removed.
+    pub(crate) async fn delete_emptied_apps(&self) -> Result<u64, StoreError> {
+        const SQL: &str = "DELETE FROM apps WHERE deleted_at IS NOT NULL \
+                           AND NOT EXISTS (SELECT 1 FROM media WHERE media.app_id = apps.id)";
+        Ok(on_pool!(self, pool => sqlx::query(SQL).execute(pool).await.map(|r| r.rows_affected()))?)
+    }
+
+    /// Every blob key a row refers to, whatever its state.
+    pub(crate) async fn blob_keys(&self) -> Result<Vec<String>, StoreError> {
+        const SQL: &str = "SELECT blob_key FROM media ORDER BY blob_key";
+        Ok(on_pool!(self, pool => sqlx::query_scalar(SQL).fetch_all(pool).await)?)
+    }
+}

@@ -1,0 +1,76 @@
+//! Where a media row is in its life, and the one statement that ends it.
+//! The state names are written here and in the migrations' CHECK, nowhere
+//! else: SQL takes them from `state_sql!`, Rust from `MediaState`.
+
+/// The `state` column of a media row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+pub(crate) enum MediaState {
+    /// The intent row: blob bytes may still be arriving.
+    Uploading,
+    /// Complete and readable until it expires.
+    Ready,
+    /// Shredded: its key is gone; the reaper removes its blob, then the row.
+    Deleting,
+}
+
+/// A state as an SQL literal, for statements built at compile time (a
+/// literal, not a bind, so that the planner can match partial indexes such
+/// as `media_uploading_created_at`).
+macro_rules! state_sql {
+    (Uploading) => {
+        "'uploading'"
+    };
+    (Ready) => {
+        "'ready'"
+    };
+    (Deleting) => {
+        "'deleting'"
+    };
+}
+
+/// The crypto-shred of the media rows that `$rest` selects (a `WHERE`, or
+/// `FROM … WHERE`, and any `RETURNING`): marked `deleting`, due to the
+/// reaper at `$2`, deleted at `$1` (now) unless it was deleted before.
+/// Binds `$1` and `$2` come first; the caller's own start at `$3`. Run it
+/// in the transaction that deletes the rows' `media_keys`: that delete is
+/// what makes the data unreadable.
+macro_rules! shred_media {
+    ($rest:expr) => {
+        concat!(
+            "UPDATE media SET state = ",
+            state_sql!(Deleting),
+            ", deleted_at = COALESCE(deleted_at, $1), due_at = $2 ",
+            $rest
+        )
+    };
+}
+
+/// Deletes one medium's wrapped key: the crypto-shred proper, run in the
+/// transaction of its `shred_media!`.
+pub(super) const DROP_KEY: &str = "DELETE FROM media_keys WHERE media_id = $1";
+
+#[cfg(test)]
+mod tests {
+    use super::MediaState;
+
+    /// The literals SQL is built with are the names sqlx reads and writes.
+    #[tokio::test]
+    async fn sql_literals_are_the_names_sqlx_decodes() {
+        let pool = sqlx::SqlitePool::connect("sqlite::memory:").await.unwrap();
+        for (sql, state) in [
+            (concat!("SELECT ", state_sql!(Uploading)), MediaState::Uploading),
+            (concat!("SELECT ", state_sql!(Ready)), MediaState::Ready),
+            (concat!("SELECT ", state_sql!(Deleting)), MediaState::Deleting),
+        ] {
+            let read: MediaState = sqlx::query_scalar(sql).fetch_one(&pool).await.unwrap();
+            assert_eq!(read, state);
+            let bound: bool = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("{sql} = $1")))
+                .bind(state)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            assert!(bound, "{sql}");
+        }
+    }
+}
