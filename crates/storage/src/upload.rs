@@ -171,9 +171,7 @@ impl Upload {
         } else {
             // The reaper or an app deletion took the row: the blob is ours to remove.
             self.writer = writer;
-            Err(UploadError::Unavailable(StoreError::Config(
-                "upload was reaped as abandoned, or its app deleted, before it completed".into(),
-            )))
+            Err(UploadError::Reclaimed)
         }
     }
 
