@@ -3,13 +3,13 @@
 use std::path::Path;
 use std::time::Duration;
 
-use mediavault_storage::{BlobConfig, Defaults, Keyring, Vault, VaultConfig};
+use mediavault_storage::{BlobConfig, DatabaseUrl, Defaults, Keyring, Vault, VaultConfig};
 
 /// A vault over a fresh SQLite database in `dir` and in-memory blobs. It is
 /// not migrated: a test that needs the schema migrates it.
 pub async fn vault(dir: &Path) -> Vault {
     Vault::open(VaultConfig {
-        database_url: format!("sqlite://{}/db", dir.display()),
+        database_url: DatabaseUrl::Sqlite(format!("sqlite://{}/db", dir.display())),
         blobs: BlobConfig::local("memory://"),
         keys: Keyring::parse(&Keyring::generate_line("k")).unwrap(),
         defaults: Defaults::default(),
