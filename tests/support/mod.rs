@@ -12,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use mediavault_storage::{BlobConfig, Defaults, Keyring, Vault, VaultConfig};
+use secrecy::ExposeSecret;
 use sqlx::Connection;
 
 pub const MEDIAVAULT: &str = env!("CARGO_BIN_EXE_mediavault");
@@ -96,7 +97,7 @@ impl Stores {
 
     pub fn vault_config(&self) -> VaultConfig {
         VaultConfig {
-            database_url: self.database_url.clone(),
+            database_url: self.database_url.parse().unwrap(),
             blobs: self.blobs.clone(),
             keys: Keyring::parse(&self.keys).unwrap(),
             defaults: Defaults::default(),
@@ -119,11 +120,16 @@ impl Stores {
             ("MEDIAVAULT__CRYPTO__KEYS".into(), self.keys.clone()),
             ("MEDIAVAULT__BLOBS__TIMEOUT".into(), "10s".into()),
         ];
+        let secret_access_key = self
+            .blobs
+            .secret_access_key
+            .as_ref()
+            .map(|s| s.expose_secret().to_owned());
         let optional = [
             ("ENDPOINT", &self.blobs.endpoint),
             ("REGION", &self.blobs.region),
             ("ACCESS_KEY_ID", &self.blobs.access_key_id),
-            ("SECRET_ACCESS_KEY", &self.blobs.secret_access_key),
+            ("SECRET_ACCESS_KEY", &secret_access_key),
         ];
         for (key, value) in optional {
             if let Some(value) = value {
@@ -212,11 +218,16 @@ pub fn s3_blob_config() -> BlobConfig {
         endpoint: Some(required_env("MEDIAVAULT_TEST_S3_ENDPOINT")),
         region: Some("garage".into()),
         access_key_id: Some(required_env("MEDIAVAULT_TEST_S3_ACCESS_KEY_ID")),
-        secret_access_key: Some(required_env("MEDIAVAULT_TEST_S3_SECRET_ACCESS_KEY")),
+        secret_access_key: Some(required_env("MEDIAVAULT_TEST_S3_SECRET_ACCESS_KEY").into()),
         allow_http: true,
         unsigned_payload: None,
         timeout: Duration::from_secs(10),
     }
+}
+
+/// The blob store's secret key, for the test's own S3 client.
+fn secret_access_key(blobs: &BlobConfig) -> &str {
+    blobs.secret_access_key.as_ref().map_or("", |s| s.expose_secret())
 }
 
 async fn clear_s3_prefix(blobs: &BlobConfig) {
@@ -229,7 +240,7 @@ async fn clear_s3_prefix(blobs: &BlobConfig) {
         .with_endpoint(blobs.endpoint.clone().unwrap_or_default())
         .with_region("garage")
         .with_access_key_id(blobs.access_key_id.clone().unwrap_or_default())
-        .with_secret_access_key(blobs.secret_access_key.clone().unwrap_or_default())
+        .with_secret_access_key(secret_access_key(blobs))
         .with_allow_http(true)
         .build()
         .expect("s3 client");
@@ -666,7 +677,7 @@ impl Stores {
                     .with_endpoint(self.blobs.endpoint.clone().unwrap_or_default())
                     .with_region("garage")
                     .with_access_key_id(self.blobs.access_key_id.clone().unwrap_or_default())
-                    .with_secret_access_key(self.blobs.secret_access_key.clone().unwrap_or_default())
+                    .with_secret_access_key(secret_access_key(&self.blobs))
                     .with_allow_http(true)
                     .build()
                     .expect("s3 client");

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::ApiState;
-use crate::error::ApiError;
+use crate::error::{ApiError, Task};
 use crate::limits::ClientAddr;
 use crate::path::could_be_app_id;
 
@@ -33,14 +33,16 @@ fn presented_token(headers: &HeaderMap) -> Option<&str> {
 /// The app `app_id` if the request carries one of its live tokens; 401
 /// otherwise, and 429 once `client` has failed too often for this app. An
 /// `app_id` that cannot name an app is 401 at once, and counts nothing.
+/// If the token store fails, the 500 is that of `task`.
 pub async fn authenticate(
     state: &ApiState,
     app_id: &str,
     headers: &HeaderMap,
     ClientAddr(client): ClientAddr,
+    task: Task,
 ) -> Result<App, ApiError> {
     if !could_be_app_id(app_id) {
-        return Err(AuthError::Failed.into());
+        return Err(ApiError::from_auth(AuthError::Failed, task));
     }
     state.limits.check_not_locked_out(client, app_id)?;
     let outcome = match presented_token(headers) {
@@ -50,7 +52,7 @@ pub async fn authenticate(
     if let Err(AuthError::Failed) = outcome {
         state.limits.record_auth_failure(client, app_id);
     }
-    Ok(outcome?)
+    outcome.map_err(|error| ApiError::from_auth(error, task))
 }
 
 /// The admin API's caller, checked against `admin.token`: without one
@@ -99,7 +101,7 @@ impl FromRequestParts<ApiState> for Admin {
             Some(token) if expected.matches(token) => Ok(Admin),
             _ => {
                 state.limits.record_auth_failure(client, ADMIN_SCOPE);
-                Err(AuthError::Failed.into())
+                Err(ApiError::from_auth(AuthError::Failed, Task::Admin))
             }
         }
     }

@@ -16,7 +16,7 @@ use utoipa::IntoParams;
 
 use crate::ApiState;
 use crate::auth::authenticate;
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, ErrorBody, Task};
 use crate::limits::ClientAddr;
 use crate::path::ApiPath;
 use crate::range::{self, RangeRequest};
@@ -95,7 +95,7 @@ pub async fn download(
         (status = 429, description = "Too many failed authentications from this address (see Retry-After)"),
         (status = 404, description = "Media not found (unknown, expired, deleted, or another app's)"),
         (status = 416, description = "Requested range not satisfiable"),
-        (status = 500, description = "The metadata store is unavailable"),
+        (status = 500, description = "Unable to fetch requested Media"),
     ),
     security(("token" = []), ("bearer" = []))
 )]
@@ -122,7 +122,7 @@ async fn respond(
     client: ClientAddr,
     payload: Payload,
 ) -> Result<Response, ApiError> {
-    let app = authenticate(&state, &app_id, &headers, client).await?;
+    let app = authenticate(&state, &app_id, &headers, client, Task::Fetch).await?;
     let media = state.vault.find(&app.id, plausible(&media_id)?).await?;
     let info = &media.info;
     let size = info.size_bytes;
@@ -321,6 +321,7 @@ pub(crate) fn rfc3339(ms: i64) -> String {
         (status = 401, description = "Authentication Failed", body = ErrorBody),
         (status = 429, description = "Too many failed authentications from this address (see Retry-After)", body = ErrorBody),
         (status = 404, description = "Media not found", body = ErrorBody),
+        (status = 500, description = "Unable to fetch requested Media", body = ErrorBody),
     ),
     security(("token" = []), ("bearer" = []))
 )]
@@ -330,7 +331,7 @@ pub async fn info(
     headers: HeaderMap,
     client: ClientAddr,
 ) -> Result<Json<InfoReply>, ApiError> {
-    let app = authenticate(&state, &app_id, &headers, client).await?;
+    let app = authenticate(&state, &app_id, &headers, client, Task::Fetch).await?;
     let info = state.vault.find(&app.id, plausible(&media_id)?).await?.info;
     Ok(Json(Success::new(InfoBody {
         id: info.id,
@@ -362,6 +363,7 @@ pub struct DeleteBody {
         (status = 401, description = "Authentication Failed", body = ErrorBody),
         (status = 429, description = "Too many failed authentications from this address (see Retry-After)", body = ErrorBody),
         (status = 404, description = "Media not found", body = ErrorBody),
+        (status = 500, description = "Unable to delete requested Media", body = ErrorBody),
     ),
     security(("token" = []), ("bearer" = []))
 )]
@@ -371,8 +373,12 @@ pub async fn delete(
     headers: HeaderMap,
     client: ClientAddr,
 ) -> Result<Json<DeleteReply>, ApiError> {
-    let app = authenticate(&state, &app_id, &headers, client).await?;
-    state.vault.delete(&app.id, plausible(&media_id)?).await?;
+    let app = authenticate(&state, &app_id, &headers, client, Task::Delete).await?;
+    state
+        .vault
+        .delete(&app.id, plausible(&media_id)?)
+        .await
+        .map_err(|error| ApiError::from_read(error, Task::Delete))?;
     tracing::info!(%media_id, app_id = %app.id, "media deleted");
     Ok(Json(Success::new(DeleteBody {
         message: "Media deleted successfully",

@@ -13,7 +13,32 @@ pub const TOO_LARGE: &str = "File size exceeds the maximum limit!";
 pub const UPLOAD_FAILED: &str = "Unable to upload requested Media";
 pub const MEDIA_NOT_FOUND: &str = "Media not found";
 pub const READ_FAILED: &str = "Unable to fetch requested Media";
+pub const DELETE_FAILED: &str = "Unable to delete requested Media";
 pub const REQUEST_FAILED: &str = "Unable to complete the request; try again later";
+
+/// What a route was asked to do. When a store fails, at whichever step
+/// (authentication included), the 500 names this task, not another route's.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Task {
+    Upload,
+    /// A download, its headers (HEAD), or the file's metadata.
+    Fetch,
+    Delete,
+    /// The admin API.
+    Admin,
+}
+
+impl Task {
+    /// The 500 message of this task.
+    pub fn failed(self) -> &'static str {
+        match self {
+            Task::Upload => UPLOAD_FAILED,
+            Task::Fetch => READ_FAILED,
+            Task::Delete => DELETE_FAILED,
+            Task::Admin => REQUEST_FAILED,
+        }
+    }
+}
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -45,6 +70,26 @@ impl ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, message)
     }
 
+    /// The answer to a refused or failed authentication for `task`.
+    pub fn from_auth(error: AuthError, task: Task) -> ApiError {
+        match error {
+            AuthError::Failed => ApiError::new(StatusCode::UNAUTHORIZED, AUTH_FAILED),
+            AuthError::Unavailable(e) => unavailable(&e, task.failed()),
+        }
+    }
+
+    /// The answer to a failed read of media for `task`.
+    pub fn from_read(error: ReadError, task: Task) -> ApiError {
+        match error {
+            ReadError::NotFound => ApiError::new(StatusCode::NOT_FOUND, MEDIA_NOT_FOUND),
+            ReadError::Integrity(why) => {
+                tracing::error!(%why, "stored media failed verification");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, task.failed())
+            }
+            ReadError::Unavailable(e) => unavailable(&e, task.failed()),
+        }
+    }
+
     pub fn with_retry_after(mut self, seconds: u32) -> ApiError {
         self.retry_after = Some(seconds);
         self
@@ -70,15 +115,6 @@ impl IntoResponse for ApiError {
 fn unavailable(error: &StoreError, message: &str) -> ApiError {
     tracing::error!(%error, "storage failure");
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message)
-}
-
-impl From<AuthError> for ApiError {
-    fn from(error: AuthError) -> ApiError {
-        match error {
-            AuthError::Failed => ApiError::new(StatusCode::UNAUTHORIZED, AUTH_FAILED),
-            AuthError::Unavailable(e) => unavailable(&e, UPLOAD_FAILED),
-        }
-    }
 }
 
 impl From<UploadError> for ApiError {
@@ -117,7 +153,11 @@ impl From<UploadError> for ApiError {
                     ),
                 );
             }
-            UploadError::Unavailable(e) => return unavailable(&e, UPLOAD_FAILED),
+            UploadError::Unavailable(e) => return unavailable(&e, Task::Upload.failed()),
+            UploadError::Reclaimed => {
+                tracing::warn!("{}", UploadError::Reclaimed);
+                return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, Task::Upload.failed());
+            }
             UploadError::Interrupted => {
                 return ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -132,14 +172,7 @@ impl From<UploadError> for ApiError {
 
 impl From<ReadError> for ApiError {
     fn from(error: ReadError) -> ApiError {
-        match error {
-            ReadError::NotFound => ApiError::new(StatusCode::NOT_FOUND, MEDIA_NOT_FOUND),
-            ReadError::Integrity(why) => {
-                tracing::error!(%why, "stored media failed verification");
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, READ_FAILED)
-            }
-            ReadError::Unavailable(e) => unavailable(&e, READ_FAILED),
-        }
+        ApiError::from_read(error, Task::Fetch)
     }
 }
 
@@ -149,7 +182,7 @@ impl From<AdminError> for ApiError {
             AdminError::AppNotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "App not found"),
             AdminError::TokenNotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "Token not found"),
             AdminError::Invalid(why) => ApiError::bad_request(why),
-            AdminError::Unavailable(e) => unavailable(&e, REQUEST_FAILED),
+            AdminError::Unavailable(e) => unavailable(&e, Task::Admin.failed()),
         }
     }
 }
@@ -166,4 +199,73 @@ pub async fn not_found() -> ApiError {
 
 pub async fn method_not_allowed() -> ApiError {
     ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed")
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::{Method, Request};
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::ApiState;
+    use crate::auth::AdminToken;
+
+    const APP: &str = "0b5e2c4e-6a53-4f4e-9d2b-6f0f7e1c2a10";
+    const MEDIA: &str =
+        "/partner/app/0b5e2c4e-6a53-4f4e-9d2b-6f0f7e1c2a10/media/0b5e2c4e-6a53-4f4e-9d2b-6f0f7e1c2a11";
+
+    /// A router over a database that was never migrated: every query fails,
+    /// token look-ups first.
+    async fn failing_router(dir: &std::path::Path) -> axum::Router {
+        let vault = crate::testing::vault(dir).await;
+        crate::router(ApiState {
+            admin_token: Some(AdminToken::new("admin")),
+            ..ApiState::new(vault)
+        })
+    }
+
+    /// When the token store fails, each route answers with its own task's
+    /// message: a failed download does not claim to be a failed upload.
+    #[tokio::test]
+    async fn a_failed_authentication_answers_for_its_route() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = failing_router(dir.path()).await;
+        let upload = format!("/partner/app/{APP}/media");
+        let info = format!("{MEDIA}/info");
+        let cases = [
+            (Method::POST, upload.as_str(), "token", UPLOAD_FAILED),
+            (Method::GET, MEDIA, "token", READ_FAILED),
+            (Method::HEAD, MEDIA, "token", READ_FAILED),
+            (Method::GET, info.as_str(), "token", READ_FAILED),
+            (Method::DELETE, MEDIA, "token", DELETE_FAILED),
+            (Method::GET, "/admin/apps", "Bearer admin", REQUEST_FAILED),
+        ];
+        for (method, uri, authorization, message) in cases {
+            let request = Request::builder()
+                .method(method.clone())
+                .uri(uri)
+                .header("authorization", authorization)
+                .body(Body::empty())
+                .unwrap();
+            let response = app.clone().oneshot(request).await.unwrap();
+            assert_eq!(
+                response.status(),
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "{method} {uri}"
+            );
+            if method == Method::HEAD {
+                continue;
+            }
+            let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(
+                body,
+                serde_json::json!({"message": message, "status": "error"}),
+                "{method} {uri}"
+            );
+        }
+    }
 }

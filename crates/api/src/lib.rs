@@ -13,6 +13,8 @@ mod probes;
 mod range;
 mod reply;
 mod slots;
+#[cfg(test)]
+mod testing;
 mod upload;
 
 use std::sync::{Arc, LazyLock};
@@ -172,25 +174,14 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use axum::body::Body;
     use axum::http::{Method, Request, StatusCode};
-    use mediavault_storage::{BlobConfig, Defaults, Keyring, VaultConfig};
     use tower::ServiceExt;
 
     use super::*;
 
     async fn state(dir: &std::path::Path) -> ApiState {
-        let vault = Vault::open(VaultConfig {
-            database_url: format!("sqlite://{}/db", dir.display()),
-            blobs: BlobConfig::local("memory://"),
-            keys: Keyring::parse(&Keyring::generate_line("k")).unwrap(),
-            defaults: Defaults::default(),
-            stale_upload_after: Duration::from_secs(3600),
-        })
-        .await
-        .unwrap();
+        let vault = crate::testing::vault(dir).await;
         vault.migrate().await.unwrap();
         ApiState {
             admin_token: Some(AdminToken::new("admin")),

@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use crate::ApiState;
 use crate::auth::authenticate;
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, ErrorBody, Task};
 use crate::limits::ClientAddr;
 use crate::path::ApiPath;
 use crate::reply::Success;
@@ -88,7 +88,7 @@ pub async fn upload(
     client: ClientAddr,
     request: Request,
 ) -> Result<Json<UploadReply>, ApiError> {
-    let app = authenticate(&state, &app_id, &headers, client).await?;
+    let app = authenticate(&state, &app_id, &headers, client, Task::Upload).await?;
     app.check_may_upload()?;
     state.limits.check_upload(&app)?;
     // A bounded number of uploads at once, and of them a bounded share per

@@ -24,7 +24,7 @@ pub async fn reap(count: usize) -> anyhow::Result<()> {
 async fn reap_on(count: usize, admin: &str, database: &str) -> anyhow::Result<()> {
     let server = admin.rsplit_once('/').map(|(server, _)| server).unwrap_or(admin);
     let vault = Vault::open(VaultConfig {
-        database_url: format!("{server}/{database}"),
+        database_url: format!("{server}/{database}").parse()?,
         blobs: BlobConfig {
             url: format!(
                 "s3://{}/bench-{}",
@@ -34,7 +34,7 @@ async fn reap_on(count: usize, admin: &str, database: &str) -> anyhow::Result<()
             endpoint: Some(env("MEDIAVAULT_TEST_S3_ENDPOINT")?),
             region: Some("garage".into()),
             access_key_id: Some(env("MEDIAVAULT_TEST_S3_ACCESS_KEY_ID")?),
-            secret_access_key: Some(env("MEDIAVAULT_TEST_S3_SECRET_ACCESS_KEY")?),
+            secret_access_key: Some(env("MEDIAVAULT_TEST_S3_SECRET_ACCESS_KEY")?.into()),
             allow_http: true,
             unsigned_payload: None,
             timeout: Duration::from_secs(30),

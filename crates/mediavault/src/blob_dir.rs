@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use mediavault::config::Config;
-use mediavault_storage::BlobConfig;
+use mediavault_storage::{BlobConfig, DatabaseUrl};
 
 use crate::embedded;
 
@@ -21,9 +21,9 @@ pub fn check_apart(config: &Config, blobs: &BlobConfig) -> anyhow::Result<()> {
     let blob_dir = resolved(&blob_dir);
     let database_url = config.database_url()?;
     let mut guarded: Vec<(&str, PathBuf)> = Vec::new();
-    if embedded::is_sqlite(&database_url) {
-        guarded.extend(embedded::database_file(&database_url).map(|file| ("the database", file)));
-        guarded.extend(embedded::dev_files(&database_url));
+    if let DatabaseUrl::Sqlite(url) = &database_url {
+        guarded.extend(embedded::database_file(url).map(|file| ("the database", file)));
+        guarded.extend(embedded::dev_files(url));
     }
     let secret_files = [
         ("database.url_file", &config.database.url_file),

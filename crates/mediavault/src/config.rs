@@ -14,6 +14,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use ipnet::IpNet;
 use mediavault_api::{LimitSettings, MinUploadRate, UploadSlots};
 use mediavault_reaper::{ReaperSettings, Schedule};
+use mediavault_storage::DatabaseUrl;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
@@ -285,16 +286,19 @@ impl Config {
     /// neither, the embedded SQLite default. (The default lives here, not in
     /// default.toml, so that a `url_file` from a higher layer never collides
     /// with it.)
-    pub fn database_url(&self) -> anyhow::Result<String> {
+    pub fn database_url(&self) -> anyhow::Result<DatabaseUrl> {
         let configured = secret(
             "database.url",
             self.database.url.as_ref(),
             self.database.url_file.as_deref(),
         )?;
-        Ok(configured.unwrap_or_else(|| EMBEDDED_DATABASE_URL.to_owned()))
+        Ok(match configured {
+            Some(url) => url.expose_secret().parse()?,
+            None => DatabaseUrl::Sqlite(EMBEDDED_DATABASE_URL.to_owned()),
+        })
     }
 
-    pub fn blobs_secret_access_key(&self) -> anyhow::Result<Option<String>> {
+    pub fn blobs_secret_access_key(&self) -> anyhow::Result<Option<SecretString>> {
         secret(
             "blobs.secret_access_key",
             self.blobs.secret_access_key.as_ref(),
@@ -304,14 +308,14 @@ impl Config {
 
     /// The admin API's token, if one is configured; a short one is refused,
     /// since it is all that guards every app.
-    pub fn admin_token(&self) -> anyhow::Result<Option<String>> {
+    pub fn admin_token(&self) -> anyhow::Result<Option<SecretString>> {
         let token = secret(
             "admin.token",
             self.admin.token.as_ref(),
             self.admin.token_file.as_deref(),
         )?;
         if let Some(token) = &token
-            && token.len() < 32
+            && token.expose_secret().len() < 32
         {
             bail!("admin.token must be at least 32 characters (try `openssl rand -base64 32`)");
         }
@@ -319,7 +323,7 @@ impl Config {
     }
 
     /// The configured key list, if any.
-    pub fn crypto_keys(&self) -> anyhow::Result<Option<String>> {
+    pub fn crypto_keys(&self) -> anyhow::Result<Option<SecretString>> {
         secret(
             "crypto.keys",
             self.crypto.keys.as_ref(),
@@ -329,14 +333,20 @@ impl Config {
 }
 
 /// A secret given inline or as a file, never both.
-fn secret(key: &str, inline: Option<&SecretString>, file: Option<&Path>) -> anyhow::Result<Option<String>> {
+fn secret(
+    key: &str,
+    inline: Option<&SecretString>,
+    file: Option<&Path>,
+) -> anyhow::Result<Option<SecretString>> {
     match (inline, file) {
         (Some(_), Some(_)) => bail!("{key} and {key}_file are both set; give one"),
-        (Some(value), None) => Ok(Some(value.expose_secret().to_owned())),
+        (Some(value), None) => Ok(Some(value.clone())),
         (None, Some(path)) => {
-            let value = std::fs::read_to_string(path)
-                .with_context(|| format!("{key}_file: cannot read {}", path.display()))?;
-            Ok(Some(value.trim().to_owned()))
+            let value = SecretString::from(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("{key}_file: cannot read {}", path.display()))?,
+            );
+            Ok(Some(value.expose_secret().trim().into()))
         }
         (None, None) => Ok(None),
     }
@@ -355,7 +365,9 @@ mod tests {
             let config = Config::load(None, &Overrides::default()).unwrap();
             assert_eq!(config.server.listen.to_string(), "127.0.0.1:8080");
             assert_eq!(config.media.retention, Duration::from_secs(30 * 86400));
-            assert_eq!(config.database_url().unwrap(), "sqlite://data/mediavault.db");
+            assert!(
+                matches!(config.database_url().unwrap(), DatabaseUrl::Sqlite(url) if url == "sqlite://data/mediavault.db")
+            );
             assert_eq!(config.log.format, LogFormat::Text);
 
             jail.create_file("file.toml", "[media]\nretention = \"2d\"\nmax_file_bytes = 10\n")?;
@@ -401,7 +413,7 @@ mod tests {
             jail.create_file("keys", "k1:AAAA\n")?;
             jail.set_env("MEDIAVAULT__CRYPTO__KEYS_FILE", "keys");
             let config = Config::load(None, &Overrides::default()).unwrap();
-            assert_eq!(config.crypto_keys().unwrap().as_deref(), Some("k1:AAAA"));
+            assert_eq!(config.crypto_keys().unwrap().unwrap().expose_secret(), "k1:AAAA");
             jail.set_env("MEDIAVAULT__CRYPTO__KEYS", "k2:BBBB");
             let config = Config::load(None, &Overrides::default()).unwrap();
             assert!(
@@ -422,7 +434,17 @@ mod tests {
             jail.create_file("db-url", "postgres://u@h/db\n")?;
             jail.set_env("MEDIAVAULT__DATABASE__URL_FILE", "db-url");
             let config = Config::load(None, &Overrides::default()).unwrap();
-            assert_eq!(config.database_url().unwrap(), "postgres://u@h/db");
+            let url = config.database_url().unwrap();
+            assert!(matches!(&url, DatabaseUrl::Postgres(url) if url.expose_secret() == "postgres://u@h/db"));
+
+            jail.create_file("db-url", "mysql://u:hunter2@h/db\n")?;
+            let error = Config::load(None, &Overrides::default())
+                .unwrap()
+                .database_url()
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("database.url"), "{error}");
+            assert!(!error.contains("hunter2"), "{error}");
             Ok(())
         });
     }
@@ -441,7 +463,7 @@ mod tests {
                 (10, 10, 20)
             );
             assert!(limits.trusted_proxies.is_empty());
-            assert_eq!(config.admin_token().unwrap(), None);
+            assert!(config.admin_token().unwrap().is_none());
 
             jail.set_env("MEDIAVAULT__LIMITS__UPLOADS_PER_SECOND", "3");
             jail.set_env(
@@ -455,8 +477,8 @@ mod tests {
             assert_eq!(limits.uploads_per_second.get(), 3);
             assert_eq!(limits.trusted_proxies.len(), 2);
             assert_eq!(
-                config.admin_token().unwrap().as_deref(),
-                Some("0123456789abcdef0123456789abcdef")
+                config.admin_token().unwrap().unwrap().expose_secret(),
+                "0123456789abcdef0123456789abcdef"
             );
 
             jail.set_env("MEDIAVAULT__LIMITS__UPLOAD_BURST", "0");

@@ -14,10 +14,6 @@ const DEV_KEY_FILE: &str = "dev.key";
 const DEV_KEY_ID: &str = "dev";
 const DEV_TOKEN_FILE: &str = "dev-token";
 
-pub fn is_sqlite(database_url: &str) -> bool {
-    database_url.starts_with("sqlite:")
-}
-
 /// The SQLite database file, or `None` for an in-memory database.
 pub fn database_file(database_url: &str) -> Option<PathBuf> {
     let path = database_url
@@ -52,6 +48,8 @@ pub fn dev_files(database_url: &str) -> [(&'static str, PathBuf); 2] {
 pub struct NewDevKey {
     path: PathBuf,
     line: String,
+    /// The SQLite database's URL, named when the key cannot be saved.
+    database_url: String,
 }
 
 /// Reads the development key; makes one if there is none, to be saved with
@@ -67,6 +65,7 @@ pub fn dev_keyring(database_url: &str) -> anyhow::Result<(Keyring, Option<NewDev
                 Some(NewDevKey {
                     path: path.clone(),
                     line,
+                    database_url: database_url.to_owned(),
                 }),
             )
         }
@@ -81,14 +80,14 @@ impl NewDevKey {
     /// replace (media wrapped by it, or its recorded fingerprint): then the
     /// key file was lost, and a new key under the same id would read none of
     /// them, so the start stops instead.
-    pub async fn save(self, vault: &Vault, database_url: &str) -> anyhow::Result<()> {
+    pub async fn save(self, vault: &Vault) -> anyhow::Result<()> {
         if vault.key_needed(DEV_KEY_ID).await? {
             bail!(
                 "{} is missing, but the database {} holds media (or the record) of the development \
                  key {DEV_KEY_ID:?} it held; restore the file from a backup: a new key would read \
                  none of them, so none is made (to start afresh instead, move the database away)",
                 self.path.display(),
-                database_url
+                self.database_url
                     .trim_start_matches("sqlite:")
                     .trim_start_matches("//")
             );

@@ -19,7 +19,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use mediavault::config::{Config, Overrides};
-use mediavault_storage::{BlobConfig, Defaults, Keyring, Vault, VaultConfig};
+use mediavault_storage::{BlobConfig, DatabaseUrl, Defaults, Keyring, Vault, VaultConfig};
+use secrecy::ExposeSecret;
 use serde_json::json;
 
 use crate::cli::{Cli, Command, KeysCommand};
@@ -141,7 +142,7 @@ async fn open(file: Option<&Path>, purpose: Purpose) -> anyhow::Result<(Config, 
         Purpose::Reap | Purpose::Manage => schema::check(&vault, Accept::Exact).await?,
     }
     if let Some(key) = new_dev_key {
-        key.save(&vault, &config.database_url()?).await?;
+        key.save(&vault).await?;
     }
     if matches!(purpose, Purpose::Serve { .. }) {
         // Before fingerprints are recorded: a start refused for a missing
@@ -162,17 +163,17 @@ async fn open_vault(
 ) -> anyhow::Result<(Vault, Option<embedded::NewDevKey>)> {
     let database_url = config.database_url()?;
     let mut new_dev_key = None;
-    let keys = match config.crypto_keys()? {
-        Some(spec) => Keyring::parse(&spec)?,
-        None if embedded::is_sqlite(&database_url) => {
-            let (keys, new) = embedded::dev_keyring(&database_url)?;
+    let keys = match (config.crypto_keys()?, &database_url) {
+        (Some(spec), _) => Keyring::parse(spec.expose_secret())?,
+        (None, DatabaseUrl::Sqlite(url)) => {
+            let (keys, new) = embedded::dev_keyring(url)?;
             new_dev_key = new;
             keys
         }
-        None => anyhow::bail!(
+        (None, DatabaseUrl::Postgres(_)) => anyhow::bail!(
             "crypto.keys (or crypto.keys_file) is required with a {} database; \
              generate one with `mediavault keys generate`",
-            database_url.split("://").next().unwrap_or("non-SQLite")
+            database_url.dialect()
         ),
     };
     let vault = Vault::open(VaultConfig {

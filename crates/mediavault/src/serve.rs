@@ -7,8 +7,9 @@ use tokio::sync::Semaphore;
 use anyhow::Context;
 use mediavault::config::Config;
 use mediavault_api::{AdminToken, ApiState, Limits, UploadSlots, router};
-use mediavault_storage::Vault;
+use mediavault_storage::{DatabaseUrl, Vault};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 
 use crate::embedded;
@@ -18,12 +19,12 @@ pub async fn serve(config: &Config, vault: Vault) -> anyhow::Result<()> {
     // each of them: refuse to start instead, and say which key.
     vault.check_keys().await?;
     let limits = config.limit_settings()?;
-    let admin_token = config.admin_token()?.as_deref().map(AdminToken::new);
-    let database_url = config.database_url()?;
-    let dev = if embedded::is_sqlite(&database_url) && config.crypto_keys()?.is_none() {
-        Some(embedded::dev_app(&vault, &database_url).await?)
-    } else {
-        None
+    let admin_token = config
+        .admin_token()?
+        .map(|token| AdminToken::new(token.expose_secret()));
+    let dev = match (config.database_url()?, config.crypto_keys()?) {
+        (DatabaseUrl::Sqlite(url), None) => Some(embedded::dev_app(&vault, &url).await?),
+        _ => None,
     };
     let listener = TcpListener::bind(config.server.listen)
         .await

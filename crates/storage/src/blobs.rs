@@ -23,6 +23,7 @@ use object_store::{
     ClientOptions, GetOptions, GetRange, GetResultPayload, MultipartUpload, ObjectStore, ObjectStoreExt,
     PutPayload, PutPayloadMut, RetryConfig,
 };
+use secrecy::{ExposeSecret, SecretString};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
@@ -39,7 +40,7 @@ pub struct BlobConfig {
     pub endpoint: Option<String>,
     pub region: Option<String>,
     pub access_key_id: Option<String>,
-    pub secret_access_key: Option<String>,
+    pub secret_access_key: Option<SecretString>,
     pub allow_http: bool,
     /// Sign S3 requests with `UNSIGNED-PAYLOAD` instead of the body's
     /// SHA-256. `None` chooses by the endpoint: unsigned over HTTPS, where
@@ -194,7 +195,7 @@ impl Blobs {
                 builder = builder.with_access_key_id(id);
             }
             if let Some(secret) = &config.secret_access_key {
-                builder = builder.with_secret_access_key(secret);
+                builder = builder.with_secret_access_key(secret.expose_secret());
             }
             let s3 = Arc::new(builder.build().map_err(|e| bad(e.to_string()))?);
             let prefix = prefix.trim_matches('/');

@@ -16,6 +16,7 @@ pub enum StoreError {
     Blobs(#[from] object_store::Error),
     #[error("blob store call took longer than {0:?}")]
     Timeout(Duration),
+    /// The configuration is wrong or incomplete; the message names the key.
     #[error("configuration: {0}")]
     Config(String),
     #[error("keys: {0}")]
@@ -78,6 +79,10 @@ pub enum UploadError {
     /// The service is stopping and could not wait for this upload.
     #[error("interrupted by shutdown")]
     Interrupted,
+    /// The upload's row was taken before it completed: the reaper judged
+    /// the upload abandoned, or its app was deleted meanwhile.
+    #[error("upload was reaped as abandoned, or its app deleted, before it completed")]
+    Reclaimed,
     #[error(transparent)]
     Unavailable(#[from] StoreError),
 }

@@ -8,6 +8,7 @@
 
 mod apps;
 mod blobs;
+mod database_url;
 mod download;
 mod error;
 pub mod format;
@@ -26,6 +27,7 @@ mod upload;
 mod vault;
 
 pub use blobs::{BlobConfig, PART_SIZE};
+pub use database_url::{DatabaseUrl, UnsupportedDatabaseUrl};
 pub use download::{PlaintextStream, StoredMedia};
 pub use error::{AdminError, AuthError, ReadError, StoreError, UploadError};
 pub use keys::{Dek, KeyError, Keyring};

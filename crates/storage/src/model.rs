@@ -1,5 +1,6 @@
 //! The records the vault hands out: apps, tokens and media metadata.
 
+use std::fmt;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -67,14 +68,27 @@ pub struct AppStats {
     pub bytes_stored: u64,
 }
 
-/// A freshly issued token: the secret is shown once and never stored.
-#[derive(Debug, Clone)]
+/// A freshly issued token: the secret is shown once and never stored. It
+/// stays a plain string for the one caller that shows it; `Debug` leaves
+/// it out, so a logged or printed `IssuedToken` does not show it.
+#[derive(Clone)]
 pub struct IssuedToken {
     /// The token's public id, by which it is listed and revoked.
     pub id: String,
     pub app_id: String,
     pub token: String,
     pub label: Option<String>,
+}
+
+impl fmt::Debug for IssuedToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IssuedToken")
+            .field("id", &self.id)
+            .field("app_id", &self.app_id)
+            .field("token", &"[REDACTED]")
+            .field("label", &self.label)
+            .finish()
+    }
 }
 
 /// A token as it is listed: never the secret.
@@ -155,4 +169,22 @@ pub struct MediaInfo {
     pub sha256: String,
     pub created_at: Millis,
     pub expires_at: Millis,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_leaves_out_an_issued_tokens_secret() {
+        let issued = IssuedToken {
+            id: "tok_1".into(),
+            app_id: "app".into(),
+            token: "mv_s3cret-token-value".into(),
+            label: None,
+        };
+        let shown = format!("{issued:?}");
+        assert!(shown.contains("tok_1"), "{shown}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+    }
 }

@@ -171,9 +171,7 @@ impl Upload {
         } else {
             // The reaper or an app deletion took the row: the blob is ours to remove.
             self.writer = writer;
-            Err(UploadError::Unavailable(StoreError::Config(
-                "upload was reaped as abandoned, or its app deleted, before it completed".into(),
-            )))
+            Err(UploadError::Reclaimed)
         }
     }
 
@@ -247,7 +245,7 @@ mod tests {
     use std::time::Duration;
 
     use crate::model::{NewApp, now_millis};
-    use crate::{BlobConfig, Defaults, Keyring, Vault, VaultConfig};
+    use crate::{BlobConfig, DatabaseUrl, Defaults, Keyring, UploadError, Vault, VaultConfig};
 
     /// The reaper takes an upload as abandoned while its bytes still flow:
     /// completing it fails, and the blob it wrote goes too.
@@ -255,7 +253,7 @@ mod tests {
     async fn an_upload_reaped_while_it_runs_fails_and_leaves_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let vault = Vault::open(VaultConfig {
-            database_url: format!("sqlite://{}/media.db", dir.path().display()),
+            database_url: DatabaseUrl::Sqlite(format!("sqlite://{}/media.db", dir.path().display())),
             blobs: BlobConfig::local("memory://"),
             keys: Keyring::parse(&Keyring::generate_line("k1")).unwrap(),
             defaults: Defaults::default(),
@@ -278,7 +276,10 @@ mod tests {
         let counts = vault.reap_batch(now_millis(), 10).await.unwrap();
         assert_eq!(counts.abandoned, 1);
 
-        assert!(upload.finish("text/plain").await.is_err());
+        assert!(matches!(
+            upload.finish("text/plain").await,
+            Err(UploadError::Reclaimed)
+        ));
         assert!(vault.referenced_blob_keys().await.unwrap().is_empty());
         assert!(vault.stored_blob_keys().await.unwrap().is_empty());
     }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio_util::task::TaskTracker;
 
 use crate::blobs::{BlobConfig, Blobs};
+use crate::database_url::DatabaseUrl;
 use crate::error::StoreError;
 use crate::keys::Keyring;
 use crate::meta::Metadata;
@@ -32,8 +33,7 @@ impl Default for Defaults {
 /// Everything a vault needs to open.
 #[derive(Debug)]
 pub struct VaultConfig {
-    /// `sqlite://…` or `postgres://…`.
-    pub database_url: String,
+    pub database_url: DatabaseUrl,
     pub blobs: BlobConfig,
     pub keys: Keyring,
     pub defaults: Defaults,
@@ -83,7 +83,7 @@ impl Vault {
     /// service starts while it is down; the metadata store must answer.
     pub async fn open(config: VaultConfig) -> Result<Vault, StoreError> {
         let blobs = Blobs::open(&config.blobs)?;
-        let meta = Metadata::connect(&config.database_url).await?;
+        let meta = Metadata::connect(config.database_url.expose()).await?;
         Ok(Vault {
             inner: Arc::new(Inner {
                 cleanups: TaskTracker::new(),
@@ -156,5 +156,32 @@ impl Vault {
 
     pub(crate) fn abandon_after_millis(&self) -> i64 {
         duration_millis(self.inner.stale_upload_after)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A configuration may be logged whole: it shows neither the database
+    /// password nor the blob store's secret key nor the key material.
+    #[test]
+    fn debug_shows_no_secret() {
+        let line = Keyring::generate_line("k");
+        let material = line.split_once(':').unwrap().1.to_owned();
+        let config = VaultConfig {
+            database_url: "postgres://u:hunter2@db/media".parse().unwrap(),
+            blobs: BlobConfig {
+                secret_access_key: Some("s3-secret-key".into()),
+                ..BlobConfig::local("memory://")
+            },
+            keys: Keyring::parse(&line).unwrap(),
+            defaults: Defaults::default(),
+            stale_upload_after: Duration::from_secs(60),
+        };
+        let shown = format!("{config:?}");
+        for secret in ["hunter2", "s3-secret-key", material.as_str()] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
     }
 }
