@@ -199,9 +199,15 @@ impl Blobs {
             }
             let s3 = Arc::new(builder.build().map_err(|e| bad(e.to_string()))?);
             let prefix = prefix.trim_matches('/');
+            // Multipart uploads are listed by their full key in the bucket.
+            let media_keys = if prefix.is_empty() {
+                format!("{MEDIA_PREFIX}/")
+            } else {
+                format!("{prefix}/{MEDIA_PREFIX}/")
+            };
             multipart = Some(Arc::new(MultipartUploads::new(
                 s3.clone(),
-                prefix,
+                media_keys,
                 &client_options,
                 config.timeout,
             )?));

@@ -4,7 +4,7 @@
 
 use std::str::FromStr;
 
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 
 /// Where the metadata lives.
 #[derive(Debug, Clone)]
@@ -37,14 +37,6 @@ impl FromStr for DatabaseUrl {
 }
 
 impl DatabaseUrl {
-    /// The URL to connect with, password and all.
-    pub(crate) fn expose(&self) -> &str {
-        match self {
-            DatabaseUrl::Sqlite(url) => url,
-            DatabaseUrl::Postgres(url) => url.expose_secret(),
-        }
-    }
-
     /// The database's name, for messages.
     pub fn dialect(&self) -> &'static str {
         match self {
@@ -56,6 +48,8 @@ impl DatabaseUrl {
 
 #[cfg(test)]
 mod tests {
+    use secrecy::ExposeSecret;
+
     use super::*;
 
     #[test]
@@ -79,6 +73,9 @@ mod tests {
     fn debug_hides_the_password() {
         let url: DatabaseUrl = "postgres://u:hunter2@h/db".parse().unwrap();
         assert!(!format!("{url:?}").contains("hunter2"));
-        assert_eq!(url.expose(), "postgres://u:hunter2@h/db");
+        let DatabaseUrl::Postgres(secret) = &url else {
+            panic!("{url:?}");
+        };
+        assert_eq!(secret.expose_secret(), "postgres://u:hunter2@h/db", "kept whole");
     }
 }

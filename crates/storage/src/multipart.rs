@@ -21,9 +21,7 @@ use object_store::path::Path;
 use object_store::signer::{SignedUrlOptions, Signer};
 use serde::Deserialize;
 
-use crate::blobs::MEDIA_PREFIX;
 use crate::error::StoreError;
-use crate::vault::Vault;
 
 /// How long a presigned listing URL stays valid: it is used at once.
 const SIGNED_FOR: Duration = Duration::from_secs(300);
@@ -67,19 +65,14 @@ fn failure(why: impl Into<String>) -> StoreError {
 }
 
 impl MultipartUploads {
-    /// For the bucket `s3` reaches, under `store_prefix` (without slashes
-    /// at either end; empty for the whole bucket).
+    /// For the bucket `s3` reaches, the uploads whose keys start with
+    /// `key_prefix` (the store's prefix and the service's `media/`).
     pub(crate) fn new(
         s3: Arc<AmazonS3>,
-        store_prefix: &str,
+        key_prefix: String,
         options: &ClientOptions,
         timeout: Duration,
     ) -> Result<MultipartUploads, StoreError> {
-        let key_prefix = if store_prefix.is_empty() {
-            format!("{MEDIA_PREFIX}/")
-        } else {
-            format!("{store_prefix}/{MEDIA_PREFIX}/")
-        };
         Ok(MultipartUploads {
             s3,
             client: ReqwestConnector::default().connect(options)?,
@@ -91,7 +84,10 @@ impl MultipartUploads {
     /// Aborts the multipart uploads under the key prefix initiated before
     /// `cutoff`; returns how many it aborted. A failed listing fails the
     /// call; a failed abort is logged and left for the next sweep.
-    async fn abort_initiated_before(&self, cutoff: chrono::DateTime<chrono::Utc>) -> Result<u64, StoreError> {
+    pub(crate) async fn abort_initiated_before(
+        &self,
+        cutoff: chrono::DateTime<chrono::Utc>,
+    ) -> Result<u64, StoreError> {
         let mut aborted = 0;
         let mut marker = None;
         loop {
@@ -180,19 +176,5 @@ impl MultipartUploads {
                 false
             }
         }
-    }
-}
-
-impl Vault {
-    /// Aborts the incomplete S3 multipart uploads under the service's key
-    /// prefix that were started longer than `older_than` ago (younger ones
-    /// may belong to uploads still running). Other blob stores keep no
-    /// such uploads: 0.
-    pub async fn abort_stale_multipart_uploads(&self, older_than: Duration) -> Result<u64, StoreError> {
-        let Some(uploads) = self.inner.blobs.multipart() else {
-            return Ok(0);
-        };
-        let cutoff = chrono::Utc::now() - chrono::Duration::from_std(older_than).unwrap_or_default();
-        uploads.abort_initiated_before(cutoff).await
     }
 }

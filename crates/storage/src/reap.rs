@@ -106,3 +106,17 @@ impl Vault {
         Ok(count - failed.len() as u64 + staging)
     }
 }
+
+impl Vault {
+    /// Aborts the incomplete S3 multipart uploads under the service's key
+    /// prefix that were started longer than `older_than` ago (younger ones
+    /// may belong to uploads still running). Other blob stores keep no
+    /// such uploads: 0.
+    pub async fn abort_stale_multipart_uploads(&self, older_than: Duration) -> Result<u64, StoreError> {
+        let Some(uploads) = self.inner.blobs.multipart() else {
+            return Ok(0);
+        };
+        let cutoff = chrono::Utc::now() - chrono::Duration::from_std(older_than).unwrap_or_default();
+        uploads.abort_initiated_before(cutoff).await
+    }
+}

@@ -83,7 +83,7 @@ impl Vault {
     /// service starts while it is down; the metadata store must answer.
     pub async fn open(config: VaultConfig) -> Result<Vault, StoreError> {
         let blobs = Blobs::open(&config.blobs)?;
-        let meta = Metadata::connect(config.database_url.expose()).await?;
+        let meta = Metadata::connect(&config.database_url).await?;
         Ok(Vault {
             inner: Arc::new(Inner {
                 cleanups: TaskTracker::new(),

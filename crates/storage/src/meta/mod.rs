@@ -21,6 +21,9 @@ mod sqlite;
 
 use sqlx::{PgPool, SqlitePool};
 
+use secrecy::ExposeSecret;
+
+use crate::database_url::DatabaseUrl;
 use crate::error::StoreError;
 
 pub(crate) enum Metadata {
@@ -68,19 +71,17 @@ pub use reaping::ReaperLock;
 pub(crate) use state::MediaState;
 
 impl Metadata {
-    /// Opens the store named by `url` (`sqlite://…` or `postgres://…`).
-    pub(crate) async fn connect(url: &str) -> Result<Metadata, StoreError> {
-        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Ok(Metadata::Postgres {
-                pool: postgres::connect(url).await?,
-                relaxed: postgres::connect_relaxed(url).await?,
-            })
-        } else if url.starts_with("sqlite:") {
-            sqlite::connect(url).await.map(Metadata::Sqlite)
-        } else {
-            Err(StoreError::Config(
-                "database.url must start with sqlite:// or postgres://".into(),
-            ))
+    /// Opens the store `url` names.
+    pub(crate) async fn connect(url: &DatabaseUrl) -> Result<Metadata, StoreError> {
+        match url {
+            DatabaseUrl::Postgres(url) => {
+                let url = url.expose_secret();
+                Ok(Metadata::Postgres {
+                    pool: postgres::connect(url).await?,
+                    relaxed: postgres::connect_relaxed(url).await?,
+                })
+            }
+            DatabaseUrl::Sqlite(url) => sqlite::connect(url).await.map(Metadata::Sqlite),
         }
     }
 
