@@ -16,10 +16,10 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::ApiState;
 use crate::auth::Admin;
-use crate::download::rfc3339;
 use crate::error::{ApiError, ErrorBody};
 use crate::path::ApiPath;
 use crate::reply::Success;
+use crate::reply::rfc3339;
 
 /// An app as the admin API and the CLI show it.
 #[derive(Debug, Serialize, ToSchema)]

@@ -1,36 +1,24 @@
-//! Reading media by id: the file itself (whole, by range, or headers only),
-//! its metadata, and its deletion.
+//! Downloading media by id: the file itself, whole, by byte range, or
+//! (HEAD) its headers alone.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::{StreamExt, TryStreamExt};
 use mediavault_storage::{MediaInfo, ReadError, to_datetime};
-use serde::{Deserialize, Serialize};
 use utoipa::IntoParams;
 
 use crate::ApiState;
 use crate::auth::authenticate;
 use crate::error::{ApiError, ErrorBody, Task};
 use crate::limits::ClientAddr;
+use crate::media_path::{MediaPath, plausible};
 use crate::path::ApiPath;
 use crate::range::{self, RangeRequest};
-use crate::reply::Success;
-
-/// The path of one stored file, for every route that names one.
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Path)]
-pub struct MediaPath {
-    /// The app's id.
-    app_id: String,
-    /// The media id from the upload.
-    media_id: String,
-}
 
 /// The request headers a download (GET or HEAD) honours. Documentation
 /// only: the handlers read them from the header map.
@@ -219,18 +207,6 @@ async fn respond(
 /// segments), and covers most media a messaging API carries.
 const VERIFIED_BEFORE_STATUS: u64 = 512 * 1024;
 
-/// Longest media id looked up; ids the service makes are 36 characters.
-const MEDIA_ID_LIMIT: usize = 128;
-
-/// The id, if it could name stored media at all; anything else is 404
-/// without asking the store (PostgreSQL refuses a NUL in text, for one).
-fn plausible(media_id: &str) -> Result<&str, ApiError> {
-    if media_id.is_empty() || media_id.len() > MEDIA_ID_LIMIT || media_id.chars().any(char::is_control) {
-        return Err(ReadError::NotFound.into());
-    }
-    Ok(media_id)
-}
-
 fn header_value(value: &str) -> HeaderValue {
     HeaderValue::from_str(value).expect("ASCII header value")
 }
@@ -291,100 +267,6 @@ fn content_disposition(filename: &str) -> Option<HeaderValue> {
     .ok()
 }
 
-/// The fields of `InfoBody`, then `"status": "success"`.
-pub type InfoReply = Success<InfoBody>;
-
-#[derive(Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-#[schema(as = InfoReply)]
-pub struct InfoBody {
-    id: String,
-    mime_type: String,
-    sha256: String,
-    file_size: u64,
-    created_at: String,
-    expires_at: String,
-}
-
-pub(crate) fn rfc3339(ms: i64) -> String {
-    to_datetime(ms).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
-/// A file's metadata, like the WhatsApp Cloud API's media lookup.
-#[utoipa::path(
-    get,
-    path = "/partner/app/{app_id}/media/{media_id}/info",
-    tag = "media",
-    params(MediaPath),
-    responses(
-        (status = 200, description = "Metadata", body = InfoReply),
-        (status = 401, description = "Authentication Failed", body = ErrorBody),
-        (status = 429, description = "Too many failed authentications from this address (see Retry-After)", body = ErrorBody),
-        (status = 404, description = "Media not found", body = ErrorBody),
-        (status = 500, description = "Unable to fetch requested Media", body = ErrorBody),
-    ),
-    security(("token" = []), ("bearer" = []))
-)]
-pub async fn info(
-    State(state): State<ApiState>,
-    ApiPath(MediaPath { app_id, media_id }): ApiPath<MediaPath>,
-    headers: HeaderMap,
-    client: ClientAddr,
-) -> Result<Json<InfoReply>, ApiError> {
-    let app = authenticate(&state, &app_id, &headers, client, Task::Fetch).await?;
-    let info = state.vault.find(&app.id, plausible(&media_id)?).await?.info;
-    Ok(Json(Success::new(InfoBody {
-        id: info.id,
-        mime_type: info.mime_type,
-        sha256: info.sha256,
-        file_size: info.size_bytes,
-        created_at: rfc3339(info.created_at),
-        expires_at: rfc3339(info.expires_at),
-    })))
-}
-
-/// The fields of `DeleteBody`, then `"status": "success"`.
-pub type DeleteReply = Success<DeleteBody>;
-
-#[derive(Serialize, utoipa::ToSchema)]
-#[schema(as = DeleteReply)]
-pub struct DeleteBody {
-    message: &'static str,
-}
-
-/// Delete a file: its key is shredded at once, its blob removed.
-#[utoipa::path(
-    delete,
-    path = "/partner/app/{app_id}/media/{media_id}",
-    tag = "media",
-    params(MediaPath),
-    responses(
-        (status = 200, description = "Media deleted successfully", body = DeleteReply),
-        (status = 401, description = "Authentication Failed", body = ErrorBody),
-        (status = 429, description = "Too many failed authentications from this address (see Retry-After)", body = ErrorBody),
-        (status = 404, description = "Media not found", body = ErrorBody),
-        (status = 500, description = "Unable to delete requested Media", body = ErrorBody),
-    ),
-    security(("token" = []), ("bearer" = []))
-)]
-pub async fn delete(
-    State(state): State<ApiState>,
-    ApiPath(MediaPath { app_id, media_id }): ApiPath<MediaPath>,
-    headers: HeaderMap,
-    client: ClientAddr,
-) -> Result<Json<DeleteReply>, ApiError> {
-    let app = authenticate(&state, &app_id, &headers, client, Task::Delete).await?;
-    state
-        .vault
-        .delete(&app.id, plausible(&media_id)?)
-        .await
-        .map_err(|error| ApiError::from_read(error, Task::Delete))?;
-    tracing::info!(%media_id, app_id = %app.id, "media deleted");
-    Ok(Json(Success::new(DeleteBody {
-        message: "Media deleted successfully",
-    })))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -396,15 +278,6 @@ mod tests {
             value.to_str().unwrap(),
             "attachment; filename=\"a _b__c _.png\"; filename*=UTF-8''a%20%22b%22%5Cc%20%C3%A9.png"
         );
-    }
-
-    #[test]
-    fn implausible_ids_are_not_looked_up() {
-        for id in ["", "a\0b", "line\nbreak", &"x".repeat(129)] {
-            assert_eq!(plausible(id).unwrap_err().status, StatusCode::NOT_FOUND, "{id:?}");
-        }
-        assert!(plausible("4c3f0b1e-52c8-4c57-9d2a-3f1c2b7a9e10").is_ok());
-        assert!(plausible("été").is_ok());
     }
 
     #[test]

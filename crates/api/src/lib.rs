@@ -4,9 +4,12 @@
 
 mod admin;
 mod auth;
+mod delete;
 mod download;
 mod error;
+mod info;
 mod limits;
+mod media_path;
 mod observe;
 mod path;
 mod probes;
@@ -141,9 +144,9 @@ fn api() -> OpenApiRouter<ApiState> {
         .routes(routes!(
             download::download,
             download::download_head,
-            download::delete
+            delete::delete
         ))
-        .routes(routes!(download::info))
+        .routes(routes!(info::info))
         .routes(routes!(probes::livez))
         .routes(routes!(probes::readyz))
         .routes(routes!(observe::metrics))

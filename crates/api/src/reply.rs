@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 
+use mediavault_storage::to_datetime;
 use serde::Serialize;
 use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::{AllOfBuilder, ObjectBuilder, Schema, Type};
@@ -63,6 +64,12 @@ impl<T: ToSchema> ToSchema for Success<T> {
     fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
         T::schemas(schemas);
     }
+}
+
+/// A time in milliseconds since the epoch as RFC 3339 UTC with milliseconds,
+/// as replies write times.
+pub(crate) fn rfc3339(ms: i64) -> String {
+    to_datetime(ms).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 #[cfg(test)]
