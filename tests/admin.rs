@@ -2,7 +2,7 @@
 //! the matching `apps` and `tokens` commands — on SQLite + files and on
 //! Postgres + Garage.
 
-mod support;
+use crate::support;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};

@@ -7,7 +7,7 @@
 //! authentications are spread over several apps, at most 15 per app and
 //! server, to stay clear of the per-client failure limit.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! The binary's command line and its embedded default, run as an operator would.
 
-mod support;
+use crate::support;
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;

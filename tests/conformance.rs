@@ -2,7 +2,7 @@
 //! metadata and blob backends CI starts: SQLite or Postgres, with a local
 //! directory or Garage. Each test builds fresh stores of its own.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! when a file fails verification late, slow and stalled readers, the cap on
 //! downloads at once, and deletes while a download streams.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

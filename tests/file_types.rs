@@ -4,7 +4,7 @@
 //! a message naming both, and nothing of it is kept. The full matrix of
 //! files and declared types is in crates/storage/tests/sniffing.rs.
 
-mod support;
+use crate::support;
 
 use std::path::PathBuf;
 

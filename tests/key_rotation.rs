@@ -1,7 +1,7 @@
 //! End to end: rotating key-encryption keys without losing a file, and
 //! refusing to start without a key that stored media need.
 
-mod support;
+use crate::support;
 
 use reqwest::StatusCode;
 use serde_json::Value;

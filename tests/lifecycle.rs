@@ -2,7 +2,7 @@
 //! and by range, metadata, deletion with crypto-shredding, exact expiry and
 //! isolation between apps — on SQLite + files and on Postgres + Garage.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

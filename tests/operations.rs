@@ -1,7 +1,7 @@
 //! End to end: what operators rely on — metrics, request ids in logs, probes,
 //! the upload concurrency cap, the idle cut-off and graceful shutdown.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,7 @@
 //! End to end: per-app upload rates, and the lock-out of a client address
 //! that keeps failing to authenticate.
 
-mod support;
+use crate::support;
 
 use reqwest::{Method, StatusCode};
 use serde_json::Value;

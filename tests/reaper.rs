@@ -1,7 +1,7 @@
 //! End to end: the reaper deletes what must go and nothing else, survives
 //! crashes and outages at every step, and runs safely on many replicas.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

@@ -3,7 +3,7 @@
 //! blob store (bit flips, truncation, reordered segments, a blob copied onto
 //! another id) — on SQLite + files and on Postgres + Garage.
 
-mod support;
+use crate::support;
 
 use reqwest::{Method, StatusCode};
 use serde_json::Value;

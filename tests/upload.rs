@@ -2,7 +2,7 @@
 //! against the embedded default (SQLite + files) and production (Postgres +
 //! Garage). Every refused upload is checked to leave no row and no blob.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

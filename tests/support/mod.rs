@@ -5,7 +5,6 @@
 //! The coordinates of PostgreSQL and Garage come from the environment that
 //! `scripts/test-services.sh` writes (`make test` sources it). A missing or
 //! unreachable service fails the test with a message; nothing is skipped.
-#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

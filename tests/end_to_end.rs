@@ -1,0 +1,19 @@
+//! The end-to-end suites, one module each, in one test binary: each starts
+//! the real `mediavault` binary (`support`) against real PostgreSQL and
+//! Garage, or SQLite and files, and speaks to it over HTTP or its CLI.
+
+mod support;
+
+mod admin;
+mod bad_input;
+mod cli;
+mod conformance;
+mod downloads;
+mod file_types;
+mod key_rotation;
+mod lifecycle;
+mod operations;
+mod rate_limits;
+mod reaper;
+mod security;
+mod upload;
