@@ -20,18 +20,9 @@ fi
 work=$(mktemp -d)
 trap 'kill $pid 2>/dev/null || true; rm -rf "$work"' EXIT
 
-export MEDIAVAULT__CRYPTO__KEYS=$("$BIN" keys generate --id bench | sed 's/.*"key":"\([^"]*\)".*/\1/')
-export MEDIAVAULT__DATABASE__URL="sqlite://$work/mv.db"
-if [ "${BACKEND:-s3}" = s3 ]; then
-  . "$root/bench/garage-env.sh" $$
-else
-  export MEDIAVAULT__BLOBS__URL="$work/blobs"
-fi
+. "$root/bench/server-env.sh" "$BIN" "$work" "${BACKEND:-s3}"
 [ -n "${SEND_TIMEOUT:-}" ] && export MEDIAVAULT__SERVER__SEND_TIMEOUT=$SEND_TIMEOUT
 
-"$BIN" migrate > /dev/null
-app=$("$BIN" apps create --name bench | sed 's/.*"appId":"\([^"]*\)".*/\1/')
-token=$("$BIN" tokens issue --app "$app" | sed 's/.*"token":"\([^"]*\)".*/\1/')
 head -c "$size" /dev/urandom > "$work/file"
 printf '\x89PNG\r\n\x1a\n' | dd of="$work/file" conv=notrunc status=none
 

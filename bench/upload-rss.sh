@@ -13,17 +13,8 @@ bin="$root/target/release/mediavault"
 work=$(mktemp -d)
 trap 'kill $pid 2>/dev/null || true; rm -rf "$work"' EXIT
 
-export MEDIAVAULT__CRYPTO__KEYS=$("$bin" keys generate --id bench | sed 's/.*"key":"\([^"]*\)".*/\1/')
-export MEDIAVAULT__DATABASE__URL="sqlite://$work/mv.db"
-if [ "$backend" = s3 ]; then
-  . "$root/bench/garage-env.sh" $$
-else
-  export MEDIAVAULT__BLOBS__URL="$work/blobs"
-fi
+. "$root/bench/server-env.sh" "$bin" "$work" "$backend"
 
-"$bin" migrate > /dev/null
-app=$("$bin" apps create --name bench | sed 's/.*"appId":"\([^"]*\)".*/\1/')
-token=$("$bin" tokens issue --app "$app" | sed 's/.*"token":"\([^"]*\)".*/\1/')
 head -c "$size" /dev/urandom > "$work/file"
 printf '\x89PNG\r\n\x1a\n' | dd of="$work/file" conv=notrunc status=none
 

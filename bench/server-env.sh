@@ -1,0 +1,23 @@
+# Sourced by the bench scripts as `. bench/server-env.sh BIN WORK BACKEND`:
+# points `mediavault` at a fresh key, a SQLite database under WORK, and blobs
+# in WORK/blobs (BACKEND files) or in a fresh prefix (`bench-<pid>`) of the
+# Garage test bucket (BACKEND s3), starting the test services if need be;
+# then migrates the database and makes an app and its token ($app, $token).
+export MEDIAVAULT__CRYPTO__KEYS=$("$1" keys generate --id bench | sed 's/.*"key":"\([^"]*\)".*/\1/')
+export MEDIAVAULT__DATABASE__URL="sqlite://$2/mv.db"
+if [ "$3" = s3 ]; then
+  "$root/scripts/test-services.sh" >&2
+  . "$root/target/test-services/env"
+  export MEDIAVAULT__BLOBS__URL="s3://$MEDIAVAULT_TEST_S3_BUCKET/bench-$$"
+  export MEDIAVAULT__BLOBS__ENDPOINT=$MEDIAVAULT_TEST_S3_ENDPOINT
+  export MEDIAVAULT__BLOBS__REGION=garage
+  export MEDIAVAULT__BLOBS__ACCESS_KEY_ID=$MEDIAVAULT_TEST_S3_ACCESS_KEY_ID
+  export MEDIAVAULT__BLOBS__SECRET_ACCESS_KEY=$MEDIAVAULT_TEST_S3_SECRET_ACCESS_KEY
+  export MEDIAVAULT__BLOBS__ALLOW_HTTP=true
+else
+  export MEDIAVAULT__BLOBS__URL="$2/blobs"
+fi
+# A migrated database with one app and its token: $app, $token.
+"$1" migrate > /dev/null
+app=$("$1" apps create --name bench | sed 's/.*"appId":"\([^"]*\)".*/\1/')
+token=$("$1" tokens issue --app "$app" | sed 's/.*"token":"\([^"]*\)".*/\1/')
