@@ -145,8 +145,10 @@ async fn open(file: Option<&Path>, purpose: Purpose) -> anyhow::Result<(Config, 
         key.save(&vault).await?;
     }
     if matches!(purpose, Purpose::Serve { .. }) {
-        // Before fingerprints are recorded: a start refused for a missing
-        // key records none of the keys it was given.
+        // Serving without a key that stored media need would answer 500 for
+        // each of them: refuse to start instead, and say which key. Before
+        // fingerprints are recorded: a start refused for a missing key
+        // records none of the keys it was given.
         vault.check_keys().await?;
     }
     // A key id given other material would fail every read of its media.

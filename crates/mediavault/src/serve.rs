@@ -15,9 +15,6 @@ use tokio::net::TcpListener;
 use crate::embedded;
 
 pub async fn serve(config: &Config, vault: Vault) -> anyhow::Result<()> {
-    // Serving without a key that stored media need would answer 500 for
-    // each of them: refuse to start instead, and say which key.
-    vault.check_keys().await?;
     let limits = config.limit_settings()?;
     let admin_token = config
         .admin_token()?
