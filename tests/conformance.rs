@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
-use mediavault_storage::{AuthError, NewApp, ReadError, UploadError, Vault};
+use mediavault_storage::{AppId, AuthError, MediaId, NewApp, ReadError, UploadError, Vault};
 use support::{ALL_BACKENDS, Backends, Stores, png_bytes};
 
 async fn capi_app(vault: &Vault) -> mediavault_storage::App {
@@ -23,7 +23,7 @@ async fn capi_app(vault: &Vault) -> mediavault_storage::App {
 }
 
 /// Stores `bytes` (as text/plain when too short to carry a PNG signature).
-async fn store(vault: &Vault, app: &mediavault_storage::App, bytes: &[u8]) -> String {
+async fn store(vault: &Vault, app: &mediavault_storage::App, bytes: &[u8]) -> MediaId {
     let mut upload = vault.begin_upload(app, Some("f.png")).await.unwrap();
     for chunk in bytes.chunks(100_003) {
         upload.write(chunk).await.unwrap();
@@ -40,8 +40,8 @@ async fn store(vault: &Vault, app: &mediavault_storage::App, bytes: &[u8]) -> St
 
 async fn read(
     vault: &Vault,
-    app_id: &str,
-    id: &str,
+    app_id: &AppId,
+    id: &MediaId,
     range: std::ops::Range<u64>,
 ) -> Result<Bytes, ReadError> {
     let media = vault.find(app_id, id).await?;
@@ -80,7 +80,7 @@ async fn tokens_authenticate_only_their_own_app() {
             vault.authenticate(&a.id, "").await,
             Err(AuthError::Failed)
         ));
-        assert!(vault.issue_token("no-such-app", None).await.is_err());
+        assert!(vault.issue_token(&AppId::new("no-such-app"), None).await.is_err());
         vault.close().await;
     })
     .await;
@@ -140,7 +140,9 @@ async fn other_apps_and_unknown_ids_are_not_found() {
         let id = store(&vault, &a, &png_bytes(100)).await;
         assert!(matches!(vault.find(&b.id, &id).await, Err(ReadError::NotFound)));
         assert!(matches!(
-            vault.find(&a.id, "00000000-0000-0000-0000-000000000000").await,
+            vault
+                .find(&a.id, &MediaId::new("00000000-0000-0000-0000-000000000000"))
+                .await,
             Err(ReadError::NotFound)
         ));
         assert!(vault.find(&a.id, &id).await.is_ok());
@@ -293,7 +295,7 @@ async fn stored_blob_decrypts_with_an_independent_tink_implementation() {
     .await
     .unwrap();
     let keys = mediavault_storage::Keyring::parse(&stores.keys).unwrap();
-    let dek = keys.unwrap(&id, &kek_id, &wrapped).unwrap();
+    let dek = keys.unwrap(id.as_str(), &kek_id, &wrapped).unwrap();
     let blob = std::fs::read(std::path::Path::new(&stores.blobs.url).join(&blob_key)).unwrap();
 
     let tink = tink_streaming_aead::subtle::AesGcmHkdf::new(
@@ -304,7 +306,7 @@ async fn stored_blob_decrypts_with_an_independent_tink_implementation() {
         0,
     )
     .unwrap();
-    let aad = mediavault_storage::format::blob_aad(&id);
+    let aad = mediavault_storage::format::blob_aad(id.as_str());
     let mut reader = tink
         .new_decrypting_reader(Box::new(std::io::Cursor::new(blob)), &aad)
         .unwrap();
@@ -368,7 +370,7 @@ async fn keys_in_pages(db: &mut sqlx::PgConnection, table: &str, keys: &[Vec<u8>
 }
 
 /// The wrapped keys of media `ids`, from the key table.
-async fn wrapped_keys(db: &mut sqlx::PgConnection, ids: &[String]) -> Vec<Vec<u8>> {
+async fn wrapped_keys(db: &mut sqlx::PgConnection, ids: &[MediaId]) -> Vec<Vec<u8>> {
     let mut keys = Vec::new();
     for id in ids {
         keys.push(
@@ -501,7 +503,7 @@ async fn the_key_table_migration_moves_existing_keys() {
         read(&vault, &app.id, &kept, 0..bytes.len() as u64).await.unwrap()[..],
         bytes[..]
     );
-    let keyed: Vec<String> = sqlx::query_scalar("SELECT media_id FROM media_keys")
+    let keyed: Vec<MediaId> = sqlx::query_scalar("SELECT media_id FROM media_keys")
         .fetch_all(&mut db)
         .await
         .unwrap();

@@ -426,7 +426,7 @@ async fn a_lowered_stale_upload_after_applies_to_uploads_already_running() {
         let (app_id, _) = app_with_retention(&stores, "30d");
         // Started under the fixture's setting of an hour, and still running.
         let vault = stores.vault().await;
-        let app = vault.get_app(&app_id).await.unwrap();
+        let app = vault.get_app(&app_id.parse().unwrap()).await.unwrap();
         let mut upload = vault.begin_upload(&app, Some("slow.png")).await.unwrap();
         upload.write(&png_bytes(1000)).await.unwrap();
 

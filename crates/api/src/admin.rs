@@ -9,7 +9,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request, State};
 use axum::http::StatusCode;
-use mediavault_storage::{App, AppStats, AppUpdate, IssuedToken, NewApp, TokenInfo};
+use mediavault_storage::{App, AppId, AppStats, AppUpdate, IssuedToken, NewApp, TokenId, TokenInfo};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -30,13 +30,13 @@ pub struct AppView {
     /// Only CAPI apps may upload.
     pub capi: bool,
     /// How long new media live.
-    pub retention_seconds: i64,
+    pub retention_seconds: u64,
     /// Largest accepted file.
-    pub max_file_bytes: i64,
+    pub max_file_bytes: u64,
     /// Accepted `file_type`s, in the order error messages list them.
     pub allowed_types: Vec<String>,
     /// The app's own upload rate; `null`: the configured default.
-    pub uploads_per_second: Option<i32>,
+    pub uploads_per_second: Option<u32>,
     /// RFC 3339, UTC.
     pub created_at: String,
 }
@@ -44,10 +44,10 @@ pub struct AppView {
 impl From<&App> for AppView {
     fn from(app: &App) -> AppView {
         AppView {
-            app_id: app.id.clone(),
+            app_id: app.id.to_string(),
             name: app.name.clone(),
             capi: app.capi,
-            retention_seconds: app.retention_seconds,
+            retention_seconds: app.retention.as_secs(),
             max_file_bytes: app.max_file_bytes,
             allowed_types: app.allowed_types(),
             uploads_per_second: app.uploads_per_second,
@@ -72,8 +72,8 @@ pub struct TokenView {
 impl From<&TokenInfo> for TokenView {
     fn from(token: &TokenInfo) -> TokenView {
         TokenView {
-            token_id: token.id.clone(),
-            app_id: token.app_id.clone(),
+            token_id: token.id.to_string(),
+            app_id: token.app_id.to_string(),
             label: token.label.clone(),
             created_at: rfc3339(token.created_at),
             revoked_at: token.revoked_at.map(rfc3339),
@@ -96,8 +96,8 @@ pub struct IssuedTokenView {
 impl From<&IssuedToken> for IssuedTokenView {
     fn from(issued: &IssuedToken) -> IssuedTokenView {
         IssuedTokenView {
-            token_id: issued.id.clone(),
-            app_id: issued.app_id.clone(),
+            token_id: issued.id.to_string(),
+            app_id: issued.app_id.to_string(),
             label: issued.label.clone(),
             token: issued.token.clone(),
         }
@@ -115,9 +115,9 @@ pub struct StatsView {
 }
 
 impl StatsView {
-    pub fn new(app_id: &str, stats: AppStats) -> StatsView {
+    pub fn new(app_id: &AppId, stats: AppStats) -> StatsView {
         StatsView {
-            app_id: app_id.to_owned(),
+            app_id: app_id.to_string(),
             media_count: stats.media_count,
             bytes_stored: stats.bytes_stored,
         }
@@ -254,16 +254,19 @@ pub struct IssueTokenRequest {
 #[into_params(parameter_in = Path)]
 pub struct AppPath {
     /// The app's id.
-    app_id: String,
+    #[param(value_type = String)]
+    app_id: AppId,
 }
 
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
 pub struct TokenPath {
     /// The app's id.
-    app_id: String,
+    #[param(value_type = String)]
+    app_id: AppId,
     /// The token's id, as issued or listed.
-    token_id: String,
+    #[param(value_type = String)]
+    token_id: TokenId,
 }
 
 /// A JSON body whose rejections use the service's error shape.

@@ -13,7 +13,7 @@ use subtle::ConstantTimeEq;
 use crate::ApiState;
 use crate::error::{ApiError, Task};
 use crate::limits::ClientAddr;
-use crate::path::could_be_app_id;
+use crate::path;
 
 fn presented_token(headers: &HeaderMap) -> Option<&str> {
     let value = headers
@@ -41,16 +41,16 @@ pub async fn authenticate(
     ClientAddr(client): ClientAddr,
     task: Task,
 ) -> Result<App, ApiError> {
-    if !could_be_app_id(app_id) {
+    let Some(app_id) = path::app_id(app_id) else {
         return Err(ApiError::from_auth(AuthError::Failed, task));
-    }
-    state.limits.check_not_locked_out(client, app_id)?;
+    };
+    state.limits.check_not_locked_out(client, app_id.as_str())?;
     let outcome = match presented_token(headers) {
-        Some(token) => state.vault.authenticate(app_id, token).await,
+        Some(token) => state.vault.authenticate(&app_id, token).await,
         None => Err(AuthError::Failed),
     };
     if let Err(AuthError::Failed) = outcome {
-        state.limits.record_auth_failure(client, app_id);
+        state.limits.record_auth_failure(client, app_id.as_str());
     }
     outcome.map_err(|error| ApiError::from_auth(error, task))
 }

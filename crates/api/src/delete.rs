@@ -46,7 +46,7 @@ pub async fn delete(
     let app = authenticate(&state, &app_id, &headers, client, Task::Delete).await?;
     state
         .vault
-        .delete(&app.id, plausible(&media_id)?)
+        .delete(&app.id, &plausible(&media_id)?)
         .await
         .map_err(|error| ApiError::from_read(error, Task::Delete))?;
     tracing::info!(%media_id, app_id = %app.id, "media deleted");

@@ -111,7 +111,7 @@ async fn respond(
     payload: Payload,
 ) -> Result<Response, ApiError> {
     let app = authenticate(&state, &app_id, &headers, client, Task::Fetch).await?;
-    let media = state.vault.find(&app.id, plausible(&media_id)?).await?;
+    let media = state.vault.find(&app.id, &plausible(&media_id)?).await?;
     let info = &media.info;
     let size = info.size_bytes;
     let etag = format!("\"{}\"", info.sha256);

@@ -50,9 +50,9 @@ pub async fn info(
     client: ClientAddr,
 ) -> Result<Json<InfoReply>, ApiError> {
     let app = authenticate(&state, &app_id, &headers, client, Task::Fetch).await?;
-    let info = state.vault.find(&app.id, plausible(&media_id)?).await?.info;
+    let info = state.vault.find(&app.id, &plausible(&media_id)?).await?.info;
     Ok(Json(Success::new(InfoBody {
-        id: info.id,
+        id: info.id.into_string(),
         mime_type: info.mime_type,
         sha256: info.sha256,
         file_size: info.size_bytes,

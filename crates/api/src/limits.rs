@@ -16,7 +16,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use hashlink::LinkedHashMap;
 use ipnet::IpNet;
-use mediavault_storage::App;
+use mediavault_storage::{App, AppId};
 
 use crate::ApiState;
 use crate::error::ApiError;
@@ -178,7 +178,7 @@ fn parse_hop(hop: &[u8]) -> Option<IpAddr> {
 
 pub struct Limits {
     settings: LimitSettings,
-    uploads: Mutex<HashMap<String, AppLimiter>>,
+    uploads: Mutex<HashMap<AppId, AppLimiter>>,
     failures: Mutex<Failures>,
 }
 
@@ -206,7 +206,6 @@ impl Limits {
     pub fn check_upload(&self, app: &App) -> Result<(), ApiError> {
         let rate = app
             .uploads_per_second
-            .and_then(|n| u32::try_from(n).ok())
             .and_then(NonZeroU32::new)
             .unwrap_or(self.settings.uploads_per_second);
         let mut uploads = self.uploads.lock().unwrap_or_else(|e| e.into_inner());
@@ -327,12 +326,12 @@ mod tests {
         })
     }
 
-    fn app(id: &str, rate: Option<i32>) -> App {
+    fn app(id: &str, rate: Option<u32>) -> App {
         App {
-            id: id.into(),
+            id: AppId::new(id),
             name: id.into(),
             capi: true,
-            retention_seconds: 60,
+            retention: Duration::from_secs(60),
             max_file_bytes: 1,
             allowed_types: None,
             uploads_per_second: rate,

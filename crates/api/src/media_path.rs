@@ -1,7 +1,7 @@
 //! The path of one stored file, shared by every route that names one, and
 //! the check that its media id could name stored media at all.
 
-use mediavault_storage::ReadError;
+use mediavault_storage::{MediaId, ReadError};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -22,11 +22,11 @@ const MEDIA_ID_LIMIT: usize = 128;
 
 /// The id, if it could name stored media at all; anything else is 404
 /// without asking the store (PostgreSQL refuses a NUL in text, for one).
-pub fn plausible(media_id: &str) -> Result<&str, ApiError> {
+pub fn plausible(media_id: &str) -> Result<MediaId, ApiError> {
     if media_id.is_empty() || media_id.len() > MEDIA_ID_LIMIT || media_id.chars().any(char::is_control) {
         return Err(ReadError::NotFound.into());
     }
-    Ok(media_id)
+    Ok(MediaId::new(media_id))
 }
 
 #[cfg(test)]

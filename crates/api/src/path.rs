@@ -3,6 +3,7 @@
 
 use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
+use mediavault_storage::AppId;
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
@@ -33,6 +34,11 @@ pub fn could_be_app_id(id: &str) -> bool {
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// `id` as an app id, if it could name an app at all.
+pub fn app_id(id: &str) -> Option<AppId> {
+    could_be_app_id(id).then(|| AppId::new(id))
 }
 
 #[cfg(test)]

@@ -93,7 +93,7 @@ pub async fn upload(
     state.limits.check_upload(&app)?;
     // A bounded number of uploads at once, and of them a bounded share per
     // app: past either, refuse rather than queue memory and connections.
-    let _slot = state.uploads.try_acquire(&app.id)?;
+    let _slot = state.uploads.try_acquire(app.id.as_str())?;
     let started = Instant::now();
     let meter = Arc::new(Meter::new(state.min_upload_rate));
     let mut body = Multipart::from_request(metered(request, meter.clone()), &state)
@@ -127,7 +127,9 @@ pub async fn upload(
     metrics::counter!("mediavault_uploads_total").increment(1);
     metrics::histogram!("mediavault_upload_duration_seconds").record(started.elapsed().as_secs_f64());
     tracing::info!(%media_id, app_id = %app.id, "media uploaded");
-    Ok(Json(Success::new(UploadBody { media_id })))
+    Ok(Json(Success::new(UploadBody {
+        media_id: media_id.into_string(),
+    })))
 }
 
 /// How much of the body arrived, and how much of it was part content.

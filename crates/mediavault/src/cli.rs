@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use mediavault_storage::{AppId, TokenId};
 
 #[derive(Debug, Parser)]
 #[command(name = "mediavault", version, about = "Self-hosted media-ID service")]
@@ -65,13 +66,13 @@ pub enum AppsCommand {
     /// Print an app's stats (readable media and their bytes) as JSON.
     Stats {
         #[arg(long = "app", value_name = "APP_ID")]
-        app_id: String,
+        app_id: AppId,
     },
     /// Delete an app: its tokens stop working and all its media are
     /// crypto-shredded at once; the reaper removes the blobs.
     Delete {
         #[arg(long = "app", value_name = "APP_ID")]
-        app_id: String,
+        app_id: AppId,
     },
 }
 
@@ -99,7 +100,7 @@ pub struct CreateApp {
 #[derive(Debug, Args)]
 pub struct UpdateApp {
     #[arg(long = "app", value_name = "APP_ID")]
-    pub app_id: String,
+    pub app_id: AppId,
     #[arg(long)]
     pub name: Option<String>,
     #[arg(long, action = clap::ArgAction::Set)]
@@ -126,21 +127,21 @@ pub enum TokensCommand {
     /// Issue a token for an app; prints it once, as JSON.
     Issue {
         #[arg(long = "app", value_name = "APP_ID")]
-        app_id: String,
+        app_id: AppId,
         #[arg(long)]
         label: Option<String>,
     },
     /// List an app's tokens (never their secrets) as JSON.
     List {
         #[arg(long = "app", value_name = "APP_ID")]
-        app_id: String,
+        app_id: AppId,
     },
     /// Revoke a token by its id: requests carrying it fail from now on.
     Revoke {
         #[arg(long = "app", value_name = "APP_ID")]
-        app_id: String,
+        app_id: AppId,
         #[arg(long = "token", value_name = "TOKEN_ID")]
-        token_id: String,
+        token_id: TokenId,
     },
 }
 

@@ -9,6 +9,7 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 use crate::error::{AdminError, AuthError, StoreError};
+use crate::ids::{AppId, TokenId};
 use crate::model::{App, AppStats, AppUpdate, IssuedToken, NewApp, TokenInfo, now_millis};
 use crate::vault::Vault;
 
@@ -22,8 +23,9 @@ fn token_digest(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
-fn retention_seconds(retention: Duration) -> Result<i64, AdminError> {
-    let seconds = i64::try_from(retention.as_secs()).unwrap_or(i64::MAX);
+/// Retention in whole seconds, from one second to 100 years.
+fn retention(retention: Duration) -> Result<Duration, AdminError> {
+    let seconds = retention.as_secs();
     if seconds < 1 {
         return Err(AdminError::Invalid(
             "retention must be at least one second".into(),
@@ -33,15 +35,17 @@ fn retention_seconds(retention: Duration) -> Result<i64, AdminError> {
     if seconds > 100 * 365 * 86_400 {
         return Err(AdminError::Invalid("retention must be at most 100 years".into()));
     }
-    Ok(seconds)
+    Ok(Duration::from_secs(seconds))
 }
 
-fn max_file_bytes(bytes: u64) -> Result<i64, AdminError> {
-    match i64::try_from(bytes) {
-        Ok(n) if n > 0 => Ok(n),
-        _ => Err(AdminError::Invalid(
+/// The database keeps sizes as BIGINT.
+fn max_file_bytes(bytes: u64) -> Result<u64, AdminError> {
+    if (1..=i64::MAX as u64).contains(&bytes) {
+        Ok(bytes)
+    } else {
+        Err(AdminError::Invalid(
             "maxFileBytes must be between 1 and 9223372036854775807".into(),
-        )),
+        ))
     }
 }
 
@@ -57,7 +61,7 @@ fn name(name: &str) -> Result<String, AdminError> {
 
 /// A MIME type as `file_type` must name it: `type/subtype`, RFC 6838
 /// characters, compared lowercase. Commas would break the stored list.
-fn allowed_types(types: &[String]) -> Result<String, AdminError> {
+fn allowed_types(types: &[String]) -> Result<Vec<String>, AdminError> {
     let is_token = |s: &str| {
         !s.is_empty()
             && s.len() <= 127
@@ -84,15 +88,17 @@ fn allowed_types(types: &[String]) -> Result<String, AdminError> {
             "allowedTypes must name at least one type (or be null for the default list)".into(),
         ));
     }
-    Ok(list.join(","))
+    Ok(list)
 }
 
-fn uploads_per_second(rate: u32) -> Result<i32, AdminError> {
-    match i32::try_from(rate) {
-        Ok(n) if n > 0 => Ok(n),
-        _ => Err(AdminError::Invalid(
+/// The database keeps rates as INTEGER.
+fn uploads_per_second(rate: u32) -> Result<u32, AdminError> {
+    if (1..=i32::MAX as u32).contains(&rate) {
+        Ok(rate)
+    } else {
+        Err(AdminError::Invalid(
             "uploadsPerSecond must be between 1 and 2147483647".into(),
-        )),
+        ))
     }
 }
 
@@ -100,10 +106,10 @@ impl Vault {
     pub async fn create_app(&self, new: NewApp) -> Result<App, AdminError> {
         let defaults = &self.inner.defaults;
         let app = App {
-            id: uuid::Uuid::new_v4().to_string(),
+            id: AppId::new(uuid::Uuid::new_v4().to_string()),
             name: name(&new.name)?,
             capi: new.capi,
-            retention_seconds: retention_seconds(new.retention.unwrap_or(defaults.retention))?,
+            retention: retention(new.retention.unwrap_or(defaults.retention))?,
             max_file_bytes: max_file_bytes(new.max_file_bytes.unwrap_or(defaults.max_file_bytes))?,
             allowed_types: new.allowed_types.as_deref().map(allowed_types).transpose()?,
             uploads_per_second: new.uploads_per_second.map(uploads_per_second).transpose()?,
@@ -118,17 +124,17 @@ impl Vault {
         self.inner.meta.list_apps().await
     }
 
-    pub async fn get_app(&self, id: &str) -> Result<App, AdminError> {
+    pub async fn get_app(&self, id: &AppId) -> Result<App, AdminError> {
         self.inner
             .meta
             .get_app(id)
             .await?
-            .ok_or_else(|| AdminError::AppNotFound(id.to_owned()))
+            .ok_or_else(|| AdminError::AppNotFound(id.to_string()))
     }
 
     /// Applies `update` and returns the app as it now is. New settings
     /// apply to uploads from now on; stored media keep their expiry.
-    pub async fn update_app(&self, id: &str, update: AppUpdate) -> Result<App, AdminError> {
+    pub async fn update_app(&self, id: &AppId, update: AppUpdate) -> Result<App, AdminError> {
         let mut app = self.get_app(id).await?;
         if let Some(new) = &update.name {
             app.name = name(new)?;
@@ -136,8 +142,8 @@ impl Vault {
         if let Some(capi) = update.capi {
             app.capi = capi;
         }
-        if let Some(retention) = update.retention {
-            app.retention_seconds = retention_seconds(retention)?;
+        if let Some(new) = update.retention {
+            app.retention = retention(new)?;
         }
         if let Some(bytes) = update.max_file_bytes {
             app.max_file_bytes = max_file_bytes(bytes)?;
@@ -149,7 +155,7 @@ impl Vault {
             app.uploads_per_second = rate.map(uploads_per_second).transpose()?;
         }
         if !self.inner.meta.update_app(&app).await? {
-            return Err(AdminError::AppNotFound(id.to_owned()));
+            return Err(AdminError::AppNotFound(id.to_string()));
         }
         Ok(app)
     }
@@ -157,19 +163,19 @@ impl Vault {
     /// Deletes an app: its tokens stop working and every one of its media is
     /// crypto-shredded at once, in one transaction; the reaper then removes
     /// the blobs. Returns how many media were shredded.
-    pub async fn delete_app(&self, id: &str) -> Result<u64, AdminError> {
+    pub async fn delete_app(&self, id: &AppId) -> Result<u64, AdminError> {
         let shredded = self
             .inner
             .meta
             .delete_app(id, now_millis())
             .await?
-            .ok_or_else(|| AdminError::AppNotFound(id.to_owned()))?;
+            .ok_or_else(|| AdminError::AppNotFound(id.to_string()))?;
         self.inner.reads.cancel_app(id);
         self.inner.meta.settle_shredded().await;
         Ok(shredded)
     }
 
-    pub async fn app_stats(&self, id: &str) -> Result<AppStats, AdminError> {
+    pub async fn app_stats(&self, id: &AppId) -> Result<AppStats, AdminError> {
         self.get_app(id).await?;
         let (count, bytes) = self.inner.meta.app_stats(id, now_millis()).await?;
         Ok(AppStats {
@@ -180,7 +186,7 @@ impl Vault {
 
     /// Issues a token for `app_id`. The token is returned once; only its
     /// SHA-256 is stored.
-    pub async fn issue_token(&self, app_id: &str, label: Option<&str>) -> Result<IssuedToken, AdminError> {
+    pub async fn issue_token(&self, app_id: &AppId, label: Option<&str>) -> Result<IssuedToken, AdminError> {
         self.get_app(app_id).await?;
         let mut secret = [0u8; 32];
         rand::rng().fill_bytes(&mut secret);
@@ -191,20 +197,20 @@ impl Vault {
             .insert_token(&digest, app_id, label, now_millis())
             .await?;
         Ok(IssuedToken {
-            id: digest[..16].to_owned(),
-            app_id: app_id.to_owned(),
+            id: TokenId::new(&digest[..16]),
+            app_id: app_id.clone(),
             token,
             label: label.map(str::to_owned),
         })
     }
 
-    pub async fn list_tokens(&self, app_id: &str) -> Result<Vec<TokenInfo>, AdminError> {
+    pub async fn list_tokens(&self, app_id: &AppId) -> Result<Vec<TokenInfo>, AdminError> {
         self.get_app(app_id).await?;
         Ok(self.inner.meta.list_tokens(app_id).await?)
     }
 
     /// Revokes a token: requests carrying it fail from now on.
-    pub async fn revoke_token(&self, app_id: &str, token_id: &str) -> Result<(), AdminError> {
+    pub async fn revoke_token(&self, app_id: &AppId, token_id: &TokenId) -> Result<(), AdminError> {
         self.get_app(app_id).await?;
         if self
             .inner
@@ -214,7 +220,7 @@ impl Vault {
         {
             Ok(())
         } else {
-            Err(AdminError::TokenNotFound(token_id.to_owned()))
+            Err(AdminError::TokenNotFound(token_id.to_string()))
         }
     }
 
@@ -222,7 +228,7 @@ impl Vault {
     /// The secret is never compared: it is hashed, and the row is found by
     /// its SHA-256 through an index, so the time taken says nothing about
     /// how much of a guess was right.
-    pub async fn authenticate(&self, app_id: &str, token: &str) -> Result<App, AuthError> {
+    pub async fn authenticate(&self, app_id: &AppId, token: &str) -> Result<App, AuthError> {
         if token.is_empty() || token.len() > TOKEN_MAX_LEN {
             return Err(AuthError::Failed);
         }
@@ -232,7 +238,7 @@ impl Vault {
             .app_for_token(&token_digest(token), now_millis())
             .await?
         {
-            Some(app) if app.id == app_id => Ok(app),
+            Some(app) if app.id == *app_id => Ok(app),
             _ => Err(AuthError::Failed),
         }
     }
@@ -254,13 +260,17 @@ mod tests {
     fn settings_are_checked_and_normalised() {
         assert_eq!(name("  shop  ").unwrap(), "shop");
         assert!(name(" ").is_err());
-        assert!(retention_seconds(Duration::from_millis(500)).is_err());
-        assert_eq!(retention_seconds(Duration::from_secs(60)).unwrap(), 60);
+        assert!(retention(Duration::from_millis(500)).is_err());
+        assert_eq!(
+            retention(Duration::from_millis(60_500)).unwrap(),
+            Duration::from_secs(60)
+        );
         assert!(max_file_bytes(0).is_err());
         assert!(max_file_bytes(u64::MAX).is_err());
+        assert_eq!(max_file_bytes(i64::MAX as u64).unwrap(), i64::MAX as u64);
         assert_eq!(
             allowed_types(&["Image/PNG".into(), " text/plain".into(), "image/png".into()]).unwrap(),
-            "image/png,text/plain"
+            ["image/png", "text/plain"]
         );
         for bad in ["png", "image/", "/png", "image/png,text/plain", "image/p ng", ""] {
             assert!(allowed_types(&[bad.into()]).is_err(), "{bad:?}");
@@ -268,5 +278,6 @@ mod tests {
         assert!(allowed_types(&[]).is_err());
         assert!(uploads_per_second(0).is_err());
         assert_eq!(uploads_per_second(5).unwrap(), 5);
+        assert!(uploads_per_second(u32::MAX).is_err());
     }
 }

@@ -15,6 +15,7 @@ use futures::{StreamExt, stream};
 use crate::blobs::RangeError;
 use crate::error::{ReadError, StoreError};
 use crate::format::{self, HEADER_LEN, ciphertext_range, plaintext_range, segment_of};
+use crate::ids::{AppId, MediaId};
 use crate::meta::MediaRow;
 use crate::model::{MediaInfo, now_millis};
 use crate::reads::Registration;
@@ -53,7 +54,7 @@ impl Integrity {
 }
 
 /// Logs and counts an integrity failure of `media_id`; the error to return.
-fn integrity_failure(media_id: &str, kind: Integrity, what: &str) -> ReadError {
+fn integrity_failure(media_id: &MediaId, kind: Integrity, what: &str) -> ReadError {
     let kind = kind.label();
     tracing::error!(%media_id, kind, "stored media failed verification: {what}");
     metrics::counter!("mediavault_integrity_failures_total", "kind" => kind).increment(1);
@@ -73,7 +74,7 @@ pub struct StoredMedia {
 impl Vault {
     /// The media `media_id` of `app_id` if it is readable now: unknown,
     /// expired, deleted and other apps' media are all `NotFound`.
-    pub async fn find(&self, app_id: &str, media_id: &str) -> Result<StoredMedia, ReadError> {
+    pub async fn find(&self, app_id: &AppId, media_id: &MediaId) -> Result<StoredMedia, ReadError> {
         let row = self
             .inner
             .meta
@@ -96,7 +97,7 @@ impl Vault {
     /// Deletes readable media: shreds its key at once (the media is
     /// unreadable from then on, in every copy of the blob), then removes the
     /// blob and the row. What fails after the shred is left to the reaper.
-    pub async fn delete(&self, app_id: &str, media_id: &str) -> Result<(), ReadError> {
+    pub async fn delete(&self, app_id: &AppId, media_id: &MediaId) -> Result<(), ReadError> {
         let blob_key = self
             .inner
             .meta
@@ -132,7 +133,7 @@ impl Vault {
         let dek = self
             .inner
             .keys
-            .unwrap(&row.id, &row.kek_id, wrapped)
+            .unwrap(row.id.as_str(), &row.kek_id, wrapped)
             .map_err(|e| integrity_failure(&row.id, Integrity::KeyUnwrap, &e.to_string()))?;
         let header = Header {
             salt: row
@@ -182,7 +183,7 @@ impl Vault {
             expected_header,
             pending: Bytes::new(),
             buffered: BytesMut::new(),
-            opener: SegmentOpener::new(&dek, &header, &row.id, len),
+            opener: SegmentOpener::new(&dek, &header, row.id.as_str(), len),
             media_id: row.id.clone(),
             next: first,
             last,
@@ -212,7 +213,7 @@ impl Vault {
 /// A stream of verified plaintext that ends as soon as its media is deleted.
 struct LiveRead {
     vault: Vault,
-    app_id: String,
+    app_id: AppId,
     registration: Registration,
     /// When the row was last found readable.
     checked: Instant,
@@ -268,7 +269,7 @@ struct SegmentReader {
     /// and one segment here, not a segment's worth past every chunk.
     buffered: BytesMut,
     opener: SegmentOpener,
-    media_id: String,
+    media_id: MediaId,
     next: u64,
     last: u64,
     len: u64,

@@ -12,6 +12,7 @@ mod database_url;
 mod download;
 mod error;
 pub mod format;
+mod ids;
 mod key_table;
 pub mod keys;
 mod meta;
@@ -30,6 +31,7 @@ pub use blobs::{BlobConfig, PART_SIZE};
 pub use database_url::{DatabaseUrl, UnsupportedDatabaseUrl};
 pub use download::{PlaintextStream, StoredMedia};
 pub use error::{AdminError, AuthError, ReadError, StoreError, UploadError};
+pub use ids::{AppId, MediaId, TokenId};
 pub use keys::{Dek, KeyError, Keyring};
 pub use meta::ReaperLock;
 pub use model::{

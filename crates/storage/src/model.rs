@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 
+use crate::ids::{AppId, MediaId, TokenId};
+
 /// Milliseconds since the Unix epoch: how every time is stored, so that both
 /// metadata dialects compare times the same way.
 pub type Millis = i64;
@@ -21,18 +23,23 @@ pub(crate) fn duration_millis(d: Duration) -> Millis {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// A messaging backend that stores media here.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+/// A messaging backend that stores media here, with its settings checked
+/// (the vault refuses settings outside these types' documented ranges).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct App {
-    pub id: String,
+    pub id: AppId,
     pub name: String,
     /// Only CAPI apps may upload (the Gupshup rule).
     pub capi: bool,
-    pub retention_seconds: i64,
-    pub max_file_bytes: i64,
-    /// Comma-separated MIME types; `None` means the default list.
-    pub allowed_types: Option<String>,
-    pub uploads_per_second: Option<i32>,
+    /// How long new media live: whole seconds, at least one.
+    pub retention: Duration,
+    /// Largest accepted file: 1 to `i64::MAX`.
+    pub max_file_bytes: u64,
+    /// Accepted MIME types, lowercase, in the order error messages list
+    /// them; `None`: the default list (see `App::allowed_types`).
+    pub allowed_types: Option<Vec<String>>,
+    /// The app's own upload rate; `None`: the configured default.
+    pub uploads_per_second: Option<u32>,
     pub created_at: Millis,
 }
 
@@ -74,8 +81,8 @@ pub struct AppStats {
 #[derive(Clone)]
 pub struct IssuedToken {
     /// The token's public id, by which it is listed and revoked.
-    pub id: String,
-    pub app_id: String,
+    pub id: TokenId,
+    pub app_id: AppId,
     pub token: String,
     pub label: Option<String>,
 }
@@ -94,8 +101,8 @@ impl fmt::Debug for IssuedToken {
 /// A token as it is listed: never the secret.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct TokenInfo {
-    pub id: String,
-    pub app_id: String,
+    pub id: TokenId,
+    pub app_id: AppId,
     pub label: Option<String>,
     pub created_at: Millis,
     pub revoked_at: Option<Millis>,
@@ -160,8 +167,8 @@ impl SchemaVersions {
 /// Metadata of one readable file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MediaInfo {
-    pub id: String,
-    pub app_id: String,
+    pub id: MediaId,
+    pub app_id: AppId,
     pub mime_type: String,
     pub filename: Option<String>,
     pub size_bytes: u64,
@@ -178,8 +185,8 @@ mod tests {
     #[test]
     fn debug_leaves_out_an_issued_tokens_secret() {
         let issued = IssuedToken {
-            id: "tok_1".into(),
-            app_id: "app".into(),
+            id: TokenId::new("tok_1"),
+            app_id: AppId::new("app"),
             token: "mv_s3cret-token-value".into(),
             label: None,
         };

@@ -36,11 +36,7 @@ impl App {
     /// The types this app accepts, in the order error messages list them.
     pub fn allowed_types(&self) -> Vec<String> {
         match &self.allowed_types {
-            Some(list) => list
-                .split(',')
-                .map(|t| t.trim().to_owned())
-                .filter(|t| !t.is_empty())
-                .collect(),
+            Some(list) => list.clone(),
             None => DEFAULT_ALLOWED_TYPES.iter().map(|t| (*t).to_owned()).collect(),
         }
     }
@@ -198,12 +194,12 @@ mod tests {
 
     fn app(allowed: Option<&str>) -> App {
         App {
-            id: "a".into(),
+            id: crate::AppId::new("a"),
             name: "a".into(),
             capi: true,
-            retention_seconds: 1,
+            retention: std::time::Duration::from_secs(1),
             max_file_bytes: 1,
-            allowed_types: allowed.map(str::to_owned),
+            allowed_types: allowed.map(|list| list.split(',').map(|t| t.trim().to_owned()).collect()),
             uploads_per_second: None,
             created_at: 0,
         }

@@ -7,14 +7,16 @@ use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::CancellationToken;
 
+use crate::ids::{AppId, MediaId};
+
 #[derive(Default)]
 pub(crate) struct ActiveReads {
-    by_media: Mutex<HashMap<String, Streams>>,
+    by_media: Mutex<HashMap<MediaId, Streams>>,
 }
 
 /// The streams of one medium: one token cancels them all.
 struct Streams {
-    app_id: String,
+    app_id: AppId,
     cancel: CancellationToken,
     count: usize,
 }
@@ -22,30 +24,30 @@ struct Streams {
 /// One stream's place in `ActiveReads`, given up when it drops.
 pub(crate) struct Registration {
     reads: Arc<ActiveReads>,
-    media_id: String,
+    media_id: MediaId,
     cancel: CancellationToken,
 }
 
 impl ActiveReads {
     /// Records a stream of `media_id`; its token is cancelled when the media
     /// is deleted.
-    pub(crate) fn register(self: &Arc<Self>, app_id: &str, media_id: &str) -> Registration {
+    pub(crate) fn register(self: &Arc<Self>, app_id: &AppId, media_id: &MediaId) -> Registration {
         let mut by_media = self.by_media.lock().unwrap_or_else(|e| e.into_inner());
-        let streams = by_media.entry(media_id.to_owned()).or_insert_with(|| Streams {
-            app_id: app_id.to_owned(),
+        let streams = by_media.entry(media_id.clone()).or_insert_with(|| Streams {
+            app_id: app_id.clone(),
             cancel: CancellationToken::new(),
             count: 0,
         });
         streams.count += 1;
         Registration {
             reads: self.clone(),
-            media_id: media_id.to_owned(),
+            media_id: media_id.clone(),
             cancel: streams.cancel.clone(),
         }
     }
 
     /// Stops every stream of `media_id`.
-    pub(crate) fn cancel(&self, media_id: &str) {
+    pub(crate) fn cancel(&self, media_id: &MediaId) {
         let mut by_media = self.by_media.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(streams) = by_media.remove(media_id) {
             streams.cancel.cancel();
@@ -53,10 +55,10 @@ impl ActiveReads {
     }
 
     /// Stops every stream of every medium of `app_id`.
-    pub(crate) fn cancel_app(&self, app_id: &str) {
+    pub(crate) fn cancel_app(&self, app_id: &AppId) {
         let mut by_media = self.by_media.lock().unwrap_or_else(|e| e.into_inner());
         by_media.retain(|_, streams| {
-            let keep = streams.app_id != app_id;
+            let keep = streams.app_id != *app_id;
             if !keep {
                 streams.cancel.cancel();
             }
@@ -100,17 +102,19 @@ mod tests {
     #[test]
     fn deleting_cancels_the_streams_of_that_media_only() {
         let reads = Arc::new(ActiveReads::default());
+        let (app, other) = (AppId::new("app"), AppId::new("other"));
+        let (a, b_id) = (MediaId::new("a"), MediaId::new("b"));
         let (a1, a2, b) = (
-            reads.register("app", "a"),
-            reads.register("app", "a"),
-            reads.register("other", "b"),
+            reads.register(&app, &a),
+            reads.register(&app, &a),
+            reads.register(&other, &b_id),
         );
-        reads.cancel("a");
+        reads.cancel(&a);
         assert!(a1.is_cancelled() && a2.is_cancelled() && !b.is_cancelled());
-        let again = reads.register("app", "a");
+        let again = reads.register(&app, &a);
         drop((a1, a2));
         assert!(!again.is_cancelled(), "a stream opened since has its own entry");
-        reads.cancel_app("other");
+        reads.cancel_app(&other);
         assert!(b.is_cancelled() && !again.is_cancelled());
         drop(again);
         assert!(reads.by_media.lock().unwrap().is_empty(), "nothing left behind");

@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 
 use crate::error::StoreError;
+use crate::ids::MediaId;
 use crate::meta::Rewrapped;
 use crate::model::{KeyUse, RewrapCounts, now_millis};
 use crate::vault::Vault;
@@ -74,7 +75,7 @@ impl Vault {
                 continue;
             }
             if let Some((media_id, wrapped)) = meta.one_wrapped(id).await?
-                && keys.unwrap(&media_id, id, &wrapped).is_err()
+                && keys.unwrap(media_id.as_str(), id, &wrapped).is_err()
             {
                 return Err(StoreError::Config(format!(
                     "crypto.keys: key {id:?} does not unwrap the data keys stored under that id: it is \
@@ -127,7 +128,7 @@ impl Vault {
         let keys = &self.inner.keys;
         let active = keys.active_id().to_owned();
         let mut counts = RewrapCounts::default();
-        let mut after = String::new();
+        let mut after = MediaId::default();
         loop {
             let rows = self
                 .inner
@@ -138,9 +139,9 @@ impl Vault {
             after = last.id.clone();
             let mut rewrapped = Vec::with_capacity(rows.len());
             for row in rows {
-                match keys.unwrap(&row.id, &row.kek_id, &row.wrapped_dek) {
+                match keys.unwrap(row.id.as_str(), &row.kek_id, &row.wrapped_dek) {
                     Ok(dek) => {
-                        let wrapped = keys.wrap(&row.id, &dek);
+                        let wrapped = keys.wrap(row.id.as_str(), &dek);
                         rewrapped.push(Rewrapped {
                             id: row.id,
                             old_kek_id: row.kek_id,

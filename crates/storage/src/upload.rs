@@ -7,9 +7,10 @@ use sha2::{Digest, Sha256};
 
 use crate::blobs::{BlobWriter, MEDIA_PREFIX};
 use crate::error::{StoreError, UploadError};
+use crate::ids::MediaId;
 use crate::keys::Dek;
 use crate::meta::{NewMedia, ReadyMedia};
-use crate::model::{App, now_millis};
+use crate::model::{App, duration_millis, now_millis};
 use crate::policy::{SNIFF_LEN, check_content};
 use crate::seal::{Encryptor, Header};
 use crate::vault::Vault;
@@ -21,7 +22,7 @@ const FLUSH_AT: usize = 256 * 1024;
 /// [`Upload::abort`]; dropping it undoes it in the background.
 pub struct Upload {
     vault: Vault,
-    id: String,
+    id: MediaId,
     retention_millis: i64,
     limit: u64,
     received: u64,
@@ -38,13 +39,13 @@ impl Vault {
     /// Writes the intent row and opens a blob for a new file of `app`.
     pub async fn begin_upload(&self, app: &App, filename: Option<&str>) -> Result<Upload, UploadError> {
         app.check_may_upload()?;
-        let id = uuid::Uuid::new_v4().to_string();
+        let id = MediaId::new(uuid::Uuid::new_v4().to_string());
         let blob_key = format!("{MEDIA_PREFIX}/{}", uuid::Uuid::new_v4().simple());
         let dek = Dek::generate();
-        let wrapped = self.inner.keys.wrap(&id, &dek);
+        let wrapped = self.inner.keys.wrap(id.as_str(), &dek);
         let header = Header::random();
         let now = now_millis();
-        let retention_millis = app.retention_seconds.saturating_mul(1000);
+        let retention_millis = duration_millis(app.retention);
         self.inner
             .meta
             .insert_uploading(&NewMedia {
@@ -61,7 +62,7 @@ impl Vault {
                 abandon_at: now.saturating_add(self.abandon_after_millis()),
             })
             .await?;
-        let encryptor = Encryptor::new(&dek, header, &id);
+        let encryptor = Encryptor::new(&dek, header, id.as_str());
         let mut sealed = Vec::with_capacity(FLUSH_AT + 2 * crate::format::SEGMENT_SIZE);
         sealed.extend_from_slice(&encryptor.header_bytes());
         Ok(Upload {
@@ -69,7 +70,7 @@ impl Vault {
             vault: self.clone(),
             id,
             retention_millis,
-            limit: u64::try_from(app.max_file_bytes).unwrap_or(0),
+            limit: app.max_file_bytes,
             received: 0,
             hasher: Sha256::new(),
             head: Vec::new(),
@@ -82,7 +83,7 @@ impl Vault {
 
 impl Upload {
     /// The media id this upload will have.
-    pub fn id(&self) -> &str {
+    pub fn id(&self) -> &MediaId {
         &self.id
     }
 
@@ -128,7 +129,7 @@ impl Upload {
 
     /// Checks the file against `declared_type`, completes the blob and makes
     /// the media readable. On any failure everything is undone.
-    pub async fn finish(mut self, declared_type: &str) -> Result<String, UploadError> {
+    pub async fn finish(mut self, declared_type: &str) -> Result<MediaId, UploadError> {
         let result = self.complete(declared_type).await;
         if result.is_err() {
             self.undo().await;
@@ -198,7 +199,7 @@ impl Upload {
 /// reaper deletes whatever of the blob landed; the blob is aborted in the
 /// background meanwhile, and a multipart upload that outlives both is the
 /// orphan sweep's.
-async fn hand_to_reaper(vault: Vault, id: String, mut writer: BlobWriter) {
+async fn hand_to_reaper(vault: Vault, id: MediaId, mut writer: BlobWriter) {
     tracing::info!(media_id = %id, "blob store failed; upload shredded and left to the reaper");
     if let Err(error) = vault.inner.meta.abandon_uploading(&id, now_millis()).await {
         tracing::warn!(media_id = %id, %error, "could not mark the upload abandoned; the reaper takes it once stale");
@@ -212,7 +213,7 @@ async fn hand_to_reaper(vault: Vault, id: String, mut writer: BlobWriter) {
 
 /// Blob first, then row: a row without its blob is harmless (the reaper
 /// finishes it); a blob without a row would be an orphan.
-async fn undo(vault: Vault, id: String, mut writer: BlobWriter) {
+async fn undo(vault: Vault, id: MediaId, mut writer: BlobWriter) {
     if let Err(error) = writer.abort().await {
         // The blob may exist: keep the row so the reaper can delete it, but
         // shred it and make it due now rather than after the stale period.

@@ -3,19 +3,20 @@
 
 use super::{Metadata, postgres};
 use crate::error::StoreError;
+use crate::ids::MediaId;
 use crate::model::Millis;
 
 /// A live data key wrapped by some key other than the active one.
 #[derive(Debug, sqlx::FromRow)]
 pub(crate) struct WrappedRow {
-    pub id: String,
+    pub id: MediaId,
     pub kek_id: String,
     pub wrapped_dek: Vec<u8>,
 }
 
 /// A data key re-wrapped, to be written only if its row still holds `old_kek_id`.
 pub(crate) struct Rewrapped {
-    pub id: String,
+    pub id: MediaId,
     pub old_kek_id: String,
     pub new_kek_id: String,
     pub wrapped_dek: Vec<u8>,
@@ -33,7 +34,7 @@ impl Metadata {
     pub(crate) async fn wrapped_by_others(
         &self,
         active: &str,
-        after: &str,
+        after: &MediaId,
         limit: u32,
     ) -> Result<Vec<WrappedRow>, StoreError> {
         const SQL: &str = "SELECT media_id AS id, kek_id, wrapped_dek FROM media_keys \
@@ -71,7 +72,7 @@ impl Metadata {
     }
 
     /// One live wrapped data key of `kek_id`, if any, as (media id, bytes).
-    pub(crate) async fn one_wrapped(&self, kek_id: &str) -> Result<Option<(String, Vec<u8>)>, StoreError> {
+    pub(crate) async fn one_wrapped(&self, kek_id: &str) -> Result<Option<(MediaId, Vec<u8>)>, StoreError> {
         const SQL: &str = "SELECT media_id, wrapped_dek FROM media_keys WHERE kek_id = $1 LIMIT 1";
         Ok(on_pool!(self, pool => sqlx::query_as(SQL).bind(kek_id).fetch_optional(pool).await)?)
     }

@@ -4,13 +4,14 @@
 use super::state::DROP_KEY;
 use super::{Metadata, sqlite};
 use crate::error::StoreError;
+use crate::ids::{AppId, MediaId};
 use crate::model::Millis;
 
 /// A media row, with its wrapped key, as the read path needs it.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub(crate) struct MediaRow {
-    pub id: String,
-    pub app_id: String,
+    pub id: MediaId,
+    pub app_id: AppId,
     pub mime_type: Option<String>,
     pub filename: Option<String>,
     pub size_bytes: Option<i64>,
@@ -29,8 +30,8 @@ pub(crate) struct MediaRow {
 
 /// The intent row written before any blob byte.
 pub(crate) struct NewMedia<'a> {
-    pub id: &'a str,
-    pub app_id: &'a str,
+    pub id: &'a MediaId,
+    pub app_id: &'a AppId,
     pub filename: Option<&'a str>,
     pub blob_key: &'a str,
     pub kek_id: &'a str,
@@ -48,7 +49,7 @@ pub(crate) struct NewMedia<'a> {
 
 /// What completes an upload.
 pub(crate) struct ReadyMedia<'a> {
-    pub id: &'a str,
+    pub id: &'a MediaId,
     pub mime_type: &'a str,
     pub size_bytes: i64,
     pub sha256: &'a str,
@@ -131,7 +132,7 @@ impl Metadata {
 
     /// Removes the row of an upload that failed (its key goes with it); only
     /// while still `uploading`.
-    pub(crate) async fn delete_uploading(&self, id: &str) -> Result<(), StoreError> {
+    pub(crate) async fn delete_uploading(&self, id: &MediaId) -> Result<(), StoreError> {
         const SQL: &str = concat!(
             "DELETE FROM media WHERE id = $1 AND state = ",
             state_sql!(Uploading)
@@ -142,7 +143,7 @@ impl Metadata {
 
     /// Shreds a failed upload whose blob could not be removed and hands it
     /// to the reaper at once.
-    pub(crate) async fn abandon_uploading(&self, id: &str, now: Millis) -> Result<(), StoreError> {
+    pub(crate) async fn abandon_uploading(&self, id: &MediaId, now: Millis) -> Result<(), StoreError> {
         const SQL: &str = shred_media!(concat!("WHERE id = $3 AND state = ", state_sql!(Uploading)));
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
@@ -157,8 +158,8 @@ impl Metadata {
     /// A readable media row of `app_id`: ready, not shredded, not expired.
     pub(crate) async fn find_readable(
         &self,
-        app_id: &str,
-        id: &str,
+        app_id: &AppId,
+        id: &MediaId,
         now: Millis,
     ) -> Result<Option<MediaRow>, StoreError> {
         const SQL: &str = concat!(
@@ -166,12 +167,12 @@ impl Metadata {
                            k.kek_id, k.wrapped_dek, m.format_version, m.segment_size, m.salt, m.nonce_prefix, \
                            m.created_at, m.expires_at \
                            FROM media m JOIN media_keys k ON k.media_id = m.id \
-                           WHERE m.id = $1 AND m.app_id = $2 AND m.state = ",
+                           WHERE m.app_id = $1 AND m.id = $2 AND m.state = ",
             state_sql!(Ready),
             " AND m.expires_at > $3"
         );
         Ok(
-            on_pool!(self, pool => sqlx::query_as(SQL).bind(id).bind(app_id).bind(now).fetch_optional(pool).await)?,
+            on_pool!(self, pool => sqlx::query_as(SQL).bind(app_id).bind(id).bind(now).fetch_optional(pool).await)?,
         )
     }
 
@@ -179,19 +180,19 @@ impl Metadata {
     /// commit on, the wrapped key's row is gone. Returns the blob key to delete.
     pub(crate) async fn shred(
         &self,
-        app_id: &str,
-        id: &str,
+        app_id: &AppId,
+        id: &MediaId,
         now: Millis,
     ) -> Result<Option<String>, StoreError> {
         const SQL: &str = shred_media!(concat!(
-            "WHERE id = $3 AND app_id = $4 AND state = ",
+            "WHERE app_id = $3 AND id = $4 AND state = ",
             state_sql!(Ready),
             " AND expires_at > $1 AND id IN (SELECT media_id FROM media_keys) RETURNING blob_key"
         ));
         Ok(on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let blob_key: Option<String> =
-                sqlx::query_scalar(SQL).bind(now).bind(now).bind(id).bind(app_id).fetch_optional(&mut *tx).await?;
+                sqlx::query_scalar(SQL).bind(now).bind(now).bind(app_id).bind(id).fetch_optional(&mut *tx).await?;
             if blob_key.is_some() {
                 sqlx::query(DROP_KEY).bind(id).execute(&mut *tx).await?;
             }
@@ -200,7 +201,7 @@ impl Metadata {
     }
 
     /// Removes the row of shredded media once its blob is gone.
-    pub(crate) async fn delete_shredded(&self, id: &str) -> Result<(), StoreError> {
+    pub(crate) async fn delete_shredded(&self, id: &MediaId) -> Result<(), StoreError> {
         const SQL: &str = concat!(
             "DELETE FROM media WHERE id = $1 AND state = ",
             state_sql!(Deleting)

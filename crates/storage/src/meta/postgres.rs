@@ -7,6 +7,7 @@ use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::error::StoreError;
+use crate::ids::MediaId;
 
 pub(super) async fn connect(url: &str) -> Result<PgPool, StoreError> {
     pool(PgConnectOptions::from_str(url)?, 16).await
@@ -107,7 +108,7 @@ pub(super) async fn claim_due(
 }
 
 /// One statement for the whole batch.
-pub(super) async fn delete_reaped(pool: &PgPool, ids: &[String]) -> Result<(), StoreError> {
+pub(super) async fn delete_reaped(pool: &PgPool, ids: &[MediaId]) -> Result<(), StoreError> {
     const SQL: &str = concat!(
         "DELETE FROM media WHERE id = ANY($1) AND state = ",
         state_sql!(Deleting)

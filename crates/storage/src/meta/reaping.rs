@@ -3,12 +3,13 @@
 
 use super::{MediaState, Metadata, postgres, sqlite};
 use crate::error::StoreError;
+use crate::ids::MediaId;
 use crate::model::Millis;
 
 /// A row the reaper has claimed (and shredded).
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub(crate) struct Claimed {
-    pub id: String,
+    pub id: MediaId,
     pub blob_key: String,
     /// The state before the claim: ready (expired), deleting (deleted on
     /// request), uploading (abandoned).
@@ -64,7 +65,7 @@ impl Metadata {
     }
 
     /// Removes reaped rows (shredded, blobs gone).
-    pub(crate) async fn delete_reaped(&self, ids: &[String]) -> Result<(), StoreError> {
+    pub(crate) async fn delete_reaped(&self, ids: &[MediaId]) -> Result<(), StoreError> {
         if ids.is_empty() {
             return Ok(());
         }
@@ -75,7 +76,7 @@ impl Metadata {
     }
 
     /// Makes shredded rows due at `now` again (their blob delete failed).
-    pub(crate) async fn set_due(&self, ids: &[String], now: Millis) -> Result<(), StoreError> {
+    pub(crate) async fn set_due(&self, ids: &[MediaId], now: Millis) -> Result<(), StoreError> {
         const SQL: &str = concat!(
             "UPDATE media SET due_at = $2 WHERE id = $1 AND state = ",
             state_sql!(Deleting)

@@ -7,6 +7,7 @@ use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 
 use crate::error::StoreError;
+use crate::ids::MediaId;
 
 pub(super) async fn connect(url: &str) -> Result<SqlitePool, StoreError> {
     let options = SqliteConnectOptions::from_str(url)?
@@ -128,7 +129,7 @@ pub(super) async fn claim_due(
 }
 
 /// SQLite has no array parameters: one statement a row, in one transaction.
-pub(super) async fn delete_reaped(pool: &SqlitePool, ids: &[String]) -> Result<(), StoreError> {
+pub(super) async fn delete_reaped(pool: &SqlitePool, ids: &[MediaId]) -> Result<(), StoreError> {
     let mut tx = pool.begin().await?;
     for id in ids {
         sqlx::query(concat!(

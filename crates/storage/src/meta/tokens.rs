@@ -3,8 +3,9 @@
 use std::sync::LazyLock;
 
 use super::Metadata;
-use super::apps::APP_COLUMNS;
+use super::apps::{APP_COLUMNS, AppRow};
 use crate::error::StoreError;
+use crate::ids::{AppId, TokenId};
 use crate::model::{App, Millis, TokenInfo};
 
 /// The live app of a live token, and the token's last use. Built once: it
@@ -22,7 +23,7 @@ static APP_FOR_TOKEN: LazyLock<String> = LazyLock::new(|| {
 #[derive(sqlx::FromRow)]
 struct TokenApp {
     #[sqlx(flatten)]
-    app: App,
+    app: AppRow,
     last_used_at: Option<Millis>,
 }
 
@@ -30,7 +31,7 @@ impl Metadata {
     pub(crate) async fn insert_token(
         &self,
         token_sha256: &str,
-        app_id: &str,
+        app_id: &AppId,
         label: Option<&str>,
         now: Millis,
     ) -> Result<(), StoreError> {
@@ -48,7 +49,7 @@ impl Metadata {
     }
 
     /// Every token of an app, revoked ones included, oldest first.
-    pub(crate) async fn list_tokens(&self, app_id: &str) -> Result<Vec<TokenInfo>, StoreError> {
+    pub(crate) async fn list_tokens(&self, app_id: &AppId) -> Result<Vec<TokenInfo>, StoreError> {
         const SQL: &str = "SELECT id, app_id, label, created_at, revoked_at, last_used_at FROM tokens \
                            WHERE app_id = $1 ORDER BY created_at, id";
         Ok(on_pool!(self, pool => sqlx::query_as(SQL).bind(app_id).fetch_all(pool).await)?)
@@ -56,9 +57,14 @@ impl Metadata {
 
     /// Revokes a token of `app_id` (again is fine); the token fails from the
     /// commit on. `false` if the app has no such token.
-    pub(crate) async fn revoke_token(&self, app_id: &str, id: &str, now: Millis) -> Result<bool, StoreError> {
+    pub(crate) async fn revoke_token(
+        &self,
+        app_id: &AppId,
+        id: &TokenId,
+        now: Millis,
+    ) -> Result<bool, StoreError> {
         const SQL: &str =
-            "UPDATE tokens SET revoked_at = COALESCE(revoked_at, $3) WHERE id = $2 AND app_id = $1";
+            "UPDATE tokens SET revoked_at = COALESCE(revoked_at, $3) WHERE app_id = $1 AND id = $2";
         let revoked = on_pool!(self, pool => sqlx::query(SQL)
             .bind(app_id)
             .bind(id)
@@ -87,6 +93,6 @@ impl Metadata {
         if last_used_at.is_none_or(|at| at < now - 60_000) {
             on_pool!(self, pool => sqlx::query(TOUCH).bind(token_sha256).bind(now).execute(pool).await.map(|r| r.rows_affected()))?;
         }
-        Ok(Some(app))
+        Ok(Some(app.into()))
     }
 }
