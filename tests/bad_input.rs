@@ -1,7 +1,9 @@
-//! End to end: malformed requests of every kind against the real binary.
-//! Each gets its clear 4xx in the error shape (or, for bodies that stop
-//! arriving, a cut connection within the idle timeout), the server stays up
-//! and serves a valid upload after each group, and nothing refused is stored.
+//! End to end: malformed requests against the real binary. Every case of
+//! each group is checked at the router, with its exact answer, in
+//! crates/api/src/contract; here are what needs a real process (raw
+//! framing, huge heads, bodies that stall or never end) and a few cases of
+//! each group, showing that the binary, over a socket and on real backends,
+//! answers the same, stays up, and stores nothing refused.
 //!
 //! Requests reqwest cannot produce go over a raw TCP connection. Failed
 //! authentications are spread over several apps, at most 15 per app and
@@ -185,97 +187,19 @@ async fn post_raw_body(f: &Fixture, content_type: &str, body: Vec<u8>) -> (u16, 
     (reply.status, reply.body)
 }
 
-/// Broken multipart framing, nesting, sizes and encodings: each a clear 400.
-async fn malformed_multipart_bodies(f: &mut Fixture) -> usize {
+/// Broken multipart framing, a file cut short and a file whose content
+/// contradicts its type (each undone after some of it was stored): each
+/// a clear 400.
+async fn malformed_multipart_bodies(f: &mut Fixture) {
     let ct = form_content_type();
-    let mut ten_thousand_parts: Vec<Vec<u8>> = vec![text("file_type", b"image/png")];
-    ten_thousand_parts.extend((0..10_000).map(|i| text(&format!("f{i}"), b"x")));
-    ten_thousand_parts.push(file(&png_bytes(100)));
-    ten_thousand_parts.push(end());
-    let inner = b"--in\r\nContent-Type: text/plain\r\n\r\nimage/png\r\n--in--\r\n";
     let mut nested_png = b"--in\r\nContent-Type: image/png\r\n\r\n\x89PNG\r\n\x1a\n\r\n--in--\r\n".to_vec();
     nested_png.extend(png_bytes(1000));
-    let without_close = {
-        let mut b = body(&[text("file_type", b"image/png"), file(&png_bytes(5000))]);
-        b.truncate(b.len() - 2);
-        b
-    };
-    let mut too_many_headers = b"Content-Disposition: form-data; name=\"file_type\"".to_vec();
-    for i in 0..40 {
-        too_many_headers.extend_from_slice(format!("\r\nX-H{i}: v").as_bytes());
-    }
-
     let cases: Vec<(&str, String, Vec<u8>, &[&str])> = vec![
         (
             "no boundary parameter",
             "multipart/form-data".into(),
             valid_body(),
             &["boundary"],
-        ),
-        (
-            "empty boundary parameter",
-            "multipart/form-data; boundary=".into(),
-            valid_body(),
-            &["boundary", "multipart"],
-        ),
-        (
-            "wrong boundary",
-            "multipart/form-data; boundary=AbC".into(),
-            valid_body(),
-            &["multipart"],
-        ),
-        (
-            "no closing delimiter",
-            ct.clone(),
-            without_close,
-            &["multipart"],
-        ),
-        (
-            "garbage preamble only",
-            ct.clone(),
-            b"this is not multipart at all\r\n\x00\xff\xfe".to_vec(),
-            &["multipart"],
-        ),
-        ("empty body", ct.clone(), Vec::new(), &["multipart"]),
-        (
-            "boundary only, no parts",
-            ct.clone(),
-            end(),
-            &["Param file"],
-        ),
-        (
-            "LF line endings",
-            ct.clone(),
-            String::from_utf8(valid_body())
-                .unwrap_or_default()
-                .replace("\r\n", "\n")
-                .into_bytes(),
-            &["multipart"],
-        ),
-        (
-            "multipart/mixed, not form-data",
-            format!("multipart/mixed; boundary={BOUNDARY}"),
-            valid_body(),
-            &["multipart"],
-        ),
-        (
-            "text/plain content type over a multipart body",
-            "text/plain".into(),
-            valid_body(),
-            &["multipart"],
-        ),
-        (
-            "nested multipart/mixed as file_type",
-            ct.clone(),
-            body(&[
-                part(
-                    b"Content-Disposition: form-data; name=\"file_type\"\r\nContent-Type: multipart/mixed; boundary=in",
-                    inner,
-                ),
-                file(&png_bytes(100)),
-                end(),
-            ]),
-            &["Param file must be a file with one of the following types"],
         ),
         (
             "nested multipart/mixed as the file",
@@ -291,131 +215,6 @@ async fn malformed_multipart_bodies(f: &mut Fixture) -> usize {
             &["does not match"],
         ),
         (
-            "10,000 parts",
-            ct.clone(),
-            ten_thousand_parts.concat(),
-            &["parts"],
-        ),
-        (
-            "file_type of 1 MiB",
-            ct.clone(),
-            body(&[text("file_type", &vec![b'a'; 1 << 20]), file(&png_bytes(100)), end()]),
-            &["longer than"],
-        ),
-        (
-            "extra field of 1 MiB",
-            ct.clone(),
-            body(&[
-                text("file_type", b"image/png"),
-                text("caption", &vec![b'a'; 1 << 20]),
-                file(&png_bytes(100)),
-                end(),
-            ]),
-            &["longer than"],
-        ),
-        (
-            "field name of 64 KiB",
-            ct.clone(),
-            body(&[text(&"n".repeat(64 * 1024), b"x"), valid_body()]),
-            &["longer than"],
-        ),
-        (
-            "part header name of 64 KiB",
-            ct.clone(),
-            body(&[
-                part(
-                    format!(
-                        "Content-Disposition: form-data; name=\"file_type\"\r\n{}: x",
-                        "H".repeat(64 * 1024)
-                    )
-                    .as_bytes(),
-                    b"image/png",
-                ),
-                file(&png_bytes(100)),
-                end(),
-            ]),
-            &["multipart"],
-        ),
-        (
-            "40 headers in one part",
-            ct.clone(),
-            body(&[part(&too_many_headers, b"image/png"), file(&png_bytes(100)), end()]),
-            &["multipart"],
-        ),
-        (
-            "part header line without a colon",
-            ct.clone(),
-            body(&[
-                part(
-                    b"Content-Disposition: form-data; name=\"file_type\"\r\nno colon here",
-                    b"image/png",
-                ),
-                file(&png_bytes(100)),
-                end(),
-            ]),
-            &["multipart"],
-        ),
-        (
-            "part headers never end",
-            ct.clone(),
-            format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a\"\r\n")
-                .into_bytes(),
-            &["multipart"],
-        ),
-        (
-            "invalid UTF-8 in file_type",
-            ct.clone(),
-            body(&[text("file_type", b"image/\xff\xfepng"), file(&png_bytes(100)), end()]),
-            &["UTF-8"],
-        ),
-        (
-            "NUL in the filename",
-            ct.clone(),
-            body(&[
-                text("file_type", b"image/png"),
-                part(
-                    b"Content-Disposition: form-data; name=\"file\"; filename=\"a\x00.png\"\r\nContent-Type: image/png",
-                    &png_bytes(100),
-                ),
-                end(),
-            ]),
-            &["headers"],
-        ),
-        (
-            "file_type sent twice",
-            ct.clone(),
-            body(&[
-                text("file_type", b"image/png"),
-                text("file_type", b"image/png"),
-                file(&png_bytes(100)),
-                end(),
-            ]),
-            &["more than once"],
-        ),
-        (
-            "file part without Content-Disposition",
-            ct.clone(),
-            body(&[
-                text("file_type", b"image/png"),
-                part(b"Content-Type: image/png", &png_bytes(100)),
-                end(),
-            ]),
-            &["Param file", "form field"],
-        ),
-        (
-            "file part with an invalid UTF-8 field name",
-            ct.clone(),
-            body(&[
-                text("file_type", b"image/png"),
-                part(
-                    b"Content-Disposition: form-data; name=\"fi\xffle\"; filename=\"a.png\"\r\nContent-Type: image/png",
-                    &png_bytes(100),
-                ),
-                end(),
-            ]),
-            &["Param file", "form field", "UTF-8"],
-        ),
-        (
             "file content cut before the closing delimiter",
             ct.clone(),
             {
@@ -426,12 +225,10 @@ async fn malformed_multipart_bodies(f: &mut Fixture) -> usize {
             &["multipart"],
         ),
     ];
-    let count = cases.len();
     for (case, content_type, bytes, hints) in cases {
         let (status, reply) = post_raw_body(f, &content_type, bytes).await;
         assert_error(case, status, 400, &reply, hints);
     }
-    count
 }
 
 /// Invalid UTF-8 in the filename is no reason to refuse a file: it is
@@ -466,8 +263,7 @@ async fn invalid_utf8_filename_is_dropped(f: &Fixture) {
 #[tokio::test]
 async fn malformed_multipart_is_refused_on_sqlite_and_files() {
     let mut f = fixture(Backends::SqliteFiles).await;
-    let tried = malformed_multipart_bodies(&mut f).await;
-    assert!(tried >= 26);
+    malformed_multipart_bodies(&mut f).await;
     invalid_utf8_filename_is_dropped(&f).await;
     f.assert_stored(0).await;
     assert_still_serving(&mut f).await;
@@ -488,15 +284,14 @@ async fn malformed_multipart_is_refused_on_postgres_and_garage() {
 // Media ids: path tricks never reach another file, and never a 500.
 
 /// Requests with tricky ids, sent byte for byte: each is a 404 (or a 400 for
-/// a path that is not UTF-8), and the real file is untouched.
-async fn path_tricks(f: &Fixture) -> usize {
+/// a path that is not UTF-8), and the real file is untouched. The path
+/// reaches the router as sent: nothing on the way resolves a dot segment.
+async fn path_tricks(f: &Fixture) {
     let id = f.upload(&png_bytes(3000)).await;
     let app = &f.app_id;
     let token = format!("token: {}\r\n", f.token);
     let base = format!("/partner/app/{app}/media");
-    let long = "a".repeat(10_000);
     let cases: Vec<(&str, &str, String, u16, &[&str])> = vec![
-        ("dot dot", "GET", format!("{base}/.."), 404, &["Media not found"]),
         (
             "dot dot to the file",
             "GET",
@@ -505,149 +300,13 @@ async fn path_tricks(f: &Fixture) -> usize {
             &["Not found"],
         ),
         (
-            "dot dot from the app",
-            "GET",
-            format!("/partner/app/{app}/../{app}/media/{id}"),
-            404,
-            &["Not found"],
-        ),
-        (
-            "encoded dot dot",
-            "GET",
-            format!("{base}/%2e%2e"),
-            404,
-            &["Media not found"],
-        ),
-        (
-            "encoded traversal",
-            "GET",
-            format!("{base}/%2e%2e%2f%2e%2e%2fetc%2fpasswd"),
-            404,
-            &["Media not found"],
-        ),
-        (
-            "encoded slash into info",
-            "GET",
-            format!("{base}/{id}%2Finfo"),
-            404,
-            &["Media not found"],
-        ),
-        (
-            "encoded slash",
-            "GET",
-            format!("{base}/a%2Fb"),
-            404,
-            &["Media not found"],
-        ),
-        (
-            "id of 10,000 characters",
-            "GET",
-            format!("{base}/{long}"),
-            404,
-            &["Media not found"],
-        ),
-        (
-            "unicode id",
-            "GET",
-            format!("{base}/%C3%A9t%C3%A9%F0%9F%93%B7"),
-            404,
-            &["Media not found"],
-        ),
-        (
             "NUL in the id",
             "GET",
             format!("{base}/{id}%00"),
             404,
             &["Media not found"],
         ),
-        (
-            "NUL alone",
-            "GET",
-            format!("{base}/%00"),
-            404,
-            &["Media not found"],
-        ),
-        (
-            "control character",
-            "GET",
-            format!("{base}/%0A{id}"),
-            404,
-            &["Media not found"],
-        ),
         ("not UTF-8", "GET", format!("{base}/%FF%FE"), 400, &[]),
-        (
-            "query in the id",
-            "GET",
-            format!("{base}/{id}%3Fx%3D1"),
-            404,
-            &["Media not found"],
-        ),
-        (
-            "id in the query",
-            "GET",
-            format!("{base}/none?id={id}&media_id={id}"),
-            404,
-            &["Media not found"],
-        ),
-        (
-            "padded id",
-            "GET",
-            format!("{base}/%20{id}%20"),
-            404,
-            &["Media not found"],
-        ),
-        (
-            "upper-case id",
-            "GET",
-            format!("{base}/{}", id.to_uppercase()),
-            404,
-            &["Media not found"],
-        ),
-        (
-            "SQL in the id",
-            "GET",
-            format!("{base}/x'%20OR%20'1'%3D'1"),
-            404,
-            &["Media not found"],
-        ),
-        (
-            "wildcard id",
-            "GET",
-            format!("{base}/%25"),
-            404,
-            &["Media not found"],
-        ),
-        ("glob id", "GET", format!("{base}/*"), 404, &["Media not found"]),
-        ("empty id", "GET", format!("{base}//info"), 404, &[]),
-        (
-            "info with a tail",
-            "GET",
-            format!("{base}/{id}/info/x"),
-            404,
-            &["Not found"],
-        ),
-        (
-            "info of dot dot",
-            "GET",
-            format!("{base}/%2e%2e/info"),
-            404,
-            &["Media not found"],
-        ),
-        (
-            "info of NUL",
-            "GET",
-            format!("{base}/%00/info"),
-            404,
-            &["Media not found"],
-        ),
-        ("HEAD of NUL", "HEAD", format!("{base}/%00"), 404, &[]),
-        (
-            "DELETE of dot dot",
-            "DELETE",
-            format!("{base}/.."),
-            404,
-            &["Media not found"],
-        ),
         (
             "DELETE of encoded traversal",
             "DELETE",
@@ -655,48 +314,21 @@ async fn path_tricks(f: &Fixture) -> usize {
             404,
             &["Media not found"],
         ),
-        (
-            "DELETE of NUL",
-            "DELETE",
-            format!("{base}/{id}%00"),
-            404,
-            &["Media not found"],
-        ),
-        (
-            "DELETE of 10,000 characters",
-            "DELETE",
-            format!("{base}/{long}"),
-            404,
-            &["Media not found"],
-        ),
-        (
-            "DELETE of the collection",
-            "DELETE",
-            base.clone(),
-            405,
-            &["not allowed"],
-        ),
     ];
-    let count = cases.len();
     for (case, method, target, status, hints) in cases {
         let reply = raw(f, http(method, &target, token.as_bytes(), b"")).await;
-        if method == "HEAD" {
-            assert_eq!(reply.status, status, "{case}");
-            continue;
-        }
         assert_error(case, reply.status, status, &reply.body, hints);
     }
     // The file is still there, whole.
     let response = f.download(&id).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert!(response.bytes().await.unwrap() == png_bytes(3000));
-    count
 }
 
 #[tokio::test]
 async fn tricky_media_ids_are_404_on_sqlite_and_files() {
     let mut f = fixture(Backends::SqliteFiles).await;
-    assert!(path_tricks(&f).await >= 25);
+    path_tricks(&f).await;
     f.assert_stored(1).await;
     assert_still_serving(&mut f).await;
     f.assert_stored(2).await;
@@ -723,68 +355,30 @@ enum Served {
     Refused,
 }
 
-async fn bad_ranges(f: &Fixture) -> usize {
+async fn bad_ranges(f: &Fixture) {
     const SIZE: usize = 150_000;
     let bytes = png_bytes(SIZE);
     let id = f.upload(&bytes).await;
     let target = format!("/partner/app/{}/media/{id}", f.app_id);
-    let many: Vec<String> = (0..2000).map(|i| format!("{0}-{0}", i * 2)).collect();
-    let many = format!("bytes={}", many.join(","));
     let huge = "9".repeat(100 * 1024);
     let cases: Vec<(&str, Vec<u8>, Served)> = vec![
         ("end before start", b"bytes=5-2".to_vec(), Served::Whole),
-        ("letters", b"bytes=abc".to_vec(), Served::Whole),
-        ("letters in a range", b"bytes=a-b".to_vec(), Served::Whole),
-        ("another unit", b"items=0-1".to_vec(), Served::Whole),
-        ("no unit", b"0-1".to_vec(), Served::Whole),
-        ("empty suffix", b"bytes=-0".to_vec(), Served::Refused),
-        ("empty value", b"".to_vec(), Served::Whole),
-        ("unit only", b"bytes=".to_vec(), Served::Whole),
-        ("dash only", b"bytes=-".to_vec(), Served::Whole),
-        ("negative", b"bytes=-5-10".to_vec(), Served::Whole),
-        ("hexadecimal", b"bytes=0x10-0x20".to_vec(), Served::Whole),
-        ("exponent", b"bytes=1e3-2e3".to_vec(), Served::Whole),
-        ("signed", b"bytes=+1-2".to_vec(), Served::Whole),
-        (
-            "start past u64",
-            b"bytes=18446744073709551616-".to_vec(),
-            Served::Refused,
-        ),
         (
             "end past u64",
             b"bytes=10-18446744073709551616".to_vec(),
             Served::Part(10, SIZE),
         ),
         (
-            "suffix past u64",
-            b"bytes=-99999999999999999999999".to_vec(),
-            Served::Part(0, SIZE),
-        ),
-        (
-            "both past u64",
-            b"bytes=99999999999999999999999-99999999999999999999999".to_vec(),
-            Served::Refused,
-        ),
-        (
-            "u64::MAX",
-            b"bytes=18446744073709551615-18446744073709551615".to_vec(),
-            Served::Refused,
-        ),
-        (
             "start at the size",
             format!("bytes={SIZE}-").into_bytes(),
             Served::Refused,
         ),
-        ("2,000 ranges", many.into_bytes(), Served::Whole),
         (
             "100 KiB of digits",
             format!("bytes=0-{huge}").into_bytes(),
             Served::Part(0, SIZE),
         ),
-        ("not ASCII", b"bytes=\xff\xfe-1".to_vec(), Served::Whole),
-        ("NUL-free junk after", b"bytes=0-1 junk".to_vec(), Served::Whole),
     ];
-    let count = cases.len();
     let token = format!("token: {}\r\n", f.token);
     for (case, value, served) in cases {
         let mut extra = token.clone().into_bytes();
@@ -816,31 +410,12 @@ async fn bad_ranges(f: &Fixture) -> usize {
             }
         }
     }
-    // HEAD and info are not confused by a bad range either.
-    let head = f
-        .request(
-            reqwest::Method::HEAD,
-            &format!("/{id}"),
-            &[("range", "bytes=5-2")],
-        )
-        .await;
-    assert_eq!(head.status(), StatusCode::OK);
-    assert_eq!(head.headers()["content-length"], SIZE.to_string().as_str());
-    let info = f
-        .request(
-            reqwest::Method::GET,
-            &format!("/{id}/info"),
-            &[("range", "bytes=-0")],
-        )
-        .await;
-    assert_eq!(info.status(), StatusCode::OK);
-    count + 2
 }
 
 #[tokio::test]
 async fn bad_ranges_get_the_whole_file_or_416_on_sqlite_and_files() {
     let mut f = fixture(Backends::SqliteFiles).await;
-    assert!(bad_ranges(&f).await >= 20);
+    bad_ranges(&f).await;
     f.assert_stored(1).await;
     assert_still_serving(&mut f).await;
 }
@@ -856,54 +431,25 @@ async fn bad_ranges_get_the_whole_file_or_416_on_postgres_and_garage() {
 // ---------------------------------------------------------------------------
 // Authentication headers.
 
-/// Every wrong way to present a token is 401 `Authentication Failed`, on
-/// uploads and reads alike; each app here sees at most 15 failures.
+/// Wrong tokens as only the wire carries them (repeated lines, bytes that
+/// are not ASCII, a 100 KiB value) and another app's are 401
+/// `Authentication Failed` on uploads and reads alike, and right ones,
+/// however spaced, work.
 #[tokio::test]
-async fn every_wrong_token_header_is_401() {
+async fn wrong_token_headers_are_401() {
     let mut f = fixture(Backends::SqliteFiles).await;
     let id = f.upload(&png_bytes(100)).await;
     let token = f.token.clone();
     let (_, other_token) = app_and_token(&f.stores, true);
-    let mut chopped = token.clone();
-    chopped.pop();
     let huge = "t".repeat(100 * 1024);
     let variants: Vec<(&str, Vec<u8>)> = vec![
-        ("empty token header", b"token: \r\n".to_vec()),
-        ("blank token header", b"token:    \t \r\n".to_vec()),
-        ("Bearer with nothing", b"Authorization: Bearer\r\n".to_vec()),
-        ("Bearer and spaces", b"Authorization: Bearer    \r\n".to_vec()),
-        (
-            "Basic with the token",
-            format!("Authorization: Basic {token}\r\n").into_bytes(),
-        ),
-        (
-            "Basic credentials",
-            b"Authorization: Basic dXNlcjpwYXNz\r\n".to_vec(),
-        ),
-        (
-            "another scheme",
-            format!("Authorization: Token {token}\r\n").into_bytes(),
-        ),
-        (
-            "Bearer twice",
-            format!("Authorization: Bearer Bearer {token}\r\n").into_bytes(),
-        ),
         (
             "wrong token, then the right one",
             format!("token: mv_wrong\r\ntoken: {token}\r\n").into_bytes(),
         ),
         (
-            "wrong token header beside a right Authorization",
-            format!("token: mv_wrong\r\nAuthorization: Bearer {token}\r\n").into_bytes(),
-        ),
-        (
             "token of another app",
             format!("token: {other_token}\r\n").into_bytes(),
-        ),
-        ("token cut short", format!("token: {chopped}\r\n").into_bytes()),
-        (
-            "token in upper case",
-            format!("token: {}\r\n", token.to_uppercase()).into_bytes(),
         ),
         (
             "token with non-ASCII bytes",
@@ -950,12 +496,7 @@ async fn every_wrong_token_header_is_401() {
     // still served.
     for (case, extra) in [
         ("lower-case bearer", format!("Authorization: bearer {token}\r\n")),
-        ("upper-case BEARER", format!("Authorization: BEARER {token}\r\n")),
         ("spaces around the token", format!("token:    {token}   \r\n")),
-        (
-            "Bearer and extra spaces",
-            format!("Authorization: Bearer    {token}  \r\n"),
-        ),
     ] {
         let target = format!("/partner/app/{}/media/{id}", f.app_id);
         let reply = raw(&f, http("GET", &target, extra.as_bytes(), b"")).await;

@@ -159,7 +159,9 @@ async fn respond(
         .with_retry_after(1));
     };
     let length = range.end - range.start;
-    let mut plaintext = state.vault.read(&media, range).await?;
+    // Fused: a response small enough is read to its end before the status
+    // goes out, and what is left of it is still chained into the body.
+    let mut plaintext = state.vault.read(&media, range).await?.fuse();
     let sent = Arc::new(AtomicU64::new(0));
     let counted = {
         let sent = sent.clone();
@@ -270,6 +272,46 @@ fn content_disposition(filename: &str) -> Option<HeaderValue> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A body read to its end (as a buffering layer or HTTP/2 does; hyper's
+    /// HTTP/1 writer stops at Content-Length) ends cleanly, whether it was
+    /// verified whole before the status or not.
+    #[tokio::test]
+    async fn a_download_body_can_be_read_past_its_last_byte() {
+        use axum::http::{Request, StatusCode};
+        use mediavault_storage::NewApp;
+        use tower::ServiceExt;
+
+        let dir = tempfile::tempdir().unwrap();
+        let vault = crate::testing::vault(dir.path()).await;
+        vault.migrate().await.unwrap();
+        let app = vault
+            .create_app(NewApp {
+                name: "a".into(),
+                capi: true,
+                ..NewApp::default()
+            })
+            .await
+            .unwrap();
+        let token = vault.issue_token(&app.id, None).await.unwrap().token;
+        let router = crate::router(crate::ApiState::new(vault.clone()));
+        for len in [10, VERIFIED_BEFORE_STATUS as usize + 1] {
+            let bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let mut upload = vault.begin_upload(&app, None).await.unwrap();
+            upload.write(&bytes).await.unwrap();
+            let id = upload.finish("text/plain").await.unwrap();
+            let request = Request::get(format!("/partner/app/{}/media/{id}", app.id))
+                .header("token", &token)
+                .body(Body::empty())
+                .unwrap();
+            let response = router.clone().oneshot(request).await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            assert!(body == bytes, "{len} bytes");
+        }
+    }
 
     #[test]
     fn filenames_are_quoted_safely() {

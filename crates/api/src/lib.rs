@@ -4,6 +4,8 @@
 
 mod admin;
 mod auth;
+#[cfg(test)]
+mod contract;
 mod delete;
 mod download;
 mod error;
