@@ -7,7 +7,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use axum::http::{Method, StatusCode};
-use mediavault_storage::{AppUpdate, NewApp};
+use mediavault_storage::{AppId, AppUpdate, NewApp};
 
 use super::*;
 use crate::error::{AUTH_FAILED, MEDIA_NOT_FOUND, NOT_CAPI, TOO_LARGE};
@@ -197,7 +197,7 @@ async fn the_upload_rate_answers_after_the_app_and_before_slots_and_form() {
 
     s.vault
         .update_app(
-            &app.id,
+            &AppId::new(&app.id),
             AppUpdate {
                 capi: Some(false),
                 ..AppUpdate::default()

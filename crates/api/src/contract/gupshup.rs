@@ -2,7 +2,7 @@
 //! range, cached, HEAD), info and delete, on success and on each error.
 
 use axum::http::{Method, StatusCode};
-use mediavault_storage::{NewApp, to_datetime};
+use mediavault_storage::{AppId, MediaId, NewApp, to_datetime};
 
 use super::*;
 use crate::error::{AUTH_FAILED, MEDIA_NOT_FOUND, NOT_CAPI, TOO_LARGE};
@@ -185,7 +185,13 @@ async fn a_download_sends_the_file_whole_by_range_cached_and_as_headers() {
     let bytes = png_bytes(300_000);
     let id = s.upload(&bytes).await;
     let etag = format!("\"{}\"", sha256_hex(&bytes));
-    let created = s.vault.find(&s.app.id, &id).await.unwrap().info.created_at;
+    let created = s
+        .vault
+        .find(&AppId::new(&s.app.id), &MediaId::new(&id))
+        .await
+        .unwrap()
+        .info
+        .created_at;
     let last_modified = to_datetime(created)
         .format("%a, %d %b %Y %H:%M:%S GMT")
         .to_string();
@@ -322,7 +328,12 @@ async fn info_describes_the_file_field_by_field() {
             sha256_hex(&bytes)
         )
     );
-    let stored = s.vault.find(&s.app.id, &id).await.unwrap().info;
+    let stored = s
+        .vault
+        .find(&AppId::new(&s.app.id), &MediaId::new(&id))
+        .await
+        .unwrap()
+        .info;
     for (field, time, ms) in [
         ("createdAt", created, stored.created_at),
         ("expiresAt", expires, stored.expires_at),

@@ -98,7 +98,7 @@ impl Service {
         let app = self.vault.create_app(new).await.unwrap();
         let issued = self.vault.issue_token(&app.id, None).await.unwrap();
         AppKey {
-            id: app.id,
+            id: app.id.into_string(),
             token: issued.token,
         }
     }
