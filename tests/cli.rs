@@ -7,6 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 
 use mediavault_storage::Keyring;
+use mediavault_test_support::{START_WITHIN, ServeProcess};
 use serde_json::Value;
 use support::{Backends, MEDIAVAULT, Server, Stores, cli};
 
@@ -100,25 +101,19 @@ fn invalid_configuration_names_the_key() {
 }
 
 /// Starts the embedded default in `dir` exactly as `make run` does (no
-/// configuration at all); returns the base URL, the curl line it printed,
-/// the child, and all it writes to stderr until it exits.
-fn start_embedded(
-    dir: &std::path::Path,
-) -> (
-    String,
-    String,
-    std::process::Child,
-    std::thread::JoinHandle<String>,
-) {
-    let (mut child, line) = spawn_in(dir, &["serve", "--listen", "127.0.0.1:0"], &[]);
-    let base = line
-        .trim()
-        .strip_prefix("listening on ")
-        .expect("listening line")
-        .to_owned();
+/// configuration at all); returns the server, the curl line it printed, and
+/// all it writes to stderr until it exits.
+fn start_embedded(dir: &std::path::Path) -> (ServeProcess, String, std::thread::JoinHandle<String>) {
+    let mut command = Command::new(MEDIAVAULT);
+    command
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .current_dir(dir)
+        .stderr(Stdio::piped());
+    let mut server =
+        ServeProcess::start(&mut command, None, START_WITHIN).unwrap_or_else(|failure| panic!("{failure}"));
     // Keep draining stderr for the life of the child, so that it never
     // writes into a closed pipe; hand back the curl command it printed.
-    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let stderr = BufReader::new(server.take_stderr().unwrap());
     let (hint_tx, hint_rx) = std::sync::mpsc::channel();
     let all = std::thread::spawn(move || {
         let mut lines = stderr.lines().map_while(Result::ok);
@@ -149,7 +144,7 @@ fn start_embedded(
     let hint = hint_rx
         .recv_timeout(std::time::Duration::from_secs(10))
         .expect("curl command on stderr");
-    (base, hint, child, all)
+    (server, hint, all)
 }
 
 /// Runs the curl command the server printed, in `dir`; fails unless the
@@ -182,7 +177,8 @@ fn run_printed_curl(dir: &std::path::Path, hint: &str) {
 fn embedded_default_makes_a_dev_app_once_and_its_curl_works() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("README.md"), "hello from the readme\n").unwrap();
-    let (base, hint, mut child, _) = start_embedded(dir.path());
+    let (mut server, hint, _) = start_embedded(dir.path());
+    let base = server.base_url().to_owned();
     assert!(
         hint.contains(&base),
         "the printed command targets the bound address: {hint}"
@@ -199,10 +195,9 @@ fn embedded_default_makes_a_dev_app_once_and_its_curl_works() {
     let token = token.trim();
     assert!(hint.contains(token), "the first start shows the token: {hint}");
     run_printed_curl(dir.path(), &hint);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    server.kill();
 
-    let (_, second_hint, mut child, stderr) = start_embedded(dir.path());
+    let (mut server, second_hint, stderr) = start_embedded(dir.path());
     assert!(
         second_hint.contains("data/dev-token"),
         "a second start points to the token file: {second_hint}"
@@ -214,8 +209,7 @@ fn embedded_default_makes_a_dev_app_once_and_its_curl_works() {
             .map(|s| s.split('/').next().unwrap().to_owned())
     };
     assert_eq!(url_path(&hint), url_path(&second_hint), "and the dev app");
-    child.kill().unwrap();
-    child.wait().unwrap();
+    server.kill();
     let stderr = stderr.join().unwrap();
     assert!(
         !stderr.contains(token),
@@ -236,7 +230,7 @@ fn embedded_default_makes_a_dev_app_once_and_its_curl_works() {
 fn embedded_files_are_private() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("README.md"), "hello from the readme\n").unwrap();
-    let (_, hint, mut child, _) = start_embedded(dir.path());
+    let (mut server, hint, _) = start_embedded(dir.path());
     run_printed_curl(dir.path(), &hint);
     let data = dir.path().join("data");
     let mode = |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
@@ -252,44 +246,32 @@ fn embedded_files_are_private() {
     for file in database.iter().chain(&blobs) {
         assert_eq!(mode(file), 0o600, "{}", file.display());
     }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    server.kill();
 }
 
-/// Starts `mediavault ARGS` in `dir` with `env` and nothing else configured;
-/// returns the child (stderr piped) and the first line of its stdout.
-fn spawn_in(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> (std::process::Child, String) {
-    let mut child = Command::new(MEDIAVAULT)
+/// Runs `mediavault ARGS` in `dir` with `env` and nothing else configured,
+/// expecting a refusal: fails if the command starts serving instead, or
+/// does not exit with an error. Returns its stderr.
+fn refused(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> String {
+    let mut command = Command::new(MEDIAVAULT);
+    command
         .args(args)
         .current_dir(dir)
         .envs(env.iter().copied())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    (child, line)
-}
-
-/// Runs `mediavault ARGS` in `dir` with `env`, expecting a refusal: fails if
-/// the command starts serving instead. Returns its stderr.
-fn refused(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> String {
-    let (mut child, line) = spawn_in(dir, args, env);
-    if line.starts_with("listening") {
-        child.kill().unwrap();
-        child.wait().unwrap();
-        panic!("`mediavault {}` started: {line}", args.join(" "));
+        .stderr(Stdio::piped());
+    match ServeProcess::start(&mut command, None, START_WITHIN) {
+        Ok(server) => panic!("`mediavault {}` started: {}", args.join(" "), server.base_url()),
+        // A refusal prints nothing and exits, so its status is its own
+        // (not the kill that ends every failed start).
+        Err(failure) => {
+            assert!(
+                failure.stdout_line.is_empty() && failure.status.is_some_and(|status| !status.success()),
+                "`mediavault {}` did not refuse: {failure}",
+                args.join(" ")
+            );
+            failure.stderr
+        }
     }
-    let output = child.wait_with_output().unwrap();
-    assert!(
-        !output.status.success(),
-        "`mediavault {}` succeeded",
-        args.join(" ")
-    );
-    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 /// A blob directory that holds the database or a key or token file is
@@ -335,10 +317,9 @@ fn a_blob_directory_holding_the_database_or_keys_is_refused() {
 fn embedded_mode_never_regenerates_a_key_its_media_need() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("README.md"), "hello from the readme\n").unwrap();
-    let (_, hint, mut child, _) = start_embedded(dir.path());
+    let (mut server, hint, _) = start_embedded(dir.path());
     run_printed_curl(dir.path(), &hint);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    server.kill();
 
     let key_file = dir.path().join("data/dev.key");
     std::fs::remove_file(&key_file).unwrap();

@@ -6,11 +6,11 @@
 //! `scripts/test-services.sh` writes (`make test` sources it). A missing or
 //! unreachable service fails the test with a message; nothing is skipped.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use mediavault_storage::{BlobConfig, Defaults, Keyring, Vault, VaultConfig};
+use mediavault_test_support::{START_WITHIN, ServeProcess};
 use secrecy::ExposeSecret;
 use sqlx::Connection;
 
@@ -259,8 +259,7 @@ async fn clear_s3_prefix(blobs: &BlobConfig) {
 /// A running `mediavault serve` on a free loopback port; killed on drop.
 pub struct Server {
     pub base_url: String,
-    child: Child,
-    pub stderr_path: std::path::PathBuf,
+    process: ServeProcess,
 }
 
 impl Server {
@@ -279,7 +278,6 @@ impl Server {
             .current_dir(stores.dir())
             .env("RUST_LOG", "info")
             .envs(stores.env())
-            .stdout(Stdio::piped())
             .stderr(stderr);
         // Rate limits have suites of their own (which set them low); here they
         // would only slow suites that upload in bursts.
@@ -290,57 +288,39 @@ impl Server {
         for (key, value) in extra_env {
             command.env(key, value);
         }
-        let mut child = command.spawn().expect("start mediavault");
-        let stdout = child.stdout.take().unwrap();
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
-        let base_url = line
-            .trim()
-            .strip_prefix("listening on ")
-            .map(str::to_owned)
-            .unwrap_or_else(|| {
-                let log = std::fs::read_to_string(&stderr_path).unwrap_or_default();
-                panic!("mediavault did not start: stdout {line:?}\nstderr:\n{log}")
-            });
+        let process = ServeProcess::start(&mut command, Some(&stderr_path), START_WITHIN)
+            .unwrap_or_else(|failure| panic!("{failure}"));
         Server {
-            base_url,
-            child,
-            stderr_path,
+            base_url: process.base_url().to_owned(),
+            process,
         }
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base_url)
+        self.process.url(path)
     }
 
+    /// All the server has logged so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+        self.process.log()
     }
 
     pub fn is_running(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
+        self.process.is_running()
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.pid()
     }
 
     /// Waits for the process to exit; returns its status.
     pub fn wait(&mut self) -> std::process::ExitStatus {
-        self.child.wait().expect("wait for mediavault")
+        self.process.wait().expect("wait for mediavault")
     }
 
     /// SIGKILL: the process gets no chance to clean up.
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.kill();
     }
 }
 

@@ -1,11 +1,11 @@
 //! The real `mediavault` binary under measurement: `serve` on a free loopback
 //! port, and the CLI for an app and its token.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 use anyhow::{Context, bail};
+use mediavault_test_support::{START_WITHIN, ServeProcess};
 
 use crate::stores::Stores;
 
@@ -96,67 +96,45 @@ pub fn app_and_token(binary: &Path, stores: &Stores) -> anyhow::Result<(String, 
 
 /// A running `mediavault serve`; killed on drop.
 pub struct Server {
-    child: Child,
+    process: ServeProcess,
     pub base_url: String,
-    pub log: PathBuf,
 }
 
 impl Server {
     pub fn start(binary: &Path, stores: &Stores) -> anyhow::Result<Server> {
         let log = stores.dir().join("server.log");
-        let mut child = command(binary, stores)
+        let mut command = command(binary, stores);
+        command
             .args(["serve", "--listen", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log)?)
-            .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?;
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
-        let Some(base_url) = line.trim().strip_prefix("listening on ") else {
-            let _ = child.kill();
-            bail!(
-                "mediavault did not start: {line:?}\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        };
+            .stderr(std::fs::File::create(&log)?);
+        let process = ServeProcess::start(&mut command, Some(&log), START_WITHIN)?;
         Ok(Server {
-            base_url: base_url.to_owned(),
-            child,
-            log,
+            base_url: process.base_url().to_owned(),
+            process,
         })
     }
 
     /// A line of `/proc/PID/status` in KiB: `VmRSS` now, `VmHWM` the peak.
     pub fn memory_kib(&self, field: &str) -> anyhow::Result<u64> {
-        proc_status_kib(self.child.id(), field)
+        proc_status_kib(self.process.pid(), field)
     }
 
     /// Makes `VmHWM` start again from the current RSS.
     pub fn reset_peak(&self) -> anyhow::Result<()> {
-        std::fs::write(format!("/proc/{}/clear_refs", self.child.id()), "5")
+        std::fs::write(format!("/proc/{}/clear_refs", self.process.pid()), "5")
             .context("resetting the peak RSS (clear_refs)")
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.pid()
     }
 
     /// Fails if the server has exited (it should outlive every scenario).
     pub fn check_running(&mut self) -> anyhow::Result<()> {
-        if let Some(status) = self.child.try_wait()? {
-            bail!(
-                "mediavault exited ({status}):\n{}",
-                std::fs::read_to_string(&self.log).unwrap_or_default()
-            );
+        if let Some(status) = self.process.exited() {
+            bail!("mediavault exited ({status}):\n{}", self.process.log());
         }
         Ok(())
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -12,12 +12,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use mediavault_test_support::ServeProcess;
 use tokio::sync::watch;
 
 use crate::client::{self, App, Failure};
 use crate::files::FileSpec;
 use crate::report::{self, Common};
-use crate::services::{MediaRow, Server, Services};
+use crate::services::{MediaRow, Services};
 
 #[derive(Debug, clap::Args)]
 pub struct ChaosArgs {
@@ -134,7 +135,7 @@ pub async fn run(common: &Common, args: &ChaosArgs) -> anyhow::Result<bool> {
     );
 
     // Uploads under faults.
-    let (url_tx, url_rx) = watch::channel(Some(server.base_url.clone()));
+    let (url_tx, url_rx) = watch::channel(Some(server.base_url().to_owned()));
     let progress = Arc::new(Progress {
         claimed: AtomicUsize::new(0),
         in_flight: AtomicUsize::new(0),
@@ -172,7 +173,7 @@ pub async fn run(common: &Common, args: &ChaosArgs) -> anyhow::Result<bool> {
     attempts.sort_by_key(|a| a.index);
     let upload_phase = upload_started.elapsed();
     check_running(&mut services, &mut server, &server_env, &mut unexpected_exits).await?;
-    let base = server.base_url.clone();
+    let base = server.base_url().to_owned();
     eprintln!(
         "chaos: upload phase done in {:.0} s; reaping and verifying",
         upload_phase.as_secs_f64()
@@ -521,7 +522,7 @@ async fn worker(
 #[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
 async fn inject_faults(
     services: &mut Services,
-    server: &mut Server,
+    server: &mut ServeProcess,
     server_env: &[(&str, &str)],
     url: &watch::Sender<Option<String>>,
     progress: &Progress,
@@ -554,7 +555,7 @@ async fn inject_faults(
                 url.send_replace(None);
                 server.kill();
                 *server = services.serve(server_env).await?;
-                url.send_replace(Some(server.base_url.clone()));
+                url.send_replace(Some(server.base_url().to_owned()));
             }
         }
         let took = started.elapsed();
@@ -575,7 +576,7 @@ async fn inject_faults(
 /// start another so the run can finish.
 async fn check_running(
     services: &mut Services,
-    server: &mut Server,
+    server: &mut ServeProcess,
     server_env: &[(&str, &str)],
     unexpected_exits: &mut Vec<String>,
 ) -> anyhow::Result<()> {

@@ -5,15 +5,15 @@
 //! is never touched. Dropping [`Services`] stops every process and removes
 //! the directory, on failure as on success.
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use futures::TryStreamExt;
+use mediavault_test_support::ServeProcess;
 use object_store::ObjectStore;
 use object_store::aws::AmazonS3Builder;
 
@@ -117,7 +117,7 @@ impl Services {
     }
 
     /// Starts `mediavault serve` on a free loopback port.
-    pub async fn serve(&mut self, extra_env: &[(&str, &str)]) -> anyhow::Result<Server> {
+    pub async fn serve(&mut self, extra_env: &[(&str, &str)]) -> anyhow::Result<ServeProcess> {
         self.servers_started += 1;
         let log = self.dir().join(format!("server-{}.log", self.servers_started));
         let mut command = Command::new(&self.mediavault);
@@ -127,34 +127,12 @@ impl Services {
             .envs(self.env())
             .envs(extra_env.iter().copied())
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log)?);
-        let mut child = command.spawn().context("starting mediavault serve")?;
-        let stdout = child.stdout.take().expect("piped");
-        let mut server = Server {
-            child,
-            base_url: String::new(),
-            stdout: None,
-            log,
-        };
-        // The first stdout line names the port; reading it blocks, so it
-        // runs off the runtime, bounded like every start.
-        let read = tokio::task::spawn_blocking(move || {
-            let mut reader = BufReader::new(stdout);
-            let mut line = String::new();
-            reader.read_line(&mut line).map(|_| (line, reader.into_inner()))
-        });
-        let (line, stdout) = tokio::time::timeout(START_WITHIN, read)
-            .await
-            .context("mediavault did not announce its address in time")???;
-        server.stdout = Some(stdout);
-        match line.trim().strip_prefix("listening on ") {
-            Some(url) => server.base_url = url.to_owned(),
-            None => bail!(
-                "mediavault did not start: stdout {line:?}\n{}",
-                tail(&server.log, 20)
-            ),
-        }
+        // Waiting for the address blocks: off the runtime, so the clients
+        // and the fault schedule keep running meanwhile.
+        let server =
+            tokio::task::spawn_blocking(move || ServeProcess::start(&mut command, Some(&log), START_WITHIN))
+                .await??;
         Ok(server)
     }
 
@@ -302,43 +280,6 @@ fn generate_key(mediavault: &Path) -> anyhow::Result<String> {
     }
     let reply: serde_json::Value = serde_json::from_slice(&output.stdout)?;
     Ok(reply["key"].as_str().context("keys generate: no key")?.to_owned())
-}
-
-/// A running `mediavault serve`; SIGKILLed when dropped.
-pub struct Server {
-    child: Child,
-    pub base_url: String,
-    /// Held so the server never writes to a closed pipe.
-    stdout: Option<ChildStdout>,
-    log: PathBuf,
-}
-
-impl Server {
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// SIGKILL: no drain, no clean-up, as a crash or an OOM kill would do.
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        self.stdout = None;
-    }
-
-    /// How the process ended, if it has.
-    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.try_wait().ok().flatten()
-    }
-
-    pub fn log_tail(&self, lines: usize) -> String {
-        tail(&self.log, lines)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }
 
 fn tail(path: &Path, lines: usize) -> String {

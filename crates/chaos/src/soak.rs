@@ -173,7 +173,7 @@ pub async fn run(common: &Common, args: &SoakArgs) -> anyhow::Result<bool> {
     let app = services.app(&["--retention", &retention]).await?;
     let inventory = services.inventory().await?;
     let http = client::http(Duration::from_secs(60));
-    let base = server.base_url.clone();
+    let base = server.base_url().to_owned();
     eprintln!(
         "soak: {} ops/s for {}; sampling every {:?}",
         args.rate,
