@@ -49,7 +49,13 @@ values.yaml as floats, which would print 104857600 as "1.048576e+08".
 {{- if kindIs "float64" . }}{{ . | int64 }}{{ else }}{{ . }}{{ end }}
 {{- end }}
 
-{{/* Whether the admin API is enabled (its token is in the Secret). */}}
+{{/*
+Whether the admin API is enabled: its token is in the Secret the pods read.
+mediavault.validateValues refuses secret.adminToken next to existingSecret,
+where it could not reach the pods.
+*/}}
 {{- define "mediavault.hasAdminToken" -}}
-{{- if or .Values.secret.adminToken (and .Values.secret.existingSecret .Values.secret.existingSecretHasAdminToken) }}true{{ end }}
+{{- if .Values.secret.existingSecret }}
+{{- if .Values.secret.existingSecretHasAdminToken }}true{{ end }}
+{{- else if .Values.secret.adminToken }}true{{ end }}
 {{- end }}
