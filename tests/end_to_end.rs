@@ -6,6 +6,7 @@ mod support;
 
 mod admin;
 mod bad_input;
+mod by_url;
 mod cli;
 mod conformance;
 mod downloads;

@@ -26,6 +26,7 @@ use axum::http::{Request, StatusCode, header};
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use mediavault_api::{ApiState, LimitSettings, Limits, router};
+use mediavault_fetch::{FetchPolicy, Fetcher};
 use mediavault_storage::{NewApp, Vault};
 use serde_json::Value;
 use tower::ServiceExt;
@@ -68,6 +69,13 @@ fn fixture() -> &'static Fixture {
                 upload_burst: many,
                 ..LimitSettings::default()
             })),
+            // Off: a URL the fuzzer writes must never reach the network. A
+            // `file` sent as text is then a 400, as the assertions expect.
+            fetcher: Fetcher::new(FetchPolicy {
+                enabled: false,
+                ..FetchPolicy::default()
+            })
+            .expect("fetcher"),
             ..ApiState::new(vault.clone())
         };
         Fixture {

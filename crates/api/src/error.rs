@@ -4,6 +4,7 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use mediavault_fetch::FetchError;
 use mediavault_storage::{AdminError, AuthError, ReadError, StoreError, UploadError};
 use serde::Serialize;
 
@@ -15,6 +16,8 @@ pub const MEDIA_NOT_FOUND: &str = "Media not found";
 pub const READ_FAILED: &str = "Unable to fetch requested Media";
 pub const DELETE_FAILED: &str = "Unable to delete requested Media";
 pub const REQUEST_FAILED: &str = "Unable to complete the request; try again later";
+/// Before the reason an upload by URL could not fetch its file.
+pub const FETCH_FAILED: &str = "Unable to fetch the file URL";
 
 /// What a route was asked to do. When a store fails, at whichever step
 /// (authentication included), the 500 names this task, not another route's.
@@ -167,6 +170,14 @@ impl From<UploadError> for ApiError {
             }
         };
         ApiError::bad_request(message)
+    }
+}
+
+/// A fetch by URL that failed is the caller's URL at fault (or its
+/// server): 400, naming the class of the failure and nothing else.
+impl From<FetchError> for ApiError {
+    fn from(error: FetchError) -> ApiError {
+        ApiError::bad_request(format!("{FETCH_FAILED}: {error}"))
     }
 }
 

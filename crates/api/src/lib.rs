@@ -4,6 +4,7 @@
 
 mod admin;
 mod auth;
+mod by_url;
 #[cfg(test)]
 mod contract;
 mod delete;
@@ -28,6 +29,7 @@ use tokio::sync::Semaphore;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use mediavault_fetch::{FetchPolicy, Fetcher};
 use mediavault_storage::Vault;
 use tokio_util::sync::CancellationToken;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -66,6 +68,9 @@ pub struct ApiState {
     pub limits: Arc<Limits>,
     /// `None`: no admin API (every `/admin` route answers 404).
     pub admin_token: Option<AdminToken>,
+    /// Fetches the file of an upload by URL; when disabled, a `file` sent
+    /// as text is refused as before.
+    pub fetcher: Fetcher,
 }
 
 impl ApiState {
@@ -84,6 +89,7 @@ impl ApiState {
             shutdown: CancellationToken::new(),
             limits: Arc::new(Limits::new(LimitSettings::default())),
             admin_token: None,
+            fetcher: Fetcher::new(FetchPolicy::default()).expect("the default fetcher builds"),
         }
     }
 }

@@ -1,7 +1,10 @@
 //! `POST /partner/app/{appId}/media`: the Gupshup upload. The multipart body
 //! is read part by part; the `file` part streams straight into the vault, in
-//! whichever order the parts come. Checks answer in the contract's order:
-//! 401, 400 non-CAPI, 429, 400 `file_type`/`file`, 413, 400 content, 500.
+//! whichever order the parts come. A `file` part that is a plain text value
+//! is a URL: once the form is read and its type accepted, the file is
+//! fetched from there into the same kind of upload (`by_url`). Checks
+//! answer in the contract's order: 401, 400 non-CAPI, 429, 400
+//! `file_type`/`file`, 400 fetch failure, 413, 400 content, 500.
 
 use axum::Json;
 use axum::body::Body;
@@ -13,11 +16,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::http::HeaderMap;
+use mediavault_fetch::clean_filename;
 use mediavault_storage::{App, Upload, UploadError};
 use serde::Serialize;
 
 use crate::ApiState;
 use crate::auth::authenticate;
+use crate::by_url;
 use crate::error::{ApiError, ErrorBody, Task};
 use crate::limits::ClientAddr;
 use crate::path::ApiPath;
@@ -28,8 +33,6 @@ use crate::slots::MinUploadRate;
 const TEXT_FIELD_LIMIT: usize = 4 * 1024;
 /// Parts accepted in one request (`file_type`, `file`, and a few extras).
 const MAX_PARTS: usize = 16;
-/// Longest original filename kept for Content-Disposition.
-const FILENAME_LIMIT: usize = 255;
 /// Longest part name accepted (`file_type` and `file` are what matter).
 const NAME_LIMIT: usize = 256;
 /// Body bytes that are not part content — preamble, boundaries, part
@@ -58,11 +61,18 @@ pub struct UploadForm {
     #[schema(example = "image/png")]
     file_type: String,
     /// The file, at most the app's size limit (104,857,600 bytes by default).
+    /// Or, as a plain text part (no filename, no Content-Type), an `http` or
+    /// `https` URL: the service fetches the file from there (2xx answers
+    /// only, a few redirects, addresses the operator allows) and stores it
+    /// as if it had been sent; its name is the answer's Content-Disposition
+    /// filename, else the URL's last segment. A fetch that fails answers
+    /// 400 `Unable to fetch the file URL: <reason>`.
     #[schema(value_type = String, format = Binary)]
     file: Vec<u8>,
 }
 
-/// Upload a file and get its media id (Gupshup-compatible).
+/// Upload a file, or have one fetched from a URL, and get its media id
+/// (Gupshup-compatible).
 #[utoipa::path(
     post,
     path = "/partner/app/{app_id}/media",
@@ -71,7 +81,7 @@ pub struct UploadForm {
     request_body(content = UploadForm, content_type = "multipart/form-data"),
     responses(
         (status = 200, description = "Stored", body = UploadReply),
-        (status = 400, description = "Not a CAPI app, type not allowed, no file, bad body, or content contradicts file_type", body = ErrorBody),
+        (status = 400, description = "Not a CAPI app, type not allowed, no file, bad body, the file URL could not be fetched, or content contradicts file_type", body = ErrorBody),
         (status = 401, description = "Authentication Failed", body = ErrorBody),
         (status = 408, description = "The body came slower than the server's minimum upload rate", body = ErrorBody),
         (status = 413, description = "File size exceeds the maximum limit!", body = ErrorBody),
@@ -105,6 +115,7 @@ pub async fn upload(
         meter: &meter,
         declared: None,
         upload: None,
+        url: None,
     };
     match form.read(&mut body).await {
         Ok(()) => {}
@@ -120,7 +131,11 @@ pub async fn upload(
             return Err(error.into());
         }
     };
-    let upload = form.upload.take().ok_or(UploadError::MissingFile)?;
+    let upload = match (form.upload.take(), form.url.take()) {
+        (Some(upload), _) => upload,
+        (None, Some(url)) => by_url::receive(&state, &app, &url).await?,
+        (None, None) => return Err(UploadError::MissingFile.into()),
+    };
     let size = upload.received();
     let media_id = upload.finish(&declared).await?;
     metrics::counter!("mediavault_upload_bytes_total").increment(size);
@@ -300,6 +315,8 @@ struct Form<'a> {
     meter: &'a Meter,
     declared: Option<String>,
     upload: Option<Upload>,
+    /// The `file` part, when it was a URL to fetch the file from.
+    url: Option<String>,
 }
 
 impl Form<'_> {
@@ -328,7 +345,7 @@ impl Form<'_> {
                     self.declared = Some(declared);
                 }
                 Some("file") => {
-                    if self.upload.is_some() {
+                    if self.upload.is_some() || self.url.is_some() {
                         return Err(UploadError::DuplicateFile);
                     }
                     self.receive_file(field).await?;
@@ -344,9 +361,14 @@ impl Form<'_> {
 
     async fn receive_file(&mut self, mut field: Field<'_>) -> Result<(), UploadError> {
         // A part with neither filename nor content type is a plain form
-        // value: the newer Gupshup API takes a URL there, which is not supported.
+        // value: the newer Gupshup API takes a URL there, fetched once the
+        // whole form is read (and refused as before when fetching is off).
         if field.file_name().is_none() && field.content_type().is_none() {
-            return Err(UploadError::FileIsText);
+            if !self.state.fetcher.enabled() {
+                return Err(UploadError::FileIsText);
+            }
+            self.url = Some(read_text(self.state, self.meter, field, "file").await?);
+            return Ok(());
         }
         let filename = field.file_name().map(clean_filename).filter(|f| !f.is_empty());
         let upload = self.upload.insert(
@@ -409,32 +431,4 @@ fn malformed(error: MultipartError) -> UploadError {
     }
     tracing::info!(error = %why, "upload body ended or failed to parse; request aborted");
     UploadError::Malformed(why)
-}
-
-/// The last path component, without control characters, at most 255 bytes.
-/// Only ever used as a label in Content-Disposition, never as a path.
-fn clean_filename(raw: &str) -> String {
-    let base = raw.rsplit(['/', '\\']).next().unwrap_or_default();
-    let mut name: String = base.chars().filter(|c| !c.is_control()).collect();
-    if name.len() > FILENAME_LIMIT {
-        let mut cut = FILENAME_LIMIT;
-        while !name.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        name.truncate(cut);
-    }
-    name.trim().to_owned()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::clean_filename;
-
-    #[test]
-    fn filenames_lose_paths_and_control_characters() {
-        assert_eq!(clean_filename("../../etc/passwd"), "passwd");
-        assert_eq!(clean_filename("C:\\Users\\me\\photo.png"), "photo.png");
-        assert_eq!(clean_filename("a\r\nb.txt"), "ab.txt");
-        assert_eq!(clean_filename(&"é".repeat(200)).len(), 254);
-    }
 }

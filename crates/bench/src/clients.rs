@@ -115,6 +115,29 @@ impl MediaClient {
             .to_owned())
     }
 
+    /// Has the server fetch the file at `url` (upload by URL); returns the media id.
+    pub async fn upload_by_url(&self, url: &str) -> anyhow::Result<String> {
+        let form = Form::new()
+            .text("file_type", "image/png")
+            .text("file", url.to_owned());
+        let response = self
+            .http
+            .post(&*self.media_url)
+            .header("token", &*self.token)
+            .multipart(form)
+            .send()
+            .await?;
+        let status = response.status();
+        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        if !status.is_success() {
+            bail!("upload by URL answered {status}: {body}");
+        }
+        Ok(body["mediaId"]
+            .as_str()
+            .context("mediaId in the reply")?
+            .to_owned())
+    }
+
     /// Downloads `media_id` whole and checks it is `expected`.
     pub async fn download(&self, media_id: &str, expected: &[u8]) -> anyhow::Result<()> {
         let response = self

@@ -5,7 +5,8 @@
 //! - `mediavault-bench http`: starts the release `mediavault serve` on fresh
 //!   stores and measures large-file throughput, small-file throughput and
 //!   latency, and server memory, each next to object_store used directly on
-//!   the same bucket or directory.
+//!   the same bucket or directory; and a large file uploaded by URL from a
+//!   loopback origin, next to the same file sent directly.
 //! - `mediavault-bench crypto`: the blob format's per-core figures: runs
 //!   `cargo bench -p mediavault-storage --bench seal` and reads criterion's
 //!   estimates.
@@ -214,6 +215,12 @@ async fn measure(
     let (f, s) = scenarios::large(server.pid(), &media, &raw, args.large_size, args.large_reps).await?;
     figures.extend(f);
     samples.insert("large".into(), json!({ "load_before": load, "result": s }));
+    server.check_running()?;
+
+    let load = load_average();
+    let (f, s) = scenarios::by_url(server.pid(), &media, args.large_size, args.large_reps).await?;
+    figures.extend(f);
+    samples.insert("by_url".into(), json!({ "load_before": load, "result": s }));
     server.check_running()?;
 
     let (f, s) = scenarios::small(

@@ -2,13 +2,14 @@
 //! large files one at a time, small files at several concurrencies, and the
 //! server's memory while many large uploads arrive at once.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bytes::Bytes;
 use hdrhistogram::Histogram;
+use mediavault_fetch::origin::{Answer, Origin};
 use serde_json::json;
 
 use crate::clients::{MediaClient, RawClient, png_file, stamped};
@@ -134,6 +135,71 @@ pub async fn large(
         "cpu_ms_per_file": {
             "upload": per_file[0], "download": per_file[1], "raw_put": per_file[2], "raw_get": per_file[3],
         },
+    });
+    Ok((figures, samples))
+}
+
+/// One large file uploaded by URL from an HTTP origin on loopback (in this
+/// process), against the same file sent directly, `reps` times each; the
+/// figure is the by-URL median with the direct one as its baseline. Every
+/// stored file is read back and compared, outside the timing. The CPU of
+/// the by-URL side includes the origin's, as it runs in this process.
+pub async fn by_url(
+    server_pid: u32,
+    media: &MediaClient,
+    size: usize,
+    reps: usize,
+) -> anyhow::Result<(Vec<Figure>, serde_json::Value)> {
+    let mibs = |d: Duration| size as f64 / MIB / d.as_secs_f64();
+    let serving: Arc<Mutex<Bytes>> = Arc::default();
+    let served = serving.clone();
+    let origin = Origin::start(move |_| Answer::file(served.lock().unwrap().clone())).await;
+    let (mut fetched, mut direct) = (vec![], vec![]);
+    let mut cpu = [CpuSeconds::default(); 2];
+    for rep in 0..reps {
+        let file = png_file(size);
+        *serving.lock().unwrap() = file.clone();
+        let url = origin.url(&format!("/bench-{rep}.png"));
+        let [cpu_url, cpu_direct] = &mut cpu;
+        // Alternate which side goes first, as `large` does.
+        let url_first = rep % 2 == 0;
+        let mut ids = Vec::new();
+        for side in if url_first { [true, false] } else { [false, true] } {
+            if side {
+                let (id, elapsed) = timed(server_pid, cpu_url, media.upload_by_url(&url)).await?;
+                fetched.push(mibs(elapsed));
+                ids.push(id);
+            } else {
+                let (id, elapsed) = timed(server_pid, cpu_direct, media.upload(file.clone())).await?;
+                direct.push(mibs(elapsed));
+                ids.push(id);
+            }
+        }
+        for id in ids {
+            media.download(&id, &file).await?;
+            media.delete(&id).await?;
+        }
+        eprintln!(
+            "  by URL {rep}: {:.0} MiB/s (sent directly {:.0})",
+            fetched[rep], direct[rep]
+        );
+    }
+    let size_mib = size as f64 / MIB;
+    let figures = vec![Figure::against(
+        format!("upload {size_mib:.0} MiB by URL (raw: sent), median of {reps}"),
+        "MiB/s",
+        median(&fetched),
+        median(&direct),
+        None,
+    )];
+    let per_file = cpu.map(|c| c.per_operation_ms(reps));
+    for (what, c) in ["by URL", "sent directly"].iter().zip(&per_file) {
+        eprintln!("  upload {what}, CPU per file: {}", c.brief("ms"));
+    }
+    let samples = json!({
+        "size_bytes": size,
+        "by_url_mib_s": fetched, "direct_mib_s": direct,
+        "cpu_ms_per_file": { "by_url": per_file[0], "direct": per_file[1] },
     });
     Ok((figures, samples))
 }

@@ -19,6 +19,8 @@ const SERVER_DEFAULTS: &[(&str, &str)] = &[
     // The benchmark measures throughput, not the per-app rate limit.
     ("MEDIAVAULT__LIMITS__UPLOADS_PER_SECOND", "1000000"),
     ("MEDIAVAULT__LIMITS__UPLOAD_BURST", "1000000"),
+    // Uploads by URL fetch from an origin the harness runs on loopback.
+    ("MEDIAVAULT__FETCH__ALLOW_NETWORKS", "[\"127.0.0.1/32\"]"),
 ];
 
 /// The `mediavault` built beside this binary (`target/release`).

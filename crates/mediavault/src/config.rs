@@ -13,6 +13,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use ipnet::IpNet;
 use mediavault_api::{LimitSettings, MinUploadRate, UploadSlots};
+use mediavault_fetch::FetchPolicy;
 use mediavault_reaper::{ReaperSettings, Schedule};
 use mediavault_storage::DatabaseUrl;
 use secrecy::{ExposeSecret, SecretString};
@@ -35,6 +36,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     #[serde(default)]
     pub admin: AdminConfig,
+    pub fetch: FetchConfig,
     pub log: LogConfig,
 }
 
@@ -134,6 +136,28 @@ pub struct AdminConfig {
     pub token_file: Option<PathBuf>,
 }
 
+/// Upload by URL: whether the service fetches files, and where it may.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FetchConfig {
+    pub enabled: bool,
+    /// Addresses or CIDR networks opened although a default range holds them.
+    #[serde(default)]
+    pub allow_networks: Vec<String>,
+    /// Addresses or CIDR networks never fetched from, whatever else says.
+    #[serde(default)]
+    pub deny_networks: Vec<String>,
+    pub max_redirects: usize,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Bound on the whole fetch, body included.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+/// More redirects than any file server needs; the bound keeps a chain short.
+const MAX_REDIRECTS_LIMIT: usize = 10;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -222,7 +246,32 @@ impl Config {
         }
         self.reaper_settings()?;
         self.limit_settings()?;
+        self.fetch_policy()?;
         Ok(())
+    }
+
+    /// Upload by URL's settings, checked: networks parse, timeouts are
+    /// above zero, redirects are at most 10.
+    pub fn fetch_policy(&self) -> anyhow::Result<FetchPolicy> {
+        let fetch = &self.fetch;
+        if fetch.connect_timeout.is_zero() {
+            bail!("fetch.connect_timeout must be above 0");
+        }
+        if fetch.timeout.is_zero() {
+            bail!("fetch.timeout must be above 0");
+        }
+        if fetch.max_redirects > MAX_REDIRECTS_LIMIT {
+            bail!("fetch.max_redirects must be at most {MAX_REDIRECTS_LIMIT}");
+        }
+        Ok(FetchPolicy {
+            enabled: fetch.enabled,
+            allow_networks: networks("fetch.allow_networks", &fetch.allow_networks)?,
+            deny_networks: networks("fetch.deny_networks", &fetch.deny_networks)?,
+            max_redirects: fetch.max_redirects,
+            connect_timeout: fetch.connect_timeout,
+            timeout: fetch.timeout,
+            ..FetchPolicy::default()
+        })
     }
 
     /// The rate limits, checked: the two rates must be above zero.
@@ -234,22 +283,7 @@ impl Config {
             uploads_per_second: above_zero("limits.uploads_per_second", self.limits.uploads_per_second)?,
             upload_burst: above_zero("limits.upload_burst", self.limits.upload_burst)?,
             auth_failures_per_hour: self.limits.auth_failures_per_hour,
-            trusted_proxies: self
-                .server
-                .trusted_proxies
-                .iter()
-                .map(|entry| {
-                    let entry = entry.trim();
-                    entry
-                        .parse::<IpNet>()
-                        .or_else(|_| entry.parse::<std::net::IpAddr>().map(IpNet::from))
-                        .map_err(|_| {
-                            anyhow::anyhow!(
-                                "server.trusted_proxies: {entry:?} is not an address or a CIDR network"
-                            )
-                        })
-                })
-                .collect::<anyhow::Result<_>>()?,
+            trusted_proxies: networks("server.trusted_proxies", &self.server.trusted_proxies)?,
         })
     }
 
@@ -330,6 +364,20 @@ impl Config {
             self.crypto.keys_file.as_deref(),
         )
     }
+}
+
+/// A list of addresses or CIDR networks; a bad entry names `key`.
+fn networks(key: &str, entries: &[String]) -> anyhow::Result<Vec<IpNet>> {
+    entries
+        .iter()
+        .map(|entry| {
+            let entry = entry.trim();
+            entry
+                .parse::<IpNet>()
+                .or_else(|_| entry.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| anyhow::anyhow!("{key}: {entry:?} is not an address or a CIDR network"))
+        })
+        .collect()
 }
 
 /// A secret given inline or as a file, never both.
@@ -512,6 +560,7 @@ mod tests {
         let config = Config::load(Some(&example), &Overrides::default()).unwrap();
         assert_eq!(config.log.format, LogFormat::Json);
         assert_eq!(config.limit_settings().unwrap().trusted_proxies.len(), 1);
+        assert_eq!(config.fetch_policy().unwrap().allow_networks.len(), 1);
     }
 
     #[test]
@@ -573,6 +622,62 @@ mod tests {
         ] {
             let error = Config::from_toml_str(&format!("[server]\n{toml}\n")).unwrap_err();
             assert!(error.to_string().contains(key), "{error}");
+        }
+    }
+
+    #[test]
+    fn fetch_settings_are_read_and_checked() {
+        let policy = Config::from_toml_str("").unwrap().fetch_policy().unwrap();
+        assert!(policy.enabled);
+        assert!(policy.allow_networks.is_empty() && policy.deny_networks.is_empty());
+        assert_eq!(policy.max_redirects, 3);
+        assert_eq!(policy.connect_timeout, Duration::from_secs(5));
+        assert_eq!(policy.timeout, Duration::from_secs(50));
+        assert_eq!(
+            policy.user_agent,
+            format!("mediavault/{}", env!("CARGO_PKG_VERSION"))
+        );
+
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("MEDIAVAULT__FETCH__ENABLED", "false");
+            jail.set_env(
+                "MEDIAVAULT__FETCH__ALLOW_NETWORKS",
+                "[\"10.20.0.0/16\", \"fd00:1::/32\", \"192.168.1.7\"]",
+            );
+            jail.set_env("MEDIAVAULT__FETCH__DENY_NETWORKS", "[\"10.20.9.0/24\"]");
+            jail.set_env("MEDIAVAULT__FETCH__MAX_REDIRECTS", "0");
+            jail.set_env("MEDIAVAULT__FETCH__CONNECT_TIMEOUT", "2s");
+            jail.set_env("MEDIAVAULT__FETCH__TIMEOUT", "2m");
+            let policy = Config::load(None, &Overrides::default())
+                .unwrap()
+                .fetch_policy()
+                .unwrap();
+            assert!(!policy.enabled);
+            let shown = |nets: &[IpNet]| nets.iter().map(ToString::to_string).collect::<Vec<_>>();
+            assert_eq!(
+                shown(&policy.allow_networks),
+                ["10.20.0.0/16", "fd00:1::/32", "192.168.1.7/32"]
+            );
+            assert_eq!(shown(&policy.deny_networks), ["10.20.9.0/24"]);
+            assert_eq!(policy.max_redirects, 0);
+            assert_eq!(policy.connect_timeout, Duration::from_secs(2));
+            assert_eq!(policy.timeout, Duration::from_secs(120));
+            Ok(())
+        });
+
+        for (toml, key) in [
+            ("allow_networks = [\"10.0.0.0/33\"]", "fetch.allow_networks"),
+            ("deny_networks = [\"example.com\"]", "fetch.deny_networks"),
+            ("max_redirects = 11", "fetch.max_redirects"),
+            ("connect_timeout = \"0s\"", "fetch.connect_timeout"),
+            ("timeout = \"0s\"", "fetch.timeout"),
+            ("timeout = \"soon\"", "fetch.timeout"),
+            ("allow = []", "allow"),
+        ] {
+            let error = Config::from_toml_str(&format!("[fetch]\n{toml}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(key), "{toml}: {error}");
         }
     }
 

@@ -55,6 +55,7 @@ pub async fn serve(config: &Config, vault: Vault) -> anyhow::Result<()> {
         shutdown: interrupt.clone(),
         limits: Arc::new(Limits::new(limits)),
         admin_token,
+        fetcher: mediavault_fetch::Fetcher::new(config.fetch_policy()?)?,
     });
     let shutdown_timeout = config.server.shutdown_timeout;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

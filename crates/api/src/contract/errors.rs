@@ -282,7 +282,8 @@ async fn the_form_is_judged_part_by_part() {
             ..NewApp::default()
         })
         .await;
-    let url = b"https://example.com/a.png";
+    // Loopback, which the guard refuses: no case may fetch anything.
+    let url = b"http://127.0.0.1:9/a.png";
     let cases: Vec<(&str, &AppKey, Vec<u8>, StatusCode, String)> = vec![
         (
             "a disallowed type, then a body that never closes",
@@ -341,11 +342,11 @@ async fn the_form_is_judged_part_by_part() {
             "Param file must not be empty.".into(),
         ),
         (
-            "a URL as the file, and no type",
+            "a URL as the file, and no type: judged before any fetch",
             &s.app,
             [text("file", url), end()].concat(),
             StatusCode::BAD_REQUEST,
-            "Param file must be a file upload; upload by URL is not supported.".into(),
+            type_refused(""),
         ),
         (
             "a disallowed type, then a URL as the file",

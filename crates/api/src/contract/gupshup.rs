@@ -92,17 +92,17 @@ async fn every_upload_refusal_has_its_gupshup_body() {
             "Param file is required: send the file as a multipart/form-data part named 'file'.".into(),
         ),
         (
-            "the file as a URL",
+            "the file as a URL the service may not fetch",
             Call::upload(&s.app).multipart(
                 [
                     text("file_type", b"image/png"),
-                    text("file", b"https://example.com/a.png"),
+                    text("file", b"http://127.0.0.1/a.png"),
                     end(),
                 ]
                 .concat(),
             ),
             StatusCode::BAD_REQUEST,
-            "Param file must be a file upload; upload by URL is not supported.".into(),
+            "Unable to fetch the file URL: address not allowed".into(),
         ),
         (
             "two files, the second large",

@@ -6,6 +6,7 @@
 //! keep what needs a real process: raw framing, huge heads, stalled bodies,
 //! and one case per group showing the binary answers the same.
 
+mod by_url;
 mod errors;
 mod extractors;
 mod gupshup;
