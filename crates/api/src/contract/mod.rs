@@ -9,6 +9,7 @@
 mod errors;
 mod extractors;
 mod gupshup;
+mod quota;
 
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
