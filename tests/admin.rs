@@ -189,7 +189,8 @@ async fn admin_api_manages_apps_tokens_and_stats(backends: Backends) {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
         stats["stats"],
-        json!({"appId": app_id, "mediaCount": 3, "bytesStored": 1000 + 5 + 1500})
+        json!({"appId": app_id, "mediaCount": 3, "bytesStored": 1000 + 5 + 1500,
+               "mediaUsed": 3, "bytesUsed": 1000 + 5 + 1500, "maxMedia": null, "maxBytesStored": null})
     );
 
     // A revoked token fails at once; revoking twice is fine; unknown is 404.

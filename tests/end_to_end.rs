@@ -14,6 +14,7 @@ mod file_types;
 mod key_rotation;
 mod lifecycle;
 mod operations;
+mod quotas;
 mod rate_limits;
 mod reaper;
 mod security;

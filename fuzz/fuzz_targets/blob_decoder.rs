@@ -33,7 +33,7 @@ use mediavault_storage::format::{
     FIRST_SEGMENT_PLAINTEXT, SEGMENT_PLAINTEXT, SEGMENT_SIZE, ciphertext_range, plaintext_range, segment_of,
 };
 use mediavault_storage::seal::{Header, SegmentOpener, open_all, seal_all};
-use mediavault_storage::{App, Dek, NewApp, Vault};
+use mediavault_storage::{App, Dek, MediaId, NewApp, Vault};
 
 const P0: usize = FIRST_SEGMENT_PLAINTEXT;
 const P: usize = SEGMENT_PLAINTEXT;
@@ -182,7 +182,7 @@ struct Fixture {
 }
 
 struct StoredFile {
-    media_id: String,
+    media_id: MediaId,
     path: PathBuf,
     plaintext: Vec<u8>,
     blob: Vec<u8>,

@@ -27,7 +27,7 @@ use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use mediavault_api::{ApiState, LimitSettings, Limits, router};
 use mediavault_fetch::{FetchPolicy, Fetcher};
-use mediavault_storage::{NewApp, Vault};
+use mediavault_storage::{AppId, MediaId, NewApp, Vault};
 use serde_json::Value;
 use tower::ServiceExt;
 
@@ -39,7 +39,7 @@ struct Fixture {
     runtime: tokio::runtime::Runtime,
     router: Router,
     vault: Vault,
-    app_id: String,
+    app_id: AppId,
     token: String,
     _dir: tempfile::TempDir,
 }
@@ -156,7 +156,7 @@ fn upload(content_type: Option<String>, body: &[u8]) {
                 // Keep the stores small over millions of runs.
                 fixture
                     .vault
-                    .delete(&fixture.app_id, media_id)
+                    .delete(&fixture.app_id, &MediaId::new(media_id))
                     .await
                     .expect("delete");
                 assert_eq!(blob_keys(&fixture.vault).await, before);

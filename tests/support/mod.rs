@@ -753,7 +753,7 @@ impl Server {
 const WRAPPED_KEYS_SQL: &str = "SELECT media_id, wrapped_dek FROM media_keys";
 
 /// Runs `sql` on the stores' database, directly, as anyone who can read it.
-async fn fetch_rows<T>(stores: &Stores, sql: &'static str, bind: Option<&str>) -> Vec<T>
+pub async fn fetch_rows<T>(stores: &Stores, sql: &'static str, bind: Option<&str>) -> Vec<T>
 where
     T: Send + Unpin,
     T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>,

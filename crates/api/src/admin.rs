@@ -37,6 +37,12 @@ pub struct AppView {
     pub allowed_types: Vec<String>,
     /// The app's own upload rate; `null`: the configured default.
     pub uploads_per_second: Option<u32>,
+    /// Most bytes the app may hold at once; `null`: the configured
+    /// default (`media.max_bytes_stored`; unset there, no limit).
+    pub max_bytes_stored: Option<u64>,
+    /// Most media the app may hold at once; `null`: the configured default
+    /// (`media.max_media`; unset there, no limit).
+    pub max_media: Option<u64>,
     /// RFC 3339, UTC.
     pub created_at: String,
 }
@@ -51,6 +57,8 @@ impl From<&App> for AppView {
             max_file_bytes: app.max_file_bytes,
             allowed_types: app.allowed_types(),
             uploads_per_second: app.uploads_per_second,
+            max_bytes_stored: app.max_bytes_stored,
+            max_media: app.max_media,
             created_at: rfc3339(app.created_at),
         }
     }
@@ -104,6 +112,7 @@ impl From<&IssuedToken> for IssuedTokenView {
     }
 }
 
+/// What an app stores, and its usage against its quota.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StatsView {
@@ -112,6 +121,18 @@ pub struct StatsView {
     pub media_count: u64,
     /// Their plaintext bytes.
     pub bytes_stored: u64,
+    /// Media counted against the quota: uploads in progress, and stored
+    /// media until the reaper removes them (expired ones until its next pass).
+    pub media_used: u64,
+    /// Bytes counted against the quota: each stored file's size, and what
+    /// each upload in progress has reserved.
+    pub bytes_used: u64,
+    /// The media limit that applies (the app's own, else the configured
+    /// default); `null`: none.
+    pub max_media: Option<u64>,
+    /// The byte limit that applies (the app's own, else the configured
+    /// default); `null`: none.
+    pub max_bytes_stored: Option<u64>,
 }
 
 impl StatsView {
@@ -120,6 +141,10 @@ impl StatsView {
             app_id: app_id.to_string(),
             media_count: stats.media_count,
             bytes_stored: stats.bytes_stored,
+            media_used: stats.media_used,
+            bytes_used: stats.bytes_used,
+            max_media: stats.max_media,
+            max_bytes_stored: stats.max_bytes_stored,
         }
     }
 }
@@ -215,6 +240,11 @@ pub struct CreateAppRequest {
     max_file_bytes: Option<u64>,
     allowed_types: Option<Vec<String>>,
     uploads_per_second: Option<u32>,
+    /// Omitted: the configured default (`media.max_bytes_stored`; unset
+    /// there, no limit).
+    max_bytes_stored: Option<u64>,
+    /// Omitted: the configured default (`media.max_media`; unset there, no limit).
+    max_media: Option<u64>,
 }
 
 fn yes() -> bool {
@@ -222,7 +252,8 @@ fn yes() -> bool {
 }
 
 /// A change to an app: omitted fields stay as they are; `null` for
-/// `allowedTypes` or `uploadsPerSecond` restores the default.
+/// `allowedTypes`, `uploadsPerSecond`, `maxBytesStored` or `maxMedia`
+/// restores the default.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UpdateAppRequest {
@@ -236,6 +267,12 @@ pub struct UpdateAppRequest {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<u32>)]
     uploads_per_second: Option<Option<u32>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<u64>)]
+    max_bytes_stored: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<u64>)]
+    max_media: Option<Option<u64>>,
 }
 
 /// Tells a field sent as `null` (`Some(None)`) from one left out (`None`).
@@ -314,6 +351,8 @@ pub async fn create_app(
             max_file_bytes: request.max_file_bytes,
             allowed_types: request.allowed_types,
             uploads_per_second: request.uploads_per_second,
+            max_bytes_stored: request.max_bytes_stored,
+            max_media: request.max_media,
         })
         .await?;
     tracing::info!(app_id = %app.id, "app created");
@@ -391,6 +430,8 @@ pub async fn update_app(
                 max_file_bytes: request.max_file_bytes,
                 allowed_types: request.allowed_types,
                 uploads_per_second: request.uploads_per_second,
+                max_bytes_stored: request.max_bytes_stored,
+                max_media: request.max_media,
             },
         )
         .await?;
@@ -421,11 +462,11 @@ pub async fn delete_app(
     Ok(Json(Success::new(AppDeletedBody::new(shredded))))
 }
 
-/// What an app stores now.
+/// What an app stores now, and its usage against its quota.
 #[utoipa::path(
     get, path = "/admin/apps/{app_id}/stats", tag = "admin", params(AppPath),
     responses(
-        (status = 200, description = "Readable media and their bytes", body = StatsReply),
+        (status = 200, description = "Readable media and their bytes; media and bytes counted against the quota, and its limits", body = StatsReply),
         (status = 401, description = "Authentication Failed", body = ErrorBody),
         (status = 404, description = "App not found", body = ErrorBody),
     ),

@@ -27,7 +27,11 @@ pub(crate) async fn receive(state: &ApiState, app: &App, url: &str) -> Result<Up
         }
         .into());
     }
-    let mut upload = state.vault.begin_upload(app, fetched.filename.as_deref()).await?;
+    // The quota is reserved from the announced length, when there is one.
+    let mut upload = state
+        .vault
+        .begin_sized_upload(app, fetched.filename.as_deref(), fetched.content_length)
+        .await?;
     loop {
         let chunk = match until_shutdown(state, fetched.chunk()).await {
             Ok(Ok(Some(chunk))) => chunk,

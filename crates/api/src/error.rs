@@ -11,6 +11,7 @@ use serde::Serialize;
 pub const AUTH_FAILED: &str = "Authentication Failed";
 pub const NOT_CAPI: &str = "Only CAPI apps allowed to generate media ID";
 pub const TOO_LARGE: &str = "File size exceeds the maximum limit!";
+pub const QUOTA_EXCEEDED: &str = "Storage quota exceeded";
 pub const UPLOAD_FAILED: &str = "Unable to upload requested Media";
 pub const MEDIA_NOT_FOUND: &str = "Media not found";
 pub const READ_FAILED: &str = "Unable to fetch requested Media";
@@ -141,6 +142,7 @@ impl From<UploadError> for ApiError {
             UploadError::EmptyFile => "Param file must not be empty.".to_owned(),
             UploadError::Malformed(why) => format!("Malformed multipart/form-data request: {why}"),
             UploadError::TooLarge { .. } => return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, TOO_LARGE),
+            UploadError::QuotaExceeded => return ApiError::new(StatusCode::FORBIDDEN, QUOTA_EXCEEDED),
             UploadError::ContentMismatch { declared, detected } => {
                 format!("Param file content is '{detected}', which does not match file_type '{declared}'.")
             }

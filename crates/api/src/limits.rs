@@ -335,6 +335,8 @@ mod tests {
             max_file_bytes: 1,
             allowed_types: None,
             uploads_per_second: rate,
+            max_bytes_stored: None,
+            max_media: None,
             created_at: 0,
         }
     }

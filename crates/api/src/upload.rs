@@ -4,7 +4,8 @@
 //! is a URL: once the form is read and its type accepted, the file is
 //! fetched from there into the same kind of upload (`by_url`). Checks
 //! answer in the contract's order: 401, 400 non-CAPI, 429, 400
-//! `file_type`/`file`, 400 fetch failure, 413, 400 content, 500.
+//! `file_type`/`file`, 400 fetch failure, 403 quota (as the file starts,
+//! and while it streams), 413, 400 content, 500.
 
 use axum::Json;
 use axum::body::Body;
@@ -83,6 +84,7 @@ pub struct UploadForm {
         (status = 200, description = "Stored", body = UploadReply),
         (status = 400, description = "Not a CAPI app, type not allowed, no file, bad body, the file URL could not be fetched, or content contradicts file_type", body = ErrorBody),
         (status = 401, description = "Authentication Failed", body = ErrorBody),
+        (status = 403, description = "Storage quota exceeded: the file would take the app past its maxBytesStored or maxMedia; nothing is stored", body = ErrorBody),
         (status = 408, description = "The body came slower than the server's minimum upload rate", body = ErrorBody),
         (status = 413, description = "File size exceeds the maximum limit!", body = ErrorBody),
         (status = 429, description = "Too many uploads for this app (per second, or in progress at once), or too many failed authentications from this address (see Retry-After)", body = ErrorBody),
@@ -113,6 +115,7 @@ pub async fn upload(
         state: &state,
         app: &app,
         meter: &meter,
+        expected_bytes: content_length(&headers),
         declared: None,
         upload: None,
         url: None,
@@ -313,6 +316,9 @@ struct Form<'a> {
     state: &'a ApiState,
     app: &'a App,
     meter: &'a Meter,
+    /// The body's length, if the client sent it: more than the file, so
+    /// what the file's quota reservation starts from.
+    expected_bytes: Option<u64>,
     declared: Option<String>,
     upload: Option<Upload>,
     /// The `file` part, when it was a URL to fetch the file from.
@@ -374,7 +380,7 @@ impl Form<'_> {
         let upload = self.upload.insert(
             self.state
                 .vault
-                .begin_upload(self.app, filename.as_deref())
+                .begin_sized_upload(self.app, filename.as_deref(), self.expected_bytes)
                 .await?,
         );
         // A client that stops sending is cut after the idle timeout, and one
@@ -394,6 +400,16 @@ impl Form<'_> {
             upload.abort().await;
         }
     }
+}
+
+/// The request's `Content-Length`, if it has one that reads as a number.
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(axum::http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// A small text field, read with a cap and the same idle cut-off.

@@ -63,11 +63,16 @@ pub enum AppsCommand {
     List,
     /// Change an app's settings (for uploads from now on); prints it as JSON.
     Update(UpdateApp),
-    /// Print an app's stats (readable media and their bytes) as JSON.
+    /// Print an app's stats (readable media and their bytes, usage against
+    /// its quota and its limits) as JSON.
     Stats {
         #[arg(long = "app", value_name = "APP_ID")]
         app_id: AppId,
     },
+    /// Set every app's quota usage to what its media rows hold; prints each
+    /// app's usage as JSON. Needed only once replicas of a version without
+    /// quotas have stopped; safe while serving.
+    Recount,
     /// Delete an app: its tokens stop working and all its media are
     /// crypto-shredded at once; the reaper removes the blobs.
     Delete {
@@ -95,6 +100,14 @@ pub struct CreateApp {
     /// The app's own upload rate (default limits.uploads_per_second).
     #[arg(long)]
     pub uploads_per_second: Option<u32>,
+    /// Most bytes the app may hold at once (default media.max_bytes_stored;
+    /// unset there, no limit).
+    #[arg(long)]
+    pub max_bytes_stored: Option<u64>,
+    /// Most media the app may hold at once (default media.max_media; unset
+    /// there, no limit).
+    #[arg(long)]
+    pub max_media: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -120,6 +133,16 @@ pub struct UpdateApp {
     /// Use limits.uploads_per_second again.
     #[arg(long)]
     pub default_upload_rate: bool,
+    #[arg(long, conflicts_with = "default_max_bytes_stored")]
+    pub max_bytes_stored: Option<u64>,
+    /// Use media.max_bytes_stored again (unset there: no limit).
+    #[arg(long)]
+    pub default_max_bytes_stored: bool,
+    #[arg(long, conflicts_with = "default_max_media")]
+    pub max_media: Option<u64>,
+    /// Use media.max_media again (unset there: no limit).
+    #[arg(long)]
+    pub default_max_media: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -105,6 +105,11 @@ pub struct MediaConfig {
     #[serde(with = "humantime_serde")]
     pub retention: Duration,
     pub max_file_bytes: u64,
+    /// The quota of apps that set none; unset: no limit.
+    #[serde(default)]
+    pub max_bytes_stored: Option<u64>,
+    #[serde(default)]
+    pub max_media: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -214,6 +219,16 @@ impl Config {
         }
         if self.media.retention < Duration::from_secs(1) {
             bail!("media.retention must be at least 1s");
+        }
+        for (key, limit) in [
+            ("media.max_bytes_stored", self.media.max_bytes_stored),
+            ("media.max_media", self.media.max_media),
+        ] {
+            if let Some(limit) = limit
+                && !(1..=i64::MAX as u64).contains(&limit)
+            {
+                bail!("{key} must be from 1 to {}; leave it out for no limit", i64::MAX);
+            }
         }
         if self.blobs.timeout.is_zero() {
             bail!("blobs.timeout must be above 0");
@@ -591,6 +606,28 @@ mod tests {
         assert_eq!(config.media.retention, Duration::from_secs(30 * 86400));
         let error = Config::from_toml_str("[media]\nmax_file_bytes = 0\n").unwrap_err();
         assert!(error.to_string().contains("media.max_file_bytes"), "{error}");
+    }
+
+    #[test]
+    fn default_quotas_are_read_and_checked() {
+        let config = Config::from_toml_str("").unwrap();
+        assert_eq!(
+            (config.media.max_bytes_stored, config.media.max_media),
+            (None, None),
+            "no limit unless configured"
+        );
+        let config = Config::from_toml_str("[media]\nmax_bytes_stored = 1000000\nmax_media = 50\n").unwrap();
+        assert_eq!(
+            (config.media.max_bytes_stored, config.media.max_media),
+            (Some(1_000_000), Some(50))
+        );
+        for (toml, key) in [
+            ("max_bytes_stored = 0", "media.max_bytes_stored"),
+            ("max_media = 0", "media.max_media"),
+        ] {
+            let error = Config::from_toml_str(&format!("[media]\n{toml}\n")).unwrap_err();
+            assert!(error.to_string().contains(key), "{error}");
+        }
     }
 
     #[test]

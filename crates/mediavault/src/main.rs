@@ -185,6 +185,8 @@ async fn open_vault(
         defaults: Defaults {
             retention: config.media.retention,
             max_file_bytes: config.media.max_file_bytes,
+            max_bytes_stored: config.media.max_bytes_stored,
+            max_media: config.media.max_media,
         },
         stale_upload_after: config.reaper.stale_upload_after,
     })

@@ -15,6 +15,16 @@ fn print(value: impl serde::Serialize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// An optional setting as `update` takes it: a new value, `Some(None)` to
+/// take the configured default again, `None` to leave it.
+fn or_default<T>(value: Option<T>, restore_default: bool) -> Option<Option<T>> {
+    if restore_default {
+        Some(None)
+    } else {
+        value.map(Some)
+    }
+}
+
 pub async fn apps(vault: &Vault, command: AppsCommand) -> anyhow::Result<()> {
     match command {
         AppsCommand::Create(create) => {
@@ -26,6 +36,8 @@ pub async fn apps(vault: &Vault, command: AppsCommand) -> anyhow::Result<()> {
                     max_file_bytes: create.max_file_bytes,
                     allowed_types: create.allowed_types,
                     uploads_per_second: create.uploads_per_second,
+                    max_bytes_stored: create.max_bytes_stored,
+                    max_media: create.max_media,
                 })
                 .await?;
             print(AppView::from(&app))
@@ -48,11 +60,12 @@ pub async fn apps(vault: &Vault, command: AppsCommand) -> anyhow::Result<()> {
                         } else {
                             update.allowed_types.map(Some)
                         },
-                        uploads_per_second: if update.default_upload_rate {
-                            Some(None)
-                        } else {
-                            update.uploads_per_second.map(Some)
-                        },
+                        uploads_per_second: or_default(update.uploads_per_second, update.default_upload_rate),
+                        max_bytes_stored: or_default(
+                            update.max_bytes_stored,
+                            update.default_max_bytes_stored,
+                        ),
+                        max_media: or_default(update.max_media, update.default_max_media),
                     },
                 )
                 .await?;
@@ -61,6 +74,15 @@ pub async fn apps(vault: &Vault, command: AppsCommand) -> anyhow::Result<()> {
         AppsCommand::Stats { app_id } => {
             let stats = vault.app_stats(&app_id).await?;
             print(StatsView::new(&app_id, stats))
+        }
+        AppsCommand::Recount => {
+            let usage = vault.recount_usage().await?;
+            print(
+                usage
+                    .iter()
+                    .map(|(app_id, media, bytes)| json!({"appId": app_id, "mediaUsed": media, "bytesUsed": bytes}))
+                    .collect::<Vec<_>>(),
+            )
         }
         AppsCommand::Delete { app_id } => {
             let shredded = vault.delete_app(&app_id).await?;

@@ -102,6 +102,25 @@ fn uploads_per_second(rate: u32) -> Result<u32, AdminError> {
     }
 }
 
+/// A quota setting: the database keeps it as BIGINT.
+fn quota_limit(limit: u64, what: &str) -> Result<u64, AdminError> {
+    if (1..=i64::MAX as u64).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(AdminError::Invalid(format!(
+            "{what} must be between 1 and 9223372036854775807"
+        )))
+    }
+}
+
+fn max_bytes_stored(bytes: u64) -> Result<u64, AdminError> {
+    quota_limit(bytes, "maxBytesStored")
+}
+
+fn max_media(media: u64) -> Result<u64, AdminError> {
+    quota_limit(media, "maxMedia")
+}
+
 impl Vault {
     pub async fn create_app(&self, new: NewApp) -> Result<App, AdminError> {
         let defaults = &self.inner.defaults;
@@ -113,6 +132,8 @@ impl Vault {
             max_file_bytes: max_file_bytes(new.max_file_bytes.unwrap_or(defaults.max_file_bytes))?,
             allowed_types: new.allowed_types.as_deref().map(allowed_types).transpose()?,
             uploads_per_second: new.uploads_per_second.map(uploads_per_second).transpose()?,
+            max_bytes_stored: new.max_bytes_stored.map(max_bytes_stored).transpose()?,
+            max_media: new.max_media.map(max_media).transpose()?,
             created_at: now_millis(),
         };
         self.inner.meta.insert_app(&app).await?;
@@ -133,7 +154,10 @@ impl Vault {
     }
 
     /// Applies `update` and returns the app as it now is. New settings
-    /// apply to uploads from now on; stored media keep their expiry.
+    /// apply to uploads from now on; stored media keep their expiry. A
+    /// changed quota judges the next reservation, on every replica; usage
+    /// stays as it is, so a quota below it refuses uploads until enough is
+    /// deleted or expires.
     pub async fn update_app(&self, id: &AppId, update: AppUpdate) -> Result<App, AdminError> {
         let mut app = self.get_app(id).await?;
         if let Some(new) = &update.name {
@@ -154,6 +178,12 @@ impl Vault {
         if let Some(rate) = update.uploads_per_second {
             app.uploads_per_second = rate.map(uploads_per_second).transpose()?;
         }
+        if let Some(bytes) = update.max_bytes_stored {
+            app.max_bytes_stored = bytes.map(max_bytes_stored).transpose()?;
+        }
+        if let Some(media) = update.max_media {
+            app.max_media = media.map(max_media).transpose()?;
+        }
         if !self.inner.meta.update_app(&app).await? {
             return Err(AdminError::AppNotFound(id.to_string()));
         }
@@ -161,8 +191,8 @@ impl Vault {
     }
 
     /// Deletes an app: its tokens stop working and every one of its media is
-    /// crypto-shredded at once, in one transaction; the reaper then removes
-    /// the blobs. Returns how many media were shredded.
+    /// crypto-shredded at once, its usage released, in one transaction; the
+    /// reaper then removes the blobs. Returns how many media were shredded.
     pub async fn delete_app(&self, id: &AppId) -> Result<u64, AdminError> {
         let shredded = self
             .inner
@@ -175,13 +205,40 @@ impl Vault {
         Ok(shredded)
     }
 
+    /// What an app stores now, and its usage against the quota that applies.
     pub async fn app_stats(&self, id: &AppId) -> Result<AppStats, AdminError> {
-        self.get_app(id).await?;
-        let (count, bytes) = self.inner.meta.app_stats(id, now_millis()).await?;
+        let app = self.get_app(id).await?;
+        let usage = self
+            .inner
+            .meta
+            .app_usage(id, now_millis())
+            .await?
+            .ok_or_else(|| AdminError::AppNotFound(id.to_string()))?;
+        let count = |n: i64| u64::try_from(n).unwrap_or(0);
+        let defaults = &self.inner.defaults;
         Ok(AppStats {
-            media_count: u64::try_from(count).unwrap_or(0),
-            bytes_stored: u64::try_from(bytes).unwrap_or(0),
+            media_count: count(usage.readable_media),
+            bytes_stored: count(usage.readable_bytes),
+            media_used: count(usage.used_media),
+            bytes_used: count(usage.used_bytes),
+            max_media: app.max_media.or(defaults.max_media),
+            max_bytes_stored: app.max_bytes_stored.or(defaults.max_bytes_stored),
         })
+    }
+
+    /// Sets every live app's usage to what its media rows hold (see
+    /// `docs/operations.md`, Quotas): needed only after replicas of a
+    /// version without quotas have run against the database. Safe while
+    /// serving. Returns each app with its usage as (media, bytes).
+    pub async fn recount_usage(&self) -> Result<Vec<(AppId, u64, u64)>, StoreError> {
+        let mut counted = Vec::new();
+        for app in self.inner.meta.list_apps().await? {
+            if let Some((media, bytes)) = self.inner.meta.recount_usage(&app.id).await? {
+                let count = |n: i64| u64::try_from(n).unwrap_or(0);
+                counted.push((app.id, count(media), count(bytes)));
+            }
+        }
+        Ok(counted)
     }
 
     /// Issues a token for `app_id`. The token is returned once; only its
@@ -279,5 +336,9 @@ mod tests {
         assert!(uploads_per_second(0).is_err());
         assert_eq!(uploads_per_second(5).unwrap(), 5);
         assert!(uploads_per_second(u32::MAX).is_err());
+        assert!(max_bytes_stored(0).is_err());
+        assert!(max_media(i64::MAX as u64 + 1).is_err());
+        assert_eq!(max_media(1).unwrap(), 1);
+        assert_eq!(max_bytes_stored(i64::MAX as u64).unwrap(), i64::MAX as u64);
     }
 }

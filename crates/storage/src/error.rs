@@ -71,6 +71,10 @@ pub enum UploadError {
     Malformed(String),
     #[error("file exceeds {limit} bytes")]
     TooLarge { limit: u64 },
+    /// Storing the file would take the app past its quota (`maxBytesStored`
+    /// or `maxMedia`, or the configured default).
+    #[error("the app's storage quota has no room for this file")]
+    QuotaExceeded,
     #[error("content is {detected}, declared as {declared}")]
     ContentMismatch { declared: String, detected: String },
     /// The body came slower than the minimum rate over a whole window.

@@ -39,5 +39,5 @@ pub use model::{
     TokenInfo, now_millis, to_datetime,
 };
 pub use reap::{CLAIM_LEASE, ReapCounts};
-pub use upload::Upload;
+pub use upload::{RESERVATION_STEP, Upload};
 pub use vault::{Defaults, Readiness, Vault, VaultConfig};

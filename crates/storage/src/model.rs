@@ -40,6 +40,12 @@ pub struct App {
     pub allowed_types: Option<Vec<String>>,
     /// The app's own upload rate; `None`: the configured default.
     pub uploads_per_second: Option<u32>,
+    /// Most bytes the app may hold at once (1 to `i64::MAX`); `None`: the
+    /// configured default, if any.
+    pub max_bytes_stored: Option<u64>,
+    /// Most media the app may hold at once (1 to `i64::MAX`); `None`: the
+    /// configured default, if any.
+    pub max_media: Option<u64>,
     pub created_at: Millis,
 }
 
@@ -54,10 +60,14 @@ pub struct NewApp {
     pub allowed_types: Option<Vec<String>>,
     /// `None`: the configured `limits.uploads_per_second`.
     pub uploads_per_second: Option<u32>,
+    /// `None`: the configured `media.max_bytes_stored` (none: no limit).
+    pub max_bytes_stored: Option<u64>,
+    /// `None`: the configured `media.max_media` (none: no limit).
+    pub max_media: Option<u64>,
 }
 
-/// A change to an app: `None` leaves a setting as it is. For the two
-/// settings that may fall back to a default, `Some(None)` restores it.
+/// A change to an app: `None` leaves a setting as it is. For the settings
+/// that may fall back to a default, `Some(None)` restores it.
 #[derive(Debug, Clone, Default)]
 pub struct AppUpdate {
     pub name: Option<String>,
@@ -66,13 +76,26 @@ pub struct AppUpdate {
     pub max_file_bytes: Option<u64>,
     pub allowed_types: Option<Option<Vec<String>>>,
     pub uploads_per_second: Option<Option<u32>>,
+    pub max_bytes_stored: Option<Option<u64>>,
+    pub max_media: Option<Option<u64>>,
 }
 
-/// What an app stores now: readable media only.
+/// What an app stores now, and its usage against its quota.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppStats {
+    /// Readable media: ready and not expired.
     pub media_count: u64,
+    /// Their plaintext bytes.
     pub bytes_stored: u64,
+    /// Media counted against the quota: uploads in progress, and stored
+    /// media until the reaper removes them (expired ones until its next pass).
+    pub media_used: u64,
+    /// Their bytes: a stored file's size, an upload's reservation.
+    pub bytes_used: u64,
+    /// The limits that apply: the app's own, else the configured default;
+    /// `None`: no limit.
+    pub max_media: Option<u64>,
+    pub max_bytes_stored: Option<u64>,
 }
 
 /// A freshly issued token: the secret is shown once and never stored. It

@@ -201,6 +201,8 @@ mod tests {
             max_file_bytes: 1,
             allowed_types: allowed.map(|list| list.split(',').map(|t| t.trim().to_owned()).collect()),
             uploads_per_second: None,
+            max_bytes_stored: None,
+            max_media: None,
             created_at: 0,
         }
     }

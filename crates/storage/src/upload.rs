@@ -2,6 +2,11 @@
 //! the row is written first in state `uploading`; the bytes are hashed,
 //! encrypted and streamed to a fresh blob key; only a completed blob turns the
 //! row `ready`. Whatever fails, or is dropped half way, is undone.
+//!
+//! The app's quota is held as the bytes arrive, never after: the intent row
+//! reserves one medium and some bytes, the upload reserves more before it
+//! takes bytes past its reservation, and completion settles the reservation
+//! to the file's size (see `meta::usage`). Undoing the upload releases it.
 
 use sha2::{Digest, Sha256};
 
@@ -9,7 +14,7 @@ use crate::blobs::{BlobWriter, MEDIA_PREFIX};
 use crate::error::{StoreError, UploadError};
 use crate::ids::MediaId;
 use crate::keys::Dek;
-use crate::meta::{NewMedia, ReadyMedia};
+use crate::meta::{Growth, NewMedia, ReadyMedia, saturating_i64};
 use crate::model::{App, duration_millis, now_millis};
 use crate::policy::{SNIFF_LEN, check_content};
 use crate::seal::{Encryptor, Header};
@@ -17,6 +22,11 @@ use crate::vault::Vault;
 
 /// Ciphertext is handed to the blob writer in pieces of about this size.
 const FLUSH_AT: usize = 256 * 1024;
+
+/// Bytes of quota reserved at a time when the caller cannot say how large
+/// the file is (and how many more an upload reserves when it outgrows its
+/// reservation): one statement per this many bytes, at most.
+pub const RESERVATION_STEP: u64 = 8 * 1024 * 1024;
 
 /// An upload in progress. Finish it with [`Upload::finish`] or undo it with
 /// [`Upload::abort`]; dropping it undoes it in the background.
@@ -26,6 +36,8 @@ pub struct Upload {
     retention_millis: i64,
     limit: u64,
     received: u64,
+    /// Bytes of the app's quota this upload's row holds.
+    reserved: u64,
     hasher: Sha256,
     head: Vec<u8>,
     encryptor: Option<Encryptor>,
@@ -36,8 +48,26 @@ pub struct Upload {
 }
 
 impl Vault {
-    /// Writes the intent row and opens a blob for a new file of `app`.
+    /// Writes the intent row and opens a blob for a new file of `app`, the
+    /// size of which is not known.
     pub async fn begin_upload(&self, app: &App, filename: Option<&str>) -> Result<Upload, UploadError> {
+        self.begin_sized_upload(app, filename, None).await
+    }
+
+    /// Writes the intent row and opens a blob for a new file of `app`,
+    /// reserving one medium of the app's quota and `expected_bytes` (an
+    /// upper bound of the file's size, such as a request's Content-Length;
+    /// without one, `RESERVATION_STEP`), at most the app's size limit. When
+    /// the quota has no room for that but for a byte, the upload is admitted
+    /// with that byte and reserves more as the file arrives, so a file that
+    /// fits is never refused for a generous guess. Refused with
+    /// `QuotaExceeded`, nothing is written.
+    pub async fn begin_sized_upload(
+        &self,
+        app: &App,
+        filename: Option<&str>,
+        expected_bytes: Option<u64>,
+    ) -> Result<Upload, UploadError> {
         app.check_may_upload()?;
         let id = MediaId::new(uuid::Uuid::new_v4().to_string());
         let blob_key = format!("{MEDIA_PREFIX}/{}", uuid::Uuid::new_v4().simple());
@@ -46,9 +76,12 @@ impl Vault {
         let header = Header::random();
         let now = now_millis();
         let retention_millis = duration_millis(app.retention);
-        self.inner
-            .meta
-            .insert_uploading(&NewMedia {
+        let wanted = expected_bytes
+            .unwrap_or(RESERVATION_STEP)
+            .clamp(1, app.max_file_bytes.max(1));
+        let mut reserved = None;
+        for bytes in attempts(wanted, 1) {
+            let row = NewMedia {
                 id: &id,
                 app_id: &app.id,
                 filename,
@@ -60,8 +93,19 @@ impl Vault {
                 created_at: now,
                 expires_at: now.saturating_add(retention_millis),
                 abandon_at: now.saturating_add(self.abandon_after_millis()),
-            })
-            .await?;
+                reserved_bytes: saturating_i64(bytes),
+            };
+            if self
+                .inner
+                .meta
+                .insert_uploading(&row, self.quota_defaults())
+                .await?
+            {
+                reserved = Some(bytes);
+                break;
+            }
+        }
+        let reserved = reserved.ok_or(UploadError::QuotaExceeded)?;
         let encryptor = Encryptor::new(&dek, header, id.as_str());
         let mut sealed = Vec::with_capacity(FLUSH_AT + 2 * crate::format::SEGMENT_SIZE);
         sealed.extend_from_slice(&encryptor.header_bytes());
@@ -72,6 +116,7 @@ impl Vault {
             retention_millis,
             limit: app.max_file_bytes,
             received: 0,
+            reserved,
             hasher: Sha256::new(),
             head: Vec::new(),
             encryptor: Some(encryptor),
@@ -79,6 +124,13 @@ impl Vault {
             store_failed: false,
         })
     }
+}
+
+/// The reservations to try, in order: what is wanted, then what is needed
+/// if that is less (near the quota, a generous reservation may not fit
+/// where the file does).
+fn attempts(wanted: u64, needed: u64) -> impl Iterator<Item = u64> {
+    std::iter::once(wanted).chain((needed < wanted).then_some(needed))
 }
 
 impl Upload {
@@ -93,9 +145,15 @@ impl Upload {
     }
 
     /// Takes the next piece of the file. Refuses, without storing it, the
-    /// piece that would take the file past the app's size limit.
+    /// piece that would take the file past what the app's quota can still
+    /// hold, or past the app's size limit (in that order: a piece past
+    /// both is refused for the quota).
     pub async fn write(&mut self, chunk: &[u8]) -> Result<(), UploadError> {
         let total = self.received + chunk.len() as u64;
+        let within_limit = total.min(self.limit);
+        if within_limit > self.reserved {
+            self.reserve_up_to(within_limit).await?;
+        }
         if total > self.limit {
             return Err(UploadError::TooLarge { limit: self.limit });
         }
@@ -111,6 +169,31 @@ impl Upload {
             self.flush().await?;
         }
         Ok(())
+    }
+
+    /// Grows the reservation to at least `total` bytes: by a step where the
+    /// quota has room for it, else by just what `total` needs.
+    async fn reserve_up_to(&mut self, total: u64) -> Result<(), UploadError> {
+        let needed = total - self.reserved;
+        let wanted = needed.max(RESERVATION_STEP.min(self.limit - self.reserved));
+        let quota = self.vault.quota_defaults();
+        for bytes in attempts(wanted, needed) {
+            let growth = self
+                .vault
+                .inner
+                .meta
+                .reserve_more(&self.id, saturating_i64(bytes), quota)
+                .await?;
+            match growth {
+                Growth::Granted => {
+                    self.reserved += bytes;
+                    return Ok(());
+                }
+                Growth::Refused => {}
+                Growth::Gone => return Err(UploadError::Reclaimed),
+            }
+        }
+        Err(UploadError::QuotaExceeded)
     }
 
     async fn flush(&mut self) -> Result<(), StoreError> {
@@ -154,12 +237,14 @@ impl Upload {
         self.note(finished)?;
         let sha256 = hex::encode(self.hasher.clone().finalize());
         let now = now_millis();
+        let size_bytes = i64::try_from(self.received).expect("limit fits i64");
         let ready = ReadyMedia {
             id: &self.id,
             mime_type: declared_type,
-            size_bytes: i64::try_from(self.received).expect("limit fits i64"),
+            size_bytes,
             sha256: &sha256,
             expires_at: now.saturating_add(self.retention_millis),
+            unused_bytes: saturating_i64(self.reserved) - size_bytes,
         };
         // Once the statement is sent the row may turn ready even if this call
         // fails or is dropped (a commit whose reply was lost, say when the

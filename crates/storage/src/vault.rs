@@ -10,7 +10,7 @@ use crate::blobs::{BlobConfig, Blobs};
 use crate::database_url::DatabaseUrl;
 use crate::error::StoreError;
 use crate::keys::Keyring;
-use crate::meta::Metadata;
+use crate::meta::{Metadata, QuotaDefaults, saturating_i64};
 use crate::model::{SchemaVersions, duration_millis};
 use crate::reads::ActiveReads;
 
@@ -19,6 +19,9 @@ use crate::reads::ActiveReads;
 pub struct Defaults {
     pub retention: Duration,
     pub max_file_bytes: u64,
+    /// The quota of an app that sets none; `None`: no limit.
+    pub max_bytes_stored: Option<u64>,
+    pub max_media: Option<u64>,
 }
 
 impl Default for Defaults {
@@ -26,6 +29,8 @@ impl Default for Defaults {
         Defaults {
             retention: Duration::from_secs(30 * 24 * 3600),
             max_file_bytes: 104_857_600,
+            max_bytes_stored: None,
+            max_media: None,
         }
     }
 }
@@ -152,6 +157,15 @@ impl Vault {
     /// Every blob key some media row refers to.
     pub async fn referenced_blob_keys(&self) -> Result<Vec<String>, StoreError> {
         self.inner.meta.blob_keys().await
+    }
+
+    /// The configured default quota, as reservations bind it.
+    pub(crate) fn quota_defaults(&self) -> QuotaDefaults {
+        let defaults = &self.inner.defaults;
+        QuotaDefaults {
+            max_bytes_stored: defaults.max_bytes_stored.map(saturating_i64),
+            max_media: defaults.max_media.map(saturating_i64),
+        }
     }
 
     pub(crate) fn abandon_after_millis(&self) -> i64 {

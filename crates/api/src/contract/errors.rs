@@ -1,7 +1,8 @@
 //! Which error answers when a request has several faults, and the shape of
 //! the answers the router gives outside the handlers. An upload is judged
 //! 401, 400 non-CAPI, 429 (rate, then slots), 400 form (part by part, as
-//! they arrive), 413, 400 content; a read 401, 404, then 304, 416, 503.
+//! they arrive), 403 quota (see `quota.rs`), 413, 400 content; a read 401,
+//! 404, then 304, 416, 503.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;

@@ -10,6 +10,7 @@ mod by_url;
 mod errors;
 mod extractors;
 mod gupshup;
+mod quota;
 
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

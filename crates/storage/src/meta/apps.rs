@@ -2,13 +2,15 @@
 
 use std::time::Duration;
 
+use futures::TryStreamExt;
+
 use super::Metadata;
 use crate::error::StoreError;
 use crate::ids::AppId;
 use crate::model::{App, Millis};
 
-pub(super) const APP_COLUMNS: &str =
-    "id, name, capi, retention_seconds, max_file_bytes, allowed_types, uploads_per_second, created_at";
+pub(super) const APP_COLUMNS: &str = "id, name, capi, retention_seconds, max_file_bytes, allowed_types, \
+                                      uploads_per_second, max_bytes_stored, max_media, created_at";
 
 /// An app as its row stores it: integers where the database has no
 /// unsigned types, the allowed types joined by commas.
@@ -21,6 +23,8 @@ pub(super) struct AppRow {
     max_file_bytes: i64,
     allowed_types: Option<String>,
     uploads_per_second: Option<i32>,
+    max_bytes_stored: Option<i64>,
+    max_media: Option<i64>,
     created_at: Millis,
 }
 
@@ -39,6 +43,8 @@ impl From<AppRow> for App {
                     .collect()
             }),
             uploads_per_second: row.uploads_per_second.and_then(|n| u32::try_from(n).ok()),
+            max_bytes_stored: row.max_bytes_stored.and_then(|n| u64::try_from(n).ok()),
+            max_media: row.max_media.and_then(|n| u64::try_from(n).ok()),
             created_at: row.created_at,
         }
     }
@@ -58,16 +64,32 @@ impl From<&App> for AppRow {
             uploads_per_second: app
                 .uploads_per_second
                 .map(|n| i32::try_from(n).unwrap_or(i32::MAX)),
+            max_bytes_stored: app.max_bytes_stored.map(saturating_i64),
+            max_media: app.max_media.map(saturating_i64),
             created_at: app.created_at,
         }
     }
+}
+
+pub(crate) fn saturating_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// An app's usage against its quota, and what it stores readably.
+#[derive(sqlx::FromRow)]
+pub(crate) struct UsageRow {
+    pub readable_media: i64,
+    pub readable_bytes: i64,
+    pub used_media: i64,
+    pub used_bytes: i64,
 }
 
 impl Metadata {
     pub(crate) async fn insert_app(&self, app: &App) -> Result<(), StoreError> {
         let app = AppRow::from(app);
         const SQL: &str = "INSERT INTO apps (id, name, capi, retention_seconds, max_file_bytes, allowed_types, \
-                           uploads_per_second, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+                           uploads_per_second, max_bytes_stored, max_media, created_at) \
+                           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
         on_pool!(self, pool => sqlx::query(SQL)
             .bind(&app.id)
             .bind(&app.name)
@@ -76,6 +98,8 @@ impl Metadata {
             .bind(app.max_file_bytes)
             .bind(&app.allowed_types)
             .bind(app.uploads_per_second)
+            .bind(app.max_bytes_stored)
+            .bind(app.max_media)
             .bind(app.created_at)
             .execute(pool)
             .await
@@ -101,10 +125,12 @@ impl Metadata {
     }
 
     /// Changes an app's settings; `false` if there is no such live app.
+    /// Usage is left as it is: a changed quota judges the next reservation.
     pub(crate) async fn update_app(&self, app: &App) -> Result<bool, StoreError> {
         let app = AppRow::from(app);
         const SQL: &str = "UPDATE apps SET name = $2, capi = $3, retention_seconds = $4, max_file_bytes = $5, \
-                           allowed_types = $6, uploads_per_second = $7 WHERE id = $1 AND deleted_at IS NULL";
+                           allowed_types = $6, uploads_per_second = $7, max_bytes_stored = $8, max_media = $9 \
+                           WHERE id = $1 AND deleted_at IS NULL";
         let updated = on_pool!(self, pool => sqlx::query(SQL)
             .bind(&app.id)
             .bind(&app.name)
@@ -113,48 +139,124 @@ impl Metadata {
             .bind(app.max_file_bytes)
             .bind(&app.allowed_types)
             .bind(app.uploads_per_second)
+            .bind(app.max_bytes_stored)
+            .bind(app.max_media)
             .execute(pool)
             .await
             .map(|r| r.rows_affected()))?;
         Ok(updated == 1)
     }
 
-    /// Deletes an app in one transaction: the app is marked deleted, its
-    /// tokens go, and every media row of it is shredded and handed to the
-    /// reaper, which removes the blobs, the rows and finally the app.
+    /// Deletes an app in one transaction: every media row of it is shredded
+    /// and handed to the reaper (which removes the blobs, the rows and
+    /// finally the app), what they held of the app's quota is released, the
+    /// app is marked deleted and its tokens go. Media rows first, the app
+    /// row last, as every transaction that changes both takes them.
     /// Returns how many media were shredded, or `None` if there is no such app.
     pub(crate) async fn delete_app(&self, id: &AppId, now: Millis) -> Result<Option<u64>, StoreError> {
-        const MARK: &str = "UPDATE apps SET deleted_at = $2 WHERE id = $1 AND deleted_at IS NULL";
-        const TOKENS: &str = "DELETE FROM tokens WHERE app_id = $1";
         // Uploads still running find their row shredded and drop their blob.
-        const SHRED: &str = shred_media!("WHERE app_id = $3 AND id IN (SELECT media_id FROM media_keys)");
+        // Every row with a key counts (uploading or ready).
+        const SHRED: &str = shred_media!(
+            "WHERE app_id = $3 AND id IN (SELECT media_id FROM media_keys) RETURNING reserved_bytes"
+        );
         const DROP_KEYS: &str =
             "DELETE FROM media_keys WHERE media_id IN (SELECT id FROM media WHERE app_id = $1)";
+        const MARK: &str = "UPDATE apps SET deleted_at = $2, used_bytes = used_bytes - $3, \
+                            used_media = used_media - $4 WHERE id = $1 AND deleted_at IS NULL";
+        const TOKENS: &str = "DELETE FROM tokens WHERE app_id = $1";
         Ok(on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            let marked = sqlx::query(MARK).bind(id).bind(now).execute(&mut *tx).await?.rows_affected();
+            let (mut shredded, mut bytes, mut counted) = (0_u64, 0_i64, 0_i64);
+            {
+                let mut rows = sqlx::query_scalar::<_, Option<i64>>(SHRED)
+                    .bind(now)
+                    .bind(now)
+                    .bind(id)
+                    .fetch(&mut *tx);
+                while let Some(reserved) = rows.try_next().await? {
+                    shredded += 1;
+                    if let Some(reserved) = reserved {
+                        bytes += reserved;
+                        counted += 1;
+                    }
+                }
+            }
+            sqlx::query(DROP_KEYS).bind(id).execute(&mut *tx).await?;
+            let marked = sqlx::query(MARK)
+                .bind(id)
+                .bind(now)
+                .bind(bytes)
+                .bind(counted)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
             if marked == 0 {
+                // No such live app (and so nothing of it was shredded): undone.
                 Ok::<_, sqlx::Error>(None)
             } else {
                 sqlx::query(TOKENS).bind(id).execute(&mut *tx).await?;
-                let shredded =
-                    sqlx::query(SHRED).bind(now).bind(now).bind(id).execute(&mut *tx).await?.rows_affected();
-                sqlx::query(DROP_KEYS).bind(id).execute(&mut *tx).await?;
                 tx.commit().await?;
                 Ok(Some(shredded))
             }
         })?)
     }
 
-    /// Readable media of an app: how many, and their plaintext bytes.
-    pub(crate) async fn app_stats(&self, app_id: &AppId, now: Millis) -> Result<(i64, i64), StoreError> {
+    /// Readable media of an app (how many, and their plaintext bytes), and
+    /// its usage against its quota.
+    pub(crate) async fn app_usage(
+        &self,
+        app_id: &AppId,
+        now: Millis,
+    ) -> Result<Option<UsageRow>, StoreError> {
         // SUM of BIGINT is NUMERIC in Postgres: cast back so both dialects agree.
         const SQL: &str = concat!(
-            "SELECT COUNT(*), CAST(COALESCE(SUM(size_bytes), 0) AS BIGINT) FROM media \
-             WHERE app_id = $1 AND state = ",
+            "SELECT (SELECT COUNT(*) FROM media m WHERE m.app_id = a.id AND m.state = ",
             state_sql!(Ready),
-            " AND expires_at > $2 AND id IN (SELECT media_id FROM media_keys)"
+            " AND m.expires_at > $2 AND m.id IN (SELECT media_id FROM media_keys)) AS readable_media, \
+             (SELECT CAST(COALESCE(SUM(m.size_bytes), 0) AS BIGINT) FROM media m WHERE m.app_id = a.id AND m.state = ",
+            state_sql!(Ready),
+            " AND m.expires_at > $2 AND m.id IN (SELECT media_id FROM media_keys)) AS readable_bytes, \
+             a.used_media, a.used_bytes FROM apps a WHERE a.id = $1 AND a.deleted_at IS NULL"
         );
-        Ok(on_pool!(self, pool => sqlx::query_as(SQL).bind(app_id).bind(now).fetch_one(pool).await)?)
+        Ok(on_pool!(self, pool => sqlx::query_as(SQL).bind(app_id).bind(now).fetch_optional(pool).await)?)
+    }
+
+    /// Sets an app's usage to the sum over its rows that count, counting
+    /// from now on rows that an older version wrote without a reservation
+    /// (at their size, or as nothing while still uploading). Safe while
+    /// serving: the app row is locked before the sum is taken, so a change
+    /// to a media row that the sum does not see yet waits on that lock and
+    /// applies its own change to the counters after. Returns the usage as
+    /// (media, bytes) set, or `None` if there is no such live app.
+    pub(crate) async fn recount_usage(&self, app_id: &AppId) -> Result<Option<(i64, i64)>, StoreError> {
+        const ADOPT: &str = concat!(
+            "UPDATE media SET reserved_bytes = COALESCE(size_bytes, 0) \
+             WHERE app_id = $1 AND reserved_bytes IS NULL AND state <> ",
+            state_sql!(Deleting)
+        );
+        // A no-op write: it takes the app row's lock in both dialects.
+        const LOCK: &str = "UPDATE apps SET used_bytes = used_bytes WHERE id = $1 AND deleted_at IS NULL";
+        const SUM: &str = concat!(
+            "UPDATE apps SET \
+             used_media = (SELECT COUNT(*) FROM media WHERE media.app_id = apps.id AND media.state <> ",
+            state_sql!(Deleting),
+            " AND media.reserved_bytes IS NOT NULL), \
+             used_bytes = (SELECT CAST(COALESCE(SUM(reserved_bytes), 0) AS BIGINT) FROM media \
+                 WHERE media.app_id = apps.id AND media.state <> ",
+            state_sql!(Deleting),
+            " AND media.reserved_bytes IS NOT NULL) \
+             WHERE id = $1 RETURNING used_media, used_bytes"
+        );
+        Ok(on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query(ADOPT).bind(app_id).execute(&mut *tx).await?;
+            if sqlx::query(LOCK).bind(app_id).execute(&mut *tx).await?.rows_affected() == 0 {
+                Ok::<_, sqlx::Error>(None)
+            } else {
+                let usage: (i64, i64) = sqlx::query_as(SUM).bind(app_id).fetch_one(&mut *tx).await?;
+                tx.commit().await?;
+                Ok(Some(usage))
+            }
+        })?)
     }
 }

@@ -2,7 +2,8 @@
 //! completion or failure, reads, and deletion on request.
 
 use super::state::DROP_KEY;
-use super::{Metadata, sqlite};
+use super::usage::{Growth, Held, QuotaDefaults, RESERVE};
+use super::{Metadata, postgres, sqlite};
 use crate::error::StoreError;
 use crate::ids::{AppId, MediaId};
 use crate::model::Millis;
@@ -45,6 +46,8 @@ pub(crate) struct NewMedia<'a> {
     /// and the setting of the pass instead, so a changed setting applies to
     /// uploads already running.
     pub abandon_at: Millis,
+    /// The bytes of its app's quota it reserves (with one medium).
+    pub reserved_bytes: i64,
 }
 
 /// What completes an upload.
@@ -54,6 +57,17 @@ pub(crate) struct ReadyMedia<'a> {
     pub size_bytes: i64,
     pub sha256: &'a str,
     pub expires_at: Millis,
+    /// The upload's reservation beyond `size_bytes`, given back to the
+    /// app's quota as it completes.
+    pub unused_bytes: i64,
+}
+
+/// A row just shredded: its blob, and what it held of its app's quota.
+#[derive(sqlx::FromRow)]
+struct Shredded {
+    blob_key: String,
+    #[sqlx(flatten)]
+    held: Held,
 }
 
 impl Metadata {
@@ -63,93 +77,113 @@ impl Metadata {
         Ok(u64::try_from(count).unwrap_or(0))
     }
 
-    /// Writes the intent row and its wrapped key, in one transaction. On
-    /// Postgres it is committed without waiting for its WAL flush. A crash
-    /// may lose it, and that loses nothing: the upload's `mark_ready` then
-    /// finds no row and drops the blob (or the orphan sweep does), while
-    /// `mark_ready`'s own durable commit flushes the WAL up to and past this
-    /// row. That halves the fsyncs of a small upload.
-    pub(crate) async fn insert_uploading(&self, row: &NewMedia<'_>) -> Result<(), StoreError> {
-        const MEDIA: &str = concat!(
-            "INSERT INTO media (id, app_id, state, filename, blob_key, \
-             format_version, segment_size, salt, nonce_prefix, created_at, expires_at, due_at) \
-             VALUES ($1, $2, ",
+    /// Writes the intent row and its wrapped key, and reserves one medium
+    /// and `row.reserved_bytes` of its app's quota, all in one transaction;
+    /// `false`, writing nothing, if the quota has no room for them. On
+    /// Postgres it is one statement, committed without waiting for its WAL
+    /// flush. A crash may lose it, and that loses nothing: the upload's
+    /// `mark_ready` then finds no row and drops the blob (or the orphan sweep
+    /// does), while `mark_ready`'s own durable commit flushes the WAL up to
+    /// and past this row. That halves the fsyncs of a small upload.
+    pub(crate) async fn insert_uploading(
+        &self,
+        row: &NewMedia<'_>,
+        quota: QuotaDefaults,
+    ) -> Result<bool, StoreError> {
+        match self {
+            Metadata::Postgres { relaxed, .. } => postgres::insert_uploading(relaxed, row, quota).await,
+            Metadata::Sqlite(pool) => sqlite::insert_uploading(pool, row, quota).await,
+        }
+    }
+
+    /// Reserves `bytes` more of the app's quota for an upload that outgrew
+    /// its reservation: the row's reservation and the app's usage grow
+    /// together, or neither does. Like the intent row, committed without
+    /// waiting for its WAL flush.
+    pub(crate) async fn reserve_more(
+        &self,
+        id: &MediaId,
+        bytes: i64,
+        quota: QuotaDefaults,
+    ) -> Result<Growth, StoreError> {
+        const GROW: &str = concat!(
+            "UPDATE media SET reserved_bytes = reserved_bytes + $2 WHERE id = $1 AND state = ",
             state_sql!(Uploading),
-            ", $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+            " RETURNING app_id"
         );
-        const KEY: &str = "INSERT INTO media_keys (media_id, kek_id, wrapped_dek) VALUES ($1, $2, $3)";
-        on_relaxed_pool!(self, pool => {
+        Ok(on_relaxed_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            sqlx::query(MEDIA)
-                .bind(row.id)
-                .bind(row.app_id)
-                .bind(row.filename)
-                .bind(row.blob_key)
-                .bind(crate::format::VERSION)
-                .bind(crate::format::SEGMENT_SIZE as i32)
-                .bind(row.salt)
-                .bind(row.nonce_prefix)
-                .bind(row.created_at)
-                .bind(row.expires_at)
-                .bind(row.abandon_at)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(KEY)
-                .bind(row.id)
-                .bind(row.kek_id)
-                .bind(row.wrapped_dek)
-                .execute(&mut *tx)
-                .await?;
+            let app_id: Option<AppId> =
+                sqlx::query_scalar(GROW).bind(id).bind(bytes).fetch_optional(&mut *tx).await?;
+            match app_id {
+                None => Ok::<_, sqlx::Error>(Growth::Gone),
+                Some(app_id) => {
+                    let reserved = sqlx::query(RESERVE)
+                        .bind(&app_id)
+                        .bind(bytes)
+                        .bind(0_i64)
+                        .bind(quota.max_bytes_stored)
+                        .bind(quota.max_media)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                    if reserved == 0 {
+                        Ok(Growth::Refused)
+                    } else {
+                        tx.commit().await?;
+                        Ok(Growth::Granted)
+                    }
+                }
+            }
+        })?)
+    }
+
+    /// Completes an upload, and settles its reservation to its size in the
+    /// same transaction (`ready.unused_bytes` go back to the app's quota).
+    /// `false` means the row is no longer `uploading` (the reaper took it as
+    /// abandoned, or its app was deleted and shredded it): the caller must
+    /// drop its blob, and has nothing to settle. The app check also covers
+    /// an upload whose intent row was written just after its app was deleted.
+    pub(crate) async fn mark_ready(&self, ready: &ReadyMedia<'_>) -> Result<bool, StoreError> {
+        match self {
+            Metadata::Postgres { pool, .. } => postgres::mark_ready(pool, ready).await,
+            Metadata::Sqlite(pool) => sqlite::mark_ready(pool, ready).await,
+        }
+    }
+
+    /// Removes the row of an upload that failed (its key goes with it); only
+    /// while still `uploading`. Its reservation is released with it.
+    pub(crate) async fn delete_uploading(&self, id: &MediaId) -> Result<(), StoreError> {
+        const SQL: &str = concat!(
+            "DELETE FROM media WHERE id = $1 AND state = ",
+            state_sql!(Uploading),
+            " RETURNING app_id, reserved_bytes"
+        );
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let held: Option<Held> = sqlx::query_as(SQL).bind(id).fetch_optional(&mut *tx).await?;
+            release_held!(tx, held);
             tx.commit().await
         })?;
         Ok(())
     }
 
-    /// Completes an upload. `false` means the row is no longer `uploading`
-    /// (the reaper took it as abandoned, or its app was deleted and shredded
-    /// it): the caller must drop its blob. The app check also covers an
-    /// upload whose intent row was written just after its app was deleted.
-    pub(crate) async fn mark_ready(&self, ready: &ReadyMedia<'_>) -> Result<bool, StoreError> {
-        const SQL: &str = concat!(
-            "UPDATE media SET state = ",
-            state_sql!(Ready),
-            ", mime_type = $2, size_bytes = $3, sha256 = $4, expires_at = $5, due_at = $5 \
-             WHERE id = $1 AND state = ",
-            state_sql!(Uploading),
-            " AND EXISTS (SELECT 1 FROM apps WHERE apps.id = media.app_id AND apps.deleted_at IS NULL)"
-        );
-        let done = on_pool!(self, pool => sqlx::query(SQL)
-            .bind(ready.id)
-            .bind(ready.mime_type)
-            .bind(ready.size_bytes)
-            .bind(ready.sha256)
-            .bind(ready.expires_at)
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected()))?;
-        Ok(done == 1)
-    }
-
-    /// Removes the row of an upload that failed (its key goes with it); only
-    /// while still `uploading`.
-    pub(crate) async fn delete_uploading(&self, id: &MediaId) -> Result<(), StoreError> {
-        const SQL: &str = concat!(
-            "DELETE FROM media WHERE id = $1 AND state = ",
-            state_sql!(Uploading)
-        );
-        on_pool!(self, pool => sqlx::query(SQL).bind(id).execute(pool).await.map(|r| r.rows_affected()))?;
-        Ok(())
-    }
-
     /// Shreds a failed upload whose blob could not be removed and hands it
-    /// to the reaper at once.
+    /// to the reaper at once; its reservation is released.
     pub(crate) async fn abandon_uploading(&self, id: &MediaId, now: Millis) -> Result<(), StoreError> {
-        const SQL: &str = shred_media!(concat!("WHERE id = $3 AND state = ", state_sql!(Uploading)));
+        const SQL: &str = shred_media!(concat!(
+            "WHERE id = $3 AND state = ",
+            state_sql!(Uploading),
+            " RETURNING app_id, reserved_bytes"
+        ));
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            if sqlx::query(SQL).bind(now).bind(now).bind(id).execute(&mut *tx).await?.rows_affected() == 1 {
+            let held: Option<Held> =
+                sqlx::query_as(SQL).bind(now).bind(now).bind(id).fetch_optional(&mut *tx).await?;
+            if held.is_some() {
                 sqlx::query(DROP_KEY).bind(id).execute(&mut *tx).await?;
             }
+            release_held!(tx, held);
             tx.commit().await
         })?;
         Ok(())
@@ -177,7 +211,8 @@ impl Metadata {
     }
 
     /// Crypto-shreds readable media of `app_id` in one transaction: from its
-    /// commit on, the wrapped key's row is gone. Returns the blob key to delete.
+    /// commit on, the wrapped key's row is gone, and what the media held of
+    /// its app's quota is released. Returns the blob key to delete.
     pub(crate) async fn shred(
         &self,
         app_id: &AppId,
@@ -187,15 +222,18 @@ impl Metadata {
         const SQL: &str = shred_media!(concat!(
             "WHERE app_id = $3 AND id = $4 AND state = ",
             state_sql!(Ready),
-            " AND expires_at > $1 AND id IN (SELECT media_id FROM media_keys) RETURNING blob_key"
+            " AND expires_at > $1 AND id IN (SELECT media_id FROM media_keys) \
+             RETURNING blob_key, app_id, reserved_bytes"
         ));
         Ok(on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            let blob_key: Option<String> =
-                sqlx::query_scalar(SQL).bind(now).bind(now).bind(app_id).bind(id).fetch_optional(&mut *tx).await?;
+            let shredded: Option<Shredded> =
+                sqlx::query_as(SQL).bind(now).bind(now).bind(app_id).bind(id).fetch_optional(&mut *tx).await?;
+            let blob_key = shredded.as_ref().map(|row| row.blob_key.clone());
             if blob_key.is_some() {
                 sqlx::query(DROP_KEY).bind(id).execute(&mut *tx).await?;
             }
+            release_held!(tx, shredded.map(|row| row.held));
             tx.commit().await.map(|()| blob_key)
         })?)
     }

@@ -11,11 +11,14 @@
 //!
 //! Queries live by subject: `apps`, `tokens`, `media`, `reaping` and
 //! `keys`; `state` holds the media states and the shred statement they all
-//! share. This module owns every row type it returns and imports nothing of
-//! the vault above it.
+//! share, `usage` the quota counters every change of a media row keeps.
+//! This module owns every row type it returns and imports nothing of the
+//! vault above it.
 
 #[macro_use]
 mod state;
+#[macro_use]
+mod usage;
 mod postgres;
 mod sqlite;
 
@@ -65,10 +68,12 @@ mod media;
 mod reaping;
 mod tokens;
 
+pub(crate) use apps::saturating_i64;
 pub(crate) use keys::Rewrapped;
 pub(crate) use media::{MediaRow, NewMedia, ReadyMedia};
 pub use reaping::ReaperLock;
 pub(crate) use state::MediaState;
+pub(crate) use usage::{Growth, QuotaDefaults};
 
 impl Metadata {
     /// Opens the store `url` names.

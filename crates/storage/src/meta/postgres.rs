@@ -6,6 +6,8 @@ use std::time::Duration;
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
+use super::usage::QuotaDefaults;
+use super::{NewMedia, ReadyMedia};
 use crate::error::StoreError;
 use crate::ids::MediaId;
 
@@ -51,6 +53,74 @@ pub(super) async fn migrations_tracked(pool: &PgPool) -> Result<bool, StoreError
     )
 }
 
+/// The intent row, its wrapped key and the app's reservation, as one
+/// statement: the conditional reservation (`reserve_sql!`, binds 1–5)
+/// yields the app's id only if it has room, and the rows are written from
+/// it, so a refusal writes nothing.
+const INSERT_UPLOADING_SQL: &str = concat!(
+    "WITH reserved AS (",
+    reserve_sql!(),
+    " RETURNING id), \
+     intent AS (INSERT INTO media (id, app_id, state, filename, blob_key, format_version, segment_size, \
+         salt, nonce_prefix, created_at, expires_at, due_at, reserved_bytes) \
+         SELECT $6, id, ",
+    state_sql!(Uploading),
+    ", $7, $8, $9, $10, $11, $12, $13, $14, $15, $2 FROM reserved RETURNING id) \
+     INSERT INTO media_keys (media_id, kek_id, wrapped_dek) SELECT id, $16, $17 FROM intent"
+);
+
+pub(super) async fn insert_uploading(
+    relaxed: &PgPool,
+    row: &NewMedia<'_>,
+    quota: QuotaDefaults,
+) -> Result<bool, StoreError> {
+    let written = sqlx::query(INSERT_UPLOADING_SQL)
+        .bind(row.app_id)
+        .bind(row.reserved_bytes)
+        .bind(1_i64)
+        .bind(quota.max_bytes_stored)
+        .bind(quota.max_media)
+        .bind(row.id)
+        .bind(row.filename)
+        .bind(row.blob_key)
+        .bind(crate::format::VERSION)
+        .bind(crate::format::SEGMENT_SIZE as i32)
+        .bind(row.salt)
+        .bind(row.nonce_prefix)
+        .bind(row.created_at)
+        .bind(row.expires_at)
+        .bind(row.abandon_at)
+        .bind(row.kek_id)
+        .bind(row.wrapped_dek)
+        .execute(relaxed)
+        .await?
+        .rows_affected();
+    Ok(written == 1)
+}
+
+/// Completion and its settlement as one statement: the row turns ready
+/// (locking it), then the app gives back the unused reservation (`$6`).
+const MARK_READY_SQL: &str = concat!(
+    "WITH ready AS (",
+    mark_ready_sql!(),
+    " RETURNING app_id) \
+     UPDATE apps SET used_bytes = used_bytes - $6 FROM ready WHERE apps.id = ready.app_id"
+);
+
+pub(super) async fn mark_ready(pool: &PgPool, ready: &ReadyMedia<'_>) -> Result<bool, StoreError> {
+    let done = sqlx::query(MARK_READY_SQL)
+        .bind(ready.id)
+        .bind(ready.mime_type)
+        .bind(ready.size_bytes)
+        .bind(ready.sha256)
+        .bind(ready.expires_at)
+        .bind(ready.unused_bytes)
+        .execute(pool)
+        .await?
+        .rows_affected();
+    Ok(done == 1)
+}
+
 /// Any constant both replicas agree on: the reaper's advisory-lock key.
 const REAPER_LOCK_KEY: i64 = 0x6d76_7265_6170; // "mvreap"
 
@@ -68,9 +138,10 @@ pub(super) async fn try_reaper_lock(
     Ok(held.then_some(tx))
 }
 
-/// The claim: one statement claims, shreds (deletes the claimed rows' keys)
-/// and leases. `FOR UPDATE SKIP
-/// LOCKED` lets replicas claim disjoint rows. Rows that are done with
+/// The claim: one statement claims, shreds (deletes the claimed rows' keys),
+/// releases what the claimed rows held of their apps' quotas (rows that
+/// were ready or uploading; rows deleted on request released theirs then)
+/// and leases. `FOR UPDATE SKIP LOCKED` lets replicas claim disjoint rows. Rows that are done with
 /// uploading come first, by `due_at` (a range scan of `media_due_at`); then
 /// uploads started before `$4`, the cut-off of the current
 /// `reaper.stale_upload_after`, by start (a range scan of the partial index
@@ -78,16 +149,22 @@ pub(super) async fn try_reaper_lock(
 /// already running. Parameters: now, lease end, limit, stale cut-off.
 pub(crate) const CLAIM_SQL: &str = concat!(
     "WITH settled AS ( \
-         SELECT id, state FROM media WHERE state <> ",
+         SELECT id, state, app_id, reserved_bytes FROM media WHERE state <> ",
     state_sql!(Uploading),
     " AND due_at <= $1 ORDER BY due_at LIMIT $3 FOR UPDATE SKIP LOCKED), \
      stale AS ( \
-         SELECT id, state FROM media WHERE state = ",
+         SELECT id, state, app_id, reserved_bytes FROM media WHERE state = ",
     state_sql!(Uploading),
     " AND created_at <= $4 ORDER BY created_at LIMIT $3 - (SELECT COUNT(*) FROM settled) \
          FOR UPDATE SKIP LOCKED), \
-     due AS (SELECT id, state FROM settled UNION ALL SELECT id, state FROM stale), \
-     shredded AS (DELETE FROM media_keys k USING due WHERE k.media_id = due.id) ",
+     due AS (SELECT * FROM settled UNION ALL SELECT * FROM stale), \
+     shredded AS (DELETE FROM media_keys k USING due WHERE k.media_id = due.id), \
+     released AS (UPDATE apps SET used_bytes = apps.used_bytes - held.bytes, used_media = apps.used_media - held.media \
+         FROM (SELECT app_id, CAST(SUM(reserved_bytes) AS BIGINT) AS bytes, COUNT(*) AS media FROM due \
+               WHERE state <> ",
+    state_sql!(Deleting),
+    " AND reserved_bytes IS NOT NULL GROUP BY app_id) held \
+         WHERE apps.id = held.app_id) ",
     shred_media!("FROM due WHERE media.id = due.id RETURNING media.id, media.blob_key, due.state")
 );
 

@@ -6,8 +6,10 @@ use std::time::Duration;
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 
+use super::usage::{QuotaDefaults, RELEASE, RESERVE};
+use super::{NewMedia, ReadyMedia};
 use crate::error::StoreError;
-use crate::ids::MediaId;
+use crate::ids::{AppId, MediaId};
 
 pub(super) async fn connect(url: &str) -> Result<SqlitePool, StoreError> {
     let options = SqliteConnectOptions::from_str(url)?
@@ -82,22 +84,111 @@ pub(super) async fn migrations_tracked(pool: &SqlitePool) -> Result<bool, StoreE
     .await?)
 }
 
+/// The intent row, its wrapped key and the app's reservation: the
+/// conditional reservation first, and the rows only if it was granted.
+pub(super) async fn insert_uploading(
+    pool: &SqlitePool,
+    row: &NewMedia<'_>,
+    quota: QuotaDefaults,
+) -> Result<bool, StoreError> {
+    const MEDIA: &str = concat!(
+        "INSERT INTO media (id, app_id, state, filename, blob_key, \
+         format_version, segment_size, salt, nonce_prefix, created_at, expires_at, due_at, reserved_bytes) \
+         VALUES ($1, $2, ",
+        state_sql!(Uploading),
+        ", $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+    );
+    const KEY: &str = "INSERT INTO media_keys (media_id, kek_id, wrapped_dek) VALUES ($1, $2, $3)";
+    let mut tx = pool.begin().await?;
+    let reserved = sqlx::query(RESERVE)
+        .bind(row.app_id)
+        .bind(row.reserved_bytes)
+        .bind(1_i64)
+        .bind(quota.max_bytes_stored)
+        .bind(quota.max_media)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    if reserved == 0 {
+        return Ok(false);
+    }
+    sqlx::query(MEDIA)
+        .bind(row.id)
+        .bind(row.app_id)
+        .bind(row.filename)
+        .bind(row.blob_key)
+        .bind(crate::format::VERSION)
+        .bind(crate::format::SEGMENT_SIZE as i32)
+        .bind(row.salt)
+        .bind(row.nonce_prefix)
+        .bind(row.created_at)
+        .bind(row.expires_at)
+        .bind(row.abandon_at)
+        .bind(row.reserved_bytes)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(KEY)
+        .bind(row.id)
+        .bind(row.kek_id)
+        .bind(row.wrapped_dek)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// Completion and its settlement: the row turns ready, then the app gives
+/// back the unused reservation.
+pub(super) async fn mark_ready(pool: &SqlitePool, ready: &ReadyMedia<'_>) -> Result<bool, StoreError> {
+    let mut tx = pool.begin().await?;
+    let app_id: Option<AppId> = sqlx::query_scalar(concat!(mark_ready_sql!(), " RETURNING app_id"))
+        .bind(ready.id)
+        .bind(ready.mime_type)
+        .bind(ready.size_bytes)
+        .bind(ready.sha256)
+        .bind(ready.expires_at)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let Some(app_id) = app_id else {
+        return Ok(false);
+    };
+    sqlx::query(RELEASE)
+        .bind(&app_id)
+        .bind(ready.unused_bytes)
+        .bind(0_i64)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
 /// The rows the claim takes, as in Postgres's claim: rows done with
 /// uploading by `due_at`, then uploads started before `$3` (the current
 /// `reaper.stale_upload_after`'s cut-off) by start.
 const DUE_SQL: &str = concat!(
-    "SELECT id, blob_key, state FROM (SELECT id, blob_key, state FROM media WHERE state <> ",
+    "SELECT * FROM (SELECT id, blob_key, state, app_id, reserved_bytes FROM media WHERE state <> ",
     state_sql!(Uploading),
     " AND due_at <= $1 ORDER BY due_at LIMIT $2) \
      UNION ALL \
-     SELECT id, blob_key, state FROM (SELECT id, blob_key, state FROM media WHERE state = ",
+     SELECT * FROM (SELECT id, blob_key, state, app_id, reserved_bytes FROM media WHERE state = ",
     state_sql!(Uploading),
     " AND created_at <= $3 ORDER BY created_at LIMIT $2) \
      LIMIT $2"
 );
 
+/// A due row, and what it holds of its app's quota.
+#[derive(sqlx::FromRow)]
+struct Due {
+    #[sqlx(flatten)]
+    claimed: super::reaping::Claimed,
+    #[sqlx(flatten)]
+    held: super::usage::Held,
+}
+
 /// SQLite serves one process, whose passes never overlap: select the due
-/// rows, then claim and shred them (delete their keys), in one transaction.
+/// rows, then claim and shred them (delete their keys) and release what
+/// they held of their apps' quotas (rows deleted on request released theirs
+/// then), in one transaction.
 pub(super) async fn claim_due(
     pool: &SqlitePool,
     now: i64,
@@ -106,13 +197,14 @@ pub(super) async fn claim_due(
     stale_before: i64,
 ) -> Result<Vec<super::reaping::Claimed>, StoreError> {
     let mut tx = pool.begin().await?;
-    let due: Vec<super::reaping::Claimed> = sqlx::query_as(DUE_SQL)
+    let due: Vec<Due> = sqlx::query_as(DUE_SQL)
         .bind(now)
         .bind(i64::from(limit))
         .bind(stale_before)
         .fetch_all(&mut *tx)
         .await?;
-    for row in &due {
+    let mut claimed = Vec::with_capacity(due.len());
+    for Due { claimed: row, held } in due {
         sqlx::query(shred_media!("WHERE id = $3"))
             .bind(now)
             .bind(lease_until)
@@ -123,9 +215,13 @@ pub(super) async fn claim_due(
             .bind(&row.id)
             .execute(&mut *tx)
             .await?;
+        if row.state != super::MediaState::Deleting {
+            release_held!(tx, Some(held));
+        }
+        claimed.push(row);
     }
     tx.commit().await?;
-    Ok(due)
+    Ok(claimed)
 }
 
 /// SQLite has no array parameters: one statement a row, in one transaction.

@@ -1,5 +1,5 @@
-//! Where a media row is in its life, and the one statement that ends it.
-//! The state names are written here and in the migrations' CHECK, nowhere
+//! Where a media row is in its life, the statement that completes it and
+//! the one that ends it. The state names are written here and in the migrations' CHECK, nowhere
 //! else: SQL takes them from `state_sql!`, Rust from `MediaState`.
 
 /// The `state` column of a media row.
@@ -42,6 +42,21 @@ macro_rules! shred_media {
             state_sql!(Deleting),
             ", deleted_at = COALESCE(deleted_at, $1), due_at = $2 ",
             $rest
+        )
+    };
+}
+
+/// Turns an uploading row ready (binds: id, mime type, size, SHA-256,
+/// expiry), its reservation now its size, unless its app was deleted.
+macro_rules! mark_ready_sql {
+    () => {
+        concat!(
+            "UPDATE media SET state = ",
+            state_sql!(Ready),
+            ", mime_type = $2, size_bytes = $3, sha256 = $4, expires_at = $5, due_at = $5, reserved_bytes = $3 \
+             WHERE id = $1 AND state = ",
+            state_sql!(Uploading),
+            " AND EXISTS (SELECT 1 FROM apps WHERE apps.id = media.app_id AND apps.deleted_at IS NULL)"
         )
     };
 }
