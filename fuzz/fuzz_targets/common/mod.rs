@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use mediavault_storage::{BlobConfig, Defaults, Keyring, Vault, VaultConfig};
+use mediavault_storage::{BlobConfig, DatabaseUrl, Defaults, Keyring, Vault, VaultConfig};
 
 /// A current-thread runtime and a migrated vault on it, with its SQLite
 /// database in `dir` and its blobs at `blobs_url`.
@@ -14,7 +14,7 @@ pub fn vault(dir: &Path, blobs_url: &str) -> (tokio::runtime::Runtime, Vault) {
         .expect("runtime");
     let vault = runtime.block_on(async {
         let vault = Vault::open(VaultConfig {
-            database_url: format!("sqlite://{}/db", dir.display()),
+            database_url: DatabaseUrl::Sqlite(format!("sqlite://{}/db", dir.display())),
             blobs: BlobConfig::local(blobs_url),
             keys: Keyring::parse(&Keyring::generate_line("k")).expect("key"),
             defaults: Defaults::default(),
