@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 
 use crate::blobs::{BlobWriter, MEDIA_PREFIX};
 use crate::error::{StoreError, UploadError};
-use crate::ids::MediaId;
+use crate::ids::{AppId, MediaId};
 use crate::keys::Dek;
 use crate::meta::{Growth, NewMedia, ReadyMedia, saturating_i64};
 use crate::model::{App, duration_millis, now_millis};
@@ -33,6 +33,7 @@ pub const RESERVATION_STEP: u64 = 8 * 1024 * 1024;
 pub struct Upload {
     vault: Vault,
     id: MediaId,
+    app_id: AppId,
     retention_millis: i64,
     limit: u64,
     received: u64,
@@ -80,7 +81,10 @@ impl Vault {
             .unwrap_or(RESERVATION_STEP)
             .clamp(1, app.max_file_bytes.max(1));
         let mut reserved = None;
-        for bytes in attempts(wanted, 1) {
+        let mut tries = vec![wanted];
+        let mut tried = 0;
+        while let Some(&bytes) = tries.get(tried) {
+            tried += 1;
             let row = NewMedia {
                 id: &id,
                 app_id: &app.id,
@@ -104,6 +108,9 @@ impl Vault {
                 reserved = Some(bytes);
                 break;
             }
+            if tried == 1 {
+                tries.extend(self.fallback_reservations(&app.id, wanted, 1).await?);
+            }
         }
         let reserved = reserved.ok_or(UploadError::QuotaExceeded)?;
         let encryptor = Encryptor::new(&dek, header, id.as_str());
@@ -113,6 +120,7 @@ impl Vault {
             writer: Some(self.inner.blobs.writer(&blob_key)),
             vault: self.clone(),
             id,
+            app_id: app.id.clone(),
             retention_millis,
             limit: app.max_file_bytes,
             received: 0,
@@ -126,11 +134,33 @@ impl Vault {
     }
 }
 
-/// The reservations to try, in order: what is wanted, then what is needed
-/// if that is less (near the quota, a generous reservation may not fit
-/// where the file does).
-fn attempts(wanted: u64, needed: u64) -> impl Iterator<Item = u64> {
-    std::iter::once(wanted).chain((needed < wanted).then_some(needed))
+impl Vault {
+    /// What to reserve when `wanted` did not fit (near the quota, a generous
+    /// reservation may not fit where the file does): all the room the quota
+    /// has left, if that covers `needed`, then just `needed`. Taking all
+    /// that is left lets the upload that gets it finish, however many race
+    /// for the room: were each to take only what it needs at the moment,
+    /// uploads of unknown size could share the room out between them until
+    /// none could finish.
+    async fn fallback_reservations(
+        &self,
+        app_id: &AppId,
+        wanted: u64,
+        needed: u64,
+    ) -> Result<Vec<u64>, StoreError> {
+        let mut fallbacks = Vec::new();
+        let default = self.quota_defaults().max_bytes_stored;
+        if let Some(room) = self.inner.meta.byte_room(app_id, default).await? {
+            let room = u64::try_from(room).unwrap_or(0);
+            if (needed..wanted).contains(&room) {
+                fallbacks.push(room);
+            }
+        }
+        if needed < wanted && fallbacks.last() != Some(&needed) {
+            fallbacks.push(needed);
+        }
+        Ok(fallbacks)
+    }
 }
 
 impl Upload {
@@ -177,7 +207,10 @@ impl Upload {
         let needed = total - self.reserved;
         let wanted = needed.max(RESERVATION_STEP.min(self.limit - self.reserved));
         let quota = self.vault.quota_defaults();
-        for bytes in attempts(wanted, needed) {
+        let mut tries = vec![wanted];
+        let mut tried = 0;
+        while let Some(&bytes) = tries.get(tried) {
+            tried += 1;
             let growth = self
                 .vault
                 .inner
@@ -188,6 +221,13 @@ impl Upload {
                 Growth::Granted => {
                     self.reserved += bytes;
                     return Ok(());
+                }
+                Growth::Refused if tried == 1 => {
+                    let more = self
+                        .vault
+                        .fallback_reservations(&self.app_id, wanted, needed)
+                        .await?;
+                    tries.extend(more);
                 }
                 Growth::Refused => {}
                 Growth::Gone => return Err(UploadError::Reclaimed),

@@ -201,6 +201,24 @@ impl Metadata {
         })?)
     }
 
+    /// The bytes an app's quota has left (its limit, or the configured
+    /// default `max_bytes_stored`, less its usage); `None` when it has no
+    /// byte limit or there is no such app. A hint only: reservations are
+    /// made by the conditional update, which another may beat.
+    pub(crate) async fn byte_room(
+        &self,
+        app_id: &AppId,
+        default_max_bytes_stored: Option<i64>,
+    ) -> Result<Option<i64>, StoreError> {
+        const SQL: &str = "SELECT COALESCE(max_bytes_stored, $2) - used_bytes FROM apps WHERE id = $1";
+        let room: Option<Option<i64>> = on_pool!(self, pool => sqlx::query_scalar(SQL)
+            .bind(app_id)
+            .bind(default_max_bytes_stored)
+            .fetch_optional(pool)
+            .await)?;
+        Ok(room.flatten())
+    }
+
     /// Readable media of an app (how many, and their plaintext bytes), and
     /// its usage against its quota.
     pub(crate) async fn app_usage(
