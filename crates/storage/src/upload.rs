@@ -202,7 +202,8 @@ impl Upload {
     }
 
     /// Grows the reservation to at least `total` bytes: by a step where the
-    /// quota has room for it, else by just what `total` needs.
+    /// quota has room for it, else by all the room left if that covers
+    /// `total`, else by just what `total` needs.
     async fn reserve_up_to(&mut self, total: u64) -> Result<(), UploadError> {
         let needed = total - self.reserved;
         let wanted = needed.max(RESERVATION_STEP.min(self.limit - self.reserved));

@@ -118,12 +118,7 @@ impl Metadata {
             match app_id {
                 None => Ok::<_, sqlx::Error>(Growth::Gone),
                 Some(app_id) => {
-                    let reserved = sqlx::query(RESERVE)
-                        .bind(&app_id)
-                        .bind(bytes)
-                        .bind(0_i64)
-                        .bind(quota.max_bytes_stored)
-                        .bind(quota.max_media)
+                    let reserved = bind_reservation!(sqlx::query(RESERVE), &app_id, bytes, 0_i64, quota)
                         .execute(&mut *tx)
                         .await?
                         .rows_affected();

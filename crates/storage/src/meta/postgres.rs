@@ -74,27 +74,28 @@ pub(super) async fn insert_uploading(
     row: &NewMedia<'_>,
     quota: QuotaDefaults,
 ) -> Result<bool, StoreError> {
-    let written = sqlx::query(INSERT_UPLOADING_SQL)
-        .bind(row.app_id)
-        .bind(row.reserved_bytes)
-        .bind(1_i64)
-        .bind(quota.max_bytes_stored)
-        .bind(quota.max_media)
-        .bind(row.id)
-        .bind(row.filename)
-        .bind(row.blob_key)
-        .bind(crate::format::VERSION)
-        .bind(crate::format::SEGMENT_SIZE as i32)
-        .bind(row.salt)
-        .bind(row.nonce_prefix)
-        .bind(row.created_at)
-        .bind(row.expires_at)
-        .bind(row.abandon_at)
-        .bind(row.kek_id)
-        .bind(row.wrapped_dek)
-        .execute(relaxed)
-        .await?
-        .rows_affected();
+    let written = bind_reservation!(
+        sqlx::query(INSERT_UPLOADING_SQL),
+        row.app_id,
+        row.reserved_bytes,
+        1_i64,
+        quota
+    )
+    .bind(row.id)
+    .bind(row.filename)
+    .bind(row.blob_key)
+    .bind(crate::format::VERSION)
+    .bind(crate::format::SEGMENT_SIZE as i32)
+    .bind(row.salt)
+    .bind(row.nonce_prefix)
+    .bind(row.created_at)
+    .bind(row.expires_at)
+    .bind(row.abandon_at)
+    .bind(row.kek_id)
+    .bind(row.wrapped_dek)
+    .execute(relaxed)
+    .await?
+    .rows_affected();
     Ok(written == 1)
 }
 

@@ -100,12 +100,7 @@ pub(super) async fn insert_uploading(
     );
     const KEY: &str = "INSERT INTO media_keys (media_id, kek_id, wrapped_dek) VALUES ($1, $2, $3)";
     let mut tx = pool.begin().await?;
-    let reserved = sqlx::query(RESERVE)
-        .bind(row.app_id)
-        .bind(row.reserved_bytes)
-        .bind(1_i64)
-        .bind(quota.max_bytes_stored)
-        .bind(quota.max_media)
+    let reserved = bind_reservation!(sqlx::query(RESERVE), row.app_id, row.reserved_bytes, 1_i64, quota)
         .execute(&mut *tx)
         .await?
         .rows_affected();

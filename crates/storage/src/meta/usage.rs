@@ -34,6 +34,19 @@ macro_rules! reserve_sql {
 
 pub(super) const RESERVE: &str = reserve_sql!();
 
+/// Binds `reserve_sql!`'s `$1`–`$5` on `$query`: `$bytes` and `$media`
+/// more for app `$app_id`, under the configured defaults `$quota`.
+macro_rules! bind_reservation {
+    ($query:expr, $app_id:expr, $bytes:expr, $media:expr, $quota:expr) => {
+        $query
+            .bind($app_id)
+            .bind($bytes)
+            .bind($media)
+            .bind($quota.max_bytes_stored)
+            .bind($quota.max_media)
+    };
+}
+
 /// Lowers an app's usage by `$2` bytes and `$3` media. `$1`: the app.
 pub(super) const RELEASE: &str =
     "UPDATE apps SET used_bytes = used_bytes - $2, used_media = used_media - $3 WHERE id = $1";
