@@ -81,10 +81,8 @@ impl Vault {
             .unwrap_or(RESERVATION_STEP)
             .clamp(1, app.max_file_bytes.max(1));
         let mut reserved = None;
-        let mut tries = vec![wanted];
-        let mut tried = 0;
-        while let Some(&bytes) = tries.get(tried) {
-            tried += 1;
+        let mut sizes = Reservations::new(wanted, 1);
+        while let Some(bytes) = sizes.next(self, &app.id).await? {
             let row = NewMedia {
                 id: &id,
                 app_id: &app.id,
@@ -107,9 +105,6 @@ impl Vault {
             {
                 reserved = Some(bytes);
                 break;
-            }
-            if tried == 1 {
-                tries.extend(self.fallback_reservations(&app.id, wanted, 1).await?);
             }
         }
         let reserved = reserved.ok_or(UploadError::QuotaExceeded)?;
@@ -134,23 +129,49 @@ impl Vault {
     }
 }
 
-impl Vault {
-    /// What to reserve when `wanted` did not fit (near the quota, a generous
-    /// reservation may not fit where the file does): all the room the quota
-    /// has left, if that covers `needed`, then just `needed`. Taking all
-    /// that is left lets the upload that gets it finish, however many race
-    /// for the room: were each to take only what it needs at the moment,
-    /// uploads of unknown size could share the room out between them until
-    /// none could finish.
-    async fn fallback_reservations(
-        &self,
-        app_id: &AppId,
-        wanted: u64,
-        needed: u64,
-    ) -> Result<Vec<u64>, StoreError> {
+/// The sizes an upload tries to reserve, in turn: `wanted`; when that does
+/// not fit (near the quota, a generous reservation may not fit where the
+/// file does), all the room the quota has left if that covers `needed`;
+/// then just `needed`. Taking all that is left lets the upload that gets it
+/// finish, however many race for the room: were each to take only what it
+/// needs at the moment, uploads of unknown size could share the room out
+/// between them until none could finish. The room is read only once
+/// `wanted` has been refused, off the common path.
+struct Reservations {
+    wanted: u64,
+    needed: u64,
+    wanted_tried: bool,
+    /// `None` until they are first asked for.
+    fallbacks: Option<std::vec::IntoIter<u64>>,
+}
+
+impl Reservations {
+    fn new(wanted: u64, needed: u64) -> Reservations {
+        Reservations {
+            wanted,
+            needed,
+            wanted_tried: false,
+            fallbacks: None,
+        }
+    }
+
+    /// The next size to try, or `None` when none is left.
+    async fn next(&mut self, vault: &Vault, app_id: &AppId) -> Result<Option<u64>, StoreError> {
+        if !self.wanted_tried {
+            self.wanted_tried = true;
+            return Ok(Some(self.wanted));
+        }
+        if self.fallbacks.is_none() {
+            self.fallbacks = Some(self.after_wanted(vault, app_id).await?.into_iter());
+        }
+        Ok(self.fallbacks.as_mut().and_then(Iterator::next))
+    }
+
+    async fn after_wanted(&self, vault: &Vault, app_id: &AppId) -> Result<Vec<u64>, StoreError> {
+        let (wanted, needed) = (self.wanted, self.needed);
         let mut fallbacks = Vec::new();
-        let default = self.quota_defaults().max_bytes_stored;
-        if let Some(room) = self.inner.meta.byte_room(app_id, default).await? {
+        let default = vault.quota_defaults().max_bytes_stored;
+        if let Some(room) = vault.inner.meta.byte_room(app_id, default).await? {
             let room = u64::try_from(room).unwrap_or(0);
             if (needed..wanted).contains(&room) {
                 fallbacks.push(room);
@@ -208,10 +229,8 @@ impl Upload {
         let needed = total - self.reserved;
         let wanted = needed.max(RESERVATION_STEP.min(self.limit - self.reserved));
         let quota = self.vault.quota_defaults();
-        let mut tries = vec![wanted];
-        let mut tried = 0;
-        while let Some(&bytes) = tries.get(tried) {
-            tried += 1;
+        let mut sizes = Reservations::new(wanted, needed);
+        while let Some(bytes) = sizes.next(&self.vault, &self.app_id).await? {
             let growth = self
                 .vault
                 .inner
@@ -222,13 +241,6 @@ impl Upload {
                 Growth::Granted => {
                     self.reserved += bytes;
                     return Ok(());
-                }
-                Growth::Refused if tried == 1 => {
-                    let more = self
-                        .vault
-                        .fallback_reservations(&self.app_id, wanted, needed)
-                        .await?;
-                    tries.extend(more);
                 }
                 Growth::Refused => {}
                 Growth::Gone => return Err(UploadError::Reclaimed),
