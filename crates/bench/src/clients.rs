@@ -97,22 +97,7 @@ impl MediaClient {
             .file_name("bench.png")
             .mime_str("image/png")?;
         let form = Form::new().text("file_type", "image/png").part("file", part);
-        let response = self
-            .http
-            .post(&*self.media_url)
-            .header("token", &*self.token)
-            .multipart(form)
-            .send()
-            .await?;
-        let status = response.status();
-        let body: serde_json::Value = response.json().await.unwrap_or_default();
-        if !status.is_success() {
-            bail!("upload answered {status}: {body}");
-        }
-        Ok(body["mediaId"]
-            .as_str()
-            .context("mediaId in the reply")?
-            .to_owned())
+        self.post_upload(form, "upload").await
     }
 
     /// Has the server fetch the file at `url` (upload by URL); returns the media id.
@@ -120,6 +105,12 @@ impl MediaClient {
         let form = Form::new()
             .text("file_type", "image/png")
             .text("file", url.to_owned());
+        self.post_upload(form, "upload by URL").await
+    }
+
+    /// Sends an upload form; returns the media id of its reply. `what`
+    /// names the upload in the error of any other answer.
+    async fn post_upload(&self, form: Form, what: &str) -> anyhow::Result<String> {
         let response = self
             .http
             .post(&*self.media_url)
@@ -130,7 +121,7 @@ impl MediaClient {
         let status = response.status();
         let body: serde_json::Value = response.json().await.unwrap_or_default();
         if !status.is_success() {
-            bail!("upload by URL answered {status}: {body}");
+            bail!("{what} answered {status}: {body}");
         }
         Ok(body["mediaId"]
             .as_str()

@@ -28,6 +28,23 @@ pub(super) struct AppRow {
     created_at: Millis,
 }
 
+/// Binds `$1`–`$9` of `$query` to the id and settings of `$app` (an
+/// `AppRow`), in the order the insert and the update name them.
+macro_rules! bind_app_settings {
+    ($query:expr, $app:expr) => {
+        $query
+            .bind(&$app.id)
+            .bind(&$app.name)
+            .bind($app.capi)
+            .bind($app.retention_seconds)
+            .bind($app.max_file_bytes)
+            .bind(&$app.allowed_types)
+            .bind($app.uploads_per_second)
+            .bind($app.max_bytes_stored)
+            .bind($app.max_media)
+    };
+}
+
 impl From<AppRow> for App {
     fn from(row: AppRow) -> App {
         App {
@@ -90,16 +107,7 @@ impl Metadata {
         const SQL: &str = "INSERT INTO apps (id, name, capi, retention_seconds, max_file_bytes, allowed_types, \
                            uploads_per_second, max_bytes_stored, max_media, created_at) \
                            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
-        on_pool!(self, pool => sqlx::query(SQL)
-            .bind(&app.id)
-            .bind(&app.name)
-            .bind(app.capi)
-            .bind(app.retention_seconds)
-            .bind(app.max_file_bytes)
-            .bind(&app.allowed_types)
-            .bind(app.uploads_per_second)
-            .bind(app.max_bytes_stored)
-            .bind(app.max_media)
+        on_pool!(self, pool => bind_app_settings!(sqlx::query(SQL), app)
             .bind(app.created_at)
             .execute(pool)
             .await
@@ -131,16 +139,7 @@ impl Metadata {
         const SQL: &str = "UPDATE apps SET name = $2, capi = $3, retention_seconds = $4, max_file_bytes = $5, \
                            allowed_types = $6, uploads_per_second = $7, max_bytes_stored = $8, max_media = $9 \
                            WHERE id = $1 AND deleted_at IS NULL";
-        let updated = on_pool!(self, pool => sqlx::query(SQL)
-            .bind(&app.id)
-            .bind(&app.name)
-            .bind(app.capi)
-            .bind(app.retention_seconds)
-            .bind(app.max_file_bytes)
-            .bind(&app.allowed_types)
-            .bind(app.uploads_per_second)
-            .bind(app.max_bytes_stored)
-            .bind(app.max_media)
+        let updated = on_pool!(self, pool => bind_app_settings!(sqlx::query(SQL), app)
             .execute(pool)
             .await
             .map(|r| r.rows_affected()))?;
