@@ -1,5 +1,7 @@
 //! Key-encryption keys (KEKs) from configuration, and the per-file data keys
-//! (DEKs) they wrap. Key material never reaches a log: `Debug` shows ids only.
+//! (DEKs) they wrap; and the `id:base64` key-list form that configuration
+//! gives keys in, for KEKs and for the keys that sign links alike. Key
+//! material never reaches a log: `Debug` shows ids only.
 //! Each KEK has a fingerprint, recorded in the database when the key is first
 //! used, by which a key id given other material is caught at start.
 
@@ -42,23 +44,89 @@ impl fmt::Debug for Dek {
     }
 }
 
+/// Why a key list (`id:base64,id:base64`) was refused. The messages leave
+/// out which setting held the list: the caller's error names it.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyListError {
+    #[error("no key given: give at least one `id:base64` key")]
+    Empty,
+    #[error("entry {0} is not of the form `id:base64`")]
+    Malformed(usize),
+    #[error("key id {0:?} may only use letters, digits, '-', '_' and '.'")]
+    BadId(String),
+    #[error("key {0:?} must be {KEY_LEN} bytes of standard base64")]
+    BadKey(String),
+    #[error("key id {0:?} appears twice")]
+    Duplicate(String),
+}
+
 /// Why a key configuration or a wrapped key was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("crypto.keys is empty: give at least one `id:base64` key")]
-    Empty,
-    #[error("crypto.keys entry {0} is not of the form `id:base64`")]
-    Malformed(usize),
-    #[error("crypto.keys: key id {0:?} may only use letters, digits, '-', '_' and '.'")]
-    BadId(String),
-    #[error("crypto.keys: key {0:?} must be 32 bytes of standard base64")]
-    BadKey(String),
-    #[error("crypto.keys: key id {0:?} appears twice")]
-    Duplicate(String),
+    #[error("crypto.keys: {0}")]
+    List(#[from] KeyListError),
     #[error("key {0:?} is not configured")]
     Unknown(String),
     #[error("wrapped data key failed authentication")]
     Integrity,
+}
+
+/// Bytes of every key in a key list: KEKs (AES-256) and link keys (HMAC-SHA256).
+pub const KEY_LEN: usize = 32;
+
+/// One entry of a key list: its id and its material (zeroed when dropped).
+pub struct ListedKey {
+    pub id: String,
+    pub material: Zeroizing<[u8; KEY_LEN]>,
+}
+
+/// Parses a key list as configuration writes one (`crypto.keys`,
+/// `links.keys`): `id:base64` entries separated by commas or newlines, each
+/// key 32 bytes of standard base64, each id of at most 64 letters, digits,
+/// '-', '_' or '.' and given once. The order is kept: the first is active.
+pub fn parse_key_list(spec: &str) -> Result<Vec<ListedKey>, KeyListError> {
+    let mut keys: Vec<ListedKey> = Vec::new();
+    for (index, entry) in spec.split([',', '\n']).map(str::trim).enumerate() {
+        if entry.is_empty() {
+            continue;
+        }
+        let (id, material) = entry.split_once(':').ok_or(KeyListError::Malformed(index + 1))?;
+        let (id, material) = (id.trim(), material.trim());
+        let id_ok = !id.is_empty()
+            && id.len() <= 64
+            && id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        if !id_ok {
+            return Err(KeyListError::BadId(id.to_owned()));
+        }
+        let bytes = Zeroizing::new(
+            STANDARD
+                .decode(material)
+                .map_err(|_| KeyListError::BadKey(id.to_owned()))?,
+        );
+        let mut material = Zeroizing::new([0u8; KEY_LEN]);
+        if bytes.len() != KEY_LEN {
+            return Err(KeyListError::BadKey(id.to_owned()));
+        }
+        material.copy_from_slice(&bytes);
+        if keys.iter().any(|k| k.id == id) {
+            return Err(KeyListError::Duplicate(id.to_owned()));
+        }
+        keys.push(ListedKey {
+            id: id.to_owned(),
+            material,
+        });
+    }
+    if keys.is_empty() {
+        return Err(KeyListError::Empty);
+    }
+    Ok(keys)
+}
+
+/// A new key-list entry, `id:base64`, with 32 random bytes.
+pub fn generate_key_line(id: &str) -> String {
+    let mut key = Zeroizing::new([0u8; KEY_LEN]);
+    rand::rng().fill_bytes(key.as_mut());
+    format!("{id}:{}", STANDARD.encode(key.as_slice()))
 }
 
 struct Kek {
@@ -92,46 +160,22 @@ pub struct WrappedDek {
 }
 
 impl Keyring {
-    /// Parses `id:base64,id:base64`; the first key is active.
+    /// Parses `id:base64,id:base64` (see `parse_key_list`); the first key is active.
     pub fn parse(spec: &str) -> Result<Keyring, KeyError> {
-        let mut keys: Vec<Kek> = Vec::new();
-        for (index, entry) in spec.split([',', '\n']).map(str::trim).enumerate() {
-            if entry.is_empty() {
-                continue;
-            }
-            let (id, material) = entry.split_once(':').ok_or(KeyError::Malformed(index + 1))?;
-            let (id, material) = (id.trim(), material.trim());
-            let id_ok = !id.is_empty()
-                && id.len() <= 64
-                && id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
-            if !id_ok {
-                return Err(KeyError::BadId(id.to_owned()));
-            }
-            let bytes = Zeroizing::new(
-                STANDARD
-                    .decode(material)
-                    .map_err(|_| KeyError::BadKey(id.to_owned()))?,
-            );
-            let cipher = Aes256Gcm::new_from_slice(&bytes).map_err(|_| KeyError::BadKey(id.to_owned()))?;
-            if keys.iter().any(|k| k.id == id) {
-                return Err(KeyError::Duplicate(id.to_owned()));
-            }
-            keys.push(Kek {
-                id: id.to_owned(),
-                cipher,
-                fingerprint: fingerprint(&bytes),
-            });
-        }
-        if keys.is_empty() {
-            return Err(KeyError::Empty);
-        }
+        let keys = parse_key_list(spec)?
+            .into_iter()
+            .map(|key| Kek {
+                cipher: Aes256Gcm::new_from_slice(key.material.as_slice()).expect("AES-256 takes 32 bytes"),
+                fingerprint: fingerprint(key.material.as_slice()),
+                id: key.id,
+            })
+            .collect();
         Ok(Keyring { keys })
     }
 
     /// A new `id:base64` line with 32 random bytes, for `keys generate`.
     pub fn generate_line(id: &str) -> String {
-        let key = Dek::generate();
-        format!("{id}:{}", STANDARD.encode(key.as_bytes()))
+        generate_key_line(id)
     }
 
     /// The id of the key that wraps new data keys.
@@ -261,15 +305,24 @@ mod tests {
 
     #[test]
     fn parse_refuses_bad_specs_by_name() {
-        assert!(matches!(Keyring::parse(""), Err(KeyError::Empty)));
-        assert!(matches!(Keyring::parse("nocolon"), Err(KeyError::Malformed(1))));
-        assert!(matches!(Keyring::parse("a:AAAA"), Err(KeyError::BadKey(id)) if id == "a"));
-        assert!(matches!(Keyring::parse("a b:AAAA"), Err(KeyError::BadId(_))));
+        use KeyListError::*;
+        assert!(matches!(Keyring::parse(""), Err(KeyError::List(Empty))));
+        assert!(matches!(
+            Keyring::parse("nocolon"),
+            Err(KeyError::List(Malformed(1)))
+        ));
+        assert!(matches!(Keyring::parse("a:AAAA"), Err(KeyError::List(BadKey(id))) if id == "a"));
+        assert!(matches!(
+            Keyring::parse("a b:AAAA"),
+            Err(KeyError::List(BadId(_)))
+        ));
         let a = line("a");
         assert!(matches!(
             Keyring::parse(&format!("{a},{a}")),
-            Err(KeyError::Duplicate(_))
+            Err(KeyError::List(Duplicate(_)))
         ));
+        let error = Keyring::parse("nocolon").err().unwrap().to_string();
+        assert_eq!(error, "crypto.keys: entry 1 is not of the form `id:base64`");
     }
 
     #[test]
