@@ -9,13 +9,14 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::{StreamExt, TryStreamExt};
-use mediavault_storage::{MediaInfo, ReadError, to_datetime};
+use mediavault_storage::{AppId, MediaId, MediaInfo, ReadError, to_datetime};
 use utoipa::IntoParams;
 
 use crate::ApiState;
 use crate::auth::authenticate;
 use crate::error::{ApiError, ErrorBody, Task};
 use crate::limits::ClientAddr;
+use crate::links::Disposition;
 use crate::media_path::{MediaPath, plausible};
 use crate::path::ApiPath;
 use crate::range::{self, RangeRequest};
@@ -97,8 +98,8 @@ pub async fn download_head(
 }
 
 /// What a download answers with: the file, or only its headers.
-#[derive(PartialEq)]
-enum Payload {
+#[derive(Clone, Copy, PartialEq)]
+pub(crate) enum Payload {
     File,
     HeadersOnly,
 }
@@ -111,14 +112,38 @@ async fn respond(
     payload: Payload,
 ) -> Result<Response, ApiError> {
     let app = authenticate(&state, &app_id, &headers, client, Task::Fetch).await?;
-    let media = state.vault.find(&app.id, &plausible(&media_id)?).await?;
+    let media_id = plausible(&media_id)?;
+    deliver(
+        &state,
+        &app.id,
+        &media_id,
+        &headers,
+        payload,
+        Disposition::Attachment,
+    )
+    .await
+}
+
+/// The answer to a download of `media_id` of `app_id` by a caller allowed
+/// to read it (by the app's token, or by a signed link): its headers, then
+/// the file whole or the range asked for, or 304 when the caller's copy is
+/// current. Every download, whatever allowed it, goes through here.
+pub(crate) async fn deliver(
+    state: &ApiState,
+    app_id: &AppId,
+    media_id: &MediaId,
+    headers: &HeaderMap,
+    payload: Payload,
+    disposition: Disposition,
+) -> Result<Response, ApiError> {
+    let media = state.vault.find(app_id, media_id).await?;
     let info = &media.info;
     let size = info.size_bytes;
     let etag = format!("\"{}\"", info.sha256);
 
     let mut response = Response::new(Body::empty());
-    describe(info, &etag, response.headers_mut());
-    if if_none_match(&headers, &etag) {
+    describe(info, &etag, disposition, response.headers_mut());
+    if if_none_match(headers, &etag) {
         *response.status_mut() = StatusCode::NOT_MODIFIED;
         return Ok(response);
     }
@@ -223,8 +248,8 @@ fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
         .any(|t| t == etag || t == "*")
 }
 
-/// Headers that describe a stored file.
-fn describe(info: &MediaInfo, etag: &str, out: &mut HeaderMap) {
+/// Headers that describe a stored file, to be shown as `disposition` says.
+fn describe(info: &MediaInfo, etag: &str, disposition: Disposition, out: &mut HeaderMap) {
     let content_type = HeaderValue::from_str(&info.mime_type)
         .unwrap_or(HeaderValue::from_static("application/octet-stream"));
     out.insert(header::CONTENT_TYPE, content_type);
@@ -238,13 +263,18 @@ fn describe(info: &MediaInfo, etag: &str, out: &mut HeaderMap) {
         header::CACHE_CONTROL,
         HeaderValue::from_static("private, no-transform"),
     );
-    if let Some(disposition) = info.filename.as_deref().and_then(content_disposition) {
-        out.insert(header::CONTENT_DISPOSITION, disposition);
+    if let Some(value) = content_disposition(disposition, info.filename.as_deref()) {
+        out.insert(header::CONTENT_DISPOSITION, value);
     }
 }
 
-/// `attachment; filename="ascii"; filename*=UTF-8''percent-encoded` (RFC 6266).
-fn content_disposition(filename: &str) -> Option<HeaderValue> {
+/// `attachment` or `inline`, then `; filename="ascii";
+/// filename*=UTF-8''percent-encoded` (RFC 6266). Without a filename: a bare
+/// `inline`, and no header for an attachment (the client names it).
+fn content_disposition(disposition: Disposition, filename: Option<&str>) -> Option<HeaderValue> {
+    let Some(filename) = filename else {
+        return (disposition == Disposition::Inline).then_some(HeaderValue::from_static("inline"));
+    };
     let ascii: String = filename
         .chars()
         .map(|c| {
@@ -264,7 +294,8 @@ fn content_disposition(filename: &str) -> Option<HeaderValue> {
         }
     }
     HeaderValue::from_str(&format!(
-        "attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}"
+        "{}; filename=\"{ascii}\"; filename*=UTF-8''{encoded}",
+        disposition.as_str()
     ))
     .ok()
 }
@@ -315,11 +346,25 @@ mod tests {
 
     #[test]
     fn filenames_are_quoted_safely() {
-        let value = content_disposition("a \"b\"\\c é.png").unwrap();
+        let name = Some("a \"b\"\\c é.png");
+        let value = content_disposition(Disposition::Attachment, name).unwrap();
         assert_eq!(
             value.to_str().unwrap(),
             "attachment; filename=\"a _b__c _.png\"; filename*=UTF-8''a%20%22b%22%5Cc%20%C3%A9.png"
         );
+        let value = content_disposition(Disposition::Inline, name).unwrap();
+        assert!(
+            value
+                .to_str()
+                .unwrap()
+                .starts_with("inline; filename=\"a _b__c _.png\"; ")
+        );
+    }
+
+    #[test]
+    fn without_a_filename_only_inline_is_said() {
+        assert_eq!(content_disposition(Disposition::Inline, None).unwrap(), "inline");
+        assert_eq!(content_disposition(Disposition::Attachment, None), None);
     }
 
     #[test]

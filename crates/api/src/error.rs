@@ -8,6 +8,8 @@ use mediavault_fetch::FetchError;
 use mediavault_storage::{AdminError, AuthError, ReadError, StoreError, UploadError};
 use serde::Serialize;
 
+use crate::links::LinkError;
+
 pub const AUTH_FAILED: &str = "Authentication Failed";
 pub const NOT_CAPI: &str = "Only CAPI apps allowed to generate media ID";
 pub const TOO_LARGE: &str = "File size exceeds the maximum limit!";
@@ -19,6 +21,9 @@ pub const DELETE_FAILED: &str = "Unable to delete requested Media";
 pub const REQUEST_FAILED: &str = "Unable to complete the request; try again later";
 /// Before the reason an upload by URL could not fetch its file.
 pub const FETCH_FAILED: &str = "Unable to fetch the file URL";
+pub const INVALID_LINK: &str = "Invalid link";
+pub const LINK_EXPIRED: &str = "Link expired";
+pub const LINKS_DISABLED: &str = "Signed links are not enabled";
 
 /// What a route was asked to do. When a store fails, at whichever step
 /// (authentication included), the 500 names this task, not another route's.
@@ -183,6 +188,16 @@ impl From<FetchError> for ApiError {
     }
 }
 
+/// A refused link: 403 when it is not one of ours, 410 once it has expired.
+impl From<LinkError> for ApiError {
+    fn from(error: LinkError) -> ApiError {
+        match error {
+            LinkError::Invalid => ApiError::new(StatusCode::FORBIDDEN, INVALID_LINK),
+            LinkError::Expired => ApiError::new(StatusCode::GONE, LINK_EXPIRED),
+        }
+    }
+}
+
 impl From<ReadError> for ApiError {
     fn from(error: ReadError) -> ApiError {
         ApiError::from_read(error, Task::Fetch)
@@ -223,6 +238,7 @@ mod tests {
     use super::*;
     use crate::ApiState;
     use crate::auth::AdminToken;
+    use crate::links::{LinkKeys, LinkSigner};
 
     const APP: &str = "0b5e2c4e-6a53-4f4e-9d2b-6f0f7e1c2a10";
     const MEDIA: &str =
@@ -234,6 +250,10 @@ mod tests {
         let vault = crate::testing::vault(dir).await;
         crate::router(ApiState {
             admin_token: Some(AdminToken::new("admin")),
+            links: Some(std::sync::Arc::new(LinkSigner::new(
+                LinkKeys::parse(&LinkKeys::generate_line("l1")).unwrap(),
+                std::time::Duration::from_secs(60),
+            ))),
             ..ApiState::new(vault)
         })
     }
@@ -246,11 +266,13 @@ mod tests {
         let app = failing_router(dir.path()).await;
         let upload = format!("/partner/app/{APP}/media");
         let info = format!("{MEDIA}/info");
+        let link = format!("{MEDIA}/link");
         let cases = [
             (Method::POST, upload.as_str(), "token", UPLOAD_FAILED),
             (Method::GET, MEDIA, "token", READ_FAILED),
             (Method::HEAD, MEDIA, "token", READ_FAILED),
             (Method::GET, info.as_str(), "token", READ_FAILED),
+            (Method::POST, link.as_str(), "token", READ_FAILED),
             (Method::DELETE, MEDIA, "token", DELETE_FAILED),
             (Method::GET, "/admin/apps", "Bearer admin", REQUEST_FAILED),
         ];

@@ -12,6 +12,8 @@ mod download;
 mod error;
 mod info;
 mod limits;
+mod link_routes;
+pub mod links;
 mod media_path;
 mod observe;
 mod path;
@@ -43,6 +45,7 @@ pub use admin::{AppDeletedBody, AppView, IssuedTokenView, StatsView, TOKEN_REVOK
 pub use auth::AdminToken;
 pub use error::ApiError;
 pub use limits::{LimitSettings, Limits};
+pub use links::{Disposition, LinkKeys, LinkSigner};
 pub use range::{RangeRequest, parse as parse_range};
 pub use slots::{MinUploadRate, UploadSlots};
 
@@ -71,6 +74,12 @@ pub struct ApiState {
     /// Fetches the file of an upload by URL; when disabled, a `file` sent
     /// as text is refused as before.
     pub fetcher: Fetcher,
+    /// Signs and checks links; `None`: signed links are not enabled (asking
+    /// for one, or following one, answers 404).
+    pub links: Option<Arc<LinkSigner>>,
+    /// `links.public_base_url`: what links start with (no trailing slash);
+    /// `None`: the address each request was sent to.
+    pub public_base_url: Option<String>,
 }
 
 impl ApiState {
@@ -90,6 +99,8 @@ impl ApiState {
             limits: Arc::new(Limits::new(LimitSettings::default())),
             admin_token: None,
             fetcher: Fetcher::new(FetchPolicy::default()).expect("the default fetcher builds"),
+            links: None,
+            public_base_url: None,
         }
     }
 }
@@ -140,6 +151,10 @@ pub fn router(state: ApiState) -> Router {
         .layer(axum::middleware::map_request(
             observe::drop_unacceptable_request_id,
         ))
+        .layer(axum::middleware::map_request_with_state(
+            state.clone(),
+            links::drop_untrusted_forwarding,
+        ))
         .with_state(state)
 }
 
@@ -155,6 +170,8 @@ fn api() -> OpenApiRouter<ApiState> {
             delete::delete
         ))
         .routes(routes!(info::info))
+        .routes(routes!(link_routes::issue_link))
+        .routes(routes!(link_routes::follow_link, link_routes::follow_link_head))
         .routes(routes!(probes::livez))
         .routes(routes!(probes::readyz))
         .routes(routes!(observe::metrics))
@@ -196,6 +213,10 @@ mod tests {
         vault.migrate().await.unwrap();
         ApiState {
             admin_token: Some(AdminToken::new("admin")),
+            links: Some(Arc::new(LinkSigner::new(
+                LinkKeys::parse(&LinkKeys::generate_line("l1")).unwrap(),
+                Duration::from_secs(86_400),
+            ))),
             ..ApiState::new(vault)
         }
     }
@@ -287,7 +308,8 @@ mod tests {
                 let uri = path
                     .replace("{app_id}", "some-app")
                     .replace("{media_id}", "some-media")
-                    .replace("{token_id}", "some-token");
+                    .replace("{token_id}", "some-token")
+                    .replace("{token}", "some-link");
                 let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
                 let request = Request::builder()
                     .method(method.clone())
@@ -320,29 +342,33 @@ mod tests {
                 "GET /admin/apps/{app_id}",
                 "GET /admin/apps/{app_id}/stats",
                 "GET /admin/apps/{app_id}/tokens",
+                "GET /l/{token}",
                 "GET /livez",
                 "GET /metrics",
                 "GET /openapi.json",
                 "GET /partner/app/{app_id}/media/{media_id}",
                 "GET /partner/app/{app_id}/media/{media_id}/info",
                 "GET /readyz",
+                "HEAD /l/{token}",
                 "HEAD /partner/app/{app_id}/media/{media_id}",
                 "PATCH /admin/apps/{app_id}",
                 "POST /admin/apps",
                 "POST /admin/apps/{app_id}/tokens",
                 "POST /partner/app/{app_id}/media",
+                "POST /partner/app/{app_id}/media/{media_id}/link",
             ]
         );
-        let download = &document["paths"]["/partner/app/{app_id}/media/{media_id}"];
-        for method in ["get", "head"] {
-            let headers: Vec<_> = download[method]["parameters"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter(|p| p["in"] == "header")
-                .map(|p| p["name"].as_str().unwrap())
-                .collect();
-            assert_eq!(headers, ["Range", "If-None-Match"], "{method}");
+        for path in ["/partner/app/{app_id}/media/{media_id}", "/l/{token}"] {
+            for method in ["get", "head"] {
+                let headers: Vec<_> = document["paths"][path][method]["parameters"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|p| p["in"] == "header")
+                    .map(|p| p["name"].as_str().unwrap())
+                    .collect();
+                assert_eq!(headers, ["Range", "If-None-Match"], "{method} {path}");
+            }
         }
         let schemas = document["components"]["schemas"].as_object().unwrap();
         for schema in [
@@ -358,6 +384,8 @@ mod tests {
             "TokensReply",
             "IssuedTokenReply",
             "StatsReply",
+            "LinkReply",
+            "LinkRequest",
         ] {
             assert!(schemas.contains_key(schema), "{schema}");
         }

@@ -253,6 +253,13 @@ impl Limits {
         );
     }
 
+    /// Whether `peer` is one of `server.trusted_proxies`, whose forwarding
+    /// headers (`X-Forwarded-For`, `-Host`, `-Proto`) are believed. An
+    /// unknown peer is not.
+    pub fn trusts(&self, peer: Option<IpAddr>) -> bool {
+        peer.is_some_and(|ip| self.settings.trusted_proxies.iter().any(|net| net.contains(&ip)))
+    }
+
     /// Pairs tracked, as (counting, locked out).
     #[cfg(test)]
     fn tracked(&self) -> (usize, usize) {
@@ -271,8 +278,7 @@ impl Limits {
         forwarded_for: impl DoubleEndedIterator<Item = &'h [u8]>,
     ) -> IpAddr {
         let peer = peer.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-        let trusted = |ip: &IpAddr| self.settings.trusted_proxies.iter().any(|net| net.contains(ip));
-        if !trusted(&peer) {
+        if !self.trusts(Some(peer)) {
             return peer;
         }
         let mut client = peer;
@@ -280,7 +286,7 @@ impl Limits {
             match parse_hop(hop) {
                 Some(ip) => {
                     client = ip;
-                    if !trusted(&ip) {
+                    if !self.trusts(Some(ip)) {
                         break;
                     }
                 }

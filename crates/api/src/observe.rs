@@ -77,7 +77,14 @@ pub fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing:
         .and_then(|v| v.to_str().ok())
         .unwrap_or("-");
     let method = method_label(request.method());
-    tracing::info_span!("request", method = %method, path = %request.uri().path(), request_id = %id)
+    // A link's token is a credential until it expires: it stays out of logs.
+    let path = request.uri().path();
+    let path = if path.starts_with(crate::links::LINK_PATH) {
+        "/l/{token}"
+    } else {
+        path
+    };
+    tracing::info_span!("request", method = %method, path = %path, request_id = %id)
 }
 
 /// Counts requests by route template, method, status and outcome, and their

@@ -28,6 +28,7 @@ pub fn check_apart(config: &Config, blobs: &BlobConfig) -> anyhow::Result<()> {
     let secret_files = [
         ("database.url_file", &config.database.url_file),
         ("crypto.keys_file", &config.crypto.keys_file),
+        ("links.keys_file", &config.links.keys_file),
         ("admin.token_file", &config.admin.token_file),
         (
             "blobs.secret_access_key_file",

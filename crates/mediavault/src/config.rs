@@ -37,6 +37,7 @@ pub struct Config {
     #[serde(default)]
     pub admin: AdminConfig,
     pub fetch: FetchConfig,
+    pub links: LinksConfig,
     pub log: LogConfig,
 }
 
@@ -160,6 +161,21 @@ pub struct FetchConfig {
     pub timeout: Duration,
 }
 
+/// Signed links: the keys that sign them, how long one may last, and the
+/// address they start with.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinksConfig {
+    pub keys: Option<SecretString>,
+    pub keys_file: Option<PathBuf>,
+    /// The longest a link may be asked to last.
+    #[serde(with = "humantime_serde")]
+    pub max_ttl: Duration,
+    /// `https://host[:port][/prefix]`; unset: the address of each request.
+    #[serde(default)]
+    pub public_base_url: Option<String>,
+}
+
 /// More redirects than any file server needs; the bound keeps a chain short.
 const MAX_REDIRECTS_LIMIT: usize = 10;
 
@@ -259,10 +275,45 @@ impl Config {
         if self.server.max_concurrent_downloads == 0 {
             bail!("server.max_concurrent_downloads must be above 0");
         }
+        if self.links.max_ttl < Duration::from_secs(1) {
+            bail!("links.max_ttl must be at least 1s");
+        }
         self.reaper_settings()?;
         self.limit_settings()?;
         self.fetch_policy()?;
+        self.public_base_url()?;
         Ok(())
+    }
+
+    /// `links.public_base_url`, checked (an http or https URL with a host,
+    /// and no query or fragment) and without a trailing slash.
+    pub fn public_base_url(&self) -> anyhow::Result<Option<String>> {
+        let Some(url) = &self.links.public_base_url else {
+            return Ok(None);
+        };
+        let url = url.trim().trim_end_matches('/');
+        let refused = || {
+            anyhow::anyhow!(
+                "links.public_base_url {url:?} must be an http:// or https:// URL with a host and \
+                 at most a path (such as https://media.example.com or https://example.com/media)"
+            )
+        };
+        let parsed: axum::http::Uri = url.parse().map_err(|_| refused())?;
+        let scheme_ok = matches!(parsed.scheme_str(), Some("http" | "https"));
+        let host_ok = parsed.host().is_some_and(|host| !host.is_empty());
+        if !scheme_ok || !host_ok || parsed.query().is_some() || url.contains(['#', '@']) {
+            return Err(refused());
+        }
+        Ok(Some(url.to_owned()))
+    }
+
+    /// The configured links key list, if any.
+    pub fn links_keys(&self) -> anyhow::Result<Option<SecretString>> {
+        secret(
+            "links.keys",
+            self.links.keys.as_ref(),
+            self.links.keys_file.as_deref(),
+        )
     }
 
     /// Upload by URL's settings, checked: networks parse, timeouts are
@@ -716,6 +767,57 @@ mod tests {
                 .to_string();
             assert!(error.contains(key), "{toml}: {error}");
         }
+    }
+
+    #[test]
+    fn link_settings_are_read_and_checked() {
+        let config = Config::from_toml_str("").unwrap();
+        assert_eq!(config.links.max_ttl, Duration::from_secs(86_400));
+        assert!(config.links_keys().unwrap().is_none());
+        assert_eq!(config.public_base_url().unwrap(), None);
+
+        let config = Config::from_toml_str(
+            "[links]\nkeys = \"l1:AAAA\"\nmax_ttl = \"2h\"\npublic_base_url = \"https://example.com/media/\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.links.max_ttl, Duration::from_secs(7200));
+        assert_eq!(config.links_keys().unwrap().unwrap().expose_secret(), "l1:AAAA");
+        assert_eq!(
+            config.public_base_url().unwrap().as_deref(),
+            Some("https://example.com/media"),
+            "without the trailing slash"
+        );
+        assert!(!format!("{config:?}").contains("l1:AAAA"), "secrets never print");
+
+        for (toml, key) in [
+            ("max_ttl = \"0s\"", "links.max_ttl"),
+            ("public_base_url = \"media.example.com\"", "links.public_base_url"),
+            (
+                "public_base_url = \"ftp://media.example.com\"",
+                "links.public_base_url",
+            ),
+            (
+                "public_base_url = \"https://media.example.com/?a=b\"",
+                "links.public_base_url",
+            ),
+            (
+                "public_base_url = \"https://user@media.example.com\"",
+                "links.public_base_url",
+            ),
+            ("public_base_url = \"https://\"", "links.public_base_url"),
+        ] {
+            let error = Config::from_toml_str(&format!("[links]\n{toml}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(key), "{toml}: {error}");
+        }
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("links", "l1:BBBB\n")?;
+            jail.set_env("MEDIAVAULT__LINKS__KEYS_FILE", "links");
+            let config = Config::load(None, &Overrides::default()).unwrap();
+            assert_eq!(config.links_keys().unwrap().unwrap().expose_secret(), "l1:BBBB");
+            Ok(())
+        });
     }
 
     #[test]

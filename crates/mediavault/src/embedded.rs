@@ -1,18 +1,22 @@
 //! The embedded default: with a SQLite database and no configured keys, a
 //! development key, app and token are made on first start and reused after,
 //! kept beside the database with mode 0600. A development key is never made
-//! again once the database needs one: a lost key file stops the start.
+//! again once the database needs one: a lost key file stops the start. A
+//! development key for signed links is kept the same way; losing it costs
+//! only the links it signed, so a new one is simply made.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
+use mediavault_api::LinkKeys;
 use mediavault_storage::{App, Keyring, NewApp, Vault};
 
 const DEV_KEY_FILE: &str = "dev.key";
 const DEV_KEY_ID: &str = "dev";
 const DEV_TOKEN_FILE: &str = "dev-token";
+const DEV_LINK_KEY_FILE: &str = "dev-links.key";
 
 /// The SQLite database file, or `None` for an in-memory database.
 pub fn database_file(database_url: &str) -> Option<PathBuf> {
@@ -35,11 +39,12 @@ pub fn data_dir(database_url: &str) -> PathBuf {
 
 /// The development key and token files of an embedded database, named for
 /// messages.
-pub fn dev_files(database_url: &str) -> [(&'static str, PathBuf); 2] {
+pub fn dev_files(database_url: &str) -> [(&'static str, PathBuf); 3] {
     let dir = data_dir(database_url);
     [
         ("the development key", dir.join(DEV_KEY_FILE)),
         ("the development token", dir.join(DEV_TOKEN_FILE)),
+        ("the development links key", dir.join(DEV_LINK_KEY_FILE)),
     ]
 }
 
@@ -100,6 +105,23 @@ impl NewDevKey {
     fn write(&self) -> anyhow::Result<()> {
         write_private(&self.path, &self.line)
     }
+}
+
+/// The development links key: read from beside the database, or made and
+/// saved there (0600) if there is none.
+pub fn dev_link_keys(database_url: &str) -> anyhow::Result<LinkKeys> {
+    let path = data_dir(database_url).join(DEV_LINK_KEY_FILE);
+    let line = match std::fs::read_to_string(&path) {
+        Ok(line) => line,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let line = LinkKeys::generate_line(DEV_KEY_ID);
+            write_private(&path, &line)?;
+            tracing::warn!(path = %path.display(), "generated a development links key; configure links.keys for production");
+            line
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    LinkKeys::parse(line.trim()).with_context(|| format!("development links key {}", path.display()))
 }
 
 /// The development app, and where its token is kept.
@@ -171,6 +193,30 @@ mod tests {
             PathBuf::from("/var/lib/mv")
         );
         assert_eq!(data_dir("sqlite://db.sqlite"), PathBuf::from("."));
+    }
+
+    #[test]
+    fn dev_link_key_is_private_and_stable() {
+        use mediavault_api::{Disposition, LinkSigner};
+        use mediavault_storage::{AppId, MediaId};
+
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/mv.db", dir.path().display());
+        let day = std::time::Duration::from_secs(86_400);
+        let first = LinkSigner::new(dev_link_keys(&url).unwrap(), day);
+        let file = dir.path().join(DEV_LINK_KEY_FILE);
+        assert_eq!(
+            std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let token = first.token(
+            &AppId::new("a"),
+            &MediaId::new("m"),
+            2_000_000_000_000,
+            Disposition::Inline,
+        );
+        let again = LinkSigner::new(dev_link_keys(&url).unwrap(), day);
+        assert!(again.verify(&token, 0).is_ok(), "the saved key is read back");
     }
 
     #[test]

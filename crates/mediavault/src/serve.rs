@@ -6,7 +6,7 @@ use tokio::sync::Semaphore;
 
 use anyhow::Context;
 use mediavault::config::Config;
-use mediavault_api::{AdminToken, ApiState, Limits, UploadSlots, router};
+use mediavault_api::{AdminToken, ApiState, Limits, LinkKeys, LinkSigner, UploadSlots, router};
 use mediavault_storage::{DatabaseUrl, Vault};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use secrecy::ExposeSecret;
@@ -23,6 +23,7 @@ pub async fn serve(config: &Config, vault: Vault) -> anyhow::Result<()> {
         (DatabaseUrl::Sqlite(url), None) => Some(embedded::dev_app(&vault, &url).await?),
         _ => None,
     };
+    let links = link_signer(config)?;
     let listener = TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("binding {}", config.server.listen))?;
@@ -56,6 +57,8 @@ pub async fn serve(config: &Config, vault: Vault) -> anyhow::Result<()> {
         limits: Arc::new(Limits::new(limits)),
         admin_token,
         fetcher: mediavault_fetch::Fetcher::new(config.fetch_policy()?)?,
+        links,
+        public_base_url: config.public_base_url()?,
     });
     let shutdown_timeout = config.server.shutdown_timeout;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -89,6 +92,26 @@ pub async fn serve(config: &Config, vault: Vault) -> anyhow::Result<()> {
     }
     vault.close().await;
     Ok(())
+}
+
+/// The signer of links: under `links.keys`; in the embedded default (SQLite
+/// and no keys configured) under a development key; otherwise none, and
+/// links are off.
+fn link_signer(config: &Config) -> anyhow::Result<Option<Arc<LinkSigner>>> {
+    let keys = match (
+        config.links_keys()?,
+        config.database_url()?,
+        config.crypto_keys()?,
+    ) {
+        (Some(spec), _, _) => LinkKeys::parse(spec.expose_secret())?,
+        (None, DatabaseUrl::Sqlite(url), None) => embedded::dev_link_keys(&url)?,
+        (None, _, _) => {
+            tracing::warn!("signed links are off: configure links.keys (or links.keys_file) to turn them on");
+            return Ok(None);
+        }
+    };
+    tracing::info!(active_key = keys.active_id(), max_ttl = ?config.links.max_ttl, "signed links are on");
+    Ok(Some(Arc::new(LinkSigner::new(keys, config.links.max_ttl))))
 }
 
 /// Tells the developer how to upload to the development app. The token is

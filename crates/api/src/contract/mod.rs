@@ -10,6 +10,7 @@ mod by_url;
 mod errors;
 mod extractors;
 mod gupshup;
+mod links;
 mod quota;
 
 use std::convert::Infallible;
