@@ -13,6 +13,7 @@ mod downloads;
 mod file_types;
 mod key_rotation;
 mod lifecycle;
+mod links;
 mod operations;
 mod quotas;
 mod rate_limits;

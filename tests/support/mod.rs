@@ -425,6 +425,11 @@ impl Fixture {
     /// Stops the server, lets `change` alter the stores' configuration (say,
     /// the keys), and serves the same stores and app again.
     pub fn restart(self, change: impl FnOnce(&mut Stores)) -> Fixture {
+        self.restart_with(change, &[])
+    }
+
+    /// `restart`, serving with extra environment (none of the last start's).
+    pub fn restart_with(self, change: impl FnOnce(&mut Stores), env: &[(&str, &str)]) -> Fixture {
         let Fixture {
             mut stores,
             server,
@@ -434,7 +439,7 @@ impl Fixture {
         } = self;
         drop(server);
         change(&mut stores);
-        Fixture::serve(stores, app_id, token, &[])
+        Fixture::serve(stores, app_id, token, env)
     }
 
     /// Stops the server; returns the stores, with everything they hold.
