@@ -24,6 +24,8 @@ mod reap;
 mod rotation;
 pub mod seal;
 mod sniff;
+#[cfg(test)]
+mod testing;
 mod upload;
 mod vault;
 

@@ -70,7 +70,7 @@ mod tokens;
 
 pub(crate) use apps::saturating_i64;
 pub(crate) use keys::Rewrapped;
-pub(crate) use media::{MediaRow, NewMedia, ReadyMedia};
+pub(crate) use media::{Intent, MediaRow, NewMedia, ReadyMedia};
 pub use reaping::ReaperLock;
 pub(crate) use state::MediaState;
 pub(crate) use usage::{Growth, QuotaDefaults};
