@@ -37,6 +37,10 @@ pub enum AdminError {
     /// A setting out of range; the message names it.
     #[error("{0}")]
     Invalid(String),
+    /// The request is well formed, but something another app holds stands
+    /// in its way (a phone-number id mapped to it); the message names it.
+    #[error("{0}")]
+    Conflict(String),
     #[error(transparent)]
     Unavailable(#[from] StoreError),
 }
