@@ -264,6 +264,178 @@ async fn admin_api_manages_apps_tokens_and_stats_on_postgres_and_garage() {
     admin_api_manages_apps_tokens_and_stats(Backends::PostgresS3).await;
 }
 
+/// The admin API maps WhatsApp phone-number ids to apps (`409` for one
+/// another app holds, changing nothing) and sets each app's WhatsApp type
+/// limits, an object kept in its order; `null` restores Meta's.
+#[tokio::test]
+async fn admin_api_maps_phone_numbers_and_sets_whatsapp_type_limits() {
+    let admin = Admin::start(Backends::SqliteFiles).await;
+    let f = &admin.fixture;
+    // Raw bodies, sent and received, to see the order of an object's keys.
+    let raw = |method: Method, path: String, body: &'static str| {
+        let request = f
+            .client
+            .request(method, f.server.url(&path))
+            .bearer_auth(ADMIN_TOKEN)
+            .header("content-type", "application/json")
+            .body(body);
+        async move {
+            let response = request.send().await.unwrap();
+            (response.status(), response.text().await.unwrap())
+        }
+    };
+
+    let (status, plain) = admin
+        .call(Method::GET, &format!("/admin/apps/{}", f.app_id), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(plain["app"]["waPhoneNumberIds"], json!([]));
+    assert_eq!(plain["app"]["waTypeLimits"], Value::Null, "Meta's");
+
+    let (status, text) = raw(
+        Method::POST,
+        "/admin/apps".into(),
+        r#"{"name": "wa", "waPhoneNumberIds": ["106540352242922", "106540352242911"],
+            "waTypeLimits": {"video/mp4": 1000, "Image/GIF": 20}}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{text}");
+    assert!(
+        text.contains(r#""waPhoneNumberIds":["106540352242911","106540352242922"],"waTypeLimits":{"video/mp4":1000,"image/gif":20}"#),
+        "{text}"
+    );
+    let app_id = serde_json::from_str::<Value>(&text).unwrap()["app"]["appId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = format!("/admin/apps/{app_id}");
+    let (_, got) = admin.call(Method::GET, &path, None).await;
+    assert_eq!(got["app"], serde_json::from_str::<Value>(&text).unwrap()["app"]);
+
+    // An id another app holds: 409, and nothing of the request applies.
+    let taken = error("phone number id 106540352242922 is mapped to another app");
+    let (status, body) = admin
+        .call(
+            Method::POST,
+            "/admin/apps",
+            Some(json!({"name": "b", "waPhoneNumberIds": ["106540352242922"]})),
+        )
+        .await;
+    assert_eq!((status, body), (StatusCode::CONFLICT, taken.clone()));
+    let (status, body) = admin
+        .call(
+            Method::PATCH,
+            &format!("/admin/apps/{}", f.app_id),
+            Some(json!({"name": "renamed", "waPhoneNumberIds": ["7", "106540352242922"]})),
+        )
+        .await;
+    assert_eq!((status, body), (StatusCode::CONFLICT, taken));
+    let (_, listed) = admin.call(Method::GET, "/admin/apps", None).await;
+    let apps = listed["apps"].as_array().unwrap();
+    assert_eq!(apps.len(), 2, "no app was made");
+    assert_eq!(apps[0]["name"], plain["app"]["name"], "nothing changed");
+    assert_eq!(apps[0]["waPhoneNumberIds"], json!([]));
+    assert_eq!(
+        apps[1]["waPhoneNumberIds"],
+        json!(["106540352242911", "106540352242922"])
+    );
+
+    // A PATCH replaces the set; leaving a field out leaves it; null clears
+    // the set and restores Meta's limits.
+    let (status, body) = admin
+        .call(Method::PATCH, &path, Some(json!({"waPhoneNumberIds": ["42"]})))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["app"]["waPhoneNumberIds"], json!(["42"]));
+    assert_eq!(body["app"]["waTypeLimits"]["video/mp4"], 1000);
+    let (_, body) = admin
+        .call(Method::PATCH, &path, Some(json!({"capi": false})))
+        .await;
+    assert_eq!(body["app"]["waPhoneNumberIds"], json!(["42"]));
+    let (status, text) = raw(
+        Method::PATCH,
+        path.clone(),
+        r#"{"waTypeLimits": {"image/png": 5242880, "application/pdf": 7}}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert!(
+        text.contains(r#""waTypeLimits":{"image/png":5242880,"application/pdf":7}"#),
+        "{text}"
+    );
+    let (_, body) = admin
+        .call(
+            Method::PATCH,
+            &path,
+            Some(json!({"waPhoneNumberIds": null, "waTypeLimits": null})),
+        )
+        .await;
+    assert_eq!(body["app"]["waPhoneNumberIds"], json!([]));
+    assert_eq!(body["app"]["waTypeLimits"], Value::Null);
+    // The freed ids are another app's to take.
+    let (status, body) = admin
+        .call(
+            Method::PATCH,
+            &format!("/admin/apps/{}", f.app_id),
+            Some(json!({"waPhoneNumberIds": ["106540352242922"]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["app"]["waPhoneNumberIds"], json!(["106540352242922"]));
+
+    let cases = [
+        (
+            json!({"waPhoneNumberIds": ["12a"]}),
+            StatusCode::BAD_REQUEST,
+            "waPhoneNumberIds",
+        ),
+        (
+            json!({"waPhoneNumberIds": "42"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "waPhoneNumberIds",
+        ),
+        (
+            json!({"waTypeLimits": {}}),
+            StatusCode::BAD_REQUEST,
+            "at least one type",
+        ),
+        (
+            json!({"waTypeLimits": {"image/png": 0}}),
+            StatusCode::BAD_REQUEST,
+            "waTypeLimits",
+        ),
+        (
+            json!({"waTypeLimits": {"png": 10}}),
+            StatusCode::BAD_REQUEST,
+            "type/subtype",
+        ),
+        (
+            json!({"waTypeLimits": {"image/png": 1, "IMAGE/PNG": 2}}),
+            StatusCode::BAD_REQUEST,
+            "listed twice",
+        ),
+        (
+            json!({"waTypeLimits": {"image/png": -1}}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "waTypeLimits",
+        ),
+        (
+            json!({"waTypeLimits": [["image/png", 1]]}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "waTypeLimits",
+        ),
+    ];
+    for (body, status, mention) in cases {
+        let (got, reply) = admin.call(Method::PATCH, &path, Some(body.clone())).await;
+        assert_eq!(got, status, "{body}: {reply}");
+        assert_eq!(reply["status"], "error", "{reply}");
+        assert!(
+            reply["message"].as_str().unwrap().contains(mention),
+            "{body}: {reply}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn bad_admin_requests_get_clear_errors_and_change_nothing() {
     let admin = Admin::start(Backends::SqliteFiles).await;

@@ -58,6 +58,149 @@ async fn apps_and_tokens_print_json() {
     }
 }
 
+/// `apps create|update` map WhatsApp phone-number ids (repeated flags; an
+/// update's replace the set) and set the WhatsApp type limits (in the
+/// order given); `apps show` and `apps list` print them.
+#[tokio::test]
+async fn apps_map_whatsapp_phone_numbers_and_type_limits() {
+    for backends in [Backends::SqliteFiles, Backends::PostgresFiles] {
+        let stores = Stores::new(backends).await;
+        let run = |args: &[&str]| -> (String, Value) {
+            let (ok, out, err) = cli(&stores, args);
+            assert!(ok, "{args:?}: {err}");
+            let value = serde_json::from_str(&out).unwrap();
+            (out, value)
+        };
+        let refused = |args: &[&str]| -> String {
+            let (ok, out, err) = cli(&stores, args);
+            assert!(!ok, "{args:?} passed: {out}");
+            err
+        };
+
+        let (_, plain) = run(&["apps", "create", "--name", "plain"]);
+        assert_eq!(plain["waPhoneNumberIds"], serde_json::json!([]));
+        assert!(plain["waTypeLimits"].is_null(), "Meta's: {plain}");
+
+        let (out, app) = run(&[
+            "apps",
+            "create",
+            "--name",
+            "wa",
+            "--wa-phone-number-id",
+            "106540352242922",
+            "--wa-phone-number-id",
+            "106540352242911",
+            "--wa-type-limit",
+            "video/mp4=1000",
+            "--wa-type-limit",
+            "Image/GIF=20",
+        ]);
+        let app_id = app["appId"].as_str().unwrap();
+        assert_eq!(
+            app["waPhoneNumberIds"],
+            serde_json::json!(["106540352242911", "106540352242922"])
+        );
+        assert!(
+            out.contains(r#""waTypeLimits":{"video/mp4":1000,"image/gif":20}"#),
+            "in the order given: {out}"
+        );
+        let (shown, _) = run(&["apps", "show", "--app", app_id]);
+        assert_eq!(shown, out, "show prints what create did");
+
+        // An id another app holds refuses the whole command.
+        let err = refused(&[
+            "apps",
+            "create",
+            "--name",
+            "b",
+            "--wa-phone-number-id",
+            "106540352242922",
+        ]);
+        assert!(
+            err.contains("phone number id 106540352242922 is mapped to another app"),
+            "{err}"
+        );
+        let plain_id = plain["appId"].as_str().unwrap();
+        let err = refused(&[
+            "apps",
+            "update",
+            "--app",
+            plain_id,
+            "--name",
+            "renamed",
+            "--wa-phone-number-id",
+            "106540352242911",
+        ]);
+        assert!(err.contains("mapped to another app"), "{err}");
+        let (_, listed) = run(&["apps", "list"]);
+        assert_eq!(listed.as_array().unwrap().len(), 2, "no app was made");
+        assert_eq!(listed[0]["name"], "plain", "nothing changed");
+
+        // Repeated flags replace the set and the list; others leave them.
+        let (_, updated) = run(&["apps", "update", "--app", app_id, "--wa-phone-number-id", "42"]);
+        assert_eq!(updated["waPhoneNumberIds"], serde_json::json!(["42"]));
+        assert_eq!(updated["waTypeLimits"]["video/mp4"], 1000, "left as it was");
+        let (out, _) = run(&[
+            "apps",
+            "update",
+            "--app",
+            app_id,
+            "--wa-type-limit",
+            "image/png=5242880",
+        ]);
+        assert!(out.contains(r#""waTypeLimits":{"image/png":5242880}"#), "{out}");
+        let (_, listed) = run(&["apps", "list"]);
+        assert_eq!(listed[1]["waPhoneNumberIds"], serde_json::json!(["42"]));
+        assert_eq!(listed[0]["waPhoneNumberIds"], serde_json::json!([]));
+        let (_, cleared) = run(&[
+            "apps",
+            "update",
+            "--app",
+            app_id,
+            "--no-wa-phone-number-ids",
+            "--default-wa-type-limits",
+        ]);
+        assert_eq!(cleared["waPhoneNumberIds"], serde_json::json!([]));
+        assert!(cleared["waTypeLimits"].is_null(), "{cleared}");
+        let (_, moved) = run(&[
+            "apps",
+            "update",
+            "--app",
+            plain_id,
+            "--wa-phone-number-id",
+            "106540352242911",
+        ]);
+        assert_eq!(
+            moved["waPhoneNumberIds"],
+            serde_json::json!(["106540352242911"]),
+            "freed by the clear"
+        );
+
+        for (args, says) in [
+            (&["--wa-phone-number-id", "12a"][..], "waPhoneNumberIds"),
+            (&["--wa-type-limit", "image/png"][..], "TYPE=BYTES"),
+            (&["--wa-type-limit", "image/png=5MiB"][..], "number of bytes"),
+            (&["--wa-type-limit", "image/png=0"][..], "waTypeLimits"),
+            (&["--wa-type-limit", "png=10"][..], "type/subtype"),
+            (
+                &["--wa-type-limit", "image/png=1", "--wa-type-limit", "image/png=2"][..],
+                "listed twice",
+            ),
+            (
+                &["--wa-phone-number-id", "1", "--no-wa-phone-number-ids"][..],
+                "cannot be used with",
+            ),
+            (
+                &["--wa-type-limit", "image/png=1", "--default-wa-type-limits"][..],
+                "cannot be used with",
+            ),
+        ] {
+            let err = refused(&[&["apps", "update", "--app", app_id][..], args].concat());
+            assert!(err.contains(says), "{args:?}: {err}");
+        }
+    }
+}
+
 #[test]
 fn keys_generate_prints_a_usable_key_line() {
     let output = Command::new(MEDIAVAULT)

@@ -9,9 +9,10 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use support::{Backends, Fixture, app_and_token, png_bytes, png_form};
 
-/// Media ids are UUIDv4 strings: 122 random bits (the contract's minimum),
-/// all distinct, in no order, with no shared prefix or skewed bits. Blob
-/// keys are random too, and never derived from the id.
+/// Media ids are decimal numbers of 16 to 19 digits, drawn uniformly from
+/// 10^15 ..= 10^19 - 1 (about 63 random bits): all distinct, in no order,
+/// with no shared prefix or skewed bits. Blob keys are random too, and
+/// never derived from the id.
 #[tokio::test]
 async fn media_ids_are_random_and_unordered() {
     let f = Fixture::new(Backends::SqliteFiles).await;
@@ -28,79 +29,71 @@ async fn media_ids_are_random_and_unordered() {
     distinct.dedup();
     assert_eq!(distinct.len(), 200, "every id is new");
 
-    // Canonical UUIDv4: version 4, RFC 4122 variant; the other 122 bits random.
-    let random_bits: Vec<u128> = ids
+    // Digits only, no leading zero, 16 to 19 of them; uniform over the
+    // range, nine in ten have 19 digits (200 draws: mean 180, sd 4.2).
+    let numbers: Vec<u64> = ids
         .iter()
         .map(|id| {
-            let uuid = uuid::Uuid::parse_str(id).unwrap_or_else(|_| panic!("not a UUID: {id}"));
-            assert_eq!(uuid.hyphenated().to_string(), *id, "canonical form");
-            assert_eq!(uuid.get_version_num(), 4, "{id}");
-            assert_eq!(uuid.get_variant(), uuid::Variant::RFC4122, "{id}");
-            let fixed = (0xF_u128 << 76) | (0b11_u128 << 62);
-            uuid.as_u128() & !fixed
+            assert!((16..=19).contains(&id.len()), "{id}");
+            assert!(id.bytes().all(|b| b.is_ascii_digit()), "{id}");
+            assert!(!id.starts_with('0'), "{id}");
+            id.parse().unwrap()
         })
         .collect();
+    let nineteen = ids.iter().filter(|id| id.len() == 19).count();
+    assert!(
+        (155..=198).contains(&nineteen),
+        "{nineteen} of 200 ids have 19 digits"
+    );
 
-    // Each of the 122 random bits is set in about half of the ids
-    // (200 draws: mean 100, sd 7; the bounds are over 6 sd away).
-    let mut ones = [0_u32; 128];
-    for bits in &random_bits {
-        for (position, count) in ones.iter_mut().enumerate() {
-            *count += ((bits >> position) & 1) as u32;
-        }
-    }
-    let fixed_positions = [76, 77, 78, 79, 62, 63];
-    for (position, count) in ones.iter().enumerate() {
-        if fixed_positions.contains(&position) {
-            continue;
-        }
+    // The range is no power of two, but its low 56 bits are as good as
+    // uniform: each is set in about half of the ids (mean 100, sd 7; the
+    // bounds are over 6 sd away).
+    const LOW_BITS: u32 = 56;
+    let low = |n: u64| n & ((1 << LOW_BITS) - 1);
+    for position in 0..LOW_BITS {
+        let count = numbers.iter().filter(|n| (*n >> position) & 1 == 1).count();
         assert!(
-            (55..=145).contains(count),
+            (55..=145).contains(&count),
             "bit {position} set in {count} of 200 ids"
         );
     }
 
-    // Hex digits of the fully random nibbles are evenly spread (6,000 draws
-    // over 16 values: mean 375, sd 19).
-    let mut digits = [0_u32; 16];
+    // The last 15 digits are evenly spread (3,000 draws over 10 values:
+    // mean 300, sd 16).
+    let mut digits = [0_u32; 10];
     for id in &ids {
-        let hex: Vec<char> = id.chars().filter(|c| *c != '-').collect();
-        for (i, c) in hex.iter().enumerate() {
-            if i != 12 && i != 16 {
-                digits[c.to_digit(16).unwrap() as usize] += 1;
-            }
+        for c in id.chars().rev().take(15) {
+            digits[c.to_digit(10).unwrap() as usize] += 1;
         }
     }
     for (digit, count) in digits.iter().enumerate() {
-        assert!(
-            (250..=500).contains(count),
-            "hex digit {digit:x} appears {count} times"
-        );
+        assert!((200..=400).contains(count), "digit {digit} appears {count} times");
     }
 
-    // Consecutive ids differ in about half their random bits: no counter,
-    // no time-ordered prefix.
-    let distances: Vec<u32> = random_bits
+    // Consecutive ids differ in about half their low bits: no counter, no
+    // time-ordered prefix.
+    let distances: Vec<u32> = numbers
         .windows(2)
-        .map(|pair| (pair[0] ^ pair[1]).count_ones())
+        .map(|pair| (low(pair[0]) ^ low(pair[1])).count_ones())
         .collect();
     let mean = distances.iter().sum::<u32>() as f64 / distances.len() as f64;
-    assert!((55.0..=67.0).contains(&mean), "mean Hamming distance {mean}");
+    assert!((25.0..=31.0).contains(&mean), "mean Hamming distance {mean}");
     assert!(
-        distances.iter().all(|d| *d >= 25),
+        distances.iter().all(|d| *d >= 8),
         "two consecutive ids nearly equal: {distances:?}"
     );
 
     // Neither increasing nor decreasing: ascents between neighbours come
-    // out near half (mean 99.5, sd 4).
-    let ascents = ids.windows(2).filter(|pair| pair[0] < pair[1]).count();
+    // out near half (mean 99.5, sd 7).
+    let ascents = numbers.windows(2).filter(|pair| pair[0] < pair[1]).count();
     assert!(
         (60..=140).contains(&ascents),
         "{ascents} of 199 neighbours ascend"
     );
 
-    // No two ids share a prefix beyond chance (8 equal hex digits in one of
-    // 19,900 pairs: p < 1e-5).
+    // No two ids share a prefix beyond chance (10 equal leading digits in
+    // one of 19,900 pairs: p < 1e-5).
     let longest = (0..ids.len())
         .flat_map(|i| (i + 1..ids.len()).map(move |j| (i, j)))
         .map(|(i, j)| {
@@ -112,7 +105,7 @@ async fn media_ids_are_random_and_unordered() {
         })
         .max()
         .unwrap();
-    assert!(longest < 8, "two ids share a prefix of {longest} characters");
+    assert!(longest < 10, "two ids share a prefix of {longest} characters");
 
     // Blob keys: one per id, all distinct, none naming an id.
     let (rows, blobs) = f.inventory().await;

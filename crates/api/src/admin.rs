@@ -2,6 +2,7 @@
 //! the operator (`admin.token`). It mirrors the `apps` and `tokens` commands
 //! of the CLI, which print the same JSON less the `status` envelope.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use axum::Json;
@@ -9,7 +10,9 @@ use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request, State};
 use axum::http::StatusCode;
-use mediavault_storage::{App, AppId, AppStats, AppUpdate, IssuedToken, NewApp, TokenId, TokenInfo};
+use mediavault_storage::{
+    App, AppId, AppStats, AppUpdate, IssuedToken, NewApp, TokenId, TokenInfo, TypeLimit, type_limits_object,
+};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -43,12 +46,27 @@ pub struct AppView {
     /// Most media the app may hold at once; `null`: the configured default
     /// (`media.max_media`; unset there, no limit).
     pub max_media: Option<u64>,
+    /// The WhatsApp phone-number ids whose requests are this app's (each
+    /// maps to one app at most), in order.
+    pub wa_phone_number_ids: Vec<String>,
+    /// The types the WhatsApp Cloud surface accepts from this app, each
+    /// with its largest file in bytes, in the order error messages list
+    /// them; `null`: Meta's list and limits.
+    #[schema(value_type = Option<HashMap<String, u64>>, example = json!({"image/jpeg": 5242880, "application/pdf": 104857600}))]
+    pub wa_type_limits: Option<TypeLimits>,
     /// RFC 3339, UTC.
     pub created_at: String,
 }
 
-impl From<&App> for AppView {
-    fn from(app: &App) -> AppView {
+/// Type limits as the admin API writes and reads them: one object,
+/// `{"type/subtype": bytes, …}`, in the list's order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TypeLimits(#[serde(with = "type_limits_object")] pub Vec<TypeLimit>);
+
+impl AppView {
+    /// The app with the phone-number ids mapped to it.
+    pub fn new(app: &App, wa_phone_number_ids: Vec<String>) -> AppView {
         AppView {
             app_id: app.id.to_string(),
             name: app.name.clone(),
@@ -59,8 +77,18 @@ impl From<&App> for AppView {
             uploads_per_second: app.uploads_per_second,
             max_bytes_stored: app.max_bytes_stored,
             max_media: app.max_media,
+            wa_phone_number_ids,
+            wa_type_limits: app.wa_type_limits.clone().map(TypeLimits),
             created_at: rfc3339(app.created_at),
         }
+    }
+
+    /// Every app, each with the phone-number ids mapped to it (as one map
+    /// for all, from `Vault::all_phone_number_ids`).
+    pub fn all(apps: &[App], mut phone_number_ids: HashMap<AppId, Vec<String>>) -> Vec<AppView> {
+        apps.iter()
+            .map(|app| AppView::new(app, phone_number_ids.remove(&app.id).unwrap_or_default()))
+            .collect()
     }
 }
 
@@ -245,6 +273,14 @@ pub struct CreateAppRequest {
     max_bytes_stored: Option<u64>,
     /// Omitted: the configured default (`media.max_media`; unset there, no limit).
     max_media: Option<u64>,
+    /// WhatsApp phone-number ids to map to the app (1 to 64 digits each);
+    /// one mapped to another app is 409 and no app is made.
+    #[serde(default)]
+    wa_phone_number_ids: Vec<String>,
+    /// The types the WhatsApp Cloud surface accepts and the largest file of
+    /// each, in bytes, in order; omitted or `null`: Meta's.
+    #[schema(value_type = Option<HashMap<String, u64>>)]
+    wa_type_limits: Option<TypeLimits>,
 }
 
 fn yes() -> bool {
@@ -252,8 +288,9 @@ fn yes() -> bool {
 }
 
 /// A change to an app: omitted fields stay as they are; `null` for
-/// `allowedTypes`, `uploadsPerSecond`, `maxBytesStored` or `maxMedia`
-/// restores the default.
+/// `allowedTypes`, `uploadsPerSecond`, `maxBytesStored`, `maxMedia` or
+/// `waTypeLimits` restores the default. `waPhoneNumberIds` replaces the
+/// app's set (`[]` or `null`: none).
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UpdateAppRequest {
@@ -273,6 +310,12 @@ pub struct UpdateAppRequest {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<u64>)]
     max_media: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Vec<String>>)]
+    wa_phone_number_ids: Option<Option<Vec<String>>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<HashMap<String, u64>>)]
+    wa_type_limits: Option<Option<TypeLimits>>,
 }
 
 /// Tells a field sent as `null` (`Some(None)`) from one left out (`None`).
@@ -333,6 +376,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AdminJson<T> {
         (status = 400, description = "A setting is out of range", body = ErrorBody),
         (status = 401, description = "Authentication Failed", body = ErrorBody),
         (status = 404, description = "No admin token is configured", body = ErrorBody),
+        (status = 409, description = "A phone number id is mapped to another app", body = ErrorBody),
         (status = 429, description = "Too many failed authentications from this address", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -353,13 +397,16 @@ pub async fn create_app(
             uploads_per_second: request.uploads_per_second,
             max_bytes_stored: request.max_bytes_stored,
             max_media: request.max_media,
+            wa_phone_number_ids: request.wa_phone_number_ids,
+            wa_type_limits: request.wa_type_limits.map(|limits| limits.0),
         })
         .await?;
     tracing::info!(app_id = %app.id, "app created");
+    let phone_number_ids = state.vault.phone_number_ids(&app.id).await?;
     Ok((
         StatusCode::CREATED,
         Json(Success::new(AppBody {
-            app: AppView::from(&app),
+            app: AppView::new(&app, phone_number_ids),
         })),
     ))
 }
@@ -374,9 +421,10 @@ pub async fn create_app(
     security(("bearer" = []))
 )]
 pub async fn list_apps(_: Admin, State(state): State<ApiState>) -> Result<Json<AppsReply>, ApiError> {
-    let apps = state.vault.list_apps().await.map_err(ApiError::from)?;
+    let apps = state.vault.list_apps().await?;
+    let phone_number_ids = state.vault.all_phone_number_ids().await?;
     Ok(Json(Success::new(AppsBody {
-        apps: apps.iter().map(AppView::from).collect(),
+        apps: AppView::all(&apps, phone_number_ids),
     })))
 }
 
@@ -396,8 +444,9 @@ pub async fn get_app(
     ApiPath(AppPath { app_id }): ApiPath<AppPath>,
 ) -> Result<Json<AppReply>, ApiError> {
     let app = state.vault.get_app(&app_id).await?;
+    let phone_number_ids = state.vault.phone_number_ids(&app_id).await?;
     Ok(Json(Success::new(AppBody {
-        app: AppView::from(&app),
+        app: AppView::new(&app, phone_number_ids),
     })))
 }
 
@@ -410,6 +459,7 @@ pub async fn get_app(
         (status = 400, description = "A setting is out of range", body = ErrorBody),
         (status = 401, description = "Authentication Failed", body = ErrorBody),
         (status = 404, description = "App not found", body = ErrorBody),
+        (status = 409, description = "A phone number id is mapped to another app; nothing is changed", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -432,12 +482,15 @@ pub async fn update_app(
                 uploads_per_second: request.uploads_per_second,
                 max_bytes_stored: request.max_bytes_stored,
                 max_media: request.max_media,
+                wa_phone_number_ids: request.wa_phone_number_ids.map(Option::unwrap_or_default),
+                wa_type_limits: request.wa_type_limits.map(|limits| limits.map(|limits| limits.0)),
             },
         )
         .await?;
     tracing::info!(app_id = %app.id, "app updated");
+    let phone_number_ids = state.vault.phone_number_ids(&app.id).await?;
     Ok(Json(Success::new(AppBody {
-        app: AppView::from(&app),
+        app: AppView::new(&app, phone_number_ids),
     })))
 }
 

@@ -210,6 +210,7 @@ impl From<AdminError> for ApiError {
             AdminError::AppNotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "App not found"),
             AdminError::TokenNotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "Token not found"),
             AdminError::Invalid(why) => ApiError::bad_request(why),
+            AdminError::Conflict(why) => ApiError::new(StatusCode::CONFLICT, why),
             AdminError::Unavailable(e) => unavailable(&e, Task::Admin.failed()),
         }
     }

@@ -343,6 +343,7 @@ mod tests {
             uploads_per_second: rate,
             max_bytes_stored: None,
             max_media: None,
+            wa_type_limits: None,
             created_at: 0,
         }
     }

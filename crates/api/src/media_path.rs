@@ -17,7 +17,8 @@ pub struct MediaPath {
     pub media_id: String,
 }
 
-/// Longest media id looked up; ids the service makes are 36 characters.
+/// Longest media id looked up; ids the service makes have 16 to 19
+/// digits (the UUIDs it made before, 36 characters).
 const MEDIA_ID_LIMIT: usize = 128;
 
 /// The id, if it could name stored media at all; anything else is 404
@@ -40,7 +41,12 @@ mod tests {
         for id in ["", "a\0b", "line\nbreak", &"x".repeat(129)] {
             assert_eq!(plausible(id).unwrap_err().status, StatusCode::NOT_FOUND, "{id:?}");
         }
-        assert!(plausible("4c3f0b1e-52c8-4c57-9d2a-3f1c2b7a9e10").is_ok());
+        assert!(plausible("1037543291543636").is_ok());
+        assert!(plausible("9999999999999999999").is_ok());
+        assert!(
+            plausible("4c3f0b1e-52c8-4c57-9d2a-3f1c2b7a9e10").is_ok(),
+            "ids issued before"
+        );
         assert!(plausible("été").is_ok());
     }
 }

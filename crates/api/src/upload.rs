@@ -51,6 +51,9 @@ pub type UploadReply = Success<UploadBody>;
 #[serde(rename_all = "camelCase")]
 #[schema(as = UploadReply)]
 pub struct UploadBody {
+    /// The new file's id: 16 to 19 decimal digits (files stored before
+    /// numeric ids have UUIDs, which keep working).
+    #[schema(example = "1037543291543636")]
     media_id: String,
 }
 

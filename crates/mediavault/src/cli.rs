@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use mediavault_storage::{AppId, TokenId};
+use mediavault_storage::{AppId, TokenId, TypeLimit};
 
 #[derive(Debug, Parser)]
 #[command(name = "mediavault", version, about = "Self-hosted media-ID service")]
@@ -61,6 +61,11 @@ pub enum AppsCommand {
     Create(CreateApp),
     /// List apps as JSON.
     List,
+    /// Print one app as JSON.
+    Show {
+        #[arg(long = "app", value_name = "APP_ID")]
+        app_id: AppId,
+    },
     /// Change an app's settings (for uploads from now on); prints it as JSON.
     Update(UpdateApp),
     /// Print an app's stats (readable media and their bytes, usage against
@@ -108,6 +113,30 @@ pub struct CreateApp {
     /// there, no limit).
     #[arg(long)]
     pub max_media: Option<u64>,
+    /// A WhatsApp phone-number id whose requests are this app's (repeat
+    /// for several; each maps to one app at most).
+    #[arg(long = "wa-phone-number-id", value_name = "ID")]
+    pub wa_phone_number_ids: Vec<String>,
+    /// A type the WhatsApp surface accepts and its largest file in bytes,
+    /// e.g. image/jpeg=5242880 (repeat for several, in the order errors
+    /// list them; default: Meta's types and limits).
+    #[arg(long = "wa-type-limit", value_name = "TYPE=BYTES", value_parser = type_limit)]
+    pub wa_type_limits: Vec<TypeLimit>,
+}
+
+/// `TYPE=BYTES`, as `--wa-type-limit` takes it; the vault checks the type.
+fn type_limit(arg: &str) -> Result<TypeLimit, String> {
+    let (mime_type, bytes) = arg
+        .split_once('=')
+        .ok_or_else(|| format!("{arg:?} is not TYPE=BYTES"))?;
+    let max_bytes = bytes
+        .trim()
+        .parse()
+        .map_err(|_| format!("{bytes:?} is not a number of bytes"))?;
+    Ok(TypeLimit {
+        mime_type: mime_type.to_owned(),
+        max_bytes,
+    })
 }
 
 #[derive(Debug, Args)]
@@ -143,6 +172,28 @@ pub struct UpdateApp {
     /// Use media.max_media again (unset there: no limit).
     #[arg(long)]
     pub default_max_media: bool,
+    /// Replaces the app's WhatsApp phone-number ids (repeat for several).
+    #[arg(
+        long = "wa-phone-number-id",
+        value_name = "ID",
+        conflicts_with = "no_wa_phone_number_ids"
+    )]
+    pub wa_phone_number_ids: Vec<String>,
+    /// Map no WhatsApp phone-number id to the app.
+    #[arg(long)]
+    pub no_wa_phone_number_ids: bool,
+    /// Replaces the app's WhatsApp types and limits, as TYPE=BYTES (repeat
+    /// for several).
+    #[arg(
+        long = "wa-type-limit",
+        value_name = "TYPE=BYTES",
+        value_parser = type_limit,
+        conflicts_with = "default_wa_type_limits"
+    )]
+    pub wa_type_limits: Vec<TypeLimit>,
+    /// Use Meta's WhatsApp types and limits again.
+    #[arg(long)]
+    pub default_wa_type_limits: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -5,7 +5,7 @@
 
 use anyhow::bail;
 use mediavault_api::{AppDeletedBody, AppView, IssuedTokenView, StatsView, TOKEN_REVOKED, TokenView};
-use mediavault_storage::{AppUpdate, NewApp, Vault};
+use mediavault_storage::{App, AppUpdate, NewApp, Vault};
 use serde_json::{Value, json};
 
 use crate::cli::{AppsCommand, StoredKeysCommand, TokensCommand};
@@ -25,6 +25,17 @@ fn or_default<T>(value: Option<T>, restore_default: bool) -> Option<Option<T>> {
     }
 }
 
+/// A list given by repeating a flag: `None` (left as it is) when the flag
+/// was not given.
+fn given<T>(list: Vec<T>) -> Option<Vec<T>> {
+    (!list.is_empty()).then_some(list)
+}
+
+/// An app as printed, with its phone-number ids.
+async fn view(vault: &Vault, app: &App) -> anyhow::Result<AppView> {
+    Ok(AppView::new(app, vault.phone_number_ids(&app.id).await?))
+}
+
 pub async fn apps(vault: &Vault, command: AppsCommand) -> anyhow::Result<()> {
     match command {
         AppsCommand::Create(create) => {
@@ -38,13 +49,19 @@ pub async fn apps(vault: &Vault, command: AppsCommand) -> anyhow::Result<()> {
                     uploads_per_second: create.uploads_per_second,
                     max_bytes_stored: create.max_bytes_stored,
                     max_media: create.max_media,
+                    wa_phone_number_ids: create.wa_phone_number_ids,
+                    wa_type_limits: given(create.wa_type_limits),
                 })
                 .await?;
-            print(AppView::from(&app))
+            print(view(vault, &app).await?)
         }
         AppsCommand::List => {
             let apps = vault.list_apps().await?;
-            print(apps.iter().map(AppView::from).collect::<Vec<_>>())
+            print(AppView::all(&apps, vault.all_phone_number_ids().await?))
+        }
+        AppsCommand::Show { app_id } => {
+            let app = vault.get_app(&app_id).await?;
+            print(view(vault, &app).await?)
         }
         AppsCommand::Update(update) => {
             let app = vault
@@ -66,10 +83,19 @@ pub async fn apps(vault: &Vault, command: AppsCommand) -> anyhow::Result<()> {
                             update.default_max_bytes_stored,
                         ),
                         max_media: or_default(update.max_media, update.default_max_media),
+                        wa_phone_number_ids: if update.no_wa_phone_number_ids {
+                            Some(Vec::new())
+                        } else {
+                            given(update.wa_phone_number_ids)
+                        },
+                        wa_type_limits: or_default(
+                            given(update.wa_type_limits),
+                            update.default_wa_type_limits,
+                        ),
                     },
                 )
                 .await?;
-            print(AppView::from(&app))
+            print(view(vault, &app).await?)
         }
         AppsCommand::Stats { app_id } => {
             let stats = vault.app_stats(&app_id).await?;

@@ -1,6 +1,7 @@
 //! Apps and their tokens: what an operator manages (through the CLI or the
 //! admin API), and how a request's token is checked.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -10,7 +11,8 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{AdminError, AuthError, StoreError};
 use crate::ids::{AppId, TokenId};
-use crate::model::{App, AppStats, AppUpdate, IssuedToken, NewApp, TokenInfo, now_millis};
+use crate::meta::AppWrite;
+use crate::model::{App, AppStats, AppUpdate, IssuedToken, NewApp, TokenInfo, TypeLimit, now_millis};
 use crate::vault::Vault;
 
 /// Tokens are `mv_` and 43 URL-safe characters (32 random bytes).
@@ -59,26 +61,34 @@ fn name(name: &str) -> Result<String, AdminError> {
     Ok(trimmed.to_owned())
 }
 
-/// A MIME type as `file_type` must name it: `type/subtype`, RFC 6838
-/// characters, compared lowercase. Commas would break the stored list.
-fn allowed_types(types: &[String]) -> Result<Vec<String>, AdminError> {
+/// A MIME type as a declared type must name it: `type/subtype`, RFC 6838
+/// characters, compared lowercase (commas would break the stored list);
+/// returned trimmed and lowercase. `setting` names the list in the error.
+fn mime_type(raw: &str, setting: &str) -> Result<String, AdminError> {
     let is_token = |s: &str| {
         !s.is_empty()
             && s.len() <= 127
             && s.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"!#$&^_.+-".contains(&b))
     };
+    let normalised = raw.trim().to_ascii_lowercase();
+    let valid = normalised
+        .split_once('/')
+        .is_some_and(|(kind, sub)| is_token(kind) && is_token(sub));
+    if valid {
+        Ok(normalised)
+    } else {
+        Err(AdminError::Invalid(format!(
+            "{setting}: {raw:?} is not a MIME type of the form type/subtype"
+        )))
+    }
+}
+
+/// The types `file_type` may name, without duplicates, in order.
+fn allowed_types(types: &[String]) -> Result<Vec<String>, AdminError> {
     let mut list: Vec<String> = Vec::with_capacity(types.len());
     for raw in types {
-        let normalised = raw.trim().to_ascii_lowercase();
-        let valid = normalised
-            .split_once('/')
-            .is_some_and(|(kind, sub)| is_token(kind) && is_token(sub));
-        if !valid {
-            return Err(AdminError::Invalid(format!(
-                "allowedTypes: {raw:?} is not a MIME type of the form type/subtype"
-            )));
-        }
+        let normalised = mime_type(raw, "allowedTypes")?;
         if !list.contains(&normalised) {
             list.push(normalised);
         }
@@ -121,7 +131,66 @@ fn max_media(media: u64) -> Result<u64, AdminError> {
     quota_limit(media, "maxMedia")
 }
 
+/// Longest phone-number id taken (Meta's have about 15 digits).
+const PHONE_NUMBER_ID_MAX_LEN: usize = 64;
+
+fn is_phone_number_id(id: &str) -> bool {
+    (1..=PHONE_NUMBER_ID_MAX_LEN).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// WhatsApp phone-number ids: 1 to 64 ASCII digits each; duplicates count once.
+fn phone_number_ids(ids: &[String]) -> Result<Vec<String>, AdminError> {
+    let mut set: Vec<String> = Vec::with_capacity(ids.len());
+    for id in ids {
+        if !is_phone_number_id(id) {
+            return Err(AdminError::Invalid(format!(
+                "waPhoneNumberIds: {id:?} is not a phone number id (1 to {PHONE_NUMBER_ID_MAX_LEN} digits)"
+            )));
+        }
+        if !set.contains(id) {
+            set.push(id.clone());
+        }
+    }
+    Ok(set)
+}
+
+/// The WhatsApp surface's types and their size limits: at least one, each
+/// type once (compared lowercase), each limit 1 to `i64::MAX` bytes.
+fn wa_type_limits(limits: &[TypeLimit]) -> Result<Vec<TypeLimit>, AdminError> {
+    let mut checked: Vec<TypeLimit> = Vec::with_capacity(limits.len());
+    for limit in limits {
+        let mime_type = mime_type(&limit.mime_type, "waTypeLimits")?;
+        if checked.iter().any(|seen| seen.mime_type == mime_type) {
+            return Err(AdminError::Invalid(format!(
+                "waTypeLimits: {mime_type} is listed twice"
+            )));
+        }
+        if !(1..=i64::MAX as u64).contains(&limit.max_bytes) {
+            return Err(AdminError::Invalid(format!(
+                "waTypeLimits: the limit of {mime_type} must be between 1 and 9223372036854775807 bytes"
+            )));
+        }
+        checked.push(TypeLimit {
+            mime_type,
+            max_bytes: limit.max_bytes,
+        });
+    }
+    if checked.is_empty() {
+        return Err(AdminError::Invalid(
+            "waTypeLimits must name at least one type (or be null for Meta's list)".into(),
+        ));
+    }
+    Ok(checked)
+}
+
+/// The error for a phone-number id another app has.
+fn phone_number_taken(id: &str) -> AdminError {
+    AdminError::Conflict(format!("phone number id {id} is mapped to another app"))
+}
+
 impl Vault {
+    /// Creates an app with the phone-number ids of `new` mapped to it, in
+    /// one transaction: `Conflict`, and no app, if another app has one.
     pub async fn create_app(&self, new: NewApp) -> Result<App, AdminError> {
         let defaults = &self.inner.defaults;
         let app = App {
@@ -134,10 +203,14 @@ impl Vault {
             uploads_per_second: new.uploads_per_second.map(uploads_per_second).transpose()?,
             max_bytes_stored: new.max_bytes_stored.map(max_bytes_stored).transpose()?,
             max_media: new.max_media.map(max_media).transpose()?,
+            wa_type_limits: new.wa_type_limits.as_deref().map(wa_type_limits).transpose()?,
             created_at: now_millis(),
         };
-        self.inner.meta.insert_app(&app).await?;
-        Ok(app)
+        let phone_number_ids = phone_number_ids(&new.wa_phone_number_ids)?;
+        match self.inner.meta.insert_app(&app, &phone_number_ids).await? {
+            None => Ok(app),
+            Some(taken) => Err(phone_number_taken(&taken)),
+        }
     }
 
     /// Live apps, oldest first.
@@ -157,7 +230,9 @@ impl Vault {
     /// apply to uploads from now on; stored media keep their expiry. A
     /// changed quota judges the next reservation, on every replica; usage
     /// stays as it is, so a quota below it refuses uploads until enough is
-    /// deleted or expires.
+    /// deleted or expires. A new set of phone-number ids replaces the old
+    /// in the same transaction: `Conflict`, and nothing changed, if another
+    /// app has one of them.
     pub async fn update_app(&self, id: &AppId, update: AppUpdate) -> Result<App, AdminError> {
         let mut app = self.get_app(id).await?;
         if let Some(new) = &update.name {
@@ -184,10 +259,45 @@ impl Vault {
         if let Some(media) = update.max_media {
             app.max_media = media.map(max_media).transpose()?;
         }
-        if !self.inner.meta.update_app(&app).await? {
-            return Err(AdminError::AppNotFound(id.to_string()));
+        if let Some(limits) = &update.wa_type_limits {
+            app.wa_type_limits = limits.as_deref().map(wa_type_limits).transpose()?;
         }
-        Ok(app)
+        let phone_number_ids = update
+            .wa_phone_number_ids
+            .as_deref()
+            .map(phone_number_ids)
+            .transpose()?;
+        match self
+            .inner
+            .meta
+            .update_app(&app, phone_number_ids.as_deref(), now_millis())
+            .await?
+        {
+            AppWrite::Written => Ok(app),
+            AppWrite::NotFound => Err(AdminError::AppNotFound(id.to_string())),
+            AppWrite::PhoneNumberTaken(taken) => Err(phone_number_taken(&taken)),
+        }
+    }
+
+    /// The WhatsApp phone-number ids mapped to an app, in order.
+    pub async fn phone_number_ids(&self, app_id: &AppId) -> Result<Vec<String>, AdminError> {
+        self.get_app(app_id).await?;
+        Ok(self.inner.meta.phone_number_ids(app_id).await?)
+    }
+
+    /// The WhatsApp phone-number ids of every live app that has any, each
+    /// app's in order: `phone_number_ids` for all apps in one query.
+    pub async fn all_phone_number_ids(&self) -> Result<HashMap<AppId, Vec<String>>, StoreError> {
+        self.inner.meta.all_phone_number_ids().await
+    }
+
+    /// The live app a WhatsApp phone-number id is mapped to. Text that
+    /// cannot be a phone-number id maps to nothing, unasked.
+    pub async fn app_of_phone_number(&self, phone_number_id: &str) -> Result<Option<AppId>, StoreError> {
+        if !is_phone_number_id(phone_number_id) {
+            return Ok(None);
+        }
+        self.inner.meta.app_of_phone_number(phone_number_id).await
     }
 
     /// Deletes an app: its tokens stop working and every one of its media is
@@ -282,36 +392,272 @@ impl Vault {
     }
 
     /// The app behind `token`, if the token is live and belongs to `app_id`.
-    /// The secret is never compared: it is hashed, and the row is found by
-    /// its SHA-256 through an index, so the time taken says nothing about
-    /// how much of a guess was right.
     pub async fn authenticate(&self, app_id: &AppId, token: &str) -> Result<App, AuthError> {
-        if token.is_empty() || token.len() > TOKEN_MAX_LEN {
-            return Err(AuthError::Failed);
-        }
-        match self
-            .inner
-            .meta
-            .app_for_token(&token_digest(token), now_millis())
-            .await?
-        {
-            Some(app) if app.id == *app_id => Ok(app),
+        match self.authenticate_token(token).await? {
+            app if app.id == *app_id => Ok(app),
             _ => Err(AuthError::Failed),
         }
     }
 
-    /// The app a live token belongs to, whichever it is.
-    pub async fn app_for_token(&self, token: &str) -> Result<Option<App>, StoreError> {
+    /// The live app of a live token, from the token alone (where the request
+    /// names no app, as on the WhatsApp Cloud surface). The secret is never
+    /// compared: it is hashed, and the row is found by its SHA-256 through
+    /// an index, so the time taken says nothing about how much of a guess
+    /// was right.
+    pub async fn authenticate_token(&self, token: &str) -> Result<App, AuthError> {
+        if token.is_empty() || token.len() > TOKEN_MAX_LEN {
+            return Err(AuthError::Failed);
+        }
         self.inner
             .meta
             .app_for_token(&token_digest(token), now_millis())
-            .await
+            .await?
+            .ok_or(AuthError::Failed)
+    }
+
+    /// The app a live token belongs to, whichever it is: `authenticate_token`
+    /// with a refusal as `None`.
+    pub async fn app_for_token(&self, token: &str) -> Result<Option<App>, StoreError> {
+        match self.authenticate_token(token).await {
+            Ok(app) => Ok(Some(app)),
+            Err(AuthError::Failed) => Ok(None),
+            Err(AuthError::Unavailable(error)) => Err(error),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::on_each_dialect;
+
+    fn strings(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    async fn app_with_numbers(vault: &Vault, name: &str, numbers: &[&str]) -> Result<App, AdminError> {
+        vault
+            .create_app(NewApp {
+                name: name.into(),
+                capi: true,
+                wa_phone_number_ids: strings(numbers),
+                ..NewApp::default()
+            })
+            .await
+    }
+
+    fn numbers(numbers: &[&str]) -> AppUpdate {
+        AppUpdate {
+            wa_phone_number_ids: Some(strings(numbers)),
+            ..AppUpdate::default()
+        }
+    }
+
+    /// Phone-number ids map to one live app each, whichever app: a set is
+    /// written with its app and replaced whole, in one transaction, and an
+    /// id another app holds refuses the whole change.
+    #[tokio::test]
+    async fn phone_number_ids_map_to_one_live_app() {
+        on_each_dialect(|vault| async move {
+            let a = app_with_numbers(&vault, "a", &["222", "111", "222"]).await.unwrap();
+            assert_eq!(vault.phone_number_ids(&a.id).await.unwrap(), ["111", "222"]);
+            assert_eq!(vault.app_of_phone_number("111").await.unwrap(), Some(a.id.clone()));
+            assert_eq!(vault.app_of_phone_number("222").await.unwrap(), Some(a.id.clone()));
+            assert_eq!(vault.app_of_phone_number("333").await.unwrap(), None);
+            // Text that cannot be an id is not looked up (Postgres refuses a NUL).
+            assert_eq!(vault.app_of_phone_number("1\u{0}1").await.unwrap(), None);
+
+            // Another app cannot take a mapped id, at creation or later.
+            let taken = app_with_numbers(&vault, "b", &["333", "222"]).await;
+            assert!(
+                matches!(&taken, Err(AdminError::Conflict(why)) if why == "phone number id 222 is mapped to another app"),
+                "{taken:?}"
+            );
+            assert_eq!(vault.list_apps().await.unwrap().len(), 1, "no app was made");
+            assert_eq!(vault.app_of_phone_number("333").await.unwrap(), None, "nothing was mapped");
+            let b = app_with_numbers(&vault, "b", &["333"]).await.unwrap();
+            let refused = vault
+                .update_app(
+                    &b.id,
+                    AppUpdate {
+                        name: Some("renamed".into()),
+                        ..numbers(&["444", "111"])
+                    },
+                )
+                .await;
+            assert!(matches!(refused, Err(AdminError::Conflict(_))), "{refused:?}");
+            assert_eq!(vault.get_app(&b.id).await.unwrap().name, "b", "nothing changed");
+            assert_eq!(vault.phone_number_ids(&b.id).await.unwrap(), ["333"]);
+            assert_eq!(vault.app_of_phone_number("444").await.unwrap(), None);
+
+            // Replacing a set frees the ids it leaves out.
+            vault.update_app(&a.id, numbers(&["222", "555"])).await.unwrap();
+            assert_eq!(vault.phone_number_ids(&a.id).await.unwrap(), ["222", "555"]);
+            assert_eq!(vault.app_of_phone_number("111").await.unwrap(), None);
+            vault.update_app(&b.id, numbers(&["111", "333"])).await.unwrap();
+            assert_eq!(vault.app_of_phone_number("111").await.unwrap(), Some(b.id.clone()));
+            // An update that names no set leaves it; an empty set clears it.
+            vault
+                .update_app(
+                    &a.id,
+                    AppUpdate {
+                        capi: Some(false),
+                        ..AppUpdate::default()
+                    },
+                )
+                .await
+                .unwrap();
+            assert_eq!(vault.phone_number_ids(&a.id).await.unwrap(), ["222", "555"]);
+            let all = vault.all_phone_number_ids().await.unwrap();
+            assert_eq!(all.len(), 2);
+            assert_eq!(all[&a.id], ["222", "555"]);
+            assert_eq!(all[&b.id], ["111", "333"]);
+            vault.update_app(&a.id, numbers(&[])).await.unwrap();
+            assert!(vault.phone_number_ids(&a.id).await.unwrap().is_empty());
+            assert_eq!(vault.app_of_phone_number("222").await.unwrap(), None);
+
+            // A deleted app's ids map to nothing, and are free at once.
+            vault.delete_app(&b.id).await.unwrap();
+            assert_eq!(vault.app_of_phone_number("111").await.unwrap(), None);
+            assert!(!vault.all_phone_number_ids().await.unwrap().contains_key(&b.id));
+            assert!(matches!(vault.phone_number_ids(&b.id).await, Err(AdminError::AppNotFound(_))));
+            vault.update_app(&a.id, numbers(&["111"])).await.unwrap();
+            assert_eq!(vault.app_of_phone_number("111").await.unwrap(), Some(a.id.clone()));
+
+            assert!(matches!(
+                vault.update_app(&a.id, numbers(&["12a"])).await,
+                Err(AdminError::Invalid(_))
+            ));
+            assert!(matches!(
+                vault.update_app(&AppId::new("no-such-app"), numbers(&["999"])).await,
+                Err(AdminError::AppNotFound(_))
+            ));
+            assert_eq!(vault.app_of_phone_number("999").await.unwrap(), None);
+        })
+        .await;
+    }
+
+    /// The app of a live token, from the token alone; a revoked token, one
+    /// of a deleted app and one never issued are refused alike.
+    #[tokio::test]
+    async fn a_token_alone_names_its_live_app() {
+        on_each_dialect(|vault| async move {
+            let a = app_with_numbers(&vault, "a", &[]).await.unwrap();
+            let b = app_with_numbers(&vault, "b", &[]).await.unwrap();
+            let token_a = vault.issue_token(&a.id, None).await.unwrap();
+            let token_b = vault.issue_token(&b.id, None).await.unwrap();
+            assert_eq!(vault.authenticate_token(&token_a.token).await.unwrap(), a);
+            assert_eq!(vault.authenticate_token(&token_b.token).await.unwrap(), b);
+            for refused in ["", "mv_unknown", &"x".repeat(TOKEN_MAX_LEN + 1)] {
+                assert!(
+                    matches!(vault.authenticate_token(refused).await, Err(AuthError::Failed)),
+                    "{refused:?}"
+                );
+            }
+            vault.revoke_token(&a.id, &token_a.id).await.unwrap();
+            assert!(matches!(
+                vault.authenticate_token(&token_a.token).await,
+                Err(AuthError::Failed)
+            ));
+            vault.delete_app(&b.id).await.unwrap();
+            assert!(matches!(
+                vault.authenticate_token(&token_b.token).await,
+                Err(AuthError::Failed)
+            ));
+        })
+        .await;
+    }
+
+    /// An app's WhatsApp type limits are stored in their order, read back
+    /// the same by every path that loads an app, and `None` restores Meta's.
+    #[tokio::test]
+    async fn whatsapp_type_limits_are_kept_in_order_and_restored() {
+        on_each_dialect(|vault| async move {
+            let limit = |mime_type: &str, max_bytes| TypeLimit {
+                mime_type: mime_type.into(),
+                max_bytes,
+            };
+            let plain = app_with_numbers(&vault, "plain", &[]).await.unwrap();
+            assert_eq!(plain.wa_type_limits, None);
+            assert_eq!(plain.whatsapp_limit("image/jpeg"), Some(5_242_880));
+
+            let own = vec![
+                limit("video/mp4", 1_000),
+                limit("image/gif", i64::MAX as u64),
+                limit("audio/aac", 2),
+            ];
+            let app = vault
+                .create_app(NewApp {
+                    name: "own".into(),
+                    capi: true,
+                    wa_type_limits: Some(vec![
+                        limit("Video/MP4", 1_000),
+                        limit("image/gif", i64::MAX as u64),
+                        limit("audio/aac", 2),
+                    ]),
+                    ..NewApp::default()
+                })
+                .await
+                .unwrap();
+            assert_eq!(app.wa_type_limits.as_deref(), Some(own.as_slice()));
+            let token = vault.issue_token(&app.id, None).await.unwrap().token;
+            assert_eq!(vault.get_app(&app.id).await.unwrap(), app);
+            assert_eq!(vault.authenticate_token(&token).await.unwrap(), app);
+            let listed = vault.list_apps().await.unwrap();
+            assert_eq!(listed.iter().find(|listed| listed.id == app.id), Some(&app));
+            assert_eq!(app.whatsapp_limits(), own);
+            assert_eq!(app.whatsapp_limit("image/jpeg"), None);
+
+            // Left alone by an update that does not name them.
+            let renamed = vault
+                .update_app(
+                    &app.id,
+                    AppUpdate {
+                        name: Some("renamed".into()),
+                        ..AppUpdate::default()
+                    },
+                )
+                .await
+                .unwrap();
+            assert_eq!(renamed.wa_type_limits.as_deref(), Some(own.as_slice()));
+            let replaced = vault
+                .update_app(
+                    &app.id,
+                    AppUpdate {
+                        wa_type_limits: Some(Some(vec![limit("image/png", 7)])),
+                        ..AppUpdate::default()
+                    },
+                )
+                .await
+                .unwrap();
+            assert_eq!(vault.get_app(&app.id).await.unwrap(), replaced);
+            assert_eq!(replaced.whatsapp_limit("image/png"), Some(7));
+            let refused = vault
+                .update_app(
+                    &app.id,
+                    AppUpdate {
+                        wa_type_limits: Some(Some(vec![limit("image/png", 0)])),
+                        ..AppUpdate::default()
+                    },
+                )
+                .await;
+            assert!(matches!(refused, Err(AdminError::Invalid(_))), "{refused:?}");
+            let restored = vault
+                .update_app(
+                    &app.id,
+                    AppUpdate {
+                        wa_type_limits: Some(None),
+                        ..AppUpdate::default()
+                    },
+                )
+                .await
+                .unwrap();
+            assert_eq!(restored.wa_type_limits, None);
+            assert_eq!(vault.get_app(&app.id).await.unwrap().wa_type_limits, None);
+            assert_eq!(restored.whatsapp_limit("image/png"), Some(5_242_880));
+        })
+        .await;
+    }
 
     #[test]
     fn settings_are_checked_and_normalised() {
@@ -340,5 +686,43 @@ mod tests {
         assert!(max_media(i64::MAX as u64 + 1).is_err());
         assert_eq!(max_media(1).unwrap(), 1);
         assert_eq!(max_bytes_stored(i64::MAX as u64).unwrap(), i64::MAX as u64);
+    }
+
+    #[test]
+    fn phone_number_ids_are_digits_and_count_once() {
+        let ids = |list: &[&str]| phone_number_ids(&list.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(
+            ids(&["106540352242922", "1", "106540352242922"]).unwrap(),
+            ["106540352242922", "1"]
+        );
+        assert_eq!(ids(&[]).unwrap(), Vec::<String>::new());
+        assert!(ids(&[&"9".repeat(64)]).is_ok());
+        for bad in ["", " 1", "1 ", "+4912", "12a", "١٢", &"9".repeat(65)] {
+            assert!(
+                matches!(ids(&[bad]), Err(AdminError::Invalid(why)) if why.contains("waPhoneNumberIds")),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn type_limits_are_checked_and_normalised() {
+        let limit = |mime_type: &str, max_bytes| TypeLimit {
+            mime_type: mime_type.into(),
+            max_bytes,
+        };
+        assert_eq!(
+            wa_type_limits(&[limit(" Image/GIF", 10), limit("image/png", i64::MAX as u64)]).unwrap(),
+            [limit("image/gif", 10), limit("image/png", i64::MAX as u64)]
+        );
+        let refused = |limits: &[TypeLimit], why: &str| match wa_type_limits(limits) {
+            Err(AdminError::Invalid(message)) => assert!(message.contains(why), "{message}"),
+            other => panic!("{limits:?} gave {other:?}"),
+        };
+        refused(&[], "at least one type");
+        refused(&[limit("png", 1)], "type/subtype");
+        refused(&[limit("image/png", 0)], "between 1 and");
+        refused(&[limit("image/png", i64::MAX as u64 + 1)], "between 1 and");
+        refused(&[limit("image/png", 1), limit("IMAGE/PNG", 2)], "listed twice");
     }
 }

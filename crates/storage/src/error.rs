@@ -21,6 +21,10 @@ pub enum StoreError {
     Config(String),
     #[error("keys: {0}")]
     Keys(#[from] KeyError),
+    /// Every media id an upload drew was already taken: the id generator
+    /// repeats itself.
+    #[error("{0} media ids drawn in a row were all taken")]
+    IdsExhausted(u32),
 }
 
 /// Why an operator's request about apps or tokens was refused.
@@ -33,6 +37,10 @@ pub enum AdminError {
     /// A setting out of range; the message names it.
     #[error("{0}")]
     Invalid(String),
+    /// The request is well formed, but something another app holds stands
+    /// in its way (a phone-number id mapped to it); the message names it.
+    #[error("{0}")]
+    Conflict(String),
     #[error(transparent)]
     Unavailable(#[from] StoreError),
 }

@@ -62,8 +62,26 @@ id_type! {
 }
 
 id_type! {
-    /// A medium's id: what an upload answers and every read names.
+    /// A medium's id: what an upload answers and every read names. New ids
+    /// are decimal numbers of 16 to 19 digits (`MediaId::random`); ids
+    /// issued before them are UUIDs, and any text still names what it named.
     MediaId
+}
+
+/// The smallest media id the vault issues: 10^15, the first of 16 digits.
+pub(crate) const MEDIA_ID_MIN: u64 = 1_000_000_000_000_000;
+/// The largest media id the vault issues: 10^19 - 1, the last of 19 digits.
+pub(crate) const MEDIA_ID_MAX: u64 = 9_999_999_999_999_999_999;
+
+impl MediaId {
+    /// A new media id: a number drawn uniformly from `MEDIA_ID_MIN..=MEDIA_ID_MAX`
+    /// (about 63 random bits), written in decimal, as Meta and Gupshup write
+    /// theirs. Unique only by chance: the intent row's primary key decides,
+    /// and an upload whose id is taken draws again.
+    pub(crate) fn random<R: rand::CryptoRng + ?Sized>(rng: &mut R) -> MediaId {
+        use rand::Rng as _;
+        MediaId(rng.random_range(MEDIA_ID_MIN..=MEDIA_ID_MAX).to_string())
+    }
 }
 
 id_type! {
@@ -82,5 +100,23 @@ mod tests {
         assert_eq!(id.to_string(), "abc");
         assert_eq!(id.as_str(), "abc");
         assert_eq!(id.into_string(), "abc");
+    }
+
+    #[test]
+    fn media_ids_are_16_to_19_decimal_digits() {
+        let mut rng = rand::rng();
+        let mut lengths = std::collections::BTreeSet::new();
+        for _ in 0..10_000 {
+            let id = MediaId::random(&mut rng).into_string();
+            assert!(id.bytes().all(|b| b.is_ascii_digit()), "{id}");
+            assert!((16..=19).contains(&id.len()), "{id}");
+            assert!(!id.starts_with('0'), "{id}");
+            lengths.insert(id.len());
+        }
+        // Uniform over the range: nine in ten have 19 digits, one in ten 18.
+        assert!(lengths.contains(&19) && lengths.contains(&18), "{lengths:?}");
+        assert_eq!(MEDIA_ID_MIN.to_string().len(), 16);
+        assert_eq!(MEDIA_ID_MAX.to_string().len(), 19);
+        assert_eq!((MEDIA_ID_MAX + 1).to_string().len(), 20);
     }
 }

@@ -24,6 +24,8 @@ mod reap;
 mod rotation;
 pub mod seal;
 mod sniff;
+#[cfg(test)]
+mod testing;
 mod upload;
 mod vault;
 
@@ -36,7 +38,7 @@ pub use keys::{Dek, KeyError, KeyListError, Keyring};
 pub use meta::ReaperLock;
 pub use model::{
     App, AppStats, AppUpdate, IssuedToken, KeyUse, MediaInfo, Millis, NewApp, RewrapCounts, SchemaVersions,
-    TokenInfo, now_millis, to_datetime,
+    TokenInfo, TypeLimit, now_millis, to_datetime, type_limits_object,
 };
 pub use reap::{CLAIM_LEASE, ReapCounts};
 pub use upload::{RESERVATION_STEP, Upload};

@@ -46,7 +46,61 @@ pub struct App {
     /// Most media the app may hold at once (1 to `i64::MAX`); `None`: the
     /// configured default, if any.
     pub max_media: Option<u64>,
+    /// The types the WhatsApp Cloud surface accepts from this app and the
+    /// largest file of each, in the order error messages list them; `None`:
+    /// Meta's (see `App::whatsapp_limits`). The app's phone-number ids are
+    /// not here: they are asked for only where needed
+    /// (`Vault::phone_number_ids`), and an app is loaded on every request.
+    pub wa_type_limits: Option<Vec<TypeLimit>>,
     pub created_at: Millis,
+}
+
+/// The largest file of one MIME type that an app may upload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TypeLimit {
+    /// Lowercase `type/subtype`.
+    pub mime_type: String,
+    /// 1 to `i64::MAX`.
+    pub max_bytes: u64,
+}
+
+/// Serde for a list of type limits as one object, `{"type/subtype": bytes,
+/// …}`, keeping the list's order both ways: how the database column and the
+/// admin API write it (use it with `#[serde(with = …)]`, or through a
+/// newtype). Reading keeps duplicate keys; the vault refuses them.
+pub mod type_limits_object {
+    use std::fmt;
+
+    use serde::de::{MapAccess, Visitor};
+    use serde::{Deserializer, Serializer};
+
+    use super::TypeLimit;
+
+    pub fn serialize<S: Serializer>(limits: &[TypeLimit], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(limits.iter().map(|limit| (&limit.mime_type, limit.max_bytes)))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<TypeLimit>, D::Error> {
+        struct InOrder;
+
+        impl<'de> Visitor<'de> for InOrder {
+            type Value = Vec<TypeLimit>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object of MIME types and their largest sizes in bytes")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Vec<TypeLimit>, A::Error> {
+                let mut limits = Vec::with_capacity(map.size_hint().unwrap_or(0));
+                while let Some((mime_type, max_bytes)) = map.next_entry::<String, u64>()? {
+                    limits.push(TypeLimit { mime_type, max_bytes });
+                }
+                Ok(limits)
+            }
+        }
+
+        deserializer.deserialize_map(InOrder)
+    }
 }
 
 /// What an operator gives to create an app; `None` takes the configured default.
@@ -64,6 +118,11 @@ pub struct NewApp {
     pub max_bytes_stored: Option<u64>,
     /// `None`: the configured `media.max_media` (none: no limit).
     pub max_media: Option<u64>,
+    /// The WhatsApp phone-number ids whose requests are this app's; each
+    /// maps to one app at most.
+    pub wa_phone_number_ids: Vec<String>,
+    /// `None`: Meta's types and limits (`policy::WHATSAPP_TYPE_LIMITS`).
+    pub wa_type_limits: Option<Vec<TypeLimit>>,
 }
 
 /// A change to an app: `None` leaves a setting as it is. For the settings
@@ -78,6 +137,10 @@ pub struct AppUpdate {
     pub uploads_per_second: Option<Option<u32>>,
     pub max_bytes_stored: Option<Option<u64>>,
     pub max_media: Option<Option<u64>>,
+    /// Replaces the app's set of phone-number ids (empty: none).
+    pub wa_phone_number_ids: Option<Vec<String>>,
+    /// `Some(None)`: Meta's types and limits again.
+    pub wa_type_limits: Option<Option<Vec<TypeLimit>>>,
 }
 
 /// What an app stores now, and its usage against its quota.

@@ -2,7 +2,7 @@
 //! agree with the declared type.
 
 use crate::error::UploadError;
-use crate::model::App;
+use crate::model::{App, TypeLimit};
 use crate::sniff;
 
 /// The Gupshup list, in the order its error message names them.
@@ -28,6 +28,38 @@ pub const DEFAULT_ALLOWED_TYPES: &[&str] = &[
     "video/3gpp",
 ];
 
+const MIB: u64 = 1024 * 1024;
+
+/// What the WhatsApp Cloud surface accepts by default: Meta's media types
+/// and the largest file of each, by kind (audio 16 MB, document 100 MB,
+/// image 5 MB, sticker 100 KB, video 16 MB; Meta's megabytes are MiB), in
+/// the order of Meta's list. An app may set its own (`App::wa_type_limits`).
+pub const WHATSAPP_TYPE_LIMITS: &[(&str, u64)] = &[
+    // audio
+    ("audio/aac", 16 * MIB),
+    ("audio/amr", 16 * MIB),
+    ("audio/mpeg", 16 * MIB),
+    ("audio/mp4", 16 * MIB),
+    ("audio/ogg", 16 * MIB),
+    // document
+    ("text/plain", 100 * MIB),
+    ("application/vnd.ms-excel", 100 * MIB),
+    ("application/msword", 100 * MIB),
+    ("application/vnd.ms-powerpoint", 100 * MIB),
+    ("application/pdf", 100 * MIB),
+    (sniff::XLSX, 100 * MIB),
+    (sniff::DOCX, 100 * MIB),
+    (sniff::PPTX, 100 * MIB),
+    // image
+    ("image/jpeg", 5 * MIB),
+    ("image/png", 5 * MIB),
+    // sticker (static; Meta allows animated ones 500 KB)
+    ("image/webp", 100 * 1024),
+    // video
+    ("video/3gpp", 16 * MIB),
+    ("video/mp4", 16 * MIB),
+];
+
 /// Bytes from the start of a file that the sniffer looks at. Office
 /// documents are told apart by ZIP entries that follow the first one.
 pub const SNIFF_LEN: usize = 64 * 1024;
@@ -38,6 +70,39 @@ impl App {
         match &self.allowed_types {
             Some(list) => list.clone(),
             None => DEFAULT_ALLOWED_TYPES.iter().map(|t| (*t).to_owned()).collect(),
+        }
+    }
+
+    /// The types the WhatsApp Cloud surface accepts from this app and the
+    /// largest file of each, in the order error messages list them: the
+    /// app's own, else Meta's (`WHATSAPP_TYPE_LIMITS`).
+    pub fn whatsapp_limits(&self) -> Vec<TypeLimit> {
+        match &self.wa_type_limits {
+            Some(limits) => limits.clone(),
+            None => WHATSAPP_TYPE_LIMITS
+                .iter()
+                .map(|(mime_type, max_bytes)| TypeLimit {
+                    mime_type: (*mime_type).to_owned(),
+                    max_bytes: *max_bytes,
+                })
+                .collect(),
+        }
+    }
+
+    /// The largest file of `mime_type` (compared trimmed and lowercase) the
+    /// WhatsApp Cloud surface accepts from this app; `None`: not a type it
+    /// accepts.
+    pub fn whatsapp_limit(&self, mime_type: &str) -> Option<u64> {
+        let wanted = mime_type.trim().to_ascii_lowercase();
+        match &self.wa_type_limits {
+            Some(limits) => limits
+                .iter()
+                .find(|limit| limit.mime_type == wanted)
+                .map(|limit| limit.max_bytes),
+            None => WHATSAPP_TYPE_LIMITS
+                .iter()
+                .find(|(listed, _)| *listed == wanted)
+                .map(|(_, max_bytes)| *max_bytes),
         }
     }
 
@@ -203,7 +268,62 @@ mod tests {
             uploads_per_second: None,
             max_bytes_stored: None,
             max_media: None,
+            wa_type_limits: None,
             created_at: 0,
+        }
+    }
+
+    #[test]
+    fn whatsapp_limits_are_metas_unless_the_app_sets_its_own() {
+        let mut a = app(None);
+        let limits = a.whatsapp_limits();
+        assert_eq!(limits.len(), 18);
+        assert_eq!(
+            limits[0],
+            TypeLimit {
+                mime_type: "audio/aac".into(),
+                max_bytes: 16_777_216
+            }
+        );
+        assert_eq!(a.whatsapp_limit("image/jpeg"), Some(5_242_880));
+        assert_eq!(a.whatsapp_limit(" Image/PNG "), Some(5_242_880));
+        assert_eq!(a.whatsapp_limit("image/webp"), Some(102_400));
+        assert_eq!(a.whatsapp_limit("application/pdf"), Some(104_857_600));
+        assert_eq!(a.whatsapp_limit(sniff::PPTX), Some(104_857_600));
+        assert_eq!(a.whatsapp_limit("video/mp4"), Some(16_777_216));
+        assert_eq!(a.whatsapp_limit("audio/opus"), None, "not on Meta's list");
+        assert_eq!(a.whatsapp_limit("image/gif"), None);
+
+        let own = vec![
+            TypeLimit {
+                mime_type: "image/gif".into(),
+                max_bytes: 10,
+            },
+            TypeLimit {
+                mime_type: "image/jpeg".into(),
+                max_bytes: 20,
+            },
+        ];
+        a.wa_type_limits = Some(own.clone());
+        assert_eq!(a.whatsapp_limits(), own);
+        assert_eq!(a.whatsapp_limit("IMAGE/GIF"), Some(10));
+        assert_eq!(a.whatsapp_limit("image/jpeg"), Some(20));
+        assert_eq!(
+            a.whatsapp_limit("image/png"),
+            None,
+            "the app's list replaces Meta's"
+        );
+    }
+
+    /// Every type Meta lists has a row in the content policy, so that the
+    /// WhatsApp surface checks its content as the Gupshup surface does.
+    #[test]
+    fn every_whatsapp_type_is_checked_by_content() {
+        for (mime_type, _) in WHATSAPP_TYPE_LIMITS {
+            assert!(
+                AGREEMENTS.iter().any(|(declared, ..)| declared == mime_type),
+                "{mime_type}"
+            );
         }
     }
 

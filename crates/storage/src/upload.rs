@@ -14,7 +14,7 @@ use crate::blobs::{BlobWriter, MEDIA_PREFIX};
 use crate::error::{StoreError, UploadError};
 use crate::ids::{AppId, MediaId};
 use crate::keys::Dek;
-use crate::meta::{Growth, NewMedia, ReadyMedia, saturating_i64};
+use crate::meta::{Growth, Intent, NewMedia, ReadyMedia, saturating_i64};
 use crate::model::{App, duration_millis, now_millis};
 use crate::policy::{SNIFF_LEN, check_content};
 use crate::seal::{Encryptor, Header};
@@ -27,6 +27,11 @@ const FLUSH_AT: usize = 256 * 1024;
 /// the file is (and how many more an upload reserves when it outgrows its
 /// reservation): one statement per this many bytes, at most.
 pub const RESERVATION_STEP: u64 = 8 * 1024 * 1024;
+
+/// Media ids an upload draws before it gives up. Among some 9 * 10^18 ids,
+/// even one taken id in a row is improbable; several mean the generator
+/// repeats itself, which no retry mends.
+const ID_DRAWS: u32 = 5;
 
 /// An upload in progress. Finish it with [`Upload::finish`] or undo it with
 /// [`Upload::abort`]; dropping it undoes it in the background.
@@ -69,20 +74,43 @@ impl Vault {
         filename: Option<&str>,
         expected_bytes: Option<u64>,
     ) -> Result<Upload, UploadError> {
+        self.begin_upload_with_ids(
+            app,
+            filename,
+            expected_bytes,
+            || MediaId::random(&mut rand::rng()),
+        )
+        .await
+    }
+
+    /// `begin_sized_upload`, drawing media ids from `next_id`: a fresh one
+    /// whenever the one drawn is already another row's.
+    pub(crate) async fn begin_upload_with_ids(
+        &self,
+        app: &App,
+        filename: Option<&str>,
+        expected_bytes: Option<u64>,
+        mut next_id: impl FnMut() -> MediaId + Send,
+    ) -> Result<Upload, UploadError> {
         app.check_may_upload()?;
-        let id = MediaId::new(uuid::Uuid::new_v4().to_string());
         let blob_key = format!("{MEDIA_PREFIX}/{}", uuid::Uuid::new_v4().simple());
         let dek = Dek::generate();
-        let wrapped = self.inner.keys.wrap(id.as_str(), &dek);
         let header = Header::random();
         let now = now_millis();
         let retention_millis = duration_millis(app.retention);
         let wanted = expected_bytes
             .unwrap_or(RESERVATION_STEP)
             .clamp(1, app.max_file_bytes.max(1));
-        let mut reserved = None;
         let mut sizes = Reservations::new(wanted, 1);
-        while let Some(bytes) = sizes.next(self, &app.id).await? {
+        let mut size = sizes.next(self, &app.id).await?;
+        // The wrapped key's associated data names the id: wrapped anew for each.
+        let mut id = next_id();
+        let mut wrapped = self.inner.keys.wrap(id.as_str(), &dek);
+        let mut draws = 1;
+        let reserved = loop {
+            let Some(bytes) = size else {
+                return Err(UploadError::QuotaExceeded);
+            };
             let row = NewMedia {
                 id: &id,
                 app_id: &app.id,
@@ -97,17 +125,23 @@ impl Vault {
                 abandon_at: now.saturating_add(self.abandon_after_millis()),
                 reserved_bytes: saturating_i64(bytes),
             };
-            if self
+            match self
                 .inner
                 .meta
                 .insert_uploading(&row, self.quota_defaults())
                 .await?
             {
-                reserved = Some(bytes);
-                break;
+                Intent::Written => break bytes,
+                Intent::NoRoom => size = sizes.next(self, &app.id).await?,
+                Intent::IdTaken if draws < ID_DRAWS => {
+                    tracing::info!(media_id = %id, "media id already taken; drawing another");
+                    id = next_id();
+                    wrapped = self.inner.keys.wrap(id.as_str(), &dek);
+                    draws += 1;
+                }
+                Intent::IdTaken => return Err(StoreError::IdsExhausted(ID_DRAWS).into()),
             }
-        }
-        let reserved = reserved.ok_or(UploadError::QuotaExceeded)?;
+        };
         let encryptor = Encryptor::new(&dek, header, id.as_str());
         let mut sealed = Vec::with_capacity(FLUSH_AT + 2 * crate::format::SEGMENT_SIZE);
         sealed.extend_from_slice(&encryptor.header_bytes());
@@ -383,8 +417,140 @@ impl Drop for Upload {
 mod tests {
     use std::time::Duration;
 
-    use crate::model::{NewApp, now_millis};
-    use crate::{BlobConfig, DatabaseUrl, Defaults, Keyring, UploadError, Vault, VaultConfig};
+    use futures::TryStreamExt;
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
+    use crate::ids::MediaId;
+    use crate::model::{App, NewApp, now_millis};
+    use crate::testing::on_each_dialect;
+    use crate::{BlobConfig, DatabaseUrl, Defaults, Keyring, StoreError, UploadError, Vault, VaultConfig};
+
+    async fn capi_app(vault: &Vault) -> App {
+        vault
+            .create_app(NewApp {
+                name: "shop".into(),
+                capi: true,
+                ..NewApp::default()
+            })
+            .await
+            .unwrap()
+    }
+
+    /// Ids as a generator seeded with `seed` draws them, in order.
+    fn seeded_ids(seed: u64) -> impl FnMut() -> MediaId + Send {
+        let mut rng = StdRng::seed_from_u64(seed);
+        move || MediaId::random(&mut rng)
+    }
+
+    /// Stores `bytes` as text under the ids `next_id` draws.
+    async fn store(
+        vault: &Vault,
+        app: &App,
+        bytes: &[u8],
+        next_id: impl FnMut() -> MediaId + Send,
+    ) -> MediaId {
+        let mut upload = vault
+            .begin_upload_with_ids(app, None, None, next_id)
+            .await
+            .unwrap();
+        upload.write(bytes).await.unwrap();
+        upload.finish("text/plain").await.unwrap()
+    }
+
+    async fn read_all(vault: &Vault, app: &App, id: &MediaId) -> Vec<u8> {
+        let media = vault.find(&app.id, id).await.unwrap();
+        let pieces: Vec<bytes::Bytes> = vault
+            .read(&media, 0..media.info.size_bytes)
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        pieces.concat()
+    }
+
+    /// An upload whose first id is already a stored medium's (the same
+    /// seeded generator, run twice) writes nothing under it: the intent row
+    /// hits the primary key, and the upload goes on under the next id, with
+    /// its key wrapped for that id. Both media read back as stored.
+    #[tokio::test]
+    async fn an_upload_whose_id_is_taken_draws_another() {
+        on_each_dialect(|vault| async move {
+            let app = capi_app(&vault).await;
+            let first = store(&vault, &app, b"the first file", seeded_ids(7)).await;
+            let mut expected = seeded_ids(7);
+            assert_eq!(first, expected());
+            let second = store(&vault, &app, b"the second file", seeded_ids(7)).await;
+            assert_eq!(second, expected(), "the generator's second id");
+            assert_ne!(first, second);
+            assert_eq!(read_all(&vault, &app, &first).await, b"the first file");
+            assert_eq!(read_all(&vault, &app, &second).await, b"the second file");
+            // The refused attempt reserved nothing that stayed.
+            let stats = vault.app_stats(&app.id).await.unwrap();
+            assert_eq!((stats.media_used, stats.bytes_used), (2, 29));
+        })
+        .await;
+    }
+
+    /// A generator that keeps drawing a taken id is not retried forever:
+    /// the upload fails after a few draws and leaves nothing.
+    #[tokio::test]
+    async fn an_upload_gives_up_on_a_generator_that_repeats_itself() {
+        on_each_dialect(|vault| async move {
+            let app = capi_app(&vault).await;
+            let taken = store(&vault, &app, b"stored", seeded_ids(1)).await;
+            let again = || taken.clone();
+            let refused = vault.begin_upload_with_ids(&app, None, None, again).await;
+            assert!(
+                matches!(
+                    refused,
+                    Err(UploadError::Unavailable(StoreError::IdsExhausted(
+                        super::ID_DRAWS
+                    )))
+                ),
+                "{:?}",
+                refused.err()
+            );
+            assert_eq!(vault.referenced_blob_keys().await.unwrap().len(), 1);
+            assert_eq!(vault.app_stats(&app.id).await.unwrap().media_used, 1);
+            assert_eq!(read_all(&vault, &app, &taken).await, b"stored");
+        })
+        .await;
+    }
+
+    /// Media stored under the UUID ids issued before numeric ones (the
+    /// format binds whichever id into its keys) are found, read and
+    /// deleted as before.
+    #[tokio::test]
+    async fn media_stored_under_a_uuid_id_stay_readable() {
+        on_each_dialect(|vault| async move {
+            let app = capi_app(&vault).await;
+            let uuid = MediaId::new("4c3f0b1e-52c8-4c57-9d2a-3f1c2b7a9e10");
+            let id = store(&vault, &app, b"stored before numeric ids", || uuid.clone()).await;
+            assert_eq!(id, uuid);
+            assert_eq!(read_all(&vault, &app, &id).await, b"stored before numeric ids");
+            vault.delete(&app.id, &id).await.unwrap();
+            assert!(vault.find(&app.id, &id).await.is_err());
+        })
+        .await;
+    }
+
+    /// What the vault issues is a numeric id, whatever reads it.
+    #[tokio::test]
+    async fn uploads_are_given_numeric_ids() {
+        on_each_dialect(|vault| async move {
+            let app = capi_app(&vault).await;
+            let mut upload = vault.begin_upload(&app, None).await.unwrap();
+            upload.write(b"words").await.unwrap();
+            let id = upload.finish("text/plain").await.unwrap();
+            let digits = id.as_str();
+            assert!((16..=19).contains(&digits.len()), "{digits}");
+            assert!(digits.bytes().all(|b| b.is_ascii_digit()), "{digits}");
+            assert_eq!(read_all(&vault, &app, &id).await, b"words");
+        })
+        .await;
+    }
 
     /// The reaper takes an upload as abandoned while its bytes still flow:
     /// completing it fails, and the blob it wrote goes too.

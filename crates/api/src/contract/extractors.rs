@@ -638,9 +638,9 @@ async fn tricky_media_ids_and_paths_never_reach_another_file() {
             media_not_found,
         ),
         (
-            "upper-case id",
+            "the id with a leading zero (the same number, another id)",
             Method::GET,
-            format!("{base}/{}", id.to_uppercase()),
+            format!("{base}/0{id}"),
             StatusCode::NOT_FOUND,
             media_not_found,
         ),

@@ -7,13 +7,14 @@ use futures::TryStreamExt;
 use super::Metadata;
 use crate::error::StoreError;
 use crate::ids::AppId;
-use crate::model::{App, Millis};
+use crate::model::{App, Millis, TypeLimit, type_limits_object};
 
 pub(super) const APP_COLUMNS: &str = "id, name, capi, retention_seconds, max_file_bytes, allowed_types, \
-                                      uploads_per_second, max_bytes_stored, max_media, created_at";
+                                      uploads_per_second, max_bytes_stored, max_media, wa_type_limits, created_at";
 
 /// An app as its row stores it: integers where the database has no
-/// unsigned types, the allowed types joined by commas.
+/// unsigned types, the allowed types joined by commas, the WhatsApp type
+/// limits as a JSON object in their order.
 #[derive(sqlx::FromRow)]
 pub(super) struct AppRow {
     id: AppId,
@@ -25,10 +26,11 @@ pub(super) struct AppRow {
     uploads_per_second: Option<i32>,
     max_bytes_stored: Option<i64>,
     max_media: Option<i64>,
+    wa_type_limits: Option<String>,
     created_at: Millis,
 }
 
-/// Binds `$1`–`$9` of `$query` to the id and settings of `$app` (an
+/// Binds `$1`–`$10` of `$query` to the id and settings of `$app` (an
 /// `AppRow`), in the order the insert and the update name them.
 macro_rules! bind_app_settings {
     ($query:expr, $app:expr) => {
@@ -42,11 +44,37 @@ macro_rules! bind_app_settings {
             .bind($app.uploads_per_second)
             .bind($app.max_bytes_stored)
             .bind($app.max_media)
+            .bind(&$app.wa_type_limits)
     };
 }
 
+/// What changing an app's row and its phone-number ids came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum AppWrite {
+    Written,
+    /// No such live app; nothing is written.
+    NotFound,
+    /// Another app has this phone-number id; nothing is written.
+    PhoneNumberTaken(String),
+}
+
+/// The WhatsApp type limits as the column holds them.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+struct TypeLimitsColumn(#[serde(with = "type_limits_object")] Vec<TypeLimit>);
+
 impl From<AppRow> for App {
     fn from(row: AppRow) -> App {
+        let wa_type_limits = row.wa_type_limits.as_deref().and_then(|json| {
+            // The vault writes only checked lists; one it cannot read was
+            // written by hand, and Meta's limits are the safe reading.
+            serde_json::from_str::<TypeLimitsColumn>(json)
+                .inspect_err(|error| {
+                    tracing::warn!(app_id = %row.id, %error, "wa_type_limits unreadable; Meta's limits apply");
+                })
+                .ok()
+                .map(|column| column.0)
+        });
         App {
             id: row.id,
             name: row.name,
@@ -62,6 +90,7 @@ impl From<AppRow> for App {
             uploads_per_second: row.uploads_per_second.and_then(|n| u32::try_from(n).ok()),
             max_bytes_stored: row.max_bytes_stored.and_then(|n| u64::try_from(n).ok()),
             max_media: row.max_media.and_then(|n| u64::try_from(n).ok()),
+            wa_type_limits,
             created_at: row.created_at,
         }
     }
@@ -83,6 +112,10 @@ impl From<&App> for AppRow {
                 .map(|n| i32::try_from(n).unwrap_or(i32::MAX)),
             max_bytes_stored: app.max_bytes_stored.map(saturating_i64),
             max_media: app.max_media.map(saturating_i64),
+            wa_type_limits: app.wa_type_limits.as_ref().map(|limits| {
+                serde_json::to_string(&TypeLimitsColumn(limits.clone()))
+                    .expect("strings and integers always serialise")
+            }),
             created_at: app.created_at,
         }
     }
@@ -102,17 +135,30 @@ pub(crate) struct UsageRow {
 }
 
 impl Metadata {
-    pub(crate) async fn insert_app(&self, app: &App) -> Result<(), StoreError> {
+    /// Writes a new app and maps `phone_number_ids` (without duplicates) to
+    /// it, in one transaction. Returns, writing nothing, the first of them
+    /// that another app has.
+    pub(crate) async fn insert_app(
+        &self,
+        app: &App,
+        phone_number_ids: &[String],
+    ) -> Result<Option<String>, StoreError> {
         let app = AppRow::from(app);
         const SQL: &str = "INSERT INTO apps (id, name, capi, retention_seconds, max_file_bytes, allowed_types, \
-                           uploads_per_second, max_bytes_stored, max_media, created_at) \
-                           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
-        on_pool!(self, pool => bind_app_settings!(sqlx::query(SQL), app)
-            .bind(app.created_at)
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected()))?;
-        Ok(())
+                           uploads_per_second, max_bytes_stored, max_media, wa_type_limits, created_at) \
+                           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+        Ok(on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            bind_app_settings!(sqlx::query(SQL), app)
+                .bind(app.created_at)
+                .execute(&mut *tx)
+                .await?;
+            let taken = map_phone_numbers!(tx, &app.id, phone_number_ids, app.created_at);
+            if taken.is_none() {
+                tx.commit().await?;
+            }
+            Ok::<_, sqlx::Error>(taken)
+        })?)
     }
 
     pub(crate) async fn list_apps(&self) -> Result<Vec<App>, StoreError> {
@@ -132,24 +178,47 @@ impl Metadata {
         Ok(row.map(App::from))
     }
 
-    /// Changes an app's settings; `false` if there is no such live app.
-    /// Usage is left as it is: a changed quota judges the next reservation.
-    pub(crate) async fn update_app(&self, app: &App) -> Result<bool, StoreError> {
+    /// Changes an app's settings and, given `phone_number_ids` (without
+    /// duplicates), replaces the set mapped to it, in one transaction. Usage
+    /// is left as it is: a changed quota judges the next reservation.
+    pub(crate) async fn update_app(
+        &self,
+        app: &App,
+        phone_number_ids: Option<&[String]>,
+        now: Millis,
+    ) -> Result<AppWrite, StoreError> {
         let app = AppRow::from(app);
         const SQL: &str = "UPDATE apps SET name = $2, capi = $3, retention_seconds = $4, max_file_bytes = $5, \
-                           allowed_types = $6, uploads_per_second = $7, max_bytes_stored = $8, max_media = $9 \
-                           WHERE id = $1 AND deleted_at IS NULL";
-        let updated = on_pool!(self, pool => bind_app_settings!(sqlx::query(SQL), app)
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected()))?;
-        Ok(updated == 1)
+                           allowed_types = $6, uploads_per_second = $7, max_bytes_stored = $8, max_media = $9, \
+                           wa_type_limits = $10 WHERE id = $1 AND deleted_at IS NULL";
+        Ok(on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let updated = bind_app_settings!(sqlx::query(SQL), app)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if updated == 0 {
+                return Ok(AppWrite::NotFound);
+            }
+            let taken = match phone_number_ids {
+                Some(ids) => map_phone_numbers!(tx, &app.id, ids, now),
+                None => None,
+            };
+            match taken {
+                Some(taken) => Ok::<_, sqlx::Error>(AppWrite::PhoneNumberTaken(taken)),
+                None => {
+                    tx.commit().await?;
+                    Ok(AppWrite::Written)
+                }
+            }
+        })?)
     }
 
     /// Deletes an app in one transaction: every media row of it is shredded
     /// and handed to the reaper (which removes the blobs, the rows and
     /// finally the app), what they held of the app's quota is released, the
-    /// app is marked deleted and its tokens go. Media rows first, the app
+    /// app is marked deleted, its tokens go and its phone-number ids are
+    /// free for another app. Media rows first, the app
     /// row last, as every transaction that changes both takes them.
     /// Returns how many media were shredded, or `None` if there is no such app.
     pub(crate) async fn delete_app(&self, id: &AppId, now: Millis) -> Result<Option<u64>, StoreError> {
@@ -163,6 +232,7 @@ impl Metadata {
         const MARK: &str = "UPDATE apps SET deleted_at = $2, used_bytes = used_bytes - $3, \
                             used_media = used_media - $4 WHERE id = $1 AND deleted_at IS NULL";
         const TOKENS: &str = "DELETE FROM tokens WHERE app_id = $1";
+        const PHONE_NUMBERS: &str = "DELETE FROM whatsapp_phone_numbers WHERE app_id = $1";
         Ok(on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let (mut shredded, mut bytes, mut counted) = (0_u64, 0_i64, 0_i64);
@@ -194,6 +264,7 @@ impl Metadata {
                 Ok::<_, sqlx::Error>(None)
             } else {
                 sqlx::query(TOKENS).bind(id).execute(&mut *tx).await?;
+                sqlx::query(PHONE_NUMBERS).bind(id).execute(&mut *tx).await?;
                 tx.commit().await?;
                 Ok(Some(shredded))
             }

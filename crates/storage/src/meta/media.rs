@@ -50,6 +50,18 @@ pub(crate) struct NewMedia<'a> {
     pub reserved_bytes: i64,
 }
 
+/// What writing an intent row came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Intent {
+    /// The row, its key and its reservation are written.
+    Written,
+    /// The app's quota has no room for the reservation; nothing is written.
+    NoRoom,
+    /// Another row has the id (ids are random: a collision, or an id drawn
+    /// twice); nothing is written, and another id may be tried.
+    IdTaken,
+}
+
 /// What completes an upload.
 pub(crate) struct ReadyMedia<'a> {
     pub id: &'a MediaId,
@@ -79,7 +91,8 @@ impl Metadata {
 
     /// Writes the intent row and its wrapped key, and reserves one medium
     /// and `row.reserved_bytes` of its app's quota, all in one transaction;
-    /// `false`, writing nothing, if the quota has no room for them. On
+    /// writes nothing if the quota has no room for them or the id is
+    /// another row's (`Intent` says which). On
     /// Postgres it is one statement, committed without waiting for its WAL
     /// flush. A crash may lose it, and that loses nothing: the upload's
     /// `mark_ready` then finds no row and drops the blob (or the orphan sweep
@@ -89,7 +102,7 @@ impl Metadata {
         &self,
         row: &NewMedia<'_>,
         quota: QuotaDefaults,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Intent, StoreError> {
         match self {
             Metadata::Postgres { relaxed, .. } => postgres::insert_uploading(relaxed, row, quota).await,
             Metadata::Sqlite(pool) => sqlite::insert_uploading(pool, row, quota).await,

@@ -9,9 +9,10 @@
 //! narrow is cheap to rewrite, which is what finally removes a shredded key
 //! from Postgres's pages (see `rewrite_key_table`).
 //!
-//! Queries live by subject: `apps`, `tokens`, `media`, `reaping` and
-//! `keys`; `state` holds the media states and the shred statement they all
-//! share, `usage` the quota counters every change of a media row keeps.
+//! Queries live by subject: `apps`, `tokens`, `media`, `reaping`, `keys`
+//! and `phone_numbers` (apps' WhatsApp phone-number ids); `state` holds the
+//! media states and the shred statement they all share, `usage` the quota
+//! counters every change of a media row keeps.
 //! This module owns every row type it returns and imports nothing of the
 //! vault above it.
 
@@ -62,15 +63,17 @@ macro_rules! on_relaxed_pool {
     };
 }
 
+#[macro_use]
+mod phone_numbers;
 mod apps;
 mod keys;
 mod media;
 mod reaping;
 mod tokens;
 
-pub(crate) use apps::saturating_i64;
+pub(crate) use apps::{AppWrite, saturating_i64};
 pub(crate) use keys::Rewrapped;
-pub(crate) use media::{MediaRow, NewMedia, ReadyMedia};
+pub(crate) use media::{Intent, MediaRow, NewMedia, ReadyMedia};
 pub use reaping::ReaperLock;
 pub(crate) use state::MediaState;
 pub(crate) use usage::{Growth, QuotaDefaults};

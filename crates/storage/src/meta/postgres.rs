@@ -7,7 +7,7 @@ use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use super::usage::QuotaDefaults;
-use super::{NewMedia, ReadyMedia};
+use super::{Intent, NewMedia, ReadyMedia};
 use crate::error::StoreError;
 use crate::ids::MediaId;
 
@@ -73,7 +73,7 @@ pub(super) async fn insert_uploading(
     relaxed: &PgPool,
     row: &NewMedia<'_>,
     quota: QuotaDefaults,
-) -> Result<bool, StoreError> {
+) -> Result<Intent, StoreError> {
     let written = bind_reservation!(
         sqlx::query(INSERT_UPLOADING_SQL),
         row.app_id,
@@ -94,10 +94,20 @@ pub(super) async fn insert_uploading(
     .bind(row.kek_id)
     .bind(row.wrapped_dek)
     .execute(relaxed)
-    .await?
-    .rows_affected();
-    Ok(written == 1)
+    .await;
+    match written {
+        Ok(done) if done.rows_affected() == 1 => Ok(Intent::Written),
+        Ok(_) => Ok(Intent::NoRoom),
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() && e.constraint() == Some(MEDIA_PKEY) => {
+            Ok(Intent::IdTaken)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
+
+/// The constraint of `media`'s primary key, as Postgres names it: a unique
+/// violation of it, and of no other, means an intent row's id is taken.
+const MEDIA_PKEY: &str = "media_pkey";
 
 /// Completion and its settlement as one statement: the row turns ready
 /// (locking it), then the app gives back the unused reservation (`$6`).
@@ -230,9 +240,8 @@ pub(super) async fn rewrite_key_table(pool: &PgPool, lock_timeout: Duration) -> 
 
 #[cfg(test)]
 mod tests {
-    use sqlx::Connection;
-
     use super::*;
+    use crate::testing::{drop_postgres_database, fresh_postgres_database};
 
     /// The claim the reaper sends is served by range scans of
     /// `media_due_at` and `media_uploading_created_at`, never a sequential
@@ -241,16 +250,8 @@ mod tests {
     /// table is empty, where the planner would rightly prefer one.)
     #[tokio::test]
     async fn the_claim_is_served_by_the_due_and_uploading_indexes() {
-        let url = std::env::var("MEDIAVAULT_TEST_DATABASE_URL")
-            .expect("MEDIAVAULT_TEST_DATABASE_URL is not set: run the tests with `make test`");
-        let name = format!("mv_test_{}", uuid::Uuid::new_v4().simple());
-        let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut admin)
-            .await
-            .unwrap();
-        let server = url.rsplit_once('/').map_or(url.as_str(), |(server, _)| server);
-        let pool = connect(&format!("{server}/{name}")).await.unwrap();
+        let (url, name) = fresh_postgres_database().await;
+        let pool = connect(&url).await.unwrap();
         migrate(&pool).await.unwrap();
         let mut db = pool.acquire().await.unwrap();
         sqlx::query("SET enable_seqscan = off")
@@ -267,10 +268,7 @@ mod tests {
                 .await;
         drop(db);
         pool.close().await;
-        sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE {name} WITH (FORCE)")))
-            .execute(&mut admin)
-            .await
-            .unwrap();
+        drop_postgres_database(&name).await;
         let plan = plan.unwrap().join("\n");
         assert!(plan.contains("media_due_at"), "{plan}");
         assert!(plan.contains("media_uploading_created_at"), "{plan}");

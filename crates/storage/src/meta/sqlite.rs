@@ -7,7 +7,7 @@ use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 
 use super::usage::{QuotaDefaults, RELEASE, RESERVE};
-use super::{NewMedia, ReadyMedia};
+use super::{Intent, NewMedia, ReadyMedia};
 use crate::error::StoreError;
 use crate::ids::{AppId, MediaId};
 
@@ -90,7 +90,7 @@ pub(super) async fn insert_uploading(
     pool: &SqlitePool,
     row: &NewMedia<'_>,
     quota: QuotaDefaults,
-) -> Result<bool, StoreError> {
+) -> Result<Intent, StoreError> {
     const MEDIA: &str = concat!(
         "INSERT INTO media (id, app_id, state, filename, blob_key, \
          format_version, segment_size, salt, nonce_prefix, created_at, expires_at, due_at, reserved_bytes) \
@@ -105,9 +105,9 @@ pub(super) async fn insert_uploading(
         .await?
         .rows_affected();
     if reserved == 0 {
-        return Ok(false);
+        return Ok(Intent::NoRoom);
     }
-    sqlx::query(MEDIA)
+    let inserted = sqlx::query(MEDIA)
         .bind(row.id)
         .bind(row.app_id)
         .bind(row.filename)
@@ -121,7 +121,15 @@ pub(super) async fn insert_uploading(
         .bind(row.abandon_at)
         .bind(row.reserved_bytes)
         .execute(&mut *tx)
-        .await?;
+        .await;
+    match inserted {
+        Ok(_) => {}
+        // Dropping the transaction rolls the reservation back.
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() && e.message() == MEDIA_ID_TAKEN => {
+            return Ok(Intent::IdTaken);
+        }
+        Err(e) => return Err(e.into()),
+    }
     sqlx::query(KEY)
         .bind(row.id)
         .bind(row.kek_id)
@@ -129,8 +137,13 @@ pub(super) async fn insert_uploading(
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
-    Ok(true)
+    Ok(Intent::Written)
 }
+
+/// SQLite's message for a unique violation of `media`'s primary key (it
+/// names no constraint otherwise): that one, and no other, means an intent
+/// row's id is taken.
+const MEDIA_ID_TAKEN: &str = "UNIQUE constraint failed: media.id";
 
 /// Completion and its settlement: the row turns ready, then the app gives
 /// back the unused reservation.

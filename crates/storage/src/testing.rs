@@ -1,0 +1,85 @@
+//! Fresh stores for this crate's own tests, in both metadata dialects: a
+//! SQLite file in a temporary directory, and a new PostgreSQL database on
+//! the server `MEDIAVAULT_TEST_DATABASE_URL` names (dropped after). Blobs
+//! stay in memory: these tests are about rows.
+
+use std::time::Duration;
+
+use sqlx::Connection;
+
+use crate::{BlobConfig, DatabaseUrl, Defaults, Keyring, Vault, VaultConfig};
+
+/// The metadata dialects a test runs against.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+pub(crate) const DIALECTS: [Dialect; 2] = [Dialect::Sqlite, Dialect::Postgres];
+
+fn server_url() -> String {
+    std::env::var("MEDIAVAULT_TEST_DATABASE_URL")
+        .expect("MEDIAVAULT_TEST_DATABASE_URL is not set: run the tests with `make test`")
+}
+
+/// A new, empty PostgreSQL database: its URL and its name.
+pub(crate) async fn fresh_postgres_database() -> (String, String) {
+    let url = server_url();
+    let name = format!("mv_test_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let server = url.rsplit_once('/').map_or(url.as_str(), |(server, _)| server);
+    (format!("{server}/{name}"), name)
+}
+
+pub(crate) async fn drop_postgres_database(name: &str) {
+    let mut admin = sqlx::PgConnection::connect(&server_url()).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+}
+
+/// Runs `test` on a migrated vault of each dialect in turn, then closes
+/// the vault and removes its stores.
+pub(crate) async fn on_each_dialect<F, Fut>(test: F)
+where
+    F: Fn(Vault) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    for dialect in DIALECTS {
+        eprintln!("dialect: {dialect:?}");
+        let dir = tempfile::tempdir().unwrap();
+        let (database_url, postgres) = match dialect {
+            Dialect::Sqlite => (
+                DatabaseUrl::Sqlite(format!("sqlite://{}/media.db", dir.path().display())),
+                None,
+            ),
+            Dialect::Postgres => {
+                let (url, name) = fresh_postgres_database().await;
+                (url.parse().unwrap(), Some(name))
+            }
+        };
+        let vault = Vault::open(VaultConfig {
+            database_url,
+            blobs: BlobConfig::local("memory://"),
+            keys: Keyring::parse(&Keyring::generate_line("k1")).unwrap(),
+            defaults: Defaults::default(),
+            stale_upload_after: Duration::from_secs(3600),
+        })
+        .await
+        .unwrap();
+        vault.migrate().await.unwrap();
+        test(vault.clone()).await;
+        vault.close().await;
+        if let Some(name) = postgres {
+            drop_postgres_database(&name).await;
+        }
+    }
+}
