@@ -15,7 +15,7 @@ use crate::error::{ApiError, Task};
 use crate::limits::ClientAddr;
 use crate::path;
 
-fn presented_token(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn presented_token(headers: &HeaderMap) -> Option<&str> {
     let value = headers
         .get("token")
         .or_else(|| headers.get(AUTHORIZATION))?

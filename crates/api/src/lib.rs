@@ -24,6 +24,7 @@ mod slots;
 #[cfg(test)]
 mod testing;
 mod upload;
+mod whatsapp;
 
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
@@ -107,7 +108,10 @@ impl ApiState {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "mediavault", description = "Self-hosted media-ID service, Gupshup Partner API compatible."),
+    info(
+        title = "mediavault",
+        description = "Self-hosted media-ID service: the Gupshup Partner API's media endpoints, and the WhatsApp Cloud API's (tag `whatsapp`, Graph errors)."
+    ),
     paths(openapi_json),
     modifiers(&Security)
 )]
@@ -180,6 +184,17 @@ fn api() -> OpenApiRouter<ApiState> {
         .routes(routes!(admin::app_stats))
         .routes(routes!(admin::list_tokens, admin::issue_token))
         .routes(routes!(admin::revoke_token))
+        // The WhatsApp Cloud API surface: its errors are Graph errors,
+        // finished by `whatsapp::envelope`.
+        .routes(
+            routes!(whatsapp::upload::upload_media)
+                .layer(DefaultBodyLimit::disable())
+                .layer(axum::middleware::from_fn(whatsapp::envelope)),
+        )
+        .routes(
+            routes!(whatsapp::media::media_url, whatsapp::media::delete_media)
+                .layer(axum::middleware::from_fn(whatsapp::envelope)),
+        )
 }
 
 /// The document, rendered once.
@@ -309,7 +324,9 @@ mod tests {
                     .replace("{app_id}", "some-app")
                     .replace("{media_id}", "some-media")
                     .replace("{token_id}", "some-token")
-                    .replace("{token}", "some-link");
+                    .replace("{token}", "some-link")
+                    .replace("{version}", "v23.0")
+                    .replace("{id}", "1234567890123456");
                 let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
                 let request = Request::builder()
                     .method(method.clone())
@@ -338,6 +355,7 @@ mod tests {
                 "DELETE /admin/apps/{app_id}",
                 "DELETE /admin/apps/{app_id}/tokens/{token_id}",
                 "DELETE /partner/app/{app_id}/media/{media_id}",
+                "DELETE /{version}/{id}",
                 "GET /admin/apps",
                 "GET /admin/apps/{app_id}",
                 "GET /admin/apps/{app_id}/stats",
@@ -349,6 +367,7 @@ mod tests {
                 "GET /partner/app/{app_id}/media/{media_id}",
                 "GET /partner/app/{app_id}/media/{media_id}/info",
                 "GET /readyz",
+                "GET /{version}/{id}",
                 "HEAD /l/{token}",
                 "HEAD /partner/app/{app_id}/media/{media_id}",
                 "PATCH /admin/apps/{app_id}",
@@ -356,6 +375,7 @@ mod tests {
                 "POST /admin/apps/{app_id}/tokens",
                 "POST /partner/app/{app_id}/media",
                 "POST /partner/app/{app_id}/media/{media_id}/link",
+                "POST /{version}/{id}/media",
             ]
         );
         for path in ["/partner/app/{app_id}/media/{media_id}", "/l/{token}"] {
@@ -386,6 +406,11 @@ mod tests {
             "StatsReply",
             "LinkReply",
             "LinkRequest",
+            "MediaUrlReply",
+            "DeletedReply",
+            "UploadedReply",
+            "WhatsAppUploadForm",
+            "GraphErrorReply",
         ] {
             assert!(schemas.contains_key(schema), "{schema}");
         }

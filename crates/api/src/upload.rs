@@ -110,47 +110,139 @@ pub async fn upload(
     // app: past either, refuse rather than queue memory and connections.
     let _slot = state.uploads.try_acquire(app.id.as_str())?;
     let started = Instant::now();
-    let meter = Arc::new(Meter::new(state.min_upload_rate));
-    let mut body = Multipart::from_request(metered(request, meter.clone()), &state)
-        .await
-        .map_err(|e| UploadError::Malformed(e.body_text()))?;
-    let mut form = Form {
-        state: &state,
-        app: &app,
-        meter: &meter,
-        expected_bytes: content_length(&headers),
-        declared: None,
-        upload: None,
-        url: None,
-    };
-    match form.read(&mut body).await {
-        Ok(()) => {}
-        Err(error) => {
-            form.abandon().await;
-            return Err(error.into());
-        }
-    }
-    let declared = match app.check_declared_type(form.declared.as_deref()) {
-        Ok(declared) => declared,
-        Err(error) => {
-            form.abandon().await;
-            return Err(error.into());
-        }
-    };
-    let upload = match (form.upload.take(), form.url.take()) {
+    let form = receive_form(&state, &app, &headers, request, Surface::Gupshup).await?;
+    let upload = match (form.file, form.url) {
         (Some(upload), _) => upload,
         (None, Some(url)) => by_url::receive(&state, &app, &url).await?,
         (None, None) => return Err(UploadError::MissingFile.into()),
     };
+    let media_id = store(&app, upload, &form.declared, started).await?;
+    Ok(Json(Success::new(UploadBody {
+        media_id: media_id.into_string(),
+    })))
+}
+
+/// Which API a form comes from: the field that declares the file's type,
+/// the types accepted and their size limits, and whether a text `file` is
+/// a URL to fetch.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Surface {
+    /// `file_type`; the app's own list and size limit; a text `file` is a URL.
+    Gupshup,
+    /// `type` (or else the file part's Content-Type); the app's WhatsApp
+    /// list with a limit per type, within the app's own size limit.
+    WhatsApp,
+}
+
+impl Surface {
+    fn type_field(self) -> &'static str {
+        match self {
+            Surface::Gupshup => "file_type",
+            Surface::WhatsApp => "type",
+        }
+    }
+
+    /// The declared type, normalised, if `app` accepts it on this surface.
+    fn check_type(self, app: &App, declared: Option<&str>) -> Result<String, UploadError> {
+        match self {
+            Surface::Gupshup => app.check_declared_type(declared),
+            Surface::WhatsApp => {
+                let normalised = declared
+                    .map(|t| t.trim().to_ascii_lowercase())
+                    .unwrap_or_default();
+                match app.whatsapp_limit(&normalised) {
+                    Some(_) => Ok(normalised),
+                    None => Err(UploadError::UnsupportedType {
+                        allowed: app.whatsapp_limits().into_iter().map(|l| l.mime_type).collect(),
+                        received: declared.unwrap_or_default().to_owned(),
+                    }),
+                }
+            }
+        }
+    }
+
+    /// The largest file `app` takes of type `declared` on this surface;
+    /// of any type it accepts when the type is not known yet.
+    fn size_limit(self, app: &App, declared: Option<&str>) -> u64 {
+        let own = app.max_file_bytes;
+        match (self, declared) {
+            (Surface::Gupshup, _) => own,
+            (Surface::WhatsApp, Some(declared)) => app.whatsapp_limit(declared).unwrap_or(own).min(own),
+            (Surface::WhatsApp, None) => app
+                .whatsapp_limits()
+                .iter()
+                .map(|l| l.max_bytes)
+                .max()
+                .unwrap_or(own)
+                .min(own),
+        }
+    }
+}
+
+/// What an upload form brought, its checks passed: the declared type, and
+/// the file streamed into an upload, or (Gupshup) the URL to fetch it from.
+pub(crate) struct Received {
+    pub declared: String,
+    pub file: Option<Upload>,
+    pub url: Option<String>,
+    /// The `messaging_product` field, which the WhatsApp surface requires.
+    pub messaging_product: Option<String>,
+}
+
+/// Reads an upload's multipart body as `surface` defines it, streaming the
+/// file into the vault as it comes. On any error, what was started is undone
+/// before it returns.
+pub(crate) async fn receive_form(
+    state: &ApiState,
+    app: &App,
+    headers: &HeaderMap,
+    request: Request,
+    surface: Surface,
+) -> Result<Received, UploadError> {
+    let meter = Arc::new(Meter::new(state.min_upload_rate));
+    let mut body = Multipart::from_request(metered(request, meter.clone()), state)
+        .await
+        .map_err(|e| UploadError::Malformed(e.body_text()))?;
+    let mut form = Form {
+        state,
+        app,
+        surface,
+        meter: &meter,
+        expected_bytes: content_length(headers),
+        declared: None,
+        part_type: None,
+        messaging_product: None,
+        upload: None,
+        url: None,
+    };
+    match form.read(&mut body).await.and_then(|()| form.checked_type()) {
+        Ok(declared) => Ok(Received {
+            declared,
+            file: form.upload.take(),
+            url: form.url.take(),
+            messaging_product: form.messaging_product.take(),
+        }),
+        Err(error) => {
+            form.abandon().await;
+            Err(error)
+        }
+    }
+}
+
+/// Finishes a received upload as `declared` and counts it.
+pub(crate) async fn store(
+    app: &App,
+    upload: Upload,
+    declared: &str,
+    started: Instant,
+) -> Result<mediavault_storage::MediaId, UploadError> {
     let size = upload.received();
-    let media_id = upload.finish(&declared).await?;
+    let media_id = upload.finish(declared).await?;
     metrics::counter!("mediavault_upload_bytes_total").increment(size);
     metrics::counter!("mediavault_uploads_total").increment(1);
     metrics::histogram!("mediavault_upload_duration_seconds").record(started.elapsed().as_secs_f64());
     tracing::info!(%media_id, app_id = %app.id, "media uploaded");
-    Ok(Json(Success::new(UploadBody {
-        media_id: media_id.into_string(),
-    })))
+    Ok(media_id)
 }
 
 /// How much of the body arrived, and how much of it was part content.
@@ -318,11 +410,16 @@ fn silent(idle: Duration) -> UploadError {
 struct Form<'a> {
     state: &'a ApiState,
     app: &'a App,
+    surface: Surface,
     meter: &'a Meter,
     /// The body's length, if the client sent it: more than the file, so
     /// what the file's quota reservation starts from.
     expected_bytes: Option<u64>,
+    /// The type field's value, as sent.
     declared: Option<String>,
+    /// The file part's Content-Type, as sent.
+    part_type: Option<String>,
+    messaging_product: Option<String>,
     upload: Option<Upload>,
     /// The `file` part, when it was a URL to fetch the file from.
     url: Option<String>,
@@ -341,15 +438,18 @@ impl Form<'_> {
                     "a part name is longer than {NAME_LIMIT} bytes"
                 )));
             }
+            let type_field = self.surface.type_field();
             match field.name() {
-                Some("file_type") => {
+                Some(name) if name == type_field => {
                     if self.declared.is_some() {
-                        return Err(UploadError::Malformed("file_type was sent more than once".into()));
+                        return Err(UploadError::Malformed(format!(
+                            "{type_field} was sent more than once"
+                        )));
                     }
-                    let declared = read_text(self.state, self.meter, field, "file_type").await?;
+                    let declared = read_text(self.state, self.meter, field, type_field).await?;
                     // With the type first, a wrong type is refused before any byte is stored.
                     if self.upload.is_none() {
-                        self.app.check_declared_type(Some(&declared))?;
+                        self.surface.check_type(self.app, Some(&declared))?;
                     }
                     self.declared = Some(declared);
                 }
@@ -358,6 +458,15 @@ impl Form<'_> {
                         return Err(UploadError::DuplicateFile);
                     }
                     self.receive_file(field).await?;
+                }
+                Some("messaging_product") if self.surface == Surface::WhatsApp => {
+                    if self.messaging_product.is_some() {
+                        return Err(UploadError::Malformed(
+                            "messaging_product was sent more than once".into(),
+                        ));
+                    }
+                    let value = read_text(self.state, self.meter, field, "messaging_product").await?;
+                    self.messaging_product = Some(value);
                 }
                 // Other fields are tolerated, as Gupshup does, but read with a cap.
                 _ => {
@@ -373,17 +482,38 @@ impl Form<'_> {
         // value: the newer Gupshup API takes a URL there, fetched once the
         // whole form is read (and refused as before when fetching is off).
         if field.file_name().is_none() && field.content_type().is_none() {
-            if !self.state.fetcher.enabled() {
+            if self.surface != Surface::Gupshup || !self.state.fetcher.enabled() {
                 return Err(UploadError::FileIsText);
             }
             self.url = Some(read_text(self.state, self.meter, field, "file").await?);
             return Ok(());
         }
+        self.part_type = field.content_type().map(str::to_owned);
+        // The type known when the file starts sets its size limit; a type
+        // sent after the file is checked against its own limit at the end.
+        let known_type = match (&self.declared, &self.part_type) {
+            (Some(declared), _) => Some(self.surface.check_type(self.app, Some(declared))?),
+            // The part's type may be a generic one, with `type` still to
+            // come: it is judged when the form ends.
+            (None, Some(part_type)) if self.surface == Surface::WhatsApp => {
+                self.surface.check_type(self.app, Some(part_type)).ok()
+            }
+            _ => None,
+        };
+        let limit = self.surface.size_limit(self.app, known_type.as_deref());
+        let app = if limit == self.app.max_file_bytes {
+            std::borrow::Cow::Borrowed(self.app)
+        } else {
+            std::borrow::Cow::Owned(App {
+                max_file_bytes: limit,
+                ..self.app.clone()
+            })
+        };
         let filename = field.file_name().map(clean_filename).filter(|f| !f.is_empty());
         let upload = self.upload.insert(
             self.state
                 .vault
-                .begin_sized_upload(self.app, filename.as_deref(), self.expected_bytes)
+                .begin_sized_upload(&app, filename.as_deref(), self.expected_bytes)
                 .await?,
         );
         // A client that stops sending is cut after the idle timeout, and one
@@ -394,6 +524,22 @@ impl Form<'_> {
             upload.write(&chunk).await?;
         }
         Ok(())
+    }
+
+    /// The form's declared type, checked once the whole form is read: the
+    /// type field, else (WhatsApp) the file part's Content-Type; and a file
+    /// received before its type was known must be within that type's limit.
+    fn checked_type(&self) -> Result<String, UploadError> {
+        let declared = match self.surface {
+            Surface::Gupshup => self.declared.as_deref(),
+            Surface::WhatsApp => self.declared.as_deref().or(self.part_type.as_deref()),
+        };
+        let declared = self.surface.check_type(self.app, declared)?;
+        let limit = self.surface.size_limit(self.app, Some(&declared));
+        match &self.upload {
+            Some(upload) if upload.received() > limit => Err(UploadError::TooLarge { limit }),
+            _ => Ok(declared),
+        }
     }
 
     /// Undoes a started upload before the error is answered, so that nothing

@@ -12,6 +12,7 @@ mod extractors;
 mod gupshup;
 mod links;
 mod quota;
+mod whatsapp;
 
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

@@ -1,0 +1,111 @@
+//! The WhatsApp Cloud API's media endpoints, so that a client built for
+//! Meta's API works against mediavault by changing its base URL:
+//! `POST /{version}/{phone-number-id}/media`, `GET` and `DELETE
+//! /{version}/{media-id}`. An app takes part by having phone-number ids
+//! mapped to it; its tokens are the Bearer tokens, and a medium stored on
+//! either surface is read on both by the same id. Errors are Graph errors
+//! (`error`), not the Gupshup shape.
+
+mod error;
+pub(crate) mod media;
+pub(crate) mod upload;
+
+use axum::http::HeaderMap;
+use mediavault_storage::App;
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use crate::ApiState;
+use crate::auth::presented_token;
+use crate::limits::ClientAddr;
+
+pub use error::{GraphError, envelope};
+
+/// Failed Bearer authentications are counted under this scope: the token
+/// names its app, so no app can be named before it is checked.
+const BEARER_SCOPE: &str = "whatsapp";
+
+/// The path of a medium or a phone number: `/{version}/{id}`.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct GraphPath {
+    /// The Graph API version, `vNN.N` (any).
+    pub version: String,
+    /// The media id, or (uploads) the phone-number id.
+    pub id: String,
+}
+
+/// `?phone_number_id=`: when given, the medium must belong to the app of
+/// that phone number.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PhoneNumberQuery {
+    /// A phone-number id mapped to the token's app.
+    pub phone_number_id: Option<String>,
+}
+
+/// Whether `version` reads like a Graph API version: `v`, digits, `.`, digits.
+fn is_version(version: &str) -> bool {
+    let Some((major, minor)) = version.strip_prefix('v').and_then(|v| v.split_once('.')) else {
+        return false;
+    };
+    let digits = |s: &str| (1..=4).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit());
+    digits(major) && digits(minor)
+}
+
+/// The app whose live token the request carries as `Authorization: Bearer`
+/// (or any form the Gupshup routes accept). 190 otherwise; code 4 once the
+/// client has failed too often. `code` names the task for a store failure.
+async fn authenticate(
+    state: &ApiState,
+    headers: &HeaderMap,
+    ClientAddr(client): ClientAddr,
+    code: u32,
+) -> Result<App, GraphError> {
+    state
+        .limits
+        .check_not_locked_out(client, BEARER_SCOPE)
+        .map_err(|e| GraphError::from_limit(e, true))?;
+    let outcome = match presented_token(headers) {
+        Some(token) => state.vault.authenticate_token(token).await,
+        None => Err(mediavault_storage::AuthError::Failed),
+    };
+    if let Err(mediavault_storage::AuthError::Failed) = outcome {
+        state.limits.record_auth_failure(client, BEARER_SCOPE);
+    }
+    outcome.map_err(|e| GraphError::from_auth(e, code))
+}
+
+/// Whether `phone_number_id` is mapped to `app`.
+async fn is_apps_phone_number(
+    state: &ApiState,
+    app: &App,
+    phone_number_id: &str,
+) -> Result<bool, GraphError> {
+    if !(1..=64).contains(&phone_number_id.len()) || !phone_number_id.bytes().all(|b| b.is_ascii_digit()) {
+        return Ok(false);
+    }
+    let mapped = state
+        .vault
+        .app_of_phone_number(phone_number_id)
+        .await
+        .map_err(|e| GraphError::failed(&e, error::UNKNOWN_ERROR))?;
+    Ok(mapped.as_ref() == Some(&app.id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_read_like_graphs() {
+        for good in ["v19.0", "v23.0", "v1.0", "v100.12"] {
+            assert!(is_version(good), "{good}");
+        }
+        for bad in [
+            "19.0", "v19", "v19.", "v.0", "vx.0", "V19.0", "v19.0.1", "admin", "", "v12345.0",
+        ] {
+            assert!(!is_version(bad), "{bad}");
+        }
+    }
+}

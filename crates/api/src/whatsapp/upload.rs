@@ -1,0 +1,128 @@
+//! `POST /{version}/{phone-number-id}/media`: Meta's upload. The form is
+//! `messaging_product=whatsapp`, `file` (its part's Content-Type the file's
+//! type) and `type`, read by the same streaming reader as the Gupshup
+//! upload, with the app's WhatsApp list of types and a limit per type.
+
+use std::time::Instant;
+
+use axum::Json;
+use axum::extract::{Request, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use super::error::{GraphError, MEDIA_UPLOAD_ERROR};
+use super::{GraphPath, authenticate, is_apps_phone_number, is_version};
+use crate::ApiState;
+use crate::limits::ClientAddr;
+use crate::path::ApiPath;
+use crate::upload::{Surface, receive_form, store};
+
+/// `{"id": "<media id>"}`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct UploadedReply {
+    #[schema(example = "1037543291543636")]
+    id: String,
+}
+
+/// The multipart body of a WhatsApp upload.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // documents the body; `upload_media` reads it part by part
+pub struct WhatsAppUploadForm {
+    /// Always `whatsapp`.
+    #[schema(example = "whatsapp")]
+    messaging_product: String,
+    /// The file's MIME type, one of the app's WhatsApp types (Meta's list
+    /// by default: audio 16 MiB, documents 100 MiB, images 5 MiB, stickers
+    /// 100 KiB, video 16 MiB). Without it, the file part's Content-Type.
+    #[schema(example = "image/jpeg")]
+    r#type: Option<String>,
+    /// The file, with its MIME type as the part's Content-Type.
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+}
+
+/// Upload a medium (WhatsApp Cloud API) for the phone number's app.
+#[utoipa::path(
+    post,
+    path = "/{version}/{id}/media",
+    tag = "whatsapp",
+    params(
+        ("version" = String, Path, description = "The Graph API version, `vNN.N` (any)"),
+        ("id" = String, Path, description = "A phone-number id mapped to the token's app"),
+    ),
+    request_body(content = WhatsAppUploadForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 200, description = "Stored", body = UploadedReply),
+        (status = 400, description = "Graph error 100 (a parameter; subcode 33: the phone number is not the token's app's), or 131053 (content contradicts the type)", body = super::error::GraphErrorReply),
+        (status = 401, description = "Graph error 190: invalid access token", body = super::error::GraphErrorReply),
+        (status = 403, description = "Graph error 10 (the app may not upload) or 131053 (storage quota exceeded)", body = super::error::GraphErrorReply),
+        (status = 408, description = "Graph error 131053: the body came slower than the minimum upload rate", body = super::error::GraphErrorReply),
+        (status = 413, description = "Graph error 131053: larger than the type's limit", body = super::error::GraphErrorReply),
+        (status = 429, description = "Graph error 80007 (the app's upload rate or share) or 4 (failed authentications)", body = super::error::GraphErrorReply),
+        (status = 500, description = "Graph error 131053", body = super::error::GraphErrorReply),
+        (status = 503, description = "Graph error 2: too many uploads in progress (see Retry-After)", body = super::error::GraphErrorReply),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn upload_media(
+    State(state): State<ApiState>,
+    ApiPath(GraphPath { version, id }): ApiPath<GraphPath>,
+    headers: HeaderMap,
+    client: ClientAddr,
+    request: Request,
+) -> Response {
+    if !is_version(&version) {
+        return crate::error::not_found().await.into_response();
+    }
+    upload(&state, &id, &headers, client, request)
+        .await
+        .into_response()
+}
+
+async fn upload(
+    state: &ApiState,
+    phone_number_id: &str,
+    headers: &HeaderMap,
+    client: ClientAddr,
+    request: Request,
+) -> Result<Json<UploadedReply>, GraphError> {
+    let app = authenticate(state, headers, client, MEDIA_UPLOAD_ERROR).await?;
+    if !is_apps_phone_number(state, &app, phone_number_id).await? {
+        return Err(GraphError::unknown_object("post", phone_number_id));
+    }
+    app.check_may_upload()?;
+    state
+        .limits
+        .check_upload(&app)
+        .map_err(|e| GraphError::from_limit(e, false))?;
+    let _slot = state
+        .uploads
+        .try_acquire(app.id.as_str())
+        .map_err(|e| GraphError::from_limit(e, false))?;
+    let started = Instant::now();
+    let form = receive_form(state, &app, headers, request, Surface::WhatsApp).await?;
+    let refusal = match form.messaging_product.as_deref() {
+        None => Some(GraphError::invalid_parameter(
+            "The parameter messaging_product is required.",
+        )),
+        Some("whatsapp") => None,
+        Some(other) => Some(GraphError::invalid_parameter(format!(
+            "Param messaging_product must be one of {{WHATSAPP}} - got \"{other}\"."
+        ))),
+    };
+    let upload = match (refusal, form.file) {
+        (Some(refusal), file) => {
+            if let Some(upload) = file {
+                upload.abort().await;
+            }
+            return Err(refusal);
+        }
+        (None, Some(upload)) => upload,
+        (None, None) => return Err(mediavault_storage::UploadError::MissingFile.into()),
+    };
+    let media_id = store(&app, upload, &form.declared, started).await?;
+    Ok(Json(UploadedReply {
+        id: media_id.into_string(),
+    }))
+}
