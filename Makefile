@@ -1,5 +1,5 @@
 # mediavault — `make run` serves the embedded default; `make test` runs everything.
-.PHONY: run test lint services build clean-data bench bench-upload-rss bench-reap fuzz chaos soak
+.PHONY: run test lint services clients build clean-data bench bench-upload-rss bench-reap fuzz chaos soak
 
 CARGO ?= cargo
 # nextest runs test binaries in parallel processes; plain cargo test otherwise.
@@ -19,7 +19,12 @@ lint:
 services:
 	scripts/test-services.sh
 
-test: lint services
+# Public client libraries the end-to-end tests drive the server with
+# (tests/clients/), pinned by version and hash, installed once under target/.
+clients:
+	scripts/client-tools.sh
+
+test: lint services clients
 	. target/test-services/env && $(CARGO) $(TEST_RUNNER) --workspace
 
 clean-data:

@@ -20,3 +20,4 @@ mod rate_limits;
 mod reaper;
 mod security;
 mod upload;
+mod whatsapp_client;
