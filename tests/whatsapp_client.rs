@@ -63,7 +63,10 @@ async fn fixture(backends: Backends) -> Fixture {
         ],
     );
     assert!(ok, "apps update --wa-phone-number-id failed: {out} {err}");
-    Fixture::serve(stores, app_id, token, &[])
+    // The lookup's url is a signed link, which this client follows without
+    // its token.
+    let links_keys = mediavault_api::LinkKeys::generate_line("wa");
+    Fixture::serve(stores, app_id, token, &[("MEDIAVAULT__LINKS__KEYS", &links_keys)])
 }
 
 /// Runs the client program on `file`; returns its summary and the bytes it downloaded.
