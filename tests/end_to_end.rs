@@ -20,4 +20,5 @@ mod rate_limits;
 mod reaper;
 mod security;
 mod upload;
+mod whatsapp;
 mod whatsapp_client;
