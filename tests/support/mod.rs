@@ -9,7 +9,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use mediavault_storage::{BlobConfig, Defaults, Keyring, Vault, VaultConfig};
+use mediavault_storage::{BlobConfig, ConfiguredKeys, Defaults, Keyring, Vault, VaultConfig};
 use mediavault_test_support::{START_WITHIN, ServeProcess};
 use secrecy::ExposeSecret;
 use sqlx::Connection;
@@ -805,7 +805,7 @@ pub async fn blob_key_of(stores: &Stores, media_id: &str) -> Option<String> {
 /// configured KEK, bound to this media id and to its own, and every data key
 /// that comes out is tried on the blob.
 pub async fn service_can_decrypt(stores: &Stores, media_id: &str, blob: &[u8], plaintext_len: u64) -> bool {
-    let keys = Keyring::parse(&stores.keys).unwrap();
+    let keys = ConfiguredKeys::parse(&stores.keys).unwrap();
     let kek_ids: Vec<String> = keys.ids().map(str::to_owned).collect();
     wrapped_keys(stores).await.iter().any(|(owner, wrapped)| {
         kek_ids.iter().any(|kek| {
@@ -823,7 +823,7 @@ pub async fn service_can_decrypt(stores: &Stores, media_id: &str, blob: &[u8], p
 /// that media's associated data: what anyone who can read the files and
 /// holds the KEK recovers, whatever the schema or the file format.
 pub fn carvable_keys(dir: &std::path::Path, keys: &str, ids: &[String]) -> Vec<String> {
-    let keys = Keyring::parse(keys).unwrap();
+    let keys = ConfiguredKeys::parse(keys).unwrap();
     let kek_ids: Vec<String> = keys.ids().map(str::to_owned).collect();
     let mut found = Vec::new();
     for file in files_under(dir) {

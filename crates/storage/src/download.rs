@@ -134,6 +134,7 @@ impl Vault {
             .inner
             .keys
             .unwrap(row.id.as_str(), &row.kek_id, wrapped)
+            .await
             .map_err(|e| integrity_failure(&row.id, Integrity::KeyUnwrap, &e.to_string()))?;
         let header = Header {
             salt: row

@@ -73,7 +73,12 @@ impl Vault {
         let id = MediaId::new(uuid::Uuid::new_v4().to_string());
         let blob_key = format!("{MEDIA_PREFIX}/{}", uuid::Uuid::new_v4().simple());
         let dek = Dek::generate();
-        let wrapped = self.inner.keys.wrap(id.as_str(), &dek);
+        let wrapped = self
+            .inner
+            .keys
+            .wrap(id.as_str(), &dek)
+            .await
+            .map_err(StoreError::from)?;
         let header = Header::random();
         let now = now_millis();
         let retention_millis = duration_millis(app.retention);

@@ -1,7 +1,6 @@
-//! Key-encryption keys (KEKs) from configuration, and the per-file data keys
-//! (DEKs) they wrap. Key material never reaches a log: `Debug` shows ids only.
-//! Each KEK has a fingerprint, recorded in the database when the key is first
-//! used, by which a key id given other material is caught at start.
+//! KEKs from configuration (`crypto.keys`): key material held in memory,
+//! wrapping and unwrapping with AES-256-GCM here, without waiting on
+//! anything. Each key's fingerprint is a MAC under the key itself.
 
 use std::fmt;
 
@@ -14,61 +13,14 @@ use rand::RngCore;
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
+use super::{Dek, FINGERPRINT_LABEL, KeyError, KeyProvider, WrappedDek, check_id};
 use crate::format::{DEK_LEN, TAG_LEN, WRAPPED_DEK_LEN, dek_aad};
-
-/// A per-file data key. Zeroed when dropped.
-pub struct Dek(Zeroizing<[u8; DEK_LEN]>);
-
-impl Dek {
-    /// A fresh random key.
-    pub fn generate() -> Dek {
-        let mut key = Zeroizing::new([0u8; DEK_LEN]);
-        rand::rng().fill_bytes(key.as_mut());
-        Dek(key)
-    }
-
-    pub fn from_bytes(bytes: [u8; DEK_LEN]) -> Dek {
-        Dek(Zeroizing::new(bytes))
-    }
-
-    pub fn as_bytes(&self) -> &[u8; DEK_LEN] {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Dek {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Dek(..)")
-    }
-}
-
-/// Why a key configuration or a wrapped key was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum KeyError {
-    #[error("crypto.keys is empty: give at least one `id:base64` key")]
-    Empty,
-    #[error("crypto.keys entry {0} is not of the form `id:base64`")]
-    Malformed(usize),
-    #[error("crypto.keys: key id {0:?} may only use letters, digits, '-', '_' and '.'")]
-    BadId(String),
-    #[error("crypto.keys: key {0:?} must be 32 bytes of standard base64")]
-    BadKey(String),
-    #[error("crypto.keys: key id {0:?} appears twice")]
-    Duplicate(String),
-    #[error("key {0:?} is not configured")]
-    Unknown(String),
-    #[error("wrapped data key failed authentication")]
-    Integrity,
-}
 
 struct Kek {
     id: String,
     cipher: Aes256Gcm,
     fingerprint: String,
 }
-
-/// What a KEK's fingerprint is a MAC of.
-const FINGERPRINT_LABEL: &[u8] = b"mediavault:kek-fingerprint:v1";
 
 /// The first 16 bytes, in lowercase hex, of HMAC-SHA256 under the key of a
 /// fixed label: the same key always gives the same fingerprint, another key
@@ -80,20 +32,13 @@ fn fingerprint(key: &[u8]) -> String {
 }
 
 /// The configured KEKs; the first is the active one, used for new files.
-pub struct Keyring {
+pub struct ConfiguredKeys {
     keys: Vec<Kek>,
 }
 
-/// A data key wrapped by a KEK, as stored in the metadata row.
-#[derive(Debug, Clone)]
-pub struct WrappedDek {
-    pub kek_id: String,
-    pub bytes: Vec<u8>,
-}
-
-impl Keyring {
+impl ConfiguredKeys {
     /// Parses `id:base64,id:base64`; the first key is active.
-    pub fn parse(spec: &str) -> Result<Keyring, KeyError> {
+    pub fn parse(spec: &str) -> Result<ConfiguredKeys, KeyError> {
         let mut keys: Vec<Kek> = Vec::new();
         for (index, entry) in spec.split([',', '\n']).map(str::trim).enumerate() {
             if entry.is_empty() {
@@ -101,12 +46,7 @@ impl Keyring {
             }
             let (id, material) = entry.split_once(':').ok_or(KeyError::Malformed(index + 1))?;
             let (id, material) = (id.trim(), material.trim());
-            let id_ok = !id.is_empty()
-                && id.len() <= 64
-                && id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
-            if !id_ok {
-                return Err(KeyError::BadId(id.to_owned()));
-            }
+            check_id(id)?;
             let bytes = Zeroizing::new(
                 STANDARD
                     .decode(material)
@@ -125,7 +65,7 @@ impl Keyring {
         if keys.is_empty() {
             return Err(KeyError::Empty);
         }
-        Ok(Keyring { keys })
+        Ok(ConfiguredKeys { keys })
     }
 
     /// A new `id:base64` line with 32 random bytes, for `keys generate`.
@@ -149,36 +89,25 @@ impl Keyring {
         self.keys.iter().map(|k| (k.id.as_str(), k.fingerprint.as_str()))
     }
 
+    fn find(&self, kek_id: &str) -> Result<&Kek, KeyError> {
+        self.keys
+            .iter()
+            .find(|k| k.id == kek_id)
+            .ok_or_else(|| KeyError::Unknown(kek_id.to_owned()))
+    }
+
     /// Wraps `dek` for `media_id` under the active key.
     pub fn wrap(&self, media_id: &str, dek: &Dek) -> WrappedDek {
         let kek = &self.keys[0];
-        let mut nonce = [0u8; 12];
-        rand::rng().fill_bytes(&mut nonce);
-        let mut bytes = Vec::with_capacity(WRAPPED_DEK_LEN);
-        bytes.extend_from_slice(&nonce);
-        bytes.extend_from_slice(dek.as_bytes());
-        let tag = kek
-            .cipher
-            .encrypt_inout_detached(
-                &Nonce::from(nonce),
-                &dek_aad(media_id, &kek.id),
-                (&mut bytes[12..]).into(),
-            )
-            .expect("AES-GCM encrypts 32 bytes");
-        bytes.extend_from_slice(&tag);
         WrappedDek {
             kek_id: kek.id.clone(),
-            bytes,
+            bytes: wrap_under(kek, media_id, dek),
         }
     }
 
     /// Unwraps the data key of `media_id`.
     pub fn unwrap(&self, media_id: &str, kek_id: &str, wrapped: &[u8]) -> Result<Dek, KeyError> {
-        let kek = self
-            .keys
-            .iter()
-            .find(|k| k.id == kek_id)
-            .ok_or_else(|| KeyError::Unknown(kek_id.to_owned()))?;
+        let kek = self.find(kek_id)?;
         if wrapped.len() != WRAPPED_DEK_LEN {
             return Err(KeyError::Integrity);
         }
@@ -198,9 +127,46 @@ impl Keyring {
     }
 }
 
-impl fmt::Debug for Keyring {
+/// `dek` wrapped for `media_id` under `kek`: nonce ‖ ciphertext ‖ tag.
+fn wrap_under(kek: &Kek, media_id: &str, dek: &Dek) -> Vec<u8> {
+    let mut nonce = [0u8; 12];
+    rand::rng().fill_bytes(&mut nonce);
+    let mut bytes = Vec::with_capacity(WRAPPED_DEK_LEN);
+    bytes.extend_from_slice(&nonce);
+    bytes.extend_from_slice(dek.as_bytes());
+    let tag = kek
+        .cipher
+        .encrypt_inout_detached(
+            &Nonce::from(nonce),
+            &dek_aad(media_id, &kek.id),
+            (&mut bytes[12..]).into(),
+        )
+        .expect("AES-GCM encrypts 32 bytes");
+    bytes.extend_from_slice(&tag);
+    bytes
+}
+
+impl KeyProvider for ConfiguredKeys {
+    fn ids(&self) -> Vec<&str> {
+        ConfiguredKeys::ids(self).collect()
+    }
+
+    async fn wrap(&self, media_id: &str, kek_id: &str, dek: &Dek) -> Result<Vec<u8>, KeyError> {
+        Ok(wrap_under(self.find(kek_id)?, media_id, dek))
+    }
+
+    async fn unwrap(&self, media_id: &str, kek_id: &str, wrapped: &[u8]) -> Result<Dek, KeyError> {
+        ConfiguredKeys::unwrap(self, media_id, kek_id, wrapped)
+    }
+
+    async fn fingerprint(&self, kek_id: &str) -> Result<String, KeyError> {
+        Ok(self.find(kek_id)?.fingerprint.clone())
+    }
+}
+
+impl fmt::Debug for ConfiguredKeys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Keyring")
+        f.debug_struct("ConfiguredKeys")
             .field("ids", &self.ids().collect::<Vec<_>>())
             .finish()
     }
@@ -210,12 +176,12 @@ impl fmt::Debug for Keyring {
 mod tests {
     use super::*;
 
-    fn ring(spec: &str) -> Keyring {
-        Keyring::parse(spec).unwrap()
+    fn ring(spec: &str) -> ConfiguredKeys {
+        ConfiguredKeys::parse(spec).unwrap()
     }
 
     fn line(id: &str) -> String {
-        Keyring::generate_line(id)
+        ConfiguredKeys::generate_line(id)
     }
 
     #[test]
@@ -261,13 +227,19 @@ mod tests {
 
     #[test]
     fn parse_refuses_bad_specs_by_name() {
-        assert!(matches!(Keyring::parse(""), Err(KeyError::Empty)));
-        assert!(matches!(Keyring::parse("nocolon"), Err(KeyError::Malformed(1))));
-        assert!(matches!(Keyring::parse("a:AAAA"), Err(KeyError::BadKey(id)) if id == "a"));
-        assert!(matches!(Keyring::parse("a b:AAAA"), Err(KeyError::BadId(_))));
+        assert!(matches!(ConfiguredKeys::parse(""), Err(KeyError::Empty)));
+        assert!(matches!(
+            ConfiguredKeys::parse("nocolon"),
+            Err(KeyError::Malformed(1))
+        ));
+        assert!(matches!(ConfiguredKeys::parse("a:AAAA"), Err(KeyError::BadKey(id)) if id == "a"));
+        assert!(matches!(
+            ConfiguredKeys::parse("a b:AAAA"),
+            Err(KeyError::BadId(_))
+        ));
         let a = line("a");
         assert!(matches!(
-            Keyring::parse(&format!("{a},{a}")),
+            ConfiguredKeys::parse(&format!("{a},{a}")),
             Err(KeyError::Duplicate(_))
         ));
     }
@@ -287,7 +259,7 @@ mod tests {
         );
         let spec = line("k1");
         let (same, other) = (ring(&spec), ring(&line("k1")));
-        let of = |keys: &Keyring| keys.fingerprints().next().unwrap().1.to_owned();
+        let of = |keys: &ConfiguredKeys| keys.fingerprints().next().unwrap().1.to_owned();
         assert_eq!(of(&same), of(&ring(&spec)), "the same key, the same fingerprint");
         assert_ne!(of(&same), of(&other), "the same id with other material differs");
         assert!(!of(&same).contains(&spec[3..]));
