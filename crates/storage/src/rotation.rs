@@ -77,15 +77,19 @@ impl Vault {
             if recorded.contains_key(id) || !(used || id == keys.active_id()) {
                 continue;
             }
-            if let Some((media_id, wrapped)) = meta.one_wrapped(id).await?
-                && keys.unwrap(media_id.as_str(), id, &wrapped).await.is_err()
-            {
-                return Err(StoreError::Config(format!(
-                    "{}: key {id:?} does not unwrap the data keys stored under that id: it is \
-                     other material than the key that wrapped them. Configure that key under {id:?}, \
-                     or give this one a new id",
-                    keys.source()
-                )));
+            if let Some((media_id, wrapped)) = meta.one_wrapped(id).await? {
+                match keys.unwrap(media_id.as_str(), id, &wrapped).await {
+                    Ok(_) => {}
+                    Err(error) if error.is_provider_failure() => return Err(error.into()),
+                    Err(_) => {
+                        return Err(StoreError::Config(format!(
+                            "{}: key {id:?} does not unwrap the data keys stored under that id: it \
+                             is other material than the key that wrapped them. Configure that key \
+                             under {id:?}, or give this one a new id",
+                            keys.source()
+                        )));
+                    }
+                }
             }
             meta.record_fingerprint(id, fingerprint, now_millis()).await?;
         }
@@ -154,6 +158,8 @@ impl Vault {
                             wrapped_dek: wrapped.bytes,
                         });
                     }
+                    // Nothing wrong with the key: the provider is away.
+                    Err(error) if error.is_provider_failure() => return Err(error.into()),
                     Err(error) => {
                         tracing::warn!(media_id = %row.id, kek_id = %row.kek_id, %error, "cannot re-wrap");
                         counts.failed += 1;

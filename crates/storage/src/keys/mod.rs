@@ -19,6 +19,7 @@
 //! which a key id given other material is caught at start.
 
 mod configured;
+mod pkcs11;
 
 use std::fmt;
 
@@ -28,6 +29,7 @@ use zeroize::Zeroizing;
 use crate::format::DEK_LEN;
 
 pub use configured::ConfiguredKeys;
+pub use pkcs11::{Pkcs11Keys, Pkcs11Settings, TokenSelector};
 
 /// A per-file data key. Zeroed when dropped.
 pub struct Dek(Zeroizing<[u8; DEK_LEN]>);
@@ -79,6 +81,28 @@ pub enum KeyError {
     Unknown(String),
     #[error("wrapped data key failed authentication")]
     Integrity,
+    #[error("crypto.pkcs11.keys: label {0:?} may only use letters, digits, '-', '_' and '.' (at most 64)")]
+    BadLabel(String),
+    #[error("the token already holds a key labelled {0:?}")]
+    Exists(String),
+    #[error("key id {0:?} is in crypto.pkcs11.keys and in crypto.keys: an id stands for one key")]
+    TwoSources(String),
+    /// The provider's settings, or what it holds, are wrong; the message
+    /// names the setting.
+    #[error("{0}")]
+    Provider(String),
+    /// The provider cannot be reached now (a token away, a device failing):
+    /// the same call may succeed later.
+    #[error("key provider unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl KeyError {
+    /// Whether the provider failed, rather than the key or the wrapped key:
+    /// nothing is wrong with what is stored, and a later try may succeed.
+    pub fn is_provider_failure(&self) -> bool {
+        matches!(self, KeyError::Unavailable(_) | KeyError::Provider(_))
+    }
 }
 
 /// What a KEK's fingerprint is a MAC of.
@@ -121,12 +145,28 @@ pub(crate) trait KeyProvider {
 enum Provider {
     /// `crypto.keys`: key material in the configuration.
     Configured(ConfiguredKeys),
+    /// `crypto.pkcs11`: keys in a PKCS#11 token.
+    Pkcs11(Pkcs11Keys),
+}
+
+/// Runs `$call` with `$keys` bound to the keyring's provider, whichever it
+/// is: the one place a new provider is added.
+macro_rules! on_provider {
+    ($keyring:expr, $keys:ident => $call:expr) => {
+        match &$keyring.provider {
+            Provider::Configured($keys) => $call,
+            Provider::Pkcs11($keys) => $call,
+        }
+    };
 }
 
 /// The KEKs of this installation, from one provider; the provider's first
-/// key is active, and wraps new data keys.
+/// key is active, and wraps new data keys. Beside a provider other than
+/// configuration, configured keys may be kept to unwrap what they wrapped
+/// until `keys rewrap` has moved it to the provider's active key.
 pub struct Keyring {
     provider: Provider,
+    legacy: Option<ConfiguredKeys>,
 }
 
 impl Keyring {
@@ -139,7 +179,27 @@ impl Keyring {
     pub fn configured(keys: ConfiguredKeys) -> Keyring {
         Keyring {
             provider: Provider::Configured(keys),
+            legacy: None,
         }
+    }
+
+    /// Keys in a PKCS#11 token, the first of `crypto.pkcs11.keys` active;
+    /// `legacy` configured keys only unwrap. An id in both is refused.
+    pub fn pkcs11(keys: Pkcs11Keys, legacy: Option<ConfiguredKeys>) -> Result<Keyring, KeyError> {
+        if KeyProvider::ids(&keys).is_empty() {
+            return Err(KeyError::Provider(
+                "crypto.pkcs11.keys is empty: name the KEK labels in use, the active one first".into(),
+            ));
+        }
+        if let Some(legacy) = &legacy
+            && let Some(both) = legacy.ids().find(|id| KeyProvider::ids(&keys).contains(id))
+        {
+            return Err(KeyError::TwoSources(both.to_owned()));
+        }
+        Ok(Keyring {
+            provider: Provider::Pkcs11(keys),
+            legacy,
+        })
     }
 
     /// A new `id:base64` line with 32 random bytes, for `keys generate`.
@@ -150,8 +210,10 @@ impl Keyring {
     /// Where the keys in use are configured, for messages that ask an
     /// operator to change them.
     pub fn source(&self) -> &'static str {
-        match &self.provider {
-            Provider::Configured(_) => "crypto.keys",
+        match (&self.provider, &self.legacy) {
+            (Provider::Configured(_), _) => "crypto.keys",
+            (Provider::Pkcs11(_), None) => "crypto.pkcs11.keys",
+            (Provider::Pkcs11(_), Some(_)) => "crypto.pkcs11.keys (with crypto.keys)",
         }
     }
 
@@ -160,19 +222,30 @@ impl Keyring {
         self.ids()[0]
     }
 
-    /// Every key id that unwraps data keys, active first.
+    /// The provider's key ids, active first.
+    fn provider_ids(&self) -> Vec<&str> {
+        on_provider!(self, keys => KeyProvider::ids(keys))
+    }
+
+    /// Every key id that unwraps data keys: the provider's, active first,
+    /// then any legacy configured keys.
     pub fn ids(&self) -> Vec<&str> {
-        match &self.provider {
-            Provider::Configured(keys) => KeyProvider::ids(keys),
-        }
+        let mut ids = self.provider_ids();
+        ids.extend(self.legacy.iter().flat_map(ConfiguredKeys::ids));
+        ids
+    }
+
+    /// The legacy configured keys, when they hold `kek_id` and the
+    /// provider does not.
+    fn legacy_for(&self, kek_id: &str) -> Option<&ConfiguredKeys> {
+        let legacy = self.legacy.as_ref()?;
+        (!self.provider_ids().contains(&kek_id) && legacy.ids().any(|id| id == kek_id)).then_some(legacy)
     }
 
     /// Wraps `dek` for `media_id` under the active key.
     pub async fn wrap(&self, media_id: &str, dek: &Dek) -> Result<WrappedDek, KeyError> {
         let kek_id = self.active_id();
-        let bytes = match &self.provider {
-            Provider::Configured(keys) => KeyProvider::wrap(keys, media_id, kek_id, dek).await?,
-        };
+        let bytes = on_provider!(self, keys => KeyProvider::wrap(keys, media_id, kek_id, dek).await?);
         Ok(WrappedDek {
             kek_id: kek_id.to_owned(),
             bytes,
@@ -181,17 +254,19 @@ impl Keyring {
 
     /// Unwraps the data key of `media_id`, wrapped under `kek_id`.
     pub async fn unwrap(&self, media_id: &str, kek_id: &str, wrapped: &[u8]) -> Result<Dek, KeyError> {
-        match &self.provider {
-            Provider::Configured(keys) => KeyProvider::unwrap(keys, media_id, kek_id, wrapped).await,
+        if let Some(legacy) = self.legacy_for(kek_id) {
+            return legacy.unwrap(media_id, kek_id, wrapped);
         }
+        on_provider!(self, keys => KeyProvider::unwrap(keys, media_id, kek_id, wrapped).await)
     }
 
     /// Every key in use as (id, fingerprint), active first.
     pub async fn fingerprints(&self) -> Result<Vec<(String, String)>, KeyError> {
         let mut fingerprints = Vec::new();
         for id in self.ids() {
-            let fingerprint = match &self.provider {
-                Provider::Configured(keys) => KeyProvider::fingerprint(keys, id).await?,
+            let fingerprint = match self.legacy_for(id) {
+                Some(legacy) => KeyProvider::fingerprint(legacy, id).await?,
+                None => on_provider!(self, keys => KeyProvider::fingerprint(keys, id).await?),
             };
             fingerprints.push((id.to_owned(), fingerprint));
         }
