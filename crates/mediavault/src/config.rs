@@ -113,6 +113,7 @@ pub struct CryptoConfig {
 pub enum KeyProviderKind {
     /// `crypto.keys`: key material in the configuration.
     #[default]
+    #[serde(alias = "keyring")]
     Config,
     /// A PKCS#11 token (an HSM): `[crypto.pkcs11]`.
     Pkcs11,
@@ -916,6 +917,8 @@ mod tests {
                 .to_string();
             assert!(error.contains(key), "{rest}: {error}");
         }
+        let keyring = Config::from_toml_str("[crypto]\nprovider = \"keyring\"\n").unwrap();
+        assert_eq!(keyring.crypto.provider, KeyProviderKind::Config, "the name of the design");
         let error = Config::from_toml_str("[crypto]\nprovider = \"vault\"\n").unwrap_err();
         assert!(error.to_string().contains("provider"), "{error}");
     }

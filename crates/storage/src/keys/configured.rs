@@ -265,6 +265,20 @@ mod tests {
         assert!(!of(&same).contains(&spec[3..]));
     }
 
+    #[tokio::test]
+    async fn configured_keys_are_neither_made_nor_destroyed_by_the_keyring() {
+        let keyring = crate::keys::Keyring::parse(&line("k1")).unwrap();
+        assert!(matches!(
+            keyring.create("k2").await,
+            Err(KeyError::Unsupported(_))
+        ));
+        assert!(matches!(
+            keyring.destroy("k1").await,
+            Err(KeyError::Unsupported(_))
+        ));
+        assert_eq!(keyring.ids(), ["k1"], "nothing changed");
+    }
+
     #[test]
     fn debug_never_shows_key_material() {
         let spec = line("k1");

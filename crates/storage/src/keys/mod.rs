@@ -95,6 +95,9 @@ pub enum KeyError {
     /// the same call may succeed later.
     #[error("key provider unavailable: {0}")]
     Unavailable(String),
+    /// The provider does not do this; the message says what does.
+    #[error("{0}")]
+    Unsupported(&'static str),
 }
 
 impl KeyError {
@@ -139,6 +142,23 @@ pub(crate) trait KeyProvider {
     /// The fingerprint of KEK `kek_id`: the same key gives the same
     /// fingerprint, other material another, and it tells nothing of the key.
     async fn fingerprint(&self, kek_id: &str) -> Result<String, KeyError>;
+
+    /// Makes KEK `kek_id` in the provider; returns its fingerprint. A
+    /// provider whose keys an operator makes elsewhere refuses.
+    async fn create(&self, _kek_id: &str) -> Result<String, KeyError> {
+        Err(KeyError::Unsupported(
+            "this key provider makes no keys: make one with `mediavault keys generate` and configure it",
+        ))
+    }
+
+    /// Destroys KEK `kek_id` in the provider: what it wrapped can no longer
+    /// be unwrapped. A provider whose keys an operator removes elsewhere
+    /// refuses.
+    async fn destroy(&self, _kek_id: &str) -> Result<(), KeyError> {
+        Err(KeyError::Unsupported(
+            "this key provider destroys no keys: remove the key from the configuration and its secret store",
+        ))
+    }
 }
 
 /// The providers a keyring can hold.
@@ -258,6 +278,18 @@ impl Keyring {
             return legacy.unwrap(media_id, kek_id, wrapped);
         }
         on_provider!(self, keys => KeyProvider::unwrap(keys, media_id, kek_id, wrapped).await)
+    }
+
+    /// Makes KEK `id` in the provider, where it can; returns its
+    /// fingerprint. The key is not in use until the configuration names it.
+    pub async fn create(&self, id: &str) -> Result<String, KeyError> {
+        on_provider!(self, keys => KeyProvider::create(keys, id).await)
+    }
+
+    /// Destroys KEK `id` in the provider, where it can. The caller makes
+    /// sure nothing needs it (`Vault::key_needed`): what it wrapped is lost.
+    pub async fn destroy(&self, id: &str) -> Result<(), KeyError> {
+        on_provider!(self, keys => KeyProvider::destroy(keys, id).await)
     }
 
     /// Every key in use as (id, fingerprint), active first.

@@ -286,6 +286,14 @@ impl KeyProvider for Pkcs11Keys {
         self.call(move |session, live| gmac_fingerprint(session, live.key(&kek_id)?))
             .await
     }
+
+    async fn create(&self, kek_id: &str) -> Result<String, KeyError> {
+        Pkcs11Keys::create(self, kek_id).await
+    }
+
+    async fn destroy(&self, kek_id: &str) -> Result<(), KeyError> {
+        Pkcs11Keys::destroy(self, kek_id).await
+    }
 }
 
 /// CKM_AES_GCM with `iv`, associated data `aad` and a 128-bit tag.
