@@ -19,6 +19,7 @@
 //! which a key id given other material is caught at start.
 
 mod configured;
+mod epochs;
 mod pkcs11;
 
 use std::fmt;
@@ -29,6 +30,7 @@ use zeroize::Zeroizing;
 use crate::format::DEK_LEN;
 
 pub use configured::ConfiguredKeys;
+pub use epochs::{EPOCH_LABEL_PREFIX, Epoch};
 pub use pkcs11::{Pkcs11Keys, Pkcs11Settings, TokenSelector};
 
 /// A per-file data key. Zeroed when dropped.
