@@ -36,8 +36,10 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 # The release server against object_store used directly on the same store,
 # on Postgres + Garage and on SQLite + files: 100 MiB upload/download
 # throughput, 100 MiB by URL against sent directly, 16 KiB uploads at
-# 1/16/64 clients, peak RSS under 16 large uploads; then the blob format's
-# per-core crypto throughput (criterion).
+# 1/16/64 clients, peak RSS under 16 large uploads; 16 KiB uploads at 16
+# clients and 100 MiB uploads with KEKs in the SoftHSM2 token against
+# configured keys; then the blob format's per-core crypto throughput
+# (criterion).
 # Tables on stdout, raw results in bench/results/. Every MEDIAVAULT__* variable
 # in the environment reaches the server. About 5 minutes once built.
 bench: services

@@ -5,6 +5,9 @@
 #     makes its own database there.
 #   - Garage, a real S3-compatible store, is built once with `cargo install`
 #     (cached in ~/.cargo/bin) and started here as a single node on loopback.
+#   - SoftHSM2, a real PKCS#11 token, is installed from Debian's packages if
+#     absent; a token of its own is initialised under target/test-services
+#     (its own SOFTHSM2_CONF) for the key-provider tests.
 # Fails loudly when a service cannot be had: no test is skipped for it.
 set -euo pipefail
 
@@ -71,10 +74,37 @@ TOML
   echo "test-services: garage started on 127.0.0.1:$S3_PORT (log: $gdir/garage.log)" >&2
 fi
 
+# SoftHSM2: the PKCS#11 module and its command-line tool, from Debian.
+PKCS11_MODULE=/usr/lib/softhsm/libsofthsm2.so
+PKCS11_TOKEN=mediavault-test
+PKCS11_PIN=1234
+if [ ! -e "$PKCS11_MODULE" ] || ! command -v softhsm2-util >/dev/null; then
+  echo "test-services: installing softhsm2" >&2
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq softhsm2; } >&2 \
+    || die "cannot install softhsm2 (apt-get install -y softhsm2)"
+fi
+hsm="$state/softhsm"
+mkdir -p "$hsm/tokens"
+cat > "$hsm/softhsm2.conf" <<CONF
+directories.tokendir = $hsm/tokens
+objectstore.backend = file
+log.level = ERROR
+CONF
+if ! SOFTHSM2_CONF="$hsm/softhsm2.conf" softhsm2-util --show-slots 2>/dev/null \
+    | grep -q "Label: *$PKCS11_TOKEN *$"; then
+  SOFTHSM2_CONF="$hsm/softhsm2.conf" softhsm2-util --init-token --free --label "$PKCS11_TOKEN" \
+    --pin "$PKCS11_PIN" --so-pin 87654321 >/dev/null || die "cannot initialise a SoftHSM2 token in $hsm"
+  echo "test-services: SoftHSM2 token $PKCS11_TOKEN initialised in $hsm" >&2
+fi
+
 cat > "$state/env" <<ENV
 export MEDIAVAULT_TEST_DATABASE_URL=$PG_URL
 export MEDIAVAULT_TEST_S3_ENDPOINT=http://127.0.0.1:$S3_PORT
 export MEDIAVAULT_TEST_S3_BUCKET=$BUCKET
 export MEDIAVAULT_TEST_S3_ACCESS_KEY_ID=$ACCESS_KEY
 export MEDIAVAULT_TEST_S3_SECRET_ACCESS_KEY=$SECRET_KEY
+export SOFTHSM2_CONF=$hsm/softhsm2.conf
+export MEDIAVAULT_TEST_PKCS11_MODULE=$PKCS11_MODULE
+export MEDIAVAULT_TEST_PKCS11_TOKEN=$PKCS11_TOKEN
+export MEDIAVAULT_TEST_PKCS11_PIN=$PKCS11_PIN
 ENV

@@ -294,7 +294,7 @@ async fn stored_blob_decrypts_with_an_independent_tink_implementation() {
     .fetch_one(&mut db)
     .await
     .unwrap();
-    let keys = mediavault_storage::Keyring::parse(&stores.keys).unwrap();
+    let keys = mediavault_storage::ConfiguredKeys::parse(&stores.keys).unwrap();
     let dek = keys.unwrap(id.as_str(), &kek_id, &wrapped).unwrap();
     let blob = std::fs::read(std::path::Path::new(&stores.blobs.url).join(&blob_key)).unwrap();
 

@@ -11,6 +11,7 @@ mod cli;
 mod conformance;
 mod downloads;
 mod file_types;
+mod hsm;
 mod key_rotation;
 mod lifecycle;
 mod links;

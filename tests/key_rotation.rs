@@ -5,26 +5,7 @@ use crate::support;
 
 use reqwest::StatusCode;
 use serde_json::Value;
-use support::{Backends, Fixture, Server, Stores, cli, png_bytes};
-
-fn keys_usage(stores: &Stores) -> Value {
-    let (ok, out, err) = cli(stores, &["keys", "usage"]);
-    assert!(ok, "{err}");
-    serde_json::from_str(&out).unwrap()
-}
-
-/// Starts `serve`, expecting it to refuse; returns its stderr.
-fn refused_start(stores: &Stores) -> String {
-    let output = support::exit_within(
-        std::process::Command::new(support::MEDIAVAULT)
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .current_dir(stores.dir())
-            .envs(stores.env()),
-        std::time::Duration::from_secs(30),
-    );
-    assert!(!output.status.success(), "serve started without a needed key");
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
+use support::{Backends, Fixture, Server, cli, keys_usage, png_bytes, refused_start};
 
 async fn keys_rotate_without_losing_a_file(backends: Backends) {
     let f = Fixture::new(backends).await;

@@ -9,7 +9,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use mediavault_storage::{BlobConfig, Defaults, Keyring, Vault, VaultConfig};
+use mediavault_storage::{BlobConfig, ConfiguredKeys, Defaults, Keyring, Vault, VaultConfig};
 use mediavault_test_support::{START_WITHIN, ServeProcess};
 use secrecy::ExposeSecret;
 use sqlx::Connection;
@@ -47,7 +47,11 @@ pub struct Stores {
     pub backends: Backends,
     pub database_url: String,
     pub blobs: BlobConfig,
+    /// `crypto.keys`; empty: none (a token holds the keys).
     pub keys: String,
+    /// More settings every process on these stores gets, as environment
+    /// variables (say, a PKCS#11 token's).
+    pub settings: Vec<(String, String)>,
     dir: tempfile::TempDir,
     postgres_db: Option<String>,
 }
@@ -85,6 +89,7 @@ impl Stores {
             database_url,
             blobs,
             keys: Keyring::generate_line("test1"),
+            settings: Vec::new(),
             dir,
             postgres_db,
         }
@@ -95,10 +100,16 @@ impl Stores {
     }
 
     pub fn vault_config(&self) -> VaultConfig {
+        // Without configured keys (a token holds them), a key of its own:
+        // this vault lists rows and blobs, and wraps and unwraps nothing.
+        let keys = match self.keys.as_str() {
+            "" => Keyring::generate_line("inventory"),
+            keys => keys.to_owned(),
+        };
         VaultConfig {
             database_url: self.database_url.parse().unwrap(),
             blobs: self.blobs.clone(),
-            keys: Keyring::parse(&self.keys).unwrap(),
+            keys: Keyring::parse(&keys).unwrap(),
             defaults: Defaults::default(),
             stale_upload_after: Duration::from_secs(3600),
         }
@@ -116,9 +127,12 @@ impl Stores {
         let mut env = vec![
             ("MEDIAVAULT__DATABASE__URL".into(), self.database_url.clone()),
             ("MEDIAVAULT__BLOBS__URL".into(), self.blobs.url.clone()),
-            ("MEDIAVAULT__CRYPTO__KEYS".into(), self.keys.clone()),
             ("MEDIAVAULT__BLOBS__TIMEOUT".into(), "10s".into()),
         ];
+        if !self.keys.is_empty() {
+            env.push(("MEDIAVAULT__CRYPTO__KEYS".into(), self.keys.clone()));
+        }
+        env.extend(self.settings.iter().cloned());
         let secret_access_key = self
             .blobs
             .secret_access_key
@@ -342,6 +356,27 @@ pub fn cli_with(stores: &Stores, args: &[&str], env: &[(&str, &str)]) -> (bool, 
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+/// `mediavault keys usage`, as it printed it.
+pub fn keys_usage(stores: &Stores) -> serde_json::Value {
+    let (ok, out, err) = cli(stores, &["keys", "usage"]);
+    assert!(ok, "{err}");
+    serde_json::from_str(&out).unwrap()
+}
+
+/// Starts `serve`, expecting it to refuse (a key missing, or not the one
+/// recorded); returns its stderr.
+pub fn refused_start(stores: &Stores) -> String {
+    let output = exit_within(
+        Command::new(MEDIAVAULT)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .current_dir(stores.dir())
+            .envs(stores.env()),
+        Duration::from_secs(30),
+    );
+    assert!(!output.status.success(), "serve started without a needed key");
+    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 /// Creates an app (CAPI unless told) and a token for it through the CLI.
@@ -810,7 +845,7 @@ pub async fn blob_key_of(stores: &Stores, media_id: &str) -> Option<String> {
 /// configured KEK, bound to this media id and to its own, and every data key
 /// that comes out is tried on the blob.
 pub async fn service_can_decrypt(stores: &Stores, media_id: &str, blob: &[u8], plaintext_len: u64) -> bool {
-    let keys = Keyring::parse(&stores.keys).unwrap();
+    let keys = ConfiguredKeys::parse(&stores.keys).unwrap();
     let kek_ids: Vec<String> = keys.ids().map(str::to_owned).collect();
     wrapped_keys(stores).await.iter().any(|(owner, wrapped)| {
         kek_ids.iter().any(|kek| {
@@ -828,7 +863,7 @@ pub async fn service_can_decrypt(stores: &Stores, media_id: &str, blob: &[u8], p
 /// that media's associated data: what anyone who can read the files and
 /// holds the KEK recovers, whatever the schema or the file format.
 pub fn carvable_keys(dir: &std::path::Path, keys: &str, ids: &[String]) -> Vec<String> {
-    let keys = Keyring::parse(keys).unwrap();
+    let keys = ConfiguredKeys::parse(keys).unwrap();
     let kek_ids: Vec<String> = keys.ids().map(str::to_owned).collect();
     let mut found = Vec::new();
     for file in files_under(dir) {
@@ -860,4 +895,115 @@ fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     files
+}
+
+/// A PKCS#11 token (SoftHSM2) for the key-provider suites: the shared one
+/// `scripts/test-services.sh` initialised, or a private one a test may take
+/// away and give back.
+pub struct Pkcs11Token {
+    module: String,
+    label: String,
+    pin: String,
+    /// `SOFTHSM2_CONF` of a private token; the shared one's is inherited.
+    conf: Option<std::path::PathBuf>,
+}
+
+impl Pkcs11Token {
+    /// The token of `scripts/test-services.sh`; tests share it, each with
+    /// keys of its own labels.
+    pub fn shared() -> Pkcs11Token {
+        required_env("SOFTHSM2_CONF");
+        Pkcs11Token {
+            module: required_env("MEDIAVAULT_TEST_PKCS11_MODULE"),
+            label: required_env("MEDIAVAULT_TEST_PKCS11_TOKEN"),
+            pin: required_env("MEDIAVAULT_TEST_PKCS11_PIN"),
+            conf: None,
+        }
+    }
+
+    /// A token of its own, kept in `dir`/softhsm.
+    pub fn private(dir: &std::path::Path) -> Pkcs11Token {
+        let home = dir.join("softhsm");
+        std::fs::create_dir_all(home.join("tokens")).unwrap();
+        let conf = home.join("softhsm2.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+                home.join("tokens").display()
+            ),
+        )
+        .unwrap();
+        let token = Pkcs11Token {
+            module: required_env("MEDIAVAULT_TEST_PKCS11_MODULE"),
+            label: "private".into(),
+            pin: "4321".into(),
+            conf: Some(conf.clone()),
+        };
+        let output = Command::new("softhsm2-util")
+            .args(["--init-token", "--free", "--label", &token.label])
+            .args(["--pin", &token.pin, "--so-pin", "12345678"])
+            .env("SOFTHSM2_CONF", &conf)
+            .output()
+            .expect("run softhsm2-util (scripts/test-services.sh installs it)");
+        assert!(
+            output.status.success(),
+            "softhsm2-util --init-token: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        token
+    }
+
+    /// Where a private token keeps its objects.
+    pub fn token_dir(&self) -> std::path::PathBuf {
+        let conf = self.conf.as_ref().expect("a private token");
+        conf.with_file_name("tokens")
+    }
+
+    /// A key label no other test uses.
+    pub fn new_label() -> String {
+        format!("hsm-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+    }
+
+    /// The settings that reach this token, with KEKs `keys` in use (the
+    /// first active); `crypto.provider` is `pkcs11` unless `keys` is empty.
+    pub fn settings(&self, keys: &[&str]) -> Vec<(String, String)> {
+        let mut settings = vec![
+            (
+                "MEDIAVAULT__CRYPTO__PKCS11__MODULE".to_owned(),
+                self.module.clone(),
+            ),
+            (
+                "MEDIAVAULT__CRYPTO__PKCS11__TOKEN_LABEL".to_owned(),
+                self.label.clone(),
+            ),
+            // Quoted: digits alone would be read as a number.
+            (
+                "MEDIAVAULT__CRYPTO__PKCS11__PIN".to_owned(),
+                format!("{:?}", self.pin),
+            ),
+        ];
+        if !keys.is_empty() {
+            settings.push(("MEDIAVAULT__CRYPTO__PROVIDER".into(), "pkcs11".into()));
+            settings.push(("MEDIAVAULT__CRYPTO__PKCS11__KEYS".into(), format!("{keys:?}")));
+        }
+        if let Some(conf) = &self.conf {
+            settings.push(("SOFTHSM2_CONF".into(), conf.display().to_string()));
+        }
+        settings
+    }
+
+    /// Creates KEK `label` in the token with `mediavault keys generate
+    /// --provider pkcs11`; returns the JSON it printed.
+    pub fn create_key(&self, stores: &Stores, label: &str) -> serde_json::Value {
+        let settings = self.settings(&[]);
+        let env: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let (ok, out, err) = cli_with(
+            stores,
+            &["keys", "generate", "--provider", "pkcs11", "--label", label],
+            &env,
+        );
+        assert!(ok, "keys generate --provider pkcs11: {err}");
+        serde_json::from_str(&out).unwrap()
+    }
 }

@@ -10,7 +10,11 @@
 //! - `mediavault-bench crypto`: the blob format's per-core figures: runs
 //!   `cargo bench -p mediavault-storage --bench seal` and reads criterion's
 //!   estimates.
-//! - `mediavault-bench all`: both (what `make bench` runs).
+//! - `mediavault-bench providers`: 16 KiB uploads at 16 clients and 100 MiB
+//!   uploads with configured keys and with KEKs in a PKCS#11 token
+//!   (SoftHSM2), on the same Postgres + Garage stores in one run.
+//! - `mediavault-bench all`: `http`, `providers` and `crypto` (what `make
+//!   bench` runs).
 //! - `mediavault-bench reap [N]`: one reaper pass over N expired media.
 //!
 //! Results go to stdout as a table and to `bench/results/<date>-<name>.json`
@@ -18,6 +22,7 @@
 
 mod clients;
 mod cpu;
+mod providers;
 mod reap;
 mod report;
 mod scenarios;
@@ -49,7 +54,9 @@ enum Command {
     Http(HttpArgs),
     /// The crypto-core figures from criterion's estimates.
     Crypto(CryptoArgs),
-    /// `http` on every backend, then `crypto`.
+    /// Uploads with configured keys against KEKs in a PKCS#11 token.
+    Providers(ProvidersArgs),
+    /// `http` on every backend, `providers`, then `crypto`.
     All {
         #[command(flatten)]
         http: HttpArgs,
@@ -95,6 +102,25 @@ struct HttpArgs {
 }
 
 #[derive(Args, Clone)]
+struct ProvidersArgs {
+    /// The `mediavault` binary (default: the one beside this one).
+    #[arg(long)]
+    server: Option<PathBuf>,
+    /// Small uploads on each side, each round.
+    #[arg(long, default_value_t = 2000)]
+    small_count: usize,
+    /// Large uploads on each side, each round; the median counts.
+    #[arg(long, default_value_t = 3)]
+    large_reps: usize,
+    /// Rounds, the sides alternating which goes first; the best counts.
+    #[arg(long, default_value_t = 2)]
+    rounds: usize,
+    /// Where the results go.
+    #[arg(long, default_value = "bench/results")]
+    results: PathBuf,
+}
+
+#[derive(Args, Clone)]
 struct CryptoArgs {
     /// criterion's output directory (default: `$CRITERION_HOME`, else
     /// `$CARGO_TARGET_DIR/criterion`, else `target/criterion`).
@@ -125,15 +151,57 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Http(args) => http(&args, &command_line).await,
         Command::Crypto(args) => crypto(&args, Path::new("bench/results"), &command_line),
+        Command::Providers(args) => {
+            let plan = providers::Plan {
+                small_size: 16 << 10,
+                small_count: args.small_count,
+                concurrency: 16,
+                large_size: 100 << 20,
+                large_reps: args.large_reps,
+                rounds: args.rounds,
+            };
+            compare_providers(args.server.as_deref(), &plan, &args.results, &command_line).await
+        }
         Command::All {
             http: args,
             crypto: crypto_args,
         } => {
             http(&args, &command_line).await?;
+            let plan = providers::Plan {
+                small_size: args.small_size,
+                small_count: args.small_count,
+                concurrency: 16,
+                large_size: args.large_size,
+                large_reps: args.large_reps,
+                rounds: 2,
+            };
+            compare_providers(args.server.as_deref(), &plan, &args.results, &command_line).await?;
             crypto(&crypto_args, &args.results, &command_line)
         }
         Command::Reap { count } => reap::reap(count).await,
     }
+}
+
+async fn compare_providers(
+    server: Option<&Path>,
+    plan: &providers::Plan,
+    results: &Path,
+    command_line: &str,
+) -> anyhow::Result<()> {
+    let binary = match server {
+        Some(binary) => binary.to_owned(),
+        None => server::default_binary()?,
+    };
+    eprintln!("== key-providers");
+    let report = providers::compare(&binary, plan, command_line).await?;
+    let path = report.write(results)?;
+    println!("{}", report.table());
+    println!(
+        "   raw results: {}
+",
+        path.display()
+    );
+    Ok(())
 }
 
 fn commit() -> Option<String> {

@@ -457,3 +457,73 @@ pub async fn memory(
     });
     Ok((figures, samples))
 }
+
+/// What one server's uploads measured, for one side of a comparison of two
+/// servers: `count` small uploads at one concurrency, and the median of
+/// `reps` large uploads.
+pub struct UploadRates {
+    pub small_per_second: f64,
+    pub small_p99_ms: f64,
+    pub large_mib_s: f64,
+    pub samples: serde_json::Value,
+}
+
+/// `count` uploads of `small_size` bytes by `concurrency` clients, then
+/// `reps` uploads of `large_size` bytes one at a time, through mediavault.
+pub async fn uploads(
+    server_pid: u32,
+    media: &MediaClient,
+    (small_size, count, concurrency): (usize, usize, usize),
+    (large_size, reps): (usize, usize),
+) -> anyhow::Result<UploadRates> {
+    let file = png_file(small_size);
+    let mut cpu_small = CpuSeconds::default();
+    let upload = {
+        let media = media.clone();
+        closed_loop(count, concurrency, move |_| {
+            let (media, file) = (media.clone(), stamped(&file));
+            async move { media.upload(file).await.map(drop) }
+        })
+    };
+    let (small, _) = timed(server_pid, &mut cpu_small, upload).await?;
+    if small.failures > 0 {
+        eprintln!(
+            "  {} small uploads failed; first: {:?}",
+            small.failures, small.first_failure
+        );
+    }
+    let mut large = Vec::new();
+    let mut cpu_large = CpuSeconds::default();
+    for _ in 0..reps {
+        let file = png_file(large_size);
+        let (id, elapsed) = timed(server_pid, &mut cpu_large, media.upload(file)).await?;
+        large.push(large_size as f64 / MIB / elapsed.as_secs_f64());
+        media.delete(&id).await?;
+    }
+    let rates = UploadRates {
+        small_per_second: small.per_second(),
+        small_p99_ms: small.ms(0.99),
+        large_mib_s: median(&large),
+        samples: json!({
+            "small": {
+                "count": count, "concurrency": concurrency, "size_bytes": small_size,
+                "per_second": small.per_second(), "failures": small.failures,
+                "ms": { "p50": small.ms(0.5), "p99": small.ms(0.99) },
+                "cpu_ms_per_request": cpu_small.per_operation_ms(count),
+            },
+            "large": {
+                "size_bytes": large_size, "mib_s": large,
+                "cpu_ms_per_file": cpu_large.per_operation_ms(reps),
+            },
+        }),
+    };
+    eprintln!(
+        "  {} KiB x{concurrency}: {:.0} req/s p99 {:.1} ms; {:.0} MiB upload: {:.0} MiB/s",
+        small_size / 1024,
+        rates.small_per_second,
+        rates.small_p99_ms,
+        large_size as f64 / MIB,
+        rates.large_mib_s
+    );
+    Ok(rates)
+}

@@ -64,7 +64,7 @@ pub fn settings(stores: &Stores) -> Vec<(String, String)> {
     settings.retain(|(k, _)| !stores.server_env.iter().any(|(s, _)| s == k));
     settings.extend(stores.server_env.iter().cloned());
     for (key, value) in &mut settings {
-        if key.contains("KEYS") || key.contains("SECRET") {
+        if key.contains("KEYS") || key.contains("SECRET") || key.contains("PIN") {
             *value = "(hidden)".into();
         }
     }
@@ -74,7 +74,20 @@ pub fn settings(stores: &Stores) -> Vec<(String, String)> {
 
 /// Runs `mediavault ARGS`; returns its stdout as JSON.
 fn cli(binary: &Path, stores: &Stores, args: &[&str]) -> anyhow::Result<serde_json::Value> {
-    let output = command(binary, stores).args(args).output()?;
+    cli_with(binary, stores, &[], args)
+}
+
+/// Runs `mediavault ARGS` with `settings` added; returns its stdout as JSON.
+pub fn cli_with(
+    binary: &Path,
+    stores: &Stores,
+    settings: &[(String, String)],
+    args: &[&str],
+) -> anyhow::Result<serde_json::Value> {
+    let output = command(binary, stores)
+        .envs(settings.iter().map(|(k, v)| (k, v)))
+        .args(args)
+        .output()?;
     if !output.status.success() {
         bail!(
             "mediavault {} failed: {}",

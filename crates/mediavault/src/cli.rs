@@ -221,14 +221,31 @@ pub enum TokensCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
-    /// Print a new `id:base64` key line for crypto.keys.
+    /// Make a new KEK: print an `id:base64` key line for crypto.keys, or,
+    /// with `--provider pkcs11`, generate the key inside the token of
+    /// crypto.pkcs11 (it never leaves it) and print its label and fingerprint.
     Generate {
         /// The key's id (default: k followed by today's date).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "label")]
         id: Option<String>,
+        /// Where the key is made.
+        #[arg(long, value_enum, default_value_t = GenerateIn::Config)]
+        provider: GenerateIn,
+        /// The key's label in the token (its id), with `--provider pkcs11`.
+        #[arg(long, required_if_eq("provider", "pkcs11"))]
+        label: Option<String>,
     },
     #[command(flatten)]
     Stored(StoredKeysCommand),
+}
+
+/// Where `keys generate` makes a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GenerateIn {
+    /// A key line to add to crypto.keys.
+    Config,
+    /// A key inside the PKCS#11 token of crypto.pkcs11.
+    Pkcs11,
 }
 
 /// The key commands that work on the database (generating a key needs none).

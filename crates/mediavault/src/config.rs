@@ -16,6 +16,7 @@ use mediavault_api::{LimitSettings, MinUploadRate, UploadSlots};
 use mediavault_fetch::FetchPolicy;
 use mediavault_reaper::{ReaperSettings, Schedule};
 use mediavault_storage::DatabaseUrl;
+use mediavault_storage::keys::{Pkcs11Settings, TokenSelector};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
@@ -96,8 +97,46 @@ pub struct BlobsConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CryptoConfig {
+    /// Where the KEKs in use live.
+    #[serde(default)]
+    pub provider: KeyProviderKind,
+    /// With `provider = "config"`, the keys; with `pkcs11`, keys from
+    /// before the move to the token, kept only to unwrap what they wrapped.
     pub keys: Option<SecretString>,
     pub keys_file: Option<PathBuf>,
+    #[serde(default)]
+    pub pkcs11: Option<Pkcs11Config>,
+}
+
+/// The value of `crypto.provider`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyProviderKind {
+    /// `crypto.keys`: key material in the configuration.
+    #[default]
+    #[serde(alias = "keyring")]
+    Config,
+    /// A PKCS#11 token (an HSM): `[crypto.pkcs11]`.
+    Pkcs11,
+}
+
+/// `[crypto.pkcs11]`: the token that holds the KEKs.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pkcs11Config {
+    /// The vendor's PKCS#11 library.
+    pub module: Option<PathBuf>,
+    /// The token, by label or by slot id (one of the two).
+    #[serde(default, deserialize_with = "digits_as_text")]
+    pub token_label: Option<String>,
+    pub slot: Option<u64>,
+    /// The user PIN, or a file holding it.
+    #[serde(default, deserialize_with = "digits_as_secret")]
+    pub pin: Option<SecretString>,
+    pub pin_file: Option<PathBuf>,
+    /// Labels of the KEKs in use, the first active.
+    #[serde(default)]
+    pub keys: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -282,6 +321,16 @@ impl Config {
         self.limit_settings()?;
         self.fetch_policy()?;
         self.public_base_url()?;
+        if self.crypto.provider == KeyProviderKind::Pkcs11 {
+            self.pkcs11_config()?;
+            let keys = self.crypto.pkcs11.as_ref().map_or(&[][..], |p| &p.keys[..]);
+            if keys.is_empty() {
+                bail!(
+                    "crypto.pkcs11.keys is empty: name the labels of the KEKs in the token, the active one \
+                     first (create one with `mediavault keys generate --provider pkcs11 --label …`)"
+                );
+            }
+        }
         Ok(())
     }
 
@@ -314,6 +363,54 @@ impl Config {
             self.links.keys.as_ref(),
             self.links.keys_file.as_deref(),
         )
+    }
+
+    /// `[crypto.pkcs11]`, checked for what every use of the token needs:
+    /// the module, the token (by label or slot), the PIN (inline or a file).
+    fn pkcs11_config(&self) -> anyhow::Result<&Pkcs11Config> {
+        let Some(pkcs11) = &self.crypto.pkcs11 else {
+            bail!(
+                "crypto.pkcs11 is missing: set its module, token_label (or slot), pin (or pin_file) and keys"
+            );
+        };
+        if pkcs11.module.is_none() {
+            bail!("crypto.pkcs11.module is missing: the path of the token vendor's PKCS#11 library");
+        }
+        if pkcs11.token_label.is_some() == pkcs11.slot.is_some() {
+            bail!("crypto.pkcs11: give one of token_label and slot");
+        }
+        if pkcs11.pin.is_none() && pkcs11.pin_file.is_none() {
+            bail!("crypto.pkcs11.pin (or crypto.pkcs11.pin_file) is missing");
+        }
+        Ok(pkcs11)
+    }
+
+    /// The token's settings, with the PIN read: at most `sessions` token
+    /// calls at once, each on a session of its own.
+    pub fn pkcs11_settings(&self, sessions: usize) -> anyhow::Result<Pkcs11Settings> {
+        let pkcs11 = self.pkcs11_config()?;
+        let pin = secret(
+            "crypto.pkcs11.pin",
+            pkcs11.pin.as_ref(),
+            pkcs11.pin_file.as_deref(),
+        )?
+        .expect("checked: a PIN or its file");
+        Ok(Pkcs11Settings {
+            module: pkcs11.module.clone().expect("checked: a module"),
+            token: match (&pkcs11.token_label, pkcs11.slot) {
+                (Some(label), _) => TokenSelector::Label(label.clone()),
+                (None, slot) => TokenSelector::Slot(slot.expect("checked: a label or a slot")),
+            },
+            pin,
+            keys: pkcs11.keys.clone(),
+            sessions,
+        })
+    }
+
+    /// Whether the keys are the development key of embedded mode: no key
+    /// provider is configured (a `sqlite://` database then allows it).
+    pub fn wants_development_key(&self) -> anyhow::Result<bool> {
+        Ok(self.crypto.provider == KeyProviderKind::Config && self.crypto_keys()?.is_none())
     }
 
     /// Upload by URL's settings, checked: networks parse, timeouts are
@@ -430,6 +527,33 @@ impl Config {
             self.crypto.keys_file.as_deref(),
         )
     }
+}
+
+/// Text that may be all digits. An environment variable `…__PIN=0123`
+/// reaches serde as the number 123: refused, with the way to quote it,
+/// rather than taken without its leading zero.
+fn digits_as_text<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Text {
+        Text(String),
+        Other(serde::de::IgnoredAny),
+    }
+    match Option::<Text>::deserialize(deserializer)? {
+        Some(Text::Text(text)) => Ok(Some(text)),
+        Some(Text::Other(_)) => Err(serde::de::Error::custom(
+            "not text (digits are read as a number): quote them (`pin = \"0123\"`, or the variable as '\"0123\"'), \
+             or give the PIN in a file (pin_file)",
+        )),
+        None => Ok(None),
+    }
+}
+
+/// A secret that may be all digits, as a PIN is.
+fn digits_as_secret<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<SecretString>, D::Error> {
+    Ok(digits_as_text(deserializer)?.map(SecretString::from))
 }
 
 /// A list of addresses or CIDR networks; a bad entry names `key`.
@@ -818,6 +942,91 @@ mod tests {
             assert_eq!(config.links_keys().unwrap().unwrap().expose_secret(), "l1:BBBB");
             Ok(())
         });
+    }
+
+    #[test]
+    fn pkcs11_settings_are_read_and_checked() {
+        let config = Config::from_toml_str("").unwrap();
+        assert_eq!(config.crypto.provider, KeyProviderKind::Config);
+        let toml = "[crypto]\nprovider = \"pkcs11\"\n[crypto.pkcs11]\nmodule = \"/lib/p11.so\"\n\
+                    token_label = \"mv\"\npin = \"1234\"\nkeys = [\"hsm-1\", \"hsm-0\"]\n";
+        let config = Config::from_toml_str(toml).unwrap();
+        assert!(!config.wants_development_key().unwrap());
+        let settings = config.pkcs11_settings(64).unwrap();
+        assert_eq!(settings.module, PathBuf::from("/lib/p11.so"));
+        assert!(matches!(&settings.token, TokenSelector::Label(label) if label == "mv"));
+        assert_eq!(settings.pin.expose_secret(), "1234");
+        assert_eq!(settings.keys, ["hsm-1", "hsm-0"]);
+        assert_eq!(settings.sessions, 64);
+        assert!(!format!("{config:?}").contains("1234"), "the PIN never prints");
+
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("pin", "4321\n")?;
+            jail.set_env("MEDIAVAULT__CRYPTO__PROVIDER", "pkcs11");
+            jail.set_env("MEDIAVAULT__CRYPTO__PKCS11__MODULE", "/lib/p11.so");
+            jail.set_env("MEDIAVAULT__CRYPTO__PKCS11__SLOT", "3");
+            jail.set_env("MEDIAVAULT__CRYPTO__PKCS11__PIN_FILE", "pin");
+            jail.set_env("MEDIAVAULT__CRYPTO__PKCS11__KEYS", "[\"hsm-1\"]");
+            let settings = Config::load(None, &Overrides::default())
+                .unwrap()
+                .pkcs11_settings(1)
+                .unwrap();
+            assert!(matches!(settings.token, TokenSelector::Slot(3)));
+            assert_eq!(settings.pin.expose_secret(), "4321");
+            assert_eq!(settings.keys, ["hsm-1"]);
+
+            // A PIN of digits in a variable: refused unquoted (it would be
+            // read as a number, without its leading zero), taken quoted.
+            jail.clear_env();
+            jail.set_env("MEDIAVAULT__CRYPTO__PROVIDER", "pkcs11");
+            jail.set_env("MEDIAVAULT__CRYPTO__PKCS11__MODULE", "/m.so");
+            jail.set_env("MEDIAVAULT__CRYPTO__PKCS11__TOKEN_LABEL", "t");
+            jail.set_env("MEDIAVAULT__CRYPTO__PKCS11__KEYS", "[\"hsm-1\"]");
+            jail.set_env("MEDIAVAULT__CRYPTO__PKCS11__PIN", "0123");
+            let error = Config::load(None, &Overrides::default()).unwrap_err().to_string();
+            assert!(error.contains("quote"), "{error}");
+            jail.set_env("MEDIAVAULT__CRYPTO__PKCS11__PIN", "\"0123\"");
+            let settings = Config::load(None, &Overrides::default())
+                .unwrap()
+                .pkcs11_settings(1)
+                .unwrap();
+            assert_eq!(settings.pin.expose_secret(), "0123");
+            Ok(())
+        });
+
+        let pkcs11 = "[crypto]\nprovider = \"pkcs11\"\n[crypto.pkcs11]\n";
+        for (rest, key) in [
+            ("", "crypto.pkcs11.module"),
+            (
+                "module = \"/m.so\"\npin = \"1\"\nkeys = [\"k\"]\n",
+                "token_label and slot",
+            ),
+            (
+                "module = \"/m.so\"\ntoken_label = \"t\"\nslot = 1\npin = \"1\"\nkeys = [\"k\"]\n",
+                "token_label and slot",
+            ),
+            (
+                "module = \"/m.so\"\ntoken_label = \"t\"\nkeys = [\"k\"]\n",
+                "crypto.pkcs11.pin",
+            ),
+            (
+                "module = \"/m.so\"\ntoken_label = \"t\"\npin = \"1\"\n",
+                "crypto.pkcs11.keys",
+            ),
+        ] {
+            let error = Config::from_toml_str(&format!("{pkcs11}{rest}"))
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(key), "{rest}: {error}");
+        }
+        let keyring = Config::from_toml_str("[crypto]\nprovider = \"keyring\"\n").unwrap();
+        assert_eq!(
+            keyring.crypto.provider,
+            KeyProviderKind::Config,
+            "the name of the design"
+        );
+        let error = Config::from_toml_str("[crypto]\nprovider = \"vault\"\n").unwrap_err();
+        assert!(error.to_string().contains("provider"), "{error}");
     }
 
     #[test]

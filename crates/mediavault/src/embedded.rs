@@ -219,8 +219,8 @@ mod tests {
         assert!(again.verify(&token, 0).is_ok(), "the saved key is read back");
     }
 
-    #[test]
-    fn dev_key_is_private_and_stable() {
+    #[tokio::test]
+    async fn dev_key_is_private_and_stable() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}/mv.db", dir.path().display());
         let (first, new) = dev_keyring(&url).unwrap();
@@ -233,9 +233,9 @@ mod tests {
         let (again, new) = dev_keyring(&url).unwrap();
         assert!(new.is_none(), "the saved key is read back");
         let dek = mediavault_storage::Dek::generate();
-        let wrapped = first.wrap("m", &dek);
+        let wrapped = first.wrap("m", &dek).await.unwrap();
         assert_eq!(
-            again.unwrap("m", "dev", &wrapped.bytes).unwrap().as_bytes(),
+            again.unwrap("m", "dev", &wrapped.bytes).await.unwrap().as_bytes(),
             dek.as_bytes()
         );
     }

@@ -18,12 +18,14 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
+use mediavault::config::KeyProviderKind;
 use mediavault::config::{Config, Overrides};
-use mediavault_storage::{BlobConfig, DatabaseUrl, Defaults, Keyring, Vault, VaultConfig};
+use mediavault_storage::keys::Pkcs11Keys;
+use mediavault_storage::{BlobConfig, ConfiguredKeys, DatabaseUrl, Defaults, Keyring, Vault, VaultConfig};
 use secrecy::ExposeSecret;
 use serde_json::json;
 
-use crate::cli::{Cli, Command, KeysCommand};
+use crate::cli::{Cli, Command, GenerateIn, KeysCommand};
 use crate::schema::Accept;
 
 fn main() -> ExitCode {
@@ -47,9 +49,32 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let file = cli.config.as_deref();
     match cli.command {
         // Needs no configuration: a key is made before there is one.
-        Command::Keys(KeysCommand::Generate { id }) => {
+        Command::Keys(KeysCommand::Generate {
+            id,
+            provider: GenerateIn::Config,
+            ..
+        }) => {
             let id = id.unwrap_or_else(|| chrono::Utc::now().format("k%Y%m%d").to_string());
             println!("{}", json!({ "key": Keyring::generate_line(&id) }));
+            Ok(())
+        }
+        // Needs the token's settings, not the database.
+        Command::Keys(KeysCommand::Generate {
+            provider: GenerateIn::Pkcs11,
+            label,
+            ..
+        }) => {
+            let config = Config::load(file, &Overrides::default())?;
+            telemetry::init(config.log.format);
+            let label = label.context("--label is required with --provider pkcs11")?;
+            let mut settings = config.pkcs11_settings(1)?;
+            settings.keys.clear();
+            let token = Pkcs11Keys::open(settings).await.context("crypto.pkcs11")?;
+            let fingerprint = token.create(&label).await?;
+            println!(
+                "{}",
+                json!({ "provider": "pkcs11", "label": label, "fingerprint": fingerprint })
+            );
             Ok(())
         }
         Command::Keys(KeysCommand::Stored(command)) => {
@@ -165,14 +190,23 @@ async fn open_vault(
 ) -> anyhow::Result<(Vault, Option<embedded::NewDevKey>)> {
     let database_url = config.database_url()?;
     let mut new_dev_key = None;
-    let keys = match (config.crypto_keys()?, &database_url) {
-        (Some(spec), _) => Keyring::parse(spec.expose_secret())?,
-        (None, DatabaseUrl::Sqlite(url)) => {
+    let configured = config.crypto_keys()?;
+    let keys = match (config.crypto.provider, configured, &database_url) {
+        (KeyProviderKind::Pkcs11, legacy, _) => {
+            let settings = config.pkcs11_settings(config.server.max_concurrent_uploads)?;
+            let legacy = legacy
+                .map(|spec| ConfiguredKeys::parse(spec.expose_secret()))
+                .transpose()?;
+            let token = Pkcs11Keys::open(settings).await.context("crypto.pkcs11")?;
+            Keyring::pkcs11(token, legacy)?
+        }
+        (KeyProviderKind::Config, Some(spec), _) => Keyring::parse(spec.expose_secret())?,
+        (KeyProviderKind::Config, None, DatabaseUrl::Sqlite(url)) => {
             let (keys, new) = embedded::dev_keyring(url)?;
             new_dev_key = new;
             keys
         }
-        (None, DatabaseUrl::Postgres(_)) => anyhow::bail!(
+        (KeyProviderKind::Config, None, DatabaseUrl::Postgres(_)) => anyhow::bail!(
             "crypto.keys (or crypto.keys_file) is required with a {} database; \
              generate one with `mediavault keys generate`",
             database_url.dialect()

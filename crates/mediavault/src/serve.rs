@@ -19,8 +19,8 @@ pub async fn serve(config: &Config, vault: Vault) -> anyhow::Result<()> {
     let admin_token = config
         .admin_token()?
         .map(|token| AdminToken::new(token.expose_secret()));
-    let dev = match (config.database_url()?, config.crypto_keys()?) {
-        (DatabaseUrl::Sqlite(url), None) => Some(embedded::dev_app(&vault, &url).await?),
+    let dev = match (config.database_url()?, config.wants_development_key()?) {
+        (DatabaseUrl::Sqlite(url), true) => Some(embedded::dev_app(&vault, &url).await?),
         _ => None,
     };
     let links = link_signer(config)?;

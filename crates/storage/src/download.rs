@@ -134,7 +134,12 @@ impl Vault {
             .inner
             .keys
             .unwrap(row.id.as_str(), &row.kek_id, wrapped)
-            .map_err(|e| integrity_failure(&row.id, Integrity::KeyUnwrap, &e.to_string()))?;
+            .await
+            .map_err(|e| match e {
+                // The key provider failed, not the stored key: a 500 like a store's.
+                e if e.is_provider_failure() => ReadError::Unavailable(e.into()),
+                e => integrity_failure(&row.id, Integrity::KeyUnwrap, &e.to_string()),
+            })?;
         let header = Header {
             salt: row
                 .salt

@@ -34,7 +34,7 @@ pub use database_url::{DatabaseUrl, UnsupportedDatabaseUrl};
 pub use download::{PlaintextStream, StoredMedia};
 pub use error::{AdminError, AuthError, ReadError, StoreError, UploadError};
 pub use ids::{AppId, MediaId, TokenId};
-pub use keys::{Dek, KeyError, KeyListError, Keyring};
+pub use keys::{ConfiguredKeys, Dek, KeyError, KeyListError, Keyring};
 pub use meta::ReaperLock;
 pub use model::{
     App, AppStats, AppUpdate, IssuedToken, KeyUse, MediaInfo, Millis, NewApp, RewrapCounts, SchemaVersions,

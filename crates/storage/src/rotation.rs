@@ -39,7 +39,8 @@ impl Vault {
     /// are wrapped by a key the configuration lacks: serving would answer
     /// 500 for every one of them.
     pub async fn check_keys(&self) -> Result<(), StoreError> {
-        let configured: Vec<&str> = self.inner.keys.ids().collect();
+        let keys = &self.inner.keys;
+        let configured = keys.ids();
         let missing: Vec<String> = self
             .key_use()
             .await?
@@ -51,8 +52,9 @@ impl Vault {
             return Ok(());
         }
         Err(StoreError::Config(format!(
-            "crypto.keys lacks {} that stored media still need: {}. Add it back after the active \
+            "{} lacks {} that stored media still need: {}. Add it back after the active \
              key; once `mediavault keys rewrap` has moved those media to the active key, it can go",
+            keys.source(),
             if missing.len() == 1 { "a key" } else { "keys" },
             missing.join(", ")
         )))
@@ -69,26 +71,32 @@ impl Vault {
         let (meta, keys) = (&self.inner.meta, &self.inner.keys);
         let recorded: HashMap<String, String> = meta.key_fingerprints().await?.into_iter().collect();
         let in_use: Vec<String> = meta.key_use().await?.into_iter().map(|(id, _)| id).collect();
-        for (id, fingerprint) in keys.fingerprints() {
-            let used = in_use.iter().any(|used| used == id);
+        let fingerprints = keys.fingerprints().await?;
+        for (id, fingerprint) in &fingerprints {
+            let used = in_use.contains(id);
             if recorded.contains_key(id) || !(used || id == keys.active_id()) {
                 continue;
             }
-            if let Some((media_id, wrapped)) = meta.one_wrapped(id).await?
-                && keys.unwrap(media_id.as_str(), id, &wrapped).is_err()
-            {
-                return Err(StoreError::Config(format!(
-                    "crypto.keys: key {id:?} does not unwrap the data keys stored under that id: it is \
-                     other material than the key that wrapped them. Configure that key under {id:?}, \
-                     or give this one a new id"
-                )));
+            if let Some((media_id, wrapped)) = meta.one_wrapped(id).await? {
+                match keys.unwrap(media_id.as_str(), id, &wrapped).await {
+                    Ok(_) => {}
+                    Err(error) if error.is_provider_failure() => return Err(error.into()),
+                    Err(_) => {
+                        return Err(StoreError::Config(format!(
+                            "{}: key {id:?} does not unwrap the data keys stored under that id: it \
+                             is other material than the key that wrapped them. Configure that key \
+                             under {id:?}, or give this one a new id",
+                            keys.source()
+                        )));
+                    }
+                }
             }
             meta.record_fingerprint(id, fingerprint, now_millis()).await?;
         }
         // Read back: another process may have recorded a key first.
         let recorded: HashMap<String, String> = meta.key_fingerprints().await?.into_iter().collect();
-        let wrong: Vec<String> = keys
-            .fingerprints()
+        let wrong: Vec<String> = fingerprints
+            .iter()
             .filter_map(|(id, fingerprint)| {
                 let expected = recorded.get(id).filter(|expected| *expected != fingerprint)?;
                 Some(format!("{id:?} (fingerprint {fingerprint}, recorded {expected})"))
@@ -98,8 +106,9 @@ impl Vault {
             return Ok(());
         }
         Err(StoreError::Config(format!(
-            "crypto.keys: {} not the key recorded under {}: {}. Configure the key each id stood \
+            "{}: {} not the key recorded under {}: {}. Configure the key each id stood \
              for (the media it wrapped need it), or give other material a new id",
+            keys.source(),
             if wrong.len() == 1 { "a key is" } else { "keys are" },
             if wrong.len() == 1 { "its id" } else { "their ids" },
             wrong.join(", ")
@@ -139,9 +148,9 @@ impl Vault {
             after = last.id.clone();
             let mut rewrapped = Vec::with_capacity(rows.len());
             for row in rows {
-                match keys.unwrap(row.id.as_str(), &row.kek_id, &row.wrapped_dek) {
+                match keys.unwrap(row.id.as_str(), &row.kek_id, &row.wrapped_dek).await {
                     Ok(dek) => {
-                        let wrapped = keys.wrap(row.id.as_str(), &dek);
+                        let wrapped = keys.wrap(row.id.as_str(), &dek).await?;
                         rewrapped.push(Rewrapped {
                             id: row.id,
                             old_kek_id: row.kek_id,
@@ -149,6 +158,8 @@ impl Vault {
                             wrapped_dek: wrapped.bytes,
                         });
                     }
+                    // Nothing wrong with the key: the provider is away.
+                    Err(error) if error.is_provider_failure() => return Err(error.into()),
                     Err(error) => {
                         tracing::warn!(media_id = %row.id, kek_id = %row.kek_id, %error, "cannot re-wrap");
                         counts.failed += 1;

@@ -105,7 +105,12 @@ impl Vault {
         let mut size = sizes.next(self, &app.id).await?;
         // The wrapped key's associated data names the id: wrapped anew for each.
         let mut id = next_id();
-        let mut wrapped = self.inner.keys.wrap(id.as_str(), &dek);
+        let mut wrapped = self
+            .inner
+            .keys
+            .wrap(id.as_str(), &dek)
+            .await
+            .map_err(StoreError::from)?;
         let mut draws = 1;
         let reserved = loop {
             let Some(bytes) = size else {
@@ -136,7 +141,12 @@ impl Vault {
                 Intent::IdTaken if draws < ID_DRAWS => {
                     tracing::info!(media_id = %id, "media id already taken; drawing another");
                     id = next_id();
-                    wrapped = self.inner.keys.wrap(id.as_str(), &dek);
+                    wrapped = self
+                        .inner
+                        .keys
+                        .wrap(id.as_str(), &dek)
+                        .await
+                        .map_err(StoreError::from)?;
                     draws += 1;
                 }
                 Intent::IdTaken => return Err(StoreError::IdsExhausted(ID_DRAWS).into()),

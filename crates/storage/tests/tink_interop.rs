@@ -86,8 +86,8 @@ fn wrapped_key_layout_is_nonce_ciphertext_tag() {
     use aes_gcm::{Aes256Gcm, Nonce};
     use base64::Engine as _;
 
-    let line = keys::Keyring::generate_line("k1");
-    let ring = keys::Keyring::parse(&line).unwrap();
+    let line = keys::ConfiguredKeys::generate_line("k1");
+    let ring = keys::ConfiguredKeys::parse(&line).unwrap();
     let dek = Dek::generate();
     let wrapped = ring.wrap("media-9", &dek);
     assert_eq!(wrapped.kek_id, "k1");

@@ -1,0 +1,185 @@
+//! Configured keys against KEKs in a PKCS#11 token, in one run: the same
+//! stores (Postgres + Garage) and app, served with `crypto.keys` and with
+//! `crypto.provider = "pkcs11"` (the SoftHSM2 token of
+//! `scripts/test-services.sh`), the sides alternating which goes first over
+//! `rounds`; each measures 16 KiB uploads at 16 clients and 100 MiB uploads.
+//! The token wraps every file's data key, so the small uploads show what its
+//! round trip costs a file.
+
+use std::path::Path;
+
+use anyhow::Context;
+use serde_json::json;
+
+use crate::clients::MediaClient;
+use crate::report::{Figure, Machine, Report, Target, load_average};
+use crate::scenarios::{self, UploadRates};
+use crate::server::{self, Server};
+use crate::stores::{Backend, Stores};
+
+/// What to measure on each side.
+pub struct Plan {
+    pub small_size: usize,
+    pub small_count: usize,
+    pub concurrency: usize,
+    pub large_size: usize,
+    pub large_reps: usize,
+    pub rounds: usize,
+}
+
+fn env(name: &str) -> anyhow::Result<String> {
+    std::env::var(name).with_context(|| format!("{name} is not set: source target/test-services/env"))
+}
+
+/// The settings that serve a KEK labelled `label` from the test token.
+fn token_settings(label: Option<&str>) -> anyhow::Result<Vec<(String, String)>> {
+    let mut settings = vec![
+        (
+            "MEDIAVAULT__CRYPTO__PKCS11__MODULE".to_owned(),
+            env("MEDIAVAULT_TEST_PKCS11_MODULE")?,
+        ),
+        (
+            "MEDIAVAULT__CRYPTO__PKCS11__TOKEN_LABEL".to_owned(),
+            env("MEDIAVAULT_TEST_PKCS11_TOKEN")?,
+        ),
+        // Quoted: digits alone would be read as a number.
+        (
+            "MEDIAVAULT__CRYPTO__PKCS11__PIN".to_owned(),
+            format!("{:?}", env("MEDIAVAULT_TEST_PKCS11_PIN")?),
+        ),
+    ];
+    if let Some(label) = label {
+        settings.push(("MEDIAVAULT__CRYPTO__PROVIDER".into(), "pkcs11".into()));
+        settings.push(("MEDIAVAULT__CRYPTO__PKCS11__KEYS".into(), format!("[{label:?}]")));
+    }
+    Ok(settings)
+}
+
+/// One side's measure: serves `stores` with `settings` added, measures,
+/// stops the server.
+async fn measure(
+    binary: &Path,
+    stores: &mut Stores,
+    settings: &[(String, String)],
+    (app_id, token): (&str, &str),
+    plan: &Plan,
+) -> anyhow::Result<UploadRates> {
+    let configured = stores.server_env.len();
+    stores.server_env.extend(settings.iter().cloned());
+    let server = Server::start(binary, stores);
+    stores.server_env.truncate(configured);
+    let mut server = server?;
+    let media = MediaClient::new(&server.base_url, app_id, token)?;
+    // Connections and the token's sessions open before anything is timed.
+    for _ in 0..plan.concurrency {
+        let file = crate::clients::png_file(plan.small_size);
+        let id = media.upload(file.clone()).await?;
+        media.download(&id, &file).await?;
+        media.delete(&id).await?;
+    }
+    let rates = scenarios::uploads(
+        server.pid(),
+        &media,
+        (plan.small_size, plan.small_count, plan.concurrency),
+        (plan.large_size, plan.large_reps),
+    )
+    .await?;
+    server.check_running()?;
+    Ok(rates)
+}
+
+pub async fn compare(binary: &Path, plan: &Plan, command_line: &str) -> anyhow::Result<Report> {
+    let started = crate::now();
+    let load_before = load_average();
+    let mut stores = Stores::create(Backend::PostgresS3).await?;
+    let result = compare_on(binary, &mut stores, plan).await;
+    let settings = server::settings(&stores);
+    let cleaned = stores.cleanup().await;
+    let (figures, samples) = result?;
+    cleaned?;
+    Ok(Report {
+        name: "key-providers".into(),
+        baseline: "raw = the same server and stores with configured keys (crypto.keys); mediavault = \
+                   with crypto.provider = \"pkcs11\", a SoftHSM2 token wrapping each data key"
+            .into(),
+        started,
+        command: command_line.into(),
+        commit: crate::commit(),
+        machine: Machine::this(),
+        load_before,
+        load_after: load_average(),
+        settings,
+        figures,
+        samples,
+    })
+}
+
+async fn compare_on(
+    binary: &Path,
+    stores: &mut Stores,
+    plan: &Plan,
+) -> anyhow::Result<(Vec<Figure>, serde_json::Value)> {
+    let (app_id, token) = server::app_and_token(binary, stores)?;
+    let label = format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let made = server::cli_with(
+        binary,
+        stores,
+        &token_settings(None)?,
+        &["keys", "generate", "--provider", "pkcs11", "--label", &label],
+    )?;
+    eprintln!("  token key {label}: {made}");
+    let hsm = token_settings(Some(&label))?;
+    let (mut configured, mut pkcs11) = (Vec::new(), Vec::new());
+    for round in 0..plan.rounds.max(1) {
+        for side in [round % 2, 1 - round % 2] {
+            if side == 0 {
+                eprintln!("== key-providers round {round}: configured keys");
+                configured.push(measure(binary, stores, &[], (&app_id, &token), plan).await?);
+            } else {
+                eprintln!("== key-providers round {round}: pkcs11");
+                pkcs11.push(measure(binary, stores, &hsm, (&app_id, &token), plan).await?);
+            }
+        }
+    }
+    let best = |rates: &[UploadRates], of: fn(&UploadRates) -> f64| rates.iter().map(of).fold(0.0, f64::max);
+    let least = |rates: &[UploadRates], of: fn(&UploadRates) -> f64| {
+        rates.iter().map(of).fold(f64::INFINITY, f64::min)
+    };
+    let kib = plan.small_size / 1024;
+    let clients = plan.concurrency;
+    let mib = plan.large_size >> 20;
+    let figures = vec![
+        Figure::against(
+            format!(
+                "{kib} KiB uploads, {clients} clients, throughput, best of {}",
+                plan.rounds
+            ),
+            "req/s",
+            best(&pkcs11, |r| r.small_per_second),
+            best(&configured, |r| r.small_per_second),
+            Some(Target::RatioAtLeast(0.9)),
+        ),
+        Figure::against(
+            format!(
+                "{kib} KiB uploads, {clients} clients, p99 latency, least of {}",
+                plan.rounds
+            ),
+            "ms",
+            least(&pkcs11, |r| r.small_p99_ms),
+            least(&configured, |r| r.small_p99_ms),
+            None,
+        ),
+        Figure::against(
+            format!("upload {mib} MiB, best median of {}", plan.rounds),
+            "MiB/s",
+            best(&pkcs11, |r| r.large_mib_s),
+            best(&configured, |r| r.large_mib_s),
+            Some(Target::RatioAtLeast(0.9)),
+        ),
+    ];
+    let samples = json!({
+        "configured": configured.iter().map(|r| &r.samples).collect::<Vec<_>>(),
+        "pkcs11": pkcs11.iter().map(|r| &r.samples).collect::<Vec<_>>(),
+    });
+    Ok((figures, samples))
+}

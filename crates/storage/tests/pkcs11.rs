@@ -1,0 +1,228 @@
+//! The PKCS#11 key provider against a real token (SoftHSM2, initialised by
+//! `scripts/test-services.sh`): the keys it makes never leave the token; a
+//! data key the token wraps has the layout of `docs/format.md`, checked
+//! against the configured-key implementation both ways; and sessions taken
+//! from under it are opened again.
+//!
+//! Each test runs in a process of its own (nextest): the module is loaded
+//! and initialised once per process, as the service does.
+
+use base64::Engine as _;
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass};
+use cryptoki::session::{Session, UserType};
+use cryptoki::types::AuthPin;
+use mediavault_storage::Dek;
+use mediavault_storage::keys::{
+    ConfiguredKeys, KeyError, Keyring, Pkcs11Keys, Pkcs11Settings, TokenSelector,
+};
+
+fn env(name: &str) -> String {
+    std::env::var(name)
+        .unwrap_or_else(|_| panic!("{name} is not set: run scripts/test-services.sh and source its env"))
+}
+
+fn settings(keys: &[&str]) -> Pkcs11Settings {
+    Pkcs11Settings {
+        module: env("MEDIAVAULT_TEST_PKCS11_MODULE").into(),
+        token: TokenSelector::Label(env("MEDIAVAULT_TEST_PKCS11_TOKEN")),
+        pin: env("MEDIAVAULT_TEST_PKCS11_PIN").into(),
+        keys: keys.iter().map(|k| k.to_string()).collect(),
+        sessions: 4,
+    }
+}
+
+fn new_label() -> String {
+    format!("st-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+}
+
+/// A session of the test's own on the token, beside the provider's: the
+/// module is already initialised in this process, and logged in.
+fn own_session() -> Session {
+    let library = Pkcs11::new(env("MEDIAVAULT_TEST_PKCS11_MODULE")).unwrap();
+    match library.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
+        Err(error) => panic!("C_Initialize: {error}"),
+    }
+    let label = env("MEDIAVAULT_TEST_PKCS11_TOKEN");
+    let slot = library
+        .get_slots_with_token()
+        .unwrap()
+        .into_iter()
+        .find(|slot| library.get_token_info(*slot).unwrap().label() == label)
+        .expect("the test token");
+    let session = library.open_rw_session(slot).unwrap();
+    let pin = AuthPin::new(env("MEDIAVAULT_TEST_PKCS11_PIN").into());
+    match session.login(UserType::User, Some(&pin)) {
+        Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => session,
+        Err(error) => panic!("C_Login: {error}"),
+    }
+}
+
+fn find(session: &Session, label: &str) -> cryptoki::object::ObjectHandle {
+    let found = session
+        .find_objects(&[Attribute::Label(label.as_bytes().to_vec())])
+        .unwrap();
+    assert_eq!(found.len(), 1, "one object labelled {label}");
+    found[0]
+}
+
+#[tokio::test]
+async fn a_key_made_in_the_token_is_sensitive_and_never_extractable() {
+    let label = new_label();
+    let keys = Pkcs11Keys::open(settings(&[])).await.unwrap();
+    let fingerprint = keys.create(&label).await.unwrap();
+    assert_eq!(fingerprint.len(), 32);
+    assert!(matches!(keys.create(&label).await, Err(KeyError::Exists(l)) if l == label));
+
+    let session = own_session();
+    let key = find(&session, &label);
+    let attributes = session
+        .get_attributes(
+            key,
+            &[
+                AttributeType::KeyType,
+                AttributeType::ValueLen,
+                AttributeType::Token,
+                AttributeType::Private,
+                AttributeType::Sensitive,
+                AttributeType::AlwaysSensitive,
+                AttributeType::Extractable,
+                AttributeType::NeverExtractable,
+            ],
+        )
+        .unwrap();
+    let want = [
+        Attribute::KeyType(KeyType::AES),
+        Attribute::ValueLen(32.into()),
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::AlwaysSensitive(true),
+        Attribute::Extractable(false),
+        Attribute::NeverExtractable(true),
+    ];
+    assert_eq!(format!("{attributes:?}"), format!("{want:?}"));
+    // Its value cannot be read.
+    match session.get_attributes(key, &[AttributeType::Value]) {
+        Ok(value) => assert!(
+            !value.iter().any(|a| matches!(a, Attribute::Value(_))),
+            "the key's value was read"
+        ),
+        Err(error) => assert!(
+            matches!(error, CkError::Pkcs11(RvError::AttributeSensitive, _)),
+            "{error}"
+        ),
+    }
+    drop(session);
+
+    // The same key gives the same fingerprint at start as at creation.
+    drop(keys);
+    let keyring = Keyring::pkcs11(Pkcs11Keys::open(settings(&[&label])).await.unwrap(), None).unwrap();
+    assert_eq!(
+        keyring.fingerprints().await.unwrap(),
+        [(label.clone(), fingerprint)]
+    );
+    drop(keyring);
+    let keys = Pkcs11Keys::open(settings(&[])).await.unwrap();
+    keys.destroy(&label).await.unwrap();
+}
+
+/// Known key material imported into the token (as an operator may import
+/// a configured key): what the token wraps, the configured implementation
+/// unwraps, and the other way round; a wrapped key bound to another media
+/// id or tampered with does not unwrap.
+#[tokio::test]
+async fn the_token_wraps_data_keys_in_the_configured_format_both_ways() {
+    let label = new_label();
+    let material = [0x42u8; 32];
+    let configured = ConfiguredKeys::parse(&format!(
+        "{label}:{}",
+        base64::engine::general_purpose::STANDARD.encode(material)
+    ))
+    .unwrap();
+    let keyring = {
+        let session = own_session();
+        session
+            .create_object(&[
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::KeyType(KeyType::AES),
+                Attribute::Value(material.to_vec()),
+                Attribute::Token(true),
+                Attribute::Private(true),
+                Attribute::Sensitive(true),
+                Attribute::Extractable(false),
+                Attribute::Encrypt(true),
+                Attribute::Decrypt(true),
+                Attribute::Label(label.as_bytes().to_vec()),
+            ])
+            .unwrap();
+        Keyring::pkcs11(Pkcs11Keys::open(settings(&[&label])).await.unwrap(), None).unwrap()
+    };
+    assert_eq!(keyring.active_id(), label);
+
+    let dek = Dek::generate();
+    let by_token = keyring.wrap("media-1", &dek).await.unwrap();
+    assert_eq!(by_token.kek_id, label);
+    assert_eq!(by_token.bytes.len(), mediavault_storage::format::WRAPPED_DEK_LEN);
+    let opened = configured.unwrap("media-1", &label, &by_token.bytes).unwrap();
+    assert_eq!(opened.as_bytes(), dek.as_bytes());
+
+    let by_config = configured.wrap("media-2", &dek);
+    let opened = keyring.unwrap("media-2", &label, &by_config.bytes).await.unwrap();
+    assert_eq!(opened.as_bytes(), dek.as_bytes());
+
+    assert!(matches!(
+        keyring.unwrap("media-1", &label, &by_config.bytes).await,
+        Err(KeyError::Integrity)
+    ));
+    let mut flipped = by_token.bytes.clone();
+    flipped[20] ^= 1;
+    assert!(matches!(
+        keyring.unwrap("media-1", &label, &flipped).await,
+        Err(KeyError::Integrity)
+    ));
+    assert!(matches!(
+        keyring.unwrap("media-1", "other", &by_token.bytes).await,
+        Err(KeyError::Unknown(_))
+    ));
+
+    let session = own_session();
+    session.destroy_object(find(&session, &label)).unwrap();
+}
+
+/// Logging out of the token from another session logs every session of
+/// the process out (PKCS#11 login is per token): the provider's idle
+/// sessions are useless from then on. It opens sessions again, logs in,
+/// and the next wrap and unwrap succeed.
+#[tokio::test]
+async fn sessions_taken_from_under_the_provider_are_opened_again() {
+    let label = new_label();
+    let maker = Pkcs11Keys::open(settings(&[])).await.unwrap();
+    maker.create(&label).await.unwrap();
+    drop(maker);
+    let keyring = Keyring::pkcs11(Pkcs11Keys::open(settings(&[&label])).await.unwrap(), None).unwrap();
+    let dek = Dek::generate();
+    let mut wrapped = Vec::new();
+    for i in 0..8 {
+        wrapped.push(keyring.wrap(&format!("m{i}"), &dek).await.unwrap());
+    }
+
+    let session = own_session();
+    session.logout().unwrap();
+    drop(session);
+
+    for (i, wrapped) in wrapped.iter().enumerate() {
+        let opened = keyring
+            .unwrap(&format!("m{i}"), &label, &wrapped.bytes)
+            .await
+            .unwrap();
+        assert_eq!(opened.as_bytes(), dek.as_bytes());
+    }
+    keyring.wrap("after", &dek).await.unwrap();
+
+    drop(keyring);
+    let keys = Pkcs11Keys::open(settings(&[])).await.unwrap();
+    keys.destroy(&label).await.unwrap();
+}

@@ -1,0 +1,286 @@
+//! End to end: KEKs in a PKCS#11 token (SoftHSM2), which wraps and unwraps
+//! every data key itself; moving media from configured keys to the token
+//! while serving; refusing to start without a key media need; and a token
+//! that goes away under load and comes back.
+
+use crate::support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::Value;
+use support::{
+    Backends, Fixture, Pkcs11Token, Stores, app_and_token, cli, keys_usage, png_bytes, refused_start,
+};
+
+/// The KEK id each live media's data key is wrapped under.
+async fn kek_ids(stores: &Stores) -> Vec<String> {
+    let rows: Vec<(String,)> = support::fetch_rows(stores, "SELECT kek_id FROM media_keys", None).await;
+    rows.into_iter().map(|(id,)| id).collect()
+}
+
+/// Fresh stores whose only KEK is `label`, made in `token` for them.
+async fn token_stores(backends: Backends, token: &Pkcs11Token, label: &str) -> Stores {
+    let mut stores = Stores::new(backends).await;
+    let created = token.create_key(&stores, label);
+    assert_eq!(created["label"], label);
+    assert_eq!(created["provider"], "pkcs11");
+    let fingerprint = created["fingerprint"].as_str().unwrap();
+    assert!(
+        fingerprint.len() == 32 && fingerprint.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{created}"
+    );
+    stores.keys = String::new();
+    stores.settings = token.settings(&[label]);
+    stores
+}
+
+#[tokio::test]
+async fn files_are_stored_read_by_range_and_deleted_through_the_token() {
+    let token = Pkcs11Token::shared();
+    let label = Pkcs11Token::new_label();
+    let stores = token_stores(Backends::PostgresS3, &token, &label).await;
+    let (app_id, app_token) = app_and_token(&stores, true);
+    let f = Fixture::serve(stores, app_id, app_token, &[]);
+
+    let small = png_bytes(16 * 1024);
+    let large = png_bytes(300_000);
+    let small_id = f.upload(&small).await;
+    let large_id = f.upload(&large).await;
+    assert_eq!(kek_ids(&f.stores).await, [label.clone(), label.clone()]);
+    assert!(
+        support::wrapped_keys(&f.stores)
+            .await
+            .iter()
+            .all(|(_, wrapped)| wrapped.len() == mediavault_storage::format::WRAPPED_DEK_LEN),
+        "the wrapped-key layout does not change"
+    );
+
+    for (id, bytes) in [(&small_id, &small), (&large_id, &large)] {
+        let response = f.download(id).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(response.bytes().await.unwrap() == **bytes);
+    }
+    let response = f
+        .request(
+            reqwest::Method::GET,
+            &format!("/{large_id}"),
+            &[("Range", "bytes=70000-200099")],
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::PARTIAL_CONTENT);
+    assert!(response.bytes().await.unwrap() == large[70_000..200_100]);
+
+    let deleted = f
+        .request(reqwest::Method::DELETE, &format!("/{small_id}"), &[])
+        .await;
+    assert_eq!(deleted.status(), StatusCode::OK);
+    assert_eq!(f.download(&small_id).await.status(), StatusCode::NOT_FOUND);
+    f.assert_stored(1).await;
+
+    let usage = keys_usage(&f.stores);
+    assert_eq!(usage["activeKey"], label.as_str());
+    assert_eq!(usage["keys"], serde_json::json!([{"keyId": label, "media": 1}]));
+}
+
+/// Media wrapped by a configured key stay readable once the token holds
+/// the active key (the configured key kept as a legacy key to unwrap);
+/// `keys rewrap`, while serving, moves them to the token's key; then the
+/// configured key can go. Without a key media need, or with a label the
+/// token lacks, the service refuses to start and names it.
+#[tokio::test]
+async fn media_move_from_a_configured_key_to_the_token_while_serving() {
+    let token = Pkcs11Token::shared();
+    let f = Fixture::new(Backends::PostgresFiles).await;
+    let mut files: Vec<Vec<u8>> = (0..3).map(|i| png_bytes(70_000 + i)).collect();
+    let mut ids = Vec::new();
+    for bytes in &files {
+        ids.push(f.upload(bytes).await);
+    }
+    let label = Pkcs11Token::new_label();
+    token.create_key(&f.stores, &label);
+    let f = f.restart(|stores| stores.settings = token.settings(&[&label]));
+    for (id, bytes) in ids.iter().zip(&files) {
+        let response = f.download(id).await;
+        assert_eq!(response.status(), StatusCode::OK, "legacy media read");
+        assert!(response.bytes().await.unwrap() == *bytes);
+    }
+    let fresh = png_bytes(5_000);
+    ids.push(f.upload(&fresh).await);
+    files.push(fresh);
+    let usage = keys_usage(&f.stores);
+    assert_eq!(usage["activeKey"], label.as_str());
+    let mut expected = vec![
+        serde_json::json!({"keyId": label, "media": 1}),
+        serde_json::json!({"keyId": "test1", "media": 3}),
+    ];
+    expected.sort_by_key(|key| key["keyId"].as_str().unwrap().to_owned());
+    assert_eq!(usage["keys"], Value::Array(expected));
+
+    // Re-wrap while the server runs, in batches of 2.
+    let (ok, out, err) = cli(&f.stores, &["keys", "rewrap", "--batch", "2"]);
+    assert!(ok, "{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (report["rewrapped"].as_u64(), report["failed"].as_u64()),
+        (Some(3), Some(0))
+    );
+    assert_eq!(report["keys"], serde_json::json!([{"keyId": label, "media": 4}]));
+    for id in &ids {
+        assert_eq!(
+            f.download(id).await.status(),
+            StatusCode::OK,
+            "read while serving"
+        );
+    }
+
+    // The configured key can go: every file still reads, byte for byte.
+    let f = f.restart(|stores| stores.keys = String::new());
+    for (id, bytes) in ids.iter().zip(&files) {
+        let response = f.download(id).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(response.bytes().await.unwrap() == *bytes);
+    }
+
+    // Another token key in use instead: the one media need is named.
+    let mut stores = f.stop();
+    let other = Pkcs11Token::new_label();
+    token.create_key(&stores, &other);
+    stores.settings = token.settings(&[&other]);
+    let stderr = refused_start(&stores);
+    assert!(
+        stderr.contains(&format!("{label:?} (4 media)")) && stderr.contains("crypto.pkcs11.keys"),
+        "{stderr}"
+    );
+    // A label the token lacks: named too.
+    stores.settings = token.settings(&[&label, "absent-key"]);
+    let stderr = refused_start(&stores);
+    assert!(stderr.contains("\"absent-key\""), "{stderr}");
+}
+
+/// One upload and one download, over and over, until `stop`; counts what
+/// each answered.
+#[derive(Default)]
+struct Load {
+    stored: std::sync::Mutex<Vec<(String, usize)>>,
+    ok: AtomicUsize,
+    failed: AtomicUsize,
+    /// A failure answered otherwise than 500/503 in the error shape.
+    malformed: std::sync::Mutex<Vec<String>>,
+}
+
+async fn load(f: Arc<Fixture>, load: Arc<Load>, stop: Arc<AtomicBool>, client: usize) {
+    let mut round = 0;
+    while !stop.load(Ordering::SeqCst) {
+        round += 1;
+        let len = 16 * 1024 + client * 1000 + round;
+        let (status, body) = f.post(support::png_form(len)).await;
+        let upload = match status {
+            StatusCode::OK => {
+                let id = body["mediaId"].as_str().unwrap().to_owned();
+                load.stored.lock().unwrap().push((id.clone(), len));
+                load.ok.fetch_add(1, Ordering::SeqCst);
+                Some(id)
+            }
+            status => {
+                note_failure(&load, status, &body);
+                None
+            }
+        };
+        let stored = load.stored.lock().unwrap().first().cloned();
+        if let Some(id) = upload.or(stored.map(|(id, _)| id)) {
+            let response = f.download(&id).await;
+            match response.status() {
+                StatusCode::OK => {
+                    load.ok.fetch_add(1, Ordering::SeqCst);
+                    let _ = response.bytes().await;
+                }
+                status => {
+                    let body = response.json().await.unwrap_or(Value::Null);
+                    note_failure(&load, status, &body);
+                }
+            }
+        }
+    }
+}
+
+/// Waits until `done`, at most 30 s.
+async fn wait_for(what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "{what} within 30 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn note_failure(load: &Load, status: StatusCode, body: &Value) {
+    load.failed.fetch_add(1, Ordering::SeqCst);
+    let shaped = body["status"] == "error" && body["message"].is_string();
+    if !(matches!(
+        status,
+        StatusCode::INTERNAL_SERVER_ERROR | StatusCode::SERVICE_UNAVAILABLE
+    ) && shaped)
+    {
+        load.malformed.lock().unwrap().push(format!("{status} {body}"));
+    }
+}
+
+/// The token's store taken away from the running module (SoftHSM2 keeps
+/// its objects in a directory: it is moved away) fails uploads and
+/// downloads in the service's error shape, leaving nothing half-written;
+/// once it is back, the service reconnects and both work again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_that_goes_away_under_load_fails_cleanly_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = Pkcs11Token::private(dir.path());
+    let label = Pkcs11Token::new_label();
+    let stores = token_stores(Backends::PostgresFiles, &token, &label).await;
+    let (app_id, app_token) = app_and_token(&stores, true);
+    let f = Arc::new(Fixture::serve(stores, app_id, app_token, &[]));
+    let before = f.upload(&png_bytes(20_000)).await;
+
+    let (counts, stop) = (Arc::new(Load::default()), Arc::new(AtomicBool::new(false)));
+    let clients: Vec<_> = (0..8)
+        .map(|client| tokio::spawn(load(f.clone(), counts.clone(), stop.clone(), client)))
+        .collect();
+    wait_for("uploads under load", || counts.ok.load(Ordering::SeqCst) >= 20).await;
+
+    let away = dir.path().join("tokens-away");
+    std::fs::rename(token.token_dir(), &away).unwrap();
+    let failed = counts.failed.load(Ordering::SeqCst);
+    wait_for("failures while the token is away", || {
+        counts.failed.load(Ordering::SeqCst) >= failed + 20
+    })
+    .await;
+    let during = f.download(&before).await;
+    assert_eq!(during.status(), StatusCode::INTERNAL_SERVER_ERROR);
+
+    std::fs::rename(&away, token.token_dir()).unwrap();
+    let ok = counts.ok.load(Ordering::SeqCst);
+    wait_for("uploads once the token is back", || {
+        counts.ok.load(Ordering::SeqCst) >= ok + 20
+    })
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    for client in clients {
+        client.await.unwrap();
+    }
+
+    let malformed = counts.malformed.lock().unwrap().clone();
+    assert!(
+        malformed.is_empty(),
+        "failures outside the error shape: {malformed:?}"
+    );
+    assert!(f.server.log().contains("PKCS#11 token connected"));
+    // Every upload answered 200 reads back, and nothing else was stored.
+    let stored = counts.stored.lock().unwrap().clone();
+    for (id, len) in &stored {
+        let response = f.download(id).await;
+        assert_eq!(response.status(), StatusCode::OK, "{id}");
+        assert!(response.bytes().await.unwrap() == png_bytes(*len));
+    }
+    assert_eq!(f.download(&before).await.status(), StatusCode::OK);
+    f.assert_stored(stored.len() + 1).await;
+}
