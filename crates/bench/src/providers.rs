@@ -55,21 +55,23 @@ fn token_settings(label: Option<&str>) -> anyhow::Result<Vec<(String, String)>> 
     Ok(settings)
 }
 
-/// One side's measure: serves `stores` with `settings` added, measures,
-/// stops the server.
-async fn measure(
-    binary: &Path,
-    stores: &mut Stores,
-    settings: &[(String, String)],
-    (app_id, token): (&str, &str),
-    plan: &Plan,
-) -> anyhow::Result<UploadRates> {
-    let configured = stores.server_env.len();
+/// One side's measure, on stores of its own (a service with configured
+/// keys refuses a database whose media the token's key wrapped): serves
+/// them with `settings` added, measures, removes them.
+async fn measure(binary: &Path, settings: &[(String, String)], plan: &Plan) -> anyhow::Result<UploadRates> {
+    let mut stores = Stores::create(Backend::PostgresS3).await?;
     stores.server_env.extend(settings.iter().cloned());
-    let server = Server::start(binary, stores);
-    stores.server_env.truncate(configured);
-    let mut server = server?;
-    let media = MediaClient::new(&server.base_url, app_id, token)?;
+    let result = measure_on(binary, &stores, plan).await;
+    let cleaned = stores.cleanup().await;
+    let rates = result?;
+    cleaned?;
+    Ok(rates)
+}
+
+async fn measure_on(binary: &Path, stores: &Stores, plan: &Plan) -> anyhow::Result<UploadRates> {
+    let (app_id, token) = server::app_and_token(binary, stores)?;
+    let mut server = Server::start(binary, stores)?;
+    let media = MediaClient::new(&server.base_url, &app_id, &token)?;
     // Connections and the token's sessions open before anything is timed.
     for _ in 0..plan.concurrency {
         let file = crate::clients::png_file(plan.small_size);
@@ -91,15 +93,35 @@ async fn measure(
 pub async fn compare(binary: &Path, plan: &Plan, command_line: &str) -> anyhow::Result<Report> {
     let started = crate::now();
     let load_before = load_average();
-    let mut stores = Stores::create(Backend::PostgresS3).await?;
-    let result = compare_on(binary, &mut stores, plan).await;
+    // The token's key, made once (through a CLI that needs stores to read
+    // its configuration from; no database is touched).
+    let label = format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let stores = Stores::create(Backend::PostgresS3).await?;
+    let made = server::cli_with(
+        binary,
+        &stores,
+        &token_settings(None)?,
+        &["keys", "generate", "--provider", "pkcs11", "--label", &label],
+    );
     let settings = server::settings(&stores);
-    let cleaned = stores.cleanup().await;
-    let (figures, samples) = result?;
-    cleaned?;
+    stores.cleanup().await?;
+    eprintln!("  token key {label}: {}", made?);
+    let hsm = token_settings(Some(&label))?;
+    let (mut configured, mut pkcs11) = (Vec::new(), Vec::new());
+    for round in 0..plan.rounds.max(1) {
+        for side in [round % 2, 1 - round % 2] {
+            if side == 0 {
+                eprintln!("== key-providers round {round}: configured keys");
+                configured.push(measure(binary, &[], plan).await?);
+            } else {
+                eprintln!("== key-providers round {round}: pkcs11");
+                pkcs11.push(measure(binary, &hsm, plan).await?);
+            }
+        }
+    }
     Ok(Report {
         name: "key-providers".into(),
-        baseline: "raw = the same server and stores with configured keys (crypto.keys); mediavault = \
+        baseline: "raw = the same server on like stores with configured keys (crypto.keys); mediavault = \
                    with crypto.provider = \"pkcs11\", a SoftHSM2 token wrapping each data key"
             .into(),
         started,
@@ -109,77 +131,50 @@ pub async fn compare(binary: &Path, plan: &Plan, command_line: &str) -> anyhow::
         load_before,
         load_after: load_average(),
         settings,
-        figures,
-        samples,
+        figures: figures(plan, &configured, &pkcs11),
+        samples: json!({
+            "configured": configured.iter().map(|r| &r.samples).collect::<Vec<_>>(),
+            "pkcs11": pkcs11.iter().map(|r| &r.samples).collect::<Vec<_>>(),
+        }),
     })
 }
 
-async fn compare_on(
-    binary: &Path,
-    stores: &mut Stores,
-    plan: &Plan,
-) -> anyhow::Result<(Vec<Figure>, serde_json::Value)> {
-    let (app_id, token) = server::app_and_token(binary, stores)?;
-    let label = format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-    let made = server::cli_with(
-        binary,
-        stores,
-        &token_settings(None)?,
-        &["keys", "generate", "--provider", "pkcs11", "--label", &label],
-    )?;
-    eprintln!("  token key {label}: {made}");
-    let hsm = token_settings(Some(&label))?;
-    let (mut configured, mut pkcs11) = (Vec::new(), Vec::new());
-    for round in 0..plan.rounds.max(1) {
-        for side in [round % 2, 1 - round % 2] {
-            if side == 0 {
-                eprintln!("== key-providers round {round}: configured keys");
-                configured.push(measure(binary, stores, &[], (&app_id, &token), plan).await?);
-            } else {
-                eprintln!("== key-providers round {round}: pkcs11");
-                pkcs11.push(measure(binary, stores, &hsm, (&app_id, &token), plan).await?);
-            }
-        }
-    }
+/// The token side against the configured side: the best of the rounds.
+fn figures(plan: &Plan, configured: &[UploadRates], pkcs11: &[UploadRates]) -> Vec<Figure> {
     let best = |rates: &[UploadRates], of: fn(&UploadRates) -> f64| rates.iter().map(of).fold(0.0, f64::max);
     let least = |rates: &[UploadRates], of: fn(&UploadRates) -> f64| {
         rates.iter().map(of).fold(f64::INFINITY, f64::min)
     };
-    let kib = plan.small_size / 1024;
-    let clients = plan.concurrency;
-    let mib = plan.large_size >> 20;
-    let figures = vec![
+    let small = format!(
+        "{} KiB uploads, {} clients",
+        plan.small_size / 1024,
+        plan.concurrency
+    );
+    vec![
         Figure::against(
-            format!(
-                "{kib} KiB uploads, {clients} clients, throughput, best of {}",
-                plan.rounds
-            ),
+            format!("{small}, throughput, best of {}", plan.rounds),
             "req/s",
-            best(&pkcs11, |r| r.small_per_second),
-            best(&configured, |r| r.small_per_second),
+            best(pkcs11, |r| r.small_per_second),
+            best(configured, |r| r.small_per_second),
             Some(Target::RatioAtLeast(0.9)),
         ),
         Figure::against(
-            format!(
-                "{kib} KiB uploads, {clients} clients, p99 latency, least of {}",
-                plan.rounds
-            ),
+            format!("{small}, p99 latency, least of {}", plan.rounds),
             "ms",
-            least(&pkcs11, |r| r.small_p99_ms),
-            least(&configured, |r| r.small_p99_ms),
+            least(pkcs11, |r| r.small_p99_ms),
+            least(configured, |r| r.small_p99_ms),
             None,
         ),
         Figure::against(
-            format!("upload {mib} MiB, best median of {}", plan.rounds),
+            format!(
+                "upload {} MiB, best median of {}",
+                plan.large_size >> 20,
+                plan.rounds
+            ),
             "MiB/s",
-            best(&pkcs11, |r| r.large_mib_s),
-            best(&configured, |r| r.large_mib_s),
+            best(pkcs11, |r| r.large_mib_s),
+            best(configured, |r| r.large_mib_s),
             Some(Target::RatioAtLeast(0.9)),
         ),
-    ];
-    let samples = json!({
-        "configured": configured.iter().map(|r| &r.samples).collect::<Vec<_>>(),
-        "pkcs11": pkcs11.iter().map(|r| &r.samples).collect::<Vec<_>>(),
-    });
-    Ok((figures, samples))
+    ]
 }
