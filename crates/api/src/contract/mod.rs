@@ -118,7 +118,18 @@ impl Service {
     }
 
     pub async fn send(&self, call: Call) -> Reply {
-        let response = self.router.clone().oneshot(call.into_request()).await.unwrap();
+        self.send_request(call.into_request()).await
+    }
+
+    /// Sends a request built by the test (a body it watches, say); the
+    /// peer's address is `CLIENT`.
+    pub async fn send_request(&self, mut request: Request<Body>) -> Reply {
+        if request.extensions().get::<ConnectInfo<SocketAddr>>().is_none() {
+            request
+                .extensions_mut()
+                .insert(ConnectInfo(SocketAddr::new(CLIENT, 50_000)));
+        }
+        let response = self.router.clone().oneshot(request).await.unwrap();
         let status = response.status();
         let headers = response.headers().clone();
         let body = axum::body::to_bytes(response.into_body(), usize::MAX)

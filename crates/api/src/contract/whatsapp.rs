@@ -660,3 +660,38 @@ async fn without_link_keys_the_url_is_the_authenticated_download() {
     let anonymous = s.send(Call::get(path_of(&url))).await;
     assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
 }
+
+/// A refused upload still reads a small body to its end (a client that
+/// writes its whole body before reading the answer would otherwise see the
+/// connection reset, not the refusal), and no more than a mebibyte of a
+/// large one.
+#[tokio::test]
+async fn a_refused_upload_reads_a_small_body_and_at_most_a_mebibyte() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let (s, _) = service().await;
+    const PIECE: usize = 64 * 1024;
+    for (pieces, whole) in [(3, true), (48, false)] {
+        let read = Arc::new(AtomicUsize::new(0));
+        let counter = read.clone();
+        let body =
+            futures::stream::iter((0..pieces).map(|_| Bytes::from(vec![b'x'; PIECE]))).map(move |piece| {
+                counter.fetch_add(piece.len(), Ordering::Relaxed);
+                Ok::<_, Infallible>(piece)
+            });
+        let request = Request::post(format!("/v23.0/{PHONE}/media"))
+            .header("authorization", "Bearer mv_not-a-token")
+            .header("content-type", form_content_type())
+            .header("content-length", pieces * PIECE)
+            .body(Body::from_stream(body))
+            .unwrap();
+        let reply = s.send_request(request).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.text());
+        let read = read.load(Ordering::Relaxed);
+        if whole {
+            assert_eq!(read, pieces * PIECE, "a small refused body is read whole");
+        } else {
+            assert!(read <= 1024 * 1024 + PIECE, "{read} bytes of a refused body read");
+        }
+    }
+}

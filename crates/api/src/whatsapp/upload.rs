@@ -3,12 +3,14 @@
 //! type) and `type`, read by the same streaming reader as the Gupshup
 //! upload, with the app's WhatsApp list of types and a limit per type.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::extract::{Request, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use mediavault_storage::App;
 use serde::Serialize;
 
 use super::error::{GraphError, MEDIA_UPLOAD_ERROR};
@@ -16,6 +18,7 @@ use super::{GraphPath, authenticate, is_apps_phone_number, is_version};
 use crate::ApiState;
 use crate::limits::ClientAddr;
 use crate::path::ApiPath;
+use crate::slots::UploadSlot;
 use crate::upload::{Surface, receive_form, store};
 
 /// `{"id": "<media id>"}`.
@@ -40,6 +43,56 @@ pub struct WhatsAppUploadForm {
     /// The file, with its MIME type as the part's Content-Type.
     #[schema(value_type = String, format = Binary)]
     file: Vec<u8>,
+}
+
+/// A refused upload's body is read, and thrown away, up to this many bytes.
+const DRAIN_LIMIT: usize = 1024 * 1024;
+/// ... and for at most this long.
+const DRAIN_TIME: Duration = Duration::from_secs(2);
+
+/// Whether the request may upload at all: its token, its phone number, the
+/// app's right to upload, its rate and an upload slot (held until the
+/// upload ends).
+async fn admit(
+    state: &ApiState,
+    phone_number_id: &str,
+    headers: &HeaderMap,
+    client: ClientAddr,
+) -> Result<(App, UploadSlot), GraphError> {
+    let app = authenticate(state, headers, client, MEDIA_UPLOAD_ERROR).await?;
+    if !is_apps_phone_number(state, &app, phone_number_id).await? {
+        return Err(GraphError::unknown_object("post", phone_number_id));
+    }
+    app.check_may_upload()?;
+    state
+        .limits
+        .check_upload(&app)
+        .map_err(|e| GraphError::from_limit(e, false))?;
+    let slot = state
+        .uploads
+        .try_acquire(app.id.as_str())
+        .map_err(|e| GraphError::from_limit(e, false))?;
+    Ok((app, slot))
+}
+
+/// Reads what is left of a refused upload's body, up to `DRAIN_LIMIT` bytes
+/// and `DRAIN_TIME`. A client that writes its whole body before it reads
+/// the answer (Node's fetch, which the WhatsApp SDKs use) sees a connection
+/// reset, not the refusal, when the server answers and closes while it is
+/// still writing. Past the bounds the connection is closed as before, so a
+/// refused client cannot make the server read a large body.
+async fn drain(request: Request) {
+    let mut body = request.into_body().into_data_stream();
+    let mut read = 0;
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        while let Some(Ok(chunk)) = body.next().await {
+            read += chunk.len();
+            if read > DRAIN_LIMIT {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// Upload a medium (WhatsApp Cloud API) for the phone number's app.
@@ -87,19 +140,13 @@ async fn upload(
     client: ClientAddr,
     request: Request,
 ) -> Result<Json<UploadedReply>, GraphError> {
-    let app = authenticate(state, headers, client, MEDIA_UPLOAD_ERROR).await?;
-    if !is_apps_phone_number(state, &app, phone_number_id).await? {
-        return Err(GraphError::unknown_object("post", phone_number_id));
-    }
-    app.check_may_upload()?;
-    state
-        .limits
-        .check_upload(&app)
-        .map_err(|e| GraphError::from_limit(e, false))?;
-    let _slot = state
-        .uploads
-        .try_acquire(app.id.as_str())
-        .map_err(|e| GraphError::from_limit(e, false))?;
+    let (app, _slot) = match admit(state, phone_number_id, headers, client).await {
+        Ok(admitted) => admitted,
+        Err(refusal) => {
+            drain(request).await;
+            return Err(refusal);
+        }
+    };
     let started = Instant::now();
     let form = receive_form(state, &app, headers, request, Surface::WhatsApp).await?;
     let refusal = match form.messaging_product.as_deref() {
