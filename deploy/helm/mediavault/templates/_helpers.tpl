@@ -59,3 +59,13 @@ where it could not reach the pods.
 {{- if .Values.secret.existingSecretHasAdminToken }}true{{ end }}
 {{- else if .Values.secret.adminToken }}true{{ end }}
 {{- end }}
+
+{{/*
+Whether the Secret holds links-keys: given in values, or said to be in the
+existing Secret. "true" or empty.
+*/}}
+{{- define "mediavault.hasLinksKeys" -}}
+{{- if .Values.secret.existingSecret }}
+{{- if .Values.secret.existingSecretHasLinksKeys }}true{{ end }}
+{{- else if .Values.secret.linksKeys }}true{{ end }}
+{{- end }}
