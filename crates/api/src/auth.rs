@@ -6,7 +6,9 @@ use axum::extract::FromRequestParts;
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use mediavault_storage::{App, AuthError};
+use std::net::IpAddr;
+
+use mediavault_storage::{App, AppId, AuthError};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -15,7 +17,7 @@ use crate::error::{ApiError, Task};
 use crate::limits::ClientAddr;
 use crate::path;
 
-pub(crate) fn presented_token(headers: &HeaderMap) -> Option<&str> {
+fn presented_token(headers: &HeaderMap) -> Option<&str> {
     let value = headers
         .get("token")
         .or_else(|| headers.get(AUTHORIZATION))?
@@ -28,6 +30,36 @@ pub(crate) fn presented_token(headers: &HeaderMap) -> Option<&str> {
         _ => value,
     };
     (!token.is_empty()).then_some(token)
+}
+
+/// Which app a presented token must belong to.
+pub(crate) enum TokenOf<'a> {
+    /// The app a path names.
+    App(&'a AppId),
+    /// Whichever app it is a token of (the WhatsApp surface's paths name none).
+    AnyApp,
+}
+
+/// The app of the token the request carries, as `of` requires. The outer
+/// error is the 429 of a client locked out of `scope` (nothing is checked
+/// then); each failed check is counted against `client` under `scope`.
+pub(crate) async fn check_token(
+    state: &ApiState,
+    scope: &str,
+    of: TokenOf<'_>,
+    headers: &HeaderMap,
+    client: IpAddr,
+) -> Result<Result<App, AuthError>, ApiError> {
+    state.limits.check_not_locked_out(client, scope)?;
+    let outcome = match (presented_token(headers), of) {
+        (Some(token), TokenOf::App(app_id)) => state.vault.authenticate(app_id, token).await,
+        (Some(token), TokenOf::AnyApp) => state.vault.authenticate_token(token).await,
+        (None, _) => Err(AuthError::Failed),
+    };
+    if let Err(AuthError::Failed) = outcome {
+        state.limits.record_auth_failure(client, scope);
+    }
+    Ok(outcome)
 }
 
 /// The app `app_id` if the request carries one of its live tokens; 401
@@ -44,15 +76,9 @@ pub async fn authenticate(
     let Some(app_id) = path::app_id(app_id) else {
         return Err(ApiError::from_auth(AuthError::Failed, task));
     };
-    state.limits.check_not_locked_out(client, app_id.as_str())?;
-    let outcome = match presented_token(headers) {
-        Some(token) => state.vault.authenticate(&app_id, token).await,
-        None => Err(AuthError::Failed),
-    };
-    if let Err(AuthError::Failed) = outcome {
-        state.limits.record_auth_failure(client, app_id.as_str());
-    }
-    outcome.map_err(|error| ApiError::from_auth(error, task))
+    check_token(state, app_id.as_str(), TokenOf::App(&app_id), headers, client)
+        .await?
+        .map_err(|error| ApiError::from_auth(error, task))
 }
 
 /// The admin API's caller, checked against `admin.token`: without one

@@ -12,12 +12,11 @@ use mediavault_storage::{App, MediaId, MediaInfo, now_millis};
 use serde::Serialize;
 
 use super::error::{GraphError, MEDIA_DOWNLOAD_ERROR, UNKNOWN_ERROR};
-use super::{GraphPath, PhoneNumberQuery, authenticate, is_apps_phone_number, is_version};
+use super::{GraphPath, PhoneNumberQuery, Versioned, authenticate, is_apps_phone_number};
 use crate::ApiState;
 use crate::limits::ClientAddr;
 use crate::links::{self, Disposition};
 use crate::media_path::plausible;
-use crate::path::ApiPath;
 
 /// How long the URL of a media lookup is valid, as Meta's are.
 const URL_VALID_FOR: Duration = Duration::from_secs(5 * 60);
@@ -58,9 +57,15 @@ async fn check_phone_number(
     }
 }
 
+/// `id` as a media id, if it could name one; Graph's unknown-object error
+/// for `method` otherwise.
+fn media_id(id: &str, method: &str) -> Result<MediaId, GraphError> {
+    plausible(id).map_err(|_| GraphError::unknown_object(method, id))
+}
+
 /// The medium `id` of `app`, or Graph's unknown-object error.
 async fn find(state: &ApiState, app: &App, id: &str, method: &str) -> Result<MediaInfo, GraphError> {
-    let media_id: MediaId = plausible(id).map_err(|_| GraphError::unknown_object(method, id))?;
+    let media_id = media_id(id, method)?;
     state
         .vault
         .find(&app.id, &media_id)
@@ -86,14 +91,11 @@ async fn find(state: &ApiState, app: &App, id: &str, method: &str) -> Result<Med
 )]
 pub async fn media_url(
     State(state): State<ApiState>,
-    ApiPath(GraphPath { version, id }): ApiPath<GraphPath>,
+    Versioned(GraphPath { id, .. }): Versioned,
     Query(query): Query<PhoneNumberQuery>,
     headers: HeaderMap,
     client: ClientAddr,
 ) -> Response {
-    if !is_version(&version) {
-        return crate::error::not_found().await.into_response();
-    }
     let answer = async {
         let app = authenticate(&state, &headers, client, MEDIA_DOWNLOAD_ERROR).await?;
         check_phone_number(&state, &app, &query, "get", &id).await?;
@@ -151,18 +153,15 @@ pub struct DeletedReply {
 )]
 pub async fn delete_media(
     State(state): State<ApiState>,
-    ApiPath(GraphPath { version, id }): ApiPath<GraphPath>,
+    Versioned(GraphPath { id, .. }): Versioned,
     Query(query): Query<PhoneNumberQuery>,
     headers: HeaderMap,
     client: ClientAddr,
 ) -> Response {
-    if !is_version(&version) {
-        return crate::error::not_found().await.into_response();
-    }
     let answer = async {
         let app = authenticate(&state, &headers, client, UNKNOWN_ERROR).await?;
         check_phone_number(&state, &app, &query, "delete", &id).await?;
-        let media_id = plausible(&id).map_err(|_| GraphError::unknown_object("delete", &id))?;
+        let media_id = media_id(&id, "delete")?;
         state
             .vault
             .delete(&app.id, &media_id)

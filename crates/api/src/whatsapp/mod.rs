@@ -10,14 +10,18 @@ mod error;
 pub(crate) mod media;
 pub(crate) mod upload;
 
+use axum::extract::FromRequestParts;
 use axum::http::HeaderMap;
+use axum::http::request::Parts;
 use mediavault_storage::App;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
 use crate::ApiState;
-use crate::auth::presented_token;
+use crate::auth::{TokenOf, check_token};
+use crate::error::ApiError;
 use crate::limits::ClientAddr;
+use crate::path::ApiPath;
 
 pub use error::{GraphError, envelope};
 
@@ -33,6 +37,22 @@ pub struct GraphPath {
     pub version: String,
     /// The media id, or (uploads) the phone-number id.
     pub id: String,
+}
+
+/// A `GraphPath` whose version reads like one: any other path is not a
+/// Graph route, and answers the service's plain 404.
+pub struct Versioned(pub GraphPath);
+
+impl<S: Send + Sync> FromRequestParts<S> for Versioned {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Versioned, ApiError> {
+        let ApiPath(path) = ApiPath::<GraphPath>::from_request_parts(parts, state).await?;
+        if !is_version(&path.version) {
+            return Err(crate::error::not_found().await);
+        }
+        Ok(Versioned(path))
+    }
 }
 
 /// `?phone_number_id=`: when given, the medium must belong to the app of
@@ -62,18 +82,10 @@ async fn authenticate(
     ClientAddr(client): ClientAddr,
     code: u32,
 ) -> Result<App, GraphError> {
-    state
-        .limits
-        .check_not_locked_out(client, BEARER_SCOPE)
-        .map_err(|e| GraphError::from_limit(e, true))?;
-    let outcome = match presented_token(headers) {
-        Some(token) => state.vault.authenticate_token(token).await,
-        None => Err(mediavault_storage::AuthError::Failed),
-    };
-    if let Err(mediavault_storage::AuthError::Failed) = outcome {
-        state.limits.record_auth_failure(client, BEARER_SCOPE);
-    }
-    outcome.map_err(|e| GraphError::from_auth(e, code))
+    check_token(state, BEARER_SCOPE, TokenOf::AnyApp, headers, client)
+        .await
+        .map_err(|locked_out| GraphError::from_limit(locked_out, true))?
+        .map_err(|e| GraphError::from_auth(e, code))
 }
 
 /// Whether `phone_number_id` is mapped to `app`.
@@ -82,9 +94,6 @@ async fn is_apps_phone_number(
     app: &App,
     phone_number_id: &str,
 ) -> Result<bool, GraphError> {
-    if !(1..=64).contains(&phone_number_id.len()) || !phone_number_id.bytes().all(|b| b.is_ascii_digit()) {
-        return Ok(false);
-    }
     let mapped = state
         .vault
         .app_of_phone_number(phone_number_id)

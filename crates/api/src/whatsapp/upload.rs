@@ -14,10 +14,9 @@ use mediavault_storage::App;
 use serde::Serialize;
 
 use super::error::{GraphError, MEDIA_UPLOAD_ERROR};
-use super::{GraphPath, authenticate, is_apps_phone_number, is_version};
+use super::{GraphPath, Versioned, authenticate, is_apps_phone_number};
 use crate::ApiState;
 use crate::limits::ClientAddr;
-use crate::path::ApiPath;
 use crate::slots::UploadSlot;
 use crate::upload::{Surface, receive_form, store};
 
@@ -120,14 +119,11 @@ async fn drain(request: Request) {
 )]
 pub async fn upload_media(
     State(state): State<ApiState>,
-    ApiPath(GraphPath { version, id }): ApiPath<GraphPath>,
+    Versioned(GraphPath { id, .. }): Versioned,
     headers: HeaderMap,
     client: ClientAddr,
     request: Request,
 ) -> Response {
-    if !is_version(&version) {
-        return crate::error::not_found().await.into_response();
-    }
     upload(&state, &id, &headers, client, request)
         .await
         .into_response()
