@@ -146,33 +146,20 @@ impl Surface {
     fn check_type(self, app: &App, declared: Option<&str>) -> Result<String, UploadError> {
         match self {
             Surface::Gupshup => app.check_declared_type(declared),
-            Surface::WhatsApp => {
-                let normalised = declared
-                    .map(|t| t.trim().to_ascii_lowercase())
-                    .unwrap_or_default();
-                match app.whatsapp_limit(&normalised) {
-                    Some(_) => Ok(normalised),
-                    None => Err(UploadError::UnsupportedType {
-                        allowed: app.whatsapp_limits().into_iter().map(|l| l.mime_type).collect(),
-                        received: declared.unwrap_or_default().to_owned(),
-                    }),
-                }
-            }
+            Surface::WhatsApp => app.check_whatsapp_type(declared),
         }
     }
 
-    /// The largest file `app` takes of type `declared` on this surface;
-    /// of any type it accepts when the type is not known yet.
+    /// The largest file `app` takes of type `declared` on this surface; of
+    /// any type it accepts while the type is not known, or not one it
+    /// accepts (a generic part type, with `type` still to come).
     fn size_limit(self, app: &App, declared: Option<&str>) -> u64 {
         let own = app.max_file_bytes;
-        match (self, declared) {
-            (Surface::Gupshup, _) => own,
-            (Surface::WhatsApp, Some(declared)) => app.whatsapp_limit(declared).unwrap_or(own).min(own),
-            (Surface::WhatsApp, None) => app
-                .whatsapp_limits()
-                .iter()
-                .map(|l| l.max_bytes)
-                .max()
+        match self {
+            Surface::Gupshup => own,
+            Surface::WhatsApp => declared
+                .and_then(|declared| app.whatsapp_limit(declared))
+                .or_else(|| app.whatsapp_limits().iter().map(|l| l.max_bytes).max())
                 .unwrap_or(own)
                 .min(own),
         }
@@ -489,18 +476,11 @@ impl Form<'_> {
             return Ok(());
         }
         self.part_type = field.content_type().map(str::to_owned);
-        // The type known when the file starts sets its size limit; a type
-        // sent after the file is checked against its own limit at the end.
-        let known_type = match (&self.declared, &self.part_type) {
-            (Some(declared), _) => Some(self.surface.check_type(self.app, Some(declared))?),
-            // The part's type may be a generic one, with `type` still to
-            // come: it is judged when the form ends.
-            (None, Some(part_type)) if self.surface == Surface::WhatsApp => {
-                self.surface.check_type(self.app, Some(part_type)).ok()
-            }
-            _ => None,
-        };
-        let limit = self.surface.size_limit(self.app, known_type.as_deref());
+        // The type known when the file starts sets its size limit: the type
+        // field if it came first (it was checked as it came), else the
+        // part's. The form's type is judged, with its own limit, at the end.
+        let known_type = self.declared.as_deref().or(self.part_type.as_deref());
+        let limit = self.surface.size_limit(self.app, known_type);
         let app = if limit == self.app.max_file_bytes {
             std::borrow::Cow::Borrowed(self.app)
         } else {

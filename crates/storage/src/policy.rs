@@ -118,18 +118,34 @@ impl App {
     /// Checks a declared `file_type` against the app's list; returns it
     /// normalised (trimmed, lowercase).
     pub fn check_declared_type(&self, declared: Option<&str>) -> Result<String, UploadError> {
-        let allowed = self.allowed_types();
-        let normalised = declared
-            .map(|t| t.trim().to_ascii_lowercase())
-            .unwrap_or_default();
-        if !normalised.is_empty() && allowed.contains(&normalised) {
-            Ok(normalised)
-        } else {
-            Err(UploadError::UnsupportedType {
-                allowed,
-                received: declared.unwrap_or_default().to_owned(),
-            })
-        }
+        check_listed(declared, self.allowed_types())
+    }
+
+    /// Checks a declared type against the app's WhatsApp list (see
+    /// `whatsapp_limits`); returns it normalised (trimmed, lowercase).
+    pub fn check_whatsapp_type(&self, declared: Option<&str>) -> Result<String, UploadError> {
+        let allowed = self
+            .whatsapp_limits()
+            .into_iter()
+            .map(|limit| limit.mime_type)
+            .collect();
+        check_listed(declared, allowed)
+    }
+}
+
+/// `declared`, trimmed and lowercase, if `allowed` lists it; else the
+/// refusal that names the list in its order.
+fn check_listed(declared: Option<&str>, allowed: Vec<String>) -> Result<String, UploadError> {
+    let normalised = declared
+        .map(|t| t.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    if !normalised.is_empty() && allowed.contains(&normalised) {
+        Ok(normalised)
+    } else {
+        Err(UploadError::UnsupportedType {
+            allowed,
+            received: declared.unwrap_or_default().to_owned(),
+        })
     }
 }
 
