@@ -284,3 +284,275 @@ async fn a_token_that_goes_away_under_load_fails_cleanly_and_recovers() {
     assert_eq!(f.download(&before).await.status(), StatusCode::OK);
     f.assert_stored(stored.len() + 1).await;
 }
+
+/// The settings of a server whose data keys go under epoch keys labelled
+/// `prefix` and the day, in `token`, with keys made one day ahead.
+fn epoch_settings(token: &Pkcs11Token, prefix: &str) -> Vec<(String, String)> {
+    let mut settings = token.settings(&[]);
+    for (name, value) in [
+        ("MEDIAVAULT__CRYPTO__PROVIDER", "pkcs11"),
+        ("MEDIAVAULT__CRYPTO__EPOCHS__ENABLED", "true"),
+        ("MEDIAVAULT__CRYPTO__EPOCHS__AHEAD", "1d"),
+        ("MEDIAVAULT__CRYPTO__EPOCHS__LABEL_PREFIX", prefix),
+    ] {
+        settings.push((name.into(), value.into()));
+    }
+    settings
+}
+
+/// `prefix` and the UTC day of `at` (milliseconds): the label of the epoch
+/// key of media that expire then.
+fn day_label(prefix: &str, at: i64) -> String {
+    let day = chrono::DateTime::from_timestamp_millis(at).unwrap().date_naive();
+    format!("{prefix}{}", day.format("%Y%m%d"))
+}
+
+/// The end of the UTC day of `at`, plus `grace`.
+fn day_over(at: i64, grace: Duration) -> i64 {
+    let day = chrono::DateTime::from_timestamp_millis(at).unwrap().date_naive();
+    let next = day.succ_opt().unwrap().and_hms_opt(0, 0, 0).unwrap().and_utc();
+    next.timestamp_millis() + grace.as_millis() as i64
+}
+
+/// (media id, KEK id, expires at) of every live media.
+async fn media_keys(stores: &Stores) -> Vec<(String, String, i64)> {
+    support::fetch_rows(
+        stores,
+        "SELECT m.id, k.kek_id, m.expires_at FROM media m JOIN media_keys k ON k.media_id = m.id ORDER BY m.id",
+        None,
+    )
+    .await
+}
+
+/// A keyring of this process on `token`, with epoch keys labelled `prefix`.
+async fn epoch_keyring(token: &Pkcs11Token, prefix: &str) -> mediavault_storage::Keyring {
+    let keys = mediavault_storage::keys::Pkcs11Keys::open(token.provider_settings(&[]))
+        .await
+        .unwrap();
+    let epochs = mediavault_storage::EpochSettings {
+        ahead_days: 1,
+        ..mediavault_storage::EpochSettings::new(prefix)
+    };
+    mediavault_storage::Keyring::pkcs11(keys, None, Some(epochs)).unwrap()
+}
+
+/// The labels of the keys in the token that start with `prefix`.
+async fn epoch_labels_of(keyring: &mediavault_storage::Keyring, prefix: &str) -> Vec<String> {
+    let labels = keyring.labels().await.unwrap();
+    labels
+        .into_iter()
+        .filter(|label| label.starts_with(prefix))
+        .collect()
+}
+
+/// Whether `keyring` unwraps each data key of a database restored from
+/// `dump`, by media id.
+async fn unwrappable_from_dump(
+    dump: &std::path::Path,
+    keyring: &mediavault_storage::Keyring,
+) -> std::collections::BTreeMap<String, bool> {
+    let (url, name) = support::fresh_postgres_database().await;
+    let restored = std::process::Command::new("pg_restore")
+        .args(["--no-owner", "--dbname", &url])
+        .arg(dump)
+        .output()
+        .expect("run pg_restore");
+    assert!(
+        restored.status.success(),
+        "pg_restore: {}",
+        String::from_utf8_lossy(&restored.stderr)
+    );
+    let mut connection = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    let rows: Vec<(String, String, Vec<u8>)> =
+        sqlx::query_as("SELECT media_id, kek_id, wrapped_dek FROM media_keys")
+            .fetch_all(&mut connection)
+            .await
+            .unwrap();
+    drop(connection);
+    support::drop_postgres_database(&name).await;
+    let mut unwrapped = std::collections::BTreeMap::new();
+    for (media_id, kek_id, wrapped) in rows {
+        let outcome = keyring.unwrap(&media_id, &kek_id, &wrapped).await;
+        if let Err(error) = &outcome {
+            assert!(
+                matches!(error, mediavault_storage::KeyError::Unknown(id) if *id == kek_id),
+                "only a destroyed key fails: {error}"
+            );
+        }
+        unwrapped.insert(media_id, outcome.is_ok());
+    }
+    unwrapped
+}
+
+/// Epoch keys: each data key goes under the key of its media's expiry day,
+/// made in the token when first needed (or a day ahead by the reaper). The
+/// reaper destroys a day's key once the day and the grace have passed, not
+/// before; from then on a database dump taken while the media lived no
+/// longer unwraps any of that day's data keys, though it still unwraps the
+/// others.
+#[tokio::test]
+async fn epoch_keys_follow_expiry_days_and_destroying_one_reaches_old_dumps() {
+    let token = Pkcs11Token::shared();
+    let prefix = format!("ep{}-", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+    let mut stores = Stores::new(Backends::PostgresS3).await;
+    stores.keys = String::new();
+    stores.settings = epoch_settings(&token, &prefix);
+    let (short_app, short_token) = support::app_with_retention(&stores, "1d");
+    let (long_app, long_token) = support::app_with_retention(&stores, "3d");
+    // The passes here are the test's own.
+    let f = Fixture::serve(
+        stores,
+        short_app,
+        short_token,
+        &[("MEDIAVAULT__REAPER__ENABLED", "false")],
+    );
+
+    let short_files = [png_bytes(20_000), png_bytes(300_000)];
+    let mut short_ids = Vec::new();
+    for bytes in &short_files {
+        short_ids.push(f.upload(bytes).await);
+    }
+    let long_file = png_bytes(70_000);
+    let response = f
+        .client
+        .post(f.server.url(&format!("/partner/app/{long_app}/media")))
+        .header("token", &long_token)
+        .multipart(support::png_form(long_file.len()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let long_id = response.json::<Value>().await.unwrap()["mediaId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Each data key is under the key of its expiry day.
+    let rows = media_keys(&f.stores).await;
+    assert_eq!(rows.len(), 3);
+    for (_, kek_id, expires_at) in &rows {
+        assert_eq!(*kek_id, day_label(&prefix, *expires_at));
+    }
+    let expiry_of = |id: &str| rows.iter().find(|row| row.0 == id).unwrap().2;
+    let (short_expiry, long_expiry) = (expiry_of(&short_ids[0]), expiry_of(&long_id));
+    let (short_label, long_label) = (day_label(&prefix, short_expiry), day_label(&prefix, long_expiry));
+    assert_ne!(short_label, long_label);
+    for (id, bytes) in short_ids.iter().zip(&short_files) {
+        let response = f.download(id).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(response.bytes().await.unwrap() == *bytes);
+    }
+    let response = f
+        .client
+        .get(f.server.url(&format!("/partner/app/{long_app}/media/{long_id}")))
+        .header("token", &long_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.bytes().await.unwrap() == long_file);
+    let usage = keys_usage(&f.stores);
+    assert_eq!(usage["activeKey"], Value::Null);
+    assert_eq!(usage["epochKeys"]["labelPrefix"], prefix.as_str());
+
+    // A pass now makes today's key, ahead of any upload that needs it.
+    let (ok, out, err) = cli(&f.stores, &["reap", "--once"]);
+    assert!(ok, "{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    let today = day_label(&prefix, mediavault_storage::now_millis());
+    let keyring = epoch_keyring(&token, &prefix).await;
+    let held = epoch_labels_of(&keyring, &prefix).await;
+    assert!(held.contains(&today), "{held:?} {report}");
+    assert!(
+        held.contains(&short_label) && held.contains(&long_label),
+        "{held:?}"
+    );
+    assert!(report["epochKeysMade"].as_u64() >= Some(1), "{report}");
+
+    // The backup an attacker later holds, taken while all three lived.
+    let dump = f.stores.dir().join("old.dump");
+    let dumped = std::process::Command::new("pg_dump")
+        .args(["--format=custom", "--file"])
+        .arg(&dump)
+        .arg(&f.stores.database_url)
+        .output()
+        .expect("run pg_dump");
+    assert!(
+        dumped.status.success(),
+        "pg_dump: {}",
+        String::from_utf8_lossy(&dumped.stderr)
+    );
+    let stores = f.stop();
+    let vault = mediavault_storage::Vault::open(mediavault_storage::VaultConfig {
+        keys: epoch_keyring(&token, &prefix).await,
+        ..stores.vault_config()
+    })
+    .await
+    .unwrap();
+    let all_unwrap = unwrappable_from_dump(&dump, &keyring).await;
+    assert_eq!(all_unwrap.values().filter(|ok| **ok).count(), 3, "{all_unwrap:?}");
+
+    // The short media's day is over, the grace not yet: they are reaped,
+    // their key kept.
+    let grace = Duration::from_secs(24 * 3600);
+    let budget = Duration::from_secs(60);
+    let before_grace = day_over(short_expiry, grace) - 1;
+    let report = mediavault_reaper::reap_once(&vault, before_grace, budget)
+        .await
+        .unwrap();
+    assert_eq!(report.expired, 2);
+    let held = epoch_labels_of(&keyring, &prefix).await;
+    assert!(held.contains(&short_label), "{held:?}");
+    // Today's key, made ahead, has had its day and grace by then.
+    assert!(
+        !held.contains(&today) && report.epoch_keys_destroyed == 1,
+        "{held:?}"
+    );
+    assert_eq!(unwrappable_from_dump(&dump, &keyring).await, all_unwrap);
+
+    // Once the grace has passed, the short media's key goes: the old dump
+    // no longer unwraps their data keys; the long one's still.
+    let after_grace = before_grace + 1;
+    let report = mediavault_reaper::reap_once(&vault, after_grace, budget)
+        .await
+        .unwrap();
+    assert!(report.epoch_keys_destroyed >= 1, "{report:?}");
+    let held = epoch_labels_of(&keyring, &prefix).await;
+    assert!(
+        !held.contains(&short_label) && held.contains(&long_label),
+        "{held:?}"
+    );
+    let key_kept = |at: i64| -> std::collections::BTreeMap<String, bool> {
+        rows.iter()
+            .map(|(id, _, expires_at)| (id.clone(), day_over(*expires_at, grace) > at))
+            .collect()
+    };
+    let unwrapped = unwrappable_from_dump(&dump, &keyring).await;
+    assert_eq!(unwrapped, key_kept(after_grace));
+    assert!(!unwrapped[&short_ids[0]] && unwrapped[&long_id], "{unwrapped:?}");
+
+    // And so for the long one, after its day and grace. Every key of a day
+    // that is over is gone.
+    let after = day_over(long_expiry, grace);
+    let report = mediavault_reaper::reap_once(&vault, after, budget).await.unwrap();
+    assert_eq!((report.expired, report.deleted), (1, 0));
+    assert!(
+        unwrappable_from_dump(&dump, &keyring)
+            .await
+            .values()
+            .all(|ok| !ok)
+    );
+    let held = epoch_labels_of(&keyring, &prefix).await;
+    let settings = mediavault_storage::EpochSettings::new(&prefix);
+    for label in &held {
+        let epoch = settings.epoch_of(label).unwrap();
+        assert!(!epoch.is_over(after, grace), "{label} outlived its day");
+    }
+    // The keys made ahead of that last pass go with the test.
+    for label in held {
+        keyring.destroy(&label).await.unwrap();
+    }
+    vault.close().await;
+}

@@ -211,7 +211,7 @@ pub async fn fresh_postgres_database() -> (String, String) {
     (format!("{server}/{name}"), name)
 }
 
-async fn drop_postgres_database(name: &str) {
+pub async fn drop_postgres_database(name: &str) {
     let mut admin = admin_connection().await;
     let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
         "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
@@ -991,6 +991,22 @@ impl Pkcs11Token {
             settings.push(("SOFTHSM2_CONF".into(), conf.display().to_string()));
         }
         settings
+    }
+
+    /// The settings by which this process reaches the token itself, with
+    /// KEKs `keys` in use.
+    pub fn provider_settings(&self, keys: &[&str]) -> mediavault_storage::keys::Pkcs11Settings {
+        assert!(
+            self.conf.is_none(),
+            "a private token is reached by its processes only"
+        );
+        mediavault_storage::keys::Pkcs11Settings {
+            module: self.module.clone().into(),
+            token: mediavault_storage::keys::TokenSelector::Label(self.label.clone()),
+            pin: self.pin.clone().into(),
+            keys: keys.iter().map(|key| key.to_string()).collect(),
+            sessions: 4,
+        }
     }
 
     /// Creates KEK `label` in the token with `mediavault keys generate

@@ -16,7 +16,7 @@ use mediavault_api::{LimitSettings, MinUploadRate, UploadSlots};
 use mediavault_fetch::FetchPolicy;
 use mediavault_reaper::{ReaperSettings, Schedule};
 use mediavault_storage::DatabaseUrl;
-use mediavault_storage::keys::{Pkcs11Settings, TokenSelector};
+use mediavault_storage::keys::{EPOCH_LABEL_PREFIX, EpochSettings, Pkcs11Settings, TokenSelector};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
@@ -106,6 +106,35 @@ pub struct CryptoConfig {
     pub keys_file: Option<PathBuf>,
     #[serde(default)]
     pub pkcs11: Option<Pkcs11Config>,
+    pub epochs: EpochsConfig,
+}
+
+/// `[crypto.epochs]`: each data key wrapped under the KEK of its expiry
+/// day, destroyed by the reaper once the day and `grace` have passed.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EpochsConfig {
+    pub enabled: bool,
+    #[serde(with = "humantime_serde")]
+    pub grace: Duration,
+    /// How far ahead epoch keys are made before uploads need them.
+    #[serde(with = "humantime_serde")]
+    pub ahead: Duration,
+    #[serde(default, deserialize_with = "digits_as_text")]
+    pub label_prefix: Option<String>,
+}
+
+/// Off; as `config/default.toml` has it.
+impl Default for EpochsConfig {
+    fn default() -> EpochsConfig {
+        const DAY: u64 = 24 * 3600;
+        EpochsConfig {
+            enabled: false,
+            grace: Duration::from_secs(DAY),
+            ahead: Duration::from_secs(32 * DAY),
+            label_prefix: None,
+        }
+    }
 }
 
 /// The value of `crypto.provider`.
@@ -321,10 +350,11 @@ impl Config {
         self.limit_settings()?;
         self.fetch_policy()?;
         self.public_base_url()?;
+        let epochs = self.epoch_settings()?;
         if self.crypto.provider == KeyProviderKind::Pkcs11 {
             self.pkcs11_config()?;
             let keys = self.crypto.pkcs11.as_ref().map_or(&[][..], |p| &p.keys[..]);
-            if keys.is_empty() {
+            if keys.is_empty() && epochs.is_none() {
                 bail!(
                     "crypto.pkcs11.keys is empty: name the labels of the KEKs in the token, the active one \
                      first (create one with `mediavault keys generate --provider pkcs11 --label …`)"
@@ -363,6 +393,35 @@ impl Config {
             self.links.keys.as_ref(),
             self.links.keys_file.as_deref(),
         )
+    }
+
+    /// `[crypto.epochs]`, checked, when epoch keys are on.
+    pub fn epoch_settings(&self) -> anyhow::Result<Option<EpochSettings>> {
+        let epochs = &self.crypto.epochs;
+        if !epochs.enabled {
+            return Ok(None);
+        }
+        if self.crypto.provider != KeyProviderKind::Pkcs11 {
+            bail!(
+                "crypto.epochs.enabled needs keys the service can make and destroy: set crypto.provider = \"pkcs11\""
+            );
+        }
+        const DAY: u64 = 24 * 3600;
+        let ahead_days = epochs.ahead.as_secs().div_ceil(DAY);
+        if ahead_days > 3660 {
+            bail!("crypto.epochs.ahead must be at most 3660d");
+        }
+        let settings = EpochSettings {
+            label_prefix: epochs
+                .label_prefix
+                .as_deref()
+                .unwrap_or(EPOCH_LABEL_PREFIX)
+                .to_owned(),
+            grace: epochs.grace,
+            ahead_days: u32::try_from(ahead_days).expect("bounded above"),
+        };
+        settings.check()?;
+        Ok(Some(settings))
     }
 
     /// `[crypto.pkcs11]`, checked for what every use of the token needs:
@@ -942,6 +1001,53 @@ mod tests {
             assert_eq!(config.links_keys().unwrap().unwrap().expose_secret(), "l1:BBBB");
             Ok(())
         });
+    }
+
+    #[test]
+    fn epoch_keys_need_a_token_and_a_label_prefix_that_makes_labels() {
+        assert_eq!(Config::from_toml_str("").unwrap().epoch_settings().unwrap(), None);
+        let token = "[crypto]\nprovider = \"pkcs11\"\n[crypto.pkcs11]\nmodule = \"/m.so\"\n\
+                     token_label = \"t\"\npin = \"1\"\n";
+        // No KEK labels: epoch keys wrap everything.
+        let config = Config::from_toml_str(&format!(
+            "{token}[crypto.epochs]\nenabled = true\ngrace = \"36h\"\nahead = \"45d 1h\"\n"
+        ))
+        .unwrap();
+        let epochs = config.epoch_settings().unwrap().unwrap();
+        assert_eq!(
+            epochs,
+            EpochSettings {
+                label_prefix: "epoch-".into(),
+                grace: Duration::from_secs(36 * 3600),
+                ahead_days: 46,
+            }
+        );
+        let config = Config::from_toml_str(&format!(
+            "{token}[crypto.epochs]\nenabled = true\nlabel_prefix = \"prod.e_\"\n"
+        ))
+        .unwrap();
+        assert_eq!(config.epoch_settings().unwrap().unwrap().label_prefix, "prod.e_");
+        for (toml, expected) in [
+            (
+                "[crypto.epochs]\nenabled = true\n",
+                "crypto.provider = \"pkcs11\"",
+            ),
+            (
+                &format!("{token}[crypto.epochs]\nenabled = true\nlabel_prefix = \"a b\"\n"),
+                "crypto.epochs.label_prefix",
+            ),
+            (
+                &format!("{token}[crypto.epochs]\nenabled = true\nlabel_prefix = \"\"\n"),
+                "crypto.epochs.label_prefix",
+            ),
+            (
+                &format!("{token}[crypto.epochs]\nenabled = false\n"),
+                "crypto.pkcs11.keys",
+            ),
+        ] {
+            let error = Config::from_toml_str(toml).unwrap_err().to_string();
+            assert!(error.contains(expected), "{toml}: {error}");
+        }
     }
 
     #[test]

@@ -233,7 +233,7 @@ mod tests {
         let (again, new) = dev_keyring(&url).unwrap();
         assert!(new.is_none(), "the saved key is read back");
         let dek = mediavault_storage::Dek::generate();
-        let wrapped = first.wrap("m", &dek).await.unwrap();
+        let wrapped = first.wrap("m", 0, &dek).await.unwrap();
         assert_eq!(
             again.unwrap("m", "dev", &wrapped.bytes).await.unwrap().as_bytes(),
             dek.as_bytes()

@@ -198,7 +198,7 @@ async fn open_vault(
                 .map(|spec| ConfiguredKeys::parse(spec.expose_secret()))
                 .transpose()?;
             let token = Pkcs11Keys::open(settings).await.context("crypto.pkcs11")?;
-            Keyring::pkcs11(token, legacy)?
+            Keyring::pkcs11(token, legacy, config.epoch_settings()?)?
         }
         (KeyProviderKind::Config, Some(spec), _) => Keyring::parse(spec.expose_secret())?,
         (KeyProviderKind::Config, None, DatabaseUrl::Sqlite(url)) => {

@@ -163,6 +163,11 @@ pub async fn keys(vault: &Vault, command: StoredKeysCommand) -> anyhow::Result<(
         }
         StoredKeysCommand::Usage => print(json!({
             "activeKey": vault.active_key_id(),
+            "epochKeys": vault.epoch_settings().map(|epochs| json!({
+                "labelPrefix": epochs.label_prefix,
+                "grace": humantime::format_duration(epochs.grace).to_string(),
+                "aheadDays": epochs.ahead_days,
+            })),
             "keys": key_usage(vault).await?,
         })),
     }

@@ -29,9 +29,19 @@ pub struct PassReport {
     pub abandoned: u64,
     #[serde(skip)]
     pub blob_failures: u64,
+    /// Epoch keys made ahead of need, and destroyed once their epoch was
+    /// over; printed only when there were some.
+    #[serde(rename = "epochKeysMade", skip_serializing_if = "is_zero")]
+    pub epoch_keys_made: u64,
+    #[serde(rename = "epochKeysDestroyed", skip_serializing_if = "is_zero")]
+    pub epoch_keys_destroyed: u64,
     /// Another replica's pass held the lock; this one did nothing.
     #[serde(skip)]
     pub skipped: bool,
+}
+
+fn is_zero(count: &u64) -> bool {
+    *count == 0
 }
 
 impl PassReport {
@@ -63,7 +73,25 @@ pub async fn reap_once(vault: &Vault, now: i64, budget: Duration) -> Result<Pass
         }
     }
     vault.reap_deleted_apps().await?;
+    keep_epoch_keys(vault, now, &mut report).await;
     Ok(report)
+}
+
+/// Makes and destroys epoch keys as `now` needs; a failure (the provider
+/// away) is logged and left to the next pass, as the reaping is done.
+async fn keep_epoch_keys(vault: &Vault, now: i64, report: &mut PassReport) {
+    match vault.keep_epoch_keys(now).await {
+        Ok(upkeep) => {
+            report.epoch_keys_made = upkeep.made.len() as u64;
+            report.epoch_keys_destroyed = upkeep.destroyed.len() as u64;
+            metrics::counter!("mediavault_epoch_keys_made_total").increment(report.epoch_keys_made);
+            metrics::counter!("mediavault_epoch_keys_destroyed_total").increment(report.epoch_keys_destroyed);
+        }
+        Err(error) => {
+            metrics::counter!("mediavault_epoch_key_upkeep_failures_total").increment(1);
+            tracing::warn!(%error, "epoch key upkeep failed; the next pass retries");
+        }
+    }
 }
 
 /// A six-field cron expression (`sec min hour day month weekday`).

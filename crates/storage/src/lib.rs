@@ -10,6 +10,7 @@ mod apps;
 mod blobs;
 mod database_url;
 mod download;
+mod epoch_keys;
 mod error;
 pub mod format;
 mod ids;
@@ -32,9 +33,10 @@ mod vault;
 pub use blobs::{BlobConfig, PART_SIZE};
 pub use database_url::{DatabaseUrl, UnsupportedDatabaseUrl};
 pub use download::{PlaintextStream, StoredMedia};
+pub use epoch_keys::EpochUpkeep;
 pub use error::{AdminError, AuthError, ReadError, StoreError, UploadError};
 pub use ids::{AppId, MediaId, TokenId};
-pub use keys::{ConfiguredKeys, Dek, KeyError, KeyListError, Keyring};
+pub use keys::{ConfiguredKeys, Dek, EpochSettings, KeyError, KeyListError, Keyring};
 pub use meta::ReaperLock;
 pub use model::{
     App, AppStats, AppUpdate, IssuedToken, KeyUse, MediaInfo, Millis, NewApp, RewrapCounts, SchemaVersions,

@@ -10,14 +10,20 @@ use std::collections::HashMap;
 
 use crate::error::StoreError;
 use crate::ids::MediaId;
+use crate::keys::EpochSettings;
 use crate::meta::Rewrapped;
 use crate::model::{KeyUse, RewrapCounts, now_millis};
 use crate::vault::Vault;
 
 impl Vault {
-    /// The key that wraps new data keys.
-    pub fn active_key_id(&self) -> &str {
+    /// The key that wraps new data keys, unless epoch keys do.
+    pub fn active_key_id(&self) -> Option<&str> {
         self.inner.keys.active_id()
+    }
+
+    /// The epoch keys' settings, when new data keys go under epoch keys.
+    pub fn epoch_settings(&self) -> Option<&EpochSettings> {
+        self.inner.keys.epochs()
     }
 
     /// How many live (not yet shredded) media each key wraps.
@@ -36,16 +42,24 @@ impl Vault {
     }
 
     /// Fails, naming each key and how many media need it, when live media
-    /// are wrapped by a key the configuration lacks: serving would answer
-    /// 500 for every one of them.
+    /// are wrapped by a key the configuration lacks (or, for an epoch key,
+    /// the provider): serving would answer 500 for every one of them.
     pub async fn check_keys(&self) -> Result<(), StoreError> {
         let keys = &self.inner.keys;
         let configured = keys.ids();
+        let held = match keys.epochs() {
+            Some(_) => keys.labels().await?,
+            None => Vec::new(),
+        };
+        let is_held_epoch_key = |id: &str| {
+            keys.epochs().is_some_and(|epochs| epochs.epoch_of(id).is_some())
+                && held.binary_search_by(|label| label.as_str().cmp(id)).is_ok()
+        };
         let missing: Vec<String> = self
             .key_use()
             .await?
             .into_iter()
-            .filter(|used| !configured.contains(&used.kek_id.as_str()))
+            .filter(|used| !configured.contains(&used.kek_id.as_str()) && !is_held_epoch_key(&used.kek_id))
             .map(|used| format!("{:?} ({} media)", used.kek_id, used.media))
             .collect();
         if missing.is_empty() {
@@ -74,7 +88,7 @@ impl Vault {
         let fingerprints = keys.fingerprints().await?;
         for (id, fingerprint) in &fingerprints {
             let used = in_use.contains(id);
-            if recorded.contains_key(id) || !(used || id == keys.active_id()) {
+            if recorded.contains_key(id) || !(used || keys.active_id() == Some(id.as_str())) {
                 continue;
             }
             if let Some((media_id, wrapped)) = meta.one_wrapped(id).await? {
@@ -127,22 +141,23 @@ impl Vault {
             || meta.key_use().await?.iter().any(|(used, _)| used == id))
     }
 
-    /// Re-wraps every live data key not wrapped by the active key, `batch`
-    /// rows per transaction. Safe while serving: a row is rewritten only if
-    /// it still holds the wrapping that was read, and readers unwrap with
-    /// whichever key their row names. Resumable: a second run picks up what
-    /// the first did not reach. Keys that cannot be unwrapped are counted
-    /// and left as they are.
+    /// Re-wraps every live data key not wrapped by the active key (with
+    /// epoch keys: not wrapped by an epoch key, which then becomes the key
+    /// of its media's expiry day), `batch` rows per transaction. Safe while
+    /// serving: a row is rewritten only if it still holds the wrapping that
+    /// was read, and readers unwrap with whichever key their row names.
+    /// Resumable: a second run picks up what the first did not reach. Keys
+    /// that cannot be unwrapped are counted and left as they are.
     pub async fn rewrap(&self, batch: u32) -> Result<RewrapCounts, StoreError> {
         let keys = &self.inner.keys;
-        let active = keys.active_id().to_owned();
+        let settled = keys.settled();
         let mut counts = RewrapCounts::default();
         let mut after = MediaId::default();
         loop {
             let rows = self
                 .inner
                 .meta
-                .wrapped_by_others(&active, &after, batch.max(1))
+                .wrapped_unsettled(&settled, &after, batch.max(1))
                 .await?;
             let Some(last) = rows.last() else { break };
             after = last.id.clone();
@@ -150,7 +165,7 @@ impl Vault {
             for row in rows {
                 match keys.unwrap(row.id.as_str(), &row.kek_id, &row.wrapped_dek).await {
                     Ok(dek) => {
-                        let wrapped = keys.wrap(row.id.as_str(), &dek).await?;
+                        let wrapped = keys.wrap(row.id.as_str(), row.expires_at, &dek).await?;
                         rewrapped.push(Rewrapped {
                             id: row.id,
                             old_kek_id: row.kek_id,

@@ -103,12 +103,13 @@ impl Vault {
             .clamp(1, app.max_file_bytes.max(1));
         let mut sizes = Reservations::new(wanted, 1);
         let mut size = sizes.next(self, &app.id).await?;
+        let expires_at = now.saturating_add(retention_millis);
         // The wrapped key's associated data names the id: wrapped anew for each.
         let mut id = next_id();
         let mut wrapped = self
             .inner
             .keys
-            .wrap(id.as_str(), &dek)
+            .wrap(id.as_str(), expires_at, &dek)
             .await
             .map_err(StoreError::from)?;
         let mut draws = 1;
@@ -126,7 +127,7 @@ impl Vault {
                 salt: &header.salt,
                 nonce_prefix: &header.nonce_prefix,
                 created_at: now,
-                expires_at: now.saturating_add(retention_millis),
+                expires_at,
                 abandon_at: now.saturating_add(self.abandon_after_millis()),
                 reserved_bytes: saturating_i64(bytes),
             };
@@ -144,7 +145,7 @@ impl Vault {
                     wrapped = self
                         .inner
                         .keys
-                        .wrap(id.as_str(), &dek)
+                        .wrap(id.as_str(), expires_at, &dek)
                         .await
                         .map_err(StoreError::from)?;
                     draws += 1;

@@ -15,7 +15,7 @@ use cryptoki::session::{Session, UserType};
 use cryptoki::types::AuthPin;
 use mediavault_storage::Dek;
 use mediavault_storage::keys::{
-    ConfiguredKeys, KeyError, Keyring, Pkcs11Keys, Pkcs11Settings, TokenSelector,
+    ConfiguredKeys, EpochSettings, KeyError, Keyring, Pkcs11Keys, Pkcs11Settings, TokenSelector,
 };
 
 fn env(name: &str) -> String {
@@ -46,11 +46,21 @@ fn own_session() -> Session {
         Err(error) => panic!("C_Initialize: {error}"),
     }
     let label = env("MEDIAVAULT_TEST_PKCS11_TOKEN");
-    let slot = library
-        .get_slots_with_token()
-        .unwrap()
-        .into_iter()
-        .find(|slot| library.get_token_info(*slot).unwrap().label() == label)
+    // SoftHSM2 may fail to read a token whose files another test process
+    // is writing at that moment: a few tries, as the provider makes.
+    let find_slot = || {
+        let slots = library.get_slots_with_token().ok()?;
+        slots.into_iter().find(|slot| {
+            library
+                .get_token_info(*slot)
+                .is_ok_and(|info| info.label() == label)
+        })
+    };
+    let slot = (0..5)
+        .find_map(|attempt| {
+            std::thread::sleep(std::time::Duration::from_millis(200) * attempt);
+            find_slot()
+        })
         .expect("the test token");
     let session = library.open_rw_session(slot).unwrap();
     let pin = AuthPin::new(env("MEDIAVAULT_TEST_PKCS11_PIN").into());
@@ -58,6 +68,25 @@ fn own_session() -> Session {
         Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => session,
         Err(error) => panic!("C_Login: {error}"),
     }
+}
+
+/// Imports `material` into the token as an AES key labelled `label`, as
+/// an operator may import a configured key.
+fn import_key(label: &str, material: [u8; 32]) {
+    own_session()
+        .create_object(&[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+            Attribute::Value(material.to_vec()),
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Encrypt(true),
+            Attribute::Decrypt(true),
+            Attribute::Label(label.as_bytes().to_vec()),
+        ])
+        .unwrap();
 }
 
 fn find(session: &Session, label: &str) -> cryptoki::object::ObjectHandle {
@@ -119,7 +148,7 @@ async fn a_key_made_in_the_token_is_sensitive_and_never_extractable() {
 
     // The same key gives the same fingerprint at start as at creation.
     drop(keys);
-    let keyring = Keyring::pkcs11(Pkcs11Keys::open(settings(&[&label])).await.unwrap(), None).unwrap();
+    let keyring = Keyring::pkcs11(Pkcs11Keys::open(settings(&[&label])).await.unwrap(), None, None).unwrap();
     assert_eq!(
         keyring.fingerprints().await.unwrap(),
         [(label.clone(), fingerprint)]
@@ -142,28 +171,12 @@ async fn the_token_wraps_data_keys_in_the_configured_format_both_ways() {
         base64::engine::general_purpose::STANDARD.encode(material)
     ))
     .unwrap();
-    let keyring = {
-        let session = own_session();
-        session
-            .create_object(&[
-                Attribute::Class(ObjectClass::SECRET_KEY),
-                Attribute::KeyType(KeyType::AES),
-                Attribute::Value(material.to_vec()),
-                Attribute::Token(true),
-                Attribute::Private(true),
-                Attribute::Sensitive(true),
-                Attribute::Extractable(false),
-                Attribute::Encrypt(true),
-                Attribute::Decrypt(true),
-                Attribute::Label(label.as_bytes().to_vec()),
-            ])
-            .unwrap();
-        Keyring::pkcs11(Pkcs11Keys::open(settings(&[&label])).await.unwrap(), None).unwrap()
-    };
-    assert_eq!(keyring.active_id(), label);
+    import_key(&label, material);
+    let keyring = Keyring::pkcs11(Pkcs11Keys::open(settings(&[&label])).await.unwrap(), None, None).unwrap();
+    assert_eq!(keyring.active_id(), Some(label.as_str()));
 
     let dek = Dek::generate();
-    let by_token = keyring.wrap("media-1", &dek).await.unwrap();
+    let by_token = keyring.wrap("media-1", 0, &dek).await.unwrap();
     assert_eq!(by_token.kek_id, label);
     assert_eq!(by_token.bytes.len(), mediavault_storage::format::WRAPPED_DEK_LEN);
     let opened = configured.unwrap("media-1", &label, &by_token.bytes).unwrap();
@@ -202,11 +215,11 @@ async fn sessions_taken_from_under_the_provider_are_opened_again() {
     let maker = Pkcs11Keys::open(settings(&[])).await.unwrap();
     maker.create(&label).await.unwrap();
     drop(maker);
-    let keyring = Keyring::pkcs11(Pkcs11Keys::open(settings(&[&label])).await.unwrap(), None).unwrap();
+    let keyring = Keyring::pkcs11(Pkcs11Keys::open(settings(&[&label])).await.unwrap(), None, None).unwrap();
     let dek = Dek::generate();
     let mut wrapped = Vec::new();
     for i in 0..8 {
-        wrapped.push(keyring.wrap(&format!("m{i}"), &dek).await.unwrap());
+        wrapped.push(keyring.wrap(&format!("m{i}"), 0, &dek).await.unwrap());
     }
 
     let session = own_session();
@@ -220,9 +233,86 @@ async fn sessions_taken_from_under_the_provider_are_opened_again() {
             .unwrap();
         assert_eq!(opened.as_bytes(), dek.as_bytes());
     }
-    keyring.wrap("after", &dek).await.unwrap();
+    keyring.wrap("after", 0, &dek).await.unwrap();
 
     drop(keyring);
     let keys = Pkcs11Keys::open(settings(&[])).await.unwrap();
     keys.destroy(&label).await.unwrap();
+}
+
+/// Epoch keys in the token: a data key goes under its expiry day's key,
+/// made when first needed; keys ahead are made once; a day whose key two
+/// replicas made at once (two keys of one label) unwraps under either, and
+/// destroying the day's key destroys both.
+#[tokio::test]
+async fn epoch_keys_are_made_when_needed_and_a_day_made_twice_unwraps_under_either() {
+    let prefix = format!("{}-", new_label());
+    let epochs = EpochSettings {
+        ahead_days: 1,
+        ..EpochSettings::new(&prefix)
+    };
+    let keyring =
+        Keyring::pkcs11(Pkcs11Keys::open(settings(&[])).await.unwrap(), None, Some(epochs)).unwrap();
+    assert_eq!(keyring.active_id(), None);
+    let held = |labels: Vec<String>| -> Vec<String> {
+        labels
+            .into_iter()
+            .filter(|label| label.starts_with(&prefix))
+            .collect()
+    };
+
+    // 2030-03-17T12:00:00Z, and the next day.
+    let expires_at = 1_899_979_200_000;
+    let day = format!("{prefix}20300317");
+    let dek = Dek::generate();
+    let wrapped = keyring.wrap("m-1", expires_at, &dek).await.unwrap();
+    assert_eq!(wrapped.kek_id, day);
+    assert_eq!(held(keyring.labels().await.unwrap()), std::slice::from_ref(&day));
+    let again = keyring.wrap("m-2", expires_at + 3_600_000, &dek).await.unwrap();
+    assert_eq!(again.kek_id, day, "the same day, the same key");
+    assert_eq!(
+        keyring.make_epoch_keys_ahead(expires_at).await.unwrap(),
+        [format!("{prefix}20300318")],
+        "the day itself has its key already"
+    );
+    assert!(
+        keyring
+            .make_epoch_keys_ahead(expires_at)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Another replica made the same day's key at the same moment: a key
+    // of the same label, other material, which wrapped m-3's data key.
+    let material = [0x17u8; 32];
+    import_key(&day, material);
+    let other = ConfiguredKeys::parse(&format!(
+        "{day}:{}",
+        base64::engine::general_purpose::STANDARD.encode(material)
+    ))
+    .unwrap();
+    let by_other = other.wrap("m-3", &dek);
+    for (media_id, bytes) in [("m-1", &wrapped.bytes), ("m-3", &by_other.bytes)] {
+        let opened = keyring.unwrap(media_id, &day, bytes).await.unwrap();
+        assert_eq!(opened.as_bytes(), dek.as_bytes(), "{media_id}");
+    }
+    assert!(matches!(
+        keyring.unwrap("m-2", &day, &by_other.bytes).await,
+        Err(KeyError::Integrity)
+    ));
+
+    // Destroying the day destroys both of its keys.
+    keyring.destroy(&day).await.unwrap();
+    assert_eq!(
+        held(keyring.labels().await.unwrap()),
+        [format!("{prefix}20300318")]
+    );
+    for (media_id, bytes) in [("m-1", &wrapped.bytes), ("m-3", &by_other.bytes)] {
+        assert!(matches!(
+            keyring.unwrap(media_id, &day, bytes).await,
+            Err(KeyError::Unknown(label)) if label == day
+        ));
+    }
+    keyring.destroy(&format!("{prefix}20300318")).await.unwrap();
 }

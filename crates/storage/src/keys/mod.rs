@@ -29,9 +29,10 @@ use rand::RngCore;
 use zeroize::Zeroizing;
 
 use crate::format::DEK_LEN;
+use crate::model::Millis;
 
 pub use configured::ConfiguredKeys;
-pub use epochs::{EPOCH_LABEL_PREFIX, Epoch};
+pub use epochs::{EPOCH_LABEL_PREFIX, Epoch, EpochSettings};
 pub use list::{KEY_LEN, KeyListError, ListedKey, generate_key_line, parse_key_list};
 pub use pkcs11::{Pkcs11Keys, Pkcs11Settings, TokenSelector};
 
@@ -176,6 +177,22 @@ pub(crate) trait KeyProvider {
             "this key provider destroys no keys: remove the key from the configuration and its secret store",
         ))
     }
+
+    /// Every KEK the provider holds, in use or not, sorted.
+    async fn labels(&self) -> Result<Vec<String>, KeyError> {
+        let mut ids: Vec<String> = self.ids().into_iter().map(str::to_owned).collect();
+        ids.sort_unstable();
+        Ok(ids)
+    }
+}
+
+/// Which live data keys `keys rewrap` leaves as they are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WrappedUnder {
+    /// Those under this key, the active one.
+    Key(String),
+    /// Those under an epoch key: labels starting so.
+    EpochPrefix(String),
 }
 
 /// The providers a keyring can hold.
@@ -200,10 +217,16 @@ macro_rules! on_provider {
 /// The KEKs of this installation, from one provider; the provider's first
 /// key is active, and wraps new data keys. Beside a provider other than
 /// configuration, configured keys may be kept to unwrap what they wrapped
-/// until `keys rewrap` has moved it to the provider's active key.
+/// until `keys rewrap` has moved it to the provider's active key. With
+/// epoch keys, each new data key is wrapped under the KEK of its expiry
+/// day instead (`keys/epochs.rs`), made in the provider when first needed.
 pub struct Keyring {
     provider: Provider,
     legacy: Option<ConfiguredKeys>,
+    epochs: Option<EpochSettings>,
+    /// Held while an epoch key is made, so that the uploads that first need
+    /// it make one, not one each.
+    making: tokio::sync::Mutex<()>,
 }
 
 impl Keyring {
@@ -214,16 +237,28 @@ impl Keyring {
 
     /// A keyring of configured keys.
     pub fn configured(keys: ConfiguredKeys) -> Keyring {
+        Keyring::of(Provider::Configured(keys), None, None)
+    }
+
+    fn of(provider: Provider, legacy: Option<ConfiguredKeys>, epochs: Option<EpochSettings>) -> Keyring {
         Keyring {
-            provider: Provider::Configured(keys),
-            legacy: None,
+            provider,
+            legacy,
+            epochs,
+            making: tokio::sync::Mutex::new(()),
         }
     }
 
     /// Keys in a PKCS#11 token, the first of `crypto.pkcs11.keys` active;
     /// `legacy` configured keys only unwrap. An id in both is refused.
-    pub fn pkcs11(keys: Pkcs11Keys, legacy: Option<ConfiguredKeys>) -> Result<Keyring, KeyError> {
-        if KeyProvider::ids(&keys).is_empty() {
+    /// With `epochs`, new data keys go under epoch keys the token makes and
+    /// destroys, and `crypto.pkcs11.keys` may be empty.
+    pub fn pkcs11(
+        keys: Pkcs11Keys,
+        legacy: Option<ConfiguredKeys>,
+        epochs: Option<EpochSettings>,
+    ) -> Result<Keyring, KeyError> {
+        if KeyProvider::ids(&keys).is_empty() && epochs.is_none() {
             return Err(KeyError::Provider(
                 "crypto.pkcs11.keys is empty: name the KEK labels in use, the active one first".into(),
             ));
@@ -233,10 +268,20 @@ impl Keyring {
         {
             return Err(KeyError::TwoSources(both.to_owned()));
         }
-        Ok(Keyring {
-            provider: Provider::Pkcs11(keys),
-            legacy,
-        })
+        if let Some(epochs) = &epochs {
+            epochs.check()?;
+            let all = KeyProvider::ids(&keys)
+                .into_iter()
+                .chain(legacy.iter().flat_map(ConfiguredKeys::ids));
+            if let Some(id) = all.into_iter().find(|id| epochs.epoch_of(id).is_some()) {
+                return Err(KeyError::Provider(format!(
+                    "key {id:?} has the label of an epoch key (crypto.epochs.label_prefix {:?}): the reaper \
+                     would destroy it; give it another label",
+                    epochs.label_prefix
+                )));
+            }
+        }
+        Ok(Keyring::of(Provider::Pkcs11(keys), legacy, epochs))
     }
 
     /// A new `id:base64` line with 32 random bytes, for `keys generate`.
@@ -254,9 +299,25 @@ impl Keyring {
         }
     }
 
-    /// The id of the key that wraps new data keys.
-    pub fn active_id(&self) -> &str {
-        self.ids()[0]
+    /// The id of the key that wraps new data keys; with epoch keys, the one
+    /// `rewrap` moves their data keys to when epoch keys are turned off.
+    pub fn active_id(&self) -> Option<&str> {
+        self.provider_ids().first().copied()
+    }
+
+    /// The epoch keys' settings, when they are on.
+    pub fn epochs(&self) -> Option<&EpochSettings> {
+        self.epochs.as_ref()
+    }
+
+    /// The data keys `keys rewrap` leaves where they are: those under an
+    /// epoch key when epoch keys are on, else those under the active key.
+    pub fn settled(&self) -> WrappedUnder {
+        match (&self.epochs, self.active_id()) {
+            (Some(epochs), _) => WrappedUnder::EpochPrefix(epochs.label_prefix.clone()),
+            (None, Some(active)) => WrappedUnder::Key(active.to_owned()),
+            (None, None) => unreachable!("a keyring has an active key or epoch keys"),
+        }
     }
 
     /// The provider's key ids, active first.
@@ -279,14 +340,61 @@ impl Keyring {
         (!self.provider_ids().contains(&kek_id) && legacy.ids().any(|id| id == kek_id)).then_some(legacy)
     }
 
-    /// Wraps `dek` for `media_id` under the active key.
-    pub async fn wrap(&self, media_id: &str, dek: &Dek) -> Result<WrappedDek, KeyError> {
-        let kek_id = self.active_id();
-        let bytes = on_provider!(self, keys => KeyProvider::wrap(keys, media_id, kek_id, dek).await?);
-        Ok(WrappedDek {
-            kek_id: kek_id.to_owned(),
-            bytes,
-        })
+    /// Wraps `dek` for `media_id`, which expires at `expires_at`: under the
+    /// KEK of its expiry epoch when epoch keys are on (made now if no
+    /// upload has needed it yet), else under the active key.
+    pub async fn wrap(&self, media_id: &str, expires_at: Millis, dek: &Dek) -> Result<WrappedDek, KeyError> {
+        let kek_id = match &self.epochs {
+            Some(epochs) => epochs.label(Epoch::of(expires_at)),
+            None => self
+                .active_id()
+                .expect("a keyring without epoch keys has an active key")
+                .to_owned(),
+        };
+        let wrapped = on_provider!(self, keys => KeyProvider::wrap(keys, media_id, &kek_id, dek).await);
+        let bytes = match wrapped {
+            Err(KeyError::Unknown(_)) if self.epochs.is_some() => {
+                self.make_epoch_key(&kek_id).await?;
+                on_provider!(self, keys => KeyProvider::wrap(keys, media_id, &kek_id, dek).await?)
+            }
+            other => other?,
+        };
+        Ok(WrappedDek { kek_id, bytes })
+    }
+
+    /// Makes epoch key `label` unless it is there already.
+    async fn make_epoch_key(&self, label: &str) -> Result<bool, KeyError> {
+        let _making = self.making.lock().await;
+        match on_provider!(self, keys => KeyProvider::create(keys, label).await) {
+            Ok(_) => {
+                tracing::info!(label, "epoch key made");
+                Ok(true)
+            }
+            Err(KeyError::Exists(_)) => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Makes the epoch keys of today and the days ahead that the provider
+    /// lacks; returns their labels.
+    pub async fn make_epoch_keys_ahead(&self, now: Millis) -> Result<Vec<String>, KeyError> {
+        let Some(epochs) = &self.epochs else {
+            return Ok(Vec::new());
+        };
+        let held = self.labels().await?;
+        let mut made = Vec::new();
+        for epoch in epochs.ahead(now) {
+            let label = epochs.label(epoch);
+            if held.binary_search(&label).is_err() && self.make_epoch_key(&label).await? {
+                made.push(label);
+            }
+        }
+        Ok(made)
+    }
+
+    /// Every KEK the provider holds, in use or not, sorted.
+    pub async fn labels(&self) -> Result<Vec<String>, KeyError> {
+        on_provider!(self, keys => KeyProvider::labels(keys).await)
     }
 
     /// Unwraps the data key of `media_id`, wrapped under `kek_id`.

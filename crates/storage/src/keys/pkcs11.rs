@@ -43,6 +43,10 @@ const IV_LEN: usize = 12;
 /// calls in between fail at once.
 const RECONNECT_PAUSE: Duration = Duration::from_secs(1);
 
+/// Tries to reach the token when the provider opens, and the pause between.
+const OPEN_TRIES: u32 = 5;
+const OPEN_PAUSE: Duration = Duration::from_millis(200);
+
 /// Which token of the module holds the keys.
 #[derive(Debug, Clone)]
 pub enum TokenSelector {
@@ -147,6 +151,12 @@ struct Live {
     slot: Slot,
     idle: Mutex<Vec<Session>>,
     handles: HashMap<String, ObjectHandle>,
+    /// Keys not in `crypto.pkcs11.keys` (epoch keys, keys taken out of the
+    /// configuration) found in the token by label when first used. A label
+    /// may stand for more than one key: replicas that each made an epoch's
+    /// key at once made several, and a data key is unwrapped by whichever
+    /// of them wrapped it.
+    found: RwLock<HashMap<String, Vec<ObjectHandle>>>,
 }
 
 impl Pkcs11Keys {
@@ -191,13 +201,14 @@ impl Pkcs11Keys {
     pub async fn create(&self, label: &str) -> Result<String, KeyError> {
         check_id(label).map_err(|_| KeyError::BadLabel(label.to_owned()))?;
         let label = label.to_owned();
-        self.call(move |session, _| {
+        self.call(move |session, live| {
             if !find_keys(session, &label)?.is_empty() {
                 return Err(Failure::Key(KeyError::Exists(label.clone())));
             }
             let key = session
                 .generate_key(&Mechanism::AesKeyGen, &kek_template(&label))
                 .map_err(failure)?;
+            live.forget(&label);
             gmac_fingerprint(session, key)
         })
         .await
@@ -207,7 +218,7 @@ impl Pkcs11Keys {
     /// be read. The caller makes sure nothing needs it.
     pub async fn destroy(&self, label: &str) -> Result<(), KeyError> {
         let label = label.to_owned();
-        self.call(move |session, _| {
+        self.call(move |session, live| {
             let keys = find_keys(session, &label)?;
             if keys.is_empty() {
                 return Err(Failure::Key(KeyError::Unknown(label.clone())));
@@ -215,7 +226,37 @@ impl Pkcs11Keys {
             for key in keys {
                 session.destroy_object(key).map_err(failure)?;
             }
+            live.forget(&label);
             Ok(())
+        })
+        .await
+    }
+
+    /// The label of every AES key in the token, once each, sorted.
+    pub async fn labels(&self) -> Result<Vec<String>, KeyError> {
+        self.call(|session, _| {
+            let keys = session
+                .find_objects(&[
+                    Attribute::Class(ObjectClass::SECRET_KEY),
+                    Attribute::KeyType(KeyType::AES),
+                ])
+                .map_err(failure)?;
+            let mut labels = Vec::with_capacity(keys.len());
+            for key in keys {
+                for attribute in session
+                    .get_attributes(key, &[AttributeType::Label])
+                    .map_err(failure)?
+                {
+                    if let Attribute::Label(label) = attribute
+                        && let Ok(label) = String::from_utf8(label)
+                    {
+                        labels.push(label);
+                    }
+                }
+            }
+            labels.sort_unstable();
+            labels.dedup();
+            Ok(labels)
         })
         .await
     }
@@ -230,7 +271,7 @@ impl KeyProvider for Pkcs11Keys {
         let (kek_id, aad) = (kek_id.to_owned(), dek_aad(media_id, kek_id));
         let dek = Dek::from_bytes(*dek.as_bytes());
         self.call(move |session, live| {
-            let key = live.key(&kek_id)?;
+            let key = live.keys(session, &kek_id, Lookup::Cached)?[0];
             let mut iv = [0u8; IV_LEN];
             rand::rng().fill_bytes(&mut iv);
             let mut wrapped = Vec::with_capacity(WRAPPED_DEK_LEN);
@@ -256,35 +297,33 @@ impl KeyProvider for Pkcs11Keys {
         }
         let (kek_id, aad, wrapped) = (kek_id.to_owned(), dek_aad(media_id, kek_id), wrapped.to_vec());
         self.call(move |session, live| {
-            let key = live.key(&kek_id)?;
-            let mut iv: [u8; IV_LEN] = wrapped[..IV_LEN].try_into().expect("length checked");
-            let opened = session.decrypt(&gcm(&mut iv, &aad)?, key, &wrapped[IV_LEN..]);
-            let plain = Zeroizing::new(match opened {
-                Ok(plain) => plain,
-                // A tag that does not verify: tokens differ in which of
-                // these they answer (SoftHSM2: CKR_GENERAL_ERROR).
-                Err(CkError::Pkcs11(
-                    RvError::EncryptedDataInvalid
-                    | RvError::EncryptedDataLenRange
-                    | RvError::GeneralError
-                    | RvError::FunctionFailed,
-                    cryptoki::context::Function::Decrypt,
-                )) => return Err(Failure::Key(KeyError::Integrity)),
-                Err(error) => return Err(failure(error)),
-            });
-            let bytes: [u8; DEK_LEN] = plain
-                .as_slice()
-                .try_into()
-                .map_err(|_| Failure::Key(KeyError::Integrity))?;
-            Ok(Dek::from_bytes(bytes))
+            let mut tried = Vec::new();
+            for lookup in [Lookup::Cached, Lookup::Fresh] {
+                for key in live.keys(session, &kek_id, lookup)? {
+                    if tried.contains(&key) {
+                        continue;
+                    }
+                    tried.push(key);
+                    match decrypt_dek(session, key, &aad, &wrapped) {
+                        Err(Failure::Key(KeyError::Integrity)) => continue,
+                        outcome => return outcome,
+                    }
+                }
+                if live.handles.contains_key(&kek_id) {
+                    break;
+                }
+            }
+            Err(Failure::Key(KeyError::Integrity))
         })
         .await
     }
 
     async fn fingerprint(&self, kek_id: &str) -> Result<String, KeyError> {
         let kek_id = kek_id.to_owned();
-        self.call(move |session, live| gmac_fingerprint(session, live.key(&kek_id)?))
-            .await
+        self.call(move |session, live| {
+            gmac_fingerprint(session, live.keys(session, &kek_id, Lookup::Cached)?[0])
+        })
+        .await
     }
 
     async fn create(&self, kek_id: &str) -> Result<String, KeyError> {
@@ -294,6 +333,10 @@ impl KeyProvider for Pkcs11Keys {
     async fn destroy(&self, kek_id: &str) -> Result<(), KeyError> {
         Pkcs11Keys::destroy(self, kek_id).await
     }
+
+    async fn labels(&self) -> Result<Vec<String>, KeyError> {
+        Pkcs11Keys::labels(self).await
+    }
 }
 
 /// CKM_AES_GCM with `iv`, associated data `aad` and a 128-bit tag.
@@ -301,6 +344,30 @@ fn gcm<'a>(iv: &'a mut [u8], aad: &'a [u8]) -> Result<Mechanism<'a>, Failure> {
     let params = GcmParams::new(iv, aad, ((TAG_LEN * 8) as u64).into())
         .map_err(|e| Failure::Token(format!("GCM parameters: {e}")))?;
     Ok(Mechanism::AesGcm(params))
+}
+
+/// The data key `wrapped` holds, if `key` wrapped it with associated data `aad`.
+fn decrypt_dek(session: &Session, key: ObjectHandle, aad: &[u8], wrapped: &[u8]) -> Result<Dek, Failure> {
+    let mut iv: [u8; IV_LEN] = wrapped[..IV_LEN].try_into().expect("length checked");
+    let opened = session.decrypt(&gcm(&mut iv, aad)?, key, &wrapped[IV_LEN..]);
+    let plain = Zeroizing::new(match opened {
+        Ok(plain) => plain,
+        // A tag that does not verify: tokens differ in which of these they
+        // answer (SoftHSM2: CKR_GENERAL_ERROR).
+        Err(CkError::Pkcs11(
+            RvError::EncryptedDataInvalid
+            | RvError::EncryptedDataLenRange
+            | RvError::GeneralError
+            | RvError::FunctionFailed,
+            cryptoki::context::Function::Decrypt,
+        )) => return Err(Failure::Key(KeyError::Integrity)),
+        Err(error) => return Err(failure(error)),
+    });
+    let bytes: [u8; DEK_LEN] = plain
+        .as_slice()
+        .try_into()
+        .map_err(|_| Failure::Key(KeyError::Integrity))?;
+    Ok(Dek::from_bytes(bytes))
 }
 
 /// The fingerprint of a key in the token: the 128-bit GCM tag, under the
@@ -372,10 +439,24 @@ impl Token {
         };
         {
             let mut state = token.state.write().expect("token state poisoned");
-            token.connect(&mut state).map_err(|failure| match failure {
-                Failure::Key(error) => error,
-                other => KeyError::Unavailable(other.to_string()),
-            })?;
+            // A token busy at that moment (SoftHSM2 while another process
+            // writes its files; a network HSM's blip) is not absent: a few
+            // tries before the start fails.
+            let mut attempt = 1;
+            loop {
+                match token.connect(&mut state) {
+                    Ok(()) => break,
+                    Err(Failure::Key(error)) => return Err(error),
+                    Err(failure) if attempt == OPEN_TRIES => {
+                        return Err(KeyError::Unavailable(failure.to_string()));
+                    }
+                    Err(failure) => {
+                        tracing::debug!(%failure, attempt, "PKCS#11 token not reached; trying again");
+                        attempt += 1;
+                        std::thread::sleep(OPEN_PAUSE);
+                    }
+                }
+            }
         }
         Ok(token)
     }
@@ -483,6 +564,7 @@ impl Token {
             slot,
             idle: Mutex::new(vec![session]),
             handles,
+            found: RwLock::new(HashMap::new()),
         })
     }
 
@@ -588,13 +670,41 @@ impl Live {
         }
     }
 
-    /// The handle of KEK `label`, found when the connection was made.
-    fn key(&self, label: &str) -> Result<ObjectHandle, Failure> {
-        self.handles
-            .get(label)
-            .copied()
-            .ok_or_else(|| Failure::Key(KeyError::Unknown(label.to_owned())))
+    /// The handles of KEK `label`: the one found when the connection was
+    /// made for a key of `crypto.pkcs11.keys`, else those of that label in
+    /// the token, looked up once (or again, with `Lookup::Fresh`).
+    fn keys(&self, session: &Session, label: &str, lookup: Lookup) -> Result<Vec<ObjectHandle>, Failure> {
+        if let Some(key) = self.handles.get(label) {
+            return Ok(vec![*key]);
+        }
+        if lookup == Lookup::Cached
+            && let Some(keys) = self.found.read().expect("found keys poisoned").get(label)
+        {
+            return Ok(keys.clone());
+        }
+        let keys = find_keys(session, label)?;
+        if keys.is_empty() {
+            self.forget(label);
+            return Err(Failure::Key(KeyError::Unknown(label.to_owned())));
+        }
+        self.found
+            .write()
+            .expect("found keys poisoned")
+            .insert(label.to_owned(), keys.clone());
+        Ok(keys)
     }
+
+    /// Drops what was found of `label`: the token's keys of it changed.
+    fn forget(&self, label: &str) {
+        self.found.write().expect("found keys poisoned").remove(label);
+    }
+}
+
+/// Whether a key's handles may come from what an earlier call found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lookup {
+    Cached,
+    Fresh,
 }
 
 impl Drop for Token {

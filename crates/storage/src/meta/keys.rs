@@ -4,14 +4,16 @@
 use super::{Metadata, postgres};
 use crate::error::StoreError;
 use crate::ids::MediaId;
+use crate::keys::WrappedUnder;
 use crate::model::Millis;
 
-/// A live data key wrapped by some key other than the active one.
+/// A live data key that `keys rewrap` moves, and when its media expire.
 #[derive(Debug, sqlx::FromRow)]
 pub(crate) struct WrappedRow {
     pub id: MediaId,
     pub kek_id: String,
     pub wrapped_dek: Vec<u8>,
+    pub expires_at: Millis,
 }
 
 /// A data key re-wrapped, to be written only if its row still holds `old_kek_id`.
@@ -29,22 +31,51 @@ impl Metadata {
         Ok(on_pool!(self, pool => sqlx::query_as(SQL).fetch_all(pool).await)?)
     }
 
-    /// Up to `limit` live data keys not wrapped by `active`, with ids after
-    /// `after` in id order, so that a caller can page past rows it skips.
-    pub(crate) async fn wrapped_by_others(
+    /// Up to `limit` live data keys not wrapped as `settled` says they stay,
+    /// with ids after `after` in id order, so that a caller can page past
+    /// rows it skips.
+    pub(crate) async fn wrapped_unsettled(
         &self,
-        active: &str,
+        settled: &WrappedUnder,
         after: &MediaId,
         limit: u32,
     ) -> Result<Vec<WrappedRow>, StoreError> {
-        const SQL: &str = "SELECT media_id AS id, kek_id, wrapped_dek FROM media_keys \
-                           WHERE kek_id <> $1 AND media_id > $2 ORDER BY media_id LIMIT $3";
-        Ok(on_pool!(self, pool => sqlx::query_as(SQL)
-            .bind(active)
+        macro_rules! unsettled {
+            ($condition:literal) => {
+                concat!(
+                    "SELECT k.media_id AS id, k.kek_id, k.wrapped_dek, m.expires_at \
+                     FROM media_keys k JOIN media m ON m.id = k.media_id WHERE ",
+                    $condition,
+                    " AND k.media_id > $2 ORDER BY k.media_id LIMIT $3"
+                )
+            };
+        }
+        let (sql, value) = match settled {
+            WrappedUnder::Key(active) => (unsettled!("k.kek_id <> $1"), active),
+            // substr, not LIKE: SQLite's LIKE ignores case, and '_' in a label is a wildcard.
+            WrappedUnder::EpochPrefix(prefix) => {
+                (unsettled!("substr(k.kek_id, 1, length($1)) <> $1"), prefix)
+            }
+        };
+        Ok(on_pool!(self, pool => sqlx::query_as(sql)
+            .bind(value)
             .bind(after)
             .bind(i64::from(limit))
             .fetch_all(pool)
             .await)?)
+    }
+
+    /// Whether media that have not expired by `now` have data keys wrapped
+    /// under `kek_id`.
+    pub(crate) async fn unexpired_media_need(&self, kek_id: &str, now: Millis) -> Result<bool, StoreError> {
+        const SQL: &str = "SELECT COUNT(*) FROM (SELECT 1 FROM media_keys k JOIN media m ON m.id = k.media_id \
+                           WHERE k.kek_id = $1 AND m.expires_at > $2 LIMIT 1) AS needing";
+        let (count,): (i64,) = on_pool!(self, pool => sqlx::query_as(SQL)
+            .bind(kek_id)
+            .bind(now)
+            .fetch_one(pool)
+            .await)?;
+        Ok(count > 0)
     }
 
     /// Writes re-wrapped data keys in one transaction. Each is written only
