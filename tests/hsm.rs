@@ -556,3 +556,64 @@ async fn epoch_keys_follow_expiry_days_and_destroying_one_reaches_old_dumps() {
     }
     vault.close().await;
 }
+
+/// Fails unless each of `ids` downloads as the bytes of `files`.
+async fn reads_back(f: &Fixture, ids: &[String], files: &[Vec<u8>]) {
+    for (id, bytes) in ids.iter().zip(files) {
+        let response = f.download(id).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(response.bytes().await.unwrap() == *bytes);
+    }
+}
+
+/// Turning epoch keys on moves older media under their days' keys with
+/// `keys rewrap`, while serving; turning them off again is refused at start
+/// while media need epoch keys, naming them, until `keys rewrap` has moved
+/// those media to the active key.
+#[tokio::test]
+async fn epoch_keys_are_turned_on_and_off_with_keys_rewrap() {
+    let token = Pkcs11Token::shared();
+    let prefix = format!("ep{}-", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+    let f = Fixture::new(Backends::PostgresFiles).await;
+    let files: Vec<Vec<u8>> = (0..3).map(|i| png_bytes(40_000 + i)).collect();
+    let mut ids = Vec::new();
+    for bytes in &files {
+        ids.push(f.upload(bytes).await);
+    }
+
+    // On, with the configured key kept to unwrap; rewrap while serving.
+    let f = f.restart(|stores| stores.settings = epoch_settings(&token, &prefix));
+    reads_back(&f, &ids, &files).await;
+    let (ok, out, err) = cli(&f.stores, &["keys", "rewrap", "--batch", "2"]);
+    assert!(ok, "{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (report["rewrapped"].as_u64(), report["failed"].as_u64()),
+        (Some(3), Some(0))
+    );
+    let rows = media_keys(&f.stores).await;
+    for (_, kek_id, expires_at) in &rows {
+        assert_eq!(*kek_id, day_label(&prefix, *expires_at));
+    }
+    let days: std::collections::BTreeSet<&String> = rows.iter().map(|(_, kek_id, _)| kek_id).collect();
+    let f = f.restart(|stores| stores.keys = String::new());
+    reads_back(&f, &ids, &files).await;
+
+    // Off, with an active key in the token: refused while media need the
+    // days' keys; started once rewrap has moved them.
+    let (app_id, app_token) = (f.app_id.clone(), f.token.clone());
+    let mut stores = f.stop();
+    let label = Pkcs11Token::new_label();
+    token.create_key(&stores, &label);
+    stores.settings = token.settings(&[&label]);
+    let stderr = refused_start(&stores);
+    for day in &days {
+        assert!(stderr.contains(&format!("{day:?}")), "{stderr}");
+    }
+    let (ok, out, err) = cli(&stores, &["keys", "rewrap"]);
+    assert!(ok, "{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["keys"], serde_json::json!([{"keyId": label, "media": 3}]));
+    let f = Fixture::serve(stores, app_id, app_token, &[]);
+    reads_back(&f, &ids, &files).await;
+}
