@@ -24,8 +24,14 @@ services:
 clients:
 	scripts/client-tools.sh
 
+# Where scripts/test-services.sh keeps its state and the env file it writes.
+TEST_SERVICES := $(or $(MEDIAVAULT_TEST_SERVICES_DIR),target/test-services)
+
+# Then the same on a machine where no PostgreSQL answers: a few tests against
+# the private cluster scripts/test-services.sh makes there (about 10 s).
 test: lint services clients
-	. target/test-services/env && $(CARGO) $(TEST_RUNNER) --workspace
+	. $(TEST_SERVICES)/env && $(CARGO) $(TEST_RUNNER) --workspace
+	CARGO="$(CARGO)" scripts/check-bare-machine.sh
 
 clean-data:
 	rm -rf data
@@ -45,7 +51,7 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 bench: services
 	$(CARGO) build --release -p mediavault -p mediavault-bench
 	$(CARGO) bench -p mediavault-storage --bench seal --no-run
-	. target/test-services/env && $(TARGET_DIR)/release/mediavault-bench all
+	. $(TEST_SERVICES)/env && $(TARGET_DIR)/release/mediavault-bench all
 
 # Peak server RSS while receiving one 100 MiB upload (files, then Garage).
 bench-upload-rss:
@@ -55,7 +61,7 @@ bench-upload-rss:
 # One reaper pass over 100,000 expired media on Postgres + Garage (N=… to change).
 N ?= 100000
 bench-reap: services
-	. target/test-services/env && $(CARGO) run --release -p mediavault-bench -- reap $(N)
+	. $(TEST_SERVICES)/env && $(CARGO) run --release -p mediavault-bench -- reap $(N)
 
 # Each fuzz target for FUZZ_SECONDS (default 10 min), one after another;
 # FUZZ_TARGETS=… to run fewer. cargo-fuzz needs nightly features: the stable

@@ -1,19 +1,30 @@
 #!/usr/bin/env bash
 # Makes sure the services the tests talk to are up, and writes their
 # coordinates to target/test-services/env for `make test` to source:
-#   - PostgreSQL at 127.0.0.1:5432 (user postgres) must already run; each test
-#     makes its own database there.
+#   - PostgreSQL at MEDIAVAULT_TEST_DATABASE_URL (by default
+#     postgres://postgres@127.0.0.1:5432/postgres) when one answers there;
+#     otherwise a private cluster (scripts/private-postgres.sh) under
+#     target/test-services/postgres, on the URL's port when that is a free
+#     loopback one, else on a free port from 25432 up. It is left running for
+#     the next run, which starts it again if it was stopped. Each test makes
+#     its own database on whichever server the env file names.
 #   - Garage, a real S3-compatible store, is built once with `cargo install`
 #     (cached in ~/.cargo/bin) and started here as a single node on loopback.
 #   - SoftHSM2, a real PKCS#11 token, is installed from Debian's packages if
 #     absent; a token of its own is initialised under target/test-services
 #     (its own SOFTHSM2_CONF) for the key-provider tests.
 # Fails loudly when a service cannot be had: no test is skipped for it.
+#
+# `test-services.sh stop` stops the private PostgreSQL and the Garage node
+# this script started, keeping their data. MEDIAVAULT_TEST_SERVICES_DIR moves
+# the state (and the env file) elsewhere than target/test-services.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-state="$root/target/test-services"
+state=${MEDIAVAULT_TEST_SERVICES_DIR:-$root/target/test-services}
 mkdir -p "$state"
+state=$(cd "$state" && pwd)
+private_postgres="$root/scripts/private-postgres.sh"
 
 GARAGE_VERSION=2.5.0
 S3_PORT=${MEDIAVAULT_TEST_S3_PORT:-39100}
@@ -25,9 +36,45 @@ PG_URL=${MEDIAVAULT_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgr
 
 die() { echo "test-services: $*" >&2; exit 1; }
 
-# PostgreSQL: already running on development and CI machines.
-if ! pg_isready -q -d "$PG_URL" 2>/dev/null; then
-  die "PostgreSQL does not answer at $PG_URL; start it (see README) and run again"
+# The Garage node started here, if it still runs: its pid, started on this
+# state's configuration.
+own_garage() {
+  local pid
+  pid=$(cat "$state/garage/pid" 2>/dev/null) || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$state/garage/garage.toml" || return 1
+  echo "$pid"
+}
+
+if [ "${1:-}" = stop ]; then
+  "$private_postgres" stop "$state/postgres"
+  if pid=$(own_garage); then
+    kill "$pid"
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    echo "test-services: garage stopped" >&2
+  fi
+  exit 0
+fi
+[ $# -eq 0 ] || die "usage: $0 [stop]"
+
+# PostgreSQL: the configured server when it answers, else a private cluster.
+if ! "$private_postgres" answers "$PG_URL"; then
+  pg_dir="$state/postgres"
+  if [ ! -e "$pg_dir/data/PG_VERSION" ]; then
+    # The URL's own port when it is a free loopback one.
+    hostport=${PG_URL#*://}
+    hostport=${hostport#*@}
+    hostport=${hostport%%[/?]*}
+    port=
+    case "$hostport" in
+      127.0.0.1:* | localhost:*) port=${hostport##*:} ;;
+      127.0.0.1 | localhost) port=5432 ;;
+    esac
+    [[ $port =~ ^[0-9]+$ ]] || port=
+    port=$("$private_postgres" free-port "$port")
+    echo "test-services: no PostgreSQL answers at $PG_URL; making a private cluster in $pg_dir" >&2
+  fi
+  PG_URL=$("$private_postgres" start "$pg_dir" "${port:-}")
+  echo "test-services: private PostgreSQL at $PG_URL (log: $pg_dir/postgres.log)" >&2
 fi
 
 # Garage: build once, reuse the binary.

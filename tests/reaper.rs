@@ -376,8 +376,10 @@ async fn the_sweep_removes_staging_files_of_crashed_uploads() {
 async fn passes_fail_cleanly_while_the_database_is_down_and_recover() {
     let direct = Stores::new(Backends::PostgresS3).await;
     let (app_id, token) = app_with_retention(&direct, "1s");
-    let gate = Gate::new("127.0.0.1:5432", true).await;
-    let (_, database) = direct.database_url.rsplit_once('/').unwrap();
+    // The gate stands before the server the tests were given, wherever it listens.
+    let (server, database) = direct.database_url.rsplit_once('/').unwrap();
+    let (_, address) = server.rsplit_once('@').unwrap();
+    let gate = Gate::new(address, true).await;
     let mut gated = Stores::new(Backends::SqliteFiles).await;
     gated.database_url = format!("postgres://postgres@{}/{database}", gate.addr);
     gated.blobs = direct.blobs.clone();

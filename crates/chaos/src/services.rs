@@ -1,11 +1,12 @@
 //! The stores a run talks to, all its own and all on loopback: a PostgreSQL
-//! cluster made with `initdb` in a temporary directory, a single-node Garage
+//! cluster made and run by `scripts/private-postgres.sh` (as for the tests
+//! on a machine without PostgreSQL) in a temporary directory, a single-node Garage
 //! with a default bucket (as `scripts/test-services.sh` starts it), and the
 //! release `mediavault serve` against both. The machine's shared PostgreSQL
 //! is never touched. Dropping [`Services`] stops every process and removes
 //! the directory, on failure as on success.
 
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -17,9 +18,10 @@ use mediavault_test_support::ServeProcess;
 use object_store::ObjectStore;
 use object_store::aws::AmazonS3Builder;
 
-const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
-/// `initdb` refuses to run as root; a root run hands the cluster to this user.
-const PG_SYSTEM_USER: &str = "postgres";
+/// Makes, starts and stops the cluster (handing it to the `postgres` system
+/// user when the run is root's, as `initdb` refuses root); carried in the
+/// binary, so a run does not depend on where it is started from.
+const PRIVATE_POSTGRES: &str = include_str!("../../../scripts/private-postgres.sh");
 const BUCKET: &str = "mediavault";
 /// Blobs live under this prefix, so the audit lists exactly what the service wrote.
 pub const BLOB_PREFIX: &str = "chaos";
@@ -63,7 +65,7 @@ impl Services {
         // Readable by the PostgreSQL system user when the run is root's.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711))?;
         let crypto_keys = generate_key(mediavault)?;
-        let mut postgres = Postgres::init(dir.path(), ports.postgres).await?;
+        let mut postgres = Postgres::new(dir.path(), ports.postgres);
         postgres.start().await?;
         let mut garage = Garage::new(dir.path(), ports.s3)?;
         garage.start().await?;
@@ -290,70 +292,30 @@ fn tail(path: &Path, lines: usize) -> String {
 
 /// The run's own PostgreSQL cluster.
 pub struct Postgres {
-    data: PathBuf,
-    log: PathBuf,
+    home: PathBuf,
     port: u16,
-    /// Set when the run is root's: commands run as this user.
-    run_as: Option<&'static str>,
     running: bool,
 }
 
 impl Postgres {
-    async fn init(dir: &Path, port: u16) -> anyhow::Result<Postgres> {
-        let home = dir.join("postgres");
-        std::fs::create_dir(&home)?;
-        let run_as = if std::fs::metadata("/proc/self")?.uid() == 0 {
-            let (uid, gid) = system_user_ids(PG_SYSTEM_USER)?;
-            std::os::unix::fs::chown(&home, Some(uid), Some(gid))?;
-            Some(PG_SYSTEM_USER)
-        } else {
-            None
-        };
-        let postgres = Postgres {
-            data: home.join("data"),
-            log: home.join("postgres.log"),
+    /// The cluster in `dir/postgres`, made on the first start.
+    fn new(dir: &Path, port: u16) -> Postgres {
+        Postgres {
+            home: dir.join("postgres"),
             port,
-            run_as,
             running: false,
-        };
-        let data = postgres.data.display().to_string();
-        postgres
-            .run(
-                "initdb",
-                &[
-                    "-D",
-                    &data,
-                    "-U",
-                    "postgres",
-                    "--auth=trust",
-                    "-E",
-                    "UTF8",
-                    "--no-sync",
-                ],
-            )
-            .await?;
-        // Loopback and a private socket directory only: nothing reaches or
-        // collides with the machine's own cluster.
-        let settings = format!(
-            "\nport = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n",
-            home.display()
-        );
-        let conf = postgres.data.join("postgresql.conf");
-        let mut text = std::fs::read_to_string(&conf)?;
-        text.push_str(&settings);
-        std::fs::write(&conf, text)?;
-        Ok(postgres)
+        }
     }
 
     pub fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
 
-    /// `pg_ctl start`, waiting until the cluster accepts connections.
+    /// Starts the cluster (making it the first time); returns once it accepts
+    /// connections.
     pub async fn start(&mut self) -> anyhow::Result<()> {
-        let (data, log) = (self.data.display().to_string(), self.log.display().to_string());
-        self.run("pg_ctl", &["-D", &data, "-l", &log, "-w", "-t", "60", "start"])
-            .await?;
+        let (home, port) = (self.home.display().to_string(), self.port.to_string());
+        Self::run(&["start", &home, &port]).await?;
         self.running = true;
         Ok(())
     }
@@ -361,39 +323,31 @@ impl Postgres {
     /// `pg_ctl stop -m immediate`: every backend quits at once, no checkpoint,
     /// as on a crash; the next start replays the WAL.
     pub async fn stop_immediate(&mut self) -> anyhow::Result<()> {
-        let data = self.data.display().to_string();
-        self.run("pg_ctl", &["-D", &data, "-m", "immediate", "-w", "stop"])
-            .await?;
+        let home = self.home.display().to_string();
+        Self::run(&["stop", &home, "immediate"]).await?;
         self.running = false;
         Ok(())
     }
 
-    fn command(&self, program: &str, args: &[&str]) -> Command {
-        let program = format!("{PG_BIN}/{program}");
-        let mut command = match self.run_as {
-            Some(user) => {
-                let mut command = Command::new("runuser");
-                command.args(["-u", user, "--", &program]);
-                command
-            }
-            None => Command::new(program),
-        };
-        command.args(args).stdin(Stdio::null());
+    fn command(args: &[&str]) -> Command {
+        let mut command = Command::new("bash");
+        command
+            .args(["-c", PRIVATE_POSTGRES, "private-postgres.sh"])
+            .args(args)
+            .stdin(Stdio::null());
         command
     }
 
-    async fn run(&self, program: &str, args: &[&str]) -> anyhow::Result<()> {
-        let output = tokio::process::Command::from(self.command(program, args))
+    async fn run(args: &[&str]) -> anyhow::Result<()> {
+        let output = tokio::process::Command::from(Self::command(args))
             .output()
             .await
-            .with_context(|| format!("running {program}"))?;
+            .context("running scripts/private-postgres.sh")?;
         if !output.status.success() {
             bail!(
-                "{program} {} failed: {}{}\n{}",
+                "private-postgres.sh {} failed: {}",
                 args.join(" "),
-                String::from_utf8_lossy(&output.stdout),
                 String::from_utf8_lossy(&output.stderr),
-                tail(&self.log, 20)
             );
         }
         Ok(())
@@ -403,25 +357,13 @@ impl Postgres {
 impl Drop for Postgres {
     fn drop(&mut self) {
         if self.running {
-            let data = self.data.display().to_string();
-            let _ = self
-                .command("pg_ctl", &["-D", &data, "-m", "immediate", "-w", "stop"])
+            let home = self.home.display().to_string();
+            let _ = Self::command(&["stop", &home, "immediate"])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status();
         }
     }
-}
-
-/// A user's uid and gid, from /etc/passwd.
-fn system_user_ids(user: &str) -> anyhow::Result<(u32, u32)> {
-    let passwd = std::fs::read_to_string("/etc/passwd")?;
-    passwd
-        .lines()
-        .map(|line| line.split(':').collect::<Vec<_>>())
-        .find(|fields| fields.len() > 3 && fields[0] == user)
-        .and_then(|fields| Some((fields[2].parse().ok()?, fields[3].parse().ok()?)))
-        .with_context(|| format!("no user {user:?} to run PostgreSQL as (initdb refuses root)"))
 }
 
 /// The run's own single-node Garage.
