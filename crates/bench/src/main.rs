@@ -96,9 +96,28 @@ struct HttpArgs {
     /// Large uploads at once while the server's memory is watched.
     #[arg(long, default_value_t = 16)]
     memory_clients: usize,
+    /// Scenarios to run (default: all), e.g. `--only large` for the large
+    /// files alone; the report then holds their figures only.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Scenario>,
     /// Where the results go.
     #[arg(long, default_value = "bench/results")]
     results: PathBuf,
+}
+
+/// The scenarios of `http`, in the order they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Scenario {
+    Memory,
+    Large,
+    ByUrl,
+    Small,
+}
+
+impl HttpArgs {
+    fn runs(&self, scenario: Scenario) -> bool {
+        self.only.is_empty() || self.only.contains(&scenario)
+    }
 }
 
 #[derive(Args, Clone)]
@@ -273,36 +292,45 @@ async fn measure(
     let mut samples = serde_json::Map::new();
     // Memory first: the peak then belongs to these uploads alone, not to
     // what earlier scenarios left in the allocator.
-    let load = load_average();
-    let (f, s) = scenarios::memory(&server, &media, args.large_size, args.memory_clients, idle_kib).await?;
-    figures.extend(f);
-    samples.insert("memory".into(), json!({ "load_before": load, "result": s }));
-    server.check_running()?;
+    if args.runs(Scenario::Memory) {
+        let load = load_average();
+        let (f, s) =
+            scenarios::memory(&server, &media, args.large_size, args.memory_clients, idle_kib).await?;
+        figures.extend(f);
+        samples.insert("memory".into(), json!({ "load_before": load, "result": s }));
+        server.check_running()?;
+    }
 
-    let load = load_average();
-    let (f, s) = scenarios::large(server.pid(), &media, &raw, args.large_size, args.large_reps).await?;
-    figures.extend(f);
-    samples.insert("large".into(), json!({ "load_before": load, "result": s }));
-    server.check_running()?;
+    if args.runs(Scenario::Large) {
+        let load = load_average();
+        let (f, s) = scenarios::large(server.pid(), &media, &raw, args.large_size, args.large_reps).await?;
+        figures.extend(f);
+        samples.insert("large".into(), json!({ "load_before": load, "result": s }));
+        server.check_running()?;
+    }
 
-    let load = load_average();
-    let (f, s) = scenarios::by_url(server.pid(), &media, args.large_size, args.large_reps).await?;
-    figures.extend(f);
-    samples.insert("by_url".into(), json!({ "load_before": load, "result": s }));
-    server.check_running()?;
+    if args.runs(Scenario::ByUrl) {
+        let load = load_average();
+        let (f, s) = scenarios::by_url(server.pid(), &media, args.large_size, args.large_reps).await?;
+        figures.extend(f);
+        samples.insert("by_url".into(), json!({ "load_before": load, "result": s }));
+        server.check_running()?;
+    }
 
-    let (f, s) = scenarios::small(
-        server.pid(),
-        &media,
-        &raw,
-        args.small_size,
-        args.small_count,
-        &args.concurrency,
-    )
-    .await?;
-    figures.extend(f);
-    samples.insert("small".into(), s);
-    server.check_running()?;
+    if args.runs(Scenario::Small) {
+        let (f, s) = scenarios::small(
+            server.pid(),
+            &media,
+            &raw,
+            args.small_size,
+            args.small_count,
+            &args.concurrency,
+        )
+        .await?;
+        figures.extend(f);
+        samples.insert("small".into(), s);
+        server.check_running()?;
+    }
 
     if stores.backend == Backend::SqliteFiles {
         // The ratio targets are set for production, Postgres + Garage. Next

@@ -115,6 +115,19 @@ const READ_AHEAD_UNIT: u32 = 64 * 1024;
 /// small, and what a window it gives up had fetched is little.
 const FIRST_WINDOW: u64 = 1024 * 1024;
 const LAST_WINDOW: u64 = 16 * 1024 * 1024;
+/// Windows fetched ahead of the one being read, each a ranged GET of its own
+/// running at once with the others, so that a download is not bound by the
+/// latency of one stream: the store answers several while the server
+/// decrypts and sends what came before. They are taken in order.
+const WINDOWS_AHEAD: usize = 3;
+/// The size of a window fetched ahead.
+const AHEAD_WINDOW: u64 = 4 * 1024 * 1024;
+/// Bytes of windows fetched ahead, across all downloads of the process. A
+/// window is fetched ahead only when its whole size fits in what is left,
+/// and holds it until read; otherwise the read goes on one window at a
+/// time, as fast as before. A read whose reader stalls (`STALL`) gives its
+/// windows up, so slow readers hold none of it for long.
+const WINDOWS_AHEAD_BUDGET: usize = 48 * 1024 * 1024;
 /// How long a remote read waits for its reader to take before it gives up
 /// its window's GET. An open GET holds a store connection, and the HTTP
 /// client's read buffer for it (up to ~400 KiB, not ours to size), for as
@@ -140,6 +153,8 @@ pub(crate) struct Blobs {
     multipart: Option<Arc<MultipartUploads>>,
     /// Permits (bytes) for chunks read ahead, shared by all downloads.
     read_ahead_budget: Arc<Semaphore>,
+    /// Permits (bytes) for windows fetched ahead, shared by all downloads.
+    windows_ahead_budget: Arc<Semaphore>,
     /// Whether reads fetch the blob in windows (remote stores): a local file
     /// is read at the reader's pace without holding anything but the file.
     windowed: bool,
@@ -240,6 +255,7 @@ impl Blobs {
             part_budget: Arc::new(Semaphore::new(PARTS_IN_FLIGHT_TOTAL)),
             multipart,
             read_ahead_budget: Arc::new(Semaphore::new(READ_AHEAD_BUDGET)),
+            windows_ahead_budget: Arc::new(Semaphore::new(WINDOWS_AHEAD_BUDGET)),
             windowed: config.local_dir().is_none(),
         })
     }
@@ -295,9 +311,12 @@ impl Blobs {
             blobs: self.clone(),
             path,
             next: range.start,
+            started: range.start,
             end: range.end,
             size: FIRST_WINDOW,
             open: None,
+            ahead: VecDeque::new(),
+            fetching_ahead: true,
             unsent: VecDeque::new(),
         };
         let first = match self.windowed {
@@ -315,6 +334,9 @@ impl Blobs {
                 .map_err(StoreError::from)
                 .boxed(),
             GetResultPayload::Stream(stream) => {
+                // Windows fetched ahead start where this one ends: none may
+                // start past the blob's end, which stores refuse.
+                windows.end = windows.end.min(result.meta.size);
                 windows.opened(first, result.range.end, stream);
                 read_ahead(windows, self.read_ahead_budget.clone())
             }
@@ -539,19 +561,27 @@ fn count_store_error() {
 /// A chunk read ahead, with the share of the budget it holds until taken.
 type AheadChunk = (Result<Bytes, StoreError>, Option<OwnedSemaphorePermit>);
 
-/// A remote read, window by window: the GET of the window open now, if any,
-/// and where the rest of the read lies.
+/// A remote read, window by window: the window being read now, the windows
+/// fetched ahead of it, and where the rest of the read lies.
 struct Windows {
     blobs: Blobs,
     path: Path,
     /// The next byte of the blob to hand out.
     next: u64,
+    /// Where the next window starts: the end of the open window or of the
+    /// last one fetched ahead.
+    started: u64,
     /// Where the read ends (sooner, if the blob turns out shorter).
     end: u64,
-    /// The size of the next window.
+    /// The size of the next window read at the reader's pace.
     size: u64,
-    /// The open window's body.
-    open: Option<BoxStream<'static, object_store::Result<Bytes>>>,
+    /// The window being read.
+    open: Option<Open>,
+    /// Windows fetched ahead, in the order they follow the open one.
+    ahead: VecDeque<Ahead>,
+    /// Whether windows may be fetched ahead: not once the reader has
+    /// stalled, as its client, not the store, sets its pace.
+    fetching_ahead: bool,
     /// Copies of what is left of the body's last chunk, from `next` on, in
     /// pieces of `READ_AHEAD_UNIT`. Copied at once: hyper's chunks are
     /// slices of its read buffer, which it can reuse only once no slice of
@@ -560,22 +590,47 @@ struct Windows {
     unsent: VecDeque<Bytes>,
 }
 
+/// The window being read: a GET read at the reader's pace, or a window
+/// fetched ahead.
+enum Open {
+    Body(BoxStream<'static, object_store::Result<Bytes>>),
+    Ahead(Ahead),
+}
+
+/// A window fetched on a task of its own, in copies of `READ_AHEAD_UNIT`
+/// (see `Windows::unsent`), holding its size of the process's budget until
+/// it has been read. Dropping it ends the task.
+struct Ahead {
+    range: std::ops::Range<u64>,
+    pieces: tokio::sync::mpsc::UnboundedReceiver<Result<Bytes, StoreError>>,
+    task: tokio::task::JoinHandle<()>,
+    _budget: OwnedSemaphorePermit,
+}
+
+impl Drop for Ahead {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 impl Windows {
-    /// The range of the next window.
+    /// The range of the next window read at the reader's pace.
     fn window(&self) -> std::ops::Range<u64> {
-        self.next..self.end.min(self.next.saturating_add(self.size))
+        self.started..self.end.min(self.started.saturating_add(self.size))
     }
 
     /// A ranged GET of `range`, unbounded in time.
     fn get(
         &self,
         range: std::ops::Range<u64>,
-    ) -> impl Future<Output = object_store::Result<object_store::GetResult>> {
+    ) -> impl Future<Output = object_store::Result<object_store::GetResult>> + use<> {
         let options = GetOptions {
             range: Some(GetRange::Bounded(range)),
             ..GetOptions::default()
         };
-        self.blobs.store.get_opts(&self.path, options)
+        let store = self.blobs.store.clone();
+        let path = self.path.clone();
+        async move { store.get_opts(&path, options).await }
     }
 
     /// Takes the body of the window `asked`, which the store answered up to
@@ -589,35 +644,115 @@ impl Windows {
         if until < asked.end {
             self.end = until;
         }
+        self.started = until.min(asked.end);
         self.size = (self.size * 2).min(LAST_WINDOW);
-        self.open = Some(body);
+        self.open = Some(Open::Body(body));
+    }
+
+    /// Starts fetching windows after the last one started, up to
+    /// `WINDOWS_AHEAD` of them, while the process's budget has room for
+    /// each whole window.
+    fn fetch_ahead(&mut self) {
+        while self.fetching_ahead && self.ahead.len() < WINDOWS_AHEAD && self.started < self.end {
+            let range = self.started..self.end.min(self.started + AHEAD_WINDOW);
+            let Ok(budget) = self
+                .blobs
+                .windows_ahead_budget
+                .clone()
+                .try_acquire_many_owned((range.end - range.start) as u32)
+            else {
+                return;
+            };
+            let (sender, pieces) = tokio::sync::mpsc::unbounded_channel();
+            let blobs = self.blobs.clone();
+            let timeout = blobs.timeout;
+            let get = self.get(range.clone());
+            let task = tokio::spawn(async move {
+                let body = match blobs.uncounted(get).await {
+                    Ok(result) => match result.payload {
+                        GetResultPayload::Stream(body) => body,
+                        GetResultPayload::File(..) => {
+                            unreachable!("windows are read from remote stores only")
+                        }
+                    },
+                    Err(error) => {
+                        let _ = sender.send(Err(error));
+                        return;
+                    }
+                };
+                let mut body = std::pin::pin!(body);
+                loop {
+                    let error = match tokio::time::timeout(timeout, body.next()).await {
+                        Ok(Some(Ok(chunk))) => {
+                            for piece in chunk.chunks(READ_AHEAD_UNIT as usize) {
+                                if sender.send(Ok(Bytes::copy_from_slice(piece))).is_err() {
+                                    return;
+                                }
+                            }
+                            continue;
+                        }
+                        Ok(None) => return,
+                        Ok(Some(Err(error))) => error.into(),
+                        Err(_) => StoreError::Timeout(timeout),
+                    };
+                    let _ = sender.send(Err(error));
+                    return;
+                }
+            });
+            self.started = range.end;
+            self.ahead.push_back(Ahead {
+                range,
+                pieces,
+                task,
+                _budget: budget,
+            });
+        }
     }
 
     /// The next (up to) `READ_AHEAD_UNIT` bytes of the read, from the open
-    /// window or a new one; `None` at the end of the read or where the blob
-    /// ends.
+    /// window or the next one; `None` at the end of the read or where the
+    /// blob ends.
     async fn next_chunk(&mut self) -> Option<Result<Bytes, StoreError>> {
         while self.unsent.is_empty() {
             if self.open.is_none() {
-                if self.next >= self.end {
-                    return None;
+                if let Some(ahead) = self.ahead.pop_front() {
+                    self.open = Some(Open::Ahead(ahead));
+                } else {
+                    if self.next >= self.end {
+                        return None;
+                    }
+                    let window = self.window();
+                    let result = match self.blobs.uncounted(self.get(window.clone())).await {
+                        Ok(result) => result,
+                        Err(error) => return Some(Err(error)),
+                    };
+                    let GetResultPayload::Stream(body) = result.payload else {
+                        unreachable!("windows are read from remote stores only")
+                    };
+                    self.opened(window, result.range.end, body);
                 }
-                let window = self.window();
-                let result = match self.blobs.uncounted(self.get(window.clone())).await {
-                    Ok(result) => result,
-                    Err(error) => return Some(Err(error)),
-                };
-                let GetResultPayload::Stream(body) = result.payload else {
-                    unreachable!("windows are read from remote stores only")
-                };
-                self.opened(window, result.range.end, body);
             }
-            match self.open.as_mut()?.next().await {
-                Some(Ok(chunk)) => self
-                    .unsent
-                    .extend(chunk.chunks(READ_AHEAD_UNIT as usize).map(Bytes::copy_from_slice)),
-                Some(Err(error)) => return Some(Err(error.into())),
-                None => self.open = None,
+            self.fetch_ahead();
+            match self.open.as_mut()? {
+                Open::Body(body) => match body.next().await {
+                    Some(Ok(chunk)) => self
+                        .unsent
+                        .extend(chunk.chunks(READ_AHEAD_UNIT as usize).map(Bytes::copy_from_slice)),
+                    Some(Err(error)) => return Some(Err(error.into())),
+                    None => self.open = None,
+                },
+                Open::Ahead(ahead) => match ahead.pieces.recv().await {
+                    Some(Ok(piece)) => self.unsent.push_back(piece),
+                    Some(Err(error)) => return Some(Err(error)),
+                    None => {
+                        // A window that ends short ends the read there.
+                        if self.next < ahead.range.end {
+                            self.end = self.next;
+                            self.ahead.clear();
+                        }
+                        self.open = None;
+                    }
+                },
             }
         }
         let piece = self.unsent.pop_front()?;
@@ -626,13 +761,17 @@ impl Windows {
     }
 
     /// Gives up the open window's GET (its connection, and the rest of its
-    /// last chunk); the next chunk opens a window from `next`, small again,
-    /// as the reader that let it stall is slow.
+    /// last chunk) and the windows fetched ahead; the next chunk opens a
+    /// window from `next`, small again, and none ahead, as the reader that
+    /// let it stall is slow.
     fn pause(&mut self) {
         self.unsent.clear();
+        self.ahead.clear();
+        self.fetching_ahead = false;
         if self.open.take().is_some() {
             self.size = FIRST_WINDOW;
         }
+        self.started = self.next;
     }
 }
 
@@ -876,5 +1015,115 @@ impl Parts {
             }),
             None => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn required_env(name: &str) -> String {
+        std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run the tests with `make test`"))
+    }
+
+    /// Blobs under a fresh prefix of the Garage test bucket.
+    fn garage() -> Blobs {
+        Blobs::open(&BlobConfig {
+            url: format!(
+                "s3://{}/test-{}",
+                required_env("MEDIAVAULT_TEST_S3_BUCKET"),
+                uuid::Uuid::new_v4().simple()
+            ),
+            endpoint: Some(required_env("MEDIAVAULT_TEST_S3_ENDPOINT")),
+            region: Some("garage".into()),
+            access_key_id: Some(required_env("MEDIAVAULT_TEST_S3_ACCESS_KEY_ID")),
+            secret_access_key: Some(required_env("MEDIAVAULT_TEST_S3_SECRET_ACCESS_KEY").into()),
+            allow_http: true,
+            unsigned_payload: None,
+            timeout: Duration::from_secs(10),
+        })
+        .unwrap()
+    }
+
+    async fn read(blobs: &Blobs, key: &str, range: std::ops::Range<u64>) -> Vec<u8> {
+        let Ok(stream) = blobs.read_range(key, range).await else {
+            panic!("read refused")
+        };
+        let chunks: Vec<Bytes> = stream.try_collect().await.unwrap();
+        chunks.concat()
+    }
+
+    fn spare(blobs: &Blobs) -> usize {
+        blobs.windows_ahead_budget.available_permits()
+    }
+
+    /// A remote blob is fetched in several windows at once, handed out in
+    /// order byte for byte (whole and by ranges across windows), holding
+    /// the process's budget only while read; with the budget spent, the
+    /// read goes on one window at a time, as whole.
+    #[tokio::test]
+    async fn remote_reads_fetch_windows_ahead_in_order_within_the_budget() {
+        let blobs = garage();
+        let key = "media/ahead";
+        let len = 19 * 1024 * 1024 + 12_345;
+        let mut bytes = vec![0u8; len];
+        let mut x = 0x2545_f491_4f6c_dd1d_u64;
+        for b in &mut bytes {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = x as u8;
+        }
+        let mut writer = blobs.writer(key);
+        writer.write(&bytes).await.unwrap();
+        writer.finish().await.unwrap();
+
+        let Ok(mut stream) = blobs.read_range(key, 0..len as u64).await else {
+            panic!("read refused")
+        };
+        let mut got = stream.next().await.unwrap().unwrap().to_vec();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let held = WINDOWS_AHEAD_BUDGET - spare(&blobs);
+        // The open window's share is held too, once it is one fetched ahead.
+        assert!(
+            held >= 2 * AHEAD_WINDOW as usize && held <= (WINDOWS_AHEAD + 1) * AHEAD_WINDOW as usize,
+            "windows fetched ahead: {held} bytes"
+        );
+        while let Some(chunk) = stream.next().await {
+            got.extend_from_slice(&chunk.unwrap());
+        }
+        assert!(got == bytes, "whole blob byte for byte");
+        drop(stream);
+        assert_eq!(spare(&blobs), WINDOWS_AHEAD_BUDGET, "budget given back");
+
+        for range in [1..len as u64, 999_999..9_000_001, 5_242_880..len as u64 - 1, 7..8] {
+            let got = read(&blobs, key, range.clone()).await;
+            let want = &bytes[range.start as usize..range.end as usize];
+            assert!(got == want, "range {range:?} byte for byte");
+        }
+        assert_eq!(spare(&blobs), WINDOWS_AHEAD_BUDGET);
+
+        let all = blobs
+            .windows_ahead_budget
+            .clone()
+            .acquire_many_owned(WINDOWS_AHEAD_BUDGET as u32)
+            .await
+            .unwrap();
+        assert!(read(&blobs, key, 0..len as u64).await == bytes, "without budget");
+        drop(all);
+
+        // A reader that stalls gives its windows up.
+        let Ok(mut stream) = blobs.read_range(key, 0..len as u64).await else {
+            panic!("read refused")
+        };
+        stream.next().await.unwrap().unwrap();
+        tokio::time::sleep(STALL + Duration::from_millis(700)).await;
+        assert_eq!(
+            spare(&blobs),
+            WINDOWS_AHEAD_BUDGET,
+            "a stalled reader holds no windows"
+        );
+        drop(stream);
+        blobs.delete(key).await.unwrap();
     }
 }
