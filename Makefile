@@ -1,5 +1,5 @@
 # mediavault — `make run` serves the embedded default; `make test` runs everything.
-.PHONY: run test lint services clients build clean-data bench bench-upload-rss bench-reap fuzz chaos soak
+.PHONY: run test lint services clients build clean-data bench bench-upload-rss bench-reap fuzz chaos chaos-cluster soak
 
 CARGO ?= cargo
 # nextest runs test binaries in parallel processes; plain cargo test otherwise.
@@ -91,13 +91,21 @@ fuzz:
 # Robustness runs (docs/reliability.md), each against its own PostgreSQL
 # cluster and Garage on loopback, never the shared ones; results go to
 # bench/results/. `chaos`: 1,000 uploads while Garage, PostgreSQL and the
-# service are killed and restarted; fails if a file is lost or orphaned.
+# service are killed and restarted; fails if a file is lost or orphaned;
+# then the cluster run. `chaos-cluster` alone: two replicas under a steady
+# load while a three-node Garage cluster loses one node at a time; fails on
+# any failed request, lost file or orphan.
 # Both binaries are built in one invocation (one feature resolution) and
 # run from the target directory, so that `cargo run` does not rebuild.
 RELEASE_DIR = $(or $(CARGO_TARGET_DIR),target)/release
 chaos:
 	$(CARGO) build --release -p mediavault -p mediavault-chaos
 	$(RELEASE_DIR)/mediavault-chaos chaos
+	$(RELEASE_DIR)/mediavault-chaos cluster
+
+chaos-cluster:
+	$(CARGO) build --release -p mediavault -p mediavault-chaos
+	$(RELEASE_DIR)/mediavault-chaos cluster
 
 # A steady mix of uploads, downloads, deletes and reaping; samples server
 # RSS and open descriptors. SOAK_DURATION=2m make soak for a short one.

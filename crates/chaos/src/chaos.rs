@@ -121,7 +121,7 @@ struct Progress {
 
 pub async fn run(common: &Common, args: &ChaosArgs) -> anyhow::Result<bool> {
     let run_started = Instant::now();
-    let mut services = Services::start(&common.mediavault()?, common.ports(), common.keep).await?;
+    let mut services = Services::start(&common.mediavault()?, common.ports(), 1, common.keep).await?;
     let stale = humantime::format_duration(args.stale_upload_after).to_string();
     let server_env = [("MEDIAVAULT__REAPER__STALE_UPLOAD_AFTER", stale.as_str())];
     let mut server = services.serve(&server_env).await?;

@@ -1,5 +1,5 @@
-//! The HTTP client side: a Gupshup-style upload, a download hashed as it
-//! streams, `/info` and delete. Nothing here retries: every call is one
+//! The HTTP client side: a Gupshup-style upload, a download (whole or a
+//! range) hashed as it streams, `/info` and delete. Nothing here retries: every call is one
 //! attempt, and its outcome is what the caller records.
 
 use std::fmt;
@@ -138,7 +138,32 @@ pub async fn download(
     id: &str,
 ) -> Result<(String, u64), Failure> {
     let request = media_request(client, reqwest::Method::GET, base, app, &format!("/{id}"));
-    let mut response = send_ok(request).await?;
+    hash_body(send_ok(request).await?).await
+}
+
+/// Downloads bytes `range` of media `id`, which must come as a 206;
+/// returns (sha256, bytes) of what came.
+pub async fn download_range(
+    client: &reqwest::Client,
+    base: &str,
+    app: &App,
+    id: &str,
+    range: std::ops::Range<u64>,
+) -> Result<(String, u64), Failure> {
+    let request = media_request(client, reqwest::Method::GET, base, app, &format!("/{id}"))
+        .header("range", format!("bytes={}-{}", range.start, range.end - 1));
+    let response = send_ok(request).await?;
+    if response.status() != reqwest::StatusCode::PARTIAL_CONTENT {
+        return Err(Failure::Wrong(format!(
+            "range {range:?} of {id} answered {} instead of 206",
+            response.status()
+        )));
+    }
+    hash_body(response).await
+}
+
+/// Hashes a body as it streams: (sha256, bytes).
+async fn hash_body(mut response: reqwest::Response) -> Result<(String, u64), Failure> {
     let (mut hasher, mut length) = (Sha256::new(), 0u64);
     while let Some(chunk) = response.chunk().await? {
         hasher.update(&chunk);

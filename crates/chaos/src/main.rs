@@ -4,6 +4,10 @@
 //! - `chaos`: uploads while Garage, PostgreSQL and mediavault itself are
 //!   killed and restarted; then checks that every accepted file reads back
 //!   intact and that nothing else was left behind (`make chaos`).
+//! - `cluster`: a steady mix of requests to two replicas on a three-node
+//!   Garage cluster while one node at a time is killed and brought back;
+//!   every request must succeed (`make chaos-cluster`; `make chaos` runs it
+//!   after `chaos`).
 //! - `soak --duration 30m`: a steady mix of uploads, downloads, deletes and
 //!   reaping, sampling the server's memory and descriptors (`make soak`).
 //!
@@ -12,7 +16,11 @@
 
 mod chaos;
 mod client;
+mod cluster;
+mod failover;
 mod files;
+mod garage;
+mod load;
 mod report;
 mod services;
 mod soak;
@@ -41,6 +49,13 @@ enum Command {
         #[command(flatten)]
         args: chaos::ChaosArgs,
     },
+    /// A steady load on two replicas while a three-node Garage cluster loses one node at a time.
+    Cluster {
+        #[command(flatten)]
+        common: report::Common,
+        #[command(flatten)]
+        args: cluster::ClusterArgs,
+    },
     /// A long steady load with expiry and reaping; samples RSS and descriptors.
     Soak {
         #[command(flatten)]
@@ -57,6 +72,7 @@ fn main() -> ExitCode {
         let run = async {
             match &cli.command {
                 Command::Chaos { common, args } => chaos::run(common, args).await,
+                Command::Cluster { common, args } => cluster::run(common, args).await,
                 Command::Soak { common, args } => soak::run(common, args).await,
             }
         };

@@ -20,7 +20,9 @@ pub struct Common {
     /// ephemeral range, where outgoing connections could hold it).
     #[arg(long, default_value_t = 15432)]
     pub postgres_port: u16,
-    /// Port of the run's own Garage S3 API (loopback); its RPC port is the next.
+    /// Port of the run's own Garage S3 API (loopback); its RPC port is the
+    /// next. A cluster's node N (from 0) takes the three from s3_port + 3N
+    /// (S3, RPC, admin).
     #[arg(long, default_value_t = 29200)]
     pub s3_port: u16,
     /// Keep the temporary directory (data and logs) after the run.

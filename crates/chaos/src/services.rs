@@ -1,40 +1,43 @@
 //! The stores a run talks to, all its own and all on loopback: a PostgreSQL
 //! cluster made and run by `scripts/private-postgres.sh` (as for the tests
-//! on a machine without PostgreSQL) in a temporary directory, a single-node Garage
-//! with a default bucket (as `scripts/test-services.sh` starts it), and the
-//! release `mediavault serve` against both. The machine's shared PostgreSQL
-//! is never touched. Dropping [`Services`] stops every process and removes
-//! the directory, on failure as on success.
+//! on a machine without PostgreSQL) in a temporary directory, a Garage of
+//! one node or a cluster of three (`garage.rs`), and the release
+//! `mediavault serve` against both. The machine's shared PostgreSQL is never
+//! touched. Dropping [`Services`] stops every process and removes the
+//! directory, on failure as on success.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use futures::TryStreamExt;
 use mediavault_test_support::ServeProcess;
-use object_store::ObjectStore;
 use object_store::aws::AmazonS3Builder;
+use object_store::{ObjectStore, ObjectStoreExt};
+
+use crate::garage::Garage;
 
 /// Makes, starts and stops the cluster (handing it to the `postgres` system
 /// user when the run is root's, as `initdb` refuses root); carried in the
 /// binary, so a run does not depend on where it is started from.
 const PRIVATE_POSTGRES: &str = include_str!("../../../scripts/private-postgres.sh");
-const BUCKET: &str = "mediavault";
+pub(crate) const BUCKET: &str = "mediavault";
 /// Blobs live under this prefix, so the audit lists exactly what the service wrote.
 pub const BLOB_PREFIX: &str = "chaos";
-const ACCESS_KEY: &str = "GK0123456789abcdef01234567";
-const SECRET_KEY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+pub(crate) const ACCESS_KEY: &str = "GK0123456789abcdef01234567";
+pub(crate) const SECRET_KEY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 /// How long a store gets to answer after (re)starting.
-const START_WITHIN: Duration = Duration::from_secs(60);
+pub(crate) const START_WITHIN: Duration = Duration::from_secs(60);
 
 /// Where the services listen.
 #[derive(Debug, Clone, Copy)]
 pub struct Ports {
     pub postgres: u16,
-    /// Garage's S3 API; its RPC port is the next one.
+    /// Garage's S3 API; its RPC port is the next one (for a cluster, node
+    /// `n` has S3, RPC and admin from `s3 + 3n`).
     pub s3: u16,
 }
 
@@ -51,9 +54,15 @@ pub struct Services {
 
 impl Services {
     /// Creates the temporary directory, the cluster and the bucket, and
-    /// starts both stores. `keep` leaves the directory (logs, data) behind.
-    pub async fn start(mediavault: &Path, ports: Ports, keep: bool) -> anyhow::Result<Services> {
-        for port in [ports.postgres, ports.s3, ports.s3 + 1] {
+    /// starts both stores, Garage with `garage_nodes` nodes (1, or a cluster
+    /// of 3 or more). `keep` leaves the directory (logs, data) behind.
+    pub async fn start(
+        mediavault: &Path,
+        ports: Ports,
+        garage_nodes: usize,
+        keep: bool,
+    ) -> anyhow::Result<Services> {
+        for port in std::iter::once(ports.postgres).chain(Garage::ports(ports.s3, garage_nodes)) {
             std::net::TcpListener::bind(("127.0.0.1", port))
                 .with_context(|| format!("127.0.0.1:{port} is taken; choose other ports"))?;
         }
@@ -67,7 +76,7 @@ impl Services {
         let crypto_keys = generate_key(mediavault)?;
         let mut postgres = Postgres::new(dir.path(), ports.postgres);
         postgres.start().await?;
-        let mut garage = Garage::new(dir.path(), ports.s3)?;
+        let mut garage = Garage::new(dir.path(), ports.s3, garage_nodes).await?;
         garage.start().await?;
         let services = Services {
             postgres,
@@ -77,7 +86,8 @@ impl Services {
             servers_started: 0,
             dir: Some(dir),
         };
-        // The default bucket is made during Garage's start: wait for it.
+        // A single node makes its default bucket as it starts, and a new
+        // cluster takes a moment to spread its bucket: wait for it.
         let deadline = Instant::now() + START_WITHIN;
         let store = services.inventory().await?;
         while let Err(error) = store.blob_keys().await {
@@ -195,14 +205,23 @@ impl Services {
 
     /// Lines of every server log that report a panic.
     pub fn panics(&self) -> Vec<String> {
+        self.log_lines("panicked")
+            .into_iter()
+            .map(|(n, line)| format!("server-{n}: {line}"))
+            .collect()
+    }
+
+    /// Lines of every server log that contain `needle`, with the number of
+    /// the server (in the order they were started, from 1).
+    pub fn log_lines(&self, needle: &str) -> Vec<(usize, String)> {
         (1..=self.servers_started)
             .flat_map(|n| {
                 let log = self.dir().join(format!("server-{n}.log"));
                 std::fs::read_to_string(log)
                     .unwrap_or_default()
                     .lines()
-                    .filter(|line| line.contains("panicked"))
-                    .map(|line| format!("server-{n}: {line}"))
+                    .filter(|line| line.contains(needle))
+                    .map(|line| (n, line.to_owned()))
                     .collect::<Vec<_>>()
             })
             .collect()
@@ -263,6 +282,18 @@ impl Inventory {
             .collect())
     }
 
+    /// Whether the blob `key` (as `blob_key` names it) is there: a HEAD,
+    /// which a replicated store answers from a quorum, where a listing may
+    /// still show a blob deleted while one of its nodes was down.
+    pub async fn blob_exists(&self, key: &str) -> anyhow::Result<bool> {
+        let path = object_store::path::Path::from(format!("{BLOB_PREFIX}/{key}"));
+        match self.store.head(&path).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(error) => Err(error.into()),
+        }
+    }
+
     pub async fn close(&self) {
         self.database.close().await;
     }
@@ -284,7 +315,7 @@ fn generate_key(mediavault: &Path) -> anyhow::Result<String> {
     Ok(reply["key"].as_str().context("keys generate: no key")?.to_owned())
 }
 
-fn tail(path: &Path, lines: usize) -> String {
+pub(crate) fn tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
@@ -363,122 +394,6 @@ impl Drop for Postgres {
                 .stderr(Stdio::null())
                 .status();
         }
-    }
-}
-
-/// The run's own single-node Garage.
-pub struct Garage {
-    config: PathBuf,
-    log: PathBuf,
-    port: u16,
-    child: Option<Child>,
-}
-
-impl Garage {
-    fn new(dir: &Path, port: u16) -> anyhow::Result<Garage> {
-        let home = dir.join("garage");
-        std::fs::create_dir_all(home.join("meta"))?;
-        std::fs::create_dir_all(home.join("data"))?;
-        let rpc = port + 1;
-        let config = home.join("garage.toml");
-        std::fs::write(
-            &config,
-            format!(
-                r#"metadata_dir = "{home}/meta"
-data_dir = "{home}/data"
-db_engine = "sqlite"
-replication_factor = 1
-# Blobs arrive encrypted: compressing them only burns CPU.
-compression_level = "none"
-rpc_bind_addr = "127.0.0.1:{rpc}"
-rpc_public_addr = "127.0.0.1:{rpc}"
-rpc_secret = "{secret:064}"
-
-[s3_api]
-s3_region = "garage"
-api_bind_addr = "127.0.0.1:{port}"
-root_domain = ".s3.garage.localhost"
-"#,
-                home = home.display(),
-                secret = 0
-            ),
-        )?;
-        Ok(Garage {
-            config,
-            log: home.join("garage.log"),
-            port,
-            child: None,
-        })
-    }
-
-    pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// Starts Garage (again) on the same data; returns once its S3 API answers.
-    pub async fn start(&mut self) -> anyhow::Result<()> {
-        let binary = std::env::var_os("GARAGE")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo/bin/garage")))
-            .filter(|path| path.is_file())
-            .unwrap_or_else(|| PathBuf::from("garage"));
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)?;
-        let child = Command::new(&binary)
-            .arg("-c")
-            .arg(&self.config)
-            .args(["server", "--single-node", "--default-bucket"])
-            .env("GARAGE_DEFAULT_ACCESS_KEY", ACCESS_KEY)
-            .env("GARAGE_DEFAULT_SECRET_KEY", SECRET_KEY)
-            .env("GARAGE_DEFAULT_BUCKET", BUCKET)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| {
-                format!(
-                    "starting {} (scripts/test-services.sh installs it)",
-                    binary.display()
-                )
-            })?;
-        self.child = Some(child);
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(2))
-            .build()?;
-        let deadline = Instant::now() + START_WITHIN;
-        loop {
-            // Any HTTP answer (403 to an anonymous request) means the API is up.
-            if client.get(self.endpoint()).send().await.is_ok() {
-                return Ok(());
-            }
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                bail!("garage exited at start ({status}):\n{}", tail(&self.log, 20));
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "garage did not answer on {}:\n{}",
-                    self.endpoint(),
-                    tail(&self.log, 20)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// SIGKILL, as a crash would.
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Garage {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 

@@ -6,17 +6,13 @@
 //! descriptors after warm-up. At the end every media must expire and be
 //! reaped, leaving no row and no blob.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 
-use crate::client::{self, App, Failure};
-use crate::files::FileSpec;
+use crate::client;
+use crate::load::{self, AppLoad, MAX_IN_FLIGHT, Mix};
 use crate::report::{self, Common};
 use crate::services::{Inventory, Services, rss_and_fds};
 use crate::trend::{self, Tolerance, Verdict};
@@ -50,8 +46,6 @@ pub struct SoakArgs {
     pub warmup: Duration,
 }
 
-/// Operations in flight at most; past it the rate drops, and the report says so.
-const MAX_IN_FLIGHT: usize = 64;
 /// How far each sampled series may rise, from the first third of the
 /// samples after warm-up to the last, and still count as steady: rows move
 /// with each 10 s reaper pass, RSS with the allocator, descriptors with
@@ -70,89 +64,15 @@ const FDS_TOLERANCE: Tolerance = Tolerance {
 };
 /// Media are read and deleted only this long before they expire, so that
 /// no request races its media's expiry (which is exact, and would be a 404).
-const EXPIRY_MARGIN: Duration = Duration::from_secs(20);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Op {
-    Upload,
-    Download,
-    Info,
-    Delete,
-}
-
-/// Media uploaded and not yet deleted or near expiry.
-struct Live {
-    id: String,
-    sha256: String,
-    size: u64,
-    uploaded: Instant,
-    /// Downloads and infos running on it: it is not deleted under them.
-    readers: u32,
-}
-
-#[derive(Default)]
-struct Pool {
-    media: Vec<Live>,
-}
-
-impl Pool {
-    /// Forgets media too close to expiry (the reaper takes them).
-    fn prune(&mut self, readable_for: Duration) {
-        self.media
-            .retain(|m| m.readers > 0 || m.uploaded.elapsed() < readable_for);
-    }
-
-    fn borrow(&mut self, rng: &mut StdRng) -> Option<(String, String, u64)> {
-        if self.media.is_empty() {
-            return None;
-        }
-        let pick = rng.random_range(0..self.media.len());
-        let media = &mut self.media[pick];
-        media.readers += 1;
-        Some((media.id.clone(), media.sha256.clone(), media.size))
-    }
-
-    fn give_back(&mut self, id: &str) {
-        if let Some(media) = self.media.iter_mut().find(|m| m.id == id) {
-            media.readers -= 1;
-        }
-    }
-
-    fn take_unread(&mut self, rng: &mut StdRng) -> Option<String> {
-        let unread: Vec<usize> = (0..self.media.len())
-            .filter(|&i| self.media[i].readers == 0)
-            .collect();
-        if unread.is_empty() {
-            return None;
-        }
-        Some(
-            self.media
-                .swap_remove(unread[rng.random_range(0..unread.len())])
-                .id,
-        )
-    }
-}
-
-#[derive(Default)]
-struct Tally {
-    ops: BTreeMap<Op, u64>,
-    errors: u64,
-    examples: Vec<String>,
-    bytes_up: u64,
-    bytes_down: u64,
-}
-
-impl Tally {
-    fn record(&mut self, op: Op, result: Result<(), Failure>) {
-        *self.ops.entry(op).or_default() += 1;
-        if let Err(failure) = result {
-            self.errors += 1;
-            if self.examples.len() < 20 {
-                self.examples.push(format!("{op:?}: {failure}"));
-            }
-        }
-    }
-}
+pub const EXPIRY_MARGIN: Duration = Duration::from_secs(20);
+/// The soak's operations: no ranges (the cluster run has them).
+const MIX: Mix = Mix {
+    upload: 40,
+    download: 30,
+    range: 0,
+    info: 15,
+    delete: 15,
+};
 
 #[derive(Debug, Clone, Copy)]
 struct Sample {
@@ -165,7 +85,7 @@ struct Sample {
 
 pub async fn run(common: &Common, args: &SoakArgs) -> anyhow::Result<bool> {
     let run_started = Instant::now();
-    let mut services = Services::start(&common.mediavault()?, common.ports(), common.keep).await?;
+    let mut services = Services::start(&common.mediavault()?, common.ports(), 1, common.keep).await?;
     let mut server = services
         .serve(&[("MEDIAVAULT__REAPER__SCHEDULE", "*/10 * * * * *")])
         .await?;
@@ -189,52 +109,26 @@ pub async fn run(common: &Common, args: &SoakArgs) -> anyhow::Result<bool> {
         stop_rx,
     ));
 
-    let pool = Arc::new(Mutex::new(Pool::default()));
-    let tally = Arc::new(Mutex::new(Tally::default()));
-    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-    let readable_for = args.retention.saturating_sub(EXPIRY_MARGIN);
-    let mut rng = StdRng::seed_from_u64(args.seed);
-    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(args.rate.max(1))));
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut running = tokio::task::JoinSet::new();
-    let mut saturated = 0u64;
-    let mut next_file = 0u64;
-    let load_started = Instant::now();
-    while load_started.elapsed() < args.duration {
-        ticker.tick().await;
-        let op = {
-            let mut pool = pool.lock().expect("pool");
-            pool.prune(readable_for);
-            match rng.random_range(0..100) {
-                _ if pool.media.is_empty() => Op::Upload,
-                0..40 => Op::Upload,
-                40..70 => Op::Download,
-                70..85 => Op::Info,
-                _ => Op::Delete,
-            }
-        };
-        if in_flight.available_permits() == 0 {
-            saturated += 1;
-        }
-        let permit = in_flight.clone().acquire_owned().await?;
-        let client = Client {
-            http: http.clone(),
-            base: base.clone(),
-            app: app.clone(),
-            pool: pool.clone(),
-            tally: tally.clone(),
-            rng: StdRng::seed_from_u64(rng.random()),
-        };
-        let spec = FileSpec::new(args.seed, next_file, args.min_size, args.max_size);
-        next_file += u64::from(op == Op::Upload);
-        running.spawn(async move {
-            client.run(op, spec).await;
-            drop(permit);
-        });
-        while running.try_join_next().is_some() {}
-    }
-    running.join_all().await;
-    let load_time = load_started.elapsed();
+    let plan = load::Plan {
+        rate: args.rate,
+        seed: args.seed,
+        min_size: args.min_size,
+        max_size: args.max_size,
+        mix: MIX,
+    };
+    let apps = [AppLoad {
+        app,
+        readable_for: Some(args.retention.saturating_sub(EXPIRY_MARGIN)),
+    }];
+    let outcome = load::run(
+        &plan,
+        &http,
+        &[base],
+        &apps,
+        load::Gauge::new(1),
+        tokio::time::sleep(args.duration),
+    )
+    .await?;
     let _ = stop_tx.send(true);
     let samples = sampler.await??;
 
@@ -255,8 +149,8 @@ pub async fn run(common: &Common, args: &SoakArgs) -> anyhow::Result<bool> {
     let exited = server.exited();
     let panics = services.panics();
 
-    let tally = tally.lock().expect("tally");
-    let ops: u64 = tally.ops.values().sum();
+    let tally = &outcome.tally;
+    let saturated = outcome.saturated;
     let warmup = args.warmup.min(args.duration / 2);
     let start = samples
         .iter()
@@ -304,32 +198,16 @@ pub async fn run(common: &Common, args: &SoakArgs) -> anyhow::Result<bool> {
     );
     let _ = writeln!(
         out,
-        "load: {} ops/s for {} (40% upload of {}..{} log-uniform, 30% download, 15% info, 15% delete), seed {}",
+        "load: {} ops/s for {} ({} — uploads of {}..{} log-uniform), seed {}",
         args.rate,
         humantime::format_duration(Duration::from_secs(args.duration.as_secs())),
+        MIX.describe(),
         report::bytes(args.min_size as u64),
         report::bytes(args.max_size as u64),
         args.seed
     );
     let _ = writeln!(out);
-    let _ = writeln!(
-        out,
-        "ops               {ops} in {:.0} s ({:.1}/s): {}",
-        load_time.as_secs_f64(),
-        ops as f64 / load_time.as_secs_f64(),
-        tally
-            .ops
-            .iter()
-            .map(|(op, n)| format!("{op:?} {n}").to_lowercase())
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    let _ = writeln!(
-        out,
-        "bytes             {} uploaded, {} downloaded and checked",
-        report::bytes(tally.bytes_up),
-        report::bytes(tally.bytes_down)
-    );
+    out.push_str(&outcome.summary());
     let _ = writeln!(out, "errors            {}", tally.errors);
     for example in &tally.examples {
         let _ = writeln!(out, "  {}", report::clip(example, 300));
@@ -436,88 +314,6 @@ fn describe(verdict: Verdict, tolerance: Tolerance, scale: f64, unit: &str) -> S
             "not judged: {n} samples after warm-up, {} needed",
             trend::MIN_SAMPLES
         ),
-    }
-}
-
-/// What one operation needs: the service, the app and the shared records.
-struct Client {
-    http: reqwest::Client,
-    base: String,
-    app: App,
-    pool: Arc<Mutex<Pool>>,
-    tally: Arc<Mutex<Tally>>,
-    rng: StdRng,
-}
-
-impl Client {
-    async fn run(mut self, op: Op, spec: FileSpec) {
-        let result = match op {
-            Op::Upload => self.upload(spec).await,
-            Op::Download | Op::Info => {
-                let borrowed = self.pool.lock().expect("pool").borrow(&mut self.rng);
-                let Some((id, sha256, size)) = borrowed else {
-                    return;
-                };
-                let result = if op == Op::Download {
-                    self.download(&id, &sha256, size).await
-                } else {
-                    client::info(&self.http, &self.base, &self.app, &id)
-                        .await
-                        .and_then(|got| expect_same(&id, got, (&sha256, size)))
-                };
-                self.pool.lock().expect("pool").give_back(&id);
-                result
-            }
-            Op::Delete => {
-                let taken = self.pool.lock().expect("pool").take_unread(&mut self.rng);
-                let Some(id) = taken else { return };
-                self.delete(&id).await
-            }
-        };
-        self.tally.lock().expect("tally").record(op, result);
-    }
-
-    async fn upload(&self, spec: FileSpec) -> Result<(), Failure> {
-        let file = tokio::task::spawn_blocking(move || spec.generate())
-            .await
-            .expect("file generation");
-        let id = client::upload(&self.http, &self.base, &self.app, &spec, file.bytes).await?;
-        self.tally.lock().expect("tally").bytes_up += spec.size as u64;
-        self.pool.lock().expect("pool").media.push(Live {
-            id,
-            sha256: file.sha256,
-            size: spec.size as u64,
-            uploaded: Instant::now(),
-            readers: 0,
-        });
-        Ok(())
-    }
-
-    async fn download(&self, id: &str, sha256: &str, size: u64) -> Result<(), Failure> {
-        let got = client::download(&self.http, &self.base, &self.app, id).await?;
-        self.tally.lock().expect("tally").bytes_down += got.1;
-        expect_same(id, got, (sha256, size))
-    }
-
-    /// Deletes, then checks the media is gone.
-    async fn delete(&self, id: &str) -> Result<(), Failure> {
-        client::delete(&self.http, &self.base, &self.app, id).await?;
-        match client::download(&self.http, &self.base, &self.app, id).await {
-            Err(Failure::Status(404, _)) => Ok(()),
-            Err(failure) => Err(failure),
-            Ok(_) => Err(Failure::Wrong(format!("{id} still downloads after its delete"))),
-        }
-    }
-}
-
-fn expect_same(id: &str, got: (String, u64), want: (&str, u64)) -> Result<(), Failure> {
-    if got.0 == want.0 && got.1 == want.1 {
-        Ok(())
-    } else {
-        Err(Failure::Wrong(format!(
-            "{id}: {} bytes, sha256 {}; uploaded {} bytes, sha256 {}",
-            got.1, got.0, want.1, want.0
-        )))
     }
 }
 
