@@ -31,11 +31,13 @@ impl Vault {
         let Some(epochs) = keys.epochs() else {
             return Ok(EpochUpkeep::default());
         };
+        // One listing of the token serves both: keys made now are not over.
+        let held = keys.labels().await?;
         let mut upkeep = EpochUpkeep {
-            made: keys.make_epoch_keys_ahead(now).await?,
+            made: keys.make_epoch_keys_ahead(now, &held).await?,
             ..EpochUpkeep::default()
         };
-        for label in keys.labels().await? {
+        for label in held {
             let Some(epoch) = epochs.epoch_of(&label) else {
                 continue;
             };

@@ -271,13 +271,16 @@ async fn epoch_keys_are_made_when_needed_and_a_day_made_twice_unwraps_under_eith
     let again = keyring.wrap("m-2", expires_at + 3_600_000, &dek).await.unwrap();
     assert_eq!(again.kek_id, day, "the same day, the same key");
     assert_eq!(
-        keyring.make_epoch_keys_ahead(expires_at).await.unwrap(),
+        keyring
+            .make_epoch_keys_ahead(expires_at, &keyring.labels().await.unwrap())
+            .await
+            .unwrap(),
         [format!("{prefix}20300318")],
         "the day itself has its key already"
     );
     assert!(
         keyring
-            .make_epoch_keys_ahead(expires_at)
+            .make_epoch_keys_ahead(expires_at, &keyring.labels().await.unwrap())
             .await
             .unwrap()
             .is_empty()

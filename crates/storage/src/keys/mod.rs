@@ -375,13 +375,12 @@ impl Keyring {
         }
     }
 
-    /// Makes the epoch keys of today and the days ahead that the provider
-    /// lacks; returns their labels.
-    pub async fn make_epoch_keys_ahead(&self, now: Millis) -> Result<Vec<String>, KeyError> {
+    /// Makes the epoch keys of today and the days ahead that are not among
+    /// `held` (the provider's `labels`, sorted); returns their labels.
+    pub async fn make_epoch_keys_ahead(&self, now: Millis, held: &[String]) -> Result<Vec<String>, KeyError> {
         let Some(epochs) = &self.epochs else {
             return Ok(Vec::new());
         };
-        let held = self.labels().await?;
         let mut made = Vec::new();
         for epoch in epochs.ahead(now) {
             let label = epochs.label(epoch);
