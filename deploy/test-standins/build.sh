@@ -127,9 +127,9 @@ postgres() {
 garage() {
   have docker.io/dxflrs/garage:v2.5.0 && return
   STANDIN_REBUILD=0 distroless
-  local bin=${GARAGE_BIN:-$(command -v garage || echo "$HOME/.cargo/bin/garage")}
+  local bin=${GARAGE_BIN:-$(type -P garage || echo "$HOME/.cargo/bin/garage")}
   [ -x "$bin" ] || die "no garage binary at $bin (scripts/test-services.sh builds one; or set GARAGE_BIN)"
-  "$bin" --version | grep -q 'v2\.5\.0' || die "$bin is $("$bin" --version | head -n 1), not Garage v2.5.0"
+  "$bin" --version | grep -q '2\.5\.0' || die "$bin is $("$bin" --version | head -n 1), not Garage v2.5.0"
   local context=$work/garage-context
   rm -rf "$context"
   mkdir -p "$context"
