@@ -15,7 +15,9 @@
 #      timers, which this machine may not have), waits for /readyz, creates an
 #      app and a token with the image's CLI as the compose README does,
 #      uploads a file, downloads it and compares the bytes, checks the bucket's
-#      lifecycle rule and the service container's security settings;
+#      lifecycle rule, the admin token and the service container's security
+#      settings; then down and up again on the same volumes, and the file is
+#      still there;
 #   5. renders the Helm chart (the Helm scripts/lint-deploy.sh installs) and
 #      runs the image the way the rendered Deployment says: its env and
 #      envFrom ConfigMap, the Secret as files (mode 0440, group fsGroup) where
@@ -24,8 +26,9 @@
 #      the compose stack's PostgreSQL and Garage (the chart's defaults need an
 #      external PostgreSQL and S3 store: it has no embedded default); checks
 #      the probes' paths answer and a file round-trips;
-#   6. tears everything down (DEPLOY_CHECK_KEEP=1 leaves it running) and
-#      prints the timings.
+#   6. checks both mediavault containers exit 0 on SIGTERM within their
+#      grace periods, tears everything down (DEPLOY_CHECK_KEEP=1 leaves it
+#      running) and prints the timings.
 #
 # Every port is published on 127.0.0.1 only: the compose file's 8080 (or
 # DEPLOY_CHECK_COMPOSE_PORT through an override file), and
@@ -294,9 +297,29 @@ app=$(compose exec -T mediavault /mediavault apps create --name deploy-check | j
 token=$(compose exec -T mediavault /mediavault tokens issue --app "$app" | jq -r .token)
 [ -n "$token" ] && [ "$token" != null ] || die "compose: tokens issue"
 media=$(round_trip "$base" "$app" "$token" compose)
+# The admin API, with the token file the compose file names.
+admin_apps=$(curl -fsS --max-time 10 -H "Authorization: Bearer $(cat "$compose_dir/secrets/dev-admin-token")" "$base/admin/apps") ||
+  die "compose: GET /admin/apps with the admin token"
+jq -e --arg a "$app" '.apps | any(.appId == $a)' <<<"$admin_apps" >/dev/null || die "compose: /admin/apps does not list $app"
 result "compose: postgres and garage healthy, garage-lifecycle exited 0 and the bucket holds its rule" \
   "(abort incomplete uploads after $days day), mediavault as 65532:65532 with no capabilities," \
-  "no_new_privs and a read-only root; app, token, a 3 MiB upload ($media) downloaded byte for byte"
+  "no_new_privs and a read-only root; app, token, a 3 MiB upload ($media) downloaded byte for byte;" \
+  "the admin API answers with the admin token"
+phase_done
+
+# A second start on the same volumes: Garage's --single-node --default-bucket
+# and the PostgreSQL entrypoint find their state and change nothing, the
+# lifecycle one-shot runs again, the file is still there.
+phase "compose: down, up on the same volumes"
+compose down --timeout 45 >"$work/compose-down-keep.log" 2>&1 || { cat "$work/compose-down-keep.log" >&2; die "compose down"; }
+restart_start=$SECONDS
+compose up -d --no-build --pull never >"$work/compose-up-again.log" 2>&1 ||
+  { cat "$work/compose-up-again.log" >&2; compose logs --no-color >&2 || true; die "compose up on the same volumes"; }
+wait_http "$base/readyz" 120 || { compose logs --no-color >&2 || true; die "$base/readyz after the second up"; }
+curl -fsS --max-time 60 --header "token: $token" "$base/partner/app/$app/media/$media" -o "$work/compose.again" ||
+  die "compose: $media is gone after down and up"
+cmp -s "$work/compose.bin" "$work/compose.again" || die "compose: $media has other bytes after down and up"
+result "compose: down and up on the same volumes: /readyz 200 in $((SECONDS - restart_start)) s, the file and the token still good"
 phase_done
 
 # Stops within the grace period, exit status 0; prints the seconds it took.
