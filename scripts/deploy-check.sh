@@ -25,7 +25,8 @@
 #      the user, no capabilities, no-new-privileges, the memory limit; against
 #      the compose stack's PostgreSQL and Garage (the chart's defaults need an
 #      external PostgreSQL and S3 store: it has no embedded default); checks
-#      the probes' paths answer and a file round-trips;
+#      the probes' paths answer, a file round-trips, the logs are JSON on
+#      stderr without secrets, and an upload in flight at SIGTERM completes;
 #   6. checks both mediavault containers exit 0 on SIGTERM within their
 #      grace periods, tears everything down (DEPLOY_CHECK_KEEP=1 leaves it
 #      running) and prints the timings.
@@ -38,6 +39,7 @@
 # the release binary takes 15 to 25 minutes on two cores, niced);
 # DEPLOY_CHECK_REBUILD=1 builds the image again (the cargo caches still help).
 set -euo pipefail
+shopt -s inherit_errexit
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -203,14 +205,20 @@ wait_http() {
   done
 }
 
+# $1 bytes of random base64 lines (text/plain, a type apps accept) into $2.
+random_text() {
+  head -c $(($1 * 3 / 4)) /dev/urandom | base64 -w 76 >"$2"
+  truncate -s "$1" "$2"
+}
+
 # Uploads a random file as the app, downloads it back, compares the bytes.
 # Prints the media id.
 round_trip() {
   local base=$1 app=$2 token=$3 name=$4 file back response media
   file=$work/$name.bin
   back=$work/$name.back
-  # Random text (an accepted type) of several 64 KiB segments and a partial last one.
-  head -c $((3 * 1024 * 1024)) /dev/urandom | base64 -w 76 | head -c $((3 * 1024 * 1024 + 12345)) >"$file"
+  # Several 64 KiB segments and a partial last one.
+  random_text $((3 * 1024 * 1024 + 12345)) "$file"
   response=$(curl -sS --max-time 60 --request POST "$base/partner/app/$app/media" \
     --header "token: $token" --form 'file_type="text/plain"' --form "file=@$file;type=text/plain")
   media=$(jq -r '.mediaId // empty' <<<"$response")
@@ -470,9 +478,37 @@ media=$(round_trip "$helm_base" "$app" "$token" helm)
 curl -fsS --max-time 60 --header "token: $token" "$base/partner/app/$app/media/$media" -o "$work/helm.cross" ||
   die "the compose service cannot serve the file the Helm-shaped container stored"
 cmp -s "$work/helm.bin" "$work/helm.cross" || die "the compose service serves other bytes"
+# Logs: JSON lines on stderr (stdout has the one `listening on` line), and no
+# secret of the Secret in either.
+podman logs "$helm_container" >"$helm_dir/stdout.log" 2>"$helm_dir/stderr.log"
+jq -e . "$helm_dir/stderr.log" >/dev/null || die "helm: the container's stderr is not JSON lines ($helm_dir/stderr.log)"
+[ "$(cat "$helm_dir/stdout.log")" = "listening on http://0.0.0.0:8080" ] ||
+  die "helm: stdout is not just the listening line ($helm_dir/stdout.log)"
+for f in "$helm_dir"/secret/*; do
+  for word in $(tr ',:@/\n' '     ' <"$f"); do
+    [ ${#word} -ge 12 ] || continue
+    if grep -qF -- "$word" "$helm_dir/stdout.log" "$helm_dir/stderr.log"; then
+      die "helm: a part of the secret $(basename "$f") is in the log"
+    fi
+  done
+done
+# An upload in flight when SIGTERM comes completes (the drain), then exit 0.
 grace=$(cat "$helm_dir/grace-period")
+random_text $((4 * 1024 * 1024)) "$work/drain.bin"
+curl -sS --max-time 120 --limit-rate 400k --request POST "$helm_base/partner/app/$app/media" \
+  --header "token: $token" --form 'file_type="text/plain"' --form "file=@$work/drain.bin;type=text/plain" \
+  >"$work/drain.response" 2>&1 &
+drain_pid=$!
+sleep 3
 helm_stop=$(stop_cleanly "$helm_container" "$grace" "helm container")
-result "helm: SIGTERM: exit 0 in $helm_stop s (terminationGracePeriodSeconds $grace)"
+wait "$drain_pid" || { cat "$work/drain.response" >&2; die "helm: the upload in flight at SIGTERM failed"; }
+drained=$(jq -r '.mediaId // empty' "$work/drain.response" 2>/dev/null || true)
+[ -n "$drained" ] || { cat "$work/drain.response" >&2; die "helm: the upload in flight at SIGTERM was not stored"; }
+curl -fsS --max-time 60 --header "token: $token" "$base/partner/app/$app/media/$drained" -o "$work/drain.back" ||
+  die "helm: the upload completed during the drain cannot be downloaded"
+cmp -s "$work/drain.bin" "$work/drain.back" || die "helm: the upload completed during the drain has other bytes"
+result "helm: JSON log lines on stderr, no secret in the logs; SIGTERM during a 4 MiB upload at 400 kB/s: the upload" \
+  "completes and downloads intact, exit 0 after $helm_stop s (terminationGracePeriodSeconds $grace)"
 result "helm: the rendered Deployment's settings (read-only root without tmpfs, 65532:65532, fsGroup," \
   "cap-drop ALL, no-new-privileges, 512Mi, Secret files 0440 at /run/secrets/mediavault, ConfigMap env)" \
   "on the compose stack's PostgreSQL and Garage: startup, liveness and readiness paths answer 200," \
