@@ -41,7 +41,7 @@ clean-data:
 # (deploy/test-standins/), deploy/compose/compose.yaml brought up with a file
 # round trip, then the image run as the rendered Helm Deployment says; torn
 # down at the end. Opt-in, not part of `make test`: a first run is 20 to 30
-# minutes (the release build), a later one a few (docs/operations.md).
+# minutes (the release build), a later one under a minute (docs/operations.md).
 deploy-check:
 	scripts/deploy-check.sh
 
