@@ -345,15 +345,22 @@ helm_dir=$work/helm
 rm -rf "$helm_dir"
 mkdir -p "$helm_dir/secret"
 # The chart's defaults, with what they cannot default: the compose stack's
-# PostgreSQL and Garage, reached over the compose network.
+# PostgreSQL and Garage, reached over the compose network. And the two
+# optional secrets, so that their wiring is checked too: the admin token and a
+# links key (made with the image), with links handed out for this port.
 s3_key_id=$(sed -n 's/^GARAGE_DEFAULT_ACCESS_KEY=//p' "$compose_dir/secrets/dev-garage.env")
+links_key=$(podman run --rm "$image" keys generate --id l1 | jq -r .key)
 jq -n \
   --arg db "$(cat "$compose_dir/secrets/dev-database-url")" \
   --arg keys "$(cat "$compose_dir/secrets/dev-mediavault-keys")" \
   --arg s3 "$(cat "$compose_dir/secrets/dev-s3-secret-access-key")" \
+  --arg admin "$(cat "$compose_dir/secrets/dev-admin-token")" \
+  --arg links "$links_key" \
   --arg id "$s3_key_id" \
-  '{secret: {databaseUrl: $db, cryptoKeys: $keys, s3SecretAccessKey: $s3},
-    config: {blobs: {endpoint: "http://garage:3900", region: "garage", access_key_id: $id, allow_http: true}}}' \
+  --arg public "http://127.0.0.1:$helm_port" \
+  '{secret: {databaseUrl: $db, cryptoKeys: $keys, s3SecretAccessKey: $s3, adminToken: $admin, linksKeys: $links},
+    config: {blobs: {endpoint: "http://garage:3900", region: "garage", access_key_id: $id, allow_http: true},
+             links: {public_base_url: $public}}}' \
   >"$helm_dir/values.json"
 "$helm" template mediavault "$chart" -f "$helm_dir/values.json" >"$helm_dir/rendered.yaml"
 # The rendered Deployment, ConfigMap and Secret as podman run arguments: one
@@ -478,6 +485,19 @@ media=$(round_trip "$helm_base" "$app" "$token" helm)
 curl -fsS --max-time 60 --header "token: $token" "$base/partner/app/$app/media/$media" -o "$work/helm.cross" ||
   die "the compose service cannot serve the file the Helm-shaped container stored"
 cmp -s "$work/helm.bin" "$work/helm.cross" || die "the compose service serves other bytes"
+# The optional secrets: the admin API with its token, a signed link that
+# serves the file without a token.
+curl -fsS --max-time 10 -H "Authorization: Bearer $(cat "$compose_dir/secrets/dev-admin-token")" \
+  "$helm_base/admin/apps/$app" >/dev/null || die "helm: GET /admin/apps/$app with the admin token"
+link=$(curl -fsS --max-time 10 --request POST --header "token: $token" "$helm_base/partner/app/$app/media/$media/link" |
+  jq -r '.url // empty') || die "helm: POST .../link"
+case $link in
+  "$helm_base/l/"*) ;;
+  *) die "helm: the link '$link' is not under links.public_base_url $helm_base" ;;
+esac
+curl -fsS --max-time 60 "$link" -o "$work/helm.link" || die "helm: GET $link"
+cmp -s "$work/helm.bin" "$work/helm.link" || die "helm: the signed link serves other bytes"
+
 # Logs: JSON lines on stderr (stdout has the one `listening on` line), and no
 # secret of the Secret in either.
 podman logs "$helm_container" >"$helm_dir/stdout.log" 2>"$helm_dir/stderr.log"
@@ -511,6 +531,7 @@ result "helm: JSON log lines on stderr, no secret in the logs; SIGTERM during a 
   "completes and downloads intact, exit 0 after $helm_stop s (terminationGracePeriodSeconds $grace)"
 result "helm: the rendered Deployment's settings (read-only root without tmpfs, 65532:65532, fsGroup," \
   "cap-drop ALL, no-new-privileges, 512Mi, Secret files 0440 at /run/secrets/mediavault, ConfigMap env)" \
+  "with the admin token and a links key: the admin API answers, a signed link serves the file;" \
   "on the compose stack's PostgreSQL and Garage: startup, liveness and readiness paths answer 200," \
   "a 3 MiB upload ($media) round-trips, and the compose service serves it too"
 phase_done
