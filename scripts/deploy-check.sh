@@ -124,7 +124,8 @@ export HELM_DATA_HOME=$root/target/lint-tools/helm-home/data
 # --- 2. stand-ins for the base images ----------------------------------------
 phase "test stand-ins for the base images"
 garage_bin=${GARAGE_BIN:-$(type -P garage || echo "$HOME/.cargo/bin/garage")}
-if ! "$garage_bin" --version 2>/dev/null | grep -q '2\.5\.0'; then
+if ! podman image exists docker.io/dxflrs/garage:v2.5.0 &&
+  ! "$garage_bin" --version 2>/dev/null | grep -q '2\.5\.0'; then
   say "building Garage 2.5.0 with cargo install (once)"
   nice -n 10 cargo install garage --locked --version 2.5.0 >"$work/garage-install.log" 2>&1 ||
     { tail -n 30 "$work/garage-install.log" >&2; die "cargo install garage"; }
@@ -132,12 +133,20 @@ if ! "$garage_bin" --version 2>/dev/null | grep -q '2\.5\.0'; then
 fi
 GARAGE_BIN=$garage_bin deploy/test-standins/build.sh >"$work/standins.log" 2>&1 ||
   { tail -n 30 "$work/standins.log" >&2; die "deploy/test-standins/build.sh (log: $work/standins.log)"; }
+# An image already present under the name is kept (build.sh builds only what
+# is missing): say which are stand-ins and which the real thing.
+standins=()
+originals=()
 for image in docker.io/library/rust:1.95-bookworm gcr.io/distroless/cc-debian12:nonroot \
   docker.io/library/postgres:16 docker.io/dxflrs/garage:v2.5.0 docker.io/amazon/aws-cli:2.27.0; do
-  podman image inspect --format '{{index .Labels "org.opencontainers.image.description"}}' "$image" |
-    grep -q 'TEST STAND-IN' || die "$image is not a stand-in of deploy/test-standins/"
+  if podman image inspect --format '{{index .Labels "org.opencontainers.image.description"}}' "$image" |
+    grep -q 'TEST STAND-IN'; then
+    standins+=("${image##*/}")
+  else
+    originals+=("${image##*/}")
+  fi
 done
-result "stand-ins built: rust:1.95-bookworm, distroless/cc-debian12:nonroot, postgres:16, garage:v2.5.0, aws-cli:2.27.0"
+result "base images: test stand-ins for ${standins[*]:-none}; originals: ${originals[*]:-none}"
 phase_done
 
 # --- 3. the image ------------------------------------------------------------
