@@ -108,13 +108,15 @@ export CONTAINERS_CONF=$work/containers.conf
 say "$(podman --version), network backend $(podman info --format '{{.Host.NetworkBackend}}')"
 phase_done
 
-# Docker Compose v2 and Helm 4, as scripts/lint-deploy.sh installs them.
+# Docker Compose v2 and Helm 4, where scripts/lint-deploy.sh installs them
+# (Helm in a directory named after the package's pinned sha256).
 venv=target/lint-venv
-helm=$(ls target/lint-tools/helm-*/helm 2>/dev/null | head -n 1 || true)
-if [ ! -x "$venv/bin/docker-compose" ] || [ -z "$helm" ]; then
+helm_sha256=$(sed -n 's/^helm_package_sha256=//p' scripts/lint-deploy.sh)
+helm=target/lint-tools/helm-${helm_sha256:0:16}/helm
+if [ ! -x "$venv/bin/docker-compose" ] || [ ! -x "$helm" ]; then
   phase "scripts/lint-deploy.sh (installs Docker Compose and Helm)"
   scripts/lint-deploy.sh >"$work/lint-deploy.log" 2>&1 || { tail -n 30 "$work/lint-deploy.log" >&2; die "scripts/lint-deploy.sh"; }
-  helm=$(ls target/lint-tools/helm-*/helm | head -n 1)
+  [ -x "$helm" ] || die "scripts/lint-deploy.sh left no Helm at $helm"
   phase_done
 fi
 export HELM_CACHE_HOME=$root/target/lint-tools/helm-home/cache
