@@ -1,5 +1,5 @@
 # mediavault — `make run` serves the embedded default; `make test` runs everything.
-.PHONY: run test lint services clients build clean-data bench bench-upload-rss bench-reap fuzz chaos chaos-cluster soak
+.PHONY: run test lint services clients build clean-data bench bench-upload-rss bench-reap fuzz chaos chaos-cluster soak deploy-check
 
 CARGO ?= cargo
 # nextest runs test binaries in parallel processes; plain cargo test otherwise.
@@ -35,6 +35,15 @@ test: lint services clients
 
 clean-data:
 	rm -rf data
+
+# The deploy artifacts for real, with podman and no registry (root, Debian):
+# deploy/Dockerfile built on local stand-ins of its base images
+# (deploy/test-standins/), deploy/compose/compose.yaml brought up with a file
+# round trip, then the image run as the rendered Helm Deployment says; torn
+# down at the end. Opt-in, not part of `make test`: a first run is 20 to 30
+# minutes (the release build), a later one under a minute (docs/operations.md).
+deploy-check:
+	scripts/deploy-check.sh
 
 # Where cargo builds: a shared CARGO_TARGET_DIR is honoured.
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
