@@ -492,3 +492,68 @@ async fn the_sweep_aborts_stale_multipart_uploads_under_the_media_prefix() {
     elsewhere.complete().await.unwrap();
     assert_eq!(stores.read_blob("elsewhere/kept").await, png_bytes(1000));
 }
+
+/// One pass reaps thousands of expired media: several batches claimed one
+/// after another and finished (blobs, then rows) at once, each row exactly
+/// once, and nothing left behind. On SQLite a claim reads, then writes,
+/// while other batches' finishes write: it must wait its turn, not fail.
+#[tokio::test]
+async fn one_pass_reaps_many_batches_at_once_and_each_row_once() {
+    use futures::{StreamExt, TryStreamExt};
+    use mediavault_storage::{NewApp, now_millis};
+
+    const MEDIA: usize = 3_500;
+    for backends in [Backends::SqliteFiles, Backends::PostgresS3] {
+        let stores = Stores::new(backends).await;
+        let vault = stores.vault().await;
+        let app = vault
+            .create_app(NewApp {
+                name: "many".into(),
+                capi: true,
+                retention: Some(Duration::from_secs(1)),
+                ..NewApp::default()
+            })
+            .await
+            .unwrap();
+        futures::stream::iter(0..MEDIA)
+            .map(|i| {
+                let (vault, app) = (vault.clone(), app.clone());
+                async move {
+                    let mut upload = vault.begin_upload(&app, None).await?;
+                    upload.write(format!("file {i}\n").as_bytes()).await?;
+                    upload.finish("text/plain").await
+                }
+            })
+            .buffer_unordered(32)
+            .try_collect::<Vec<_>>()
+            .await
+            .unwrap();
+        let later = now_millis() + 2_000;
+        let report = mediavault_reaper::reap_once(&vault, later, Duration::from_secs(600))
+            .await
+            .unwrap();
+        assert_eq!(
+            (
+                report.expired,
+                report.deleted,
+                report.abandoned,
+                report.blob_failures
+            ),
+            (MEDIA as u64, 0, 0, 0),
+            "{backends:?}"
+        );
+        assert!(
+            vault.referenced_blob_keys().await.unwrap().is_empty(),
+            "{backends:?}: rows left"
+        );
+        assert!(
+            vault.stored_blob_keys().await.unwrap().is_empty(),
+            "{backends:?}: blobs left"
+        );
+        let again = mediavault_reaper::reap_once(&vault, later, Duration::from_secs(600))
+            .await
+            .unwrap();
+        assert_eq!(again.expired, 0, "{backends:?}");
+        vault.close().await;
+    }
+}

@@ -33,6 +33,22 @@ pub fn psql(url: &str, sql: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A direct client of the test Garage bucket, signing as the server does
+/// (UNSIGNED-PAYLOAD).
+pub fn garage_client() -> anyhow::Result<Arc<AmazonS3>> {
+    Ok(Arc::new(
+        AmazonS3Builder::new()
+            .with_bucket_name(env("MEDIAVAULT_TEST_S3_BUCKET")?)
+            .with_endpoint(env("MEDIAVAULT_TEST_S3_ENDPOINT")?)
+            .with_region("garage")
+            .with_access_key_id(env("MEDIAVAULT_TEST_S3_ACCESS_KEY_ID")?)
+            .with_secret_access_key(env("MEDIAVAULT_TEST_S3_SECRET_ACCESS_KEY")?)
+            .with_allow_http(true)
+            .with_unsigned_payload(true)
+            .build()?,
+    ))
+}
+
 /// Which stores the server runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Backend {
@@ -93,31 +109,21 @@ impl Stores {
                 let endpoint = env("MEDIAVAULT_TEST_S3_ENDPOINT")?;
                 let key_id = env("MEDIAVAULT_TEST_S3_ACCESS_KEY_ID")?;
                 let secret = env("MEDIAVAULT_TEST_S3_SECRET_ACCESS_KEY")?;
+                let s3 = garage_client()?;
                 let prefix = format!("bench-{}", uuid::Uuid::new_v4().simple());
                 for (key, value) in [
                     ("URL", format!("s3://{bucket}/{prefix}")),
-                    ("ENDPOINT", endpoint.clone()),
+                    ("ENDPOINT", endpoint),
                     ("REGION", "garage".into()),
-                    ("ACCESS_KEY_ID", key_id.clone()),
-                    ("SECRET_ACCESS_KEY", secret.clone()),
+                    ("ACCESS_KEY_ID", key_id),
+                    ("SECRET_ACCESS_KEY", secret),
                     ("ALLOW_HTTP", "true".into()),
                     // As it runs over https (the default there); the raw
-                    // client below signs the same way.
+                    // client (garage_client) signs the same way.
                     ("UNSIGNED_PAYLOAD", "true".into()),
                 ] {
                     server_env.push((format!("MEDIAVAULT__BLOBS__{key}"), value));
                 }
-                let s3 = Arc::new(
-                    AmazonS3Builder::new()
-                        .with_bucket_name(bucket)
-                        .with_endpoint(endpoint)
-                        .with_region("garage")
-                        .with_access_key_id(key_id)
-                        .with_secret_access_key(secret)
-                        .with_allow_http(true)
-                        .with_unsigned_payload(true)
-                        .build()?,
-                );
                 Stores {
                     backend,
                     dir,

@@ -15,11 +15,17 @@ use std::time::{Duration, Instant};
 
 use mediavault_storage::{ReapCounts, StoreError, Vault, now_millis};
 use serde::Serialize;
+use tokio::task::JoinSet;
 
 pub use key_table::rewrite_keys;
 
-/// Rows claimed per batch.
-const BATCH: u32 = 500;
+/// Rows claimed per batch: one S3 DeleteObjects request holds 1,000 keys.
+const BATCH: u32 = 1000;
+
+/// Batches whose blobs and rows are being removed at once. The time of a
+/// batch is the store's bulk delete; a few in flight keep the store busy
+/// while the next claim runs, as S3 clients do for bulk deletes.
+const BATCHES_IN_FLIGHT: usize = 4;
 
 /// What a pass did, by reason; printed by `mediavault reap --once`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -55,7 +61,8 @@ impl PassReport {
 
 /// One pass at `now` (milliseconds): batches until nothing is due, a batch
 /// fails to delete a blob (the store is likely down; the next pass retries),
-/// or `budget` is spent.
+/// or `budget` is spent. Batches are claimed one at a time and finished
+/// (blobs, then rows) up to [`BATCHES_IN_FLIGHT`] at once.
 pub async fn reap_once(vault: &Vault, now: i64, budget: Duration) -> Result<PassReport, StoreError> {
     let Some(_lock) = vault.try_reaper_lock().await? else {
         return Ok(PassReport {
@@ -63,18 +70,60 @@ pub async fn reap_once(vault: &Vault, now: i64, budget: Duration) -> Result<Pass
             ..PassReport::default()
         });
     };
-    let started = Instant::now();
-    let mut report = PassReport::default();
-    loop {
-        let counts = vault.reap_batch(now, BATCH).await?;
-        report.add(counts);
-        if counts.claimed < u64::from(BATCH) || counts.blob_failures > 0 || started.elapsed() >= budget {
-            break;
-        }
-    }
+    let mut report = reap_due(vault, now, budget).await?;
     vault.reap_deleted_apps().await?;
     keep_epoch_keys(vault, now, &mut report).await;
     Ok(report)
+}
+
+/// The pipeline of [`reap_once`]. On an error no new batch is claimed; the
+/// batches in flight are finished before the first error is returned, so
+/// that what was claimed is not left to wait out its lease.
+async fn reap_due(vault: &Vault, now: i64, budget: Duration) -> Result<PassReport, StoreError> {
+    let started = Instant::now();
+    let mut report = PassReport::default();
+    let mut in_flight = JoinSet::new();
+    let mut claiming = true;
+    let mut first_error = None;
+    loop {
+        while claiming && in_flight.len() < BATCHES_IN_FLIGHT {
+            match vault.claim_due_batch(now, BATCH).await {
+                Ok(batch) => {
+                    claiming = batch.len() == BATCH as usize && started.elapsed() < budget;
+                    if !batch.is_empty() {
+                        let vault = vault.clone();
+                        in_flight.spawn(async move { vault.finish_reaped(batch).await });
+                    }
+                }
+                Err(error) => {
+                    claiming = false;
+                    first_error.get_or_insert(error);
+                }
+            }
+        }
+        let Some(joined) = in_flight.join_next().await else {
+            break;
+        };
+        // A batch's task ends only by finishing or by panicking (none is
+        // aborted): a panic goes on as the pass's own.
+        let finished = joined.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+        match finished {
+            Ok(counts) => {
+                report.add(counts);
+                if counts.blob_failures > 0 {
+                    claiming = false;
+                }
+            }
+            Err(error) => {
+                claiming = false;
+                first_error.get_or_insert(error);
+            }
+        }
+    }
+    match first_error {
+        Some(error) => Err(error),
+        None => Ok(report),
+    }
 }
 
 /// Makes and destroys epoch keys as `now` needs; a failure (the provider

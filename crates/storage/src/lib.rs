@@ -42,6 +42,6 @@ pub use model::{
     App, AppStats, AppUpdate, IssuedToken, KeyUse, MediaInfo, Millis, NewApp, RewrapCounts, SchemaVersions,
     TokenInfo, TypeLimit, now_millis, to_datetime, type_limits_object,
 };
-pub use reap::{CLAIM_LEASE, ReapCounts};
+pub use reap::{CLAIM_LEASE, ClaimedBatch, ReapCounts};
 pub use upload::{RESERVATION_STEP, Upload};
 pub use vault::{Defaults, Readiness, Vault, VaultConfig};

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use crate::error::StoreError;
-use crate::meta::{MediaState, ReaperLock};
+use crate::meta::{Claimed, MediaState, ReaperLock};
 use crate::model::{Millis, duration_millis};
 use crate::vault::Vault;
 
@@ -27,6 +27,24 @@ pub struct ReapCounts {
     pub claimed: u64,
 }
 
+/// Rows claimed (and shredded) by [`Vault::claim_due_batch`], whose blobs
+/// and rows are still to be removed.
+pub struct ClaimedBatch {
+    now: Millis,
+    rows: Vec<Claimed>,
+}
+
+impl ClaimedBatch {
+    /// How many rows were claimed.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+}
+
 impl Vault {
     /// Takes the cluster-wide reaper lock, or `None` if another replica's
     /// pass holds it. SQLite is one process: its lock is always free.
@@ -34,32 +52,48 @@ impl Vault {
         self.inner.meta.try_reaper_lock().await
     }
 
-    /// Reaps up to `limit` due rows: claim and shred them in one statement,
-    /// delete their blobs, then the rows whose blobs are gone. An upload is
-    /// abandoned once it is older than this vault's `stale_upload_after`,
-    /// whatever the setting was when it started.
+    /// Reaps up to `limit` due rows: claims them, then finishes them.
     pub async fn reap_batch(&self, now: Millis, limit: u32) -> Result<ReapCounts, StoreError> {
+        let batch = self.claim_due_batch(now, limit).await?;
+        self.finish_reaped(batch).await
+    }
+
+    /// Claims up to `limit` rows due at `now` and shreds them, in one
+    /// statement; their blobs and rows are left to [`Vault::finish_reaped`].
+    /// An upload is abandoned once it is older than this vault's
+    /// `stale_upload_after`, whatever the setting was when it started. A
+    /// claimed row stays away from other claims for [`CLAIM_LEASE`], so
+    /// batches claimed one after another may be finished concurrently.
+    pub async fn claim_due_batch(&self, now: Millis, limit: u32) -> Result<ClaimedBatch, StoreError> {
         let lease_until = now.saturating_add(duration_millis(CLAIM_LEASE));
         let stale_before = now.saturating_sub(self.abandon_after_millis());
-        let claimed = self
+        let rows = self
             .inner
             .meta
             .claim_due(now, limit, lease_until, stale_before)
             .await?;
-        for row in &claimed {
+        for row in &rows {
             self.inner.reads.cancel(&row.id);
         }
+        Ok(ClaimedBatch { now, rows })
+    }
+
+    /// Deletes a claimed batch's blobs, then the rows whose blobs are gone.
+    /// A row whose blob could not be deleted is due again at the batch's
+    /// `now`: already shredded, only its blob is left.
+    pub async fn finish_reaped(&self, batch: ClaimedBatch) -> Result<ReapCounts, StoreError> {
+        let ClaimedBatch { now, rows } = batch;
         let mut counts = ReapCounts {
-            claimed: claimed.len() as u64,
+            claimed: rows.len() as u64,
             ..ReapCounts::default()
         };
-        if claimed.is_empty() {
+        if rows.is_empty() {
             return Ok(counts);
         }
-        let keys: Vec<String> = claimed.iter().map(|c| c.blob_key.clone()).collect();
+        let keys: Vec<String> = rows.iter().map(|c| c.blob_key.clone()).collect();
         let failed: HashSet<String> = self.inner.blobs.delete_many(keys).await.into_iter().collect();
         let (mut done, mut retry) = (Vec::new(), Vec::new());
-        for row in &claimed {
+        for row in &rows {
             if failed.contains(&row.blob_key) {
                 retry.push(row.id.clone());
                 continue;
@@ -73,8 +107,8 @@ impl Vault {
         }
         counts.blob_failures = retry.len() as u64;
         self.inner.meta.delete_reaped(&done).await?;
-        // Shredded already; only the blob is left. Due again now, so the next
-        // pass retries it rather than waiting out the lease.
+        // Due again now, so the next pass retries it rather than waiting out
+        // the lease.
         self.inner.meta.set_due(&retry, now).await?;
         self.inner.meta.settle_shredded().await;
         Ok(counts)

@@ -74,6 +74,7 @@ mod tokens;
 pub(crate) use apps::{AppWrite, saturating_i64};
 pub(crate) use keys::Rewrapped;
 pub(crate) use media::{Intent, MediaRow, NewMedia, ReadyMedia};
+pub(crate) use reaping::Claimed;
 pub use reaping::ReaperLock;
 pub(crate) use state::MediaState;
 pub(crate) use usage::{Growth, QuotaDefaults};

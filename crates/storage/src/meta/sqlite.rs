@@ -204,7 +204,11 @@ pub(super) async fn claim_due(
     lease_until: i64,
     stale_before: i64,
 ) -> Result<Vec<super::reaping::Claimed>, StoreError> {
-    let mut tx = pool.begin().await?;
+    // IMMEDIATE: the transaction reads, then writes. A deferred one would
+    // take the write lock only at its first write, and fail at once (no busy
+    // wait can help) if another connection wrote since its read began, as
+    // the reaper's own concurrent batch finishes and uploads do.
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     let due: Vec<Due> = sqlx::query_as(DUE_SQL)
         .bind(now)
         .bind(i64::from(limit))
