@@ -46,7 +46,7 @@ pub struct ScaleArgs {
     infos: usize,
     /// Rounds of the latency measures on each database, alternating; the
     /// best of each figure counts.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 3)]
     rounds: usize,
     /// Media the reaper claims for the claim-rate figure (at most the due ones).
     #[arg(long, default_value_t = 20_000)]
