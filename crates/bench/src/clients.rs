@@ -144,6 +144,20 @@ impl MediaClient {
         expect_body(response.bytes_stream(), expected).await
     }
 
+    /// Asks for `media_id`'s metadata (`GET …/info`); fails unless it answers 200.
+    pub async fn info(&self, media_id: &str) -> anyhow::Result<()> {
+        let response = self
+            .http
+            .get(format!("{}/{media_id}/info", self.media_url))
+            .header("token", &*self.token)
+            .send()
+            .await?;
+        let status = response.status();
+        response.bytes().await?;
+        ensure!(status.is_success(), "info answered {status}");
+        Ok(())
+    }
+
     pub async fn delete(&self, media_id: &str) -> anyhow::Result<()> {
         let response = self
             .http

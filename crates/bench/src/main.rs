@@ -16,6 +16,9 @@
 //! - `mediavault-bench all`: `http`, `providers` and `crypto` (what `make
 //!   bench` runs).
 //! - `mediavault-bench reap [N]`: one reaper pass over N expired media.
+//! - `mediavault-bench scale`: an empty database against one of
+//!   `--rows` media (10 million by default): latency, start-up, reaper,
+//!   operator commands and size.
 //!
 //! Results go to stdout as a table and to `bench/results/<date>-<name>.json`
 //! and `.txt`.
@@ -25,6 +28,7 @@ mod cpu;
 mod providers;
 mod reap;
 mod report;
+mod scale;
 mod scenarios;
 mod server;
 mod stores;
@@ -68,6 +72,8 @@ enum Command {
         #[arg(default_value_t = 100_000)]
         count: usize,
     },
+    /// The same run on an empty database and on one of `--rows` media.
+    Scale(scale::ScaleArgs),
 }
 
 #[derive(Args, Clone)]
@@ -198,6 +204,7 @@ async fn main() -> anyhow::Result<()> {
             crypto(&crypto_args, &args.results, &command_line)
         }
         Command::Reap { count } => reap::reap(count).await,
+        Command::Scale(args) => scale::scale(&args, &command_line).await,
     }
 }
 

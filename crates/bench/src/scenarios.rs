@@ -206,13 +206,13 @@ pub async fn by_url(
 
 /// Latencies (µs) and wall time of `count` operations run by `concurrency`
 /// workers, each taking the next operation as soon as its last one is done.
-struct Timing {
-    elapsed: Duration,
-    latencies: Histogram<u64>,
+pub(crate) struct Timing {
+    pub elapsed: Duration,
+    pub latencies: Histogram<u64>,
     /// Operations that failed, and the first failure: counted and reported
     /// rather than ending the run, since an error under load is a finding.
-    failures: usize,
-    first_failure: Option<String>,
+    pub failures: usize,
+    pub first_failure: Option<String>,
 }
 
 impl Timing {
@@ -221,12 +221,12 @@ impl Timing {
         self.latencies.len() as f64 / self.elapsed.as_secs_f64()
     }
 
-    fn ms(&self, quantile: f64) -> f64 {
+    pub fn ms(&self, quantile: f64) -> f64 {
         self.latencies.value_at_quantile(quantile) as f64 / 1000.0
     }
 }
 
-async fn closed_loop<F, Fut>(count: usize, concurrency: usize, op: F) -> anyhow::Result<Timing>
+pub(crate) async fn closed_loop<F, Fut>(count: usize, concurrency: usize, op: F) -> anyhow::Result<Timing>
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = anyhow::Result<()>> + Send,

@@ -117,9 +117,19 @@ pub struct Server {
 
 impl Server {
     pub fn start(binary: &Path, stores: &Stores) -> anyhow::Result<Server> {
+        Server::start_with(binary, stores, &[])
+    }
+
+    /// As `start`, with `settings` added to the server's environment.
+    pub fn start_with(
+        binary: &Path,
+        stores: &Stores,
+        settings: &[(String, String)],
+    ) -> anyhow::Result<Server> {
         let log = stores.dir().join("server.log");
         let mut command = command(binary, stores);
         command
+            .envs(settings.iter().map(|(k, v)| (k, v)))
             .args(["serve", "--listen", "127.0.0.1:0"])
             .stderr(std::fs::File::create(&log)?);
         let process = ServeProcess::start(&mut command, Some(&log), START_WITHIN)?;

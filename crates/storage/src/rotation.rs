@@ -55,15 +55,21 @@ impl Vault {
             keys.epochs().is_some_and(|epochs| epochs.epoch_of(id).is_some())
                 && held.binary_search_by(|label| label.as_str().cmp(id)).is_ok()
         };
-        let missing: Vec<String> = self
-            .key_use()
+        let meta = &self.inner.meta;
+        let unknown: Vec<String> = meta
+            .keys_in_use()
             .await?
             .into_iter()
-            .filter(|used| !configured.contains(&used.kek_id.as_str()) && !is_held_epoch_key(&used.kek_id))
-            .map(|used| format!("{:?} ({} media)", used.kek_id, used.media))
+            .filter(|used| !configured.contains(&used.as_str()) && !is_held_epoch_key(used))
             .collect();
-        if missing.is_empty() {
+        if unknown.is_empty() {
             return Ok(());
+        }
+        // Counted only to say so: a count reads every key's index entries.
+        let mut missing = Vec::with_capacity(unknown.len());
+        for kek_id in unknown {
+            let media = meta.key_use_of(&kek_id).await?;
+            missing.push(format!("{kek_id:?} ({media} media)"));
         }
         Err(StoreError::Config(format!(
             "{} lacks {} that stored media still need: {}. Add it back after the active \
@@ -84,7 +90,7 @@ impl Vault {
     pub async fn check_key_fingerprints(&self) -> Result<(), StoreError> {
         let (meta, keys) = (&self.inner.meta, &self.inner.keys);
         let recorded: HashMap<String, String> = meta.key_fingerprints().await?.into_iter().collect();
-        let in_use: Vec<String> = meta.key_use().await?.into_iter().map(|(id, _)| id).collect();
+        let in_use: Vec<String> = meta.keys_in_use().await?;
         let fingerprints = keys.fingerprints().await?;
         for (id, fingerprint) in &fingerprints {
             let used = in_use.contains(id);
@@ -138,7 +144,7 @@ impl Vault {
             .await?
             .iter()
             .any(|(recorded, _)| recorded == id)
-            || meta.key_use().await?.iter().any(|(used, _)| used == id))
+            || meta.keys_in_use().await?.iter().any(|used| used == id))
     }
 
     /// Re-wraps every live data key not wrapped by the active key (with

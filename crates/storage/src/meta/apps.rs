@@ -290,21 +290,42 @@ impl Metadata {
     }
 
     /// Readable media of an app (how many, and their plaintext bytes), and
-    /// its usage against its quota.
+    /// its usage against its quota. Readable media are those its usage
+    /// counts, less its uploads in progress and its ready media that have
+    /// expired but are not yet reaped: the counters and two small index
+    /// ranges (uploads in progress, the app's rows due to the reaper),
+    /// however many media the app stores. A ready row's reservation is its size, and it
+    /// keeps its key until it stops being ready. Rows an older version wrote
+    /// without a reservation count once `apps recount` has adopted them.
     pub(crate) async fn app_usage(
         &self,
         app_id: &AppId,
         now: Millis,
     ) -> Result<Option<UsageRow>, StoreError> {
         // SUM of BIGINT is NUMERIC in Postgres: cast back so both dialects agree.
+        macro_rules! held {
+            ($where:expr) => {
+                concat!(
+                    "(SELECT COUNT(*) AS media, CAST(COALESCE(SUM(reserved_bytes), 0) AS BIGINT) AS bytes \
+                     FROM media WHERE reserved_bytes IS NOT NULL AND ",
+                    $where,
+                    ")"
+                )
+            };
+        }
         const SQL: &str = concat!(
-            "SELECT (SELECT COUNT(*) FROM media m WHERE m.app_id = a.id AND m.state = ",
-            state_sql!(Ready),
-            " AND m.expires_at > $2 AND m.id IN (SELECT media_id FROM media_keys)) AS readable_media, \
-             (SELECT CAST(COALESCE(SUM(m.size_bytes), 0) AS BIGINT) FROM media m WHERE m.app_id = a.id AND m.state = ",
-            state_sql!(Ready),
-            " AND m.expires_at > $2 AND m.id IN (SELECT media_id FROM media_keys)) AS readable_bytes, \
-             a.used_media, a.used_bytes FROM apps a WHERE a.id = $1 AND a.deleted_at IS NULL"
+            "SELECT a.used_media - u.media - e.media AS readable_media, \
+             a.used_bytes - u.bytes - e.bytes AS readable_bytes, a.used_media, a.used_bytes FROM apps a, ",
+            // In the partial index of uploads in progress.
+            held!(concat!("state = ", state_sql!(Uploading), " AND app_id = $1")),
+            " u, ",
+            // In `media_app_id_due_at`, from the app's first due row on.
+            held!(concat!(
+                "app_id = $1 AND due_at <= $2 AND state = ",
+                state_sql!(Ready),
+                " AND expires_at <= $2"
+            )),
+            " e WHERE a.id = $1 AND a.deleted_at IS NULL"
         );
         Ok(on_pool!(self, pool => sqlx::query_as(SQL).bind(app_id).bind(now).fetch_optional(pool).await)?)
     }

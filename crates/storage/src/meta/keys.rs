@@ -25,10 +25,32 @@ pub(crate) struct Rewrapped {
 }
 
 impl Metadata {
-    /// How many live data keys each key-encryption key wraps.
+    /// How many live data keys each key-encryption key wraps. Reads every
+    /// entry of the `kek_id` index: for the operator, not for start-up.
     pub(crate) async fn key_use(&self) -> Result<Vec<(String, i64)>, StoreError> {
         const SQL: &str = "SELECT kek_id, COUNT(*) FROM media_keys GROUP BY kek_id ORDER BY kek_id";
         Ok(on_pool!(self, pool => sqlx::query_as(SQL).fetch_all(pool).await)?)
+    }
+
+    /// The key-encryption keys that wrap live data keys, in order. Each is
+    /// found by one step of the `kek_id` index past the one before, so the
+    /// cost is a few index lookups per key however many media there are:
+    /// start-up and every command check the keys with this.
+    pub(crate) async fn keys_in_use(&self) -> Result<Vec<String>, StoreError> {
+        const SQL: &str = "WITH RECURSIVE used (kek_id) AS ( \
+                               SELECT (SELECT kek_id FROM media_keys ORDER BY kek_id LIMIT 1) \
+                               UNION ALL \
+                               SELECT (SELECT k.kek_id FROM media_keys k WHERE k.kek_id > used.kek_id \
+                                       ORDER BY k.kek_id LIMIT 1) \
+                               FROM used WHERE used.kek_id IS NOT NULL) \
+                           SELECT kek_id FROM used WHERE kek_id IS NOT NULL";
+        Ok(on_pool!(self, pool => sqlx::query_scalar(SQL).fetch_all(pool).await)?)
+    }
+
+    /// How many live data keys `kek_id` wraps.
+    pub(crate) async fn key_use_of(&self, kek_id: &str) -> Result<i64, StoreError> {
+        const SQL: &str = "SELECT COUNT(*) FROM media_keys WHERE kek_id = $1";
+        Ok(on_pool!(self, pool => sqlx::query_scalar(SQL).bind(kek_id).fetch_one(pool).await)?)
     }
 
     /// Up to `limit` live data keys not wrapped as `settled` says they stay,

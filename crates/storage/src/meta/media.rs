@@ -83,8 +83,18 @@ struct Shredded {
 }
 
 impl Metadata {
+    /// Ready media: those the apps' usage counts (`used_media`), less the
+    /// uploads among them (found in the small index of uploads in progress).
+    /// A sum over the apps, not a count of the media table, which every
+    /// reaper pass would otherwise read whole. Rows an older version wrote
+    /// without a reservation count once `apps recount` has adopted them.
     pub(crate) async fn count_ready(&self) -> Result<u64, StoreError> {
-        const SQL: &str = concat!("SELECT COUNT(*) FROM media WHERE state = ", state_sql!(Ready));
+        const SQL: &str = concat!(
+            "SELECT CAST(COALESCE((SELECT SUM(used_media) FROM apps), 0) \
+             - (SELECT COUNT(*) FROM media WHERE state = ",
+            state_sql!(Uploading),
+            " AND reserved_bytes IS NOT NULL) AS BIGINT)"
+        );
         let count: i64 = on_pool!(self, pool => sqlx::query_scalar(SQL).fetch_one(pool).await)?;
         Ok(u64::try_from(count).unwrap_or(0))
     }
