@@ -2,14 +2,20 @@
 # Peak RSS of `mediavault serve` (release build) while it receives one
 # 100 MiB upload, against the blob store named by $1: "files" (the embedded
 # default) or "s3" (Garage, via scripts/test-services.sh). Prints idle RSS,
-# peak RSS (VmHWM) and their difference, in MiB.
+# peak RSS (VmHWM) and their difference, in MiB. BIN=… measures another
+# build of the server; STALL=SECONDS (s3 only) stops Garage that long
+# during the upload, the worst case for what the server holds.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 backend=${1:-files}
 size=${SIZE:-104857600}
 
-cargo build --release --bin mediavault --manifest-path "$root/Cargo.toml" >&2
-bin="$root/target/release/mediavault"
+# BIN picks the binary (to compare builds); by default the release build.
+if [ -z "${BIN:-}" ]; then
+  cargo build --release --bin mediavault --manifest-path "$root/Cargo.toml" >&2
+  BIN="$root/target/release/mediavault"
+fi
+bin=$BIN
 work=$(mktemp -d)
 trap 'kill $pid 2>/dev/null || true; rm -rf "$work"' EXIT
 
@@ -26,7 +32,19 @@ sleep 1
 rss() { awk -v k="$1:" '$1 == k { print $2 }' "/proc/$pid/status"; }
 idle=$(rss VmRSS)
 start=$(date +%s.%N)
-curl -sS --fail -H "token: $token" -F file_type=image/png -F "file=@$work/file" "$base/partner/app/$app/media" > "$work/reply"
+curl -sS --fail -H "token: $token" -F file_type=image/png -F "file=@$work/file" "$base/partner/app/$app/media" > "$work/reply" &
+upload=$!
+if [ -n "${STALL:-}" ]; then
+  # The store at its slowest: Garage stopped for STALL seconds shortly after
+  # the upload starts, so parts wait in the server for as long as it lets them.
+  garage=$(cat "$root/target/test-services/garage/pid")
+  trap 'kill -CONT $garage 2>/dev/null || true; kill $pid 2>/dev/null || true; rm -rf "$work"' EXIT
+  sleep 0.2
+  kill -STOP "$garage"
+  sleep "$STALL"
+  kill -CONT "$garage"
+fi
+wait $upload
 end=$(date +%s.%N)
 peak=$(rss VmHWM)
 echo "backend=$backend size=$size reply=$(cat "$work/reply")"

@@ -88,11 +88,15 @@ const PART_BLOCK: usize = 1024 * 1024;
 /// 24; 252 MiB with the former 2 per upload and no shared bound, which let
 /// 64 uploads hold 960 MiB).
 const PARTS_IN_FLIGHT_TOTAL: usize = 16;
-/// Parts of one upload in flight at once while the next one fills: a lone
-/// upload may use the whole budget, as stores take parallel parts faster. On
-/// Garage a 100 MiB upload ran at 0.71 of a raw put with 2, about 0.78 with
-/// 8 and 0.86 with 16. Uploads at once share the budget in arrival order.
-const PARTS_IN_FLIGHT_PER_UPLOAD: usize = 16;
+/// Parts of one upload in flight at once. With the full part waiting for
+/// room (nothing more is filled meanwhile), an upload holds at most nine
+/// parts (45 MiB) however slowly the store takes them: within the 64 MiB a
+/// lone upload may add to the process (with 16, a stalled store let one
+/// upload grow the server by 82-87 MiB; `STALL=4 bench/upload-rss.sh s3`).
+/// Stores take parallel parts faster: on Garage a 100 MiB upload ran at 0.71
+/// of a raw put with 2 in flight, about 0.78 with 8 and 0.80-0.86 with 16.
+/// Uploads at once share the process budget in arrival order.
+const PARTS_IN_FLIGHT_PER_UPLOAD: usize = 8;
 /// Reads of a local blob: object_store's own 8 KiB reads each take a trip
 /// through the blocking pool, which cost most of a download's CPU time;
 /// 256 KiB (four segments) makes that trip rare and stays small per download.
