@@ -41,7 +41,7 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
 use crate::clients::{MediaClient, RawClient};
-use crate::report::{Figure, Machine, Report, Target, load_average};
+use crate::report::{Figure, Report, RunStart, Target, load_average};
 use crate::server::Server;
 use crate::stores::{Backend, Stores};
 
@@ -230,21 +230,6 @@ async fn compare_providers(
     Ok(())
 }
 
-fn commit() -> Option<String> {
-    let output = std::process::Command::new("git")
-        .args(["rev-parse", "--short", "HEAD"])
-        .output()
-        .ok()?;
-    output
-        .status
-        .success()
-        .then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned())
-}
-
-fn now() -> String {
-    chrono::Local::now().format("%Y-%m-%dT%H:%M:%S%:z").to_string()
-}
-
 async fn http(args: &HttpArgs, command_line: &str) -> anyhow::Result<()> {
     let binary = match &args.server {
         Some(binary) => binary.clone(),
@@ -264,7 +249,7 @@ async fn http(args: &HttpArgs, command_line: &str) -> anyhow::Result<()> {
         let log = stores.dir().join("server.log");
         let kept = args
             .results
-            .join(format!("{}-{}-server.log", &now()[..10], backend.name()));
+            .join(format!("{}-{}-server.log", &report::now()[..10], backend.name()));
         if std::fs::create_dir_all(&args.results).is_ok() && std::fs::copy(&log, &kept).is_ok() {
             eprintln!("   server log: {}", kept.display());
         }
@@ -284,8 +269,7 @@ async fn measure(
     stores: &Stores,
     command_line: &str,
 ) -> anyhow::Result<Report> {
-    let started = now();
-    let load_before = load_average();
+    let start = RunStart::now(command_line);
     let (app_id, token) = server::app_and_token(binary, stores)?;
     let mut server = Server::start(binary, stores)?;
     let media = MediaClient::new(&server.base_url, &app_id, &token)?;
@@ -361,26 +345,19 @@ async fn measure(
         lifetime_peak,
         None,
     ));
-    Ok(Report {
-        name: stores.backend.name().into(),
-        baseline: format!("raw = {}", stores.backend.baseline()),
-        started,
-        command: command_line.into(),
-        commit: commit(),
-        machine: Machine::this(),
-        load_before,
-        load_after: load_average(),
-        settings: server::settings(stores),
+    Ok(start.report(
+        stores.backend.name(),
+        format!("raw = {}", stores.backend.baseline()),
+        server::settings(stores),
         figures,
-        samples: samples.into(),
-    })
+        samples.into(),
+    ))
 }
 
 /// Reads `seal/{encrypt,decrypt}` from criterion's estimates: the median
 /// time of one pass over the benchmark's plaintext.
 fn crypto(args: &CryptoArgs, results: &Path, command_line: &str) -> anyhow::Result<()> {
-    let started = now();
-    let load_before = load_average();
+    let start = RunStart::now(command_line);
     let bench = ["bench", "-p", "mediavault-storage", "--bench", "seal"];
     if !args.no_run {
         eprintln!("== crypto: cargo {}", bench.join(" "));
@@ -388,7 +365,6 @@ fn crypto(args: &CryptoArgs, results: &Path, command_line: &str) -> anyhow::Resu
         let status = std::process::Command::new(cargo).args(bench).status()?;
         anyhow::ensure!(status.success(), "cargo {} failed", bench.join(" "));
     }
-    let load_after = load_average();
     let mut figures = Vec::new();
     let mut samples = serde_json::Map::new();
     for name in ["encrypt", "decrypt"] {
@@ -426,19 +402,13 @@ fn crypto(args: &CryptoArgs, results: &Path, command_line: &str) -> anyhow::Resu
             json!({ "bytes": bytes, "median_ns": median_ns, "measured": measured.to_rfc3339(), "estimates": estimates }),
         );
     }
-    let report = Report {
-        name: "crypto".into(),
-        baseline: "criterion group `seal` of crates/storage/benches/seal.rs, median".into(),
-        started,
-        command: command_line.into(),
-        commit: commit(),
-        machine: Machine::this(),
-        load_before,
-        load_after,
-        settings: Vec::new(),
+    let report = start.report(
+        "crypto",
+        "criterion group `seal` of crates/storage/benches/seal.rs, median",
+        Vec::new(),
         figures,
-        samples: samples.into(),
-    };
+        samples.into(),
+    );
     let path = report.write(results)?;
     println!("{}", report.table());
     println!("   raw results: {}\n", path.display());

@@ -12,7 +12,7 @@ use anyhow::Context;
 use serde_json::json;
 
 use crate::clients::MediaClient;
-use crate::report::{Figure, Machine, Report, Target, load_average};
+use crate::report::{Figure, Report, RunStart, Target};
 use crate::scenarios::{self, UploadRates};
 use crate::server::{self, Server};
 use crate::stores::{Backend, Stores};
@@ -91,8 +91,7 @@ async fn measure_on(binary: &Path, stores: &Stores, plan: &Plan) -> anyhow::Resu
 }
 
 pub async fn compare(binary: &Path, plan: &Plan, command_line: &str) -> anyhow::Result<Report> {
-    let started = crate::now();
-    let load_before = load_average();
+    let start = RunStart::now(command_line);
     // The token's key, made once (through a CLI that needs stores to read
     // its configuration from; no database is touched).
     let label = format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
@@ -119,24 +118,17 @@ pub async fn compare(binary: &Path, plan: &Plan, command_line: &str) -> anyhow::
             }
         }
     }
-    Ok(Report {
-        name: "key-providers".into(),
-        baseline: "raw = the same server on like stores with configured keys (crypto.keys); mediavault = \
-                   with crypto.provider = \"pkcs11\", a SoftHSM2 token wrapping each data key"
-            .into(),
-        started,
-        command: command_line.into(),
-        commit: crate::commit(),
-        machine: Machine::this(),
-        load_before,
-        load_after: load_average(),
+    Ok(start.report(
+        "key-providers",
+        "raw = the same server on like stores with configured keys (crypto.keys); mediavault = \
+         with crypto.provider = \"pkcs11\", a SoftHSM2 token wrapping each data key",
         settings,
-        figures: figures(plan, &configured, &pkcs11),
-        samples: json!({
+        figures(plan, &configured, &pkcs11),
+        json!({
             "configured": configured.iter().map(|r| &r.samples).collect::<Vec<_>>(),
             "pkcs11": pkcs11.iter().map(|r| &r.samples).collect::<Vec<_>>(),
         }),
-    })
+    ))
 }
 
 /// The token side against the configured side: the best of the rounds.

@@ -130,6 +130,66 @@ pub fn load_average() -> [f64; 3] {
     [(); 3].map(|()| fields.next().unwrap_or(f64::NAN))
 }
 
+/// Where a report starts: when its run began, the command, and the load
+/// before it. Taken as the run begins; [`RunStart::report`] adds the rest.
+pub struct RunStart {
+    started: String,
+    command: String,
+    load_before: [f64; 3],
+}
+
+impl RunStart {
+    pub fn now(command_line: &str) -> RunStart {
+        RunStart {
+            started: now(),
+            command: command_line.into(),
+            load_before: load_average(),
+        }
+    }
+
+    /// The report of the run begun here, ending now: with the commit, the
+    /// machine and the load after it.
+    pub fn report(
+        self,
+        name: impl Into<String>,
+        baseline: impl Into<String>,
+        settings: Vec<(String, String)>,
+        figures: Vec<Figure>,
+        samples: serde_json::Value,
+    ) -> Report {
+        Report {
+            name: name.into(),
+            baseline: baseline.into(),
+            started: self.started,
+            command: self.command,
+            commit: commit(),
+            machine: Machine::this(),
+            load_before: self.load_before,
+            load_after: load_average(),
+            settings,
+            figures,
+            samples,
+        }
+    }
+}
+
+/// The short hash of the checked-out commit, if this is a git work tree.
+fn commit() -> Option<String> {
+    let output = std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()?;
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}
+
+/// The local time, to the second, with its offset.
+pub fn now() -> String {
+    chrono::Local::now().format("%Y-%m-%dT%H:%M:%S%:z").to_string()
+}
+
 /// Everything one run of one backend (or of the crypto core) produced.
 #[derive(Debug, Serialize)]
 pub struct Report {

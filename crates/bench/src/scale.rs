@@ -22,7 +22,7 @@ use mediavault_storage::{BlobConfig, Defaults, Keyring, Vault, VaultConfig, now_
 use serde_json::json;
 
 use crate::clients::{MediaClient, png_file, stamped};
-use crate::report::{Figure, Machine, Report, Target, load_average};
+use crate::report::{Figure, RunStart, Target};
 use crate::scenarios::closed_loop;
 use crate::server::{self, Server};
 use crate::stores::{Backend, Stores};
@@ -94,8 +94,7 @@ pub async fn scale(args: &ScaleArgs, command_line: &str) -> anyhow::Result<()> {
         Some(binary) => binary.clone(),
         None => server::default_binary()?,
     };
-    let started = crate::now();
-    let load_before = load_average();
+    let start = RunStart::now(command_line);
     let due = args.rows / args.due_every.max(1);
     // Both databases exist together, so that the rounds of measures can
     // alternate between them and a change of the machine's load falls on
@@ -242,22 +241,16 @@ pub async fn scale(args: &ScaleArgs, command_line: &str) -> anyhow::Result<()> {
             "empty": { "database": empty.database_bytes, "media": empty.media_bytes, "media_keys": empty.keys_bytes },
         },
     });
-    let report = Report {
-        name: format!("scale-{}", args.rows),
-        baseline: format!(
+    let report = start.report(
+        format!("scale-{}", args.rows),
+        format!(
             "raw = the empty database ({} due media only); 1 in {} of the full one's media due",
             empty.rows, args.due_every
         ),
-        started,
-        command: command_line.into(),
-        commit: crate::commit(),
-        machine: Machine::this(),
-        load_before,
-        load_after: load_average(),
-        settings: Vec::new(),
+        Vec::new(),
         figures,
         samples,
-    };
+    );
     let path = report.write(&args.results)?;
     println!("{}", report.table());
     println!("   raw results: {}\n", path.display());
