@@ -10,6 +10,10 @@ use crate::keys::KeyError;
 pub enum StoreError {
     #[error("metadata store: {0}")]
     Metadata(#[from] sqlx::Error),
+    /// A commit shared with other writes failed (SQLite's group commit):
+    /// the message is the commit's error, or why the batch was rolled back.
+    #[error("metadata store: shared commit: {0}")]
+    GroupCommit(String),
     #[error("metadata migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("blob store: {0}")]

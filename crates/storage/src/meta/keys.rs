@@ -165,7 +165,7 @@ impl Metadata {
     ) -> Result<bool, StoreError> {
         match self {
             Metadata::Postgres { pool, .. } => postgres::rewrite_key_table(pool, lock_timeout).await,
-            Metadata::Sqlite(_) => Ok(true),
+            Metadata::Sqlite { .. } => Ok(true),
         }
     }
 }

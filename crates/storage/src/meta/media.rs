@@ -107,7 +107,9 @@ impl Metadata {
     /// flush. A crash may lose it, and that loses nothing: the upload's
     /// `mark_ready` then finds no row and drops the blob (or the orphan sweep
     /// does), while `mark_ready`'s own durable commit flushes the WAL up to
-    /// and past this row. That halves the fsyncs of a small upload.
+    /// and past this row. That halves the fsyncs of a small upload. On
+    /// SQLite it joins a group commit (see `group_commit`), which shares its
+    /// fsync with whatever other uploads write at the same time.
     pub(crate) async fn insert_uploading(
         &self,
         row: &NewMedia<'_>,
@@ -115,7 +117,11 @@ impl Metadata {
     ) -> Result<Intent, StoreError> {
         match self {
             Metadata::Postgres { relaxed, .. } => postgres::insert_uploading(relaxed, row, quota).await,
-            Metadata::Sqlite(pool) => sqlite::insert_uploading(pool, row, quota).await,
+            Metadata::Sqlite { writes, .. } => {
+                let mut write = writes.join().await?;
+                let result = sqlite::insert_uploading(write.conn(), row, quota).await;
+                write.settle(result).await
+            }
         }
     }
 
@@ -162,10 +168,15 @@ impl Metadata {
     /// abandoned, or its app was deleted and shredded it): the caller must
     /// drop its blob, and has nothing to settle. The app check also covers
     /// an upload whose intent row was written just after its app was deleted.
+    /// On SQLite it joins a group commit, as `insert_uploading` does.
     pub(crate) async fn mark_ready(&self, ready: &ReadyMedia<'_>) -> Result<bool, StoreError> {
         match self {
             Metadata::Postgres { pool, .. } => postgres::mark_ready(pool, ready).await,
-            Metadata::Sqlite(pool) => sqlite::mark_ready(pool, ready).await,
+            Metadata::Sqlite { writes, .. } => {
+                let mut write = writes.join().await?;
+                let result = sqlite::mark_ready(write.conn(), ready).await;
+                write.settle(result).await
+            }
         }
     }
 
@@ -271,7 +282,7 @@ impl Metadata {
     /// is checkpointed and truncated. Postgres keeps old tuple versions until
     /// vacuum (see docs/format.md).
     pub(crate) async fn settle_shredded(&self) {
-        if let Metadata::Sqlite(pool) = self {
+        if let Metadata::Sqlite { pool, .. } = self {
             sqlite::truncate_wal(pool).await;
         }
     }

@@ -20,6 +20,7 @@
 mod state;
 #[macro_use]
 mod usage;
+mod group_commit;
 mod postgres;
 mod sqlite;
 
@@ -33,11 +34,12 @@ use crate::error::StoreError;
 pub(crate) enum Metadata {
     /// `relaxed` commits without waiting for the WAL flush: only for intent
     /// rows (see `insert_uploading`).
-    Postgres {
-        pool: PgPool,
-        relaxed: PgPool,
+    Postgres { pool: PgPool, relaxed: PgPool },
+    /// `writes` takes the upload path's writes (see `group_commit`).
+    Sqlite {
+        pool: SqlitePool,
+        writes: group_commit::GroupCommit,
     },
-    Sqlite(SqlitePool),
 }
 
 /// Runs `$body` with `$pool` bound to whichever pool this store uses. The
@@ -47,7 +49,7 @@ macro_rules! on_pool {
     ($meta:expr, $pool:ident => $body:expr) => {
         match $meta {
             Metadata::Postgres { pool: $pool, .. } => $body,
-            Metadata::Sqlite($pool) => $body,
+            Metadata::Sqlite { pool: $pool, .. } => $body,
         }
     };
 }
@@ -58,7 +60,7 @@ macro_rules! on_relaxed_pool {
     ($meta:expr, $pool:ident => $body:expr) => {
         match $meta {
             Metadata::Postgres { relaxed: $pool, .. } => $body,
-            Metadata::Sqlite($pool) => $body,
+            Metadata::Sqlite { pool: $pool, .. } => $body,
         }
     };
 }
@@ -90,14 +92,20 @@ impl Metadata {
                     relaxed: postgres::connect_relaxed(url).await?,
                 })
             }
-            DatabaseUrl::Sqlite(url) => sqlite::connect(url).await.map(Metadata::Sqlite),
+            DatabaseUrl::Sqlite(url) => {
+                let pool = sqlite::connect(url).await?;
+                Ok(Metadata::Sqlite {
+                    writes: group_commit::GroupCommit::start(pool.clone()),
+                    pool,
+                })
+            }
         }
     }
 
     pub(crate) async fn migrate(&self) -> Result<(), StoreError> {
         match self {
             Metadata::Postgres { pool, .. } => postgres::migrate(pool).await,
-            Metadata::Sqlite(pool) => sqlite::migrate(pool).await,
+            Metadata::Sqlite { pool, .. } => sqlite::migrate(pool).await,
         }
     }
 
@@ -121,7 +129,7 @@ impl Metadata {
             Metadata::Postgres { pool, .. } => {
                 (postgres::migrator(), postgres::migrations_tracked(pool).await?)
             }
-            Metadata::Sqlite(pool) => (sqlite::migrator(), sqlite::migrations_tracked(pool).await?),
+            Metadata::Sqlite { pool, .. } => (sqlite::migrator(), sqlite::migrations_tracked(pool).await?),
         };
         let known = migrator
             .iter()

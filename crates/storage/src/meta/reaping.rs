@@ -40,7 +40,7 @@ impl Metadata {
             Metadata::Postgres { pool, .. } => postgres::try_reaper_lock(pool).await?.map(|tx| ReaperLock {
                 _held: LockInner::Postgres { _held: tx },
             }),
-            Metadata::Sqlite(_) => Some(ReaperLock {
+            Metadata::Sqlite { .. } => Some(ReaperLock {
                 _held: LockInner::Sqlite,
             }),
         })
@@ -60,7 +60,9 @@ impl Metadata {
             Metadata::Postgres { pool, .. } => {
                 postgres::claim_due(pool, now, limit, lease_until, stale_before).await
             }
-            Metadata::Sqlite(pool) => sqlite::claim_due(pool, now, limit, lease_until, stale_before).await,
+            Metadata::Sqlite { pool, .. } => {
+                sqlite::claim_due(pool, now, limit, lease_until, stale_before).await
+            }
         }
     }
 
@@ -71,7 +73,7 @@ impl Metadata {
         }
         match self {
             Metadata::Postgres { pool, .. } => postgres::delete_reaped(pool, ids).await,
-            Metadata::Sqlite(pool) => sqlite::delete_reaped(pool, ids).await,
+            Metadata::Sqlite { pool, .. } => sqlite::delete_reaped(pool, ids).await,
         }
     }
 

@@ -3,8 +3,8 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+use sqlx::{Connection, SqliteConnection, SqlitePool};
 
 use super::usage::{QuotaDefaults, RELEASE, RESERVE};
 use super::{Intent, NewMedia, ReadyMedia};
@@ -85,9 +85,11 @@ pub(super) async fn migrations_tracked(pool: &SqlitePool) -> Result<bool, StoreE
 }
 
 /// The intent row, its wrapped key and the app's reservation: the
-/// conditional reservation first, and the rows only if it was granted.
+/// conditional reservation first, and the rows only if it was granted. Runs
+/// in a savepoint of `conn`'s open transaction (a group commit's batch), so
+/// that writing nothing undoes only this write.
 pub(super) async fn insert_uploading(
-    pool: &SqlitePool,
+    conn: &mut SqliteConnection,
     row: &NewMedia<'_>,
     quota: QuotaDefaults,
 ) -> Result<Intent, StoreError> {
@@ -99,7 +101,7 @@ pub(super) async fn insert_uploading(
         ", $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
     );
     const KEY: &str = "INSERT INTO media_keys (media_id, kek_id, wrapped_dek) VALUES ($1, $2, $3)";
-    let mut tx = pool.begin().await?;
+    let mut tx = conn.begin().await?;
     let reserved = bind_reservation!(sqlx::query(RESERVE), row.app_id, row.reserved_bytes, 1_i64, quota)
         .execute(&mut *tx)
         .await?
@@ -146,9 +148,12 @@ pub(super) async fn insert_uploading(
 const MEDIA_ID_TAKEN: &str = "UNIQUE constraint failed: media.id";
 
 /// Completion and its settlement: the row turns ready, then the app gives
-/// back the unused reservation.
-pub(super) async fn mark_ready(pool: &SqlitePool, ready: &ReadyMedia<'_>) -> Result<bool, StoreError> {
-    let mut tx = pool.begin().await?;
+/// back the unused reservation. In a savepoint, as `insert_uploading`.
+pub(super) async fn mark_ready(
+    conn: &mut SqliteConnection,
+    ready: &ReadyMedia<'_>,
+) -> Result<bool, StoreError> {
+    let mut tx = conn.begin().await?;
     let app_id: Option<AppId> = sqlx::query_scalar(concat!(mark_ready_sql!(), " RETURNING app_id"))
         .bind(ready.id)
         .bind(ready.mime_type)

@@ -1,0 +1,346 @@
+//! Group commit on SQLite: concurrent uploads' writes share a transaction,
+//! and so one sync of the WAL.
+//!
+//! SQLite takes one writer at a time and, with `synchronous = FULL`, syncs
+//! the WAL at every commit. Each upload commits twice (its intent, then its
+//! completion), so uploads queued behind each other's fsyncs, and a writer
+//! that found the lock taken slept in SQLite's busy handler (1, 2, 5, 10 ms
+//! ...) however soon the lock came free. Here the upload path's writes run
+//! one after another on one connection, each in its own savepoint, inside a
+//! transaction that stays open while more arrive; one task commits it, and
+//! every write in it waits for that commit. A write is answered only once
+//! the commit that holds it has returned, so an acknowledged write is
+//! exactly as durable as when it committed alone; only the fsync is shared.
+//!
+//! Writes queue on a fair lock in arrival order, and the committer queues on
+//! the same lock: everything that arrived before it goes into the batch, and
+//! whatever arrives while the batch syncs forms the next one.
+
+use std::sync::Arc;
+
+use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
+use tokio::sync::{Mutex, MutexGuard, mpsc, watch};
+
+use crate::error::StoreError;
+
+/// The outcome of one batch's commit, shared by every write in it (an error
+/// as its message: every waiter gets its own copy).
+type Outcome = Option<Result<(), Arc<str>>>;
+
+pub(crate) struct GroupCommit {
+    open: Arc<Mutex<Option<Batch>>>,
+    pool: SqlitePool,
+    /// Tells the committer a batch may be open; a full channel means it has
+    /// already been told. Closing it (dropping this) ends the committer.
+    wake: mpsc::Sender<()>,
+}
+
+/// The open transaction and what its writes wait on.
+struct Batch {
+    tx: Transaction<'static, Sqlite>,
+    /// A write in the batch failed: SQLite may have rolled back the whole
+    /// transaction with it (a full disk or an I/O error does), so the batch
+    /// is rolled back and every write in it fails rather than trusting it.
+    failed: bool,
+    outcome: watch::Sender<Outcome>,
+}
+
+impl GroupCommit {
+    /// Starts the committer on the current runtime.
+    pub(super) fn start(pool: SqlitePool) -> GroupCommit {
+        let open = Arc::new(Mutex::new(None));
+        let (wake, woken) = mpsc::channel(1);
+        tokio::spawn(commit_batches(open.clone(), woken));
+        GroupCommit { open, pool, wake }
+    }
+
+    /// Joins the open batch, opening one if none is: the caller runs its
+    /// statements on `Write::conn` (in a savepoint of its own, so that
+    /// writing nothing leaves the others' writes alone) and hands the result
+    /// to `Write::settle`. The batch is locked to the caller until then.
+    pub(super) async fn join(&self) -> Result<Write<'_>, StoreError> {
+        let mut open = self.open.lock().await;
+        if open.is_none() {
+            // IMMEDIATE: take the write lock now, not at the first write,
+            // which could then fail at once if another connection wrote.
+            let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+            *open = Some(Batch {
+                tx,
+                failed: false,
+                outcome: watch::channel(None).0,
+            });
+        }
+        Ok(Write {
+            batch: open,
+            wake: &self.wake,
+        })
+    }
+}
+
+/// One write's turn on the open batch.
+pub(super) struct Write<'a> {
+    batch: MutexGuard<'a, Option<Batch>>,
+    wake: &'a mpsc::Sender<()>,
+}
+
+impl Write<'_> {
+    /// The batch's connection, inside its open transaction.
+    pub(super) fn conn(&mut self) -> &mut SqliteConnection {
+        &mut self.open_batch().tx
+    }
+
+    /// Ends this write's turn with what its statements returned: an error
+    /// fails the batch at once; a value is returned once the batch holding
+    /// it has committed.
+    pub(super) async fn settle<T>(mut self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        let batch = self.open_batch();
+        if result.is_err() {
+            batch.failed = true;
+        }
+        let mut outcome = batch.outcome.subscribe();
+        drop(self);
+        let value = result?;
+        let committed = outcome
+            .wait_for(Option::is_some)
+            .await
+            .map(|outcome| outcome.clone().expect("waited for an outcome"));
+        match committed {
+            Ok(Ok(())) => Ok(value),
+            Ok(Err(message)) => Err(StoreError::GroupCommit(message.to_string())),
+            Err(_) => Err(StoreError::GroupCommit("the committer stopped".into())),
+        }
+    }
+
+    fn open_batch(&mut self) -> &mut Batch {
+        self.batch.as_mut().expect("a write holds an open batch")
+    }
+}
+
+impl Drop for Write<'_> {
+    /// However the turn ends (settled, or the caller gone mid-way, whose
+    /// savepoint sqlx then rolls back), the batch must be committed.
+    fn drop(&mut self) {
+        let _ = self.wake.try_send(());
+    }
+}
+
+/// Commits whatever batch is open each time a write ends its turn, until
+/// the `GroupCommit` is dropped.
+async fn commit_batches(open: Arc<Mutex<Option<Batch>>>, mut woken: mpsc::Receiver<()>) {
+    while woken.recv().await.is_some() {
+        let mut open = open.lock().await;
+        let Some(batch) = open.take() else {
+            continue;
+        };
+        let outcome = if batch.failed {
+            let _ = batch.tx.rollback().await;
+            Err(Arc::from(
+                "rolled back with a write in the same batch that failed",
+            ))
+        } else {
+            batch.tx.commit().await.map_err(|e| Arc::from(e.to_string()))
+        };
+        if let Err(error) = &outcome {
+            tracing::warn!(%error, "SQLite group commit failed; every write in it fails");
+        }
+        batch.outcome.send_replace(Some(outcome));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use sqlx::Connection;
+    use sqlx::sqlite::SqlitePoolOptions;
+
+    use super::*;
+
+    /// A group commit on a fresh database with one table, and a second pool
+    /// on the same file that sees only what has been committed.
+    async fn setup(dir: &tempfile::TempDir) -> (Arc<GroupCommit>, SqlitePool) {
+        let url = format!("sqlite://{}/t.db", dir.path().display());
+        let pool = super::super::sqlite::connect(&url).await.unwrap();
+        sqlx::query("CREATE TABLE t (x INTEGER PRIMARY KEY)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let outside = SqlitePoolOptions::new().connect(&url).await.unwrap();
+        (Arc::new(GroupCommit::start(pool)), outside)
+    }
+
+    /// Inserts `x` in its own savepoint; an `x` already there is a write
+    /// that writes nothing (`Ok(false)`), as a taken media id is.
+    async fn insert(conn: &mut SqliteConnection, x: i64) -> Result<bool, StoreError> {
+        let mut tx = conn.begin().await?;
+        match sqlx::query("INSERT INTO t (x) VALUES ($1)")
+            .bind(x)
+            .execute(&mut *tx)
+            .await
+        {
+            Ok(_) => {}
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => return Ok(false),
+            Err(e) => return Err(e.into()),
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn write(group: &GroupCommit, x: i64) -> Result<bool, StoreError> {
+        let mut write = group.join().await?;
+        let result = insert(write.conn(), x).await;
+        write.settle(result).await
+    }
+
+    async fn committed(outside: &SqlitePool, x: i64) -> bool {
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM t WHERE x = $1)")
+            .bind(x)
+            .fetch_one(outside)
+            .await
+            .unwrap()
+    }
+
+    /// Writes at the same time share commits, and each is committed (seen
+    /// from another connection) by the time it is answered; the same writes
+    /// one after another take a commit each.
+    #[tokio::test]
+    async fn concurrent_writes_share_commits_and_each_is_committed_when_answered() {
+        let dir = tempfile::tempdir().unwrap();
+        let (group, outside) = setup(&dir).await;
+
+        let before = wal_frames(&dir);
+        for x in 0..64 {
+            assert!(write(&group, x).await.unwrap());
+        }
+        let one_by_one = wal_frames(&dir) - before;
+        assert!(
+            one_by_one >= 64,
+            "64 writes one by one appended {one_by_one} frames"
+        );
+
+        let before = wal_frames(&dir);
+        let tasks: Vec<_> = (100..164)
+            .map(|x| {
+                let (group, outside) = (group.clone(), outside.clone());
+                tokio::spawn(async move {
+                    assert!(write(&group, x).await.unwrap());
+                    assert!(committed(&outside, x).await, "{x} answered before its commit");
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let together = wal_frames(&dir) - before;
+        assert!(together < 16, "64 writes at once appended {together} frames");
+    }
+
+    /// A write that writes nothing (its savepoint rolled back, as when a
+    /// quota has no room or an id is taken) leaves the other writes of its
+    /// batch committed.
+    #[tokio::test]
+    async fn a_write_that_writes_nothing_leaves_its_batch_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (group, outside) = setup(&dir).await;
+        assert!(write(&group, 7).await.unwrap());
+        let tasks: Vec<_> = (0..16)
+            .map(|i| {
+                let group = group.clone();
+                // Every other write repeats 7, which is taken.
+                let x = if i % 2 == 0 { 7 } else { 100 + i };
+                tokio::spawn(async move { (x, write(&group, x).await.unwrap()) })
+            })
+            .collect();
+        for task in tasks {
+            let (x, wrote) = task.await.unwrap();
+            assert_eq!(wrote, x != 7);
+            assert!(committed(&outside, x).await);
+        }
+    }
+
+    /// A write whose statements fail fails its whole batch (SQLite may have
+    /// rolled the transaction back under it), so nothing half-done is
+    /// committed or acknowledged; the next batch starts clean.
+    #[tokio::test]
+    async fn a_failed_write_fails_its_batch_and_the_next_one_is_clean() {
+        let dir = tempfile::tempdir().unwrap();
+        let (group, outside) = setup(&dir).await;
+
+        let mut failing = group.join().await.unwrap();
+        sqlx::query("INSERT INTO t (x) VALUES (1)")
+            .execute(failing.conn())
+            .await
+            .unwrap();
+        // The second write queues for the batch behind the first.
+        let second = tokio::spawn({
+            let group = group.clone();
+            async move { write(&group, 2).await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let error = sqlx::query("INSERT INTO no_such_table VALUES (1)")
+            .execute(failing.conn())
+            .await
+            .map(|_| ())
+            .map_err(StoreError::from);
+        assert!(failing.settle(error).await.is_err());
+        let second = second.await.unwrap();
+        assert!(
+            matches!(second, Err(StoreError::GroupCommit(_))),
+            "a write in a failed batch answered {second:?}"
+        );
+        assert!(!committed(&outside, 1).await);
+        assert!(!committed(&outside, 2).await);
+
+        assert!(write(&group, 3).await.unwrap());
+        assert!(committed(&outside, 3).await);
+    }
+
+    /// A write whose caller goes away mid-way (a client that hangs up)
+    /// leaves nothing of its own, holds no lock, and the writes with it in
+    /// the batch still commit.
+    #[tokio::test]
+    async fn a_write_abandoned_mid_way_leaves_nothing_and_blocks_nobody() {
+        let dir = tempfile::tempdir().unwrap();
+        let (group, outside) = setup(&dir).await;
+        let abandoned = tokio::spawn({
+            let group = group.clone();
+            async move {
+                let mut write = group.join().await.unwrap();
+                let mut tx = write.conn().begin().await.unwrap();
+                sqlx::query("INSERT INTO t (x) VALUES (1)")
+                    .execute(&mut *tx)
+                    .await
+                    .unwrap();
+                std::future::pending::<()>().await;
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let other = tokio::spawn({
+            let group = group.clone();
+            async move { write(&group, 2).await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        abandoned.abort();
+        let _ = abandoned.await;
+        assert!(
+            tokio::time::timeout(Duration::from_secs(5), other)
+                .await
+                .expect("a write waited on an abandoned one")
+                .unwrap()
+                .unwrap()
+        );
+        assert!(committed(&outside, 2).await);
+        assert!(!committed(&outside, 1).await);
+    }
+
+    /// The frames in the WAL: every commit appends the pages it changed,
+    /// at least one, and nothing checkpoints here (SQLite's automatic
+    /// checkpoint waits for 1,000 frames).
+    fn wal_frames(dir: &tempfile::TempDir) -> u64 {
+        const HEADER: u64 = 32;
+        const FRAME_HEADER: u64 = 24;
+        const PAGE: u64 = 4096;
+        let size = std::fs::metadata(dir.path().join("t.db-wal")).map_or(0, |m| m.len());
+        size.saturating_sub(HEADER) / (PAGE + FRAME_HEADER)
+    }
+}
