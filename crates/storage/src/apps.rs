@@ -273,7 +273,10 @@ impl Vault {
             .update_app(&app, phone_number_ids.as_deref(), now_millis())
             .await?
         {
-            AppWrite::Written => Ok(app),
+            AppWrite::Written => {
+                self.inner.tokens.forget_all();
+                Ok(app)
+            }
             AppWrite::NotFound => Err(AdminError::AppNotFound(id.to_string())),
             AppWrite::PhoneNumberTaken(taken) => Err(phone_number_taken(&taken)),
         }
@@ -310,6 +313,7 @@ impl Vault {
             .delete_app(id, now_millis())
             .await?
             .ok_or_else(|| AdminError::AppNotFound(id.to_string()))?;
+        self.inner.tokens.forget_all();
         self.inner.reads.cancel_app(id);
         self.inner.meta.settle_shredded().await;
         Ok(shredded)
@@ -385,6 +389,7 @@ impl Vault {
             .revoke_token(app_id, token_id, now_millis())
             .await?
         {
+            self.inner.tokens.forget_all();
             Ok(())
         } else {
             Err(AdminError::TokenNotFound(token_id.to_string()))
@@ -402,17 +407,27 @@ impl Vault {
     /// The live app of a live token, from the token alone (where the request
     /// names no app, as on the WhatsApp Cloud surface). The secret is never
     /// compared: it is hashed, and the row is found by its SHA-256 through
-    /// an index, so the time taken says nothing about how much of a guess
-    /// was right.
+    /// an index (or in memory, by the same digest), so the time taken says
+    /// nothing about how much of a guess was right. An answer is reused for
+    /// up to half a second (`token_cache`): a token revoked, or an app
+    /// changed, by another process stops working within that.
     pub async fn authenticate_token(&self, token: &str) -> Result<App, AuthError> {
         if token.is_empty() || token.len() > TOKEN_MAX_LEN {
             return Err(AuthError::Failed);
         }
-        self.inner
+        let digest = token_digest(token);
+        if let Some(app) = self.inner.tokens.get(&digest) {
+            return Ok(app);
+        }
+        let lookup = self.inner.tokens.begin();
+        let app = self
+            .inner
             .meta
-            .app_for_token(&token_digest(token), now_millis())
+            .app_for_token(&digest, now_millis())
             .await?
-            .ok_or(AuthError::Failed)
+            .ok_or(AuthError::Failed)?;
+        self.inner.tokens.store(&digest, &app, lookup);
+        Ok(app)
     }
 
     /// The app a live token belongs to, whichever it is: `authenticate_token`
@@ -564,6 +579,64 @@ mod tests {
                 vault.authenticate_token(&token_b.token).await,
                 Err(AuthError::Failed)
             ));
+        })
+        .await;
+    }
+
+    /// A token revoked, or an app changed, by another process (another
+    /// replica, or the CLI beside an embedded server: here the rows are
+    /// written without passing through this vault) stops being honoured
+    /// within one second, though answers are reused in between.
+    #[tokio::test]
+    async fn changes_made_elsewhere_apply_within_one_second() {
+        async fn within_one_second(
+            vault: &Vault,
+            token: &str,
+            applied: impl Fn(&Result<App, AuthError>) -> bool,
+        ) {
+            let changed = std::time::Instant::now();
+            loop {
+                let answer = vault.authenticate_token(token).await;
+                if applied(&answer) {
+                    return;
+                }
+                assert!(
+                    changed.elapsed() < Duration::from_secs(1),
+                    "still {answer:?} after a second"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        on_each_dialect(|vault| async move {
+            let a = app_with_numbers(&vault, "a", &[]).await.unwrap();
+            let token = vault.issue_token(&a.id, None).await.unwrap();
+            assert!(vault.authenticate_token(&token.token).await.unwrap().capi);
+
+            let mut changed = a.clone();
+            changed.capi = false;
+            vault
+                .inner
+                .meta
+                .update_app(&changed, None, now_millis())
+                .await
+                .unwrap();
+            within_one_second(
+                &vault,
+                &token.token,
+                |answer| matches!(answer, Ok(app) if !app.capi),
+            )
+            .await;
+
+            vault
+                .inner
+                .meta
+                .revoke_token(&a.id, &token.id, now_millis())
+                .await
+                .unwrap();
+            within_one_second(&vault, &token.token, |answer| {
+                matches!(answer, Err(AuthError::Failed))
+            })
+            .await;
         })
         .await;
     }

@@ -27,6 +27,7 @@ pub mod seal;
 mod sniff;
 #[cfg(test)]
 mod testing;
+mod token_cache;
 mod upload;
 mod vault;
 

@@ -13,6 +13,7 @@ use crate::keys::Keyring;
 use crate::meta::{Metadata, QuotaDefaults, saturating_i64};
 use crate::model::{SchemaVersions, duration_millis};
 use crate::reads::ActiveReads;
+use crate::token_cache::TokenCache;
 
 /// Per-app values used where an app does not set its own.
 #[derive(Debug, Clone)]
@@ -61,6 +62,8 @@ pub(crate) struct Inner {
     pub(crate) stale_upload_after: Duration,
     /// Downloads streaming now, to stop when their media is deleted.
     pub(crate) reads: Arc<ActiveReads>,
+    /// Apps found by token in the last moment (see `token_cache`).
+    pub(crate) tokens: TokenCache,
 }
 
 /// Whether each backing store answered, for readiness probes.
@@ -98,6 +101,7 @@ impl Vault {
                 defaults: config.defaults,
                 stale_upload_after: config.stale_upload_after,
                 reads: Arc::default(),
+                tokens: TokenCache::default(),
             }),
         })
     }
