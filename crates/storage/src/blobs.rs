@@ -84,10 +84,12 @@ pub const PART_SIZE: usize = 5 * 1024 * 1024;
 const PART_BLOCK: usize = 1024 * 1024;
 /// Parts in flight at once across all uploads of the process. Besides these,
 /// an upload holds only the part it is filling, so many uploads at once stay
-/// bounded: sixteen of 100 MiB peaked at 248 MiB with 16 here (296 MiB with
-/// 24; 252 MiB with the former 2 per upload and no shared bound, which let
-/// 64 uploads hold 960 MiB).
-const PARTS_IN_FLIGHT_TOTAL: usize = 16;
+/// bounded by 64 MiB and 8 MiB an upload: sixteen of 100 MiB peaked at
+/// 178-190 MiB with 8 here, at about the same aggregate speed (182-207 MiB/s
+/// against 193-219), and at 218-236 MiB with 16 (296 MiB with 24; 252 MiB
+/// with the former 2 per upload and no shared bound, which let 64 uploads
+/// hold 960 MiB).
+const PARTS_IN_FLIGHT_TOTAL: usize = 8;
 /// Parts of one upload in flight at once. With the full part waiting for
 /// room (nothing more is filled meanwhile), an upload holds at most nine
 /// parts (45 MiB) however slowly the store takes them: within the 64 MiB a
@@ -95,7 +97,8 @@ const PARTS_IN_FLIGHT_TOTAL: usize = 16;
 /// upload grow the server by 82-87 MiB; `STALL=4 bench/upload-rss.sh s3`).
 /// Stores take parallel parts faster: on Garage a 100 MiB upload ran at 0.71
 /// of a raw put with 2 in flight, about 0.78 with 8 and 0.80-0.86 with 16.
-/// Uploads at once share the process budget in arrival order.
+/// Uploads at once share the process budget in arrival order; with the
+/// budget at 8 too, a lone upload may use all of it.
 const PARTS_IN_FLIGHT_PER_UPLOAD: usize = 8;
 /// Reads of a local blob: object_store's own 8 KiB reads each take a trip
 /// through the blocking pool, which cost most of a download's CPU time;
