@@ -343,22 +343,28 @@ async fn range_reads_fetch_only_the_segments_they_overlap() {
 /// The wrapped keys found in any page of `table`, read raw (pageinspect),
 /// out of `keys`: what someone with a copy of the table's files would find.
 async fn keys_in_pages(db: &mut sqlx::PgConnection, table: &str, keys: &[Vec<u8>]) -> usize {
-    let blocks: i64 =
-        sqlx::query_scalar("SELECT pg_relation_size($1::regclass) / current_setting('block_size')::bigint")
-            .bind(table)
-            .fetch_one(&mut *db)
-            .await
-            .unwrap();
+    // A partitioned table keeps its rows in its partitions; a plain one is
+    // its own only leaf.
+    let leaves: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT relid::regclass::text, pg_relation_size(relid) / current_setting('block_size')::bigint \
+         FROM pg_partition_tree($1::regclass) WHERE isleaf",
+    )
+    .bind(table)
+    .fetch_all(&mut *db)
+    .await
+    .unwrap();
     let mut pages: Vec<Vec<u8>> = Vec::new();
-    for block in 0..blocks {
-        pages.push(
-            sqlx::query_scalar("SELECT get_raw_page($1, $2::int)")
-                .bind(table)
-                .bind(block)
-                .fetch_one(&mut *db)
-                .await
-                .unwrap(),
-        );
+    for (leaf, blocks) in leaves {
+        for block in 0..blocks {
+            pages.push(
+                sqlx::query_scalar("SELECT get_raw_page($1, $2::int)")
+                    .bind(&leaf)
+                    .bind(block)
+                    .fetch_one(&mut *db)
+                    .await
+                    .unwrap(),
+            );
+        }
     }
     keys.iter()
         .filter(|key| {
@@ -516,5 +522,71 @@ async fn the_key_table_migration_moves_existing_keys() {
     .await
     .unwrap();
     assert_eq!(columns, 0);
+    vault.close().await;
+}
+
+/// The migration that splits the key table into partitions, run on a
+/// database whose key table is one plain table (rebuilt by hand from a
+/// migrated one): every key moves across and still unwraps, into 64
+/// partitions, and the rewrite then runs over them.
+#[tokio::test]
+async fn the_key_table_partition_migration_moves_existing_keys() {
+    use sqlx::Connection;
+
+    let stores = Stores::new(Backends::PostgresFiles).await;
+    let vault = stores.vault().await;
+    let app = capi_app(&vault).await;
+    let mut kept = Vec::new();
+    for i in 0..20 {
+        kept.push((
+            store(&vault, &app, &png_bytes(1_000 + i)).await,
+            png_bytes(1_000 + i),
+        ));
+    }
+    vault.close().await;
+    let mut db = sqlx::PgConnection::connect(&stores.database_url).await.unwrap();
+    sqlx::query("CREATE EXTENSION IF NOT EXISTS pageinspect")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let keys_before = wrapped_keys(
+        &mut db,
+        &kept.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>(),
+    )
+    .await;
+    let earlier_layout = [
+        "CREATE TABLE media_keys_plain (media_id TEXT PRIMARY KEY REFERENCES media (id) ON DELETE CASCADE, \
+         kek_id TEXT NOT NULL, wrapped_dek BYTEA NOT NULL)",
+        "INSERT INTO media_keys_plain SELECT media_id, kek_id, wrapped_dek FROM media_keys",
+        "DROP TABLE media_keys",
+        "ALTER TABLE media_keys_plain RENAME TO media_keys",
+        "ALTER INDEX media_keys_plain_pkey RENAME TO media_keys_pkey",
+        "CREATE INDEX media_keys_kek_id ON media_keys (kek_id)",
+        "DELETE FROM _sqlx_migrations WHERE version = 20261204000010",
+    ];
+    for statement in earlier_layout {
+        sqlx::query(statement).execute(&mut db).await.unwrap();
+    }
+
+    let vault = stores.vault().await;
+    let partitions: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM pg_partition_tree('media_keys') WHERE isleaf AND level = 1")
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+    assert_eq!(partitions, 64);
+    let ids: Vec<MediaId> = kept.iter().map(|(id, _)| id.clone()).collect();
+    assert_eq!(wrapped_keys(&mut db, &ids).await, keys_before);
+    for (id, bytes) in &kept {
+        assert_eq!(
+            read(&vault, &app.id, id, 0..bytes.len() as u64).await.unwrap()[..],
+            bytes[..]
+        );
+    }
+    assert_eq!(mediavault_reaper::rewrite_keys(&vault).await, Some(true));
+    assert_eq!(
+        keys_in_pages(&mut db, "media_keys", &keys_before).await,
+        kept.len()
+    );
     vault.close().await;
 }

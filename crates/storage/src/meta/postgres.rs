@@ -209,11 +209,13 @@ pub(super) async fn delete_reaped(pool: &PgPool, ids: &[MediaId]) -> Result<(), 
 const REWRITE_LOCK_KEY: i64 = 0x6d76_6b65_7973; // "mvkeys"
 
 /// `VACUUM FULL media_keys`: writes the live rows to a new file and drops
-/// the old one, dead tuples (shredded keys) and all. It holds an exclusive
-/// lock on the table while it copies (reads of media wait that long: a
-/// narrow table copies fast), and gives up after `lock_timeout` if it cannot
-/// get that lock, so that readers never queue behind a waiting rewrite for
-/// longer. One replica at a time; `false` if another holds the turn.
+/// the old one, dead tuples (shredded keys) and all. The table is split into
+/// hash partitions, which VACUUM rewrites one after another, each in a
+/// transaction of its own: it holds an exclusive lock on one partition at a
+/// time while it copies it (reads of media in it wait that long), and gives
+/// up after `lock_timeout` if it cannot get a lock, so that readers never
+/// queue behind a waiting rewrite for longer. One replica at a time;
+/// `false` if another holds the turn.
 pub(super) async fn rewrite_key_table(pool: &PgPool, lock_timeout: Duration) -> Result<bool, StoreError> {
     let mut turn = pool.begin().await?;
     let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
