@@ -147,7 +147,7 @@ impl Metadata {
         const SQL: &str = "INSERT INTO apps (id, name, capi, retention_seconds, max_file_bytes, allowed_types, \
                            uploads_per_second, max_bytes_stored, max_media, wa_type_limits, created_at) \
                            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
-        Ok(on_pool!(self, pool => {
+        Ok(on_write_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             bind_app_settings!(sqlx::query(SQL), app)
                 .bind(app.created_at)
@@ -191,7 +191,7 @@ impl Metadata {
         const SQL: &str = "UPDATE apps SET name = $2, capi = $3, retention_seconds = $4, max_file_bytes = $5, \
                            allowed_types = $6, uploads_per_second = $7, max_bytes_stored = $8, max_media = $9, \
                            wa_type_limits = $10 WHERE id = $1 AND deleted_at IS NULL";
-        Ok(on_pool!(self, pool => {
+        Ok(on_write_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let updated = bind_app_settings!(sqlx::query(SQL), app)
                 .execute(&mut *tx)
@@ -233,7 +233,7 @@ impl Metadata {
                             used_media = used_media - $4 WHERE id = $1 AND deleted_at IS NULL";
         const TOKENS: &str = "DELETE FROM tokens WHERE app_id = $1";
         const PHONE_NUMBERS: &str = "DELETE FROM whatsapp_phone_numbers WHERE app_id = $1";
-        Ok(on_pool!(self, pool => {
+        Ok(on_write_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let (mut shredded, mut bytes, mut counted) = (0_u64, 0_i64, 0_i64);
             {
@@ -356,7 +356,7 @@ impl Metadata {
             " AND media.reserved_bytes IS NOT NULL) \
              WHERE id = $1 RETURNING used_media, used_bytes"
         );
-        Ok(on_pool!(self, pool => {
+        Ok(on_write_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             sqlx::query(ADOPT).bind(app_id).execute(&mut *tx).await?;
             if sqlx::query(LOCK).bind(app_id).execute(&mut *tx).await?.rows_affected() == 0 {

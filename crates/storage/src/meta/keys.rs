@@ -107,7 +107,7 @@ impl Metadata {
     pub(crate) async fn replace_wrapped(&self, rows: &[Rewrapped]) -> Result<u64, StoreError> {
         const SQL: &str =
             "UPDATE media_keys SET kek_id = $3, wrapped_dek = $4 WHERE media_id = $1 AND kek_id = $2";
-        Ok(on_pool!(self, pool => {
+        Ok(on_write_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let mut written = 0;
             for row in rows {
@@ -146,7 +146,7 @@ impl Metadata {
     ) -> Result<(), StoreError> {
         const SQL: &str = "INSERT INTO key_fingerprints (kek_id, fingerprint, recorded_at) VALUES ($1, $2, $3) \
                            ON CONFLICT (kek_id) DO NOTHING";
-        on_pool!(self, pool => sqlx::query(SQL)
+        on_write_pool!(self, pool => sqlx::query(SQL)
             .bind(kek_id)
             .bind(fingerprint)
             .bind(now)

@@ -188,7 +188,7 @@ impl Metadata {
             state_sql!(Uploading),
             " RETURNING app_id, reserved_bytes"
         );
-        on_pool!(self, pool => {
+        on_write_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let held: Option<Held> = sqlx::query_as(SQL).bind(id).fetch_optional(&mut *tx).await?;
             release_held!(tx, held);
@@ -205,7 +205,7 @@ impl Metadata {
             state_sql!(Uploading),
             " RETURNING app_id, reserved_bytes"
         ));
-        on_pool!(self, pool => {
+        on_write_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let held: Option<Held> =
                 sqlx::query_as(SQL).bind(now).bind(now).bind(id).fetch_optional(&mut *tx).await?;
@@ -254,7 +254,7 @@ impl Metadata {
             " AND expires_at > $1 AND id IN (SELECT media_id FROM media_keys) \
              RETURNING blob_key, app_id, reserved_bytes"
         ));
-        Ok(on_pool!(self, pool => {
+        Ok(on_write_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let shredded: Option<Shredded> =
                 sqlx::query_as(SQL).bind(now).bind(now).bind(app_id).bind(id).fetch_optional(&mut *tx).await?;
@@ -273,7 +273,7 @@ impl Metadata {
             "DELETE FROM media WHERE id = $1 AND state = ",
             state_sql!(Deleting)
         );
-        on_pool!(self, pool => sqlx::query(SQL).bind(id).execute(pool).await.map(|r| r.rows_affected()))?;
+        on_write_pool!(self, pool => sqlx::query(SQL).bind(id).execute(pool).await.map(|r| r.rows_affected()))?;
         Ok(())
     }
 
@@ -282,7 +282,8 @@ impl Metadata {
     /// is checkpointed and truncated. Postgres keeps old tuple versions until
     /// vacuum (see docs/format.md).
     pub(crate) async fn settle_shredded(&self) {
-        if let Metadata::Sqlite { pool, .. } = self {
+        if let Metadata::Sqlite { pool, writes } = self {
+            let _turn = writes.turn().await;
             sqlite::truncate_wal(pool).await;
         }
     }

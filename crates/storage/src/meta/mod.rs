@@ -54,14 +54,29 @@ macro_rules! on_pool {
     };
 }
 
-/// As `on_pool!`, on the pool for writes that a crash may lose without
-/// losing anything: Postgres's `relaxed` one, SQLite's only one.
+/// As `on_pool!`, for a write: on SQLite the body runs in a turn of its
+/// own between the upload path's batches (see `group_commit`), so that
+/// every writer of the process queues in one fair line.
+macro_rules! on_write_pool {
+    ($meta:expr, $pool:ident => $body:expr) => {
+        on_write_pool!(@postgres pool, $meta, $pool => $body)
+    };
+    (@postgres $postgres:ident, $meta:expr, $pool:ident => $body:expr) => {
+        match $meta {
+            Metadata::Postgres { $postgres: $pool, .. } => $body,
+            Metadata::Sqlite { pool: $pool, writes } => {
+                let _turn = writes.turn().await;
+                $body
+            }
+        }
+    };
+}
+
+/// As `on_write_pool!`, on the pool for writes that a crash may lose
+/// without losing anything: Postgres's `relaxed` one, SQLite's only one.
 macro_rules! on_relaxed_pool {
     ($meta:expr, $pool:ident => $body:expr) => {
-        match $meta {
-            Metadata::Postgres { relaxed: $pool, .. } => $body,
-            Metadata::Sqlite { pool: $pool, .. } => $body,
-        }
+        on_write_pool!(@postgres relaxed, $meta, $pool => $body)
     };
 }
 

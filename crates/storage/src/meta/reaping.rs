@@ -60,7 +60,8 @@ impl Metadata {
             Metadata::Postgres { pool, .. } => {
                 postgres::claim_due(pool, now, limit, lease_until, stale_before).await
             }
-            Metadata::Sqlite { pool, .. } => {
+            Metadata::Sqlite { pool, writes } => {
+                let _turn = writes.turn().await;
                 sqlite::claim_due(pool, now, limit, lease_until, stale_before).await
             }
         }
@@ -73,7 +74,10 @@ impl Metadata {
         }
         match self {
             Metadata::Postgres { pool, .. } => postgres::delete_reaped(pool, ids).await,
-            Metadata::Sqlite { pool, .. } => sqlite::delete_reaped(pool, ids).await,
+            Metadata::Sqlite { pool, writes } => {
+                let _turn = writes.turn().await;
+                sqlite::delete_reaped(pool, ids).await
+            }
         }
     }
 
@@ -86,7 +90,7 @@ impl Metadata {
         if ids.is_empty() {
             return Ok(());
         }
-        on_pool!(self, pool => {
+        on_write_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             for id in ids {
                 sqlx::query(SQL).bind(id).bind(now).execute(&mut *tx).await?;
@@ -100,7 +104,7 @@ impl Metadata {
     pub(crate) async fn delete_emptied_apps(&self) -> Result<u64, StoreError> {
         const SQL: &str = "DELETE FROM apps WHERE deleted_at IS NOT NULL \
                            AND NOT EXISTS (SELECT 1 FROM media WHERE media.app_id = apps.id)";
-        Ok(on_pool!(self, pool => sqlx::query(SQL).execute(pool).await.map(|r| r.rows_affected()))?)
+        Ok(on_write_pool!(self, pool => sqlx::query(SQL).execute(pool).await.map(|r| r.rows_affected()))?)
     }
 
     /// Every blob key a row refers to, whatever its state.

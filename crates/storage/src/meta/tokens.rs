@@ -37,7 +37,7 @@ impl Metadata {
     ) -> Result<(), StoreError> {
         const SQL: &str = "INSERT INTO tokens (id, token_sha256, app_id, label, created_at) \
                            VALUES (substr($1, 1, 16), $1, $2, $3, $4)";
-        on_pool!(self, pool => sqlx::query(SQL)
+        on_write_pool!(self, pool => sqlx::query(SQL)
             .bind(token_sha256)
             .bind(app_id)
             .bind(label)
@@ -65,7 +65,7 @@ impl Metadata {
     ) -> Result<bool, StoreError> {
         const SQL: &str =
             "UPDATE tokens SET revoked_at = COALESCE(revoked_at, $3) WHERE app_id = $1 AND id = $2";
-        let revoked = on_pool!(self, pool => sqlx::query(SQL)
+        let revoked = on_write_pool!(self, pool => sqlx::query(SQL)
             .bind(app_id)
             .bind(id)
             .bind(now)
@@ -91,7 +91,7 @@ impl Metadata {
             return Ok(None);
         };
         if last_used_at.is_none_or(|at| at < now - 60_000) {
-            on_pool!(self, pool => sqlx::query(TOUCH).bind(token_sha256).bind(now).execute(pool).await.map(|r| r.rows_affected()))?;
+            on_write_pool!(self, pool => sqlx::query(TOUCH).bind(token_sha256).bind(now).execute(pool).await.map(|r| r.rows_affected()))?;
         }
         Ok(Some(app.into()))
     }
