@@ -14,7 +14,8 @@
 //!
 //! Writes queue on a fair lock in arrival order, and the committer queues on
 //! the same lock: everything that arrived before it goes into the batch, and
-//! whatever arrives while the batch syncs forms the next one.
+//! whatever arrives while the batch syncs forms the next one. The process's
+//! other writes take a turn on the same lock between batches (`turn`).
 
 use std::sync::Arc;
 
@@ -75,14 +76,7 @@ impl GroupCommit {
             wake: &self.wake,
         })
     }
-}
 
-/// A write's turn of its own, between batches; see `GroupCommit::turn`.
-pub(crate) struct Turn<'a> {
-    _open: MutexGuard<'a, Option<Batch>>,
-}
-
-impl GroupCommit {
     /// A turn for a write that runs on a pool connection of its own (a
     /// delete, the reaper, an operator's change): the open batch, if any, is
     /// committed first, and no batch opens until the turn ends. Every writer
@@ -146,6 +140,11 @@ impl Drop for Write<'_> {
     fn drop(&mut self) {
         let _ = self.wake.try_send(());
     }
+}
+
+/// A write's turn of its own, between batches; see `GroupCommit::turn`.
+pub(crate) struct Turn<'a> {
+    _open: MutexGuard<'a, Option<Batch>>,
 }
 
 /// Commits whatever batch is open each time a write ends its turn, until
