@@ -55,11 +55,25 @@ impl GroupCommit {
         GroupCommit { open, pool, wake }
     }
 
+    /// Runs `statements` in the open batch (opening one if none is) and
+    /// returns what they returned once the batch holding them has
+    /// committed; an error fails the batch. They begin a savepoint of their
+    /// own on the connection, so that writing nothing leaves the others'
+    /// writes alone.
+    pub(super) async fn write<T>(
+        &self,
+        statements: impl AsyncFnOnce(&mut SqliteConnection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut write = self.join().await?;
+        let result = statements(write.conn()).await;
+        write.settle(result).await
+    }
+
     /// Joins the open batch, opening one if none is: the caller runs its
     /// statements on `Write::conn` (in a savepoint of its own, so that
     /// writing nothing leaves the others' writes alone) and hands the result
     /// to `Write::settle`. The batch is locked to the caller until then.
-    pub(super) async fn join(&self) -> Result<Write<'_>, StoreError> {
+    async fn join(&self) -> Result<Write<'_>, StoreError> {
         let mut open = self.open.lock().await;
         if open.is_none() {
             // IMMEDIATE: take the write lock now, not at the first write,
@@ -96,21 +110,21 @@ impl GroupCommit {
 }
 
 /// One write's turn on the open batch.
-pub(super) struct Write<'a> {
+struct Write<'a> {
     batch: MutexGuard<'a, Option<Batch>>,
     wake: &'a mpsc::Sender<()>,
 }
 
 impl Write<'_> {
     /// The batch's connection, inside its open transaction.
-    pub(super) fn conn(&mut self) -> &mut SqliteConnection {
+    fn conn(&mut self) -> &mut SqliteConnection {
         &mut self.open_batch().tx
     }
 
     /// Ends this write's turn with what its statements returned: an error
     /// fails the batch at once; a value is returned once the batch holding
     /// it has committed.
-    pub(super) async fn settle<T>(mut self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+    async fn settle<T>(mut self, result: Result<T, StoreError>) -> Result<T, StoreError> {
         let batch = self.open_batch();
         if result.is_err() {
             batch.failed = true;
@@ -215,9 +229,7 @@ mod tests {
     }
 
     async fn write(group: &GroupCommit, x: i64) -> Result<bool, StoreError> {
-        let mut write = group.join().await?;
-        let result = insert(write.conn(), x).await;
-        write.settle(result).await
+        group.write(async |conn| insert(conn, x).await).await
     }
 
     async fn committed(outside: &SqlitePool, x: i64) -> bool {

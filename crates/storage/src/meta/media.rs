@@ -118,9 +118,9 @@ impl Metadata {
         match self {
             Metadata::Postgres { relaxed, .. } => postgres::insert_uploading(relaxed, row, quota).await,
             Metadata::Sqlite { writes, .. } => {
-                let mut write = writes.join().await?;
-                let result = sqlite::insert_uploading(write.conn(), row, quota).await;
-                write.settle(result).await
+                writes
+                    .write(async |conn| sqlite::insert_uploading(conn, row, quota).await)
+                    .await
             }
         }
     }
@@ -173,9 +173,9 @@ impl Metadata {
         match self {
             Metadata::Postgres { pool, .. } => postgres::mark_ready(pool, ready).await,
             Metadata::Sqlite { writes, .. } => {
-                let mut write = writes.join().await?;
-                let result = sqlite::mark_ready(write.conn(), ready).await;
-                write.settle(result).await
+                writes
+                    .write(async |conn| sqlite::mark_ready(conn, ready).await)
+                    .await
             }
         }
     }

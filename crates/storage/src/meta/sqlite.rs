@@ -211,8 +211,9 @@ pub(super) async fn claim_due(
 ) -> Result<Vec<super::reaping::Claimed>, StoreError> {
     // IMMEDIATE: the transaction reads, then writes. A deferred one would
     // take the write lock only at its first write, and fail at once (no busy
-    // wait can help) if another connection wrote since its read began, as
-    // the reaper's own concurrent batch finishes and uploads do.
+    // wait can help) if another connection wrote since its read began. This
+    // process's writers wait for the claim's turn (see `group_commit`);
+    // another process's, such as the CLI's, do not.
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     let due: Vec<Due> = sqlx::query_as(DUE_SQL)
         .bind(now)
