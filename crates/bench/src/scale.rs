@@ -80,9 +80,16 @@ struct Measured {
     info_spread_ms: Option<[f64; 2]>,
     claims_per_s: f64,
     claimed: u64,
+    /// WAL the reaper's batches wrote per claimed medium: KiB, and
+    /// full-page images.
+    reaper_wal_kib: f64,
+    reaper_fpi: f64,
     /// The reaper's rewrite of `media_keys`, which every read waits for.
     rewrite_s: f64,
     commands_s: Vec<(&'static str, f64)>,
+    /// `mediavault reap --sweep`: seconds, and the process's peak RSS (MiB).
+    sweep_s: f64,
+    sweep_peak_mib: f64,
     admin_ms: Vec<(&'static str, f64)>,
     database_bytes: f64,
     media_bytes: f64,
@@ -171,6 +178,20 @@ pub async fn scale(args: &ScaleArgs, command_line: &str) -> anyhow::Result<()> {
         Some(Target::RatioAtLeast(0.83)),
     ));
     compared.push((
+        "reaper WAL per claimed medium".into(),
+        "KiB",
+        full.reaper_wal_kib,
+        empty.reaper_wal_kib,
+        None,
+    ));
+    compared.push((
+        "reaper WAL full-page images per claimed medium".into(),
+        "images",
+        full.reaper_fpi,
+        empty.reaper_fpi,
+        None,
+    ));
+    compared.push((
         "key table rewrite (reads and writes wait)".into(),
         "s",
         full.rewrite_s,
@@ -186,6 +207,20 @@ pub async fn scale(args: &ScaleArgs, command_line: &str) -> anyhow::Result<()> {
             Some(Target::AtMost(2.0)),
         ));
     }
+    compared.push((
+        "`mediavault reap --sweep`".into(),
+        "s",
+        full.sweep_s,
+        empty.sweep_s,
+        Some(Target::AtMost(2.0)),
+    ));
+    compared.push((
+        "`mediavault reap --sweep`, peak RSS".into(),
+        "MiB",
+        full.sweep_peak_mib,
+        empty.sweep_peak_mib,
+        Some(Target::RatioAtMost(1.2)),
+    ));
     for ((name, full), (_, empty)) in full.admin_ms.iter().zip(&empty.admin_ms) {
         compared.push((
             format!("admin {name}"),
@@ -504,21 +539,30 @@ async fn finish(
         commands_s.push((name, median(&mut times)));
     }
     eprintln!("   {} media: commands {commands_s:.2?}", prepared.rows);
+    // The orphan sweep lists the blobs (the uploads of the rounds, all of
+    // them referenced) and looks them up among the rows.
+    let mut sweeps = Vec::new();
+    for _ in 0..COMMAND_RUNS {
+        sweeps.push(server::cli_peak(binary, stores, &["reap", "--sweep"])?);
+    }
+    let sweep_s = median(&mut sweeps.iter().map(|s| s.0).collect::<Vec<_>>());
+    let sweep_peak_mib = median(&mut sweeps.iter().map(|s| s.1).collect::<Vec<_>>());
+    eprintln!("   orphan sweep: {sweep_s:.2} s, peak RSS {sweep_peak_mib:.1} MiB");
 
-    let (claimed, claims_per_s, rewrite_s) = reaper_work(&prepared.url, stores, args.claims).await?;
+    let reaper = reaper_work(&prepared.url, stores, args.claims).await?;
+    let (claimed, claims_per_s, rewrite_s) = (reaper.claimed, reaper.per_s, reaper.rewrite_s);
+    let per_claimed = |value: f64| value / claimed.max(1) as f64;
+    let (reaper_wal_kib, reaper_fpi) = (per_claimed(reaper.wal[0]) / 1024.0, per_claimed(reaper.wal[1]));
     eprintln!("   reaper: {claimed} media at {claims_per_s:.0}/s; key table rewritten in {rewrite_s:.1} s");
+    eprintln!("   reaper WAL: {reaper_wal_kib:.1} KiB and {reaper_fpi:.1} full-page images a medium");
 
-    let sizes = psql_lines(
+    let sizes = psql_numbers(
         &prepared.url,
         "SELECT pg_database_size(current_database()) || ' ' || pg_total_relation_size('media') \
-         || ' ' || pg_total_relation_size('media_keys')",
+         || ' ' || (SELECT SUM(pg_total_relation_size(inhrelid)) FROM pg_inherits \
+         WHERE inhparent = 'media_keys'::regclass)",
+        3,
     )?;
-    let sizes: Vec<f64> = sizes
-        .first()
-        .context("sizes")?
-        .split(' ')
-        .map(str::parse)
-        .collect::<Result<_, _>>()?;
     Ok(Measured {
         rows: prepared.rows,
         fill_s: prepared.fill_s,
@@ -529,8 +573,12 @@ async fn finish(
         info_spread_ms,
         claims_per_s,
         claimed,
+        reaper_wal_kib,
+        reaper_fpi,
         rewrite_s,
         commands_s,
+        sweep_s,
+        sweep_peak_mib,
         admin_ms,
         database_bytes: sizes[0],
         media_bytes: sizes[1],
@@ -562,11 +610,23 @@ async fn infos(media: &MediaClient, ids: Vec<String>, count: usize) -> anyhow::R
     Ok([timing.ms(0.5), timing.ms(0.99)])
 }
 
+/// What the reaper's work gave.
+struct ReaperWork {
+    claimed: u64,
+    /// Media a second over the batches.
+    per_s: f64,
+    /// WAL the batches wrote: bytes, and full-page images.
+    wal: [f64; 2],
+    /// The rewrite of the key table.
+    rewrite_s: f64,
+}
+
 /// Reaper batches until `limit` media are claimed or none are due: how
-/// many, and media per second of the whole. Blobs are in memory: the rows
-/// written by SQL have none, and what is timed is the database's part. Then
-/// the rewrite of the key table (`VACUUM FULL media_keys`), in seconds.
-async fn reaper_work(url: &str, stores: &Stores, limit: u64) -> anyhow::Result<(u64, f64, f64)> {
+/// many, media per second of the whole, and the WAL they wrote. Blobs are
+/// in memory: the rows written by SQL have none, and what is timed is the
+/// database's part. Then the rewrite of the key table (`VACUUM FULL
+/// media_keys`), in seconds.
+async fn reaper_work(url: &str, stores: &Stores, limit: u64) -> anyhow::Result<ReaperWork> {
     let vault = Vault::open(VaultConfig {
         database_url: url.parse()?,
         blobs: BlobConfig::local("memory://"),
@@ -576,6 +636,7 @@ async fn reaper_work(url: &str, stores: &Stores, limit: u64) -> anyhow::Result<(
     })
     .await?;
     let now = now_millis();
+    let wal_before = wal_written(url)?;
     let started = Instant::now();
     let mut claimed = 0;
     while claimed < limit {
@@ -586,6 +647,7 @@ async fn reaper_work(url: &str, stores: &Stores, limit: u64) -> anyhow::Result<(
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let wal_after = wal_written(url)?;
     let started = Instant::now();
     anyhow::ensure!(
         vault.rewrite_key_table(Duration::from_secs(10)).await?,
@@ -593,7 +655,30 @@ async fn reaper_work(url: &str, stores: &Stores, limit: u64) -> anyhow::Result<(
     );
     let rewrite_s = started.elapsed().as_secs_f64();
     vault.close().await;
-    Ok((claimed, claimed as f64 / elapsed, rewrite_s))
+    Ok(ReaperWork {
+        claimed,
+        per_s: claimed as f64 / elapsed,
+        wal: [wal_after[0] - wal_before[0], wal_after[1] - wal_before[1]],
+        rewrite_s,
+    })
+}
+
+/// The server's WAL written since its statistics were reset, in bytes,
+/// and its full-page images (`pg_stat_wal`: the whole server's, so a
+/// difference is this run's only where nothing else writes meanwhile).
+fn wal_written(url: &str) -> anyhow::Result<[f64; 2]> {
+    let values = psql_numbers(url, "SELECT wal_bytes || ' ' || wal_fpi FROM pg_stat_wal", 2)?;
+    Ok([values[0], values[1]])
+}
+
+/// The `count` numbers of the first line `query` answers, separated by
+/// spaces.
+fn psql_numbers(url: &str, query: &str, count: usize) -> anyhow::Result<Vec<f64>> {
+    let lines = psql_lines(url, query)?;
+    let line = lines.first().with_context(|| format!("no answer to {query}"))?;
+    let values: Vec<f64> = line.split(' ').map(str::parse).collect::<Result<_, _>>()?;
+    anyhow::ensure!(values.len() == count, "{count} numbers expected, not {line:?}");
+    Ok(values)
 }
 
 fn median(values: &mut [f64]) -> f64 {
@@ -628,8 +713,10 @@ CREATE TEMP TABLE scale_constraints AS
            contype::text AS kind
     FROM pg_constraint
     WHERE conrelid IN ('media'::regclass, 'media_keys'::regclass) AND contype IN ('p', 'u', 'f');
+-- The definition of a partitioned table's index reads `ON ONLY`, which
+-- would make it again without its partitions' indexes.
 CREATE TEMP TABLE scale_indexes AS
-    SELECT indexname::text AS name, indexdef FROM pg_indexes
+    SELECT indexname::text AS name, replace(indexdef, ' ON ONLY ', ' ON ') AS indexdef FROM pg_indexes
     WHERE tablename IN ('media', 'media_keys') AND indexname NOT IN (SELECT name FROM scale_constraints);
 DO $$ DECLARE r record; BEGIN
     FOR r IN SELECT * FROM scale_constraints ORDER BY kind <> 'f' LOOP

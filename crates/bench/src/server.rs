@@ -98,6 +98,35 @@ pub fn cli_with(
     Ok(serde_json::from_slice(&output.stdout)?)
 }
 
+/// Runs `mediavault ARGS` to its end, sampling its peak RSS (`VmHWM`)
+/// every 2 ms; returns the seconds it took and the last peak seen, in MiB.
+pub fn cli_peak(binary: &Path, stores: &Stores, args: &[&str]) -> anyhow::Result<(f64, f64)> {
+    let started = std::time::Instant::now();
+    let mut child = command(binary, stores)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let mut peak_kib = 0;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        // The process may end between the two calls: the last sample stands.
+        if let Ok(kib) = proc_status_kib(child.id(), "VmHWM") {
+            peak_kib = peak_kib.max(kib);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    if !status.success() {
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().context("stderr")?, &mut stderr)?;
+        bail!("mediavault {} failed: {stderr}", args.join(" "));
+    }
+    Ok((seconds, peak_kib as f64 / 1024.0))
+}
+
 /// A CAPI app and a token for it.
 pub fn app_and_token(binary: &Path, stores: &Stores) -> anyhow::Result<(String, String)> {
     // Only `migrate` and `serve` migrate: the other commands need it done.

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::stream::BoxStream;
-use futures::{StreamExt, TryStreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
@@ -455,6 +455,18 @@ impl Blobs {
         .await
     }
 
+    /// Every blob under `MEDIA_PREFIX`, listed as the store lists it: a
+    /// page at a time, so that what is held stays bounded by a page however
+    /// many blobs the store has.
+    pub(crate) fn listing(&self) -> Listing {
+        Listing {
+            // Fused: a page that ends with the listing is followed by one
+            // more call, and S3's listing must not be polled once done.
+            entries: self.store.list(Some(&Path::from(MEDIA_PREFIX))).fuse().boxed(),
+            blobs: self.clone(),
+        }
+    }
+
     /// Every blob key in the store (under `MEDIA_PREFIX`).
     pub(crate) async fn list_keys(&self) -> Result<Vec<String>, StoreError> {
         Ok(self
@@ -881,6 +893,39 @@ enum WriterState {
     /// Past one part's size: a multipart upload, its parts in flight.
     Multipart(Parts),
     Closed,
+}
+
+/// The blobs of a listing not yet taken; see [`Blobs::listing`].
+pub(crate) struct Listing {
+    entries: BoxStream<'static, object_store::Result<object_store::ObjectMeta>>,
+    blobs: Blobs,
+}
+
+impl Listing {
+    /// The keys of up to `size` more blobs last modified before `cutoff`;
+    /// `None` once the listing is done. Each step of the listing (a request
+    /// to the store where it lists in pages) is bounded by the timeout.
+    pub(crate) async fn next_page(
+        &mut self,
+        cutoff: chrono::DateTime<chrono::Utc>,
+        size: usize,
+    ) -> Result<Option<Vec<String>>, StoreError> {
+        let mut keys = Vec::new();
+        // A page of none would never end the listing.
+        while keys.len() < size.max(1) {
+            let next = self
+                .blobs
+                .bounded(self.entries.next().map(Option::transpose))
+                .await?;
+            let Some(meta) = next else {
+                return Ok((!keys.is_empty()).then_some(keys));
+            };
+            if meta.last_modified < cutoff {
+                keys.push(meta.location.to_string());
+            }
+        }
+        Ok(Some(keys))
+    }
 }
 
 /// A multipart upload and its parts in flight, each holding a permit of the

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use sqlx::Connection;
 
+use crate::model::{App, NewApp};
 use crate::{BlobConfig, DatabaseUrl, Defaults, Keyring, Vault, VaultConfig};
 
 /// The metadata dialects a test runs against.
@@ -82,4 +83,16 @@ where
             drop_postgres_database(&name).await;
         }
     }
+}
+
+/// A new CAPI app, with the defaults' limits.
+pub(crate) async fn capi_app(vault: &Vault) -> App {
+    vault
+        .create_app(NewApp {
+            name: "shop".into(),
+            capi: true,
+            ..NewApp::default()
+        })
+        .await
+        .unwrap()
 }

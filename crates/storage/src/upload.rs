@@ -433,20 +433,9 @@ mod tests {
     use rand::rngs::StdRng;
 
     use crate::ids::MediaId;
-    use crate::model::{App, NewApp, now_millis};
-    use crate::testing::on_each_dialect;
+    use crate::model::{App, now_millis};
+    use crate::testing::{capi_app, on_each_dialect};
     use crate::{BlobConfig, DatabaseUrl, Defaults, Keyring, StoreError, UploadError, Vault, VaultConfig};
-
-    async fn capi_app(vault: &Vault) -> App {
-        vault
-            .create_app(NewApp {
-                name: "shop".into(),
-                capi: true,
-                ..NewApp::default()
-            })
-            .await
-            .unwrap()
-    }
 
     /// Ids as a generator seeded with `seed` draws them, in order.
     fn seeded_ids(seed: u64) -> impl FnMut() -> MediaId + Send {
@@ -578,14 +567,7 @@ mod tests {
         .await
         .unwrap();
         vault.migrate().await.unwrap();
-        let app = vault
-            .create_app(NewApp {
-                name: "shop".into(),
-                capi: true,
-                ..NewApp::default()
-            })
-            .await
-            .unwrap();
+        let app = capi_app(&vault).await;
         let mut upload = vault.begin_upload(&app, None).await.unwrap();
         upload.write(b"just some words").await.unwrap();
         tokio::time::sleep(Duration::from_millis(10)).await;

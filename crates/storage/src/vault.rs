@@ -153,7 +153,7 @@ impl Vault {
         self.inner.blobs.bytes_read()
     }
 
-    /// Every key in the blob store, for audits and the orphan sweep.
+    /// Every key in the blob store, for audits: all of them in memory at once.
     pub async fn stored_blob_keys(&self) -> Result<Vec<String>, StoreError> {
         self.inner.blobs.list_keys().await
     }

@@ -1,6 +1,8 @@
 //! What the reaper asks of the store: its lock, claiming due rows (and
 //! shredding them), and removing what it has reaped.
 
+use std::collections::HashSet;
+
 use super::{MediaState, Metadata, postgres, sqlite};
 use crate::error::StoreError;
 use crate::ids::MediaId;
@@ -105,6 +107,26 @@ impl Metadata {
         const SQL: &str = "DELETE FROM apps WHERE deleted_at IS NOT NULL \
                            AND NOT EXISTS (SELECT 1 FROM media WHERE media.app_id = apps.id)";
         Ok(on_write_pool!(self, pool => sqlx::query(SQL).execute(pool).await.map(|r| r.rows_affected()))?)
+    }
+
+    /// Those of `keys` that a row refers to, whatever its state: one
+    /// statement, through the unique index of `blob_key`.
+    pub(crate) async fn referenced_among(&self, keys: &[String]) -> Result<HashSet<String>, StoreError> {
+        if keys.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let found: Vec<String> = on_pool!(self, pool => {
+            let mut query = sqlx::QueryBuilder::new("SELECT blob_key FROM media WHERE blob_key IN (");
+            let mut list = query.separated(", ");
+            for key in keys {
+                list.push_bind(key.as_str());
+            }
+            query.push(")");
+            // Its text changes with the number of keys: not worth a place
+            // among the connection's prepared statements.
+            query.build_query_scalar().persistent(false).fetch_all(pool).await
+        })?;
+        Ok(found.into_iter().collect())
     }
 
     /// Every blob key a row refers to, whatever its state.
