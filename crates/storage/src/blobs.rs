@@ -440,24 +440,11 @@ impl Blobs {
             .collect()
     }
 
-    /// Every blob with its last-modified time, for the orphan sweep: only
-    /// under `MEDIA_PREFIX`, so that whatever else shares the bucket or
-    /// directory is never a candidate.
-    pub(crate) async fn list_with_times(
-        &self,
-    ) -> Result<Vec<(String, chrono::DateTime<chrono::Utc>)>, StoreError> {
-        self.bounded(
-            self.store
-                .list(Some(&Path::from(MEDIA_PREFIX)))
-                .map_ok(|meta| (meta.location.to_string(), meta.last_modified))
-                .try_collect(),
-        )
-        .await
-    }
-
     /// Every blob under `MEDIA_PREFIX`, listed as the store lists it: a
     /// page at a time, so that what is held stays bounded by a page however
-    /// many blobs the store has.
+    /// many blobs the store has. Only under the prefix, so that whatever
+    /// else shares the bucket or directory is never a candidate for the
+    /// orphan sweep.
     pub(crate) fn listing(&self) -> Listing {
         Listing {
             // Fused: a page that ends with the listing is followed by one
@@ -467,14 +454,15 @@ impl Blobs {
         }
     }
 
-    /// Every blob key in the store (under `MEDIA_PREFIX`).
+    /// Every blob key in the store (under `MEDIA_PREFIX`), all at once.
     pub(crate) async fn list_keys(&self) -> Result<Vec<String>, StoreError> {
-        Ok(self
-            .list_with_times()
-            .await?
-            .into_iter()
-            .map(|(key, _)| key)
-            .collect())
+        self.bounded(
+            self.store
+                .list(Some(&Path::from(MEDIA_PREFIX)))
+                .map_ok(|meta| meta.location.to_string())
+                .try_collect(),
+        )
+        .await
     }
 
     /// Deletes the local store's staging files under `MEDIA_PREFIX` last

@@ -178,7 +178,7 @@ impl Vault {
 mod tests {
     use std::time::Duration;
 
-    use crate::testing::{capi_app, on_each_dialect};
+    use crate::testing::{capi_app, on_each_dialect, read_all};
 
     /// The sweep, a few blobs a page, deletes every orphan on every page
     /// and keeps every blob a row refers to, wherever the listing puts it;
@@ -213,13 +213,7 @@ mod tests {
             left.sort();
             assert_eq!(left, referenced);
             for (i, id) in stored.iter().enumerate() {
-                let media = vault.find(&app.id, id).await.unwrap();
-                let read: Vec<bytes::Bytes> = futures::TryStreamExt::try_collect(
-                    vault.read(&media, 0..media.info.size_bytes).await.unwrap(),
-                )
-                .await
-                .unwrap();
-                assert_eq!(read.concat(), format!("file {i}").as_bytes());
+                assert_eq!(read_all(&vault, &app, id).await, format!("file {i}").as_bytes());
             }
         })
         .await;

@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use sqlx::Connection;
 
+use futures::TryStreamExt;
+
+use crate::ids::MediaId;
 use crate::model::{App, NewApp};
 use crate::{BlobConfig, DatabaseUrl, Defaults, Keyring, Vault, VaultConfig};
 
@@ -95,4 +98,17 @@ pub(crate) async fn capi_app(vault: &Vault) -> App {
         })
         .await
         .unwrap()
+}
+
+/// The whole of stored medium `id` of `app`, read back through the vault.
+pub(crate) async fn read_all(vault: &Vault, app: &App, id: &MediaId) -> Vec<u8> {
+    let media = vault.find(&app.id, id).await.unwrap();
+    let pieces: Vec<bytes::Bytes> = vault
+        .read(&media, 0..media.info.size_bytes)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    pieces.concat()
 }

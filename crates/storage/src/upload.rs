@@ -428,13 +428,12 @@ impl Drop for Upload {
 mod tests {
     use std::time::Duration;
 
-    use futures::TryStreamExt;
     use rand::SeedableRng;
     use rand::rngs::StdRng;
 
     use crate::ids::MediaId;
     use crate::model::{App, now_millis};
-    use crate::testing::{capi_app, on_each_dialect};
+    use crate::testing::{capi_app, on_each_dialect, read_all};
     use crate::{BlobConfig, DatabaseUrl, Defaults, Keyring, StoreError, UploadError, Vault, VaultConfig};
 
     /// Ids as a generator seeded with `seed` draws them, in order.
@@ -456,18 +455,6 @@ mod tests {
             .unwrap();
         upload.write(bytes).await.unwrap();
         upload.finish("text/plain").await.unwrap()
-    }
-
-    async fn read_all(vault: &Vault, app: &App, id: &MediaId) -> Vec<u8> {
-        let media = vault.find(&app.id, id).await.unwrap();
-        let pieces: Vec<bytes::Bytes> = vault
-            .read(&media, 0..media.info.size_bytes)
-            .await
-            .unwrap()
-            .try_collect()
-            .await
-            .unwrap();
-        pieces.concat()
     }
 
     /// An upload whose first id is already a stored medium's (the same
