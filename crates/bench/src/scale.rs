@@ -38,6 +38,9 @@ pub struct ScaleArgs {
     /// One row in this many is due to the reaper (expired).
     #[arg(long, default_value_t = 100)]
     due_every: u64,
+    /// How the full database's rows lie in the table's pages.
+    #[arg(long, value_enum, default_value_t = Layout::ByApp)]
+    layout: Layout,
     /// Uploads through the server, one at a time, for the latency figures.
     #[arg(long, default_value_t = 2000)]
     uploads: usize,
@@ -57,6 +60,19 @@ pub struct ScaleArgs {
     /// Where the results go.
     #[arg(long, default_value = "bench/results")]
     results: PathBuf,
+}
+
+/// Where the rows written by SQL lie in the `media` table's pages, which
+/// sets how many pages the reaper's work touches.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum Layout {
+    /// As the fill's join writes them: each app's rows together, so that
+    /// the due rows (one in `due_every` of each app's) lie one to a page,
+    /// as rows deleted on request would.
+    ByApp,
+    /// In order of expiry, as uploads over the retention period write
+    /// them: the due rows, the oldest, lie together.
+    ByExpiry,
 }
 
 /// The reaper's batch (`mediavault_reaper`'s own).
@@ -266,6 +282,7 @@ pub async fn scale(args: &ScaleArgs, command_line: &str) -> anyhow::Result<()> {
         "rows": { "full": full.rows, "empty": empty.rows },
         "apps": args.apps,
         "due_every": args.due_every,
+        "layout": format!("{:?}", args.layout),
         "uploads": args.uploads,
         "infos": args.infos,
         "rounds": args.rounds,
@@ -279,8 +296,8 @@ pub async fn scale(args: &ScaleArgs, command_line: &str) -> anyhow::Result<()> {
     let report = start.report(
         format!("scale-{}", args.rows),
         format!(
-            "raw = the empty database ({} due media only); 1 in {} of the full one's media due",
-            empty.rows, args.due_every
+            "raw = the empty database ({} due media only); 1 in {} of the full one's media due, laid out {:?}",
+            empty.rows, args.due_every, args.layout
         ),
         Vec::new(),
         figures,
@@ -333,7 +350,7 @@ async fn prepare(
     // SQL (their wrapped keys random bytes) could not prove.
     drop(Server::start_with(binary, stores, &server_settings())?);
     let fill_started = Instant::now();
-    psql_script(&url, &fill_sql(rows, args.apps, due_every, &app_id))?;
+    psql_script(&url, &fill_sql(rows, args.apps, due_every, args.layout, &app_id))?;
     psql_script(&url, "VACUUM ANALYZE")?;
     let fill_s = fill_started.elapsed().as_secs_f64();
     eprintln!("   {rows} rows written in {fill_s:.1} s");
@@ -692,9 +709,19 @@ fn median(values: &mut [f64]) -> f64 {
 /// usage counters are then set from the rows, as `apps recount` would.
 /// Media ids are numbers like the vault's; blob keys start `media/scale-`.
 /// One row of each app's in `due_every` is due to the reaper (expired an hour ago); the others expire within 30
-/// days. The measured app (`bench_app`) is the first of `apps`.
-fn fill_sql(rows: u64, apps: u64, due_every: u64, bench_app: &str) -> String {
+/// days; `layout` says where the due ones lie. The measured app (`bench_app`) is the first of `apps`.
+fn fill_sql(rows: u64, apps: u64, due_every: u64, layout: Layout, bench_app: &str) -> String {
     let now = now_millis();
+    // The due rows first, in order of expiry, then the others (in the
+    // join's order: only where the due rows lie matters to the reaper),
+    // or all of them at once.
+    let media = match layout {
+        Layout::ByApp => media_rows_sql(rows, apps, due_every, now, "true, false", ""),
+        Layout::ByExpiry => {
+            media_rows_sql(rows, apps, due_every, now, "true", "ORDER BY e")
+                + &media_rows_sql(rows, apps, due_every, now, "false", "")
+        }
+    };
     format!(
         r#"
 SET maintenance_work_mem = '512MB';
@@ -726,17 +753,7 @@ DO $$ DECLARE r record; BEGIN
         EXECUTE format('DROP INDEX %I', r.name);
     END LOOP;
 END $$;
-INSERT INTO media (id, app_id, state, mime_type, filename, size_bytes, sha256, blob_key, format_version,
-                   segment_size, salt, nonce_prefix, created_at, expires_at, due_at, reserved_bytes)
-    SELECT (1000000000000000000 + i * 2654435761)::text, a.id, 'ready', 'image/png', 'IMG_' || i || '.png',
-           16384 + i % 4096, h || h2, 'media/scale-' || h, 1, 65536, decode(h2 || h, 'hex'),
-           decode(substr(h, 1, 14), 'hex'), e - 2592000000, e, e, 16384 + i % 4096
-    FROM generate_series(1::bigint, {rows}) i
-    CROSS JOIN LATERAL (SELECT md5(i::text) AS h, md5((-i)::text) AS h2,
-        CASE WHEN (i / {apps}) % {due_every} = 0 THEN {now} - 3600000 - i % 3600000
-             ELSE {now} + 3600000 + (i * 7919) % 2592000000 END AS e) x
-    JOIN scale_apps a ON a.n = i % {apps};
-INSERT INTO media_keys (media_id, kek_id, wrapped_dek)
+{media}INSERT INTO media_keys (media_id, kek_id, wrapped_dek)
     SELECT (1000000000000000000 + i * 2654435761)::text, (SELECT kek_id FROM key_fingerprints LIMIT 1),
            decode(h || h || h || substr(h, 1, 24), 'hex')
     FROM generate_series(1::bigint, {rows}) i CROSS JOIN LATERAL (SELECT md5(i::text) AS h) x;
@@ -756,6 +773,26 @@ UPDATE apps SET used_media = u.media, used_bytes = u.bytes
           WHERE state <> 'deleting' AND reserved_bytes IS NOT NULL GROUP BY app_id) u
     WHERE apps.id = u.app_id;
 COMMIT;
+"#
+    )
+}
+
+/// The `INSERT` of those media rows whose being due is among `due` (SQL
+/// booleans), in `order`.
+fn media_rows_sql(rows: u64, apps: u64, due_every: u64, now: i64, due: &str, order: &str) -> String {
+    format!(
+        r#"
+INSERT INTO media (id, app_id, state, mime_type, filename, size_bytes, sha256, blob_key, format_version,
+                   segment_size, salt, nonce_prefix, created_at, expires_at, due_at, reserved_bytes)
+    SELECT (1000000000000000000 + i * 2654435761)::text, a.id, 'ready', 'image/png', 'IMG_' || i || '.png',
+           16384 + i % 4096, h || h2, 'media/scale-' || h, 1, 65536, decode(h2 || h, 'hex'),
+           decode(substr(h, 1, 14), 'hex'), e - 2592000000, e, e, 16384 + i % 4096
+    FROM generate_series(1::bigint, {rows}) i
+    CROSS JOIN LATERAL (SELECT md5(i::text) AS h, md5((-i)::text) AS h2,
+        CASE WHEN (i / {apps}) % {due_every} = 0 THEN {now} - 3600000 - i % 3600000
+             ELSE {now} + 3600000 + (i * 7919) % 2592000000 END AS e) x
+    JOIN scale_apps a ON a.n = i % {apps}
+    WHERE ((i / {apps}) % {due_every} = 0) IN ({due}) {order};
 "#
     )
 }

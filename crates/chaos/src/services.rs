@@ -259,13 +259,12 @@ impl Inventory {
             .await?)
     }
 
-    /// Rows an upload in progress or the reaper still has to settle.
+    /// Rows an upload in progress or the reaper still has to settle: media
+    /// not ready, and media the reaper has claimed and not finished.
     pub async fn count_unsettled(&self) -> anyhow::Result<i64> {
-        Ok(
-            sqlx::query_scalar("SELECT COUNT(*) FROM media WHERE state <> 'ready'")
-                .fetch_one(&self.database)
-                .await?,
-        )
+        const SQL: &str = "SELECT (SELECT COUNT(*) FROM media WHERE state <> 'ready') \
+                           + (SELECT COUNT(*) FROM reaping)";
+        Ok(sqlx::query_scalar(SQL).fetch_one(&self.database).await?)
     }
 
     /// Every blob key under the service's prefix, as the `blob_key` column names it.

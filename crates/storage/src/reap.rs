@@ -178,7 +178,77 @@ impl Vault {
 mod tests {
     use std::time::Duration;
 
+    use super::CLAIM_LEASE;
+    use crate::model::{duration_millis, now_millis};
     use crate::testing::{capi_app, on_each_dialect, read_all};
+    use crate::{App, MediaId, Vault};
+
+    /// Stores the text `file {i}`.
+    async fn store_text(vault: &Vault, app: &App, i: usize) -> MediaId {
+        let mut upload = vault.begin_upload(app, None).await.unwrap();
+        upload.write(format!("file {i}").as_bytes()).await.unwrap();
+        upload.finish("text/plain").await.unwrap()
+    }
+
+    /// A claim takes rows out of `media` at once (they are shredded and
+    /// unreadable) but keeps their blob keys until the blobs are gone: a
+    /// pass cut short after its claim leaves nothing the orphan sweep may
+    /// mistake for an orphan, nothing a new claim takes before the lease
+    /// ends, and, once it has ended, the same rows, with the state they had,
+    /// for the next pass to finish.
+    #[tokio::test]
+    async fn claimed_media_wait_out_their_lease_and_are_finished_once() {
+        on_each_dialect(|vault| async move {
+            let app = capi_app(&vault).await;
+            let mut stored = Vec::new();
+            for i in 0..3 {
+                stored.push(store_text(&vault, &app, i).await);
+            }
+            stored.sort();
+            let mut blobs = vault.stored_blob_keys().await.unwrap();
+            blobs.sort();
+            // Past every expiry: all three are due.
+            let later = now_millis() + duration_millis(Duration::from_secs(400 * 86_400));
+
+            let cut_short = vault.claim_due_batch(later, 10).await.unwrap();
+            let mut claimed: Vec<_> = cut_short.rows.iter().map(|row| row.id.clone()).collect();
+            claimed.sort();
+            assert_eq!(claimed, stored);
+            drop(cut_short);
+            for id in &stored {
+                assert!(
+                    vault
+                        .inner
+                        .meta
+                        .find_readable(&app.id, id, now_millis())
+                        .await
+                        .unwrap()
+                        .is_none()
+                );
+            }
+            let mut referenced = vault.referenced_blob_keys().await.unwrap();
+            referenced.sort();
+            assert_eq!(referenced, blobs, "claimed rows keep their blob keys");
+            assert_eq!(vault.sweep_orphans_in_pages(Duration::ZERO, 2).await.unwrap(), 0);
+            assert!(
+                vault.claim_due_batch(later, 10).await.unwrap().is_empty(),
+                "leased"
+            );
+
+            let after_lease = later + duration_millis(CLAIM_LEASE);
+            let again = vault.claim_due_batch(after_lease, 10).await.unwrap();
+            let mut reclaimed: Vec<_> = again.rows.iter().map(|row| row.id.clone()).collect();
+            reclaimed.sort();
+            assert_eq!(reclaimed, stored);
+            let counts = vault.finish_reaped(again).await.unwrap();
+            assert_eq!((counts.expired, counts.deleted, counts.blob_failures), (3, 0, 0));
+            assert!(vault.stored_blob_keys().await.unwrap().is_empty());
+            assert!(vault.referenced_blob_keys().await.unwrap().is_empty());
+            let much_later = after_lease + duration_millis(CLAIM_LEASE);
+            assert!(vault.claim_due_batch(much_later, 10).await.unwrap().is_empty());
+        })
+        .await;
+    }
 
     /// The sweep, a few blobs a page, deletes every orphan on every page
     /// and keeps every blob a row refers to, wherever the listing puts it;
@@ -189,9 +259,7 @@ mod tests {
             let app = capi_app(&vault).await;
             let mut stored = Vec::new();
             for i in 0..7 {
-                let mut upload = vault.begin_upload(&app, None).await.unwrap();
-                upload.write(format!("file {i}").as_bytes()).await.unwrap();
-                stored.push(upload.finish("text/plain").await.unwrap());
+                stored.push(store_text(&vault, &app, i).await);
                 let mut stray = vault.inner.blobs.writer(&format!("media/stray-{i}"));
                 stray.write(b"left by a crash").await.unwrap();
                 stray.finish().await.unwrap();

@@ -15,6 +15,16 @@ pub(super) const APP_COLUMNS: &str = "id, name, capi, retention_seconds, max_fil
 /// An app as its row stores it: integers where the database has no
 /// unsigned types, the allowed types joined by commas, the WhatsApp type
 /// limits as a JSON object in their order.
+/// An app's deletion shreds its rows (binds: now, now, app): every row with
+/// a key counts (uploading or ready). Uploads still running find their row
+/// shredded and drop their blob.
+pub(super) const SHRED_APP: &str =
+    shred_media!("WHERE app_id = $3 AND id IN (SELECT media_id FROM media_keys) RETURNING reserved_bytes");
+
+/// Then deletes their keys (bind: app).
+pub(super) const DROP_APP_KEYS: &str =
+    "DELETE FROM media_keys WHERE media_id IN (SELECT id FROM media WHERE app_id = $1)";
+
 #[derive(sqlx::FromRow)]
 pub(super) struct AppRow {
     id: AppId,
@@ -222,22 +232,20 @@ impl Metadata {
     /// row last, as every transaction that changes both takes them.
     /// Returns how many media were shredded, or `None` if there is no such app.
     pub(crate) async fn delete_app(&self, id: &AppId, now: Millis) -> Result<Option<u64>, StoreError> {
-        // Uploads still running find their row shredded and drop their blob.
-        // Every row with a key counts (uploading or ready).
-        const SHRED: &str = shred_media!(
-            "WHERE app_id = $3 AND id IN (SELECT media_id FROM media_keys) RETURNING reserved_bytes"
-        );
-        const DROP_KEYS: &str =
-            "DELETE FROM media_keys WHERE media_id IN (SELECT id FROM media WHERE app_id = $1)";
         const MARK: &str = "UPDATE apps SET deleted_at = $2, used_bytes = used_bytes - $3, \
                             used_media = used_media - $4 WHERE id = $1 AND deleted_at IS NULL";
         const TOKENS: &str = "DELETE FROM tokens WHERE app_id = $1";
         const PHONE_NUMBERS: &str = "DELETE FROM whatsapp_phone_numbers WHERE app_id = $1";
         Ok(on_write_pool!(self, pool => {
             let mut tx = pool.begin().await?;
+            if matches!(self, Metadata::Postgres { .. }) {
+                // Both statements join the app's rows to the partitioned
+                // key table (see `ROW_BY_ROW_PLAN`).
+                sqlx::raw_sql(super::postgres::ROW_BY_ROW_PLAN).execute(&mut *tx).await?;
+            }
             let (mut shredded, mut bytes, mut counted) = (0_u64, 0_i64, 0_i64);
             {
-                let mut rows = sqlx::query_scalar::<_, Option<i64>>(SHRED)
+                let mut rows = sqlx::query_scalar::<_, Option<i64>>(SHRED_APP)
                     .bind(now)
                     .bind(now)
                     .bind(id)
@@ -250,7 +258,7 @@ impl Metadata {
                     }
                 }
             }
-            sqlx::query(DROP_KEYS).bind(id).execute(&mut *tx).await?;
+            sqlx::query(DROP_APP_KEYS).bind(id).execute(&mut *tx).await?;
             let marked = sqlx::query(MARK)
                 .bind(id)
                 .bind(now)

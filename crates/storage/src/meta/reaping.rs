@@ -49,8 +49,10 @@ impl Metadata {
     }
 
     /// Claims up to `limit` rows due at `now` (uploads count as due once
-    /// started before `stale_before`), shreds them and leases them until
-    /// `lease_until`; returns them with the state they had.
+    /// started before `stale_before`), shreds them and moves them out of
+    /// `media` into `reaping`, leased until `lease_until`; with what room
+    /// is left, leases again the rows an earlier pass left unfinished.
+    /// Returns them with the state they had when first claimed.
     pub(crate) async fn claim_due(
         &self,
         now: Millis,
@@ -69,7 +71,7 @@ impl Metadata {
         }
     }
 
-    /// Removes reaped rows (shredded, blobs gone).
+    /// Removes claimed rows whose blobs are gone.
     pub(crate) async fn delete_reaped(&self, ids: &[MediaId]) -> Result<(), StoreError> {
         if ids.is_empty() {
             return Ok(());
@@ -83,12 +85,10 @@ impl Metadata {
         }
     }
 
-    /// Makes shredded rows due at `now` again (their blob delete failed).
+    /// Ends the lease of claimed rows at `now` (their blob delete failed),
+    /// so that the next pass takes them up again.
     pub(crate) async fn set_due(&self, ids: &[MediaId], now: Millis) -> Result<(), StoreError> {
-        const SQL: &str = concat!(
-            "UPDATE media SET due_at = $2 WHERE id = $1 AND state = ",
-            state_sql!(Deleting)
-        );
+        const SQL: &str = "UPDATE reaping SET lease_until = $2 WHERE media_id = $1";
         if ids.is_empty() {
             return Ok(());
         }
@@ -109,19 +109,25 @@ impl Metadata {
         Ok(on_write_pool!(self, pool => sqlx::query(SQL).execute(pool).await.map(|r| r.rows_affected()))?)
     }
 
-    /// Those of `keys` that a row refers to, whatever its state: one
-    /// statement, through the unique index of `blob_key`.
+    /// Those of `keys` that a row refers to, whatever its state, claimed
+    /// rows included: one statement, through the indexes of `blob_key`.
     pub(crate) async fn referenced_among(&self, keys: &[String]) -> Result<HashSet<String>, StoreError> {
         if keys.is_empty() {
             return Ok(HashSet::new());
         }
         let found: Vec<String> = on_pool!(self, pool => {
-            let mut query = sqlx::QueryBuilder::new("SELECT blob_key FROM media WHERE blob_key IN (");
-            let mut list = query.separated(", ");
-            for key in keys {
-                list.push_bind(key.as_str());
+            let mut query = sqlx::QueryBuilder::new("");
+            for select in [
+                "SELECT blob_key FROM media WHERE blob_key IN (",
+                " UNION ALL SELECT blob_key FROM reaping WHERE blob_key IN (",
+            ] {
+                query.push(select);
+                let mut list = query.separated(", ");
+                for key in keys {
+                    list.push_bind(key.as_str());
+                }
+                query.push(")");
             }
-            query.push(")");
             // Its text changes with the number of keys: not worth a place
             // among the connection's prepared statements.
             query.build_query_scalar().persistent(false).fetch_all(pool).await
@@ -129,9 +135,11 @@ impl Metadata {
         Ok(found.into_iter().collect())
     }
 
-    /// Every blob key a row refers to, whatever its state.
+    /// Every blob key a row refers to, whatever its state, claimed rows
+    /// included.
     pub(crate) async fn blob_keys(&self) -> Result<Vec<String>, StoreError> {
-        const SQL: &str = "SELECT blob_key FROM media ORDER BY blob_key";
+        const SQL: &str =
+            "SELECT blob_key FROM media UNION ALL SELECT blob_key FROM reaping ORDER BY blob_key";
         Ok(on_pool!(self, pool => sqlx::query_scalar(SQL).fetch_all(pool).await)?)
     }
 }

@@ -198,10 +198,15 @@ struct Due {
     held: super::usage::Held,
 }
 
+/// Rows an earlier pass claimed and did not finish, whose lease has passed.
+const UNFINISHED_SQL: &str = "SELECT media_id AS id, blob_key, state FROM reaping \
+                              WHERE lease_until <= $1 ORDER BY lease_until LIMIT $2";
+
 /// SQLite serves one process, whose passes never overlap: select the due
-/// rows, then claim and shred them (delete their keys) and release what
-/// they held of their apps' quotas (rows deleted on request released theirs
-/// then), in one transaction.
+/// rows, then shred them (delete their keys), release what they held of
+/// their apps' quotas (rows deleted on request released theirs then) and
+/// move them from `media` into `reaping`, leased; in what room is left,
+/// lease again the rows an earlier pass left unfinished. One transaction.
 pub(super) async fn claim_due(
     pool: &SqlitePool,
     now: i64,
@@ -223,20 +228,44 @@ pub(super) async fn claim_due(
         .await?;
     let mut claimed = Vec::with_capacity(due.len());
     for Due { claimed: row, held } in due {
-        sqlx::query(shred_media!("WHERE id = $3"))
-            .bind(now)
-            .bind(lease_until)
-            .bind(&row.id)
-            .execute(&mut *tx)
-            .await?;
         sqlx::query(super::state::DROP_KEY)
             .bind(&row.id)
             .execute(&mut *tx)
             .await?;
+        sqlx::query("DELETE FROM media WHERE id = $1")
+            .bind(&row.id)
+            .execute(&mut *tx)
+            .await?;
+        // A media id is unique in `media` only (see the PostgreSQL claim).
+        sqlx::query(
+            "INSERT OR IGNORE INTO reaping (media_id, blob_key, state, lease_until) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&row.id)
+        .bind(&row.blob_key)
+        .bind(row.state)
+        .bind(lease_until)
+        .execute(&mut *tx)
+        .await?;
         if row.state != super::MediaState::Deleting {
             release_held!(tx, Some(held));
         }
         claimed.push(row);
+    }
+    let room = i64::from(limit) - claimed.len() as i64;
+    if room > 0 {
+        let unfinished: Vec<super::reaping::Claimed> = sqlx::query_as(UNFINISHED_SQL)
+            .bind(now)
+            .bind(room)
+            .fetch_all(&mut *tx)
+            .await?;
+        for row in unfinished {
+            sqlx::query("UPDATE reaping SET lease_until = $2 WHERE media_id = $1")
+                .bind(&row.id)
+                .bind(lease_until)
+                .execute(&mut *tx)
+                .await?;
+            claimed.push(row);
+        }
     }
     tx.commit().await?;
     Ok(claimed)
@@ -246,13 +275,10 @@ pub(super) async fn claim_due(
 pub(super) async fn delete_reaped(pool: &SqlitePool, ids: &[MediaId]) -> Result<(), StoreError> {
     let mut tx = pool.begin().await?;
     for id in ids {
-        sqlx::query(concat!(
-            "DELETE FROM media WHERE id = $1 AND state = ",
-            state_sql!(Deleting)
-        ))
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query("DELETE FROM reaping WHERE media_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
     }
     tx.commit().await?;
     Ok(())
