@@ -644,14 +644,18 @@ struct ReaperWork {
 /// database's part. Then the rewrite of the key table (`VACUUM FULL
 /// media_keys`), in seconds.
 async fn reaper_work(url: &str, stores: &Stores, limit: u64) -> anyhow::Result<ReaperWork> {
-    let vault = Vault::open(VaultConfig {
-        database_url: url.parse()?,
-        blobs: BlobConfig::local("memory://"),
-        keys: Keyring::parse(setting(stores, "MEDIAVAULT__CRYPTO__KEYS")?)?,
-        defaults: Defaults::default(),
-        stale_upload_after: Duration::from_secs(3600),
-    })
-    .await?;
+    let open = || async {
+        Vault::open(VaultConfig {
+            database_url: url.parse()?,
+            blobs: BlobConfig::local("memory://"),
+            keys: Keyring::parse(setting(stores, "MEDIAVAULT__CRYPTO__KEYS")?)?,
+            defaults: Defaults::default(),
+            stale_upload_after: Duration::from_secs(3600),
+        })
+        .await
+        .map_err(anyhow::Error::from)
+    };
+    let vault = open().await?;
     let now = now_millis();
     let wal_before = wal_written(url)?;
     let started = Instant::now();
@@ -664,7 +668,13 @@ async fn reaper_work(url: &str, stores: &Stores, limit: u64) -> anyhow::Result<R
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
+    // A backend adds its WAL to `pg_stat_wal` when it reports its
+    // statistics, at most once a second, and at the latest when it exits:
+    // the vault's connections are closed first.
+    vault.close().await;
+    wait_for_no_other_connections(url)?;
     let wal_after = wal_written(url)?;
+    let vault = open().await?;
     let started = Instant::now();
     anyhow::ensure!(
         vault.rewrite_key_table(Duration::from_secs(10)).await?,
@@ -680,11 +690,28 @@ async fn reaper_work(url: &str, stores: &Stores, limit: u64) -> anyhow::Result<R
     })
 }
 
-/// The server's WAL written since its statistics were reset, in bytes,
-/// and its full-page images (`pg_stat_wal`: the whole server's, so a
-/// difference is this run's only where nothing else writes meanwhile).
+/// Waits until no connection but psql's own is open to `url`'s database
+/// (a closed pool's backends exit a moment after it is closed).
+fn wait_for_no_other_connections(url: &str) -> anyhow::Result<()> {
+    const OTHERS: &str = "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while psql_numbers(url, OTHERS, 1)?[0] > 0.0 {
+        anyhow::ensure!(Instant::now() < deadline, "connections still open after 10 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// The server's WAL written so far, in bytes (from the insert position,
+/// exact at any moment), and its full-page images (`pg_stat_wal`, as
+/// backends have reported them). Both are the whole server's, so a
+/// difference is this run's only where nothing else writes meanwhile.
 fn wal_written(url: &str) -> anyhow::Result<[f64; 2]> {
-    let values = psql_numbers(url, "SELECT wal_bytes || ' ' || wal_fpi FROM pg_stat_wal", 2)?;
+    let values = psql_numbers(
+        url,
+        "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0') || ' ' || wal_fpi FROM pg_stat_wal",
+        2,
+    )?;
     Ok([values[0], values[1]])
 }
 
