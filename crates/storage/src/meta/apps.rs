@@ -12,9 +12,6 @@ use crate::model::{App, Millis, TypeLimit, type_limits_object};
 pub(super) const APP_COLUMNS: &str = "id, name, capi, retention_seconds, max_file_bytes, allowed_types, \
                                       uploads_per_second, max_bytes_stored, max_media, wa_type_limits, created_at";
 
-/// An app as its row stores it: integers where the database has no
-/// unsigned types, the allowed types joined by commas, the WhatsApp type
-/// limits as a JSON object in their order.
 /// An app's deletion shreds its rows (binds: now, now, app): every row with
 /// a key counts (uploading or ready). Uploads still running find their row
 /// shredded and drop their blob.
@@ -25,6 +22,9 @@ pub(super) const SHRED_APP: &str =
 pub(super) const DROP_APP_KEYS: &str =
     "DELETE FROM media_keys WHERE media_id IN (SELECT id FROM media WHERE app_id = $1)";
 
+/// An app as its row stores it: integers where the database has no
+/// unsigned types, the allowed types joined by commas, the WhatsApp type
+/// limits as a JSON object in their order.
 #[derive(sqlx::FromRow)]
 pub(super) struct AppRow {
     id: AppId,
