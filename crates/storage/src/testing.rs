@@ -5,9 +5,8 @@
 
 use std::time::Duration;
 
-use sqlx::Connection;
-
 use futures::TryStreamExt;
+use sqlx::Connection;
 
 use crate::ids::MediaId;
 use crate::model::{App, NewApp};

@@ -8,6 +8,9 @@ use crate::error::StoreError;
 use crate::ids::MediaId;
 use crate::model::Millis;
 
+/// Leases claimed row `$1` until `$2`.
+pub(super) const LEASE: &str = "UPDATE reaping SET lease_until = $2 WHERE media_id = $1";
+
 /// A row the reaper has claimed (and shredded).
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub(crate) struct Claimed {
@@ -88,14 +91,13 @@ impl Metadata {
     /// Ends the lease of claimed rows at `now` (their blob delete failed),
     /// so that the next pass takes them up again.
     pub(crate) async fn set_due(&self, ids: &[MediaId], now: Millis) -> Result<(), StoreError> {
-        const SQL: &str = "UPDATE reaping SET lease_until = $2 WHERE media_id = $1";
         if ids.is_empty() {
             return Ok(());
         }
         on_write_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             for id in ids {
-                sqlx::query(SQL).bind(id).bind(now).execute(&mut *tx).await?;
+                sqlx::query(LEASE).bind(id).bind(now).execute(&mut *tx).await?;
             }
             tx.commit().await
         })?;

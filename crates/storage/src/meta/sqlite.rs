@@ -259,7 +259,7 @@ pub(super) async fn claim_due(
             .fetch_all(&mut *tx)
             .await?;
         for row in unfinished {
-            sqlx::query("UPDATE reaping SET lease_until = $2 WHERE media_id = $1")
+            sqlx::query(super::reaping::LEASE)
                 .bind(&row.id)
                 .bind(lease_until)
                 .execute(&mut *tx)
