@@ -162,16 +162,17 @@ impl Metadata {
         })?)
     }
 
-    /// Completes an upload, and settles its reservation to its size in the
-    /// same transaction (`ready.unused_bytes` go back to the app's quota).
-    /// `false` means the row is no longer `uploading` (the reaper took it as
-    /// abandoned, or its app was deleted and shredded it): the caller must
-    /// drop its blob, and has nothing to settle. The app check also covers
-    /// an upload whose intent row was written just after its app was deleted.
-    /// On SQLite it joins a group commit, as `insert_uploading` does.
+    /// Settles an upload's reservation to its size (`ready.unused_bytes` go
+    /// back to the app's quota), then completes it. `false` means the row is
+    /// no longer `uploading` (the reaper took it as abandoned, or its app
+    /// was deleted and shredded it): the caller must drop its blob. The app
+    /// check also covers an upload whose intent row was written just after
+    /// its app was deleted. On SQLite both are one write of a group commit,
+    /// as `insert_uploading` is; on Postgres the settlement commits first,
+    /// on its own (see `postgres::mark_ready`).
     pub(crate) async fn mark_ready(&self, ready: &ReadyMedia<'_>) -> Result<bool, StoreError> {
         match self {
-            Metadata::Postgres { pool, .. } => postgres::mark_ready(pool, ready).await,
+            Metadata::Postgres { pool, relaxed } => postgres::mark_ready(pool, relaxed, ready).await,
             Metadata::Sqlite { writes, .. } => {
                 writes
                     .write(async |conn| sqlite::mark_ready(conn, ready).await)

@@ -32,8 +32,9 @@ use crate::database_url::DatabaseUrl;
 use crate::error::StoreError;
 
 pub(crate) enum Metadata {
-    /// `relaxed` commits without waiting for the WAL flush: only for intent
-    /// rows (see `insert_uploading`).
+    /// `relaxed` commits without waiting for the WAL flush: only for writes a
+    /// crash may lose without losing anything (see `insert_uploading` and
+    /// `postgres::mark_ready`).
     Postgres { pool: PgPool, relaxed: PgPool },
     /// `writes` takes the upload path's writes (see `group_commit`).
     Sqlite {

@@ -16,7 +16,8 @@ pub(super) async fn connect(url: &str) -> Result<PgPool, StoreError> {
 }
 
 /// A small pool whose commits do not wait for their WAL flush, for writes
-/// that a crash may lose without losing anything (intent rows).
+/// that a crash may lose without losing anything (intent rows, reservations
+/// and their settlements).
 pub(super) async fn connect_relaxed(url: &str) -> Result<PgPool, StoreError> {
     let options = PgConnectOptions::from_str(url)?.options([("synchronous_commit", "off")]);
     pool(options, 4).await
@@ -109,27 +110,51 @@ pub(super) async fn insert_uploading(
 /// violation of it, and of no other, means an intent row's id is taken.
 const MEDIA_PKEY: &str = "media_pkey";
 
-/// Completion and its settlement as one statement: the row turns ready
-/// (locking it), then the app gives back the unused reservation (`$6`).
-const MARK_READY_SQL: &str = concat!(
-    "WITH ready AS (",
-    mark_ready_sql!(),
+/// An upload's settlement as one statement: its row's reservation falls to
+/// its size and the app gets the unused rest (`$3`) back.
+const SETTLE_RESERVATION_SQL: &str = concat!(
+    "WITH settled AS (",
+    settle_reservation_sql!(),
     " RETURNING app_id) \
-     UPDATE apps SET used_bytes = used_bytes - $6 FROM ready WHERE apps.id = ready.app_id"
+     UPDATE apps SET used_bytes = used_bytes - $3 FROM settled WHERE apps.id = settled.app_id"
 );
 
-pub(super) async fn mark_ready(pool: &PgPool, ready: &ReadyMedia<'_>) -> Result<bool, StoreError> {
-    let done = sqlx::query(MARK_READY_SQL)
+/// Settles the upload's reservation on the `relaxed` pool, then marks the
+/// row ready on the durable one. Two transactions, so that no upload holds
+/// its app's row locked while its commit waits for the WAL flush: in one,
+/// every upload of an app queued on that row behind the one before it,
+/// flush after flush. The settlement may be lost in a crash with nothing
+/// lost (the row keeps its whole reservation, and the app's usage counts
+/// it, until the row goes), and the ready-marking's flush makes it durable
+/// first.
+pub(super) async fn mark_ready(
+    pool: &PgPool,
+    relaxed: &PgPool,
+    ready: &ReadyMedia<'_>,
+) -> Result<bool, StoreError> {
+    if ready.unused_bytes != 0 {
+        settle_reservation(relaxed, ready).await?;
+    }
+    let done = sqlx::query(mark_ready_sql!())
         .bind(ready.id)
         .bind(ready.mime_type)
         .bind(ready.size_bytes)
         .bind(ready.sha256)
         .bind(ready.expires_at)
-        .bind(ready.unused_bytes)
         .execute(pool)
         .await?
         .rows_affected();
     Ok(done == 1)
+}
+
+pub(super) async fn settle_reservation(relaxed: &PgPool, ready: &ReadyMedia<'_>) -> Result<(), StoreError> {
+    sqlx::query(SETTLE_RESERVATION_SQL)
+        .bind(ready.id)
+        .bind(ready.size_bytes)
+        .bind(ready.unused_bytes)
+        .execute(relaxed)
+        .await?;
+    Ok(())
 }
 
 /// Any constant both replicas agree on: the reaper's advisory-lock key.
@@ -317,6 +342,107 @@ mod tests {
         assert!(plan.contains("media_due_at"), "{plan}");
         assert!(plan.contains("media_uploading_created_at"), "{plan}");
         assert!(!plan.contains("Seq Scan on media"), "{plan}");
+    }
+
+    /// An app holding one upload in progress, `m`, which has reserved 100
+    /// bytes; what its completion at 60 bytes sends.
+    const ONE_UPLOAD: &str = "INSERT INTO apps (id, name, capi, retention_seconds, max_file_bytes, created_at, \
+                                used_bytes, used_media) VALUES ('app', 'app', true, 60, 1000, 0, 100, 1); \
+        INSERT INTO media (id, app_id, state, blob_key, format_version, segment_size, salt, \
+                           nonce_prefix, created_at, expires_at, due_at, reserved_bytes) \
+            VALUES ('m', 'app', 'uploading', 'media/m', 1, 65536, '\\x00', '\\x00', 0, 1, 1, 100)";
+
+    fn completion(id: &MediaId, unused_bytes: i64) -> ReadyMedia<'_> {
+        ReadyMedia {
+            id,
+            mime_type: "text/plain",
+            size_bytes: 60,
+            sha256: "00",
+            expires_at: 1_000,
+            unused_bytes,
+        }
+    }
+
+    /// The app's usage, and the sum of its rows' reservations.
+    async fn usage(pool: &PgPool) -> (i64, i64) {
+        sqlx::query_as(
+            "SELECT used_bytes, (SELECT CAST(COALESCE(SUM(reserved_bytes), 0) AS BIGINT) FROM media \
+             WHERE app_id = 'app' AND state <> 'deleting') FROM apps WHERE id = 'app'",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap()
+    }
+
+    /// A fresh database (its name), its two pools, and `ONE_UPLOAD` (its
+    /// id) with its reservation settled at 60 of its 100 bytes.
+    async fn one_settled_upload() -> (String, PgPool, PgPool, MediaId) {
+        let (url, name) = fresh_postgres_database().await;
+        let pool = connect(&url).await.unwrap();
+        let relaxed = connect_relaxed(&url).await.unwrap();
+        migrate(&pool).await.unwrap();
+        sqlx::raw_sql(ONE_UPLOAD).execute(&pool).await.unwrap();
+        let id = MediaId::new("m");
+        settle_reservation(&relaxed, &completion(&id, 40)).await.unwrap();
+        (name, pool, relaxed, id)
+    }
+
+    /// Once its reservation is settled, an upload turns ready without
+    /// touching its app's row, so it does not wait while another upload of
+    /// the same app holds that row until its commit has flushed (every
+    /// upload of an app used to queue there, flush after flush).
+    #[tokio::test]
+    async fn an_upload_turns_ready_while_another_of_its_app_holds_the_app() {
+        let (name, pool, relaxed, id) = one_settled_upload().await;
+
+        // As another upload's reservation does until it commits.
+        let mut other = pool.begin().await.unwrap();
+        sqlx::query("SELECT 1 FROM apps WHERE id = 'app' FOR NO KEY UPDATE")
+            .execute(&mut *other)
+            .await
+            .unwrap();
+        let ready = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            mark_ready(&pool, &relaxed, &completion(&id, 0)),
+        )
+        .await;
+        other.rollback().await.unwrap();
+        let after = usage(&pool).await;
+        pool.close().await;
+        relaxed.close().await;
+        drop_postgres_database(&name).await;
+        assert!(
+            ready
+                .expect("the ready-marking waited for the app's row")
+                .unwrap(),
+            "the upload did not turn ready"
+        );
+        assert_eq!(after, (60, 60));
+    }
+
+    /// A settlement whose ready-marking never comes (a crash between the
+    /// two) leaves the app's usage equal to its rows' reservations, and the
+    /// reaper, taking the stale upload, gives back exactly what it held.
+    #[tokio::test]
+    async fn a_settled_upload_that_never_turns_ready_is_reaped_with_its_app_usage_exact() {
+        let (name, pool, relaxed, id) = one_settled_upload().await;
+        let settled = usage(&pool).await;
+        // A second settlement of the same completion changes nothing.
+        settle_reservation(&relaxed, &completion(&id, 40)).await.unwrap();
+        let again = usage(&pool).await;
+        let claimed = claim_due(&pool, 10, 500, 20, 10).await.unwrap();
+        let (used_bytes, used_media): (i64, i64) =
+            sqlx::query_as("SELECT used_bytes, used_media FROM apps WHERE id = 'app'")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        pool.close().await;
+        relaxed.close().await;
+        drop_postgres_database(&name).await;
+        assert_eq!(settled, (60, 60));
+        assert_eq!(again, (60, 60));
+        assert_eq!(claimed.len(), 1);
+        assert_eq!((used_bytes, used_media), (0, 0));
     }
 
     /// 20,000 media, 200 of them of the app `app`, with their keys,

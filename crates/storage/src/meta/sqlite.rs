@@ -147,30 +147,42 @@ pub(super) async fn insert_uploading(
 /// row's id is taken.
 const MEDIA_ID_TAKEN: &str = "UNIQUE constraint failed: media.id";
 
-/// Completion and its settlement: the row turns ready, then the app gives
-/// back the unused reservation. In a savepoint, as `insert_uploading`.
+/// Settlement and completion: the app gives back the unused reservation,
+/// then the row turns ready. In a savepoint, as `insert_uploading`.
 pub(super) async fn mark_ready(
     conn: &mut SqliteConnection,
     ready: &ReadyMedia<'_>,
 ) -> Result<bool, StoreError> {
     let mut tx = conn.begin().await?;
-    let app_id: Option<AppId> = sqlx::query_scalar(concat!(mark_ready_sql!(), " RETURNING app_id"))
+    if ready.unused_bytes != 0 {
+        let settled: Option<AppId> =
+            sqlx::query_scalar(concat!(settle_reservation_sql!(), " RETURNING app_id"))
+                .bind(ready.id)
+                .bind(ready.size_bytes)
+                .bind(ready.unused_bytes)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some(app_id) = settled {
+            sqlx::query(RELEASE)
+                .bind(&app_id)
+                .bind(ready.unused_bytes)
+                .bind(0_i64)
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
+    let done = sqlx::query(mark_ready_sql!())
         .bind(ready.id)
         .bind(ready.mime_type)
         .bind(ready.size_bytes)
         .bind(ready.sha256)
         .bind(ready.expires_at)
-        .fetch_optional(&mut *tx)
-        .await?;
-    let Some(app_id) = app_id else {
-        return Ok(false);
-    };
-    sqlx::query(RELEASE)
-        .bind(&app_id)
-        .bind(ready.unused_bytes)
-        .bind(0_i64)
         .execute(&mut *tx)
-        .await?;
+        .await?
+        .rows_affected();
+    if done == 0 {
+        return Ok(false);
+    }
     tx.commit().await?;
     Ok(true)
 }

@@ -46,14 +46,29 @@ macro_rules! shred_media {
     };
 }
 
+/// Lowers an uploading row's reservation to its size (binds: id, size,
+/// the unused rest), if it still holds size + rest; the caller gives the
+/// rest back to the app in the same transaction (`RELEASE`). The app's
+/// usage is the sum of its rows' reservations before and after.
+macro_rules! settle_reservation_sql {
+    () => {
+        concat!(
+            "UPDATE media SET reserved_bytes = $2 WHERE id = $1 AND state = ",
+            state_sql!(Uploading),
+            " AND reserved_bytes = $2 + $3"
+        )
+    };
+}
+
 /// Turns an uploading row ready (binds: id, mime type, size, SHA-256,
-/// expiry), its reservation now its size, unless its app was deleted.
+/// expiry), unless its app was deleted. It leaves the app's row alone: its
+/// reservation was settled before (`settle_reservation_sql!`).
 macro_rules! mark_ready_sql {
     () => {
         concat!(
             "UPDATE media SET state = ",
             state_sql!(Ready),
-            ", mime_type = $2, size_bytes = $3, sha256 = $4, expires_at = $5, due_at = $5, reserved_bytes = $3 \
+            ", mime_type = $2, size_bytes = $3, sha256 = $4, expires_at = $5, due_at = $5 \
              WHERE id = $1 AND state = ",
             state_sql!(Uploading),
             " AND EXISTS (SELECT 1 FROM apps WHERE apps.id = media.app_id AND apps.deleted_at IS NULL)"
