@@ -375,7 +375,11 @@ async fn the_sweep_removes_staging_files_of_crashed_uploads() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passes_fail_cleanly_while_the_database_is_down_and_recover() {
     let direct = Stores::new(Backends::PostgresS3).await;
-    let (app_id, token) = app_with_retention(&direct, "1s");
+    // Long enough that neither upload expires before the gate closes, even
+    // on a loaded machine where the second takes a while: with 1 s, a pass
+    // between the uploads could reap the first while the database was
+    // still there.
+    let (app_id, token) = app_with_retention(&direct, "3s");
     // The gate stands before the server the tests were given, wherever it listens.
     let (server, database) = direct.database_url.rsplit_once('/').unwrap();
     let (_, address) = server.rsplit_once('@').unwrap();
@@ -390,7 +394,8 @@ async fn passes_fail_cleanly_while_the_database_is_down_and_recover() {
     f.upload(&png_bytes(400)).await;
 
     gate.close();
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Past both expiries, with the database away all along.
+    tokio::time::sleep(Duration::from_millis(4000)).await;
     assert!(
         f.server.is_running(),
         "a failed pass must not take the server down"
