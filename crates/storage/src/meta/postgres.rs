@@ -147,7 +147,8 @@ pub(super) async fn mark_ready(
     Ok(done == 1)
 }
 
-pub(super) async fn settle_reservation(relaxed: &PgPool, ready: &ReadyMedia<'_>) -> Result<(), StoreError> {
+/// `SETTLE_RESERVATION_SQL` for `ready`, committed without waiting for its flush.
+async fn settle_reservation(relaxed: &PgPool, ready: &ReadyMedia<'_>) -> Result<(), StoreError> {
     sqlx::query(SETTLE_RESERVATION_SQL)
         .bind(ready.id)
         .bind(ready.size_bytes)
