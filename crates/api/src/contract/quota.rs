@@ -1,8 +1,8 @@
 //! The storage quota at the router: 403 `Storage quota exceeded` in the
 //! error shape, and its place in an upload's error order. It answers after
 //! authentication, the CAPI check, the upload rate and a `file_type` sent
-//! before the file; as the file starts (no room for another medium, or for
-//! a byte) or as it passes what is left, so before the size limit and the
+//! before the file; after the file's first 256 KiB (no room for another
+//! medium, or for a byte) or as it passes what is left, so before the size limit and the
 //! content check. A refused upload leaves nothing and holds nothing.
 
 use std::num::NonZeroU32;
@@ -214,4 +214,54 @@ async fn the_upload_rate_answers_before_the_quota() {
     held.abort().await;
     assert_eq!(usage(&s, &full).await, (0, 0));
     assert_eq!(s.stored().await, 0);
+}
+
+/// A small file is read whole before its upload begins, so its reservation
+/// is its size, not the request's length, from the start (and completing it
+/// has nothing to settle). Seen while the form's last part is still
+/// arriving: the file's upload has begun and holds the app's one medium.
+#[tokio::test]
+async fn a_small_file_reserves_exactly_its_size() {
+    let s = Service::new().await;
+    let app = app(&s, None, None).await;
+    let head = [
+        text("file_type", b"image/png"),
+        file(&png_bytes(500)),
+        format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\n").into_bytes(),
+    ]
+    .concat();
+    let tail = [b"later\r\n".to_vec(), end()].concat();
+    let length = head.len() + tail.len();
+    let (sender, body) = futures::channel::mpsc::unbounded::<Result<Bytes, Infallible>>();
+    sender.unbounded_send(Ok(head.into())).unwrap();
+    let request = Request::post(media_uri(&app.id, ""))
+        .header("token", &app.token)
+        .header("content-type", form_content_type())
+        .header("content-length", length)
+        .body(Body::from_stream(body))
+        .unwrap();
+    let while_arriving = async {
+        let sender = sender;
+        let held = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            loop {
+                let held = usage(&s, &app).await;
+                if held.0 == 1 {
+                    break held;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the file's upload did not begin");
+        sender.unbounded_send(Ok(tail.into())).unwrap();
+        held
+    };
+    let (reply, held) = tokio::join!(s.send_request(request), while_arriving);
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(
+        held,
+        (1, 500),
+        "held while the form arrived (the request is {length} bytes)"
+    );
+    assert_eq!(usage(&s, &app).await, (1, 500));
 }
