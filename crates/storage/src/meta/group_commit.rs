@@ -6,7 +6,8 @@
 //! completion), so uploads queued behind each other's fsyncs, and a writer
 //! that found the lock taken slept in SQLite's busy handler (1, 2, 5, 10 ms
 //! ...) however soon the lock came free. Here the upload path's writes run
-//! one after another on one connection, each in its own savepoint, inside a
+//! one after another on one connection, each in its own savepoint (or as a
+//! single statement, which writes all or nothing), inside a
 //! transaction that stays open while more arrive; one task commits it, and
 //! every write in it waits for that commit. A write is answered only once
 //! the commit that holds it has returned, so an acknowledged write is
@@ -57,9 +58,9 @@ impl GroupCommit {
 
     /// Runs `statements` in the open batch (opening one if none is) and
     /// returns what they returned once the batch holding them has
-    /// committed; an error fails the batch. They begin a savepoint of their
-    /// own on the connection, so that writing nothing leaves the others'
-    /// writes alone.
+    /// committed; an error fails the batch. Unless they are one statement,
+    /// they begin a savepoint of their own on the connection, so that
+    /// writing nothing leaves the others' writes alone.
     pub(super) async fn write<T>(
         &self,
         statements: impl AsyncFnOnce(&mut SqliteConnection) -> Result<T, StoreError>,

@@ -6,7 +6,7 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{Connection, SqliteConnection, SqlitePool};
 
-use super::usage::{QuotaDefaults, RELEASE, RESERVE};
+use super::usage::{QuotaDefaults, RELEASE};
 use super::{Intent, NewMedia, ReadyMedia};
 use crate::error::StoreError;
 use crate::ids::{AppId, MediaId};
@@ -84,34 +84,34 @@ pub(super) async fn migrations_tracked(pool: &SqlitePool) -> Result<bool, StoreE
     .await?)
 }
 
-/// The intent row, its wrapped key and the app's reservation: the
-/// conditional reservation first, and the rows only if it was granted. Runs
-/// in a savepoint of `conn`'s open transaction (a group commit's batch), so
-/// that writing nothing undoes only this write.
+/// The intent row, its wrapped key and the app's reservation, sent as one
+/// string of statements: one call to the connection's worker thread, where
+/// every write of the group commit queues, instead of one per statement.
+/// The rows are inserted only if the conditional reservation just before
+/// was granted (`changes()` is the rows the last statement changed). Binds:
+/// the reservation's `$1`-`$5`, then the row's.
+const INTENT: &str = concat!(
+    reserve_sql!(),
+    "; INSERT INTO media (id, app_id, state, filename, blob_key, format_version, segment_size, \
+     salt, nonce_prefix, created_at, expires_at, due_at, reserved_bytes) \
+     SELECT $6, $1, ",
+    state_sql!(Uploading),
+    ", $7, $8, $9, $10, $11, $12, $13, $14, $15, $2 WHERE changes() = 1; \
+     INSERT INTO media_keys (media_id, kek_id, wrapped_dek) SELECT $6, $16, $17 WHERE changes() = 1"
+);
+
+/// `INTENT` for `row`, in a savepoint of `conn`'s open transaction (a group
+/// commit's batch), so that writing nothing undoes only this write. The
+/// savepoint is sqlx's: dropped part way (its caller gone, or a statement
+/// failed), it is rolled back before the batch can commit.
 pub(super) async fn insert_uploading(
     conn: &mut SqliteConnection,
     row: &NewMedia<'_>,
     quota: QuotaDefaults,
 ) -> Result<Intent, StoreError> {
-    const MEDIA: &str = concat!(
-        "INSERT INTO media (id, app_id, state, filename, blob_key, \
-         format_version, segment_size, salt, nonce_prefix, created_at, expires_at, due_at, reserved_bytes) \
-         VALUES ($1, $2, ",
-        state_sql!(Uploading),
-        ", $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
-    );
-    const KEY: &str = "INSERT INTO media_keys (media_id, kek_id, wrapped_dek) VALUES ($1, $2, $3)";
     let mut tx = conn.begin().await?;
-    let reserved = bind_reservation!(sqlx::query(RESERVE), row.app_id, row.reserved_bytes, 1_i64, quota)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-    if reserved == 0 {
-        return Ok(Intent::NoRoom);
-    }
-    let inserted = sqlx::query(MEDIA)
+    let written = bind_reservation!(sqlx::query(INTENT), row.app_id, row.reserved_bytes, 1_i64, quota)
         .bind(row.id)
-        .bind(row.app_id)
         .bind(row.filename)
         .bind(row.blob_key)
         .bind(crate::format::VERSION)
@@ -121,25 +121,24 @@ pub(super) async fn insert_uploading(
         .bind(row.created_at)
         .bind(row.expires_at)
         .bind(row.abandon_at)
-        .bind(row.reserved_bytes)
-        .execute(&mut *tx)
-        .await;
-    match inserted {
-        Ok(_) => {}
-        // Dropping the transaction rolls the reservation back.
-        Err(sqlx::Error::Database(e)) if e.is_unique_violation() && e.message() == MEDIA_ID_TAKEN => {
-            return Ok(Intent::IdTaken);
-        }
-        Err(e) => return Err(e.into()),
-    }
-    sqlx::query(KEY)
-        .bind(row.id)
         .bind(row.kek_id)
         .bind(row.wrapped_dek)
         .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    Ok(Intent::Written)
+        .await;
+    match written {
+        // Nothing was reserved, so nothing was written.
+        Ok(done) if done.rows_affected() == 0 => Ok(Intent::NoRoom),
+        // The reservation, the row and its key.
+        Ok(_) => {
+            tx.commit().await?;
+            Ok(Intent::Written)
+        }
+        // Dropping the transaction rolls the reservation back.
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() && e.message() == MEDIA_ID_TAKEN => {
+            Ok(Intent::IdTaken)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// SQLite's message for a unique violation of `media`'s primary key (it
@@ -148,43 +147,50 @@ pub(super) async fn insert_uploading(
 const MEDIA_ID_TAKEN: &str = "UNIQUE constraint failed: media.id";
 
 /// Settlement and completion: the app gives back the unused reservation,
-/// then the row turns ready. In a savepoint, as `insert_uploading`.
+/// then the row turns ready. In a savepoint, as `insert_uploading`, unless
+/// there is nothing to settle: one statement then writes all or nothing,
+/// and the savepoint's two calls to the worker thread are saved.
 pub(super) async fn mark_ready(
     conn: &mut SqliteConnection,
     ready: &ReadyMedia<'_>,
 ) -> Result<bool, StoreError> {
-    let mut tx = conn.begin().await?;
-    if ready.unused_bytes != 0 {
-        let settled: Option<AppId> =
-            sqlx::query_scalar(concat!(settle_reservation_sql!(), " RETURNING app_id"))
-                .bind(ready.id)
-                .bind(ready.size_bytes)
-                .bind(ready.unused_bytes)
-                .fetch_optional(&mut *tx)
-                .await?;
-        if let Some(app_id) = settled {
-            sqlx::query(RELEASE)
-                .bind(&app_id)
-                .bind(ready.unused_bytes)
-                .bind(0_i64)
-                .execute(&mut *tx)
-                .await?;
-        }
+    if ready.unused_bytes == 0 {
+        let done = bind_ready(ready).execute(&mut *conn).await?.rows_affected();
+        return Ok(done == 1);
     }
-    let done = sqlx::query(mark_ready_sql!())
+    let mut tx = conn.begin().await?;
+    let settled: Option<AppId> = sqlx::query_scalar(concat!(settle_reservation_sql!(), " RETURNING app_id"))
         .bind(ready.id)
-        .bind(ready.mime_type)
         .bind(ready.size_bytes)
-        .bind(ready.sha256)
-        .bind(ready.expires_at)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        .bind(ready.unused_bytes)
+        .fetch_optional(&mut *tx)
+        .await?;
+    if let Some(app_id) = settled {
+        sqlx::query(RELEASE)
+            .bind(&app_id)
+            .bind(ready.unused_bytes)
+            .bind(0_i64)
+            .execute(&mut *tx)
+            .await?;
+    }
+    let done = bind_ready(ready).execute(&mut *tx).await?.rows_affected();
     if done == 0 {
         return Ok(false);
     }
     tx.commit().await?;
     Ok(true)
+}
+
+/// `mark_ready_sql!` bound for `ready`.
+fn bind_ready<'q>(
+    ready: &ReadyMedia<'q>,
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
+    sqlx::query(mark_ready_sql!())
+        .bind(ready.id)
+        .bind(ready.mime_type)
+        .bind(ready.size_bytes)
+        .bind(ready.sha256)
+        .bind(ready.expires_at)
 }
 
 /// The rows the claim takes, as in Postgres's claim: rows done with
