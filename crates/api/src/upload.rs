@@ -499,7 +499,10 @@ impl Form<'_> {
             })
         };
         let filename = field.file_name().map(clean_filename).filter(|f| !f.is_empty());
-        let (head, whole) = read_head(self.state, self.meter, &mut field).await?;
+        // Past the size limit, the upload begins at once and refuses the file.
+        let head_bytes =
+            usize::try_from(limit).map_or(READ_BEFORE_RESERVING, |l| l.min(READ_BEFORE_RESERVING));
+        let (head, whole) = read_head(self.state, self.meter, &mut field, head_bytes).await?;
         let expected_bytes = if whole {
             Some(head.iter().map(|chunk| chunk.len() as u64).sum())
         } else {
@@ -545,15 +548,16 @@ impl Form<'_> {
     }
 }
 
-/// A file part's first chunks, up to `READ_BEFORE_RESERVING` bytes or one
-/// chunk past them, and whether they are the whole file.
+/// A file part's first chunks, up to `bytes` or one chunk past them, and
+/// whether they are the whole file.
 async fn read_head(
     state: &ApiState,
     meter: &Meter,
     field: &mut Field<'_>,
+    bytes: usize,
 ) -> Result<(Vec<Bytes>, bool), UploadError> {
     let (mut head, mut read) = (Vec::new(), 0);
-    while read <= READ_BEFORE_RESERVING {
+    while read <= bytes {
         let Some(chunk) = next_chunk(state, meter, field).await? else {
             return Ok((head, true));
         };

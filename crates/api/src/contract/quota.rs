@@ -216,6 +216,16 @@ async fn the_upload_rate_answers_before_the_quota() {
     assert_eq!(s.stored().await, 0);
 }
 
+/// An upload for `app` of a form of `length` bytes sent as `body` arrives.
+fn streamed_upload(app: &AppKey, length: usize, body: Body) -> Request<Body> {
+    Request::post(media_uri(&app.id, ""))
+        .header("token", &app.token)
+        .header("content-type", form_content_type())
+        .header("content-length", length)
+        .body(body)
+        .unwrap()
+}
+
 /// A small file is read whole before its upload begins, so its reservation
 /// is its size, not the request's length, from the start (and completing it
 /// has nothing to settle). Seen while the form's last part is still
@@ -234,12 +244,7 @@ async fn a_small_file_reserves_exactly_its_size() {
     let length = head.len() + tail.len();
     let (sender, body) = futures::channel::mpsc::unbounded::<Result<Bytes, Infallible>>();
     sender.unbounded_send(Ok(head.into())).unwrap();
-    let request = Request::post(media_uri(&app.id, ""))
-        .header("token", &app.token)
-        .header("content-type", form_content_type())
-        .header("content-length", length)
-        .body(Body::from_stream(body))
-        .unwrap();
+    let request = streamed_upload(&app, length, Body::from_stream(body));
     let while_arriving = async {
         let sender = sender;
         let held = tokio::time::timeout(std::time::Duration::from_secs(10), async {
@@ -264,4 +269,36 @@ async fn a_small_file_reserves_exactly_its_size() {
         "held while the form arrived (the request is {length} bytes)"
     );
     assert_eq!(usage(&s, &app).await, (1, 500));
+}
+
+/// A file past the size limit is not read ahead to learn its size: with a
+/// limit below what is read before reserving, the upload begins once the
+/// limit is passed and answers 413 there.
+#[tokio::test]
+async fn a_file_past_a_small_limit_is_refused_without_reading_ahead() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let s = Service::new().await;
+    let app = app(&s, None, None).await;
+    let form = form("image/png", &png_bytes(2 * 1024 * 1024));
+    let length = form.len();
+    let read = Arc::new(AtomicUsize::new(0));
+    let counter = read.clone();
+    let pieces: Vec<Bytes> = form.chunks(16 * 1024).map(Bytes::copy_from_slice).collect();
+    // One piece at a time, as a connection delivers them.
+    let body = futures::stream::iter(pieces).then(move |piece| {
+        let counter = counter.clone();
+        async move {
+            tokio::task::yield_now().await;
+            counter.fetch_add(piece.len(), Ordering::Relaxed);
+            Ok::<_, Infallible>(piece)
+        }
+    });
+    let request = streamed_upload(&app, length, Body::from_stream(body));
+    s.send_request(request)
+        .await
+        .assert_error("past the limit", StatusCode::PAYLOAD_TOO_LARGE, TOO_LARGE);
+    let read = read.load(Ordering::Relaxed);
+    assert!(read <= 128 * 1024, "{read} bytes read for a limit of 1,000");
+    assert_eq!(usage(&s, &app).await, (0, 0));
 }
