@@ -2,8 +2,9 @@
 //! error shape, and its place in an upload's error order. It answers after
 //! authentication, the CAPI check, the upload rate and a `file_type` sent
 //! before the file; after the file's first 256 KiB (no room for another
-//! medium, or for a byte) or as it passes what is left, so before the size limit and the
-//! content check. A refused upload leaves nothing and holds nothing.
+//! medium, or for a byte) or as it passes what is left, so before the size
+//! limit and the content check. A refused upload leaves nothing and holds
+//! nothing.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
