@@ -502,12 +502,8 @@ impl Form<'_> {
         // Past the size limit, the upload begins at once and refuses the file.
         let head_bytes =
             usize::try_from(limit).map_or(READ_BEFORE_RESERVING, |l| l.min(READ_BEFORE_RESERVING));
-        let (head, whole) = read_head(self.state, self.meter, &mut field, head_bytes).await?;
-        let expected_bytes = if whole {
-            Some(head.iter().map(|chunk| chunk.len() as u64).sum())
-        } else {
-            self.expected_bytes
-        };
+        let (head, whole_size) = read_head(self.state, self.meter, &mut field, head_bytes).await?;
+        let expected_bytes = whole_size.or(self.expected_bytes);
         let upload = self.upload.insert(
             self.state
                 .vault
@@ -549,22 +545,22 @@ impl Form<'_> {
 }
 
 /// A file part's first chunks, up to `bytes` or one chunk past them, and
-/// whether they are the whole file.
+/// the file's size if they are the whole file.
 async fn read_head(
     state: &ApiState,
     meter: &Meter,
     field: &mut Field<'_>,
     bytes: usize,
-) -> Result<(Vec<Bytes>, bool), UploadError> {
+) -> Result<(Vec<Bytes>, Option<u64>), UploadError> {
     let (mut head, mut read) = (Vec::new(), 0);
     while read <= bytes {
         let Some(chunk) = next_chunk(state, meter, field).await? else {
-            return Ok((head, true));
+            return Ok((head, Some(read as u64)));
         };
         read += chunk.len();
         head.push(chunk);
     }
-    Ok((head, false))
+    Ok((head, None))
 }
 
 /// A file part's next chunk. A client that stops sending is cut after the

@@ -135,12 +135,7 @@ pub(super) async fn mark_ready(
     if ready.unused_bytes != 0 {
         settle_reservation(relaxed, ready).await?;
     }
-    let done = sqlx::query(mark_ready_sql!())
-        .bind(ready.id)
-        .bind(ready.mime_type)
-        .bind(ready.size_bytes)
-        .bind(ready.sha256)
-        .bind(ready.expires_at)
+    let done = bind_ready!(sqlx::query(mark_ready_sql!()), ready)
         .execute(pool)
         .await?
         .rows_affected();
@@ -149,10 +144,7 @@ pub(super) async fn mark_ready(
 
 /// `SETTLE_RESERVATION_SQL` for `ready`, committed without waiting for its flush.
 async fn settle_reservation(relaxed: &PgPool, ready: &ReadyMedia<'_>) -> Result<(), StoreError> {
-    sqlx::query(SETTLE_RESERVATION_SQL)
-        .bind(ready.id)
-        .bind(ready.size_bytes)
-        .bind(ready.unused_bytes)
+    bind_settlement!(sqlx::query(SETTLE_RESERVATION_SQL), ready)
         .execute(relaxed)
         .await?;
     Ok(())

@@ -155,16 +155,19 @@ pub(super) async fn mark_ready(
     ready: &ReadyMedia<'_>,
 ) -> Result<bool, StoreError> {
     if ready.unused_bytes == 0 {
-        let done = bind_ready(ready).execute(&mut *conn).await?.rows_affected();
+        let done = bind_ready!(sqlx::query(mark_ready_sql!()), ready)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
         return Ok(done == 1);
     }
     let mut tx = conn.begin().await?;
-    let settled: Option<AppId> = sqlx::query_scalar(concat!(settle_reservation_sql!(), " RETURNING app_id"))
-        .bind(ready.id)
-        .bind(ready.size_bytes)
-        .bind(ready.unused_bytes)
-        .fetch_optional(&mut *tx)
-        .await?;
+    let settled: Option<AppId> = bind_settlement!(
+        sqlx::query_scalar(concat!(settle_reservation_sql!(), " RETURNING app_id")),
+        ready
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
     if let Some(app_id) = settled {
         sqlx::query(RELEASE)
             .bind(&app_id)
@@ -173,24 +176,15 @@ pub(super) async fn mark_ready(
             .execute(&mut *tx)
             .await?;
     }
-    let done = bind_ready(ready).execute(&mut *tx).await?.rows_affected();
+    let done = bind_ready!(sqlx::query(mark_ready_sql!()), ready)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
     if done == 0 {
         return Ok(false);
     }
     tx.commit().await?;
     Ok(true)
-}
-
-/// `mark_ready_sql!` bound for `ready`.
-fn bind_ready<'q>(
-    ready: &ReadyMedia<'q>,
-) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
-    sqlx::query(mark_ready_sql!())
-        .bind(ready.id)
-        .bind(ready.mime_type)
-        .bind(ready.size_bytes)
-        .bind(ready.sha256)
-        .bind(ready.expires_at)
 }
 
 /// The rows the claim takes, as in Postgres's claim: rows done with

@@ -60,6 +60,17 @@ macro_rules! settle_reservation_sql {
     };
 }
 
+/// Binds `settle_reservation_sql!`'s `$1`-`$3` on `$query` for the
+/// completion `$ready`.
+macro_rules! bind_settlement {
+    ($query:expr, $ready:expr) => {
+        $query
+            .bind($ready.id)
+            .bind($ready.size_bytes)
+            .bind($ready.unused_bytes)
+    };
+}
+
 /// Turns an uploading row ready (binds: id, mime type, size, SHA-256,
 /// expiry), unless its app was deleted. It leaves the app's row alone: its
 /// reservation was settled before (`settle_reservation_sql!`).
@@ -73,6 +84,19 @@ macro_rules! mark_ready_sql {
             state_sql!(Uploading),
             " AND EXISTS (SELECT 1 FROM apps WHERE apps.id = media.app_id AND apps.deleted_at IS NULL)"
         )
+    };
+}
+
+/// Binds `mark_ready_sql!`'s `$1`-`$5` on `$query` for the completion
+/// `$ready`.
+macro_rules! bind_ready {
+    ($query:expr, $ready:expr) => {
+        $query
+            .bind($ready.id)
+            .bind($ready.mime_type)
+            .bind($ready.size_bytes)
+            .bind($ready.sha256)
+            .bind($ready.expires_at)
     };
 }
 
