@@ -9,17 +9,30 @@
 //! one after another on one connection, each in its own savepoint (or as a
 //! single statement, which writes all or nothing), inside a
 //! transaction that stays open while more arrive; one task commits it, and
-//! every write in it waits for that commit. A write is answered only once
-//! the commit that holds it has returned, so an acknowledged write is
-//! exactly as durable as when it committed alone; only the fsync is shared.
+//! every write in it waits for that commit.
+//!
+//! That connection commits with `synchronous = NORMAL`: the commit appends
+//! the batch to the WAL without syncing it, and the committer then syncs the
+//! WAL file itself (`WalSync`) after letting go of the write lock, so the
+//! next batch's statements run while the disk works. A write is answered
+//! only once a sync that began after its commit has returned, so an
+//! acknowledged write is exactly as durable as when it committed alone with
+//! `FULL`; only the fsync is shared. (Another connection may read a batch
+//! between its commit and its sync; a crash in that moment loses only writes
+//! nobody was told of: the upload path's rows name media whose ids have not
+//! been answered yet.)
 //!
 //! Writes queue on a fair lock in arrival order, and the committer queues on
 //! the same lock: everything that arrived before it goes into the batch, and
-//! whatever arrives while the batch syncs forms the next one. The process's
-//! other writes take a turn on the same lock between batches (`turn`).
+//! whatever arrives while the batch commits and syncs forms the next one.
+//! The process's other writes take a turn on the same lock between batches
+//! (`turn`), on the main pool, which commits with `FULL`.
 
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
 use std::sync::Arc;
 
+use sqlx::sqlite::{SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
 use tokio::sync::{Mutex, MutexGuard, mpsc, watch};
 
@@ -31,7 +44,9 @@ type Outcome = Option<Result<(), Arc<str>>>;
 
 pub(crate) struct GroupCommit {
     open: Arc<Mutex<Option<Batch>>>,
-    pool: SqlitePool,
+    /// The batches' one connection, which commits without syncing.
+    batches: SqlitePool,
+    wal: Arc<WalSync>,
     /// Tells the committer a batch may be open; a full channel means it has
     /// already been told. Closing it (dropping this) ends the committer.
     wake: mpsc::Sender<()>,
@@ -48,12 +63,36 @@ struct Batch {
 }
 
 impl GroupCommit {
-    /// Starts the committer on the current runtime.
-    pub(super) fn start(pool: SqlitePool) -> GroupCommit {
+    /// Starts the committer on the current runtime, for the database
+    /// `pool` opens (the batches get a connection of their own to it).
+    pub(super) async fn start(pool: &SqlitePool) -> Result<GroupCommit, StoreError> {
+        let wal = Arc::new(WalSync::of(pool).await?);
+        let options = (*pool.connect_options())
+            .clone()
+            .synchronous(SqliteSynchronous::Normal);
+        // One connection, kept for the process's life; it is never shared,
+        // so it needs no test before each batch (a round trip to SQLite's
+        // thread).
+        let batches = SqlitePoolOptions::new()
+            .max_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .test_before_acquire(false)
+            .connect_lazy_with(options);
         let open = Arc::new(Mutex::new(None));
         let (wake, woken) = mpsc::channel(1);
-        tokio::spawn(commit_batches(open.clone(), woken));
-        GroupCommit { open, pool, wake }
+        tokio::spawn(commit_batches(open.clone(), woken, wal.clone()));
+        Ok(GroupCommit {
+            open,
+            batches,
+            wal,
+            wake,
+        })
+    }
+
+    /// Closes the batches' connection (the main pool is its owner's).
+    pub(super) async fn close(&self) {
+        self.batches.close().await;
     }
 
     /// Runs `statements` in the open batch (opening one if none is) and
@@ -79,7 +118,7 @@ impl GroupCommit {
         if open.is_none() {
             // IMMEDIATE: take the write lock now, not at the first write,
             // which could then fail at once if another connection wrote.
-            let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+            let tx = self.batches.begin_with("BEGIN IMMEDIATE").await?;
             *open = Some(Batch {
                 tx,
                 failed: false,
@@ -104,7 +143,8 @@ impl GroupCommit {
         if let Some(batch) = open.take() {
             // On a task of its own: a caller that goes away mid-commit
             // must not leave the batch's writes without an answer.
-            let _ = tokio::spawn(finish(batch)).await;
+            let wal = self.wal.clone();
+            let _ = tokio::spawn(async move { commit(batch).await.sync(&wal).await }).await;
         }
         Turn { _open: open }
     }
@@ -163,20 +203,28 @@ pub(crate) struct Turn<'a> {
 }
 
 /// Commits whatever batch is open each time a write ends its turn, until
-/// the `GroupCommit` is dropped.
-async fn commit_batches(open: Arc<Mutex<Option<Batch>>>, mut woken: mpsc::Receiver<()>) {
+/// the `GroupCommit` is dropped. The lock is let go as soon as the batch has
+/// committed, so that the next batch fills while this one's WAL syncs; the
+/// next commit waits for this sync, so syncs run one at a time.
+async fn commit_batches(open: Arc<Mutex<Option<Batch>>>, mut woken: mpsc::Receiver<()>, wal: Arc<WalSync>) {
     while woken.recv().await.is_some() {
-        let mut open = open.lock().await;
-        if let Some(batch) = open.take() {
-            finish(batch).await;
+        let batch = open.lock().await.take();
+        if let Some(batch) = batch {
+            commit(batch).await.sync(&wal).await;
         }
     }
 }
 
-/// Commits a batch (rolls it back if a write in it failed) and tells its
-/// writes how that went.
-async fn finish(batch: Batch) {
-    let outcome = if batch.failed {
+/// A batch committed (or not) but not yet synced, with its writes' answer.
+struct Committed {
+    result: Result<(), Arc<str>>,
+    outcome: watch::Sender<Outcome>,
+}
+
+/// Commits a batch (rolls it back if a write in it failed). Its writes are
+/// told how that went only by `Committed::sync`.
+async fn commit(batch: Batch) -> Committed {
+    let result = if batch.failed {
         let _ = batch.tx.rollback().await;
         Err(Arc::from(
             "rolled back with a write in the same batch that failed",
@@ -184,10 +232,99 @@ async fn finish(batch: Batch) {
     } else {
         batch.tx.commit().await.map_err(|e| Arc::from(e.to_string()))
     };
-    if let Err(error) = &outcome {
-        tracing::warn!(%error, "SQLite group commit failed; every write in it fails");
+    Committed {
+        result,
+        outcome: batch.outcome,
     }
-    batch.outcome.send_replace(Some(outcome));
+}
+
+impl Committed {
+    /// Syncs the WAL if the batch committed, then answers its writes.
+    async fn sync(self, wal: &Arc<WalSync>) {
+        let outcome = match self.result {
+            Ok(()) => {
+                #[cfg(test)]
+                let _gate = wal.gate.acquire().await;
+                let wal = wal.clone();
+                match tokio::task::spawn_blocking(move || wal.sync()).await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(error)) => Err(Arc::from(format!("the WAL could not be synced: {error}"))),
+                    Err(error) => Err(Arc::from(format!("the WAL sync stopped: {error}"))),
+                }
+            }
+            Err(error) => Err(error),
+        };
+        if let Err(error) = &outcome {
+            tracing::warn!(%error, "SQLite group commit failed; every write in it fails");
+        }
+        self.outcome.send_replace(Some(outcome));
+    }
+}
+
+/// Syncs the database's WAL file, which the batches' connection appends to
+/// without syncing.
+struct WalSync {
+    /// None for a database in memory, which has nothing to sync.
+    path: Option<PathBuf>,
+    /// The WAL file (device, inode) whose directory entry has been synced.
+    /// SQLite syncs the directory the first time it syncs a new WAL; so
+    /// does this, once per file, since a WAL that a power cut unlinks takes
+    /// its frames with it.
+    entry_synced: std::sync::Mutex<Option<(u64, u64)>>,
+    /// Each sync takes this gate's one permit; a test holds it to keep
+    /// syncs waiting.
+    #[cfg(test)]
+    gate: tokio::sync::Semaphore,
+    /// The syncs made, for tests to count.
+    #[cfg(test)]
+    syncs: std::sync::atomic::AtomicU64,
+}
+
+impl WalSync {
+    /// The WAL of the database `pool` opens (its main file's path and
+    /// `-wal`, as SQLite names it).
+    async fn of(pool: &SqlitePool) -> Result<WalSync, StoreError> {
+        let (_, _, file): (i64, String, String) =
+            sqlx::query_as("PRAGMA database_list").fetch_one(pool).await?;
+        Ok(WalSync {
+            path: (!file.is_empty()).then(|| PathBuf::from(format!("{file}-wal"))),
+            entry_synced: std::sync::Mutex::new(None),
+            #[cfg(test)]
+            gate: tokio::sync::Semaphore::new(1),
+            #[cfg(test)]
+            syncs: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    /// Makes every frame appended so far durable: a sync of the file's
+    /// data through any descriptor covers every write to it. The file is
+    /// opened each time, since SQLite may delete and recreate it.
+    fn sync(&self) -> std::io::Result<()> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        let file = match std::fs::File::open(path) {
+            Ok(file) => file,
+            // SQLite deletes the WAL only when its last connection closes,
+            // after copying every frame into the database file and syncing
+            // it: nothing is left to sync.
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(error) => return Err(error),
+        };
+        file.sync_data()?;
+        #[cfg(test)]
+        self.syncs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let metadata = file.metadata()?;
+        let id = (metadata.dev(), metadata.ino());
+        let mut entry_synced = self.entry_synced.lock().unwrap_or_else(|e| e.into_inner());
+        if *entry_synced != Some(id) {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::File::open(dir)?.sync_all()?;
+            }
+            *entry_synced = Some(id);
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -209,7 +346,7 @@ mod tests {
             .await
             .unwrap();
         let outside = SqlitePoolOptions::new().connect(&url).await.unwrap();
-        (Arc::new(GroupCommit::start(pool)), outside)
+        (Arc::new(GroupCommit::start(&pool).await.unwrap()), outside)
     }
 
     /// Inserts `x` in its own savepoint; an `x` already there is a write
@@ -241,25 +378,23 @@ mod tests {
             .unwrap()
     }
 
-    /// Writes at the same time share commits, and each is committed (seen
-    /// from another connection) by the time it is answered; the same writes
-    /// one after another take a commit each.
+    /// Writes at the same time share commits and syncs of the WAL, and each
+    /// is committed (seen from another connection) by the time it is
+    /// answered; the same writes one after another take a sync each.
     #[tokio::test]
     async fn concurrent_writes_share_commits_and_each_is_committed_when_answered() {
         let dir = tempfile::tempdir().unwrap();
         let (group, outside) = setup(&dir).await;
 
-        let before = wal_frames(&dir);
+        let syncs = || group.wal.syncs.load(std::sync::atomic::Ordering::Relaxed);
+        let before = syncs();
         for x in 0..64 {
             assert!(write(&group, x).await.unwrap());
         }
-        let one_by_one = wal_frames(&dir) - before;
-        assert!(
-            one_by_one >= 64,
-            "64 writes one by one appended {one_by_one} frames"
-        );
+        let one_by_one = syncs() - before;
+        assert_eq!(one_by_one, 64, "64 writes one by one took {one_by_one} syncs");
 
-        let before = wal_frames(&dir);
+        let before = syncs();
         let tasks: Vec<_> = (100..164)
             .map(|x| {
                 let (group, outside) = (group.clone(), outside.clone());
@@ -272,8 +407,94 @@ mod tests {
         for task in tasks {
             task.await.unwrap();
         }
-        let together = wal_frames(&dir) - before;
-        assert!(together < 16, "64 writes at once appended {together} frames");
+        let together = syncs() - before;
+        assert!(together < 16, "64 writes at once took {together} syncs");
+    }
+
+    /// Writes `x` on a task of its own, which it returns once another
+    /// connection sees `x` committed (syncs held, it is not answered yet).
+    async fn committed_unsynced(
+        group: &Arc<GroupCommit>,
+        outside: &SqlitePool,
+        x: i64,
+    ) -> tokio::task::JoinHandle<Result<bool, StoreError>> {
+        let writing = tokio::spawn({
+            let group = group.clone();
+            async move { write(&group, x).await }
+        });
+        for _ in 0..100 {
+            if committed(outside, x).await {
+                return writing;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("{x} was never committed");
+    }
+
+    /// A committed batch's writes are answered only once the WAL has been
+    /// synced after the commit: the batches' connection commits without
+    /// syncing, so answering at the commit would acknowledge writes a power
+    /// cut could still take.
+    #[tokio::test]
+    async fn a_write_is_answered_only_once_the_wal_is_synced_after_its_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let (group, outside) = setup(&dir).await;
+        let syncs_held = group.wal.gate.acquire().await.unwrap();
+        let waiting = committed_unsynced(&group, &outside, 7).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            !waiting.is_finished(),
+            "a write was answered before the WAL was synced"
+        );
+        drop(syncs_held);
+        assert!(waiting.await.unwrap().unwrap());
+    }
+
+    /// The write lock is let go once a batch commits, so the next batch's
+    /// statements run while the first one's WAL syncs.
+    #[tokio::test]
+    async fn the_next_batch_runs_its_statements_while_one_syncs() {
+        let dir = tempfile::tempdir().unwrap();
+        let (group, outside) = setup(&dir).await;
+        let syncs_held = group.wal.gate.acquire().await.unwrap();
+        let first = committed_unsynced(&group, &outside, 1).await;
+        let (ran, statements_ran) = tokio::sync::oneshot::channel();
+        let second = tokio::spawn({
+            let group = group.clone();
+            async move {
+                group
+                    .write(async |conn| {
+                        let inserted = insert(conn, 2).await;
+                        let _ = ran.send(());
+                        inserted
+                    })
+                    .await
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(5), statements_ran)
+            .await
+            .expect("the next batch waited for the first one's sync")
+            .unwrap();
+        assert!(!first.is_finished());
+        drop(syncs_held);
+        assert!(first.await.unwrap().unwrap());
+        assert!(second.await.unwrap().unwrap());
+        assert!(committed(&outside, 2).await);
+    }
+
+    /// A database in memory (`sqlite::memory:`) has no WAL to sync; the
+    /// batches' connection writes to the same database as the main pool.
+    #[tokio::test]
+    async fn a_database_in_memory_takes_writes_without_a_wal() {
+        let pool = super::super::sqlite::connect("sqlite::memory:").await.unwrap();
+        sqlx::query("CREATE TABLE t (x INTEGER PRIMARY KEY)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let group = GroupCommit::start(&pool).await.unwrap();
+        assert!(group.wal.path.is_none());
+        assert!(write(&group, 5).await.unwrap());
+        assert!(committed(&pool, 5).await);
     }
 
     /// A write that writes nothing (its savepoint rolled back, as when a
@@ -382,7 +603,7 @@ mod tests {
         use std::sync::atomic::{AtomicBool, Ordering};
 
         let dir = tempfile::tempdir().unwrap();
-        let (group, _outside) = setup(&dir).await;
+        let (group, outside) = setup(&dir).await;
         let stop = Arc::new(AtomicBool::new(false));
         let writers: Vec<_> = (0..32_i64)
             .map(|w| {
@@ -409,7 +630,7 @@ mod tests {
             let _turn = group.turn().await;
             sqlx::query("INSERT INTO t (x) VALUES ($1)")
                 .bind(x)
-                .execute(&group.pool)
+                .execute(&outside)
                 .await
                 .unwrap();
             slowest = slowest.max(started.elapsed());
@@ -422,16 +643,5 @@ mod tests {
             slowest < Duration::from_secs(2),
             "a write waited {slowest:?} for its turn"
         );
-    }
-
-    /// The frames in the WAL: every commit appends the pages it changed,
-    /// at least one, and nothing checkpoints here (SQLite's automatic
-    /// checkpoint waits for 1,000 frames).
-    fn wal_frames(dir: &tempfile::TempDir) -> u64 {
-        const HEADER: u64 = 32;
-        const FRAME_HEADER: u64 = 24;
-        const PAGE: u64 = 4096;
-        let size = std::fs::metadata(dir.path().join("t.db-wal")).map_or(0, |m| m.len());
-        size.saturating_sub(HEADER) / (PAGE + FRAME_HEADER)
     }
 }

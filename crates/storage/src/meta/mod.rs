@@ -111,7 +111,7 @@ impl Metadata {
             DatabaseUrl::Sqlite(url) => {
                 let pool = sqlite::connect(url).await?;
                 Ok(Metadata::Sqlite {
-                    writes: group_commit::GroupCommit::start(pool.clone()),
+                    writes: group_commit::GroupCommit::start(&pool).await?,
                     pool,
                 })
             }
@@ -132,8 +132,9 @@ impl Metadata {
 
     pub(crate) async fn close(&self) {
         on_pool!(self, pool => pool.close().await);
-        if let Metadata::Postgres { relaxed, .. } = self {
-            relaxed.close().await;
+        match self {
+            Metadata::Postgres { relaxed, .. } => relaxed.close().await,
+            Metadata::Sqlite { writes, .. } => writes.close().await,
         }
     }
 

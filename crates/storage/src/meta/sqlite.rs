@@ -26,6 +26,9 @@ pub(super) async fn connect(url: &str) -> Result<SqlitePool, StoreError> {
     }
     Ok(SqlitePoolOptions::new()
         .max_connections(8)
+        // A connection to a file does not go stale as a socket does; the
+        // test would cost each query a round trip to SQLite's thread.
+        .test_before_acquire(false)
         .acquire_timeout(Duration::from_secs(10))
         .connect_with(options)
         .await?)
