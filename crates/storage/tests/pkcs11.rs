@@ -41,13 +41,12 @@ fn new_label() -> String {
 /// module is already initialised in this process, and logged in.
 fn own_session() -> Session {
     let library = Pkcs11::new(env("MEDIAVAULT_TEST_PKCS11_MODULE")).unwrap();
-    match library.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+    let initialize = || match library.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
         Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
         Err(error) => panic!("C_Initialize: {error}"),
-    }
+    };
+    initialize();
     let label = env("MEDIAVAULT_TEST_PKCS11_TOKEN");
-    // SoftHSM2 may fail to read a token whose files another test process
-    // is writing at that moment: a few tries, as the provider makes.
     let find_slot = || {
         let slots = library.get_slots_with_token().ok()?;
         slots.into_iter().find(|slot| {
@@ -56,9 +55,20 @@ fn own_session() -> Session {
                 .is_ok_and(|info| info.label() == label)
         })
     };
+    // SoftHSM2 may fail to read a token whose files another test process
+    // is writing at that moment, and then leaves it out, or invalid, in this
+    // process until the module is initialised again (it reads the token
+    // directory only in C_Initialize; `OSToken::index` never turns an
+    // invalid token valid). So each try starts the module afresh, as the
+    // provider does when it connects; the provider's sessions closed with
+    // it are opened again at its next call.
     let slot = (0..5)
         .find_map(|attempt| {
-            std::thread::sleep(std::time::Duration::from_millis(200) * attempt);
+            if attempt > 0 {
+                std::thread::sleep(std::time::Duration::from_millis(200) * attempt);
+                let _ = library.clone().finalize();
+                initialize();
+            }
             find_slot()
         })
         .expect("the test token");
