@@ -90,6 +90,15 @@ impl GroupCommit {
         })
     }
 
+    /// Fails once a sync of the WAL has failed: no batch commits after that
+    /// until a restart (see `WalSync::failed`).
+    pub(super) fn check(&self) -> Result<(), StoreError> {
+        if self.wal.failed.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(StoreError::GroupCommit(WAL_SYNC_FAILED.into()));
+        }
+        Ok(())
+    }
+
     /// Closes the batches' connection (the main pool is its owner's).
     pub(super) async fn close(&self) {
         self.batches.close().await;
@@ -261,6 +270,10 @@ impl Committed {
     }
 }
 
+/// Why every batch fails after a failed sync of the WAL.
+const WAL_SYNC_FAILED: &str =
+    "an earlier sync of SQLite's WAL failed; check the disk, then restart the service";
+
 /// Syncs the database's WAL file, which the batches' connection appends to
 /// without syncing.
 struct WalSync {
@@ -271,6 +284,16 @@ struct WalSync {
     /// does this, once per file, since a WAL that a power cut unlinks takes
     /// its frames with it.
     entry_synced: std::sync::Mutex<Option<(u64, u64)>>,
+    /// A sync failed: no later one is trusted. Linux may drop the pages it
+    /// failed to write and report the next sync clean (why PostgreSQL stops
+    /// on such a failure), and SQLite's recovery drops every frame after a
+    /// missing one, so a later "synced" batch could still be lost. Every
+    /// batch fails from then on, until a restart has SQLite recover the WAL
+    /// from what the disk holds.
+    failed: std::sync::atomic::AtomicBool,
+    /// Makes the next sync fail, for tests.
+    #[cfg(test)]
+    fail_next: std::sync::atomic::AtomicBool,
     /// Each sync takes this gate's one permit; a test holds it to keep
     /// syncs waiting.
     #[cfg(test)]
@@ -289,6 +312,9 @@ impl WalSync {
         Ok(WalSync {
             path: (!file.is_empty()).then(|| PathBuf::from(format!("{file}-wal"))),
             entry_synced: std::sync::Mutex::new(None),
+            failed: std::sync::atomic::AtomicBool::new(false),
+            #[cfg(test)]
+            fail_next: std::sync::atomic::AtomicBool::new(false),
             #[cfg(test)]
             gate: tokio::sync::Semaphore::new(1),
             #[cfg(test)]
@@ -298,10 +324,28 @@ impl WalSync {
 
     /// Makes every frame appended so far durable: a sync of the file's
     /// data through any descriptor covers every write to it. The file is
-    /// opened each time, since SQLite may delete and recreate it.
+    /// opened each time, since SQLite may delete and recreate it. A file
+    /// that cannot be opened (no descriptor left, say) fails only this
+    /// batch: its frames are still in the page cache for the next sync.
     fn sync(&self) -> std::io::Result<()> {
+        use std::sync::atomic::Ordering;
         let Some(path) = &self.path else {
             return Ok(());
+        };
+        if self.failed.load(Ordering::Acquire) {
+            return Err(std::io::Error::other(WAL_SYNC_FAILED));
+        }
+        let trusted = |synced: std::io::Result<()>| {
+            #[cfg(test)]
+            let synced = match self.fail_next.swap(false, Ordering::AcqRel) {
+                true => Err(std::io::Error::other("failure made by a test")),
+                false => synced,
+            };
+            if let Err(error) = &synced {
+                self.failed.store(true, Ordering::Release);
+                tracing::error!(%error, "syncing SQLite's WAL failed; every upload fails until the service restarts");
+            }
+            synced
         };
         let file = match std::fs::File::open(path) {
             Ok(file) => file,
@@ -311,15 +355,15 @@ impl WalSync {
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(error) => return Err(error),
         };
-        file.sync_data()?;
+        trusted(file.sync_data())?;
         #[cfg(test)]
-        self.syncs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.syncs.fetch_add(1, Ordering::Relaxed);
         let metadata = file.metadata()?;
         let id = (metadata.dev(), metadata.ino());
         let mut entry_synced = self.entry_synced.lock().unwrap_or_else(|e| e.into_inner());
         if *entry_synced != Some(id) {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::File::open(dir)?.sync_all()?;
+                trusted(std::fs::File::open(dir)?.sync_all())?;
             }
             *entry_synced = Some(id);
         }
@@ -339,12 +383,19 @@ mod tests {
     /// A group commit on a fresh database with one table, and a second pool
     /// on the same file that sees only what has been committed.
     async fn setup(dir: &tempfile::TempDir) -> (Arc<GroupCommit>, SqlitePool) {
-        let url = format!("sqlite://{}/t.db", dir.path().display());
-        let pool = super::super::sqlite::connect(&url).await.unwrap();
+        let (group, outside) = start_on(dir).await;
         sqlx::query("CREATE TABLE t (x INTEGER PRIMARY KEY)")
-            .execute(&pool)
+            .execute(&outside)
             .await
             .unwrap();
+        (group, outside)
+    }
+
+    /// A group commit on the database in `dir` (the process's main pool
+    /// made as the service makes it), and a second pool on the same file.
+    async fn start_on(dir: &tempfile::TempDir) -> (Arc<GroupCommit>, SqlitePool) {
+        let url = format!("sqlite://{}/t.db", dir.path().display());
+        let pool = super::super::sqlite::connect(&url).await.unwrap();
         let outside = SqlitePoolOptions::new().connect(&url).await.unwrap();
         (Arc::new(GroupCommit::start(&pool).await.unwrap()), outside)
     }
@@ -480,6 +531,32 @@ mod tests {
         assert!(first.await.unwrap().unwrap());
         assert!(second.await.unwrap().unwrap());
         assert!(committed(&outside, 2).await);
+    }
+
+    /// After a sync of the WAL fails, every later batch fails too, though
+    /// its own sync would succeed: the failed one may have lost frames that
+    /// later ones build on.
+    #[tokio::test]
+    async fn after_a_failed_sync_every_batch_fails_until_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let (group, _outside) = setup(&dir).await;
+        assert!(write(&group, 1).await.unwrap());
+        assert!(group.check().is_ok());
+        group
+            .wal
+            .fail_next
+            .store(true, std::sync::atomic::Ordering::Release);
+        for x in [2, 3] {
+            let failed = write(&group, x).await;
+            assert!(
+                matches!(&failed, Err(StoreError::GroupCommit(_))),
+                "a write after a failed sync answered {failed:?}"
+            );
+        }
+        assert!(group.check().is_err(), "the failure is not reported");
+        drop(group);
+        let (restarted, _) = start_on(&dir).await;
+        assert!(write(&restarted, 4).await.unwrap());
     }
 
     /// A database in memory (`sqlite::memory:`) has no WAL to sync; the

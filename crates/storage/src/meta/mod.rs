@@ -127,6 +127,9 @@ impl Metadata {
 
     pub(crate) async fn ping(&self) -> Result<(), StoreError> {
         on_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(|r| r.rows_affected()))?;
+        if let Metadata::Sqlite { writes, .. } = self {
+            writes.check()?;
+        }
         Ok(())
     }
 
