@@ -22,6 +22,13 @@
 //! nobody was told of: the upload path's rows name media whose ids have not
 //! been answered yet.)
 //!
+//! A write that asks only to be committed (`Answered::Committed`: an
+//! upload's intent) is answered at its batch's commit, and a batch of such
+//! writes alone is not synced at all. The WAL is appended to in order, so
+//! the sync that answers the upload's completion makes its intent durable
+//! too; a power cut before then loses an intent nobody was told of, as
+//! `synchronous_commit = off` does for the same row on PostgreSQL.
+//!
 //! Writes queue on a fair lock in arrival order, and the committer queues on
 //! the same lock: everything that arrived before it goes into the batch, and
 //! whatever arrives while the batch commits and syncs forms the next one.
@@ -38,9 +45,39 @@ use tokio::sync::{Mutex, MutexGuard, mpsc, watch};
 
 use crate::error::StoreError;
 
-/// The outcome of one batch's commit, shared by every write in it (an error
-/// as its message: every waiter gets its own copy).
-type Outcome = Option<Result<(), Arc<str>>>;
+/// Where one batch has got to, shared by every write in it (an error as its
+/// message: every waiter gets its own copy).
+#[derive(Clone, Debug)]
+enum Outcome {
+    Open,
+    Committed,
+    Synced,
+    Failed(Arc<str>),
+}
+
+/// When a write is answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Answered {
+    /// Once a sync of the WAL that began after its batch's commit has
+    /// returned: a power cut cannot take it.
+    Synced,
+    /// Once its batch has committed: a crash of the process cannot take it,
+    /// a power cut before the next sync can. Only for a write whose loss
+    /// loses nothing anyone was told of, and which a later synced write of
+    /// the same caller depends on (an upload's intent, then its completion).
+    Committed,
+}
+
+impl Outcome {
+    /// Whether a write that is `answered` so can be told.
+    fn answers(&self, answered: Answered) -> bool {
+        match self {
+            Outcome::Open => false,
+            Outcome::Committed => answered == Answered::Committed,
+            Outcome::Synced | Outcome::Failed(_) => true,
+        }
+    }
+}
 
 pub(crate) struct GroupCommit {
     open: Arc<Mutex<Option<Batch>>>,
@@ -59,6 +96,8 @@ struct Batch {
     /// transaction with it (a full disk or an I/O error does), so the batch
     /// is rolled back and every write in it fails rather than trusting it.
     failed: bool,
+    /// A write in the batch is answered only once synced.
+    needs_sync: bool,
     outcome: watch::Sender<Outcome>,
 }
 
@@ -106,16 +145,18 @@ impl GroupCommit {
 
     /// Runs `statements` in the open batch (opening one if none is) and
     /// returns what they returned once the batch holding them has
-    /// committed; an error fails the batch. Unless they are one statement,
-    /// they begin a savepoint of their own on the connection, so that
-    /// writing nothing leaves the others' writes alone.
+    /// committed, and synced unless `answered` says otherwise; an error
+    /// fails the batch. Unless they are one statement, they begin a
+    /// savepoint of their own on the connection, so that writing nothing
+    /// leaves the others' writes alone.
     pub(super) async fn write<T>(
         &self,
+        answered: Answered,
         statements: impl AsyncFnOnce(&mut SqliteConnection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let mut write = self.join().await?;
         let result = statements(write.conn()).await;
-        write.settle(result).await
+        write.settle(result, answered).await
     }
 
     /// Joins the open batch, opening one if none is: the caller runs its
@@ -131,7 +172,8 @@ impl GroupCommit {
             *open = Some(Batch {
                 tx,
                 failed: false,
-                outcome: watch::channel(None).0,
+                needs_sync: false,
+                outcome: watch::channel(Outcome::Open).0,
             });
         }
         Ok(Write {
@@ -153,7 +195,7 @@ impl GroupCommit {
             // On a task of its own: a caller that goes away mid-commit
             // must not leave the batch's writes without an answer.
             let wal = self.wal.clone();
-            let _ = tokio::spawn(async move { commit(batch).await.sync(&wal).await }).await;
+            let _ = tokio::spawn(async move { commit(batch).await.finish(&wal).await }).await;
         }
         Turn { _open: open }
     }
@@ -173,22 +215,23 @@ impl Write<'_> {
 
     /// Ends this write's turn with what its statements returned: an error
     /// fails the batch at once; a value is returned once the batch holding
-    /// it has committed.
-    async fn settle<T>(mut self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+    /// it has got as far as `answered` asks.
+    async fn settle<T>(mut self, result: Result<T, StoreError>, answered: Answered) -> Result<T, StoreError> {
         let batch = self.open_batch();
         if result.is_err() {
             batch.failed = true;
         }
+        batch.needs_sync |= answered == Answered::Synced;
         let mut outcome = batch.outcome.subscribe();
         drop(self);
         let value = result?;
-        let committed = outcome
-            .wait_for(Option::is_some)
+        let reached = outcome
+            .wait_for(|outcome| outcome.answers(answered))
             .await
-            .map(|outcome| outcome.clone().expect("waited for an outcome"));
-        match committed {
-            Ok(Ok(())) => Ok(value),
-            Ok(Err(message)) => Err(StoreError::GroupCommit(message.to_string())),
+            .map(|outcome| outcome.clone());
+        match reached {
+            Ok(Outcome::Failed(message)) => Err(StoreError::GroupCommit(message.to_string())),
+            Ok(_) => Ok(value),
             Err(_) => Err(StoreError::GroupCommit("the committer stopped".into())),
         }
     }
@@ -219,7 +262,7 @@ async fn commit_batches(open: Arc<Mutex<Option<Batch>>>, mut woken: mpsc::Receiv
     while woken.recv().await.is_some() {
         let batch = open.lock().await.take();
         if let Some(batch) = batch {
-            commit(batch).await.sync(&wal).await;
+            commit(batch).await.finish(&wal).await;
         }
     }
 }
@@ -227,11 +270,12 @@ async fn commit_batches(open: Arc<Mutex<Option<Batch>>>, mut woken: mpsc::Receiv
 /// A batch committed (or not) but not yet synced, with its writes' answer.
 struct Committed {
     result: Result<(), Arc<str>>,
+    needs_sync: bool,
     outcome: watch::Sender<Outcome>,
 }
 
 /// Commits a batch (rolls it back if a write in it failed). Its writes are
-/// told how that went only by `Committed::sync`.
+/// told how that went only by `Committed::finish`.
 async fn commit(batch: Batch) -> Committed {
     let result = if batch.failed {
         let _ = batch.tx.rollback().await;
@@ -243,30 +287,40 @@ async fn commit(batch: Batch) -> Committed {
     };
     Committed {
         result,
+        needs_sync: batch.needs_sync,
         outcome: batch.outcome,
     }
 }
 
 impl Committed {
-    /// Syncs the WAL if the batch committed, then answers its writes.
-    async fn sync(self, wal: &Arc<WalSync>) {
+    /// Answers the writes that asked only for the commit, then, if any
+    /// write asked for more, syncs the WAL and answers the rest.
+    async fn finish(self, wal: &Arc<WalSync>) {
         let outcome = match self.result {
+            // After a failed sync nothing is trusted, synced or not.
+            Ok(()) if wal.failed.load(std::sync::atomic::Ordering::Acquire) => {
+                Outcome::Failed(Arc::from(WAL_SYNC_FAILED))
+            }
+            Ok(()) if !self.needs_sync => Outcome::Committed,
             Ok(()) => {
+                self.outcome.send_replace(Outcome::Committed);
                 #[cfg(test)]
                 let _gate = wal.gate.acquire().await;
                 let wal = wal.clone();
                 match tokio::task::spawn_blocking(move || wal.sync()).await {
-                    Ok(Ok(())) => Ok(()),
-                    Ok(Err(error)) => Err(Arc::from(format!("the WAL could not be synced: {error}"))),
-                    Err(error) => Err(Arc::from(format!("the WAL sync stopped: {error}"))),
+                    Ok(Ok(())) => Outcome::Synced,
+                    Ok(Err(error)) => {
+                        Outcome::Failed(Arc::from(format!("the WAL could not be synced: {error}")))
+                    }
+                    Err(error) => Outcome::Failed(Arc::from(format!("the WAL sync stopped: {error}"))),
                 }
             }
-            Err(error) => Err(error),
+            Err(error) => Outcome::Failed(error),
         };
-        if let Err(error) = &outcome {
+        if let Outcome::Failed(error) = &outcome {
             tracing::warn!(%error, "SQLite group commit failed; every write in it fails");
         }
-        self.outcome.send_replace(Some(outcome));
+        self.outcome.send_replace(outcome);
     }
 }
 
@@ -418,7 +472,9 @@ mod tests {
     }
 
     async fn write(group: &GroupCommit, x: i64) -> Result<bool, StoreError> {
-        group.write(async |conn| insert(conn, x).await).await
+        group
+            .write(Answered::Synced, async |conn| insert(conn, x).await)
+            .await
     }
 
     async fn committed(outside: &SqlitePool, x: i64) -> bool {
@@ -501,6 +557,30 @@ mod tests {
         assert!(waiting.await.unwrap().unwrap());
     }
 
+    /// A write that asks only for its commit (an upload's intent) is
+    /// answered while syncs are held, and a batch of such writes alone makes
+    /// no sync; the next synced write's sync covers them.
+    #[tokio::test]
+    async fn a_write_answered_at_its_commit_waits_for_no_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let (group, outside) = setup(&dir).await;
+        let syncs = || group.wal.syncs.load(std::sync::atomic::Ordering::Relaxed);
+        let before = syncs();
+        let syncs_held = group.wal.gate.acquire().await.unwrap();
+        let committed_only = group.write(Answered::Committed, async |conn| insert(conn, 1).await);
+        assert!(
+            tokio::time::timeout(Duration::from_secs(5), committed_only)
+                .await
+                .expect("a write answered at its commit waited for a sync")
+                .unwrap()
+        );
+        assert!(committed(&outside, 1).await);
+        drop(syncs_held);
+        assert_eq!(syncs(), before, "a batch of unsynced writes alone was synced");
+        assert!(write(&group, 2).await.unwrap());
+        assert_eq!(syncs(), before + 1);
+    }
+
     /// The write lock is let go once a batch commits, so the next batch's
     /// statements run while the first one's WAL syncs.
     #[tokio::test]
@@ -514,7 +594,7 @@ mod tests {
             let group = group.clone();
             async move {
                 group
-                    .write(async |conn| {
+                    .write(Answered::Synced, async |conn| {
                         let inserted = insert(conn, 2).await;
                         let _ = ran.send(());
                         inserted
@@ -546,8 +626,12 @@ mod tests {
             .wal
             .fail_next
             .store(true, std::sync::atomic::Ordering::Release);
-        for x in [2, 3] {
-            let failed = write(&group, x).await;
+        for (x, answered) in [
+            (2, Answered::Synced),
+            (3, Answered::Synced),
+            (4, Answered::Committed),
+        ] {
+            let failed = group.write(answered, async |conn| insert(conn, x).await).await;
             assert!(
                 matches!(&failed, Err(StoreError::GroupCommit(_))),
                 "a write after a failed sync answered {failed:?}"
@@ -556,7 +640,7 @@ mod tests {
         assert!(group.check().is_err(), "the failure is not reported");
         drop(group);
         let (restarted, _) = start_on(&dir).await;
-        assert!(write(&restarted, 4).await.unwrap());
+        assert!(write(&restarted, 5).await.unwrap());
     }
 
     /// A database in memory (`sqlite::memory:`) has no WAL to sync; the
@@ -621,7 +705,7 @@ mod tests {
             .await
             .map(|_| ())
             .map_err(StoreError::from);
-        assert!(failing.settle(error).await.is_err());
+        assert!(failing.settle(error, Answered::Synced).await.is_err());
         let second = second.await.unwrap();
         assert!(
             matches!(second, Err(StoreError::GroupCommit(_))),
@@ -694,7 +778,7 @@ mod tests {
                         let mut turn = group.join().await.unwrap();
                         let result = insert(turn.conn(), x).await;
                         tokio::time::sleep(Duration::from_millis(1)).await;
-                        assert!(turn.settle(result).await.unwrap());
+                        assert!(turn.settle(result, Answered::Synced).await.unwrap());
                         x += 1;
                     }
                 })

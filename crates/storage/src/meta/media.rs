@@ -1,6 +1,7 @@
 //! Media rows through their life: the intent row of an upload, its
 //! completion or failure, reads, and deletion on request.
 
+use super::group_commit::Answered;
 use super::state::DROP_KEY;
 use super::usage::{Growth, Held, QuotaDefaults, RESERVE};
 use super::{Metadata, postgres, sqlite};
@@ -108,8 +109,9 @@ impl Metadata {
     /// `mark_ready` then finds no row and drops the blob (or the orphan sweep
     /// does), while `mark_ready`'s own durable commit flushes the WAL up to
     /// and past this row. That halves the fsyncs of a small upload. On
-    /// SQLite it joins a group commit (see `group_commit`), which shares its
-    /// fsync with whatever other uploads write at the same time.
+    /// SQLite it joins a group commit (see `group_commit`) and, for the same
+    /// reason, is answered at the commit, before the WAL is synced: the sync
+    /// that answers `mark_ready` covers it.
     pub(crate) async fn insert_uploading(
         &self,
         row: &NewMedia<'_>,
@@ -119,7 +121,9 @@ impl Metadata {
             Metadata::Postgres { relaxed, .. } => postgres::insert_uploading(relaxed, row, quota).await,
             Metadata::Sqlite { writes, .. } => {
                 writes
-                    .write(async |conn| sqlite::insert_uploading(conn, row, quota).await)
+                    .write(Answered::Committed, async |conn| {
+                        sqlite::insert_uploading(conn, row, quota).await
+                    })
                     .await
             }
         }
@@ -175,7 +179,9 @@ impl Metadata {
             Metadata::Postgres { pool, relaxed } => postgres::mark_ready(pool, relaxed, ready).await,
             Metadata::Sqlite { writes, .. } => {
                 writes
-                    .write(async |conn| sqlite::mark_ready(conn, ready).await)
+                    .write(Answered::Synced, async |conn| {
+                        sqlite::mark_ready(conn, ready).await
+                    })
                     .await
             }
         }
