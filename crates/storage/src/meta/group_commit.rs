@@ -132,7 +132,7 @@ impl GroupCommit {
     /// Fails once a sync of the WAL has failed: no batch commits after that
     /// until a restart (see `WalSync::failed`).
     pub(super) fn check(&self) -> Result<(), StoreError> {
-        if self.wal.failed.load(std::sync::atomic::Ordering::Acquire) {
+        if self.wal.has_failed() {
             return Err(StoreError::GroupCommit(WAL_SYNC_FAILED.into()));
         }
         Ok(())
@@ -298,9 +298,7 @@ impl Committed {
     async fn finish(self, wal: &Arc<WalSync>) {
         let outcome = match self.result {
             // After a failed sync nothing is trusted, synced or not.
-            Ok(()) if wal.failed.load(std::sync::atomic::Ordering::Acquire) => {
-                Outcome::Failed(Arc::from(WAL_SYNC_FAILED))
-            }
+            Ok(()) if wal.has_failed() => Outcome::Failed(Arc::from(WAL_SYNC_FAILED)),
             Ok(()) if !self.needs_sync => Outcome::Committed,
             Ok(()) => {
                 self.outcome.send_replace(Outcome::Committed);
@@ -376,6 +374,11 @@ impl WalSync {
         })
     }
 
+    /// Whether a sync has failed (see `failed`).
+    fn has_failed(&self) -> bool {
+        self.failed.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// Makes every frame appended so far durable: a sync of the file's
     /// data through any descriptor covers every write to it. The file is
     /// opened each time, since SQLite may delete and recreate it. A file
@@ -386,7 +389,7 @@ impl WalSync {
         let Some(path) = &self.path else {
             return Ok(());
         };
-        if self.failed.load(Ordering::Acquire) {
+        if self.has_failed() {
             return Err(std::io::Error::other(WAL_SYNC_FAILED));
         }
         let trusted = |synced: std::io::Result<()>| {
