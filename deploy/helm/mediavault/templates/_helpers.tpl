@@ -50,44 +50,40 @@ values.yaml as floats, which would print 104857600 as "1.048576e+08".
 {{- end }}
 
 {{/*
-Whether the admin API is enabled: its token is in the Secret the pods read.
-mediavault.validateValues refuses secret.adminToken next to existingSecret,
-where it could not reach the pods.
+Whether the Secret the pods read holds an entry: (list $ VALUE FLAG) with
+VALUE the secret.* value the chart's own Secret takes it from, and FLAG the
+secret.existingSecretHas* flag that says an existing Secret holds it.
+mediavault.validateValues refuses such a value next to existingSecret, where
+it could not reach the pods. "true" or empty.
 */}}
+{{- define "mediavault.secretHolds" -}}
+{{- $secret := (index . 0).Values.secret }}
+{{- if $secret.existingSecret }}
+{{- if index $secret (index . 2) }}true{{ end }}
+{{- else if index $secret (index . 1) }}true{{ end }}
+{{- end }}
+
+{{/* Whether the admin API is enabled: its token is in the Secret. */}}
 {{- define "mediavault.hasAdminToken" -}}
-{{- if .Values.secret.existingSecret }}
-{{- if .Values.secret.existingSecretHasAdminToken }}true{{ end }}
-{{- else if .Values.secret.adminToken }}true{{ end }}
+{{- include "mediavault.secretHolds" (list . "adminToken" "existingSecretHasAdminToken") }}
 {{- end }}
 
-{{/*
-Whether the Secret holds links-keys: given in values, or said to be in the
-existing Secret. "true" or empty.
-*/}}
+{{/* Whether the Secret holds links-keys. */}}
 {{- define "mediavault.hasLinksKeys" -}}
-{{- if .Values.secret.existingSecret }}
-{{- if .Values.secret.existingSecretHasLinksKeys }}true{{ end }}
-{{- else if .Values.secret.linksKeys }}true{{ end }}
+{{- include "mediavault.secretHolds" (list . "linksKeys" "existingSecretHasLinksKeys") }}
 {{- end }}
 
 {{/*
-Whether the Secret holds crypto-keys: given in values, or (by default) in the
-existing Secret. Only with hsm.enabled may it hold none. "true" or empty.
+Whether the Secret holds crypto-keys (an existing one does unless said
+otherwise). Only with hsm.enabled may it hold none.
 */}}
 {{- define "mediavault.hasCryptoKeys" -}}
-{{- if .Values.secret.existingSecret }}
-{{- if .Values.secret.existingSecretHasCryptoKeys }}true{{ end }}
-{{- else if .Values.secret.cryptoKeys }}true{{ end }}
+{{- include "mediavault.secretHolds" (list . "cryptoKeys" "existingSecretHasCryptoKeys") }}
 {{- end }}
 
-{{/*
-Whether the Secret holds hsm-pin, the PKCS#11 token's user PIN: given in
-values, or said to be in the existing Secret. "true" or empty.
-*/}}
+{{/* Whether the Secret holds hsm-pin, the PKCS#11 token's user PIN. */}}
 {{- define "mediavault.hasHsmPin" -}}
-{{- if .Values.secret.existingSecret }}
-{{- if .Values.secret.existingSecretHasHsmPin }}true{{ end }}
-{{- else if .Values.secret.hsmPin }}true{{ end }}
+{{- include "mediavault.secretHolds" (list . "hsmPin" "existingSecretHasHsmPin") }}
 {{- end }}
 
 {{/*
