@@ -21,7 +21,7 @@ pub(crate) enum Dialect {
 
 pub(crate) const DIALECTS: [Dialect; 2] = [Dialect::Sqlite, Dialect::Postgres];
 
-fn server_url() -> String {
+pub(crate) fn server_url() -> String {
     std::env::var("MEDIAVAULT_TEST_DATABASE_URL")
         .expect("MEDIAVAULT_TEST_DATABASE_URL is not set: run the tests with `make test`")
 }

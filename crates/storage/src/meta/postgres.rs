@@ -3,8 +3,8 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgPool};
 
 use super::usage::QuotaDefaults;
 use super::{Intent, NewMedia, ReadyMedia};
@@ -23,10 +23,28 @@ pub(super) async fn connect_relaxed(url: &str) -> Result<PgPool, StoreError> {
     pool(options, 4).await
 }
 
+/// A connection idle for longer than this is tested before it is used.
+const TEST_AFTER_IDLING: Duration = Duration::from_secs(1);
+
 async fn pool(options: PgConnectOptions, size: u32) -> Result<PgPool, StoreError> {
     Ok(PgPoolOptions::new()
         .max_connections(size)
         .acquire_timeout(Duration::from_secs(10))
+        // sqlx would test every connection before handing it out: a round
+        // trip to PostgreSQL before each statement, two on every upload's
+        // path. What the test catches, a connection the server or the
+        // network dropped, happens to connections that sit idle (a restart
+        // of PostgreSQL takes longer than `TEST_AFTER_IDLING`), so only
+        // those are tested; one that fails is closed and another taken.
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= TEST_AFTER_IDLING {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
         .connect_with(options)
         .await?)
 }
@@ -304,6 +322,41 @@ mod tests {
 
     use super::*;
     use crate::testing::{drop_postgres_database, fresh_postgres_database};
+
+    /// A connection that PostgreSQL dropped while it sat idle in the pool
+    /// (a restart, an idle timeout) is found out before it is handed out:
+    /// the next statement runs on a new one. Without the test of idle
+    /// connections it fails.
+    #[tokio::test]
+    async fn a_connection_dropped_while_idle_is_replaced_before_use() {
+        let (url, name) = fresh_postgres_database().await;
+        let pool = connect(&url).await.unwrap();
+        let first: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        tokio::time::sleep(TEST_AFTER_IDLING + Duration::from_millis(100)).await;
+        let mut admin = sqlx::PgConnection::connect(&crate::testing::server_url())
+            .await
+            .unwrap();
+        let dropped: i64 = sqlx::query_scalar(
+            // Waits (up to 5 s) until each has exited.
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 5000)) \
+             FROM pg_stat_activity WHERE datname = $1",
+        )
+        .bind(&name)
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+        assert!(dropped >= 1, "the pool's idle connection was dropped");
+        let second: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&pool)
+            .await
+            .expect("a statement after the idle connection was dropped");
+        assert_ne!(first, second, "a new connection serves it");
+        pool.close().await;
+        drop_postgres_database(&name).await;
+    }
 
     /// The claim the reaper sends is served by range scans of
     /// `media_due_at` and `media_uploading_created_at`, never a sequential
