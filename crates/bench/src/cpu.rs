@@ -4,6 +4,8 @@
 //! below 1 is often just the server's CPU time per request added to the
 //! store's; this says how much.
 
+use std::time::Duration;
+
 use serde::Serialize;
 
 /// Clock ticks per second of `/proc/PID/stat` times (USER_HZ, 100 on Linux).
@@ -91,6 +93,65 @@ impl CpuSeconds {
             "server {:.2}, garage {:.2}, postgres {:.2}, harness {:.2}, other {:.2} {unit}",
             self.server, self.garage, self.postgres, self.harness, self.other
         )
+    }
+}
+
+/// How quiet the machine was before a measurement, and how long the
+/// harness waited for it.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Settled {
+    pub waited_s: f64,
+    /// Cores busy outside this harness over the last second waited.
+    pub busy_cores: f64,
+    /// The same, by process group.
+    pub busy: CpuSeconds,
+    /// Still busy after `SETTLE_WITHIN`: measured anyway.
+    pub gave_up: bool,
+}
+
+/// Busy below this many cores (outside this harness), the machine is quiet.
+/// Idle, the stores and the system's own threads use about 0.02.
+const QUIET_CORES: f64 = 0.15;
+/// The longest wait for quiet.
+const SETTLE_WITHIN: Duration = Duration::from_secs(60);
+
+/// Waits until the machine outside this harness is quiet: under
+/// `QUIET_CORES` over a second, for at most `SETTLE_WITHIN`. A store's
+/// work in the background is measured with whatever runs beside it: after
+/// an earlier run deleted its blobs, Garage resyncs its blocks (67,000
+/// queued blocks kept a quarter of a core busy for 50 minutes and more), and
+/// PostgreSQL vacuums after many writes. Waiting out what passes keeps a
+/// run's figures about what they measure; what does not pass is recorded.
+pub async fn settle(server_pid: u32) -> Settled {
+    let started = std::time::Instant::now();
+    let mut first_busy: Option<CpuSeconds> = None;
+    loop {
+        let before = CpuSeconds::now(server_pid);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let used = CpuSeconds::now(server_pid).since(&before);
+        let busy_cores = used.server + used.garage + used.postgres + used.other;
+        let waited_s = started.elapsed().as_secs_f64();
+        let gave_up = started.elapsed() >= SETTLE_WITHIN;
+        if busy_cores < QUIET_CORES || gave_up {
+            if gave_up {
+                eprintln!(
+                    "   the machine stayed busy ({}); measuring anyway",
+                    used.brief("cores")
+                );
+            } else if let Some(busy) = first_busy {
+                eprintln!(
+                    "   waited {waited_s:.0} s for the machine to settle (busy at first: {})",
+                    busy.brief("cores")
+                );
+            }
+            return Settled {
+                waited_s,
+                busy_cores,
+                busy: used,
+                gave_up,
+            };
+        }
+        first_busy.get_or_insert(used);
     }
 }
 

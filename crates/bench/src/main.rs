@@ -284,27 +284,39 @@ async fn measure(
     // Memory first: the peak then belongs to these uploads alone, not to
     // what earlier scenarios left in the allocator.
     if args.runs(Scenario::Memory) {
+        let settled = cpu::settle(server.pid()).await;
         let load = load_average();
         let (f, s) =
             scenarios::memory(&server, &media, args.large_size, args.memory_clients, idle_kib).await?;
         figures.extend(f);
-        samples.insert("memory".into(), json!({ "load_before": load, "result": s }));
+        samples.insert(
+            "memory".into(),
+            json!({ "settled": settled, "load_before": load, "result": s }),
+        );
         server.check_running()?;
     }
 
     if args.runs(Scenario::Large) {
+        let settled = cpu::settle(server.pid()).await;
         let load = load_average();
         let (f, s) = scenarios::large(server.pid(), &media, &raw, args.large_size, args.large_reps).await?;
         figures.extend(f);
-        samples.insert("large".into(), json!({ "load_before": load, "result": s }));
+        samples.insert(
+            "large".into(),
+            json!({ "settled": settled, "load_before": load, "result": s }),
+        );
         server.check_running()?;
     }
 
     if args.runs(Scenario::ByUrl) {
+        let settled = cpu::settle(server.pid()).await;
         let load = load_average();
         let (f, s) = scenarios::by_url(server.pid(), &media, args.large_size, args.large_reps).await?;
         figures.extend(f);
-        samples.insert("by_url".into(), json!({ "load_before": load, "result": s }));
+        samples.insert(
+            "by_url".into(),
+            json!({ "settled": settled, "load_before": load, "result": s }),
+        );
         server.check_running()?;
     }
 

@@ -13,7 +13,7 @@ use mediavault_fetch::origin::{Answer, Origin};
 use serde_json::json;
 
 use crate::clients::{MediaClient, RawClient, png_file, stamped};
-use crate::cpu::CpuSeconds;
+use crate::cpu::{CpuSeconds, settle};
 use crate::report::{Figure, Target, load_average};
 use crate::server::{Server, proc_status_kib};
 
@@ -287,6 +287,7 @@ pub async fn small(
     let mut samples = Vec::new();
     let kib = size / 1024;
     for (round, &concurrency) in concurrencies.iter().enumerate() {
+        let settled = settle(server_pid).await;
         let load = load_average();
         let upload = |media: MediaClient, file: Bytes| {
             closed_loop(count, concurrency, move |_| {
@@ -384,7 +385,7 @@ pub async fn small(
             })
         };
         samples.push(json!({
-            "concurrency": concurrency, "size_bytes": size, "load_before": load,
+            "concurrency": concurrency, "size_bytes": size, "settled": settled, "load_before": load,
             "mediavault": summary(&ours), "raw": summary(&theirs),
             "cpu_ms_per_request": { "mediavault": cpu_ours, "raw": cpu_theirs },
         }));
