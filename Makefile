@@ -67,10 +67,12 @@ bench-upload-rss:
 	bench/upload-rss.sh files
 	bench/upload-rss.sh s3
 
-# One reaper pass over 100,000 expired media on Postgres + Garage (N=… to change).
+# One reaper pass over 100,000 expired media (N=… to change) on Postgres +
+# Garage (BACKEND=sqlite-files: on SQLite and local files).
 N ?= 100000
+BACKEND ?= postgres-s3
 bench-reap: services
-	. $(TEST_SERVICES)/env && $(CARGO) run --release -p mediavault-bench -- reap $(N)
+	. $(TEST_SERVICES)/env && $(CARGO) run --release -p mediavault-bench -- reap $(N) --backend $(BACKEND)
 
 # Cost against table size on Postgres + Garage: an empty database next to
 # one of ROWS media across 1,000 apps, 1% of them due to the reaper (rows

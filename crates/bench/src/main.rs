@@ -15,7 +15,8 @@
 //!   (SoftHSM2), on the same Postgres + Garage stores in one run.
 //! - `mediavault-bench all`: `http`, `providers` and `crypto` (what `make
 //!   bench` runs).
-//! - `mediavault-bench reap [N]`: one reaper pass over N expired media.
+//! - `mediavault-bench reap [N] [--backend B]`: one reaper pass over N
+//!   expired media.
 //! - `mediavault-bench scale`: an empty database against one of
 //!   `--rows` media (10 million by default): latency, start-up, reaper,
 //!   operator commands and size.
@@ -67,10 +68,12 @@ enum Command {
         #[command(flatten)]
         crypto: CryptoArgs,
     },
-    /// One reaper pass over N expired media on Postgres + Garage.
+    /// One reaper pass over N expired media.
     Reap {
         #[arg(default_value_t = 100_000)]
         count: usize,
+        #[arg(long, value_enum, default_value_t = Backend::PostgresS3)]
+        backend: Backend,
     },
     /// The same run on an empty database and on one of `--rows` media.
     Scale(scale::ScaleArgs),
@@ -203,7 +206,7 @@ async fn main() -> anyhow::Result<()> {
             compare_providers(args.server.as_deref(), &plan, &args.results, &command_line).await?;
             crypto(&crypto_args, &args.results, &command_line)
         }
-        Command::Reap { count } => reap::reap(count).await,
+        Command::Reap { count, backend } => reap::reap(count, backend).await,
         Command::Scale(args) => scale::scale(&args, &command_line).await,
     }
 }

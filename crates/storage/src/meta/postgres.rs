@@ -280,6 +280,27 @@ pub(super) async fn delete_reaped(pool: &PgPool, ids: &[MediaId]) -> Result<(), 
     Ok(())
 }
 
+/// Those of `keys` that a row refers to: see `Metadata::referenced_among`.
+pub(super) async fn referenced_among(pool: &PgPool, keys: &[String]) -> Result<Vec<String>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT blob_key FROM media WHERE blob_key = ANY($1) \
+         UNION ALL SELECT blob_key FROM reaping WHERE blob_key = ANY($1)",
+    )
+    .bind(keys)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Ends the lease of claimed rows at `now`: one statement.
+pub(super) async fn set_due(pool: &PgPool, ids: &[MediaId], now: i64) -> Result<(), StoreError> {
+    sqlx::query("UPDATE reaping SET lease_until = $2 WHERE media_id = ANY($1)")
+        .bind(ids)
+        .bind(now)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
 /// Any constant replicas agree on: the key-table rewrite's advisory-lock key.
 const REWRITE_LOCK_KEY: i64 = 0x6d76_6b65_7973; // "mvkeys"
 

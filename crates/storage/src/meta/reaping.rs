@@ -8,9 +8,6 @@ use crate::error::StoreError;
 use crate::ids::MediaId;
 use crate::model::Millis;
 
-/// Leases claimed row `$1` until `$2`.
-pub(super) const LEASE: &str = "UPDATE reaping SET lease_until = $2 WHERE media_id = $1";
-
 /// A row the reaper has claimed (and shredded).
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub(crate) struct Claimed {
@@ -94,14 +91,13 @@ impl Metadata {
         if ids.is_empty() {
             return Ok(());
         }
-        on_write_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            for id in ids {
-                sqlx::query(LEASE).bind(id).bind(now).execute(&mut *tx).await?;
+        match self {
+            Metadata::Postgres { pool, .. } => postgres::set_due(pool, ids, now).await,
+            Metadata::Sqlite { pool, writes } => {
+                let _turn = writes.turn().await;
+                sqlite::set_due(pool, ids, now).await
             }
-            tx.commit().await
-        })?;
-        Ok(())
+        }
     }
 
     /// Removes deleted apps whose media the reaper has all removed.
@@ -117,23 +113,10 @@ impl Metadata {
         if keys.is_empty() {
             return Ok(HashSet::new());
         }
-        let found: Vec<String> = on_pool!(self, pool => {
-            let mut query = sqlx::QueryBuilder::new("");
-            for select in [
-                "SELECT blob_key FROM media WHERE blob_key IN (",
-                " UNION ALL SELECT blob_key FROM reaping WHERE blob_key IN (",
-            ] {
-                query.push(select);
-                let mut list = query.separated(", ");
-                for key in keys {
-                    list.push_bind(key.as_str());
-                }
-                query.push(")");
-            }
-            // Its text changes with the number of keys: not worth a place
-            // among the connection's prepared statements.
-            query.build_query_scalar().persistent(false).fetch_all(pool).await
-        })?;
+        let found = match self {
+            Metadata::Postgres { pool, .. } => postgres::referenced_among(pool, keys).await?,
+            Metadata::Sqlite { pool, .. } => sqlite::referenced_among(pool, keys).await?,
+        };
         Ok(found.into_iter().collect())
     }
 

@@ -194,34 +194,73 @@ pub(super) async fn mark_ready(
 /// uploading by `due_at`, then uploads started before `$3` (the current
 /// `reaper.stale_upload_after`'s cut-off) by start.
 const DUE_SQL: &str = concat!(
-    "SELECT * FROM (SELECT id, blob_key, state, app_id, reserved_bytes FROM media WHERE state <> ",
+    "SELECT * FROM (SELECT id, blob_key, state FROM media WHERE state <> ",
     state_sql!(Uploading),
     " AND due_at <= $1 ORDER BY due_at LIMIT $2) \
      UNION ALL \
-     SELECT * FROM (SELECT id, blob_key, state, app_id, reserved_bytes FROM media WHERE state = ",
+     SELECT * FROM (SELECT id, blob_key, state FROM media WHERE state = ",
     state_sql!(Uploading),
     " AND created_at <= $3 ORDER BY created_at LIMIT $2) \
      LIMIT $2"
 );
 
-/// A due row, and what it holds of its app's quota.
-#[derive(sqlx::FromRow)]
-struct Due {
-    #[sqlx(flatten)]
-    claimed: super::reaping::Claimed,
-    #[sqlx(flatten)]
-    held: super::usage::Held,
-}
-
 /// Rows an earlier pass claimed and did not finish, whose lease has passed.
 const UNFINISHED_SQL: &str = "SELECT media_id AS id, blob_key, state FROM reaping \
                               WHERE lease_until <= $1 ORDER BY lease_until LIMIT $2";
 
+/// `$1` as a list: SQLite has no array parameters, so a list goes as one
+/// JSON array of strings (see [`json_list`]), read back with `json_each`.
+/// One statement for a whole batch, where a statement per row made each row
+/// a round trip to the connection's thread while the claim held the write
+/// lock.
+macro_rules! listed {
+    () => {
+        "(SELECT value FROM json_each($1))"
+    };
+}
+
+/// `items` as the list `listed!()` reads.
+fn json_list<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
+    serde_json::Value::from(items.into_iter().collect::<Vec<_>>()).to_string()
+}
+
+/// Shreds the listed media rows: their wrapped keys go.
+const SHRED_LISTED: &str = concat!("DELETE FROM media_keys WHERE media_id IN ", listed!());
+
+/// Releases what the listed media rows held of their apps' quotas (rows
+/// deleted on request released theirs then).
+const RELEASE_LISTED: &str = concat!(
+    "UPDATE apps SET used_bytes = used_bytes - held.bytes, used_media = used_media - held.media \
+     FROM (SELECT app_id, SUM(reserved_bytes) AS bytes, COUNT(*) AS media FROM media \
+           WHERE id IN ",
+    listed!(),
+    " AND state <> ",
+    state_sql!(Deleting),
+    " AND reserved_bytes IS NOT NULL GROUP BY app_id) AS held \
+     WHERE apps.id = held.app_id"
+);
+
+/// Parks the listed media rows in `reaping`, leased until `$2`. A media id
+/// is unique in `media` only (see the PostgreSQL claim).
+const PARK_LISTED: &str = concat!(
+    "INSERT OR IGNORE INTO reaping (media_id, blob_key, state, lease_until) \
+     SELECT id, blob_key, state, $2 FROM media WHERE id IN ",
+    listed!()
+);
+
+const REMOVE_LISTED: &str = concat!("DELETE FROM media WHERE id IN ", listed!());
+
+/// Leases the listed `reaping` rows until `$2`.
+const LEASE_LISTED: &str = concat!(
+    "UPDATE reaping SET lease_until = $2 WHERE media_id IN ",
+    listed!()
+);
+
 /// SQLite serves one process, whose passes never overlap: select the due
 /// rows, then shred them (delete their keys), release what they held of
-/// their apps' quotas (rows deleted on request released theirs then) and
-/// move them from `media` into `reaping`, leased; in what room is left,
-/// lease again the rows an earlier pass left unfinished. One transaction.
+/// their apps' quotas and move them from `media` into `reaping`, leased;
+/// in what room is left, lease again the rows an earlier pass left
+/// unfinished. One transaction.
 pub(super) async fn claim_due(
     pool: &SqlitePool,
     now: i64,
@@ -235,36 +274,23 @@ pub(super) async fn claim_due(
     // process's writers wait for the claim's turn (see `group_commit`);
     // another process's, such as the CLI's, do not.
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    let due: Vec<Due> = sqlx::query_as(DUE_SQL)
+    let mut claimed: Vec<super::reaping::Claimed> = sqlx::query_as(DUE_SQL)
         .bind(now)
         .bind(i64::from(limit))
         .bind(stale_before)
         .fetch_all(&mut *tx)
         .await?;
-    let mut claimed = Vec::with_capacity(due.len());
-    for Due { claimed: row, held } in due {
-        sqlx::query(super::state::DROP_KEY)
-            .bind(&row.id)
+    if !claimed.is_empty() {
+        let ids = json_list(claimed.iter().map(|row| row.id.as_str()));
+        // In this order: each reads the rows the last one deletes.
+        sqlx::query(SHRED_LISTED).bind(&ids).execute(&mut *tx).await?;
+        sqlx::query(RELEASE_LISTED).bind(&ids).execute(&mut *tx).await?;
+        sqlx::query(PARK_LISTED)
+            .bind(&ids)
+            .bind(lease_until)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("DELETE FROM media WHERE id = $1")
-            .bind(&row.id)
-            .execute(&mut *tx)
-            .await?;
-        // A media id is unique in `media` only (see the PostgreSQL claim).
-        sqlx::query(
-            "INSERT OR IGNORE INTO reaping (media_id, blob_key, state, lease_until) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(&row.id)
-        .bind(&row.blob_key)
-        .bind(row.state)
-        .bind(lease_until)
-        .execute(&mut *tx)
-        .await?;
-        if row.state != super::MediaState::Deleting {
-            release_held!(tx, Some(held));
-        }
-        claimed.push(row);
+        sqlx::query(REMOVE_LISTED).bind(&ids).execute(&mut *tx).await?;
     }
     let room = i64::from(limit) - claimed.len() as i64;
     if room > 0 {
@@ -273,28 +299,53 @@ pub(super) async fn claim_due(
             .bind(room)
             .fetch_all(&mut *tx)
             .await?;
-        for row in unfinished {
-            sqlx::query(super::reaping::LEASE)
-                .bind(&row.id)
-                .bind(lease_until)
-                .execute(&mut *tx)
-                .await?;
-            claimed.push(row);
+        if !unfinished.is_empty() {
+            lease(&mut tx, unfinished.iter().map(|row| row.id.as_str()), lease_until).await?;
+            claimed.extend(unfinished);
         }
     }
     tx.commit().await?;
     Ok(claimed)
 }
 
-/// SQLite has no array parameters: one statement a row, in one transaction.
+/// Leases the claimed rows `ids` until `until`, in one statement.
+async fn lease<'a>(
+    conn: &mut SqliteConnection,
+    ids: impl IntoIterator<Item = &'a str>,
+    until: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(LEASE_LISTED)
+        .bind(json_list(ids))
+        .bind(until)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Ends the lease of claimed rows at `now`: one statement.
+pub(super) async fn set_due(pool: &SqlitePool, ids: &[MediaId], now: i64) -> Result<(), StoreError> {
+    lease(&mut *pool.acquire().await?, ids.iter().map(MediaId::as_str), now).await
+}
+
+/// Those of `keys` that a row refers to: see `Metadata::referenced_among`.
+pub(super) async fn referenced_among(pool: &SqlitePool, keys: &[String]) -> Result<Vec<String>, StoreError> {
+    const SQL: &str = concat!(
+        "SELECT blob_key FROM media WHERE blob_key IN ",
+        listed!(),
+        " UNION ALL SELECT blob_key FROM reaping WHERE blob_key IN ",
+        listed!()
+    );
+    Ok(sqlx::query_scalar(SQL)
+        .bind(json_list(keys.iter().map(String::as_str)))
+        .fetch_all(pool)
+        .await?)
+}
+
+/// One statement for the whole batch.
 pub(super) async fn delete_reaped(pool: &SqlitePool, ids: &[MediaId]) -> Result<(), StoreError> {
-    let mut tx = pool.begin().await?;
-    for id in ids {
-        sqlx::query("DELETE FROM reaping WHERE media_id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-    }
-    tx.commit().await?;
+    sqlx::query(concat!("DELETE FROM reaping WHERE media_id IN ", listed!()))
+        .bind(json_list(ids.iter().map(MediaId::as_str)))
+        .execute(pool)
+        .await?;
     Ok(())
 }
