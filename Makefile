@@ -1,5 +1,5 @@
 # mediavault — `make run` serves the embedded default; `make test` runs everything.
-.PHONY: run test lint services clients build clean-data bench bench-upload-rss bench-reap bench-scale fuzz chaos chaos-cluster soak deploy-check
+.PHONY: run test lint services clients build clean-data bench bench-upload-rss bench-upload-timeline bench-reap bench-scale fuzz chaos chaos-cluster soak deploy-check
 
 CARGO ?= cargo
 # nextest runs test binaries in parallel processes; plain cargo test otherwise.
@@ -66,6 +66,11 @@ bench: services
 bench-upload-rss:
 	bench/upload-rss.sh files
 	bench/upload-rss.sh s3
+
+# Where one 16 KiB upload's time goes at one client on Postgres + Garage,
+# step by step, from a loopback packet capture (needs tcpdump and root).
+bench-upload-timeline:
+	bench/upload-timeline.sh
 
 # One reaper pass over 100,000 expired media (N=… to change) on Postgres +
 # Garage (BACKEND=sqlite-files: on SQLite and local files).
