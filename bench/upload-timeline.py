@@ -60,12 +60,13 @@ def first_after(times, t):
 
 
 def main(path, store=39100, pg=5432):
-    posts = collections.Counter(d for _, _, d, data in segments(path) if data.startswith(b"POST ") and d != store)
+    captured = list(segments(path))
+    posts = collections.Counter(d for _, _, d, data in captured if data.startswith(b"POST ") and d != store)
     if not posts:
         sys.exit(f"no POST in {path}")
     server = posts.most_common(1)[0][0]
     uploads, current, raw_started, raw = [], None, {}, []
-    for ts, sport, dport, data in segments(path):
+    for ts, sport, dport, data in captured:
         if dport == server and data.startswith(b"POST "):
             current = {"req": ts, "pg_out": [], "pg_in": [], "put": None, "put_port": None, "putr": None}
             uploads.append(current)

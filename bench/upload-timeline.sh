@@ -14,6 +14,9 @@ BIN=${BIN:-$root/target/release/mediavault}
 "$root/scripts/test-services.sh" >&2
 . "$root/target/test-services/env"
 store_port=${MEDIAVAULT_TEST_S3_ENDPOINT##*:}
+# The PostgreSQL the tests use: 5432, or the private cluster
+# scripts/test-services.sh made on another port when none answered there.
+pg_port=$(python3 -c 'import sys, urllib.parse; print(urllib.parse.urlsplit(sys.argv[1]).port or 5432)' "$MEDIAVAULT_TEST_DATABASE_URL")
 
 work=$(mktemp -d)
 trap 'kill $capture 2>/dev/null || true; rm -rf "$work"' EXIT
@@ -27,4 +30,4 @@ for _ in $(seq 1 50); do grep -q listening "$work/tcpdump.log" && break; sleep 0
   | grep -E '1 clients|load average'
 kill -INT $capture
 wait $capture || true
-python3 "$root/bench/upload-timeline.py" "$work/capture.pcap" "$store_port" 5432
+python3 "$root/bench/upload-timeline.py" "$work/capture.pcap" "$store_port" "$pg_port"
