@@ -3,9 +3,14 @@
 //! of a segment is handed out before the segment's tag has verified, and none
 //! after the media has been deleted: a delete here stops the stream at once,
 //! and the stream re-reads its row every `RECHECK_EVERY` to learn of deletes
-//! made through other replicas.
+//! made through other replicas. A read takes its place among the reads a
+//! delete stops before it looks its row up, so no delete falls between the
+//! two; and a blob that fails to read is a failure of the store or of its
+//! integrity only while its media is still readable: one that went away
+//! with a delete is just not found.
 
 use std::ops::Range;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -61,6 +66,14 @@ fn integrity_failure(media_id: &MediaId, kind: Integrity, what: &str) -> ReadErr
     ReadError::Integrity(format!("{kind}: {what}"))
 }
 
+/// Why a blob could not be read, before it is known whether its media was
+/// deleted meanwhile (a blob removed by a delete is neither damaged nor a
+/// failure of the store).
+enum BlobFailure {
+    Integrity(Integrity, String),
+    Store(StoreError),
+}
+
 /// Plaintext of stored media, in order.
 pub type PlaintextStream = BoxStream<'static, Result<Bytes, ReadError>>;
 
@@ -69,12 +82,21 @@ pub type PlaintextStream = BoxStream<'static, Result<Bytes, ReadError>>;
 pub struct StoredMedia {
     pub info: MediaInfo,
     row: MediaRow,
+    /// Taken before the row was looked up: a delete here that the lookup
+    /// did not see cancels it.
+    registration: Arc<Registration>,
+    /// When the lookup began: the row was readable at least until then.
+    found: Instant,
 }
 
 impl Vault {
     /// The media `media_id` of `app_id` if it is readable now: unknown,
     /// expired, deleted and other apps' media are all `NotFound`.
     pub async fn find(&self, app_id: &AppId, media_id: &MediaId) -> Result<StoredMedia, ReadError> {
+        // Registered first: a delete either commits before the lookup below
+        // begins, which then does not find the row, or cancels this.
+        let registration = Arc::new(self.inner.reads.register(app_id, media_id));
+        let found = Instant::now();
         let row = self
             .inner
             .meta
@@ -91,7 +113,52 @@ impl Vault {
             created_at: row.created_at,
             expires_at: row.expires_at,
         };
-        Ok(StoredMedia { info, row })
+        Ok(StoredMedia {
+            info,
+            row,
+            registration,
+            found,
+        })
+    }
+
+    /// Whether `media` is still readable: not deleted here since it was
+    /// found, and its row still readable (a delete through another replica).
+    async fn still_readable(
+        &self,
+        media_id: &MediaId,
+        app_id: &AppId,
+        registration: &Registration,
+    ) -> Result<bool, ReadError> {
+        if registration.is_cancelled() {
+            return Ok(false);
+        }
+        let row = self
+            .inner
+            .meta
+            .find_readable(app_id, media_id, now_millis())
+            .await?;
+        Ok(row.is_some())
+    }
+
+    /// The error a read of `media_id` ends with after `failure`: not found
+    /// if the media went away meanwhile; else the failure, logged and
+    /// counted as damage where it is one (and as damage too if whether the
+    /// media still exists cannot be told).
+    async fn read_failed(
+        &self,
+        media_id: &MediaId,
+        app_id: &AppId,
+        registration: &Registration,
+        failure: BlobFailure,
+    ) -> ReadError {
+        if let Ok(false) = self.still_readable(media_id, app_id, registration).await {
+            tracing::info!(%media_id, "media deleted while being read; read stopped");
+            return ReadError::NotFound;
+        }
+        match failure {
+            BlobFailure::Integrity(kind, what) => integrity_failure(media_id, kind, &what),
+            BlobFailure::Store(error) => ReadError::Unavailable(error),
+        }
     }
 
     /// Deletes readable media: shreds its key at once (the media is
@@ -121,6 +188,10 @@ impl Vault {
     pub async fn read(&self, media: &StoredMedia, range: Range<u64>) -> Result<PlaintextStream, ReadError> {
         let row = &media.row;
         let len = media.info.size_bytes;
+        // Deleted since it was found: its key is not to be used.
+        if media.registration.is_cancelled() {
+            return Err(ReadError::NotFound);
+        }
         assert!(
             range.start <= range.end && range.end <= len,
             "range {range:?} outside 0..{len}"
@@ -166,22 +237,27 @@ impl Vault {
             None => ciphertext_range(first, len).start,
         };
         let blob_range = blob_start..ciphertext_range(last, len).end;
-        let registration = self.inner.reads.register(&row.app_id, &row.id);
-        let source = match self
+        let opened = match self
             .inner
             .blobs
             .read_range(&row.blob_key, blob_range.clone())
             .await
         {
-            Ok(source) => source,
-            Err(RangeError::Missing) => {
-                return Err(integrity_failure(&row.id, Integrity::MissingBlob, "no blob"));
-            }
+            Ok(source) => Ok(source),
+            Err(RangeError::Missing) => Err(BlobFailure::Integrity(Integrity::MissingBlob, "no blob".into())),
             Err(RangeError::Short(size)) => {
                 let what = format!("blob is {size} bytes, read wants {blob_range:?}");
-                return Err(integrity_failure(&row.id, Integrity::Truncated, &what));
+                Err(BlobFailure::Integrity(Integrity::Truncated, what))
             }
-            Err(RangeError::Store(error)) => return Err(error.into()),
+            Err(RangeError::Store(error)) => Err(BlobFailure::Store(error)),
+        };
+        let source = match opened {
+            Ok(source) => source,
+            Err(failure) => {
+                return Err(self
+                    .read_failed(&row.id, &row.app_id, &media.registration, failure)
+                    .await);
+            }
         };
         let reader = SegmentReader {
             source,
@@ -198,8 +274,8 @@ impl Vault {
         let live = LiveRead {
             vault: self.clone(),
             app_id: row.app_id.clone(),
-            registration,
-            checked: Instant::now(),
+            registration: media.registration.clone(),
+            checked: media.found,
             reader,
         };
         Ok(stream::unfold(Some(live), |live| async move {
@@ -219,7 +295,7 @@ impl Vault {
 struct LiveRead {
     vault: Vault,
     app_id: AppId,
-    registration: Registration,
+    registration: Arc<Registration>,
     /// When the row was last found readable.
     checked: Instant,
     reader: SegmentReader,
@@ -232,8 +308,16 @@ impl LiveRead {
             () = self.registration.cancelled() => None,
             piece = self.reader.next_piece() => Some(piece?),
         };
-        let Some(piece) = piece else {
-            return Some(Err(self.deleted()));
+        let piece = match piece {
+            Some(Ok(piece)) => piece,
+            Some(Err(failure)) => {
+                let (vault, media_id) = (&self.vault, &self.reader.media_id);
+                let error = vault
+                    .read_failed(media_id, &self.app_id, &self.registration, failure)
+                    .await;
+                return Some(Err(error));
+            }
+            None => return Some(Err(self.deleted())),
         };
         if self.checked.elapsed() >= RECHECK_EVERY {
             let media_id = &self.reader.media_id;
@@ -253,7 +337,7 @@ impl LiveRead {
         if self.registration.is_cancelled() {
             return Some(Err(self.deleted()));
         }
-        Some(piece)
+        Some(Ok(piece))
     }
 
     fn deleted(&self) -> ReadError {
@@ -283,7 +367,7 @@ struct SegmentReader {
 
 impl SegmentReader {
     /// The wanted plaintext of the next segment, once it has verified.
-    async fn next_piece(&mut self) -> Option<Result<Bytes, ReadError>> {
+    async fn next_piece(&mut self) -> Option<Result<Bytes, BlobFailure>> {
         if self.next > self.last {
             return None;
         }
@@ -327,12 +411,12 @@ impl SegmentReader {
     }
 
     /// Buffers `needed` bytes of the blob (or more, if already buffered).
-    async fn fill(&mut self, segment: u64, needed: usize) -> Result<(), ReadError> {
+    async fn fill(&mut self, segment: u64, needed: usize) -> Result<(), BlobFailure> {
         while self.buffered.len() < needed {
             if self.pending.is_empty() {
                 self.pending = match self.source.next().await {
                     Some(Ok(chunk)) => chunk,
-                    Some(Err(error)) => return Err(ReadError::Unavailable(error)),
+                    Some(Err(error)) => return Err(BlobFailure::Store(error)),
                     None => return Err(self.integrity(segment, Integrity::Truncated, "blob ends early")),
                 };
             }
@@ -342,7 +426,79 @@ impl SegmentReader {
         Ok(())
     }
 
-    fn integrity(&self, segment: u64, kind: Integrity, what: &str) -> ReadError {
-        integrity_failure(&self.media_id, kind, &format!("segment {segment}: {what}"))
+    fn integrity(&self, segment: u64, kind: Integrity, what: &str) -> BlobFailure {
+        BlobFailure::Integrity(kind, format!("segment {segment}: {what}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::ReadError;
+    use crate::ids::MediaId;
+    use crate::model::{App, now_millis};
+    use crate::testing::{capi_app, on_each_dialect, read_all};
+    use crate::vault::Vault;
+
+    const FILE: &[u8] = b"a file that is deleted while it is being fetched";
+
+    async fn store(vault: &Vault, app: &App) -> MediaId {
+        let mut upload = vault.begin_upload(app, None).await.unwrap();
+        upload.write(FILE).await.unwrap();
+        upload.finish("text/plain").await.unwrap()
+    }
+
+    /// The outcome of reading a medium whole, its bytes or the error.
+    async fn read(vault: &Vault, media: &super::StoredMedia) -> Result<Vec<u8>, ReadError> {
+        use futures::TryStreamExt;
+        let pieces: Vec<bytes::Bytes> = vault
+            .read(media, 0..media.info.size_bytes)
+            .await?
+            .try_collect()
+            .await?;
+        Ok(pieces.concat())
+    }
+
+    /// A download found its medium, then the medium was deleted through the
+    /// same replica before the download started reading: the read is not
+    /// found, and does not unwrap the key it still holds in its row.
+    #[tokio::test]
+    async fn a_medium_deleted_between_its_lookup_and_its_read_is_not_found() {
+        on_each_dialect(|vault| async move {
+            let app = capi_app(&vault).await;
+            let id = store(&vault, &app).await;
+            let found = vault.find(&app.id, &id).await.unwrap();
+            vault.delete(&app.id, &id).await.unwrap();
+            assert!(matches!(read(&vault, &found).await, Err(ReadError::NotFound)));
+        })
+        .await;
+    }
+
+    /// A medium deleted through another replica (its key shredded and its
+    /// blob removed there, nothing cancelled here) after a download here
+    /// found it: the missing blob is the delete, not damage, so the read is
+    /// not found. A blob missing under a row that is still readable is
+    /// damage all the same.
+    #[tokio::test]
+    async fn a_blob_removed_by_a_delete_elsewhere_is_not_found_not_damage() {
+        on_each_dialect(|vault| async move {
+            let app = capi_app(&vault).await;
+            let (gone, damaged) = (store(&vault, &app).await, store(&vault, &app).await);
+            assert_eq!(read_all(&vault, &app, &gone).await, FILE);
+
+            let found = vault.find(&app.id, &gone).await.unwrap();
+            let meta = &vault.inner.meta;
+            let blob_key = meta.shred(&app.id, &gone, now_millis()).await.unwrap().unwrap();
+            vault.inner.blobs.delete(&blob_key).await.unwrap();
+            assert!(matches!(read(&vault, &found).await, Err(ReadError::NotFound)));
+
+            let found = vault.find(&app.id, &damaged).await.unwrap();
+            vault.inner.blobs.delete(&found.row.blob_key).await.unwrap();
+            let error = read(&vault, &found).await.unwrap_err();
+            assert!(
+                matches!(&error, ReadError::Integrity(what) if what.starts_with("missing_blob")),
+                "{error:?}"
+            );
+        })
+        .await;
     }
 }

@@ -67,6 +67,15 @@ impl ActiveReads {
     }
 }
 
+impl std::fmt::Debug for Registration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registration")
+            .field("media_id", &self.media_id)
+            .field("cancelled", &self.is_cancelled())
+            .finish()
+    }
+}
+
 impl Registration {
     /// Resolves once the media has been deleted.
     pub(crate) async fn cancelled(&self) {
