@@ -84,8 +84,26 @@ impl Vault {
     }
 
     /// `begin_sized_upload`, drawing media ids from `next_id`: a fresh one
-    /// whenever the one drawn is already another row's.
+    /// whenever the one drawn is already another row's. Run to its end
+    /// whatever the caller does: an intent row written for a caller gone
+    /// by then is undone with the `Upload` nobody took.
     pub(crate) async fn begin_upload_with_ids(
+        &self,
+        app: &App,
+        filename: Option<&str>,
+        expected_bytes: Option<u64>,
+        next_id: impl FnMut() -> MediaId + Send + 'static,
+    ) -> Result<Upload, UploadError> {
+        let (vault, app, filename) = (self.clone(), app.clone(), filename.map(str::to_owned));
+        to_the_end(self, async move {
+            vault
+                .begin_upload_here(&app, filename.as_deref(), expected_bytes, next_id)
+                .await
+        })
+        .await
+    }
+
+    async fn begin_upload_here(
         &self,
         app: &App,
         filename: Option<&str>,
@@ -309,13 +327,19 @@ impl Upload {
     }
 
     /// Checks the file against `declared_type`, completes the blob and makes
-    /// the media readable. On any failure everything is undone.
+    /// the media readable. On any failure everything is undone. Run to its
+    /// end whatever the caller does: the media is then readable, or the
+    /// upload undone, as if the caller had waited.
     pub async fn finish(mut self, declared_type: &str) -> Result<MediaId, UploadError> {
-        let result = self.complete(declared_type).await;
-        if result.is_err() {
-            self.undo().await;
-        }
-        result.map(|()| std::mem::take(&mut self.id))
+        let (vault, declared_type) = (self.vault.clone(), declared_type.to_owned());
+        to_the_end(&vault, async move {
+            let result = self.complete(&declared_type).await;
+            if result.is_err() {
+                self.undo().await;
+            }
+            result.map(|()| std::mem::take(&mut self.id))
+        })
+        .await
     }
 
     async fn complete(&mut self, declared_type: &str) -> Result<(), UploadError> {
@@ -359,9 +383,16 @@ impl Upload {
         }
     }
 
-    /// Undoes the upload: aborts or removes the blob, then removes the row.
+    /// Undoes the upload: aborts or removes the blob, then removes the row;
+    /// to the end, whatever the caller does.
     pub async fn abort(mut self) {
-        self.undo().await;
+        let vault = self.vault.clone();
+        let undone = to_the_end(&vault, async move {
+            self.undo().await;
+            Ok(())
+        });
+        // Only a runtime shutting down stops it: the reaper then finishes.
+        let _ = undone.await;
     }
 
     async fn undo(&mut self) {
@@ -373,6 +404,24 @@ impl Upload {
                 undo(vault, id, writer).await;
             }
         }
+    }
+}
+
+/// `work`, run to its end on a task of its own even if the caller stops
+/// waiting for it. A handler is dropped when its client hangs up after
+/// sending the whole body: a step between the blob and the row (an intent
+/// being written, an upload being undone) must not stop half way, leaving
+/// a row and its reservation for the reaper to find an hour later. What the
+/// task leaves is what a caller that waited would have been told of.
+async fn to_the_end<T: Send + 'static>(
+    vault: &Vault,
+    work: impl Future<Output = Result<T, UploadError>> + Send + 'static,
+) -> Result<T, UploadError> {
+    match vault.inner.cleanups.spawn(work).await {
+        Ok(result) => result,
+        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+        // The runtime is shutting down.
+        Err(_) => Err(UploadError::Interrupted),
     }
 }
 
@@ -447,7 +496,7 @@ mod tests {
         vault: &Vault,
         app: &App,
         bytes: &[u8],
-        next_id: impl FnMut() -> MediaId + Send,
+        next_id: impl FnMut() -> MediaId + Send + 'static,
     ) -> MediaId {
         let mut upload = vault
             .begin_upload_with_ids(app, None, None, next_id)
@@ -487,7 +536,10 @@ mod tests {
         on_each_dialect(|vault| async move {
             let app = capi_app(&vault).await;
             let taken = store(&vault, &app, b"stored", seeded_ids(1)).await;
-            let again = || taken.clone();
+            let again = {
+                let taken = taken.clone();
+                move || taken.clone()
+            };
             let refused = vault.begin_upload_with_ids(&app, None, None, again).await;
             assert!(
                 matches!(
@@ -514,7 +566,8 @@ mod tests {
         on_each_dialect(|vault| async move {
             let app = capi_app(&vault).await;
             let uuid = MediaId::new("4c3f0b1e-52c8-4c57-9d2a-3f1c2b7a9e10");
-            let id = store(&vault, &app, b"stored before numeric ids", || uuid.clone()).await;
+            let given = uuid.clone();
+            let id = store(&vault, &app, b"stored before numeric ids", move || given.clone()).await;
             assert_eq!(id, uuid);
             assert_eq!(read_all(&vault, &app, &id).await, b"stored before numeric ids");
             vault.delete(&app.id, &id).await.unwrap();
@@ -535,6 +588,81 @@ mod tests {
             assert!((16..=19).contains(&digits.len()), "{digits}");
             assert!(digits.bytes().all(|b| b.is_ascii_digit()), "{digits}");
             assert_eq!(read_all(&vault, &app, &id).await, b"words");
+        })
+        .await;
+    }
+
+    /// Polls `work` until it has waited `waits` times, then drops it, as a
+    /// server drops a request's handler when the client hangs up.
+    async fn dropped_after<F: Future>(work: F, waits: usize) {
+        let mut work = std::pin::pin!(work);
+        let mut waited = 0;
+        std::future::poll_fn(|cx| match work.as_mut().poll(cx) {
+            std::task::Poll::Ready(_) => std::task::Poll::Ready(()),
+            std::task::Poll::Pending => {
+                waited += 1;
+                if waited >= waits {
+                    std::task::Poll::Ready(())
+                } else {
+                    std::task::Poll::Pending
+                }
+            }
+        })
+        .await;
+    }
+
+    /// Waits until everything `app`'s rows hold is what its readable media
+    /// hold, and every blob stored is one a row names: no intent, blob or
+    /// reservation left behind. Fails if that takes over 5 s.
+    async fn settles(vault: &Vault, app: &App, case: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let stats = vault.app_stats(&app.id).await.unwrap();
+            let mut stored = vault.stored_blob_keys().await.unwrap();
+            let mut named = vault.referenced_blob_keys().await.unwrap();
+            stored.sort();
+            named.sort();
+            let settled = stats.media_used == stats.media_count && stats.bytes_used == stats.bytes_stored;
+            if settled && stored == named {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{case}: left behind: {stats:?}, blobs {stored:?}, named by rows {named:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// An upload whose caller goes away while it begins, completes or is
+    /// undone (a client hanging up once its body is sent) runs to the end
+    /// of that step all the same: whichever wait it is dropped at, nothing
+    /// is left half settled. (Dropped while the intent row's statement was
+    /// in flight, the row was written and nobody undid it until the
+    /// reaper came, an hour later.)
+    #[tokio::test]
+    async fn an_upload_dropped_at_any_wait_leaves_nothing_half_settled() {
+        on_each_dialect(|vault| async move {
+            let app = capi_app(&vault).await;
+            for waits in 1..=6 {
+                dropped_after(vault.begin_upload(&app, None), waits).await;
+                settles(&vault, &app, &format!("begun, dropped at wait {waits}")).await;
+
+                let mut upload = vault.begin_upload(&app, None).await.unwrap();
+                upload.write(b"some words").await.unwrap();
+                dropped_after(upload.finish("text/plain"), waits).await;
+                settles(&vault, &app, &format!("finished, dropped at wait {waits}")).await;
+
+                let mut upload = vault.begin_upload(&app, None).await.unwrap();
+                upload.write(b"not a picture").await.unwrap();
+                dropped_after(upload.finish("image/png"), waits).await;
+                settles(&vault, &app, &format!("refused, dropped at wait {waits}")).await;
+
+                let mut upload = vault.begin_upload(&app, None).await.unwrap();
+                upload.write(b"some words").await.unwrap();
+                dropped_after(upload.abort(), waits).await;
+                settles(&vault, &app, &format!("aborted, dropped at wait {waits}")).await;
+            }
         })
         .await;
     }
