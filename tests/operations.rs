@@ -314,6 +314,60 @@ async fn a_trickling_body_is_cut_after_the_idle_timeout() {
     f.assert_stored(0).await;
 }
 
+/// The small bodies read whole (an admin change, a link request) are cut
+/// after `server.idle_timeout` too, with a 408 in the service's error shape:
+/// a client holding a token cannot keep a request open by never sending
+/// the body it announced.
+#[tokio::test]
+async fn a_small_body_that_never_arrives_is_cut_after_the_idle_timeout() {
+    let admin = "admin-0123456789abcdef0123456789abcdef";
+    let links = mediavault_api::LinkKeys::generate_line("l1");
+    let env = [
+        ("MEDIAVAULT__SERVER__IDLE_TIMEOUT", "1s"),
+        ("MEDIAVAULT__ADMIN__TOKEN", admin),
+        ("MEDIAVAULT__LINKS__KEYS", links.as_str()),
+    ];
+    let f = Fixture::with_env(Backends::SqliteFiles, &env).await;
+    let id = f.upload(&png_bytes(1000)).await;
+    let addr = f.server.base_url.trim_start_matches("http://");
+    let heads = [
+        format!("POST /admin/apps HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {admin}\r\n"),
+        format!(
+            "POST /admin/apps/{}/tokens HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {admin}\r\n",
+            f.app_id
+        ),
+        format!(
+            "POST /partner/app/{}/media/{id}/link HTTP/1.1\r\nHost: {addr}\r\ntoken: {}\r\n",
+            f.app_id, f.token
+        ),
+    ];
+    for head in heads {
+        let mut socket = connect(&f).await;
+        let head = format!("{head}Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{");
+        socket.write_all(head.as_bytes()).await.unwrap();
+        let started = Instant::now();
+        let reply = reply_within(&mut socket, 10).await;
+        let elapsed = started.elapsed();
+        assert!(elapsed < Duration::from_secs(5), "{head}: cut after {elapsed:?}");
+        assert!(reply.starts_with("HTTP/1.1 408"), "{head}: {reply}");
+        assert!(reply.contains(r#""status":"error""#), "{head}: {reply}");
+        assert!(reply.contains("did not arrive within 1s"), "{head}: {reply}");
+    }
+    let apps = f
+        .client
+        .get(f.server.url("/admin/apps"))
+        .bearer_auth(admin)
+        .send()
+        .await
+        .unwrap();
+    let apps: Value = apps.json().await.unwrap();
+    assert_eq!(
+        apps["apps"].as_array().map(Vec::len),
+        Some(1),
+        "no app made: {apps}"
+    );
+}
+
 fn sigterm(f: &Fixture) {
     let status = std::process::Command::new("kill")
         .args(["-TERM", &f.server.pid().to_string()])

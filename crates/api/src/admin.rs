@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use axum::Json;
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request, State};
 use axum::http::StatusCode;
@@ -19,6 +19,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::ApiState;
 use crate::auth::Admin;
+use crate::body::read_whole;
 use crate::error::{ApiError, ErrorBody};
 use crate::path::ApiPath;
 use crate::reply::Success;
@@ -349,13 +350,20 @@ pub struct TokenPath {
     token_id: TokenId,
 }
 
-/// A JSON body whose rejections use the service's error shape.
+/// The longest body an admin request may have: an app's settings.
+const MAX_ADMIN_BODY: usize = 64 * 1024;
+
+/// A JSON body whose rejections use the service's error shape, read within
+/// the idle timeout.
 pub struct AdminJson<T>(T);
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AdminJson<T> {
+impl<T: DeserializeOwned> FromRequest<ApiState> for AdminJson<T> {
     type Rejection = ApiError;
 
-    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+    async fn from_request(request: Request, state: &ApiState) -> Result<Self, ApiError> {
+        let (parts, body) = request.into_parts();
+        let body = read_whole(body, MAX_ADMIN_BODY, state.idle_timeout, "admin request").await?;
+        let request = Request::from_parts(parts, Body::from(body));
         match Json::<T>::from_request(request, state).await {
             Ok(Json(value)) => Ok(AdminJson(value)),
             Err(rejection @ JsonRejection::MissingJsonContentType(_)) => Err(ApiError::new(
@@ -373,8 +381,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AdminJson<T> {
     request_body = CreateAppRequest,
     responses(
         (status = 201, description = "Created", body = AppReply),
-        (status = 400, description = "A setting is out of range", body = ErrorBody),
+        (status = 400, description = "A setting is out of range, or the body is over 64 KiB", body = ErrorBody),
         (status = 401, description = "Authentication Failed", body = ErrorBody),
+        (status = 408, description = "The body did not arrive within server.idle_timeout", body = ErrorBody),
         (status = 404, description = "No admin token is configured", body = ErrorBody),
         (status = 409, description = "A phone number id is mapped to another app", body = ErrorBody),
         (status = 429, description = "Too many failed authentications from this address", body = ErrorBody),
@@ -456,8 +465,9 @@ pub async fn get_app(
     request_body = UpdateAppRequest,
     responses(
         (status = 200, description = "The app as it now is", body = AppReply),
-        (status = 400, description = "A setting is out of range", body = ErrorBody),
+        (status = 400, description = "A setting is out of range, or the body is over 64 KiB", body = ErrorBody),
         (status = 401, description = "Authentication Failed", body = ErrorBody),
+        (status = 408, description = "The body did not arrive within server.idle_timeout", body = ErrorBody),
         (status = 404, description = "App not found", body = ErrorBody),
         (status = 409, description = "A phone number id is mapped to another app; nothing is changed", body = ErrorBody),
     ),
@@ -542,7 +552,9 @@ pub async fn app_stats(
     request_body(content = Option<IssueTokenRequest>, description = "Optional"),
     responses(
         (status = 201, description = "Issued", body = IssuedTokenReply),
+        (status = 400, description = "A label over 200 characters or with control characters, or a body over 64 KiB", body = ErrorBody),
         (status = 401, description = "Authentication Failed", body = ErrorBody),
+        (status = 408, description = "The body did not arrive within server.idle_timeout", body = ErrorBody),
         (status = 404, description = "App not found", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -551,8 +563,9 @@ pub async fn issue_token(
     _: Admin,
     State(state): State<ApiState>,
     ApiPath(AppPath { app_id }): ApiPath<AppPath>,
-    body: Bytes,
+    body: Body,
 ) -> Result<(StatusCode, Json<IssuedTokenReply>), ApiError> {
+    let body = read_whole(body, MAX_ADMIN_BODY, state.idle_timeout, "admin request").await?;
     // The body is optional: a token needs no settings.
     let request: IssueTokenRequest = if body.iter().all(u8::is_ascii_whitespace) {
         IssueTokenRequest::default()

@@ -4,6 +4,7 @@
 
 mod admin;
 mod auth;
+mod body;
 mod by_url;
 #[cfg(test)]
 mod contract;

@@ -20,6 +20,7 @@ use utoipa::{IntoParams, PartialSchema, ToSchema};
 
 use crate::ApiState;
 use crate::auth::authenticate;
+use crate::body::read_whole;
 use crate::download::{DownloadHeaders, Payload, deliver};
 use crate::error::{ApiError, ErrorBody, Task};
 use crate::limits::ClientAddr;
@@ -69,17 +70,19 @@ pub struct LinkRequest {
 }
 
 impl LinkRequest {
-    /// The request from the query and the body, which wins field by field.
-    async fn read(query: Option<&str>, headers: &HeaderMap, body: Body) -> Result<LinkRequest, ApiError> {
+    /// The request from the query and the body, which wins field by field;
+    /// the body must arrive `within`.
+    async fn read(
+        query: Option<&str>,
+        headers: &HeaderMap,
+        body: Body,
+        within: Duration,
+    ) -> Result<LinkRequest, ApiError> {
         let from_query: LinkRequest = match query {
             Some(query) => serde_urlencoded::from_str(query).map_err(invalid)?,
             None => LinkRequest::default(),
         };
-        let bytes = axum::body::to_bytes(body, MAX_REQUEST_BODY).await.map_err(|_| {
-            ApiError::bad_request(format!(
-                "Invalid link request: the body must be at most {MAX_REQUEST_BODY} bytes"
-            ))
-        })?;
+        let bytes = read_whole(body, MAX_REQUEST_BODY, within, "link request").await?;
         let text = bytes.trim_ascii();
         let from_body: LinkRequest = if text.is_empty() {
             LinkRequest::default()
@@ -207,6 +210,7 @@ impl ToSchema for Ttl {}
         (status = 200, description = "The link", body = LinkReply),
         (status = 400, description = "A ttl that is not a duration, under 1s or over links.max_ttl; an unknown disposition or field; no Host to build the link on", body = ErrorBody),
         (status = 401, description = "Authentication Failed", body = ErrorBody),
+        (status = 408, description = "The body did not arrive within server.idle_timeout", body = ErrorBody),
         (status = 429, description = "Too many failed authentications from this address (see Retry-After)", body = ErrorBody),
         (status = 404, description = "Media not found (unknown, expired, deleted, or another app's), or signed links are not enabled", body = ErrorBody),
         (status = 500, description = "Unable to fetch requested Media", body = ErrorBody),
@@ -223,7 +227,7 @@ pub async fn issue_link(
 ) -> Result<Json<LinkReply>, ApiError> {
     let max_ttl = links::signer(&state)?.max_ttl();
     let app = authenticate(&state, &app_id, &headers, client, Task::Fetch).await?;
-    let request = LinkRequest::read(query.as_deref(), &headers, body).await?;
+    let request = LinkRequest::read(query.as_deref(), &headers, body, state.idle_timeout).await?;
     let ttl = request.ttl(max_ttl)?;
     let media_id = plausible(&media_id)?;
     let info = state.vault.find(&app.id, &media_id).await?.info;

@@ -58,7 +58,32 @@ fn name(name: &str) -> Result<String, AdminError> {
             "name must have 1 to {NAME_MAX_LEN} characters"
         )));
     }
+    if trimmed.chars().any(char::is_control) {
+        return Err(AdminError::Invalid(
+            "name must not contain control characters".into(),
+        ));
+    }
     Ok(trimmed.to_owned())
+}
+
+/// A token's label, trimmed: like a name, but it may be left out (or
+/// blank, which is the same).
+fn label(label: Option<&str>) -> Result<Option<String>, AdminError> {
+    let Some(trimmed) = label.map(str::trim).filter(|l| !l.is_empty()) else {
+        return Ok(None);
+    };
+    if trimmed.chars().count() > NAME_MAX_LEN || trimmed.chars().any(char::is_control) {
+        return Err(AdminError::Invalid(format!(
+            "label must have at most {NAME_MAX_LEN} characters, none of them control characters"
+        )));
+    }
+    Ok(Some(trimmed.to_owned()))
+}
+
+/// Whether `id` could name anything stored: PostgreSQL refuses a NUL in
+/// text outright, so an id with one names nothing and is not looked up.
+fn could_be_stored(id: &str) -> bool {
+    !id.contains('\0')
 }
 
 /// A MIME type as a declared type must name it: `type/subtype`, RFC 6838
@@ -219,6 +244,9 @@ impl Vault {
     }
 
     pub async fn get_app(&self, id: &AppId) -> Result<App, AdminError> {
+        if !could_be_stored(id.as_str()) {
+            return Err(AdminError::AppNotFound(id.to_string()));
+        }
         self.inner
             .meta
             .get_app(id)
@@ -307,6 +335,9 @@ impl Vault {
     /// crypto-shredded at once, its usage released, in one transaction; the
     /// reaper then removes the blobs. Returns how many media were shredded.
     pub async fn delete_app(&self, id: &AppId) -> Result<u64, AdminError> {
+        if !could_be_stored(id.as_str()) {
+            return Err(AdminError::AppNotFound(id.to_string()));
+        }
         let shredded = self
             .inner
             .meta
@@ -358,6 +389,7 @@ impl Vault {
     /// Issues a token for `app_id`. The token is returned once; only its
     /// SHA-256 is stored.
     pub async fn issue_token(&self, app_id: &AppId, label: Option<&str>) -> Result<IssuedToken, AdminError> {
+        let label = self::label(label)?;
         self.get_app(app_id).await?;
         let mut secret = [0u8; 32];
         rand::rng().fill_bytes(&mut secret);
@@ -365,13 +397,13 @@ impl Vault {
         let digest = token_digest(&token);
         self.inner
             .meta
-            .insert_token(&digest, app_id, label, now_millis())
+            .insert_token(&digest, app_id, label.as_deref(), now_millis())
             .await?;
         Ok(IssuedToken {
             id: TokenId::new(&digest[..16]),
             app_id: app_id.clone(),
             token,
-            label: label.map(str::to_owned),
+            label,
         })
     }
 
@@ -383,11 +415,12 @@ impl Vault {
     /// Revokes a token: requests carrying it fail from now on.
     pub async fn revoke_token(&self, app_id: &AppId, token_id: &TokenId) -> Result<(), AdminError> {
         self.get_app(app_id).await?;
-        if self
-            .inner
-            .meta
-            .revoke_token(app_id, token_id, now_millis())
-            .await?
+        if could_be_stored(token_id.as_str())
+            && self
+                .inner
+                .meta
+                .revoke_token(app_id, token_id, now_millis())
+                .await?
         {
             self.inner.tokens.forget_all();
             Ok(())

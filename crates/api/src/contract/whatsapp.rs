@@ -310,6 +310,29 @@ async fn another_apps_media_and_phone_numbers_are_unknown_objects() {
     assert_eq!(s.stored().await, 1);
 }
 
+/// A query that does not parse (a field given twice) is Graph's invalid
+/// parameter, on lookup and delete alike, and deletes nothing.
+#[tokio::test]
+async fn a_query_that_does_not_parse_is_an_invalid_parameter() {
+    let (s, app) = service().await;
+    let id = wa_upload(&s, &app, "image/png", &png_bytes(100)).await;
+    let twice = format!("/v23.0/{id}?phone_number_id={PHONE}&phone_number_id={PHONE}");
+    let invalid = graph(
+        "(#100) Invalid query: duplicate field `phone_number_id`",
+        "OAuthException",
+        100,
+        None,
+        None,
+    );
+    for method in [Method::GET, Method::DELETE] {
+        let reply = s
+            .send(bearer(Call::new(method.clone(), twice.clone()), &app))
+            .await;
+        assert_graph(&reply, method.as_str(), StatusCode::BAD_REQUEST, &invalid);
+    }
+    assert_eq!(s.stored().await, 1);
+}
+
 #[tokio::test]
 async fn a_missing_or_wrong_token_is_190() {
     let (s, app) = service().await;
@@ -335,6 +358,12 @@ async fn a_missing_or_wrong_token_is_190() {
         (
             "delete, no token",
             no_token(Call::new(Method::DELETE, format!("/v23.0/{id}"))),
+        ),
+        (
+            "get, no token, a query that does not parse",
+            no_token(Call::get(format!(
+                "/v23.0/{id}?phone_number_id=1&phone_number_id=2"
+            ))),
         ),
         (
             "upload, wrong token",

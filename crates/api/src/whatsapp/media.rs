@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use mediavault_storage::{App, MediaId, MediaInfo, now_millis};
@@ -92,12 +92,13 @@ async fn find(state: &ApiState, app: &App, id: &str, method: &str) -> Result<Med
 pub async fn media_url(
     State(state): State<ApiState>,
     Versioned(GraphPath { id, .. }): Versioned,
-    Query(query): Query<PhoneNumberQuery>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     client: ClientAddr,
 ) -> Response {
     let answer = async {
         let app = authenticate(&state, &headers, client, MEDIA_DOWNLOAD_ERROR).await?;
+        let query = PhoneNumberQuery::parse(query.as_deref())?;
         check_phone_number(&state, &app, &query, "get", &id).await?;
         let info = find(&state, &app, &id, "get").await?;
         let expires_at = now_millis()
@@ -154,12 +155,13 @@ pub struct DeletedReply {
 pub async fn delete_media(
     State(state): State<ApiState>,
     Versioned(GraphPath { id, .. }): Versioned,
-    Query(query): Query<PhoneNumberQuery>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     client: ClientAddr,
 ) -> Response {
     let answer = async {
         let app = authenticate(&state, &headers, client, UNKNOWN_ERROR).await?;
+        let query = PhoneNumberQuery::parse(query.as_deref())?;
         check_phone_number(&state, &app, &query, "delete", &id).await?;
         let media_id = media_id(&id, "delete")?;
         state

@@ -64,6 +64,17 @@ pub struct PhoneNumberQuery {
     pub phone_number_id: Option<String>,
 }
 
+impl PhoneNumberQuery {
+    /// The query string `raw`, read once the caller is authenticated: one
+    /// that does not parse (a field given twice) is Graph's
+    /// invalid-parameter error, where axum's `Query` would answer plain
+    /// text, and before authentication.
+    pub fn parse(raw: Option<&str>) -> Result<PhoneNumberQuery, GraphError> {
+        serde_urlencoded::from_str(raw.unwrap_or_default())
+            .map_err(|e| GraphError::invalid_parameter(format!("Invalid query: {e}")))
+    }
+}
+
 /// Whether `version` reads like a Graph API version: `v`, digits, `.`, digits.
 fn is_version(version: &str) -> bool {
     let Some((major, minor)) = version.strip_prefix('v').and_then(|v| v.split_once('.')) else {
