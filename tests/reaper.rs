@@ -464,8 +464,9 @@ async fn a_lowered_stale_upload_after_applies_to_uploads_already_running() {
 /// Incomplete multipart uploads under the service's `media/` prefix — what
 /// an upload leaves when its abort fails with the store down — are aborted
 /// by the sweep once older than `reaper.stale_upload_after`, without any
-/// bucket lifecycle rule; younger ones, and one outside the prefix, are
-/// left alone.
+/// bucket lifecycle rule; younger ones, one outside the prefix, and those
+/// of uploads still running (their rows uploading), however old, are left
+/// alone.
 #[tokio::test]
 async fn the_sweep_aborts_stale_multipart_uploads_under_the_media_prefix() {
     use object_store::ObjectStoreExt;
@@ -475,6 +476,13 @@ async fn the_sweep_aborts_stale_multipart_uploads_under_the_media_prefix() {
     left_behind.put_part(png_bytes(1000).into()).await.unwrap();
     let mut elsewhere = store.put_multipart(&"elsewhere/kept".into()).await.unwrap();
     elsewhere.put_part(png_bytes(1000).into()).await.unwrap();
+    // An upload past its first 5 MiB part, so stored as a multipart upload.
+    let (app_id, _) = app_with_retention(&stores, "30d");
+    let vault = stores.vault().await;
+    let app = vault.get_app(&app_id.parse().unwrap()).await.unwrap();
+    let file = png_bytes(7 * 1024 * 1024);
+    let mut running = vault.begin_upload(&app, None).await.unwrap();
+    running.write(&file[..6 * 1024 * 1024]).await.unwrap();
 
     assert_eq!(
         reap_with_stale(&stores, "--sweep", "1h"),
@@ -492,10 +500,15 @@ async fn the_sweep_aborts_stale_multipart_uploads_under_the_media_prefix() {
         "the listing no longer shows it"
     );
 
-    // The store no longer knows the aborted upload; the other one is intact.
+    // The store no longer knows the aborted upload; the others are intact.
     assert!(left_behind.complete().await.is_err(), "aborted");
     elsewhere.complete().await.unwrap();
     assert_eq!(stores.read_blob("elsewhere/kept").await, png_bytes(1000));
+    running.write(&file[6 * 1024 * 1024..]).await.unwrap();
+    let id = running.finish("image/png").await.unwrap();
+    let media = vault.find(&app.id, &id).await.unwrap();
+    assert_eq!(media.info.size_bytes, file.len() as u64);
+    vault.close().await;
 }
 
 /// One pass reaps thousands of expired media: several batches claimed one

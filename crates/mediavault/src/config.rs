@@ -326,6 +326,11 @@ impl Config {
         if self.reaper.rewrite_keys_every < Duration::from_secs(1) {
             bail!("reaper.rewrite_keys_every must be at least 1s");
         }
+        // Below that every upload in progress would be taken as abandoned,
+        // and each would note its progress at every write.
+        if self.reaper.stale_upload_after < Duration::from_secs(1) {
+            bail!("reaper.stale_upload_after must be at least 1s");
+        }
         if let Some(per_app) = self.server.max_concurrent_uploads_per_app
             && !(1..=self.server.max_concurrent_uploads).contains(&per_app)
         {
@@ -692,6 +697,10 @@ mod tests {
             let error = Config::load(None, &Overrides::default()).unwrap_err().to_string();
             assert!(error.contains("reaper.rewrite_keys_every"), "{error}");
             jail.set_env("MEDIAVAULT__REAPER__REWRITE_KEYS_EVERY", "10m");
+            jail.set_env("MEDIAVAULT__REAPER__STALE_UPLOAD_AFTER", "500ms");
+            let error = Config::load(None, &Overrides::default()).unwrap_err().to_string();
+            assert!(error.contains("reaper.stale_upload_after"), "{error}");
+            jail.set_env("MEDIAVAULT__REAPER__STALE_UPLOAD_AFTER", "1s");
             jail.set_env("MEDIAVAULT__DATABASE__MIGRATE_ON_START", "false");
             let config = Config::load(None, &Overrides::default()).unwrap();
             assert_eq!(config.reaper.rewrite_keys_every, Duration::from_secs(600));

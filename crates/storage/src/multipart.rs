@@ -10,6 +10,7 @@
 //! own SigV4 signer, with the store's own credentials, endpoint and HTTP
 //! client options.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +22,7 @@ use object_store::path::Path;
 use object_store::signer::{SignedUrlOptions, Signer};
 use serde::Deserialize;
 
+use crate::blobs::MEDIA_PREFIX;
 use crate::error::StoreError;
 
 /// How long a presigned listing URL stays valid: it is used at once.
@@ -82,18 +84,23 @@ impl MultipartUploads {
     }
 
     /// Aborts the multipart uploads under the key prefix initiated before
-    /// `cutoff`; returns how many it aborted. A failed listing fails the
-    /// call; a failed abort is logged and left for the next sweep.
+    /// `cutoff`, but for those of the blobs `running` names (blob keys, as
+    /// rows hold them); returns how many it aborted. A failed listing fails
+    /// the call; a failed abort is logged and left for the next sweep.
     pub(crate) async fn abort_initiated_before(
         &self,
         cutoff: chrono::DateTime<chrono::Utc>,
+        running: &HashSet<String>,
     ) -> Result<u64, StoreError> {
         let mut aborted = 0;
         let mut marker = None;
         loop {
             let page = self.list_page(marker.as_ref()).await?;
             for upload in &page.uploads {
-                if self.is_stale(upload, cutoff) && self.abort(upload).await {
+                if self.is_stale(upload, cutoff)
+                    && !self.is_running(upload, running)
+                    && self.abort(upload).await
+                {
                     aborted += 1;
                 }
             }
@@ -106,6 +113,14 @@ impl MultipartUploads {
                 _ => return Ok(aborted),
             }
         }
+    }
+
+    /// Whether `upload` is the blob of a row in `running`: its key is the
+    /// store's prefix, then the blob key.
+    fn is_running(&self, upload: &Listed, running: &HashSet<String>) -> bool {
+        let store_prefix = self.key_prefix.strip_suffix(&format!("{MEDIA_PREFIX}/"));
+        let blob_key = store_prefix.and_then(|prefix| upload.key.strip_prefix(prefix));
+        blob_key.is_some_and(|key| running.contains(key))
     }
 
     fn is_stale(&self, upload: &Listed, cutoff: chrono::DateTime<chrono::Utc>) -> bool {

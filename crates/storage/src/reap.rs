@@ -163,14 +163,17 @@ impl Vault {
 impl Vault {
     /// Aborts the incomplete S3 multipart uploads under the service's key
     /// prefix that were started longer than `older_than` ago (younger ones
-    /// may belong to uploads still running). Other blob stores keep no
-    /// such uploads: 0.
+    /// may belong to uploads still running), but for those of uploads whose
+    /// rows still run: an upload takes as long as its bytes keep arriving
+    /// (the reaper takes its row once they stop, and the next sweep its
+    /// parts). Other blob stores keep no such uploads: 0.
     pub async fn abort_stale_multipart_uploads(&self, older_than: Duration) -> Result<u64, StoreError> {
         let Some(uploads) = self.inner.blobs.multipart() else {
             return Ok(0);
         };
         let cutoff = chrono::Utc::now() - chrono::Duration::from_std(older_than).unwrap_or_default();
-        uploads.abort_initiated_before(cutoff).await
+        let running: HashSet<String> = self.inner.meta.uploading_blob_keys().await?.into_iter().collect();
+        uploads.abort_initiated_before(cutoff, &running).await
     }
 }
 

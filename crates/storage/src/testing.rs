@@ -56,6 +56,15 @@ where
     F: Fn(Vault) -> Fut,
     Fut: Future<Output = ()>,
 {
+    on_each_dialect_with(Duration::from_secs(3600), test).await;
+}
+
+/// `on_each_dialect`, with `reaper.stale_upload_after` set to `stale_upload_after`.
+pub(crate) async fn on_each_dialect_with<F, Fut>(stale_upload_after: Duration, test: F)
+where
+    F: Fn(Vault) -> Fut,
+    Fut: Future<Output = ()>,
+{
     for dialect in DIALECTS {
         eprintln!("dialect: {dialect:?}");
         let dir = tempfile::tempdir().unwrap();
@@ -74,7 +83,7 @@ where
             blobs: BlobConfig::local("memory://"),
             keys: Keyring::parse(&Keyring::generate_line("k1")).unwrap(),
             defaults: Defaults::default(),
-            stale_upload_after: Duration::from_secs(3600),
+            stale_upload_after,
         })
         .await
         .unwrap();

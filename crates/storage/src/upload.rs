@@ -8,6 +8,8 @@
 //! takes bytes past its reservation, and completion settles the reservation
 //! to the file's size (see `meta::usage`). Undoing the upload releases it.
 
+use std::time::Instant;
+
 use sha2::{Digest, Sha256};
 
 use crate::blobs::{BlobWriter, MEDIA_PREFIX};
@@ -51,6 +53,8 @@ pub struct Upload {
     writer: Option<BlobWriter>,
     /// A blob store call of this upload failed (or timed out).
     store_failed: bool,
+    /// When this upload last noted its progress in its row, or began.
+    progress_noted: Instant,
 }
 
 impl Vault {
@@ -188,6 +192,7 @@ impl Vault {
             encryptor: Some(encryptor),
             sealed,
             store_failed: false,
+            progress_noted: Instant::now(),
         })
     }
 }
@@ -263,6 +268,7 @@ impl Upload {
     /// hold, or past the app's size limit (in that order: a piece past
     /// both is refused for the quota).
     pub async fn write(&mut self, chunk: &[u8]) -> Result<(), UploadError> {
+        self.note_progress().await?;
         let total = self.received + chunk.len() as u64;
         let within_limit = total.min(self.limit);
         if within_limit > self.reserved {
@@ -283,6 +289,26 @@ impl Upload {
             self.flush().await?;
         }
         Ok(())
+    }
+
+    /// Notes in the row, every quarter of `reaper.stale_upload_after`, that
+    /// this upload is still receiving its file: the reaper takes an upload
+    /// as abandoned only once it has shown no progress for the whole
+    /// setting, so one whose bytes arrive at a pace the server accepts runs
+    /// as long as it needs. (A silent client is cut long before, by the
+    /// idle timeout.) A row the reaper took meanwhile ends the upload here.
+    async fn note_progress(&mut self) -> Result<(), UploadError> {
+        let every = self.vault.inner.stale_upload_after / 4;
+        if self.progress_noted.elapsed() < every {
+            return Ok(());
+        }
+        self.progress_noted = Instant::now();
+        let meta = &self.vault.inner.meta;
+        if meta.note_progress(&self.id, now_millis()).await? {
+            Ok(())
+        } else {
+            Err(UploadError::Reclaimed)
+        }
     }
 
     /// Grows the reservation to at least `total` bytes: by a step where the
@@ -482,7 +508,7 @@ mod tests {
 
     use crate::ids::MediaId;
     use crate::model::{App, now_millis};
-    use crate::testing::{capi_app, on_each_dialect, read_all};
+    use crate::testing::{capi_app, on_each_dialect, on_each_dialect_with, read_all};
     use crate::{BlobConfig, DatabaseUrl, Defaults, Keyring, StoreError, UploadError, Vault, VaultConfig};
 
     /// Ids as a generator seeded with `seed` draws them, in order.
@@ -667,8 +693,44 @@ mod tests {
         .await;
     }
 
-    /// The reaper takes an upload as abandoned while its bytes still flow:
-    /// completing it fails, and the blob it wrote goes too.
+    /// An upload whose bytes keep arriving is not taken as abandoned,
+    /// however long it runs past `reaper.stale_upload_after`: it notes its
+    /// progress in its row, and the reaper judges by that. One whose bytes
+    /// stop is taken once the setting has passed since its last progress,
+    /// and learns of it at its next write.
+    #[tokio::test]
+    async fn an_upload_still_receiving_is_not_abandoned_however_long_it_runs() {
+        const STALE: Duration = Duration::from_millis(400);
+        on_each_dialect_with(STALE, |vault| async move {
+            let app = capi_app(&vault).await;
+            let mut slow = vault.begin_upload(&app, None).await.unwrap();
+            let started = std::time::Instant::now();
+            let mut sent = Vec::new();
+            while started.elapsed() < 3 * STALE {
+                slow.write(b"a few words more ").await.unwrap();
+                sent.extend_from_slice(b"a few words more ");
+                tokio::time::sleep(STALE / 8).await;
+                let counts = vault.reap_batch(now_millis(), 10).await.unwrap();
+                assert_eq!(counts.abandoned, 0, "taken after {:?}", started.elapsed());
+            }
+            let id = slow.finish("text/plain").await.unwrap();
+            assert_eq!(read_all(&vault, &app, &id).await, sent);
+
+            let mut stopped = vault.begin_upload(&app, None).await.unwrap();
+            stopped.write(b"a few words").await.unwrap();
+            tokio::time::sleep(STALE + STALE / 4).await;
+            assert_eq!(vault.reap_batch(now_millis(), 10).await.unwrap().abandoned, 1);
+            assert!(matches!(
+                stopped.write(b" and then no more").await,
+                Err(UploadError::Reclaimed)
+            ));
+        })
+        .await;
+    }
+
+    /// The reaper takes an upload as abandoned once it has shown no
+    /// progress for the setting (here 1 ms), though its client may still be
+    /// there: completing it fails, and the blob it wrote goes too.
     #[tokio::test]
     async fn an_upload_reaped_while_it_runs_fails_and_leaves_nothing() {
         let dir = tempfile::tempdir().unwrap();

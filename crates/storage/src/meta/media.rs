@@ -166,6 +166,23 @@ impl Metadata {
         })?)
     }
 
+    /// Records that upload `id` is still receiving its file at `now`, so
+    /// that the reaper does not take it as abandoned while its bytes arrive
+    /// (`media_uploading_active`). `false`: the row is no longer uploading
+    /// (the reaper took it, or its app was deleted). Committed without
+    /// waiting for its WAL flush: a lost one only leaves the reaper to judge
+    /// by the progress noted before it.
+    pub(crate) async fn note_progress(&self, id: &MediaId, now: Millis) -> Result<bool, StoreError> {
+        const SQL: &str = concat!(
+            "UPDATE media SET active_at = $2 WHERE id = $1 AND state = ",
+            state_sql!(Uploading)
+        );
+        let noted = on_relaxed_pool!(self, pool => {
+            sqlx::query(SQL).bind(id).bind(now).execute(pool).await.map(|done| done.rows_affected())
+        })?;
+        Ok(noted == 1)
+    }
+
     /// Settles an upload's reservation to its size (`ready.unused_bytes` go
     /// back to the app's quota), then completes it. `false` means the row is
     /// no longer `uploading` (the reaper took it as abandoned, or its app

@@ -191,10 +191,11 @@ pub(super) async fn try_reaper_lock(
 /// and moves them out of `media` into `reaping`, leased until `$2`.
 /// `FOR UPDATE SKIP LOCKED` lets replicas claim disjoint rows. Rows that
 /// are done with uploading come first, by `due_at` (a range scan of
-/// `media_due_at`); then uploads started before `$4`, the cut-off of the
-/// current `reaper.stale_upload_after`, by start (a range scan of the
-/// partial index `media_uploading_created_at`), so a lowered setting applies
-/// to uploads already running; then, in what room is left, rows an earlier
+/// `media_due_at`); then uploads whose last progress (`active_at`, or their
+/// start) came before `$4`, the cut-off of the current
+/// `reaper.stale_upload_after`, oldest first (a range scan of the partial
+/// index `media_uploading_active`), so a lowered setting applies to uploads
+/// already running; then, in what room is left, rows an earlier
 /// pass claimed and did not finish, whose lease has passed (they are
 /// leased again). Parameters: now, lease end, limit, stale cut-off.
 ///
@@ -210,7 +211,8 @@ pub(crate) const CLAIM_SQL: &str = concat!(
      stale AS ( \
          SELECT id, state, app_id, reserved_bytes FROM media WHERE state = ",
     state_sql!(Uploading),
-    " AND created_at <= $4 ORDER BY created_at LIMIT $3 - (SELECT COUNT(*) FROM settled) \
+    " AND COALESCE(active_at, created_at) <= $4 ORDER BY COALESCE(active_at, created_at) \
+         LIMIT $3 - (SELECT COUNT(*) FROM settled) \
          FOR UPDATE SKIP LOCKED), \
      due AS (SELECT * FROM settled UNION ALL SELECT * FROM stale), \
      unfinished AS ( \
@@ -380,7 +382,7 @@ mod tests {
     }
 
     /// The claim the reaper sends is served by range scans of
-    /// `media_due_at` and `media_uploading_created_at`, never a sequential
+    /// `media_due_at` and `media_uploading_active`, never a sequential
     /// scan of `media`. EXPLAIN runs on the production statement itself, so
     /// a change to it is checked too. (Sequential scans are off because the
     /// table is empty, where the planner would rightly prefer one.)
@@ -407,7 +409,7 @@ mod tests {
         drop_postgres_database(&name).await;
         let plan = plan.unwrap().join("\n");
         assert!(plan.contains("media_due_at"), "{plan}");
-        assert!(plan.contains("media_uploading_created_at"), "{plan}");
+        assert!(plan.contains("media_uploading_active"), "{plan}");
         assert!(!plan.contains("Seq Scan on media"), "{plan}");
     }
 

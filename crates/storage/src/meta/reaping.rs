@@ -127,4 +127,11 @@ impl Metadata {
             "SELECT blob_key FROM media UNION ALL SELECT blob_key FROM reaping ORDER BY blob_key";
         Ok(on_pool!(self, pool => sqlx::query_scalar(SQL).fetch_all(pool).await)?)
     }
+
+    /// The blob keys of uploads in progress: few, in the partial index
+    /// `media_uploading_active`.
+    pub(crate) async fn uploading_blob_keys(&self) -> Result<Vec<String>, StoreError> {
+        const SQL: &str = concat!("SELECT blob_key FROM media WHERE state = ", state_sql!(Uploading));
+        Ok(on_pool!(self, pool => sqlx::query_scalar(SQL).fetch_all(pool).await)?)
+    }
 }

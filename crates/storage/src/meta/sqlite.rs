@@ -191,8 +191,9 @@ pub(super) async fn mark_ready(
 }
 
 /// The rows the claim takes, as in Postgres's claim: rows done with
-/// uploading by `due_at`, then uploads started before `$3` (the current
-/// `reaper.stale_upload_after`'s cut-off) by start.
+/// uploading by `due_at`, then uploads whose last progress (or start) came
+/// before `$3` (the current `reaper.stale_upload_after`'s cut-off), oldest
+/// first.
 const DUE_SQL: &str = concat!(
     "SELECT * FROM (SELECT id, blob_key, state FROM media WHERE state <> ",
     state_sql!(Uploading),
@@ -200,7 +201,7 @@ const DUE_SQL: &str = concat!(
      UNION ALL \
      SELECT * FROM (SELECT id, blob_key, state FROM media WHERE state = ",
     state_sql!(Uploading),
-    " AND created_at <= $3 ORDER BY created_at LIMIT $2) \
+    " AND COALESCE(active_at, created_at) <= $3 ORDER BY COALESCE(active_at, created_at) LIMIT $2) \
      LIMIT $2"
 );
 

@@ -16,7 +16,7 @@ pub(crate) enum MediaState {
 
 /// A state as an SQL literal, for statements built at compile time (a
 /// literal, not a bind, so that the planner can match partial indexes such
-/// as `media_uploading_created_at`).
+/// as `media_uploading_active`).
 macro_rules! state_sql {
     (Uploading) => {
         "'uploading'"
