@@ -323,8 +323,10 @@ async fn the_sweep_touches_nothing_outside_the_media_prefix() {
 
 /// A server killed while writing a blob to the file backend leaves the
 /// local store's staging file (`media/<key>#1`), which listings do not show.
-/// The sweep removes it once older than `reaper.stale_upload_after` and
-/// keeps a younger one, which may be an upload still being written. (The
+/// The sweep removes it once older than `reaper.stale_upload_after` and its
+/// upload's row is gone (the reaper takes it once the upload has shown no
+/// progress for as long); it keeps a younger one, and an old one whose
+/// upload still runs (a slow upload writes a 5 MiB part at a time). (The
 /// crashed one is aged by its modification time rather than by waiting.)
 #[tokio::test]
 async fn the_sweep_removes_staging_files_of_crashed_uploads() {
@@ -362,6 +364,13 @@ async fn the_sweep_removes_staging_files_of_crashed_uploads() {
     assert_eq!(
         reap_once(&stores),
         json!({"expired": 0, "deleted": 0, "abandoned": 0})
+    );
+    assert_eq!(sweep(&stores, "1h"), json!({"removed": 0, "abortedUploads": 0}));
+    assert!(crashed.exists(), "kept while its upload's row runs");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        reap_with_stale(&stores, "--once", "1s"),
+        json!({"expired": 0, "deleted": 0, "abandoned": 1})
     );
     assert_eq!(sweep(&stores, "1h"), json!({"removed": 1, "abortedUploads": 0}));
     assert!(!crashed.exists(), "the crashed upload's staging file is gone");

@@ -466,19 +466,22 @@ impl Blobs {
     }
 
     /// Deletes the local store's staging files under `MEDIA_PREFIX` last
-    /// written before `cutoff`; returns how many. The local store writes a
-    /// blob to `<key>#<n>` and renames it when complete; a process killed
-    /// while writing leaves the staging file, which listings skip. A write
-    /// in progress keeps its file's time fresh. Other stores have none.
+    /// written before `cutoff`, but for those of the blobs `running` names
+    /// (blob keys of uploads still running, which write a 5 MiB part at a
+    /// time and may take longer than that between two); returns how many.
+    /// The local store writes a blob to `<key>#<n>` and renames it when
+    /// complete; a process killed while writing leaves the staging file,
+    /// which listings skip. Other stores have none.
     pub(crate) async fn delete_stale_staging(
         &self,
         cutoff: std::time::SystemTime,
+        running: HashSet<String>,
     ) -> Result<u64, StoreError> {
         let Some(dir) = &self.local_dir else {
             return Ok(0);
         };
         let root = dir.join(MEDIA_PREFIX);
-        tokio::task::spawn_blocking(move || delete_stale_staging_under(&root, cutoff))
+        tokio::task::spawn_blocking(move || delete_stale_staging_under(&root, cutoff, &running))
             .await
             .map_err(|e| staging_error(format!("staging sweep: {e}")))?
     }
@@ -509,10 +512,12 @@ fn staging_error(message: String) -> StoreError {
     })
 }
 
-/// Deletes staging files under `root` last written before `cutoff`.
+/// Deletes staging files under `root` (the `MEDIA_PREFIX` directory) last
+/// written before `cutoff`, but for those of the blob keys in `running`.
 fn delete_stale_staging_under(
     root: &std::path::Path,
     cutoff: std::time::SystemTime,
+    running: &HashSet<String>,
 ) -> Result<u64, StoreError> {
     let failed = |path: &std::path::Path, e: String| staging_error(format!("{}: {e}", path.display()));
     let mut removed = 0;
@@ -528,6 +533,16 @@ fn delete_stale_staging_under(
             Err(e) => return Err(failed(root, e.to_string())),
         };
         if !entry.file_type().is_file() || !is_staging_file(entry.file_name()) {
+            continue;
+        }
+        let blob_key = entry
+            .path()
+            .strip_prefix(root)
+            .ok()
+            .and_then(|relative| relative.to_str())
+            .and_then(|relative| relative.rsplit_once('#'))
+            .map(|(key, _)| format!("{MEDIA_PREFIX}/{key}"));
+        if blob_key.is_some_and(|key| running.contains(&key)) {
             continue;
         }
         // Completed (renamed) or removed since it was listed: not stale.

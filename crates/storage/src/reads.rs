@@ -9,14 +9,17 @@ use tokio_util::sync::CancellationToken;
 
 use crate::ids::{AppId, MediaId};
 
+/// By media id, then by the app that asked: a read registers before its
+/// lookup has found whose the medium is, so an app asking for another's
+/// medium (and about to be told it is not found) must not share, or take
+/// over, the entry of the medium's own app.
 #[derive(Default)]
 pub(crate) struct ActiveReads {
-    by_media: Mutex<HashMap<MediaId, Streams>>,
+    by_media: Mutex<HashMap<MediaId, HashMap<AppId, Streams>>>,
 }
 
-/// The streams of one medium: one token cancels them all.
+/// The streams of one medium read by one app: one token cancels them all.
 struct Streams {
-    app_id: AppId,
     cancel: CancellationToken,
     count: usize,
 }
@@ -25,23 +28,28 @@ struct Streams {
 pub(crate) struct Registration {
     reads: Arc<ActiveReads>,
     media_id: MediaId,
+    app_id: AppId,
     cancel: CancellationToken,
 }
 
 impl ActiveReads {
-    /// Records a stream of `media_id`; its token is cancelled when the media
-    /// is deleted.
+    /// Records a stream of `media_id` for `app_id`; its token is cancelled
+    /// when the media is deleted, or the app.
     pub(crate) fn register(self: &Arc<Self>, app_id: &AppId, media_id: &MediaId) -> Registration {
         let mut by_media = self.by_media.lock().unwrap_or_else(|e| e.into_inner());
-        let streams = by_media.entry(media_id.clone()).or_insert_with(|| Streams {
-            app_id: app_id.clone(),
-            cancel: CancellationToken::new(),
-            count: 0,
-        });
+        let streams = by_media
+            .entry(media_id.clone())
+            .or_default()
+            .entry(app_id.clone())
+            .or_insert_with(|| Streams {
+                cancel: CancellationToken::new(),
+                count: 0,
+            });
         streams.count += 1;
         Registration {
             reads: self.clone(),
             media_id: media_id.clone(),
+            app_id: app_id.clone(),
             cancel: streams.cancel.clone(),
         }
     }
@@ -49,7 +57,11 @@ impl ActiveReads {
     /// Stops every stream of `media_id`.
     pub(crate) fn cancel(&self, media_id: &MediaId) {
         let mut by_media = self.by_media.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(streams) = by_media.remove(media_id) {
+        for streams in by_media
+            .remove(media_id)
+            .into_iter()
+            .flat_map(HashMap::into_values)
+        {
             streams.cancel.cancel();
         }
     }
@@ -57,12 +69,11 @@ impl ActiveReads {
     /// Stops every stream of every medium of `app_id`.
     pub(crate) fn cancel_app(&self, app_id: &AppId) {
         let mut by_media = self.by_media.lock().unwrap_or_else(|e| e.into_inner());
-        by_media.retain(|_, streams| {
-            let keep = streams.app_id != *app_id;
-            if !keep {
+        by_media.retain(|_, by_app| {
+            if let Some(streams) = by_app.remove(app_id) {
                 streams.cancel.cancel();
             }
-            keep
+            !by_app.is_empty()
         });
     }
 }
@@ -95,11 +106,17 @@ impl Drop for Registration {
             return;
         }
         let mut by_media = self.reads.by_media.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(streams) = by_media.get_mut(&self.media_id) {
+        let Some(by_app) = by_media.get_mut(&self.media_id) else {
+            return;
+        };
+        if let Some(streams) = by_app.get_mut(&self.app_id) {
             streams.count -= 1;
             if streams.count == 0 {
-                by_media.remove(&self.media_id);
+                by_app.remove(&self.app_id);
             }
+        }
+        if by_app.is_empty() {
+            by_media.remove(&self.media_id);
         }
     }
 }
@@ -127,5 +144,32 @@ mod tests {
         assert!(b.is_cancelled() && !again.is_cancelled());
         drop(again);
         assert!(reads.by_media.lock().unwrap().is_empty(), "nothing left behind");
+    }
+
+    /// An app that asks for another app's medium registers before its
+    /// lookup tells it the medium is not its own: deleting that app stops
+    /// none of the owner's streams, and deleting the owner stops all of
+    /// them, whoever registered first.
+    #[test]
+    fn a_read_by_another_app_neither_shares_nor_takes_the_owners_entry() {
+        let reads = Arc::new(ActiveReads::default());
+        let (owner, asker) = (AppId::new("owner"), AppId::new("asker"));
+        let id = MediaId::new("m");
+        let asking = reads.register(&asker, &id);
+        let reading = reads.register(&owner, &id);
+        drop(asking);
+        reads.cancel_app(&asker);
+        assert!(!reading.is_cancelled(), "another app's deletion");
+        reads.cancel_app(&owner);
+        assert!(reading.is_cancelled());
+        drop(reading);
+        assert!(reads.by_media.lock().unwrap().is_empty(), "nothing left behind");
+
+        let (asking, reading) = (reads.register(&asker, &id), reads.register(&owner, &id));
+        reads.cancel(&id);
+        assert!(
+            asking.is_cancelled() && reading.is_cancelled(),
+            "a delete stops every read"
+        );
     }
 }

@@ -64,8 +64,9 @@ impl Vault {
 
     /// Claims up to `limit` rows due at `now` and shreds them, in one
     /// statement; their blobs and rows are left to [`Vault::finish_reaped`].
-    /// An upload is abandoned once it is older than this vault's
-    /// `stale_upload_after`, whatever the setting was when it started. A
+    /// An upload is abandoned once it has shown no progress (see
+    /// `Upload::write`) for this vault's `stale_upload_after`, whatever the
+    /// setting was when it started. A
     /// claimed row stays away from other claims for [`CLAIM_LEASE`], so
     /// batches claimed one after another may be finished concurrently.
     pub async fn claim_due_batch(&self, now: Millis, limit: u32) -> Result<ClaimedBatch, StoreError> {
@@ -155,7 +156,12 @@ impl Vault {
             let failed = self.inner.blobs.delete_many(orphans).await;
             deleted += count - failed.len() as u64;
         }
-        let staging = self.inner.blobs.delete_stale_staging(cutoff.into()).await?;
+        let running = self.inner.meta.uploading_blob_keys().await?.into_iter().collect();
+        let staging = self
+            .inner
+            .blobs
+            .delete_stale_staging(cutoff.into(), running)
+            .await?;
         Ok(deleted + staging)
     }
 }

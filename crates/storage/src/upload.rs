@@ -8,7 +8,7 @@
 //! takes bytes past its reservation, and completion settles the reservation
 //! to the file's size (see `meta::usage`). Undoing the upload releases it.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
@@ -35,6 +35,9 @@ pub const RESERVATION_STEP: u64 = 8 * 1024 * 1024;
 /// repeats itself, which no retry mends.
 const ID_DRAWS: u32 = 5;
 
+/// How soon an upload notes its progress again after a note failed.
+const PROGRESS_NOTE_RETRY: Duration = Duration::from_secs(1);
+
 /// An upload in progress. Finish it with [`Upload::finish`] or undo it with
 /// [`Upload::abort`]; dropping it undoes it in the background.
 pub struct Upload {
@@ -53,11 +56,17 @@ pub struct Upload {
     writer: Option<BlobWriter>,
     /// A blob store call of this upload failed (or timed out).
     store_failed: bool,
-    /// When this upload last noted its progress in its row, or began.
-    progress_noted: Instant,
+    /// When this upload next notes its progress in its row.
+    next_progress_note: Instant,
 }
 
 impl Vault {
+    /// How often a running upload notes its progress: a quarter of
+    /// `reaper.stale_upload_after`, so that a few lost notes cost nothing.
+    fn progress_note_every(&self) -> Duration {
+        self.inner.stale_upload_after / 4
+    }
+
     /// Writes the intent row and opens a blob for a new file of `app`, the
     /// size of which is not known.
     pub async fn begin_upload(&self, app: &App, filename: Option<&str>) -> Result<Upload, UploadError> {
@@ -192,7 +201,7 @@ impl Vault {
             encryptor: Some(encryptor),
             sealed,
             store_failed: false,
-            progress_noted: Instant::now(),
+            next_progress_note: Instant::now() + self.progress_note_every(),
         })
     }
 }
@@ -298,17 +307,20 @@ impl Upload {
     /// as long as it needs. (A silent client is cut long before, by the
     /// idle timeout.) A row the reaper took meanwhile ends the upload here.
     async fn note_progress(&mut self) -> Result<(), UploadError> {
-        let every = self.vault.inner.stale_upload_after / 4;
-        if self.progress_noted.elapsed() < every {
+        let now = Instant::now();
+        if now < self.next_progress_note {
             return Ok(());
         }
-        self.progress_noted = Instant::now();
-        let meta = &self.vault.inner.meta;
-        if meta.note_progress(&self.id, now_millis()).await? {
-            Ok(())
-        } else {
-            Err(UploadError::Reclaimed)
+        match self.vault.inner.meta.note_progress(&self.id, now_millis()).await {
+            Ok(true) => self.next_progress_note = now + self.vault.progress_note_every(),
+            Ok(false) => return Err(UploadError::Reclaimed),
+            // Bookkeeping, not the upload: it goes on, and notes again soon.
+            Err(error) => {
+                tracing::warn!(media_id = %self.id, %error, "could not note the upload's progress; trying again");
+                self.next_progress_note = now + PROGRESS_NOTE_RETRY;
+            }
         }
+        Ok(())
     }
 
     /// Grows the reservation to at least `total` bytes: by a step where the

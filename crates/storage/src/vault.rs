@@ -43,7 +43,8 @@ pub struct VaultConfig {
     pub blobs: BlobConfig,
     pub keys: Keyring,
     pub defaults: Defaults,
-    /// An upload still `uploading` after this long is abandoned.
+    /// An upload still `uploading` that has shown no progress for this long
+    /// is abandoned; a running one notes its progress every quarter of it.
     pub stale_upload_after: Duration,
 }
 

@@ -131,8 +131,8 @@ impl Metadata {
 
     /// Reserves `bytes` more of the app's quota for an upload that outgrew
     /// its reservation: the row's reservation and the app's usage grow
-    /// together, or neither does. Like the intent row, committed without
-    /// waiting for its WAL flush.
+    /// together, or neither does. On Postgres, like the intent row,
+    /// committed without waiting for its WAL flush.
     pub(crate) async fn reserve_more(
         &self,
         id: &MediaId,
@@ -169,9 +169,9 @@ impl Metadata {
     /// Records that upload `id` is still receiving its file at `now`, so
     /// that the reaper does not take it as abandoned while its bytes arrive
     /// (`media_uploading_active`). `false`: the row is no longer uploading
-    /// (the reaper took it, or its app was deleted). Committed without
-    /// waiting for its WAL flush: a lost one only leaves the reaper to judge
-    /// by the progress noted before it.
+    /// (the reaper took it, or its app was deleted). On Postgres committed
+    /// without waiting for its WAL flush: a lost one only leaves the reaper
+    /// to judge by the progress noted before it.
     pub(crate) async fn note_progress(&self, id: &MediaId, now: Millis) -> Result<bool, StoreError> {
         const SQL: &str = concat!(
             "UPDATE media SET active_at = $2 WHERE id = $1 AND state = ",
