@@ -58,11 +58,7 @@ fn name(name: &str) -> Result<String, AdminError> {
             "name must have 1 to {NAME_MAX_LEN} characters"
         )));
     }
-    if trimmed.chars().any(char::is_control) {
-        return Err(AdminError::Invalid(
-            "name must not contain control characters".into(),
-        ));
-    }
+    no_control_characters(trimmed, "name")?;
     Ok(trimmed.to_owned())
 }
 
@@ -72,12 +68,24 @@ fn label(label: Option<&str>) -> Result<Option<String>, AdminError> {
     let Some(trimmed) = label.map(str::trim).filter(|l| !l.is_empty()) else {
         return Ok(None);
     };
-    if trimmed.chars().count() > NAME_MAX_LEN || trimmed.chars().any(char::is_control) {
+    if trimmed.chars().count() > NAME_MAX_LEN {
         return Err(AdminError::Invalid(format!(
-            "label must have at most {NAME_MAX_LEN} characters, none of them control characters"
+            "label must have at most {NAME_MAX_LEN} characters"
         )));
     }
+    no_control_characters(trimmed, "label")?;
     Ok(Some(trimmed.to_owned()))
+}
+
+/// Refuses `text` (the setting `what`) if it holds a control character: a
+/// name or label is shown, and PostgreSQL refuses a NUL in text outright.
+fn no_control_characters(text: &str, what: &str) -> Result<(), AdminError> {
+    if text.chars().any(char::is_control) {
+        return Err(AdminError::Invalid(format!(
+            "{what} must not contain control characters"
+        )));
+    }
+    Ok(())
 }
 
 /// Whether `id` could name anything stored: PostgreSQL refuses a NUL in

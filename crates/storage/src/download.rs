@@ -66,6 +66,13 @@ fn integrity_failure(media_id: &MediaId, kind: Integrity, what: &str) -> ReadErr
     ReadError::Integrity(format!("{kind}: {what}"))
 }
 
+/// Logs that a read of `media_id` stopped because the media went away; the
+/// error it ends with.
+fn deleted_while_read(media_id: &MediaId) -> ReadError {
+    tracing::info!(%media_id, "media deleted while being read; read stopped");
+    ReadError::NotFound
+}
+
 /// Why a blob could not be read, before it is known whether its media was
 /// deleted meanwhile (a blob removed by a delete is neither damaged nor a
 /// failure of the store).
@@ -152,8 +159,7 @@ impl Vault {
         failure: BlobFailure,
     ) -> ReadError {
         if let Ok(false) = self.still_readable(media_id, app_id, registration).await {
-            tracing::info!(%media_id, "media deleted while being read; read stopped");
-            return ReadError::NotFound;
+            return deleted_while_read(media_id);
         }
         match failure {
             BlobFailure::Integrity(kind, what) => integrity_failure(media_id, kind, &what),
@@ -308,41 +314,32 @@ impl LiveRead {
             () = self.registration.cancelled() => None,
             piece = self.reader.next_piece() => Some(piece?),
         };
+        let (vault, media_id) = (&self.vault, &self.reader.media_id);
         let piece = match piece {
             Some(Ok(piece)) => piece,
             Some(Err(failure)) => {
-                let (vault, media_id) = (&self.vault, &self.reader.media_id);
                 let error = vault
                     .read_failed(media_id, &self.app_id, &self.registration, failure)
                     .await;
                 return Some(Err(error));
             }
-            None => return Some(Err(self.deleted())),
+            None => return Some(Err(deleted_while_read(media_id))),
         };
         if self.checked.elapsed() >= RECHECK_EVERY {
-            let media_id = &self.reader.media_id;
-            match self
-                .vault
-                .inner
-                .meta
-                .find_readable(&self.app_id, media_id, now_millis())
+            match vault
+                .still_readable(media_id, &self.app_id, &self.registration)
                 .await
             {
-                Ok(Some(_)) => self.checked = Instant::now(),
-                Ok(None) => return Some(Err(self.deleted())),
+                Ok(true) => self.checked = Instant::now(),
+                Ok(false) => return Some(Err(deleted_while_read(media_id))),
                 // Unable to tell whether the media still exists: stop.
-                Err(error) => return Some(Err(error.into())),
+                Err(error) => return Some(Err(error)),
             }
         }
         if self.registration.is_cancelled() {
-            return Some(Err(self.deleted()));
+            return Some(Err(deleted_while_read(media_id)));
         }
         Some(Ok(piece))
-    }
-
-    fn deleted(&self) -> ReadError {
-        tracing::info!(media_id = %self.reader.media_id, "media deleted while being read; stream stopped");
-        ReadError::NotFound
     }
 }
 

@@ -156,7 +156,7 @@ impl Vault {
             let failed = self.inner.blobs.delete_many(orphans).await;
             deleted += count - failed.len() as u64;
         }
-        let running = self.inner.meta.uploading_blob_keys().await?.into_iter().collect();
+        let running = self.inner.meta.uploading_blob_keys().await?;
         let staging = self
             .inner
             .blobs
@@ -178,7 +178,7 @@ impl Vault {
             return Ok(0);
         };
         let cutoff = chrono::Utc::now() - chrono::Duration::from_std(older_than).unwrap_or_default();
-        let running: HashSet<String> = self.inner.meta.uploading_blob_keys().await?.into_iter().collect();
+        let running = self.inner.meta.uploading_blob_keys().await?;
         uploads.abort_initiated_before(cutoff, &running).await
     }
 }

@@ -130,8 +130,9 @@ impl Metadata {
 
     /// The blob keys of uploads in progress: few, in the partial index
     /// `media_uploading_active`.
-    pub(crate) async fn uploading_blob_keys(&self) -> Result<Vec<String>, StoreError> {
+    pub(crate) async fn uploading_blob_keys(&self) -> Result<HashSet<String>, StoreError> {
         const SQL: &str = concat!("SELECT blob_key FROM media WHERE state = ", state_sql!(Uploading));
-        Ok(on_pool!(self, pool => sqlx::query_scalar(SQL).fetch_all(pool).await)?)
+        let keys: Vec<String> = on_pool!(self, pool => sqlx::query_scalar(SQL).fetch_all(pool).await)?;
+        Ok(keys.into_iter().collect())
     }
 }
