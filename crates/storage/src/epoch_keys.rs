@@ -16,9 +16,10 @@ pub struct EpochUpkeep {
     pub made: Vec<String>,
     /// Keys destroyed: their epoch is over.
     pub destroyed: Vec<String>,
-    /// Keys whose epoch is over that media which have not expired still
-    /// need, so kept. Only a clock set back, or rows changed by hand, can
-    /// give one.
+    /// Keys whose epoch is over that live media still need, so kept until
+    /// they expire: an upload still running, or one finished after its
+    /// key's day (its key was chosen by the expiry at its start; finishing
+    /// sets a later one) — or a clock set back, or rows changed by hand.
     pub kept: Vec<String>,
 }
 
@@ -44,11 +45,12 @@ impl Vault {
             if !epoch.is_over(now, epochs.grace) {
                 continue;
             }
-            if self.inner.meta.unexpired_media_need(&label, now).await? {
-                tracing::error!(
+            if self.inner.meta.live_media_need(&label, now).await? {
+                tracing::warn!(
                     label,
                     %epoch,
-                    "media that have not expired are wrapped under an epoch key whose day is over; keeping it"
+                    "live media (uploading, or finished after the day their key was chosen for) are \
+                     wrapped under an epoch key whose day is over; keeping it until they expire"
                 );
                 upkeep.kept.push(label);
                 continue;
@@ -58,5 +60,54 @@ impl Vault {
             upkeep.destroyed.push(label);
         }
         Ok(upkeep)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::model::{KeyUse, NewApp};
+    use crate::testing::{destroy_epoch_keys, epoch_keyring, epoch_prefix, on_each_dialect_keyed, read_all};
+
+    /// An upload still running when the day of the expiry it began with
+    /// (whose key wraps its data key) and the grace have passed keeps that
+    /// key: its row's expiry is set anew only when it finishes, and it
+    /// finishes readable.
+    #[tokio::test]
+    async fn an_upload_running_past_its_keys_day_keeps_the_key() {
+        let prefix = epoch_prefix();
+        let stale_upload_after = Duration::from_secs(3600);
+        on_each_dialect_keyed(
+            stale_upload_after,
+            || epoch_keyring(&prefix),
+            |vault| {
+                let prefix = prefix.clone();
+                async move {
+                    let app = vault
+                        .create_app(NewApp {
+                            name: "brief".into(),
+                            capi: true,
+                            retention: Some(Duration::from_secs(60)),
+                            ..NewApp::default()
+                        })
+                        .await
+                        .unwrap();
+                    let mut upload = vault.begin_upload(&app, None).await.unwrap();
+                    upload.write(b"words that arrive slowly").await.unwrap();
+                    let [KeyUse { kek_id, .. }] = &vault.key_use().await.unwrap()[..] else {
+                        panic!("one data key");
+                    };
+                    let epoch = vault.epoch_settings().unwrap().epoch_of(kek_id).unwrap();
+
+                    let upkeep = vault.keep_epoch_keys(epoch.ends_at()).await.unwrap();
+                    let id = upload.finish("text/plain").await.unwrap();
+                    assert_eq!(read_all(&vault, &app, &id).await, b"words that arrive slowly");
+                    assert_eq!(upkeep.kept, std::slice::from_ref(kek_id), "{upkeep:?}");
+                    destroy_epoch_keys(&vault, &prefix).await;
+                }
+            },
+        )
+        .await;
     }
 }

@@ -44,6 +44,9 @@ impl Vault {
     /// Fails, naming each key and how many media need it, when live media
     /// are wrapped by a key the configuration lacks (or, for an epoch key,
     /// the provider): serving would answer 500 for every one of them.
+    /// Media that have expired but are not yet reaped do not count: none of
+    /// them is read again, and the reaper destroys an epoch key they alone
+    /// need (`keep_epoch_keys`, by the same rule) before it reaps them.
     pub async fn check_keys(&self) -> Result<(), StoreError> {
         let keys = &self.inner.keys;
         let configured = keys.ids();
@@ -56,12 +59,16 @@ impl Vault {
                 && held.binary_search_by(|label| label.as_str().cmp(id)).is_ok()
         };
         let meta = &self.inner.meta;
-        let unknown: Vec<String> = meta
-            .keys_in_use()
-            .await?
-            .into_iter()
-            .filter(|used| !configured.contains(&used.as_str()) && !is_held_epoch_key(used))
-            .collect();
+        let now = now_millis();
+        let mut unknown = Vec::new();
+        for used in meta.keys_in_use().await? {
+            if !configured.contains(&used.as_str())
+                && !is_held_epoch_key(&used)
+                && meta.live_media_need(&used, now).await?
+            {
+                unknown.push(used);
+            }
+        }
         if unknown.is_empty() {
             return Ok(());
         }
@@ -195,5 +202,78 @@ impl Vault {
             );
         }
         Ok(counts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::model::{KeyUse, NewApp, now_millis};
+    use crate::testing::{capi_app, destroy_epoch_keys, epoch_keyring, epoch_prefix, on_each_dialect_keyed};
+
+    /// Media expired but not yet reaped need no key to start: the reaper
+    /// destroys their epoch key once their day is over, even when it has
+    /// not reaped them yet. Live media whose key is gone still stop it.
+    #[tokio::test]
+    async fn media_expired_but_not_reaped_need_no_key_at_start() {
+        let prefix = epoch_prefix();
+        let stale_upload_after = Duration::from_secs(3600);
+        on_each_dialect_keyed(
+            stale_upload_after,
+            || epoch_keyring(&prefix),
+            |vault| {
+                let prefix = prefix.clone();
+                async move {
+                    let brief = vault
+                        .create_app(NewApp {
+                            name: "brief".into(),
+                            capi: true,
+                            retention: Some(Duration::from_secs(1)),
+                            ..NewApp::default()
+                        })
+                        .await
+                        .unwrap();
+                    let mut upload = vault.begin_upload(&brief, None).await.unwrap();
+                    upload.write(b"gone soon").await.unwrap();
+                    upload.finish("text/plain").await.unwrap();
+                    let [KeyUse { kek_id: expired, .. }] = &vault.key_use().await.unwrap()[..] else {
+                        panic!("one data key");
+                    };
+                    let expired = expired.clone();
+                    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+                    // Not reaped: its row and wrapped key stay; its key goes.
+                    let epoch = vault.epoch_settings().unwrap().epoch_of(&expired).unwrap();
+                    let upkeep = vault
+                        .keep_epoch_keys(epoch.ends_at().max(now_millis()))
+                        .await
+                        .unwrap();
+                    assert!(upkeep.destroyed.contains(&expired), "{upkeep:?}");
+                    vault.check_keys().await.unwrap();
+
+                    let lasting = capi_app(&vault).await;
+                    let mut upload = vault.begin_upload(&lasting, None).await.unwrap();
+                    upload.write(b"still here").await.unwrap();
+                    upload.finish("text/plain").await.unwrap();
+                    let live = vault
+                        .key_use()
+                        .await
+                        .unwrap()
+                        .into_iter()
+                        .find(|used| used.kek_id != expired)
+                        .unwrap()
+                        .kek_id;
+                    vault.inner.keys.destroy(&live).await.unwrap();
+                    let error = vault.check_keys().await.unwrap_err().to_string();
+                    assert!(
+                        error.contains(&format!("{live:?} (1 media)")) && !error.contains(&expired),
+                        "{error}"
+                    );
+                    destroy_epoch_keys(&vault, &prefix).await;
+                }
+            },
+        )
+        .await;
     }
 }

@@ -1,7 +1,9 @@
 //! Fresh stores for this crate's own tests, in both metadata dialects: a
 //! SQLite file in a temporary directory, and a new PostgreSQL database on
 //! the server `MEDIAVAULT_TEST_DATABASE_URL` names (dropped after). Blobs
-//! stay in memory: these tests are about rows.
+//! stay in memory: these tests are about rows. Keys are configured, or,
+//! for epoch keys, in the SoftHSM2 token `scripts/test-services.sh` sets up
+//! (`MEDIAVAULT_TEST_PKCS11_*`), under a label prefix of the test's own.
 
 use std::time::Duration;
 
@@ -9,6 +11,7 @@ use futures::TryStreamExt;
 use sqlx::Connection;
 
 use crate::ids::MediaId;
+use crate::keys::{EpochSettings, Pkcs11Keys, Pkcs11Settings, TokenSelector};
 use crate::model::{App, NewApp};
 use crate::{BlobConfig, DatabaseUrl, Defaults, Keyring, Vault, VaultConfig};
 
@@ -65,6 +68,18 @@ where
     F: Fn(Vault) -> Fut,
     Fut: Future<Output = ()>,
 {
+    let configured = || async { Keyring::parse(&Keyring::generate_line("k1")).unwrap() };
+    on_each_dialect_keyed(stale_upload_after, configured, test).await;
+}
+
+/// `on_each_dialect_with`, the vault's keys made anew for each dialect by `keys`.
+pub(crate) async fn on_each_dialect_keyed<K, KFut, F, Fut>(stale_upload_after: Duration, keys: K, test: F)
+where
+    K: Fn() -> KFut,
+    KFut: Future<Output = Keyring>,
+    F: Fn(Vault) -> Fut,
+    Fut: Future<Output = ()>,
+{
     for dialect in DIALECTS {
         eprintln!("dialect: {dialect:?}");
         let dir = tempfile::tempdir().unwrap();
@@ -81,7 +96,7 @@ where
         let vault = Vault::open(VaultConfig {
             database_url,
             blobs: BlobConfig::local("memory://"),
-            keys: Keyring::parse(&Keyring::generate_line("k1")).unwrap(),
+            keys: keys().await,
             defaults: Defaults::default(),
             stale_upload_after,
         })
@@ -119,4 +134,46 @@ pub(crate) async fn read_all(vault: &Vault, app: &App, id: &MediaId) -> Vec<u8> 
         .await
         .unwrap();
     pieces.concat()
+}
+
+fn test_env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run the tests with `make test`"))
+}
+
+/// The test token, `sessions` calls at once, no configured KEK.
+pub(crate) fn pkcs11_settings(sessions: usize) -> Pkcs11Settings {
+    Pkcs11Settings {
+        module: test_env("MEDIAVAULT_TEST_PKCS11_MODULE").into(),
+        token: TokenSelector::Label(test_env("MEDIAVAULT_TEST_PKCS11_TOKEN")),
+        pin: test_env("MEDIAVAULT_TEST_PKCS11_PIN").into(),
+        keys: Vec::new(),
+        sessions,
+    }
+}
+
+/// A label prefix for one test's epoch keys: the token is shared.
+pub(crate) fn epoch_prefix() -> String {
+    format!("t{}-", &uuid::Uuid::new_v4().simple().to_string()[..12])
+}
+
+/// Epoch keys labelled `prefix` in the test token, destroyed as soon as
+/// their day is over (no grace), none made ahead but today's.
+pub(crate) async fn epoch_keyring(prefix: &str) -> Keyring {
+    let epochs = EpochSettings {
+        grace: Duration::ZERO,
+        ahead_days: 0,
+        ..EpochSettings::new(prefix)
+    };
+    let keys = Pkcs11Keys::open(pkcs11_settings(4)).await.unwrap();
+    Keyring::pkcs11(keys, None, Some(epochs)).unwrap()
+}
+
+/// Destroys the keys labelled `prefix…` that a test made in the token.
+pub(crate) async fn destroy_epoch_keys(vault: &Vault, prefix: &str) {
+    let keys = &vault.inner.keys;
+    for label in keys.labels().await.unwrap() {
+        if label.starts_with(prefix) {
+            keys.destroy(&label).await.unwrap();
+        }
+    }
 }

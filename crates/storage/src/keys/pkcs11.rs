@@ -184,15 +184,23 @@ impl Pkcs11Keys {
         &self,
         op: impl Fn(&Session, &Live) -> Result<T, Failure> + Send + 'static,
     ) -> Result<T, KeyError> {
-        let _permit = self
+        let permit = self
             .permits
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .map_err(|_| KeyError::Unavailable("the token is closed".into()))?;
         let token = self.token.clone();
-        tokio::task::spawn_blocking(move || token.call(op))
-            .await
-            .map_err(|e| KeyError::Unavailable(format!("token call: {e}")))?
+        // The permit goes with the token call, not with this future: a
+        // caller that drops the future (a timeout, a client gone) leaves the
+        // call running on its session, and the permit must stay taken until
+        // it ends, or more than `sessions` calls (and sessions) pile up.
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            token.call(op)
+        })
+        .await
+        .map_err(|e| KeyError::Unavailable(format!("token call: {e}")))?
     }
 
     /// Generates KEK `label` inside the token: AES-256, sensitive, never
@@ -274,8 +282,6 @@ impl KeyProvider for Pkcs11Keys {
             let key = live.keys(session, &kek_id, Lookup::Cached)?[0];
             let mut iv = [0u8; IV_LEN];
             rand::rng().fill_bytes(&mut iv);
-            let mut wrapped = Vec::with_capacity(WRAPPED_DEK_LEN);
-            wrapped.extend_from_slice(&iv);
             let sealed = session
                 .encrypt(&gcm(&mut iv, &aad)?, key, dek.as_bytes())
                 .map_err(failure)?;
@@ -285,6 +291,10 @@ impl KeyProvider for Pkcs11Keys {
                     sealed.len()
                 )));
             }
+            // The IV is read only now: the token gets it by mutable
+            // reference and may have written the IV it used in its place.
+            let mut wrapped = Vec::with_capacity(WRAPPED_DEK_LEN);
+            wrapped.extend_from_slice(&iv);
             wrapped.extend_from_slice(&sealed);
             Ok(wrapped)
         })
@@ -724,5 +734,37 @@ impl fmt::Debug for Pkcs11Keys {
             .field("token", &self.token.settings.token)
             .field("ids", &self.ids)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::testing::pkcs11_settings;
+
+    /// A token call whose caller gave up (a timeout) holds its session's
+    /// permit until it ends: calls beyond `sessions` wait, and no more
+    /// sessions than that are opened.
+    #[tokio::test]
+    async fn calls_given_up_on_open_no_more_sessions_than_configured() {
+        let keys = Pkcs11Keys::open(pkcs11_settings(1)).await.unwrap();
+        let (running, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        for _ in 0..10 {
+            let (running, most) = (running.clone(), most.clone());
+            let call = keys.call(move |_, _| {
+                most.fetch_max(running.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(100));
+                running.fetch_sub(1, Ordering::SeqCst);
+                Ok(())
+            });
+            let _ = tokio::time::timeout(Duration::from_millis(10), call).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(most.load(Ordering::SeqCst), 1, "token calls at once");
+        let state = keys.token.state.read().unwrap();
+        let idle = state.live.as_ref().unwrap().idle.lock().unwrap().len();
+        assert!(idle <= 1, "{idle} sessions open");
     }
 }

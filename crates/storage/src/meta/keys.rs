@@ -87,11 +87,19 @@ impl Metadata {
             .await)?)
     }
 
-    /// Whether media that have not expired by `now` have data keys wrapped
-    /// under `kek_id`.
-    pub(crate) async fn unexpired_media_need(&self, kek_id: &str, now: Millis) -> Result<bool, StoreError> {
-        const SQL: &str = "SELECT COUNT(*) FROM (SELECT 1 FROM media_keys k JOIN media m ON m.id = k.media_id \
-                           WHERE k.kek_id = $1 AND m.expires_at > $2 LIMIT 1) AS needing";
+    /// Whether live media — not expired by `now`, or still being uploaded —
+    /// have data keys wrapped under `kek_id`. An uploading row counts
+    /// whatever its `expires_at`: that is the expiry computed when the
+    /// upload began, which chose the key that wraps its data key, and
+    /// finishing sets a later one, so a long upload may outrun it and still
+    /// need the key.
+    pub(crate) async fn live_media_need(&self, kek_id: &str, now: Millis) -> Result<bool, StoreError> {
+        const SQL: &str = concat!(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM media_keys k JOIN media m ON m.id = k.media_id \
+             WHERE k.kek_id = $1 AND (m.state = ",
+            state_sql!(Uploading),
+            " OR m.expires_at > $2) LIMIT 1) AS needing"
+        );
         let (count,): (i64,) = on_pool!(self, pool => sqlx::query_as(SQL)
             .bind(kek_id)
             .bind(now)
