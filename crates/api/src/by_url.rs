@@ -4,16 +4,19 @@
 //! its body streams into the same `Upload` a sent file does, so size limit,
 //! sniffing, encryption and clean-up are the same. The client's minimum
 //! upload rate is not applied here: its body is over, and the fetch has a
-//! timeout of its own.
+//! timeout of its own. An app whose quota has no room is refused before
+//! the fetch: the contract answers 403 before a fetch failure or 413, and
+//! such an app should not make the service send requests for it.
 
 use mediavault_fetch::FetchError;
-use mediavault_storage::{App, Upload, UploadError};
+use mediavault_storage::{AdminError, App, Upload, UploadError};
 
 use crate::ApiState;
 use crate::error::ApiError;
 
 /// Fetches `url` into a new upload of `app`, ready to finish.
 pub(crate) async fn receive(state: &ApiState, app: &App, url: &str) -> Result<Upload, ApiError> {
+    check_room(state, app).await?;
     let fetched = until_shutdown(state, state.fetcher.fetch(url)).await?;
     let mut fetched = fetched.map_err(failed)?;
     // Refused before a byte of the body is read, or any row written.
@@ -56,6 +59,24 @@ pub(crate) async fn receive(state: &ApiState, app: &App, url: &str) -> Result<Up
     }
     counted("ok");
     Ok(upload)
+}
+
+/// Refuses, as the reservation would, an app with no room for another
+/// medium or for one more byte. Advisory: another upload may take the room
+/// before this one reserves, and the reservation after the fetch decides.
+async fn check_room(state: &ApiState, app: &App) -> Result<(), ApiError> {
+    let stats = match state.vault.app_stats(&app.id).await {
+        Ok(stats) => stats,
+        Err(AdminError::Unavailable(error)) => return Err(UploadError::Unavailable(error).into()),
+        // Deleted since it authenticated: the reservation answers for that.
+        Err(_) => return Ok(()),
+    };
+    let full = |used: u64, max: Option<u64>| max.is_some_and(|max| used >= max);
+    if full(stats.media_used, stats.max_media) || full(stats.bytes_used, stats.max_bytes_stored) {
+        // Not counted: no fetch was made.
+        return Err(UploadError::QuotaExceeded.into());
+    }
+    Ok(())
 }
 
 /// `work`, unless the drain time after SIGTERM ends first.

@@ -5,8 +5,9 @@
 //! is a URL: once the form is read and its type accepted, the file is
 //! fetched from there into the same kind of upload (`by_url`). Checks
 //! answer in the contract's order: 401, 400 non-CAPI, 429, 400
-//! `file_type`/`file`, 400 fetch failure, 403 quota (after the file's first
-//! 256 KiB, and while it streams), 413, 400 content, 500.
+//! `file_type`/`file`, 403 quota (a sent file's after its first 256 KiB, a
+//! URL's before it is fetched, and either while it streams), 413, 400 fetch
+//! failure or content, 500.
 
 use axum::Json;
 use axum::body::Body;

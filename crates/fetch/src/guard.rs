@@ -8,9 +8,11 @@
 //! 3. the default ranges ([`DEFAULT_DENIED`]): refused;
 //! 4. anything else (the public internet): connected to.
 //!
-//! An IPv6 address that carries an IPv4 address (IPv4-mapped, IPv4-compatible,
-//! NAT64 or 6to4) reaches that IPv4 address, so it is judged as both: each
-//! step above looks at the address as written and at the IPv4 address in it.
+//! An IPv6 address that carries an IPv4 address (IPv4-mapped, IPv4-translated,
+//! IPv4-compatible, NAT64 or 6to4) reaches that IPv4 address, so it is judged
+//! as both: each step above looks at the address as written and at the IPv4
+//! address in it. The local-use NAT64 prefix is a default range instead: where
+//! its IPv4 address sits depends on the network's own prefix length.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -33,6 +35,10 @@ pub const DEFAULT_DENIED: &[(&str, &str)] = &[
         "link-local, with cloud metadata services (169.254.169.254)",
     ),
     ("172.16.0.0/12", "private network (RFC 1918)"),
+    (
+        "192.0.0.0/24",
+        "IETF protocol assignments, with a cloud metadata service (192.0.0.192)",
+    ),
     ("192.0.2.0/24", "documentation (TEST-NET-1)"),
     ("192.168.0.0/16", "private network (RFC 1918)"),
     ("198.18.0.0/15", "benchmarking (RFC 2544)"),
@@ -43,6 +49,10 @@ pub const DEFAULT_DENIED: &[(&str, &str)] = &[
     ("255.255.255.255/32", "broadcast"),
     ("::/128", "IPv6 unspecified"),
     ("::1/128", "IPv6 loopback"),
+    (
+        "64:ff9b:1::/48",
+        "local-use NAT64 (RFC 8215): it reaches IPv4 addresses that cannot be read from it",
+    ),
     ("2001:db8::/32", "IPv6 documentation"),
     ("3fff::/20", "IPv6 documentation (RFC 9637)"),
     ("fc00::/7", "IPv6 unique local (ULA)"),
@@ -123,6 +133,7 @@ fn forms(address: IpAddr) -> [Option<IpAddr>; 2] {
 
 /// The IPv4 address that traffic to `v6` reaches: IPv4-mapped
 /// (`::ffff:a.b.c.d`, which a dual-stack socket sends as IPv4),
+/// IPv4-translated (`::ffff:0:a.b.c.d`, translated by SIIT, RFC 7915),
 /// IPv4-compatible (`::a.b.c.d`, deprecated, still tunnelled by some hosts),
 /// NAT64 (`64:ff9b::a.b.c.d`, translated by the network) and 6to4
 /// (`2002:AABB:CCDD::/48`, relayed to a.b.c.d).
@@ -131,6 +142,7 @@ fn embedded_v4(v6: Ipv6Addr) -> Option<Ipv4Addr> {
     let from = |hi: u16, lo: u16| Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
     match s {
         [0, 0, 0, 0, 0, 0xffff, hi, lo] | [0, 0, 0, 0, 0, 0, hi, lo] => Some(from(hi, lo)),
+        [0, 0, 0, 0, 0xffff, 0, hi, lo] => Some(from(hi, lo)),
         [0x64, 0xff9b, 0, 0, 0, 0, hi, lo] => Some(from(hi, lo)),
         [0x2002, hi, lo, ..] => Some(from(hi, lo)),
         _ => None,
@@ -185,6 +197,12 @@ mod tests {
             ("172.16.0.0", false),
             ("172.31.255.255", false),
             ("172.32.0.0", true),
+            // 192.0.0.0/24
+            ("191.255.255.255", true),
+            ("192.0.0.0", false),
+            ("192.0.0.192", false),
+            ("192.0.0.255", false),
+            ("192.0.1.0", true),
             // 192.0.2.0/24
             ("192.0.1.255", true),
             ("192.0.2.0", false),
@@ -225,6 +243,13 @@ mod tests {
             ("::1", false),
             // (::2 to ::ffff:ffff are IPv4-compatible: see the next test.)
             ("::1:0:0:0", true),
+            // 64:ff9b:1::/48, whatever IPv4 address it seems to carry
+            ("64:ff9b:0:ffff:ffff:ffff:ffff:ffff", true),
+            ("64:ff9b:1::", false),
+            ("64:ff9b:1::7f00:1", false),
+            ("64:ff9b:1::808:808", false),
+            ("64:ff9b:1:ffff:ffff:ffff:ffff:ffff", false),
+            ("64:ff9b:2::", true),
             // 2001:db8::/32
             ("2001:db7:ffff:ffff:ffff:ffff:ffff:ffff", true),
             ("2001:db8::", false),
@@ -280,7 +305,13 @@ mod tests {
             ("::ffff:169.254.169.254", false),
             ("::ffff:10.0.0.1", false),
             ("::ffff:0.0.0.0", false),
+            ("::ffff:192.0.0.192", false),
             ("::ffff:8.8.8.8", true),
+            // IPv4-translated
+            ("::ffff:0:7f00:1", false),
+            ("::ffff:0:169.254.169.254", false),
+            ("::ffff:0:192.0.0.192", false),
+            ("::ffff:0:8.8.8.8", true),
             // IPv4-compatible
             ("::2", false),
             ("::127.0.0.1", false),
@@ -290,6 +321,7 @@ mod tests {
             ("64:ff9b::127.0.0.1", false),
             ("64:ff9b::a00:1", false),
             ("64:ff9b::169.254.169.254", false),
+            ("64:ff9b::192.0.0.192", false),
             ("64:ff9b::8.8.8.8", true),
             // 6to4: the IPv4 address is the second and third groups.
             ("2002:7f00:1::", false),

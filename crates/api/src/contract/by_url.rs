@@ -11,10 +11,10 @@ use axum::http::{Method, StatusCode};
 use bytes::Bytes;
 use mediavault_fetch::origin::{Answer, Origin};
 use mediavault_fetch::{FetchPolicy, Fetcher, Lookup, Resolver};
-use mediavault_storage::NewApp;
+use mediavault_storage::{AppId, AppUpdate, NewApp};
 
 use super::*;
-use crate::error::TOO_LARGE;
+use crate::error::{QUOTA_EXCEEDED, TOO_LARGE};
 
 /// The defaults with 127.0.0.1 opened, and a short timeout for the tests
 /// of timing out.
@@ -238,6 +238,53 @@ async fn types_and_content_are_judged_as_for_a_sent_file() {
             .assert_error(path, StatusCode::BAD_REQUEST, message);
     }
     assert_eq!(s.stored().await, 0);
+}
+
+/// An app with no room left is 403 before its URL is fetched: the quota
+/// answers before a fetch failure, and the origin hears nothing. With room
+/// again, the same URL is fetched and its failure answers.
+#[tokio::test]
+async fn an_app_with_no_room_is_403_and_nothing_is_fetched() {
+    let s = service(loopback_policy()).await;
+    let origin = Origin::start(|_| Answer::Status(404)).await;
+    let url = origin.url("/missing");
+    let quota = |max_bytes_stored, max_media| NewApp {
+        name: "full".into(),
+        capi: true,
+        max_bytes_stored,
+        max_media,
+        ..NewApp::default()
+    };
+    let by_media = s.app(quota(None, Some(1))).await;
+    let by_bytes = s.app(quota(Some(5000), None)).await;
+    for (case, full) in [("media", &by_media), ("bytes", &by_bytes)] {
+        let reply = s.send(Call::upload(full).multipart(valid_form())).await;
+        assert_eq!(reply.status, StatusCode::OK, "{case}: {}", reply.text());
+        s.send(Call::upload(full).multipart(by_url("image/png", &url)))
+            .await
+            .assert_error(case, StatusCode::FORBIDDEN, QUOTA_EXCEEDED);
+    }
+    assert_eq!(origin.connections(), 0, "no request for an app with no room");
+    assert_eq!(s.stored().await, 2);
+
+    s.vault
+        .update_app(
+            &AppId::new(&by_media.id),
+            AppUpdate {
+                max_media: Some(Some(2)),
+                ..AppUpdate::default()
+            },
+        )
+        .await
+        .unwrap();
+    s.send(Call::upload(&by_media).multipart(by_url("image/png", &url)))
+        .await
+        .assert_error(
+            "room again",
+            StatusCode::BAD_REQUEST,
+            &fetch_failed("the server answered HTTP 404"),
+        );
+    assert_eq!(origin.connections(), 1);
 }
 
 /// Stands in for a DNS server that knows no name.
