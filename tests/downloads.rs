@@ -383,11 +383,15 @@ async fn a_client_that_stops_reading_is_cut() {
 
 /// Past `server.max_concurrent_downloads` a download answers 503 with
 /// Retry-After in the error shape; once a download ends, there is room.
+/// (The one app here may hold every slot: its share is set to all of them.)
 #[tokio::test]
 async fn downloads_past_the_cap_are_503() {
     let f = Fixture::with_env(
         Backends::PostgresS3,
-        &[("MEDIAVAULT__SERVER__MAX_CONCURRENT_DOWNLOADS", "2")],
+        &[
+            ("MEDIAVAULT__SERVER__MAX_CONCURRENT_DOWNLOADS", "2"),
+            ("MEDIAVAULT__SERVER__MAX_CONCURRENT_DOWNLOADS_PER_APP", "2"),
+        ],
     )
     .await;
     let id = f.upload(&png_bytes(16 * MIB)).await;

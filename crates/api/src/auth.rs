@@ -8,7 +8,7 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use std::net::IpAddr;
 
-use mediavault_storage::{App, AppId, AuthError};
+use mediavault_storage::{App, AppId, AuthError, TokenId, token_id_of};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -30,6 +30,13 @@ fn presented_token(headers: &HeaderMap) -> Option<&str> {
         _ => value,
     };
     (!token.is_empty()).then_some(token)
+}
+
+/// The id of the API token the request carries: after `authenticate`, the
+/// token it was let in with. Links made by the request name it, so that
+/// revoking the token ends them.
+pub(crate) fn presented_token_id(headers: &HeaderMap) -> Option<TokenId> {
+    presented_token(headers).map(token_id_of)
 }
 
 /// Which app a presented token must belong to.

@@ -33,6 +33,10 @@ pub struct DownloadHeaders {
     /// The ETag (quoted sha256) of a cached copy
     #[param(rename = "If-None-Match")]
     if_none_match: Option<String>,
+    /// The range is sent only if this names the file (its ETag, compared
+    /// strongly, or its Last-Modified date); otherwise the whole file
+    #[param(rename = "If-Range")]
+    if_range: Option<String>,
 }
 
 /// Download a file: whole or one byte range.
@@ -49,10 +53,10 @@ pub struct DownloadHeaders {
         (status = 206, description = "The requested range", content_type = "application/octet-stream", body = Vec<u8>),
         (status = 304, description = "The cached copy is current"),
         (status = 401, description = "Authentication Failed", body = ErrorBody),
-        (status = 429, description = "Too many failed authentications from this address (see Retry-After)", body = ErrorBody),
         (status = 404, description = "Media not found (unknown, expired, deleted, or another app's)", body = ErrorBody),
         (status = 416, description = "Requested range not satisfiable", body = ErrorBody),
         (status = 500, description = "Unable to fetch requested Media", body = ErrorBody),
+        (status = 429, description = "Too many failed authentications from this address, or this app has its most downloads in progress (see Retry-After)", body = ErrorBody),
         (status = 503, description = "Too many downloads in progress (see Retry-After)", body = ErrorBody),
     ),
     security(("token" = []), ("bearer" = []))
@@ -147,7 +151,14 @@ pub(crate) async fn deliver(
         *response.status_mut() = StatusCode::NOT_MODIFIED;
         return Ok(response);
     }
-    let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    let last_modified = response.headers()[header::LAST_MODIFIED].clone();
+    let if_range = headers
+        .get(header::IF_RANGE)
+        .map(|v| v.to_str().unwrap_or_default());
+    let range_header = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .filter(|_| range::if_range_holds(if_range, &etag, last_modified.to_str().unwrap_or_default()));
     let range = match range::parse(range_header, size) {
         RangeRequest::Full => 0..size,
         RangeRequest::Partial(range) => {
@@ -176,13 +187,7 @@ pub(crate) async fn deliver(
     if payload == Payload::HeadersOnly {
         return Ok(response);
     }
-    let Ok(slot) = state.downloads.clone().try_acquire_owned() else {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Too many downloads in progress; retry shortly",
-        )
-        .with_retry_after(1));
-    };
+    let slot = state.downloads.try_acquire(info.app_id.as_str())?;
     let length = range.end - range.start;
     // Fused: a response small enough is read to its end before the status
     // goes out, and what is left of it is still chained into the body.
@@ -259,21 +264,44 @@ fn describe(info: &MediaInfo, etag: &str, disposition: Disposition, out: &mut He
         .to_string();
     out.insert(header::LAST_MODIFIED, header_value(&modified));
     out.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    // Kept by the client alone, and asked again before each use (a 304 by
+    // the ETag): a copy must not outlive the file's deletion or expiry.
     out.insert(
         header::CACHE_CONTROL,
-        HeaderValue::from_static("private, no-transform"),
+        HeaderValue::from_static("private, no-cache, no-transform"),
     );
-    if let Some(value) = content_disposition(disposition, info.filename.as_deref()) {
-        out.insert(header::CONTENT_DISPOSITION, value);
-    }
+    // A file is whatever a client uploaded, served from this service's own
+    // origin: a browser must neither guess it to be a page nor run anything
+    // in it (an HTML or SVG file shown inline, say), so it is shown, if at
+    // all, in a sandbox with no access to the origin and no requests of its
+    // own.
+    out.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    out.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(FILE_CSP),
+    );
+    out.insert(
+        header::CONTENT_DISPOSITION,
+        content_disposition(disposition, info.filename.as_deref()),
+    );
 }
 
+/// The policy every file is served under: a sandbox (a unique origin, no
+/// scripts, forms or plugins), nothing loaded by it, inline styles alone
+/// allowed so that a browser's own viewers render.
+const FILE_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; sandbox";
+
 /// `attachment` or `inline`, then `; filename="ascii";
-/// filename*=UTF-8''percent-encoded` (RFC 6266). Without a filename: a bare
-/// `inline`, and no header for an attachment (the client names it).
-fn content_disposition(disposition: Disposition, filename: Option<&str>) -> Option<HeaderValue> {
+/// filename*=UTF-8''percent-encoded` (RFC 6266). Without a filename, the
+/// bare word: an attachment with no header would be shown inline by a
+/// browser.
+fn content_disposition(disposition: Disposition, filename: Option<&str>) -> HeaderValue {
+    let bare = HeaderValue::from_static(disposition.as_str());
     let Some(filename) = filename else {
-        return (disposition == Disposition::Inline).then_some(HeaderValue::from_static("inline"));
+        return bare;
     };
     let ascii: String = filename
         .chars()
@@ -297,7 +325,7 @@ fn content_disposition(disposition: Disposition, filename: Option<&str>) -> Opti
         "{}; filename=\"{ascii}\"; filename*=UTF-8''{encoded}",
         disposition.as_str()
     ))
-    .ok()
+    .unwrap_or(bare)
 }
 
 #[cfg(test)]
@@ -347,12 +375,12 @@ mod tests {
     #[test]
     fn filenames_are_quoted_safely() {
         let name = Some("a \"b\"\\c é.png");
-        let value = content_disposition(Disposition::Attachment, name).unwrap();
+        let value = content_disposition(Disposition::Attachment, name);
         assert_eq!(
             value.to_str().unwrap(),
             "attachment; filename=\"a _b__c _.png\"; filename*=UTF-8''a%20%22b%22%5Cc%20%C3%A9.png"
         );
-        let value = content_disposition(Disposition::Inline, name).unwrap();
+        let value = content_disposition(Disposition::Inline, name);
         assert!(
             value
                 .to_str()
@@ -363,8 +391,8 @@ mod tests {
 
     #[test]
     fn without_a_filename_only_inline_is_said() {
-        assert_eq!(content_disposition(Disposition::Inline, None).unwrap(), "inline");
-        assert_eq!(content_disposition(Disposition::Attachment, None), None);
+        assert_eq!(content_disposition(Disposition::Inline, None), "inline");
+        assert_eq!(content_disposition(Disposition::Attachment, None), "attachment");
     }
 
     #[test]

@@ -23,6 +23,7 @@ pub const REQUEST_FAILED: &str = "Unable to complete the request; try again late
 pub const FETCH_FAILED: &str = "Unable to fetch the file URL";
 pub const INVALID_LINK: &str = "Invalid link";
 pub const LINK_EXPIRED: &str = "Link expired";
+pub const LINK_REVOKED: &str = "Link revoked: the API token it was made with is no longer valid";
 pub const LINKS_DISABLED: &str = "Signed links are not enabled";
 
 /// What a route was asked to do. When a store fails, at whichever step
@@ -188,12 +189,14 @@ impl From<FetchError> for ApiError {
     }
 }
 
-/// A refused link: 403 when it is not one of ours, 410 once it has expired.
+/// A refused link: 403 when it is not one of ours or its token was
+/// revoked, 410 once it has expired.
 impl From<LinkError> for ApiError {
     fn from(error: LinkError) -> ApiError {
         match error {
             LinkError::Invalid => ApiError::new(StatusCode::FORBIDDEN, INVALID_LINK),
             LinkError::Expired => ApiError::new(StatusCode::GONE, LINK_EXPIRED),
+            LinkError::Revoked => ApiError::new(StatusCode::FORBIDDEN, LINK_REVOKED),
         }
     }
 }

@@ -29,7 +29,6 @@ mod whatsapp;
 
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
-use tokio::sync::Semaphore;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -49,7 +48,7 @@ pub use error::ApiError;
 pub use limits::{LimitSettings, Limits};
 pub use links::{Disposition, LinkKeys, LinkSigner};
 pub use range::{RangeRequest, parse as parse_range};
-pub use slots::{MinUploadRate, UploadSlots};
+pub use slots::{MinUploadRate, Slots};
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -58,10 +57,10 @@ pub struct ApiState {
     /// Renders `/metrics`; `None` serves 404 there.
     pub render_metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
     /// Uploads in progress, in all (past it 503) and per app (past it 429).
-    pub uploads: Arc<UploadSlots>,
-    /// Downloads in progress (each until its body is sent); past its
-    /// permits a download answers 503.
-    pub downloads: Arc<Semaphore>,
+    pub uploads: Arc<Slots>,
+    /// Downloads in progress, each until its body is sent: in all (past it
+    /// 503) and per app, signed links included (past it 429).
+    pub downloads: Arc<Slots>,
     /// An upload whose body sends nothing for this long is cut.
     pub idle_timeout: Duration,
     /// An upload whose body comes slower than this is cut; `None`: no minimum.
@@ -90,8 +89,8 @@ impl ApiState {
         ApiState {
             vault,
             render_metrics: None,
-            uploads: Arc::new(UploadSlots::new(64, UploadSlots::default_per_app(64))),
-            downloads: Arc::new(Semaphore::new(256)),
+            uploads: Arc::new(Slots::uploads(64, Slots::default_per_app(64))),
+            downloads: Arc::new(Slots::downloads(256, Slots::default_per_app(256))),
             idle_timeout: Duration::from_secs(60),
             min_upload_rate: Some(MinUploadRate {
                 bytes_per_second: 1024,
@@ -388,7 +387,7 @@ mod tests {
                     .filter(|p| p["in"] == "header")
                     .map(|p| p["name"].as_str().unwrap())
                     .collect();
-                assert_eq!(headers, ["Range", "If-None-Match"], "{method} {path}");
+                assert_eq!(headers, ["Range", "If-None-Match", "If-Range"], "{method} {path}");
             }
         }
         let schemas = document["components"]["schemas"].as_object().unwrap();

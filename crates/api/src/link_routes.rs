@@ -11,7 +11,7 @@ use axum::body::Body;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, header};
 use axum::response::Response;
-use mediavault_storage::now_millis;
+use mediavault_storage::{AuthError, now_millis};
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::RefOr;
@@ -19,7 +19,7 @@ use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
 use utoipa::{IntoParams, PartialSchema, ToSchema};
 
 use crate::ApiState;
-use crate::auth::authenticate;
+use crate::auth::{authenticate, presented_token_id};
 use crate::body::read_whole;
 use crate::download::{DownloadHeaders, Payload, deliver};
 use crate::error::{ApiError, ErrorBody, Task};
@@ -227,6 +227,8 @@ pub async fn issue_link(
 ) -> Result<Json<LinkReply>, ApiError> {
     let max_ttl = links::signer(&state)?.max_ttl();
     let app = authenticate(&state, &app_id, &headers, client, Task::Fetch).await?;
+    let token_id =
+        presented_token_id(&headers).ok_or_else(|| ApiError::from_auth(AuthError::Failed, Task::Fetch))?;
     let request = LinkRequest::read(query.as_deref(), &headers, body, state.idle_timeout).await?;
     let ttl = request.ttl(max_ttl)?;
     let media_id = plausible(&media_id)?;
@@ -236,7 +238,15 @@ pub async fn issue_link(
     // the file's own expiry.
     let expires_at = wanted.min(info.expires_at).div_euclid(1000) * 1000;
     let disposition = request.disposition.unwrap_or_default();
-    let url = links::url(&state, &headers, &app.id, &media_id, expires_at, disposition)?;
+    let url = links::url(
+        &state,
+        &headers,
+        &app.id,
+        &media_id,
+        &token_id,
+        expires_at,
+        disposition,
+    )?;
     metrics::counter!("mediavault_links_issued_total").increment(1);
     Ok(Json(Success::new(LinkBody {
         url,
@@ -263,10 +273,11 @@ pub struct LinkPath {
         (status = 200, description = "The file", content_type = "application/octet-stream", body = Vec<u8>),
         (status = 206, description = "The requested range", content_type = "application/octet-stream", body = Vec<u8>),
         (status = 304, description = "The cached copy is current"),
-        (status = 403, description = "Invalid link (malformed, altered, or signed by no configured key)", body = ErrorBody),
+        (status = 403, description = "Invalid link (malformed, altered, or signed by no configured key), or the API token it was made with has been revoked", body = ErrorBody),
         (status = 404, description = "Media not found (expired or deleted since), or signed links are not enabled", body = ErrorBody),
         (status = 410, description = "Link expired", body = ErrorBody),
         (status = 416, description = "Requested range not satisfiable", body = ErrorBody),
+        (status = 429, description = "The app whose file this is has its most downloads in progress (see Retry-After)", body = ErrorBody),
         (status = 500, description = "Unable to fetch requested Media", body = ErrorBody),
         (status = 503, description = "Too many downloads in progress (see Retry-After)", body = ErrorBody),
     )
@@ -289,7 +300,7 @@ pub async fn follow_link(
         (status = 200, description = "The file's headers"),
         (status = 206, description = "The requested range's headers"),
         (status = 304, description = "The cached copy is current"),
-        (status = 403, description = "Invalid link"),
+        (status = 403, description = "Invalid link, or its API token revoked"),
         (status = 404, description = "Media not found, or signed links are not enabled"),
         (status = 410, description = "Link expired"),
         (status = 416, description = "Requested range not satisfiable"),
@@ -304,8 +315,9 @@ pub async fn follow_link_head(
     follow(&state, &token, &headers, Payload::HeadersOnly).await
 }
 
-/// The link checked (403, then 410), then the medium looked up afresh and
-/// served as any download is.
+/// The link checked (403, then 410), then the token it was made with (403
+/// once revoked), then the medium looked up afresh and served as any
+/// download is.
 async fn follow(
     state: &ApiState,
     token: &str,
@@ -315,12 +327,14 @@ async fn follow(
     let link = links::signer(state)?
         .verify(token, now_millis())
         .inspect_err(|error| {
-            let reason = match error {
-                LinkError::Invalid => "invalid",
-                LinkError::Expired => "expired",
-            };
-            metrics::counter!("mediavault_links_refused_total", "reason" => reason).increment(1);
+            refused(*error);
         })?;
+    if let Some(token_id) = &link.token_id
+        && !state.vault.token_is_live(&link.app_id, token_id).await?
+    {
+        refused(LinkError::Revoked);
+        return Err(LinkError::Revoked.into());
+    }
     deliver(
         state,
         &link.app_id,
@@ -330,4 +344,14 @@ async fn follow(
         link.disposition,
     )
     .await
+}
+
+/// Counts a refused link by why.
+fn refused(error: LinkError) {
+    let reason = match error {
+        LinkError::Invalid => "invalid",
+        LinkError::Expired => "expired",
+        LinkError::Revoked => "revoked",
+    };
+    metrics::counter!("mediavault_links_refused_total", "reason" => reason).increment(1);
 }

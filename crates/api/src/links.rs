@@ -1,18 +1,21 @@
 //! Signed links: a URL that downloads one stored file, with no other
-//! credential, until it expires. A link names the app, the media, its expiry
-//! and how the file is shown (inline or as an attachment), signed with
-//! HMAC-SHA256 under a key of `links.keys`; the id of that key rides in the
-//! link, so that a link signed by an older key verifies while that key is
-//! still configured. Nothing about a link is stored: the medium is looked up
-//! on every use, so deleting it (or its expiry) ends every link to it.
+//! credential, until it expires. A link names the app, the media, the API
+//! token that asked for it, its expiry and how the file is shown (inline or
+//! as an attachment), signed with HMAC-SHA256 under a key of `links.keys`;
+//! the id of that key rides in the link, so that a link signed by an older
+//! key verifies while that key is still configured. Nothing about a link is
+//! stored: the medium and the token are looked up on every use, so deleting
+//! the medium (or its expiry) or revoking the token ends every link made
+//! with it.
 //!
 //! A token is URL-safe base64 (no padding) of:
 //!
 //! ```text
-//! version (1 = 0x01)
+//! version (2 = 0x02)
 //! key id length (1) ‖ key id
 //! app id length (1) ‖ app id
 //! media id length (1) ‖ media id
+//! API token id length (1) ‖ API token id
 //! expiry, unix seconds (8, big-endian)
 //! disposition (1: 0x00 attachment, 0x01 inline)
 //! tag (32) = HMAC-SHA256(key, "mediavault-link-v1" ‖ every byte above)
@@ -22,6 +25,11 @@
 //! to make. Every field is length-prefixed, so no two links sign the same
 //! bytes, and the label keeps the tag from standing for anything else
 //! signed with the same key.
+//!
+//! Version 1, made before links named their token, has no token id field;
+//! such a link still verifies until its own expiry (at most `links.max_ttl`
+//! after it was made), so that links handed out before an upgrade keep
+//! working.
 
 use std::fmt;
 use std::sync::Arc;
@@ -33,7 +41,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, KeyInit, Mac};
 use mediavault_storage::keys::{KeyListError, generate_key_line, parse_key_list};
-use mediavault_storage::{AppId, MediaId, Millis};
+use mediavault_storage::{AppId, MediaId, Millis, TokenId};
 use sha2::Sha256;
 
 use crate::ApiState;
@@ -47,11 +55,14 @@ pub const LINK_PATH: &str = "/l/";
 /// What a tag is a MAC of, before the link's bytes.
 const DOMAIN: &[u8] = b"mediavault-link-v1";
 /// The first byte of a token: the version of its layout.
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
+/// The layout before the token id was added; still read.
+const VERSION_WITHOUT_TOKEN: u8 = 1;
 /// Bytes of a tag: HMAC-SHA256 whole.
 const TAG_LEN: usize = 32;
 /// Longest token looked at (in characters); the longest a link can be,
-/// with a 64-byte key id, a 64-byte app id and a 128-byte media id, is 402.
+/// with a 64-byte key id, a 64-byte app id, a 128-byte media id and a
+/// 16-byte token id, is 424.
 const MAX_TOKEN_LEN: usize = 512;
 
 type HmacSha256 = Hmac<Sha256>;
@@ -151,11 +162,13 @@ impl fmt::Debug for LinkKeys {
 }
 
 /// What a verified link grants: reading this medium of this app, shown so,
-/// until `expires_at`.
+/// until `expires_at`, while the token that asked for it is live.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Link {
     pub app_id: AppId,
     pub media_id: MediaId,
+    /// The API token the link was made with; `None` for a version 1 link.
+    pub token_id: Option<TokenId>,
     /// Milliseconds since the epoch (a whole second).
     pub expires_at: Millis,
     pub disposition: Disposition,
@@ -170,6 +183,9 @@ pub enum LinkError {
     /// A genuine link past its expiry.
     #[error("link expired")]
     Expired,
+    /// A genuine link whose API token has been revoked since.
+    #[error("link revoked")]
+    Revoked,
 }
 
 /// Makes and checks links.
@@ -193,21 +209,29 @@ impl LinkSigner {
         &self.keys
     }
 
-    /// The token of a link to `media_id` of `app_id` until `expires_at`
-    /// (rounded down to the second), signed by the active key.
+    /// The token of a link to `media_id` of `app_id`, asked for with the API
+    /// token `token_id`, until `expires_at` (rounded down to the second),
+    /// signed by the active key.
     ///
     /// Ids the service accepts fit (app ids are at most 64 bytes, media ids
-    /// 128); an id over 255 bytes cannot be written, and panics.
+    /// 128, token ids 16); an id over 255 bytes cannot be written, and
+    /// panics.
     pub fn token(
         &self,
         app_id: &AppId,
         media_id: &MediaId,
+        token_id: &TokenId,
         expires_at: Millis,
         disposition: Disposition,
     ) -> String {
         let key = &self.keys.keys[0];
         let mut bytes = vec![VERSION];
-        for field in [key.id.as_str(), app_id.as_str(), media_id.as_str()] {
+        for field in [
+            key.id.as_str(),
+            app_id.as_str(),
+            media_id.as_str(),
+            token_id.as_str(),
+        ] {
             let len = u8::try_from(field.len()).expect("ids are at most 255 bytes");
             bytes.push(len);
             bytes.extend_from_slice(field.as_bytes());
@@ -242,6 +266,16 @@ impl LinkSigner {
             .ok()
             .and_then(|id| plausible(id).ok())
             .ok_or(LinkError::Invalid)?;
+        let token_id = match fields.token_id {
+            Some(id) => Some(
+                std::str::from_utf8(id)
+                    .ok()
+                    .filter(|id| !id.is_empty())
+                    .map(TokenId::new)
+                    .ok_or(LinkError::Invalid)?,
+            ),
+            None => None,
+        };
         let expires_at = i64::try_from(fields.expires)
             .ok()
             .and_then(|seconds| seconds.checked_mul(1000))
@@ -252,6 +286,7 @@ impl LinkSigner {
         Ok(Link {
             app_id: AppId::new(app_id),
             media_id,
+            token_id,
             expires_at,
             disposition: fields.disposition,
         })
@@ -278,6 +313,8 @@ struct Fields<'a> {
     key_id: &'a [u8],
     app_id: &'a [u8],
     media_id: &'a [u8],
+    /// `None` in a version 1 link.
+    token_id: Option<&'a [u8]>,
     expires: u64,
     disposition: Disposition,
     /// Every byte before the tag.
@@ -286,11 +323,11 @@ struct Fields<'a> {
 }
 
 impl<'a> Fields<'a> {
-    /// The fields of a token's bytes, if they are laid out as version 1
-    /// lays them out, to the last byte.
+    /// The fields of a token's bytes, if they are laid out as version 2
+    /// (or 1) lays them out, to the last byte.
     fn parse(bytes: &'a [u8]) -> Option<Fields<'a>> {
         let (&version, mut rest) = bytes.split_first()?;
-        if version != VERSION {
+        if version != VERSION && version != VERSION_WITHOUT_TOKEN {
             return None;
         }
         let mut field = || -> Option<&'a [u8]> {
@@ -300,6 +337,7 @@ impl<'a> Fields<'a> {
             Some(value)
         };
         let (key_id, app_id, media_id) = (field()?, field()?, field()?);
+        let token_id = if version == VERSION { Some(field()?) } else { None };
         let (expires, rest) = rest.split_first_chunk::<8>()?;
         let (&disposition, tag) = rest.split_first()?;
         if tag.len() != TAG_LEN {
@@ -309,6 +347,7 @@ impl<'a> Fields<'a> {
             key_id,
             app_id,
             media_id,
+            token_id,
             expires: u64::from_be_bytes(*expires),
             disposition: Disposition::from_byte(disposition)?,
             signed: &bytes[..bytes.len() - TAG_LEN],
@@ -343,18 +382,19 @@ pub fn base_url(state: &ApiState, headers: &HeaderMap) -> Result<String, ApiErro
     Ok(format!("{scheme}://{}", host.to_ascii_lowercase()))
 }
 
-/// `{base}/l/{token}`: a link to `media_id` of `app_id` until `expires_at`;
-/// 404 when links are not enabled.
+/// `{base}/l/{token}`: a link to `media_id` of `app_id`, asked for with the
+/// API token `token_id`, until `expires_at`; 404 when links are not enabled.
 pub fn url(
     state: &ApiState,
     headers: &HeaderMap,
     app_id: &AppId,
     media_id: &MediaId,
+    token_id: &TokenId,
     expires_at: Millis,
     disposition: Disposition,
 ) -> Result<String, ApiError> {
     let signer = signer(state)?;
-    let token = signer.token(app_id, media_id, expires_at, disposition);
+    let token = signer.token(app_id, media_id, token_id, expires_at, disposition);
     Ok(format!("{}{LINK_PATH}{token}", base_url(state, headers)?))
 }
 
@@ -415,6 +455,11 @@ mod tests {
         LinkSigner::new(LinkKeys::parse(spec).unwrap(), DAY)
     }
 
+    /// The API token a link is asked for with.
+    fn issuer() -> TokenId {
+        TokenId::new("0123456789abcdef")
+    }
+
     fn ids() -> (AppId, MediaId) {
         (
             AppId::new("0b5e2c4e-6a53-4f4e-9d2b-6f0f7e1c2a10"),
@@ -426,7 +471,7 @@ mod tests {
     fn a_link_round_trips() {
         let s = signer(&LinkKeys::generate_line("k1"));
         let (app, media) = ids();
-        let token = s.token(&app, &media, LATER + 999, Disposition::Inline);
+        let token = s.token(&app, &media, &issuer(), LATER + 999, Disposition::Inline);
         assert!(
             token
                 .bytes()
@@ -439,6 +484,7 @@ mod tests {
             Link {
                 app_id: app,
                 media_id: media,
+                token_id: Some(issuer()),
                 expires_at: LATER,
                 disposition: Disposition::Inline
             },
@@ -462,7 +508,9 @@ mod tests {
             for medium in media {
                 let (app, medium) = (AppId::new(app), MediaId::new(medium));
                 for disposition in [Disposition::Inline, Disposition::Attachment] {
-                    let link = s.verify(&s.token(&app, &medium, LATER, disposition), 0).unwrap();
+                    let link = s
+                        .verify(&s.token(&app, &medium, &issuer(), LATER, disposition), 0)
+                        .unwrap();
                     assert_eq!((&link.app_id, &link.media_id), (&app, &medium));
                     assert_eq!(link.disposition, disposition);
                 }
@@ -472,10 +520,12 @@ mod tests {
         let longest = longest_key.token(
             &AppId::new("a".repeat(64)),
             &MediaId::new("x".repeat(128)),
+            &issuer(),
             LATER,
             Disposition::Inline,
         );
-        assert_eq!(longest.len(), 402);
+        assert_eq!(longest.len(), 424);
+        assert!(longest.len() <= MAX_TOKEN_LEN);
         assert!(longest_key.verify(&longest, 0).is_ok());
     }
 
@@ -496,13 +546,15 @@ mod tests {
             &LinkKeys::generate_line("y")[2..]
         ));
         let (app, media) = ids();
-        let token = s.token(&app, &media, LATER, Disposition::Attachment);
+        let token = s.token(&app, &media, &issuer(), LATER, Disposition::Attachment);
         let bytes = decoded(&token);
-        // version, "k1", app (36), media (19), expiry, disposition, tag
+        // version, "k1", app (36), media (19), token (16), expiry,
+        // disposition, tag
         let key_id = 2..4;
         let app_at = 5;
         let media_at = app_at + 36 + 1;
-        let expiry_at = media_at + 19;
+        let token_at = media_at + 19 + 1;
+        let expiry_at = token_at + 16;
         let disposition_at = expiry_at + 8;
         let tag_at = disposition_at + 1;
         assert_eq!(&bytes[key_id.clone()], b"k1");
@@ -517,6 +569,8 @@ mod tests {
         changed("key id: another configured key", key_id.end - 1, b'2');
         changed("app id", app_at, b'1');
         changed("media id", media_at, b'9');
+        changed("token id", token_at, b'f');
+        changed("token id length", token_at - 1, 15);
         changed("expiry", expiry_at + 4, bytes[expiry_at + 4] ^ 0x40);
         changed("disposition", disposition_at, Disposition::Inline.byte());
         changed("disposition: unknown", disposition_at, 7);
@@ -526,7 +580,8 @@ mod tests {
             tag_at + TAG_LEN - 1,
             bytes[tag_at + TAG_LEN - 1] ^ 1,
         );
-        changed("version", 0, 2);
+        changed("version: the layout without a token id", 0, VERSION_WITHOUT_TOKEN);
+        changed("version: unknown", 0, 3);
         cases.push(("signature cut", bytes[..bytes.len() - 1].to_vec()));
         cases.push(("a byte past the tag", [bytes.as_slice(), &[0]].concat()));
         cases.push(("empty", Vec::new()));
@@ -545,6 +600,29 @@ mod tests {
         assert!(s.verify(&token, 0).is_ok(), "the untouched link verifies");
     }
 
+    /// A version 1 link (made before links named their API token) still
+    /// verifies, with no token to check, and a forged one does not.
+    #[test]
+    fn a_version_1_link_verifies_without_a_token() {
+        let s = signer(&LinkKeys::generate_line("k1"));
+        let (app, media) = ids();
+        let mut bytes = vec![VERSION_WITHOUT_TOKEN];
+        for field in ["k1", app.as_str(), media.as_str()] {
+            bytes.push(field.len() as u8);
+            bytes.extend_from_slice(field.as_bytes());
+        }
+        bytes.extend_from_slice(&(LATER as u64 / 1000).to_be_bytes());
+        bytes.push(Disposition::Attachment.byte());
+        let tag = signed(&s.keys.keys[0].mac, &bytes).finalize().into_bytes();
+        let genuine = [bytes.as_slice(), &tag].concat();
+        let link = s.verify(&encoded(&genuine), 0).unwrap();
+        assert_eq!((link.app_id, link.media_id, link.token_id), (app, media, None));
+        let mut forged = genuine;
+        let last = forged.len() - 1;
+        forged[last] ^= 1;
+        assert_eq!(s.verify(&encoded(&forged), 0), Err(LinkError::Invalid));
+    }
+
     #[test]
     fn a_link_of_an_unknown_key_is_refused() {
         let ours = signer(&LinkKeys::generate_line("k1"));
@@ -555,7 +633,7 @@ mod tests {
             ("the same id, other material", &theirs),
             ("another id", &stranger),
         ] {
-            let token = other.token(&app, &media, LATER, Disposition::Inline);
+            let token = other.token(&app, &media, &issuer(), LATER, Disposition::Inline);
             assert_eq!(ours.verify(&token, 0), Err(LinkError::Invalid), "{case}");
         }
     }
@@ -566,7 +644,7 @@ mod tests {
     fn only_a_genuine_link_is_expired() {
         let s = signer(&LinkKeys::generate_line("k1"));
         let (app, media) = ids();
-        let token = s.token(&app, &media, 1_000, Disposition::Inline);
+        let token = s.token(&app, &media, &issuer(), 1_000, Disposition::Inline);
         assert_eq!(s.verify(&token, 1_000), Err(LinkError::Expired));
         let mut bytes = decoded(&token);
         let last = bytes.len() - 1;
@@ -578,11 +656,11 @@ mod tests {
     fn a_link_of_the_previous_key_verifies_while_that_key_is_configured() {
         let (old, new) = (LinkKeys::generate_line("old"), LinkKeys::generate_line("new"));
         let (app, media) = ids();
-        let token = signer(&old).token(&app, &media, LATER, Disposition::Attachment);
+        let token = signer(&old).token(&app, &media, &issuer(), LATER, Disposition::Attachment);
         let rotated = signer(&format!("{new},{old}"));
         assert_eq!(rotated.keys().active_id(), "new");
         assert!(rotated.verify(&token, 0).is_ok());
-        let fresh = rotated.token(&app, &media, LATER, Disposition::Attachment);
+        let fresh = rotated.token(&app, &media, &issuer(), LATER, Disposition::Attachment);
         assert_eq!(&decoded(&fresh)[2..5], b"new", "new links name the new key");
         assert_eq!(signer(&new).verify(&token, 0), Err(LinkError::Invalid));
         assert!(signer(&new).verify(&fresh, 0).is_ok());

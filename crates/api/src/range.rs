@@ -1,6 +1,7 @@
 //! `Range: bytes=…` (RFC 9110 §14): one range is served as 206; several, or
 //! a header this parser does not understand, get the whole file, as the RFC
-//! allows; a range that starts past the end is 416.
+//! allows; a range that starts past the end is 416. `If-Range` (§13.1.5)
+//! lets a range through only for the file it names.
 
 use std::ops::Range;
 
@@ -14,7 +15,13 @@ pub enum RangeRequest {
 /// What a `Range` header value asks of a file of `size` bytes; a `Partial`
 /// range is never empty and lies within the file.
 pub fn parse(header: Option<&str>, size: u64) -> RangeRequest {
-    let Some(spec) = header.and_then(|h| h.trim().strip_prefix("bytes=")) else {
+    // The unit is case-insensitive.
+    let Some(spec) = header.and_then(|h| {
+        let h = h.trim();
+        h.get(..6)
+            .filter(|unit| unit.eq_ignore_ascii_case("bytes="))
+            .map(|_| &h[6..])
+    }) else {
         return RangeRequest::Full;
     };
     if spec.contains(',') {
@@ -53,10 +60,42 @@ pub fn parse(header: Option<&str>, size: u64) -> RangeRequest {
     }
 }
 
+/// Whether a `Range` may be honoured, given the request's `If-Range`: with
+/// none, yes; else only when it names this file exactly, by its ETag
+/// compared strongly (a weak tag never matches) or by its Last-Modified
+/// date to the byte. A client whose copy is of something else gets the
+/// whole file, not a piece to splice into that copy.
+pub fn if_range_holds(if_range: Option<&str>, etag: &str, last_modified: &str) -> bool {
+    match if_range.map(str::trim) {
+        None => true,
+        Some(tag) if tag.starts_with('"') || tag.starts_with("W/") => tag == etag,
+        Some(date) => date == last_modified,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::RangeRequest::{Full, Partial, Unsatisfiable};
-    use super::parse;
+    use super::{if_range_holds, parse};
+
+    #[test]
+    fn if_range_lets_a_range_through_only_for_this_file() {
+        let (etag, date) = ("\"abc\"", "Wed, 02 Dec 2026 12:00:00 GMT");
+        assert!(if_range_holds(None, etag, date));
+        assert!(if_range_holds(Some("\"abc\""), etag, date));
+        assert!(if_range_holds(Some(date), etag, date));
+        for other in ["\"other\"", "W/\"abc\"", "Wed, 02 Dec 2026 12:00:01 GMT", "", "*"] {
+            assert!(!if_range_holds(Some(other), etag, date), "{other}");
+        }
+    }
+
+    #[test]
+    fn the_unit_is_case_insensitive() {
+        assert_eq!(parse(Some("Bytes=0-0"), 10), Partial(0..1));
+        assert_eq!(parse(Some("BYTES=-2"), 10), Partial(8..10));
+        assert_eq!(parse(Some("byte=0-0"), 10), Full);
+        assert_eq!(parse(Some("bytés=0-0"), 10), Full);
+    }
 
     #[test]
     fn single_ranges() {

@@ -1,6 +1,7 @@
-//! Upload slots: a bound on uploads in progress on this replica, and on how
-//! many of them one app may hold, so that one app's uploads — slow ones
-//! above all — can never take every slot from the others.
+//! Transfer slots: a bound on uploads (or downloads) in progress on this
+//! replica, and on how many of them one app may hold, so that one app's
+//! transfers — slow ones above all — can never take every slot from the
+//! others.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -29,8 +30,10 @@ impl MinUploadRate {
     }
 }
 
-/// Uploads in progress, in all and per app.
-pub struct UploadSlots {
+/// Transfers of one kind in progress, in all and per app.
+pub struct Slots {
+    /// What the slots are for, plural, as refusals name it: "uploads".
+    what: &'static str,
     total: Arc<Semaphore>,
     per_app: usize,
     /// Slots each app holds now; an app holding none has no entry, so the
@@ -38,17 +41,30 @@ pub struct UploadSlots {
     held: Arc<Mutex<HashMap<String, usize>>>,
 }
 
-/// One upload's slot; given back when dropped.
-pub struct UploadSlot {
+/// One transfer's slot; given back when dropped.
+pub struct Slot {
     _permit: OwnedSemaphorePermit,
     app_id: String,
     held: Arc<Mutex<HashMap<String, usize>>>,
 }
 
-impl UploadSlots {
-    /// `total` slots, of which one app may hold `per_app` (at least one).
-    pub fn new(total: usize, per_app: usize) -> UploadSlots {
-        UploadSlots {
+impl Slots {
+    /// `total` slots for uploads, of which one app may hold `per_app` (at
+    /// least one).
+    pub fn uploads(total: usize, per_app: usize) -> Slots {
+        Slots::new("uploads", total, per_app)
+    }
+
+    /// `total` slots for downloads (each held until its body is sent), of
+    /// which one app may hold `per_app` (at least one). Downloads by signed
+    /// link count against the app whose file they send.
+    pub fn downloads(total: usize, per_app: usize) -> Slots {
+        Slots::new("downloads", total, per_app)
+    }
+
+    fn new(what: &'static str, total: usize, per_app: usize) -> Slots {
+        Slots {
+            what,
             total: Arc::new(Semaphore::new(total)),
             per_app: per_app.max(1),
             held: Arc::default(),
@@ -60,14 +76,14 @@ impl UploadSlots {
         (total / 4).max(1)
     }
 
-    /// A slot for an upload of `app_id`, or the refusal to answer: 503 when
-    /// the replica is full, else 429 when the app holds its share (other
-    /// apps may still upload). Neither queues.
-    pub fn try_acquire(&self, app_id: &str) -> Result<UploadSlot, ApiError> {
+    /// A slot for a transfer of `app_id`, or the refusal to answer: 503
+    /// when the replica is full, else 429 when the app holds its share
+    /// (other apps still may). Neither queues.
+    pub fn try_acquire(&self, app_id: &str) -> Result<Slot, ApiError> {
         let Ok(permit) = self.total.clone().try_acquire_owned() else {
             return Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "Too many uploads in progress; retry shortly",
+                format!("Too many {} in progress; retry shortly", self.what),
             )
             .with_retry_after(1));
         };
@@ -77,14 +93,14 @@ impl UploadSlots {
             return Err(ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 format!(
-                    "This app has {} uploads in progress, its most at once; retry when one completes",
-                    self.per_app
+                    "This app has {} {} in progress, its most at once; retry when one completes",
+                    self.per_app, self.what
                 ),
             )
             .with_retry_after(1));
         }
         held.insert(app_id.to_owned(), mine + 1);
-        Ok(UploadSlot {
+        Ok(Slot {
             _permit: permit,
             app_id: app_id.to_owned(),
             held: self.held.clone(),
@@ -92,7 +108,7 @@ impl UploadSlots {
     }
 }
 
-impl Drop for UploadSlot {
+impl Drop for Slot {
     fn drop(&mut self) {
         let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(count) = held.get_mut(&self.app_id) {
@@ -110,7 +126,7 @@ mod tests {
 
     #[test]
     fn an_app_holds_at_most_its_share_and_gives_slots_back() {
-        let slots = UploadSlots::new(3, 2);
+        let slots = Slots::uploads(3, 2);
         let a1 = slots.try_acquire("a").unwrap();
         let _a2 = slots.try_acquire("a").unwrap();
         assert_eq!(
@@ -137,7 +153,7 @@ mod tests {
 
     #[test]
     fn the_default_share_is_a_quarter_and_at_least_one() {
-        assert_eq!(UploadSlots::default_per_app(64), 16);
-        assert_eq!(UploadSlots::default_per_app(2), 1);
+        assert_eq!(Slots::default_per_app(64), 16);
+        assert_eq!(Slots::default_per_app(2), 1);
     }
 }

@@ -12,7 +12,7 @@ use anyhow::{Context, bail};
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use ipnet::IpNet;
-use mediavault_api::{LimitSettings, MinUploadRate, UploadSlots};
+use mediavault_api::{LimitSettings, MinUploadRate, Slots};
 use mediavault_fetch::FetchPolicy;
 use mediavault_reaper::{ReaperSettings, Schedule};
 use mediavault_storage::DatabaseUrl;
@@ -63,6 +63,10 @@ pub struct ServerConfig {
     #[serde(with = "humantime_serde")]
     pub min_upload_rate_window: Duration,
     pub max_concurrent_downloads: usize,
+    /// Of those, how many one app (its signed links included) may have;
+    /// unset, a quarter (at least 1).
+    #[serde(default)]
+    pub max_concurrent_downloads_per_app: Option<usize>,
     /// Peers (addresses or CIDR networks) whose X-Forwarded-For names the client.
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
@@ -348,6 +352,14 @@ impl Config {
         if self.server.max_concurrent_downloads == 0 {
             bail!("server.max_concurrent_downloads must be above 0");
         }
+        if let Some(per_app) = self.server.max_concurrent_downloads_per_app
+            && !(1..=self.server.max_concurrent_downloads).contains(&per_app)
+        {
+            bail!(
+                "server.max_concurrent_downloads_per_app must be from 1 to server.max_concurrent_downloads ({})",
+                self.server.max_concurrent_downloads
+            );
+        }
         if self.links.max_ttl < Duration::from_secs(1) {
             bail!("links.max_ttl must be at least 1s");
         }
@@ -518,7 +530,14 @@ impl Config {
     pub fn uploads_per_app(&self) -> usize {
         self.server
             .max_concurrent_uploads_per_app
-            .unwrap_or_else(|| UploadSlots::default_per_app(self.server.max_concurrent_uploads))
+            .unwrap_or_else(|| Slots::default_per_app(self.server.max_concurrent_uploads))
+    }
+
+    /// Downloads one app may have in progress at once on a replica.
+    pub fn downloads_per_app(&self) -> usize {
+        self.server
+            .max_concurrent_downloads_per_app
+            .unwrap_or_else(|| Slots::default_per_app(self.server.max_concurrent_downloads))
     }
 
     /// The minimum upload rate; `None` when `server.min_upload_rate` is 0.
@@ -877,6 +896,7 @@ mod tests {
     fn upload_slots_per_app_and_the_minimum_rate_are_read_and_checked() {
         let config = Config::from_toml_str("[server]\nmax_concurrent_uploads = 10\n").unwrap();
         assert_eq!(config.uploads_per_app(), 2, "a quarter by default");
+        assert_eq!(config.downloads_per_app(), 64, "a quarter by default");
         assert_eq!(
             config.min_upload_rate(),
             Some(MinUploadRate {
@@ -885,9 +905,10 @@ mod tests {
             })
         );
         let config =
-            Config::from_toml_str("[server]\nmax_concurrent_uploads_per_app = 5\nmin_upload_rate = 0\n")
+            Config::from_toml_str("[server]\nmax_concurrent_uploads_per_app = 5\nmin_upload_rate = 0\nmax_concurrent_downloads_per_app = 7\n")
                 .unwrap();
         assert_eq!(config.uploads_per_app(), 5);
+        assert_eq!(config.downloads_per_app(), 7);
         assert_eq!(config.min_upload_rate(), None);
         for (toml, key) in [
             (
@@ -899,6 +920,14 @@ mod tests {
                 "server.max_concurrent_uploads_per_app",
             ),
             ("min_upload_rate_window = \"0s\"", "server.min_upload_rate_window"),
+            (
+                "max_concurrent_downloads_per_app = 0",
+                "server.max_concurrent_downloads_per_app",
+            ),
+            (
+                "max_concurrent_downloads_per_app = 257",
+                "server.max_concurrent_downloads_per_app",
+            ),
         ] {
             let error = Config::from_toml_str(&format!("[server]\n{toml}\n")).unwrap_err();
             assert!(error.to_string().contains(key), "{error}");

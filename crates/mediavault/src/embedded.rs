@@ -198,7 +198,7 @@ mod tests {
     #[test]
     fn dev_link_key_is_private_and_stable() {
         use mediavault_api::{Disposition, LinkSigner};
-        use mediavault_storage::{AppId, MediaId};
+        use mediavault_storage::{AppId, MediaId, TokenId};
 
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}/mv.db", dir.path().display());
@@ -212,6 +212,7 @@ mod tests {
         let token = first.token(
             &AppId::new("a"),
             &MediaId::new("m"),
+            &TokenId::new("0123456789abcdef"),
             2_000_000_000_000,
             Disposition::Inline,
         );

@@ -2,11 +2,10 @@
 
 use std::io::Write;
 use std::sync::Arc;
-use tokio::sync::Semaphore;
 
 use anyhow::Context;
 use mediavault::config::Config;
-use mediavault_api::{AdminToken, ApiState, Limits, LinkKeys, LinkSigner, UploadSlots, router};
+use mediavault_api::{AdminToken, ApiState, Limits, LinkKeys, LinkSigner, Slots, router};
 use mediavault_storage::{DatabaseUrl, Vault};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use secrecy::ExposeSecret;
@@ -46,11 +45,14 @@ pub async fn serve(config: &Config, vault: Vault) -> anyhow::Result<()> {
     let app = router(ApiState {
         vault: vault.clone(),
         render_metrics: Some(Arc::new(move || metrics.render())),
-        uploads: Arc::new(UploadSlots::new(
+        uploads: Arc::new(Slots::uploads(
             config.server.max_concurrent_uploads,
             config.uploads_per_app(),
         )),
-        downloads: Arc::new(Semaphore::new(config.server.max_concurrent_downloads)),
+        downloads: Arc::new(Slots::downloads(
+            config.server.max_concurrent_downloads,
+            config.downloads_per_app(),
+        )),
         idle_timeout: config.server.idle_timeout,
         min_upload_rate: config.min_upload_rate(),
         shutdown: interrupt.clone(),

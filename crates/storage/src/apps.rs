@@ -25,6 +25,12 @@ fn token_digest(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
+/// The id of an API token: the first 16 hex digits of its SHA-256, as the
+/// admin API lists and revokes it. It names the token without revealing it.
+pub fn token_id_of(token: &str) -> TokenId {
+    TokenId::new(&token_digest(token)[..16])
+}
+
 /// Retention in whole seconds, from one second to 100 years.
 fn retention(retention: Duration) -> Result<Duration, AdminError> {
     let seconds = retention.as_secs();
@@ -408,7 +414,7 @@ impl Vault {
             .insert_token(&digest, app_id, label.as_deref(), now_millis())
             .await?;
         Ok(IssuedToken {
-            id: TokenId::new(&digest[..16]),
+            id: token_id_of(&token),
             app_id: app_id.clone(),
             token,
             label,
@@ -435,6 +441,16 @@ impl Vault {
         } else {
             Err(AdminError::TokenNotFound(token_id.to_string()))
         }
+    }
+
+    /// Whether `token_id` is a live (unrevoked) token of `app_id`, asked of
+    /// the database each time: a link made with a token ends on every
+    /// replica as soon as the token is revoked.
+    pub async fn token_is_live(&self, app_id: &AppId, token_id: &TokenId) -> Result<bool, StoreError> {
+        if !could_be_stored(token_id.as_str()) {
+            return Ok(false);
+        }
+        self.inner.meta.token_is_live(app_id, token_id).await
     }
 
     /// The app behind `token`, if the token is live and belongs to `app_id`.

@@ -31,6 +31,7 @@ mod token_cache;
 mod upload;
 mod vault;
 
+pub use apps::token_id_of;
 pub use blobs::{BlobConfig, PART_SIZE};
 pub use database_url::{DatabaseUrl, UnsupportedDatabaseUrl};
 pub use download::{PlaintextStream, StoredMedia};

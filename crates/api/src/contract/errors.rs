@@ -6,13 +6,14 @@
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
 use mediavault_storage::{AppId, AppUpdate, NewApp};
 
 use super::*;
 use crate::error::{AUTH_FAILED, MEDIA_NOT_FOUND, NOT_CAPI, TOO_LARGE};
-use crate::{LimitSettings, Limits, UploadSlots};
+use crate::{LimitSettings, Limits, Slots};
 
 /// An app id that exists nowhere, though it could.
 const UNKNOWN_APP: &str = "0b5e2c4e-6a53-4f4e-9d2b-6f0f7e1c2a10";
@@ -178,7 +179,7 @@ async fn an_upload_answers_the_first_of_its_faults_in_the_contract_order() {
 async fn the_upload_rate_answers_after_the_app_and_before_slots_and_form() {
     let s = Service::with(|state| {
         state.limits = limits(1, 20);
-        state.uploads = Arc::new(UploadSlots::new(1, 1));
+        state.uploads = Arc::new(Slots::uploads(1, 1));
     })
     .await;
     let app = &s.app;
@@ -218,7 +219,7 @@ async fn the_upload_rate_answers_after_the_app_and_before_slots_and_form() {
 /// either answers before the body is read, after authentication.
 #[tokio::test]
 async fn upload_slots_answer_before_the_form() {
-    let s = Service::with(|state| state.uploads = Arc::new(UploadSlots::new(2, 1))).await;
+    let s = Service::with(|state| state.uploads = Arc::new(Slots::uploads(2, 1))).await;
     let (a, b) = (&s.app, s.capi_app().await);
     let non_capi = s
         .app(NewApp {
@@ -487,11 +488,64 @@ async fn a_read_answers_the_first_of_its_faults_in_the_contract_order() {
     assert_eq!(s.stored().await, 2);
 }
 
+/// One app's downloads, by its token or by its links, hold at most its
+/// share of the slots: past it that app is refused with 429 while the
+/// other apps still download, so slow readers of one app cannot take every
+/// slot (before, one app holding them all left every other app 503).
+#[tokio::test]
+async fn an_app_holds_at_most_its_share_of_the_download_slots() {
+    let s = Service::with(|state| {
+        state.downloads = Arc::new(Slots::downloads(3, 2));
+        state.links = Some(Arc::new(crate::links::LinkSigner::new(
+            crate::links::LinkKeys::parse(&crate::links::LinkKeys::generate_line("l1")).unwrap(),
+            Duration::from_secs(60),
+        )));
+    })
+    .await;
+    let other = s.capi_app().await;
+    let mine = s.upload(&png_bytes(1000)).await;
+    let theirs = {
+        let form = [text("file_type", b"image/png"), file(&png_bytes(10)), end()].concat();
+        let reply = s.send(Call::upload(&other).multipart(form)).await;
+        reply.json()["mediaId"].as_str().unwrap().to_owned()
+    };
+    let link = s
+        .send(Call::media(Method::POST, &s.app, &format!("/{mine}/link")).header("host", "media.test"))
+        .await
+        .json()["url"]
+        .as_str()
+        .unwrap()
+        .replace("http://media.test", "");
+    // Two downloads of the app in flight (slow readers, say).
+    let held = [
+        s.state.downloads.try_acquire(&s.app.id).unwrap(),
+        s.state.downloads.try_acquire(&s.app.id).unwrap(),
+    ];
+    let share = "This app has 2 downloads in progress, its most at once; retry when one completes";
+    let reply = s
+        .send(Call::media(Method::GET, &s.app, &format!("/{mine}")))
+        .await;
+    reply.assert_error("by token", StatusCode::TOO_MANY_REQUESTS, share);
+    assert_eq!(reply.header("retry-after"), Some("1"));
+    s.send(Call::get(&link))
+        .await
+        .assert_error("by link", StatusCode::TOO_MANY_REQUESTS, share);
+    let reply = s
+        .send(Call::media(Method::GET, &other, &format!("/{theirs}")))
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "another app still downloads");
+    assert!(reply.body == png_bytes(10));
+    drop(held);
+    let reply = s.send(Call::get(&link)).await;
+    assert_eq!(reply.status, StatusCode::OK, "slots given back are taken again");
+    assert!(reply.body == png_bytes(1000));
+}
+
 /// Past the download slots a GET is 503; what sends no file (HEAD, 304,
 /// 416, info, refusals) needs no slot.
 #[tokio::test]
 async fn downloads_past_their_slots_are_503_and_nothing_else_is() {
-    let s = Service::with(|state| state.downloads = Arc::new(tokio::sync::Semaphore::new(0))).await;
+    let s = Service::with(|state| state.downloads = Arc::new(Slots::downloads(0, 1))).await;
     let app = &s.app;
     let id = s.upload(&png_bytes(1000)).await;
     let etag = format!("\"{}\"", sha256_hex(&png_bytes(1000)));

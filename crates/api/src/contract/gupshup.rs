@@ -164,7 +164,7 @@ fn assert_describes(case: &str, reply: &Reply, etag: &str, last_modified: &str) 
     assert_eq!(reply.header("accept-ranges"), Some("bytes"), "{case}");
     assert_eq!(
         reply.header("cache-control"),
-        Some("private, no-transform"),
+        Some("private, no-cache, no-transform"),
         "{case}"
     );
     assert_eq!(
@@ -256,6 +256,27 @@ async fn a_download_sends_the_file_whole_by_range_cached_and_as_headers() {
     assert_eq!(refused.header("content-range"), Some("bytes */300000"), "HEAD");
     assert!(refused.body.is_empty(), "HEAD");
 
+    // If-Range: the range only for this very file, else the whole of it.
+    let weak = format!("W/{etag}");
+    for (if_range, ranged) in [
+        (etag.as_str(), true),
+        (last_modified.as_str(), true),
+        ("\"another file\"", false),
+        (weak.as_str(), false),
+        ("Thu, 01 Jan 1970 00:00:00 GMT", false),
+    ] {
+        let reply = s
+            .send(get().header("range", "bytes=0-9").header("if-range", if_range))
+            .await;
+        if ranged {
+            assert_eq!(reply.status, StatusCode::PARTIAL_CONTENT, "{if_range}");
+            assert!(reply.body == bytes[..10], "{if_range}");
+        } else {
+            assert_eq!(reply.status, StatusCode::OK, "{if_range}");
+            assert!(reply.body == bytes, "{if_range}");
+        }
+    }
+
     let several = s.send(get().header("range", "bytes=0-1,5-6")).await;
     assert_eq!(
         several.status,
@@ -279,10 +300,10 @@ async fn a_download_sends_the_file_whole_by_range_cached_and_as_headers() {
     assert!(stale.body == bytes);
 }
 
-/// A file part with a type but no filename is stored; it is sent without
-/// Content-Disposition.
+/// A file part with a type but no filename is stored; it is sent as a bare
+/// attachment (with no header at all, a browser would show it inline).
 #[tokio::test]
-async fn a_file_without_a_filename_is_sent_without_content_disposition() {
+async fn a_file_without_a_filename_is_sent_as_a_bare_attachment() {
     let s = Service::new().await;
     let form = [
         text("file_type", b"image/png"),
@@ -299,7 +320,7 @@ async fn a_file_without_a_filename_is_sent_without_content_disposition() {
         .to_owned();
     let reply = s.send(Call::media(Method::GET, &s.app, &format!("/{id}"))).await;
     assert_eq!(reply.status, StatusCode::OK);
-    assert_eq!(reply.header("content-disposition"), None);
+    assert_eq!(reply.header("content-disposition"), Some("attachment"));
     assert!(reply.body == png_bytes(100));
 }
 

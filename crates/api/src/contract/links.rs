@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
 use chrono::{DateTime, Utc};
-use mediavault_storage::{AppId, MediaId, NewApp, now_millis};
+use mediavault_storage::{AppId, MediaId, NewApp, now_millis, token_id_of};
 
 use super::*;
-use crate::error::{AUTH_FAILED, INVALID_LINK, LINK_EXPIRED, LINKS_DISABLED, MEDIA_NOT_FOUND};
+use crate::error::{AUTH_FAILED, INVALID_LINK, LINK_EXPIRED, LINK_REVOKED, LINKS_DISABLED, MEDIA_NOT_FOUND};
 use crate::links::{Disposition, LinkKeys, LinkSigner};
 
 const HOST: &str = "media.test";
@@ -193,8 +193,7 @@ async fn a_link_shows_the_file_inline_or_as_an_attachment() {
         )
     );
 
-    // Stored without a filename: a bare `inline`; an attachment as the
-    // authenticated download sends it, with no header.
+    // Stored without a filename: a bare `inline` or `attachment`.
     let app = s.vault.app_for_token(&s.app.token).await.unwrap().unwrap();
     let mut upload = s.vault.begin_upload(&app, None).await.unwrap();
     upload.write(b"plain text").await.unwrap();
@@ -212,7 +211,101 @@ async fn a_link_shows_the_file_inline_or_as_an_attachment() {
         Some("inline")
     );
     let attachment = link(&s, ask(&s, &unnamed)).await;
-    assert_eq!(disposition(s.send(Call::get(&attachment)).await), None);
+    assert_eq!(
+        disposition(s.send(Call::get(&attachment)).await).as_deref(),
+        Some("attachment")
+    );
+}
+
+/// A file is never taken for a page of this service's origin: an HTML file
+/// shown inline by a link comes with `nosniff` and a sandboxing policy, as
+/// every download does, and no copy is used again without asking (before:
+/// served as `text/html` with neither, its scripts running on the origin,
+/// and an unnamed attachment with no Content-Disposition at all).
+#[tokio::test]
+async fn a_file_is_never_run_as_a_page_of_the_service() {
+    let s = service().await;
+    let app = s
+        .app(NewApp {
+            name: "pages".into(),
+            capi: true,
+            allowed_types: Some(vec!["text/html".into()]),
+            ..NewApp::default()
+        })
+        .await;
+    let page = b"<html><script>alert(document.cookie)</script></html>";
+    let form = [
+        text("file_type", b"text/html"),
+        part(
+            b"Content-Disposition: form-data; name=\"file\"\r\nContent-Type: text/html",
+            page,
+        ),
+        end(),
+    ]
+    .concat();
+    let reply = s.send(Call::upload(&app).multipart(form)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let id = reply.json()["mediaId"].as_str().unwrap().to_owned();
+    let inline = link(
+        &s,
+        Call::media(Method::POST, &app, &format!("/{id}/link"))
+            .header("host", HOST)
+            .body(
+                "application/x-www-form-urlencoded",
+                b"disposition=inline".to_vec(),
+            ),
+    )
+    .await;
+    let calls = [
+        ("link", Call::get(&inline)),
+        ("link, HEAD", Call::new(Method::HEAD, &inline)),
+        ("link, a range", Call::get(&inline).header("range", "bytes=0-5")),
+        ("token", Call::media(Method::GET, &app, &format!("/{id}"))),
+    ];
+    for (case, call) in calls {
+        let reply = s.send(call).await;
+        assert!(reply.status.is_success(), "{case}: {}", reply.status);
+        assert_eq!(reply.header("content-type"), Some("text/html"), "{case}");
+        assert_eq!(reply.header("x-content-type-options"), Some("nosniff"), "{case}");
+        let policy = reply.header("content-security-policy").unwrap_or_default();
+        assert!(
+            policy.split(';').any(|d| d.trim() == "sandbox") && policy.contains("default-src 'none'"),
+            "{case}: {policy}"
+        );
+        let cache = reply.header("cache-control").unwrap_or_default();
+        assert!(
+            cache.contains("private") && cache.contains("no-cache"),
+            "{case}: {cache}"
+        );
+    }
+}
+
+/// A link lives no longer than the API token it was made with: revoking
+/// the token ends its links on the spot (403, GET and HEAD alike), while
+/// links made with another live token of the app still work (before, a
+/// link outlived its token's revocation until its own expiry).
+#[tokio::test]
+async fn revoking_a_token_ends_the_links_made_with_it() {
+    let s = service().await;
+    let id = s.upload(&png_bytes(100)).await;
+    let app_id = AppId::new(&s.app.id);
+    let second = s.vault.issue_token(&app_id, None).await.unwrap();
+    let made_with_first = link(&s, ask(&s, &id)).await;
+    let made_with_second = link(&s, ask(&s, &id).without("token").token(&second.token)).await;
+    assert_eq!(s.send(Call::get(&made_with_first)).await.status, StatusCode::OK);
+
+    s.vault
+        .revoke_token(&app_id, &token_id_of(&s.app.token))
+        .await
+        .unwrap();
+    s.send(Call::get(&made_with_first))
+        .await
+        .assert_error("revoked", StatusCode::FORBIDDEN, LINK_REVOKED);
+    let head = s.send(Call::new(Method::HEAD, &made_with_first)).await;
+    assert_eq!(head.status, StatusCode::FORBIDDEN);
+    let reply = s.send(Call::get(&made_with_second)).await;
+    assert_eq!(reply.status, StatusCode::OK, "another token's link lives on");
+    assert!(reply.body == png_bytes(100));
 }
 
 /// Each refusal of a link, with its body: 403 for anything not signed by a
@@ -233,7 +326,13 @@ async fn refused_links_have_their_bodies() {
     let token = |signer: &LinkSigner, media: &str, expires_at| {
         format!(
             "/l/{}",
-            signer.token(&app, &MediaId::new(media), expires_at, Disposition::Inline)
+            signer.token(
+                &app,
+                &MediaId::new(media),
+                &token_id_of(&s.app.token),
+                expires_at,
+                Disposition::Inline,
+            )
         )
     };
     let cases = [
@@ -489,6 +588,7 @@ async fn without_link_keys_there_are_no_links() {
     let token = signer().token(
         &AppId::new(&s.app.id),
         &MediaId::new(&id),
+        &token_id_of(&s.app.token),
         now_millis() + 60_000,
         Disposition::Inline,
     );

@@ -18,9 +18,14 @@ const TRACE: &str = "trace-1";
 
 /// The service, with link keys, and one CAPI app whose phone number is `PHONE`.
 async fn service() -> (Service, AppKey) {
+    service_with_max_ttl(Duration::from_secs(86_400)).await
+}
+
+/// As `service`, with links lasting at most `max_ttl`.
+async fn service_with_max_ttl(max_ttl: Duration) -> (Service, AppKey) {
     let s = Service::with(|state| {
         let keys = LinkKeys::parse(&LinkKeys::generate_line("l1")).unwrap();
-        state.links = Some(Arc::new(LinkSigner::new(keys, Duration::from_secs(86_400))));
+        state.links = Some(Arc::new(LinkSigner::new(keys, max_ttl)));
     })
     .await;
     let app = phone_app(&s, PHONE).await;
@@ -219,6 +224,36 @@ async fn the_type_comes_from_the_type_field_or_else_the_file_part() {
         let info = s.send(bearer(Call::get(format!("/v23.0/{id}")), &app)).await;
         assert_eq!(info.json()["mime_type"], "image/png", "{case}");
     }
+}
+
+/// A lookup's URL lasts five minutes, as Meta's do, or `links.max_ttl`
+/// where that is shorter (before: five minutes whatever the setting), and
+/// it ends with the token it was looked up with.
+#[tokio::test]
+async fn a_lookups_url_lasts_no_longer_than_links_max_ttl_or_its_token() {
+    let (s, app) = service_with_max_ttl(Duration::from_secs(60)).await;
+    let id = wa_upload(&s, &app, "image/png", &png_bytes(100)).await;
+    let reply = s.send(bearer(Call::get(format!("/v23.0/{id}")), &app)).await;
+    let url = reply.json()["url"].as_str().unwrap().to_owned();
+    let token = path_of(&url).strip_prefix("/l/").unwrap();
+    let signer = s.state.links.clone().unwrap();
+    let now = mediavault_storage::now_millis();
+    let link = signer.verify(token, now).unwrap();
+    assert!(
+        link.expires_at <= now + 60_000,
+        "expires in {} ms",
+        link.expires_at - now
+    );
+    assert_eq!(link.token_id, Some(mediavault_storage::token_id_of(&app.token)));
+    assert_eq!(s.send(Call::get(path_of(&url))).await.status, StatusCode::OK);
+    s.vault
+        .revoke_token(&AppId::new(&app.id), link.token_id.as_ref().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        s.send(Call::get(path_of(&url))).await.status,
+        StatusCode::FORBIDDEN
+    );
 }
 
 #[tokio::test]

@@ -14,6 +14,7 @@ use serde::Serialize;
 use super::error::{GraphError, MEDIA_DOWNLOAD_ERROR, UNKNOWN_ERROR};
 use super::{GraphPath, PhoneNumberQuery, Versioned, authenticate, is_apps_phone_number};
 use crate::ApiState;
+use crate::auth::presented_token_id;
 use crate::limits::ClientAddr;
 use crate::links::{self, Disposition};
 use crate::media_path::plausible;
@@ -101,18 +102,24 @@ pub async fn media_url(
         let query = PhoneNumberQuery::parse(query.as_deref())?;
         check_phone_number(&state, &app, &query, "get", &id).await?;
         let info = find(&state, &app, &id, "get").await?;
-        let expires_at = now_millis()
-            .saturating_add(URL_VALID_FOR.as_millis() as i64)
-            .min(info.expires_at);
         let url = match &state.links {
-            Some(_) => links::url(
-                &state,
-                &headers,
-                &app.id,
-                &info.id,
-                expires_at,
-                Disposition::Inline,
-            ),
+            Some(signer) => {
+                // Five minutes, as Meta's are, unless links.max_ttl is shorter.
+                let valid_for = URL_VALID_FOR.min(signer.max_ttl());
+                let expires_at = now_millis()
+                    .saturating_add(valid_for.as_millis() as i64)
+                    .min(info.expires_at);
+                let token_id = presented_token_id(&headers).ok_or_else(GraphError::invalid_token)?;
+                links::url(
+                    &state,
+                    &headers,
+                    &app.id,
+                    &info.id,
+                    &token_id,
+                    expires_at,
+                    Disposition::Inline,
+                )
+            }
             // Without link keys, the authenticated download, which takes
             // the same Bearer token (as Meta's URL needs it).
             None => links::base_url(&state, &headers)

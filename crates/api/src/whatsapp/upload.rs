@@ -17,7 +17,7 @@ use super::error::{GraphError, MEDIA_UPLOAD_ERROR};
 use super::{GraphPath, Versioned, authenticate, is_apps_phone_number};
 use crate::ApiState;
 use crate::limits::ClientAddr;
-use crate::slots::UploadSlot;
+use crate::slots::Slot;
 use crate::upload::{Surface, receive_form, store};
 
 /// `{"id": "<media id>"}`.
@@ -57,7 +57,7 @@ async fn admit(
     phone_number_id: &str,
     headers: &HeaderMap,
     client: ClientAddr,
-) -> Result<(App, UploadSlot), GraphError> {
+) -> Result<(App, Slot), GraphError> {
     let app = authenticate(state, headers, client, MEDIA_UPLOAD_ERROR).await?;
     if !is_apps_phone_number(state, &app, phone_number_id).await? {
         return Err(GraphError::unknown_object("post", phone_number_id));

@@ -75,6 +75,16 @@ impl Metadata {
         Ok(revoked == 1)
     }
 
+    /// Whether `app_id` has the unrevoked token `id`, the app itself live.
+    pub(crate) async fn token_is_live(&self, app_id: &AppId, id: &TokenId) -> Result<bool, StoreError> {
+        const SQL: &str = "SELECT 1 FROM tokens t JOIN apps a ON a.id = t.app_id \
+                           WHERE t.app_id = $1 AND t.id = $2 AND t.revoked_at IS NULL \
+                           AND a.deleted_at IS NULL";
+        let found: Option<i32> =
+            on_pool!(self, pool => sqlx::query_scalar(SQL).bind(app_id).bind(id).fetch_optional(pool).await)?;
+        Ok(found.is_some())
+    }
+
     /// The app a live token belongs to; notes its use at most once a minute.
     /// The last use is read with the app, so the write is sent only when it
     /// changes the row: authentication does not write (nor, on SQLite, take
