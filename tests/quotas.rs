@@ -166,6 +166,68 @@ async fn deleting_media_gives_its_share_back() {
     .await;
 }
 
+/// A delete gives its app's share back on the app's row, so one app's
+/// deletes wait on each other. They wait for their turn holding no
+/// database connection: with the app's row held (as a slow flush or a
+/// reaper claim holds it) and 40 of its deletes waiting, another app is
+/// answered at once. Before, the waiting deletes took all 16 pooled
+/// connections, and the other app's request waited out the pool's 10 s
+/// acquire timeout and got 500.
+#[tokio::test]
+async fn one_apps_waiting_deletes_leave_connections_for_other_apps() {
+    use sqlx::Connection as _;
+
+    let f = Fixture::new(Backends::PostgresS3).await;
+    let mut ids = Vec::new();
+    for _ in 0..40 {
+        ids.push(f.upload(&png_bytes(100)).await);
+    }
+    let (other_app, other_token) = support::app_and_token(&f.stores, true);
+    let mut db = sqlx::PgConnection::connect(&f.stores.database_url).await.unwrap();
+    let mut held = db.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM apps WHERE id = $1 FOR UPDATE")
+        .bind(&f.app_id)
+        .execute(&mut *held)
+        .await
+        .unwrap();
+    let deletes: Vec<_> = ids
+        .iter()
+        .map(|id| {
+            let call = f
+                .client
+                .delete(f.media_url_with(&format!("/{id}")))
+                .header("token", &f.token)
+                .send();
+            tokio::spawn(call)
+        })
+        .collect();
+    // Long enough for every delete to reach the row, and for the other
+    // app's token to need the database.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+
+    let info = f
+        .client
+        .get(
+            f.server
+                .url(&format!("/partner/app/{other_app}/media/1234567890/info")),
+        )
+        .header("token", &other_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        info.status(),
+        StatusCode::NOT_FOUND,
+        "answered while the first app's row is held: {}",
+        info.text().await.unwrap()
+    );
+    held.rollback().await.unwrap();
+    for delete in deletes {
+        assert_eq!(delete.await.unwrap().unwrap().status(), StatusCode::OK);
+    }
+    f.assert_stored(0).await;
+}
+
 /// An upload that fails, however, gives back what it reserved, also what
 /// it reserved as it grew; a completed one holds exactly its size.
 #[tokio::test]

@@ -170,7 +170,10 @@ impl Vault {
     /// Deletes readable media: shreds its key at once (the media is
     /// unreadable from then on, in every copy of the blob), then removes the
     /// blob and the row. What fails after the shred is left to the reaper.
+    /// A delete waits its app's turn first (`delete_turns`), so that one
+    /// app's burst of deletes cannot hold every database connection.
     pub async fn delete(&self, app_id: &AppId, media_id: &MediaId) -> Result<(), ReadError> {
+        let _turn = self.inner.delete_turns.take(app_id).await;
         let blob_key = self
             .inner
             .meta

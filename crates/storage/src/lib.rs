@@ -9,6 +9,7 @@
 mod apps;
 mod blobs;
 mod database_url;
+mod delete_turns;
 mod download;
 mod epoch_keys;
 mod error;

@@ -8,6 +8,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::blobs::{BlobConfig, Blobs};
 use crate::database_url::DatabaseUrl;
+use crate::delete_turns::DeleteTurns;
 use crate::error::StoreError;
 use crate::keys::Keyring;
 use crate::meta::{Metadata, QuotaDefaults, saturating_i64};
@@ -65,6 +66,8 @@ pub(crate) struct Inner {
     pub(crate) reads: Arc<ActiveReads>,
     /// Apps found by token in the last moment (see `token_cache`).
     pub(crate) tokens: TokenCache,
+    /// Deletes of each app running at once (see `delete_turns`).
+    pub(crate) delete_turns: DeleteTurns,
 }
 
 /// Whether each backing store answered, for readiness probes.
@@ -103,6 +106,7 @@ impl Vault {
                 stale_upload_after: config.stale_upload_after,
                 reads: Arc::default(),
                 tokens: TokenCache::default(),
+                delete_turns: DeleteTurns::default(),
             }),
         })
     }
