@@ -68,7 +68,7 @@ mod tests {
     use std::time::Duration;
 
     use crate::model::{KeyUse, NewApp};
-    use crate::testing::{destroy_epoch_keys, epoch_keyring, epoch_prefix, on_each_dialect_keyed, read_all};
+    use crate::testing::{on_each_dialect_with_epoch_keys, read_all};
 
     /// An upload still running when the day of the expiry it began with
     /// (whose key wraps its data key) and the grace have passed keeps that
@@ -76,38 +76,28 @@ mod tests {
     /// finishes readable.
     #[tokio::test]
     async fn an_upload_running_past_its_keys_day_keeps_the_key() {
-        let prefix = epoch_prefix();
-        let stale_upload_after = Duration::from_secs(3600);
-        on_each_dialect_keyed(
-            stale_upload_after,
-            || epoch_keyring(&prefix),
-            |vault| {
-                let prefix = prefix.clone();
-                async move {
-                    let app = vault
-                        .create_app(NewApp {
-                            name: "brief".into(),
-                            capi: true,
-                            retention: Some(Duration::from_secs(60)),
-                            ..NewApp::default()
-                        })
-                        .await
-                        .unwrap();
-                    let mut upload = vault.begin_upload(&app, None).await.unwrap();
-                    upload.write(b"words that arrive slowly").await.unwrap();
-                    let [KeyUse { kek_id, .. }] = &vault.key_use().await.unwrap()[..] else {
-                        panic!("one data key");
-                    };
-                    let epoch = vault.epoch_settings().unwrap().epoch_of(kek_id).unwrap();
+        on_each_dialect_with_epoch_keys(|vault| async move {
+            let app = vault
+                .create_app(NewApp {
+                    name: "brief".into(),
+                    capi: true,
+                    retention: Some(Duration::from_secs(60)),
+                    ..NewApp::default()
+                })
+                .await
+                .unwrap();
+            let mut upload = vault.begin_upload(&app, None).await.unwrap();
+            upload.write(b"words that arrive slowly").await.unwrap();
+            let [KeyUse { kek_id, .. }] = &vault.key_use().await.unwrap()[..] else {
+                panic!("one data key");
+            };
+            let epoch = vault.epoch_settings().unwrap().epoch_of(kek_id).unwrap();
 
-                    let upkeep = vault.keep_epoch_keys(epoch.ends_at()).await.unwrap();
-                    let id = upload.finish("text/plain").await.unwrap();
-                    assert_eq!(read_all(&vault, &app, &id).await, b"words that arrive slowly");
-                    assert_eq!(upkeep.kept, std::slice::from_ref(kek_id), "{upkeep:?}");
-                    destroy_epoch_keys(&vault, &prefix).await;
-                }
-            },
-        )
+            let upkeep = vault.keep_epoch_keys(epoch.ends_at()).await.unwrap();
+            let id = upload.finish("text/plain").await.unwrap();
+            assert_eq!(read_all(&vault, &app, &id).await, b"words that arrive slowly");
+            assert_eq!(upkeep.kept, std::slice::from_ref(kek_id), "{upkeep:?}");
+        })
         .await;
     }
 }

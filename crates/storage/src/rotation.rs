@@ -210,70 +210,60 @@ mod tests {
     use std::time::Duration;
 
     use crate::model::{KeyUse, NewApp, now_millis};
-    use crate::testing::{capi_app, destroy_epoch_keys, epoch_keyring, epoch_prefix, on_each_dialect_keyed};
+    use crate::testing::{capi_app, on_each_dialect_with_epoch_keys};
 
     /// Media expired but not yet reaped need no key to start: the reaper
     /// destroys their epoch key once their day is over, even when it has
     /// not reaped them yet. Live media whose key is gone still stop it.
     #[tokio::test]
     async fn media_expired_but_not_reaped_need_no_key_at_start() {
-        let prefix = epoch_prefix();
-        let stale_upload_after = Duration::from_secs(3600);
-        on_each_dialect_keyed(
-            stale_upload_after,
-            || epoch_keyring(&prefix),
-            |vault| {
-                let prefix = prefix.clone();
-                async move {
-                    let brief = vault
-                        .create_app(NewApp {
-                            name: "brief".into(),
-                            capi: true,
-                            retention: Some(Duration::from_secs(1)),
-                            ..NewApp::default()
-                        })
-                        .await
-                        .unwrap();
-                    let mut upload = vault.begin_upload(&brief, None).await.unwrap();
-                    upload.write(b"gone soon").await.unwrap();
-                    upload.finish("text/plain").await.unwrap();
-                    let [KeyUse { kek_id: expired, .. }] = &vault.key_use().await.unwrap()[..] else {
-                        panic!("one data key");
-                    };
-                    let expired = expired.clone();
-                    tokio::time::sleep(Duration::from_millis(1500)).await;
+        on_each_dialect_with_epoch_keys(|vault| async move {
+            let brief = vault
+                .create_app(NewApp {
+                    name: "brief".into(),
+                    capi: true,
+                    retention: Some(Duration::from_secs(1)),
+                    ..NewApp::default()
+                })
+                .await
+                .unwrap();
+            let mut upload = vault.begin_upload(&brief, None).await.unwrap();
+            upload.write(b"gone soon").await.unwrap();
+            upload.finish("text/plain").await.unwrap();
+            let [KeyUse { kek_id: expired, .. }] = &vault.key_use().await.unwrap()[..] else {
+                panic!("one data key");
+            };
+            let expired = expired.clone();
+            tokio::time::sleep(Duration::from_millis(1500)).await;
 
-                    // Not reaped: its row and wrapped key stay; its key goes.
-                    let epoch = vault.epoch_settings().unwrap().epoch_of(&expired).unwrap();
-                    let upkeep = vault
-                        .keep_epoch_keys(epoch.ends_at().max(now_millis()))
-                        .await
-                        .unwrap();
-                    assert!(upkeep.destroyed.contains(&expired), "{upkeep:?}");
-                    vault.check_keys().await.unwrap();
+            // Not reaped: its row and wrapped key stay; its key goes.
+            let epoch = vault.epoch_settings().unwrap().epoch_of(&expired).unwrap();
+            let upkeep = vault
+                .keep_epoch_keys(epoch.ends_at().max(now_millis()))
+                .await
+                .unwrap();
+            assert!(upkeep.destroyed.contains(&expired), "{upkeep:?}");
+            vault.check_keys().await.unwrap();
 
-                    let lasting = capi_app(&vault).await;
-                    let mut upload = vault.begin_upload(&lasting, None).await.unwrap();
-                    upload.write(b"still here").await.unwrap();
-                    upload.finish("text/plain").await.unwrap();
-                    let live = vault
-                        .key_use()
-                        .await
-                        .unwrap()
-                        .into_iter()
-                        .find(|used| used.kek_id != expired)
-                        .unwrap()
-                        .kek_id;
-                    vault.inner.keys.destroy(&live).await.unwrap();
-                    let error = vault.check_keys().await.unwrap_err().to_string();
-                    assert!(
-                        error.contains(&format!("{live:?} (1 media)")) && !error.contains(&expired),
-                        "{error}"
-                    );
-                    destroy_epoch_keys(&vault, &prefix).await;
-                }
-            },
-        )
+            let lasting = capi_app(&vault).await;
+            let mut upload = vault.begin_upload(&lasting, None).await.unwrap();
+            upload.write(b"still here").await.unwrap();
+            upload.finish("text/plain").await.unwrap();
+            let live = vault
+                .key_use()
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|used| used.kek_id != expired)
+                .unwrap()
+                .kek_id;
+            vault.inner.keys.destroy(&live).await.unwrap();
+            let error = vault.check_keys().await.unwrap_err().to_string();
+            assert!(
+                error.contains(&format!("{live:?} (1 media)")) && !error.contains(&expired),
+                "{error}"
+            );
+        })
         .await;
     }
 }

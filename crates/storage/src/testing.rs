@@ -152,13 +152,13 @@ pub(crate) fn pkcs11_settings(sessions: usize) -> Pkcs11Settings {
 }
 
 /// A label prefix for one test's epoch keys: the token is shared.
-pub(crate) fn epoch_prefix() -> String {
+fn epoch_prefix() -> String {
     format!("t{}-", &uuid::Uuid::new_v4().simple().to_string()[..12])
 }
 
 /// Epoch keys labelled `prefix` in the test token, destroyed as soon as
 /// their day is over (no grace), none made ahead but today's.
-pub(crate) async fn epoch_keyring(prefix: &str) -> Keyring {
+async fn epoch_keyring(prefix: &str) -> Keyring {
     let epochs = EpochSettings {
         grace: Duration::ZERO,
         ahead_days: 0,
@@ -168,8 +168,28 @@ pub(crate) async fn epoch_keyring(prefix: &str) -> Keyring {
     Keyring::pkcs11(keys, None, Some(epochs)).unwrap()
 }
 
+/// `on_each_dialect`, the vault's keys epoch keys in the test token under a
+/// label prefix of this test's own; the keys it made are destroyed after.
+pub(crate) async fn on_each_dialect_with_epoch_keys<F, Fut>(test: F)
+where
+    F: Fn(Vault) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let prefix = epoch_prefix();
+    let (prefix, test) = (&prefix, &test);
+    on_each_dialect_keyed(
+        Duration::from_secs(3600),
+        || epoch_keyring(prefix),
+        |vault| async move {
+            test(vault.clone()).await;
+            destroy_epoch_keys(&vault, prefix).await;
+        },
+    )
+    .await;
+}
+
 /// Destroys the keys labelled `prefix…` that a test made in the token.
-pub(crate) async fn destroy_epoch_keys(vault: &Vault, prefix: &str) {
+async fn destroy_epoch_keys(vault: &Vault, prefix: &str) {
     let keys = &vault.inner.keys;
     for label in keys.labels().await.unwrap() {
         if label.starts_with(prefix) {
