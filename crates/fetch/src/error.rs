@@ -13,9 +13,14 @@ pub enum FetchError {
     /// The URL, or a redirect's, is not one that may be fetched.
     #[error("{0}")]
     BadUrl(BadUrl),
-    /// The host is, or resolves only to, addresses the guard refuses.
+    /// The host is an address the guard refuses.
     #[error("address not allowed")]
     DeniedAddress,
+    /// The host name resolves only to addresses the guard refuses. The
+    /// caller is told what an unknown name tells it: which names resolve
+    /// inside the service's network is not the caller's to learn.
+    #[error("host name not found")]
+    DeniedName,
     /// The name did not resolve.
     #[error("host name not found")]
     Dns,
@@ -55,7 +60,7 @@ impl FetchError {
         match self {
             FetchError::Disabled => "disabled",
             FetchError::BadUrl(_) => "bad_url",
-            FetchError::DeniedAddress => "denied_address",
+            FetchError::DeniedAddress | FetchError::DeniedName => "denied_address",
             FetchError::Dns => "dns",
             FetchError::Connect => "connect",
             FetchError::Timeout => "timeout",

@@ -64,7 +64,7 @@ impl Resolve for GuardedResolver {
                 tracing::warn!(host, ?refused, "fetch by URL: addresses not allowed left out");
             }
             if permitted.is_empty() {
-                return Err(FetchError::DeniedAddress.into());
+                return Err(FetchError::DeniedName.into());
             }
             // Port 0 stands for the URL's port (or its scheme's).
             let addrs: Addrs = Box::new(permitted.into_iter().map(|ip| SocketAddr::new(ip, 0)));

@@ -332,25 +332,25 @@ async fn a_refused_connection_a_failed_handshake_and_an_unknown_name() {
 }
 
 /// Loopback is denied by default, as a literal and as a name: the origin
-/// never sees a connection.
+/// never sees a connection. A name that resolves only to denied addresses
+/// is refused as a name that does not resolve.
 #[tokio::test]
 async fn loopback_is_denied_by_default_without_a_connection() {
     let origin = Origin::start(|_| Answer::file("secret")).await;
     let fetcher = fetcher(FetchPolicy::default());
     let port = origin.addr().port();
-    for url in [
-        origin.url("/"),
-        format!("http://localhost:{port}/"),
-        format!("http://0x7f.1:{port}/"),
-        format!("http://2130706433:{port}/"),
-        format!("http://0177.0.0.1:{port}/"),
-        format!("http://[::ffff:127.0.0.1]:{port}/"),
-    ] {
-        assert_eq!(
-            fetch_error(&fetcher, &url).await,
+    for (url, error) in [
+        (origin.url("/"), FetchError::DeniedAddress),
+        (format!("http://localhost:{port}/"), FetchError::DeniedName),
+        (format!("http://0x7f.1:{port}/"), FetchError::DeniedAddress),
+        (format!("http://2130706433:{port}/"), FetchError::DeniedAddress),
+        (format!("http://0177.0.0.1:{port}/"), FetchError::DeniedAddress),
+        (
+            format!("http://[::ffff:127.0.0.1]:{port}/"),
             FetchError::DeniedAddress,
-            "{url}"
-        );
+        ),
+    ] {
+        assert_eq!(fetch_error(&fetcher, &url).await, error, "{url}");
     }
     assert_eq!(origin.connections(), 0);
 
@@ -393,7 +393,7 @@ async fn a_name_that_rebinds_to_a_denied_address_never_reaches_it() {
     );
     assert_eq!(allowed.connections(), 1);
 
-    assert_eq!(fetch_error(&fetcher, &url).await, FetchError::DeniedAddress);
+    assert_eq!(fetch_error(&fetcher, &url).await, FetchError::DeniedName);
     assert_eq!(resolver.lookups(), 2);
     assert_eq!(denied.connections(), 0);
     assert_eq!(allowed.connections(), 1);
@@ -425,7 +425,7 @@ async fn of_a_names_addresses_only_the_allowed_are_connected_to() {
     let fetcher = Fetcher::with_resolver(loopback_policy(), only_denied).unwrap();
     assert_eq!(
         fetch_error(&fetcher, &format!("http://media.test:{port}/")).await,
-        FetchError::DeniedAddress
+        FetchError::DeniedName
     );
 
     // A redirect to a name is checked when it resolves.
@@ -434,7 +434,7 @@ async fn of_a_names_addresses_only_the_allowed_are_connected_to() {
     let fetcher = Fetcher::with_resolver(loopback_policy(), rebinding).unwrap();
     assert_eq!(
         fetch_error(&fetcher, &redirecting.url("/")).await,
-        FetchError::DeniedAddress
+        FetchError::DeniedName
     );
     assert_eq!(denied.connections(), 0);
 }
@@ -463,6 +463,7 @@ fn messages_name_the_class_only() {
         FetchError::BadUrl(BadUrl::Scheme),
         FetchError::BadUrl(BadUrl::Credentials),
         FetchError::DeniedAddress,
+        FetchError::DeniedName,
         FetchError::Dns,
         FetchError::Connect,
         FetchError::Timeout,
@@ -480,6 +481,7 @@ fn messages_name_the_class_only() {
             "only http and https URLs can be fetched",
             "URLs with credentials are not allowed",
             "address not allowed",
+            "host name not found",
             "host name not found",
             "could not connect",
             "timed out",
