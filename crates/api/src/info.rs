@@ -50,7 +50,7 @@ pub async fn info(
     client: ClientAddr,
 ) -> Result<Json<InfoReply>, ApiError> {
     let app = authenticate(&state, &app_id, &headers, client, Task::Fetch).await?;
-    let info = state.vault.find(&app.id, &plausible(&media_id)?).await?.info;
+    let info = state.vault.info(&app.id, &plausible(&media_id)?).await?;
     Ok(Json(Success::new(InfoBody {
         id: info.id.into_string(),
         mime_type: info.mime_type,

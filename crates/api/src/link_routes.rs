@@ -232,7 +232,7 @@ pub async fn issue_link(
     let request = LinkRequest::read(query.as_deref(), &headers, body, state.idle_timeout).await?;
     let ttl = request.ttl(max_ttl)?;
     let media_id = plausible(&media_id)?;
-    let info = state.vault.find(&app.id, &media_id).await?.info;
+    let info = state.vault.info(&app.id, &media_id).await?;
     let wanted = now_millis().saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
     // Whole seconds, as the link holds them; rounded down, so never past
     // the file's own expiry.

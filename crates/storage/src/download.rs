@@ -110,22 +110,26 @@ impl Vault {
             .find_readable(app_id, media_id, now_millis())
             .await?
             .ok_or(ReadError::NotFound)?;
-        let info = MediaInfo {
-            id: row.id.clone(),
-            app_id: row.app_id.clone(),
-            mime_type: row.mime_type.clone().unwrap_or_default(),
-            filename: row.filename.clone(),
-            size_bytes: row.size_bytes.and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
-            sha256: row.sha256.clone().unwrap_or_default(),
-            created_at: row.created_at,
-            expires_at: row.expires_at,
-        };
+        let info = MediaInfo::from(row.info.clone());
         Ok(StoredMedia {
             info,
             row,
             registration,
             found,
         })
+    }
+
+    /// The metadata of media `media_id` of `app_id` if it is readable now,
+    /// as `find` tells it, for a caller that will not read its bytes: no
+    /// wrapped key is read.
+    pub async fn info(&self, app_id: &AppId, media_id: &MediaId) -> Result<MediaInfo, ReadError> {
+        let row = self
+            .inner
+            .meta
+            .find_readable_info(app_id, media_id, now_millis())
+            .await?
+            .ok_or(ReadError::NotFound)?;
+        Ok(row.into())
     }
 
     /// Whether `media` is still readable: not deleted here since it was
@@ -142,7 +146,7 @@ impl Vault {
         let row = self
             .inner
             .meta
-            .find_readable(app_id, media_id, now_millis())
+            .find_readable_info(app_id, media_id, now_millis())
             .await?;
         Ok(row.is_some())
     }
@@ -205,7 +209,7 @@ impl Vault {
             range.start <= range.end && range.end <= len,
             "range {range:?} outside 0..{len}"
         );
-        let bad_row = |what: &str| integrity_failure(&row.id, Integrity::BadRow, what);
+        let bad_row = |what: &str| integrity_failure(&row.info.id, Integrity::BadRow, what);
         if row.format_version != format::VERSION || row.segment_size as usize != format::SEGMENT_SIZE {
             return Err(bad_row(&format!("unknown format version {}", row.format_version)));
         }
@@ -213,12 +217,12 @@ impl Vault {
         let dek = self
             .inner
             .keys
-            .unwrap(row.id.as_str(), &row.kek_id, wrapped)
+            .unwrap(row.info.id.as_str(), &row.kek_id, wrapped)
             .await
             .map_err(|e| match e {
                 // The key provider failed, not the stored key: a 500 like a store's.
                 e if e.is_provider_failure() => ReadError::Unavailable(e.into()),
-                e => integrity_failure(&row.id, Integrity::KeyUnwrap, &e.to_string()),
+                e => integrity_failure(&row.info.id, Integrity::KeyUnwrap, &e.to_string()),
             })?;
         let header = Header {
             salt: row
@@ -264,7 +268,7 @@ impl Vault {
             Ok(source) => source,
             Err(failure) => {
                 return Err(self
-                    .read_failed(&row.id, &row.app_id, &media.registration, failure)
+                    .read_failed(&row.info.id, &row.info.app_id, &media.registration, failure)
                     .await);
             }
         };
@@ -273,8 +277,8 @@ impl Vault {
             expected_header,
             pending: Bytes::new(),
             buffered: BytesMut::new(),
-            opener: SegmentOpener::new(&dek, &header, row.id.as_str(), len),
-            media_id: row.id.clone(),
+            opener: SegmentOpener::new(&dek, &header, row.info.id.as_str(), len),
+            media_id: row.info.id.clone(),
             next: first,
             last,
             len,
@@ -282,7 +286,7 @@ impl Vault {
         };
         let live = LiveRead {
             vault: self.clone(),
-            app_id: row.app_id.clone(),
+            app_id: row.info.app_id.clone(),
             registration: media.registration.clone(),
             checked: media.found,
             reader,
@@ -456,6 +460,40 @@ mod tests {
             .try_collect()
             .await?;
         Ok(pieces.concat())
+    }
+
+    /// A lookup of metadata alone answers what a lookup for reading does:
+    /// the same fields for a stored medium, and not found for one still
+    /// uploading, one deleted, and one asked for through another app.
+    #[tokio::test]
+    async fn a_lookup_of_metadata_answers_what_a_lookup_for_reading_does() {
+        on_each_dialect(|vault| async move {
+            let app = capi_app(&vault).await;
+            let other = capi_app(&vault).await;
+            let stored = store(&vault, &app).await;
+            let info = vault.info(&app.id, &stored).await.unwrap();
+            assert_eq!(info, vault.find(&app.id, &stored).await.unwrap().info);
+            assert_eq!(
+                (info.size_bytes, info.mime_type.as_str()),
+                (FILE.len() as u64, "text/plain")
+            );
+
+            let mut running = vault.begin_upload(&app, None).await.unwrap();
+            running.write(FILE).await.unwrap();
+            let deleted = store(&vault, &app).await;
+            vault.delete(&app.id, &deleted).await.unwrap();
+            for (app_id, id) in [(&app.id, running.id()), (&app.id, &deleted), (&other.id, &stored)] {
+                assert!(
+                    matches!(vault.info(app_id, id).await, Err(ReadError::NotFound)),
+                    "{id}"
+                );
+                assert!(
+                    matches!(vault.find(app_id, id).await, Err(ReadError::NotFound)),
+                    "{id}"
+                );
+            }
+        })
+        .await;
     }
 
     /// A download found its medium, then the medium was deleted through the

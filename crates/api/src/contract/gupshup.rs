@@ -184,10 +184,9 @@ async fn a_download_sends_the_file_whole_by_range_cached_and_as_headers() {
     let etag = format!("\"{}\"", sha256_hex(&bytes));
     let created = s
         .vault
-        .find(&AppId::new(&s.app.id), &MediaId::new(&id))
+        .info(&AppId::new(&s.app.id), &MediaId::new(&id))
         .await
         .unwrap()
-        .info
         .created_at;
     let last_modified = to_datetime(created)
         .format("%a, %d %b %Y %H:%M:%S GMT")
@@ -348,10 +347,9 @@ async fn info_describes_the_file_field_by_field() {
     );
     let stored = s
         .vault
-        .find(&AppId::new(&s.app.id), &MediaId::new(&id))
+        .info(&AppId::new(&s.app.id), &MediaId::new(&id))
         .await
-        .unwrap()
-        .info;
+        .unwrap();
     for (field, time, ms) in [
         ("createdAt", created, stored.created_at),
         ("expiresAt", expires, stored.expires_at),

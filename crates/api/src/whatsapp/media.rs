@@ -69,9 +69,8 @@ async fn find(state: &ApiState, app: &App, id: &str, method: &str) -> Result<Med
     let media_id = media_id(id, method)?;
     state
         .vault
-        .find(&app.id, &media_id)
+        .info(&app.id, &media_id)
         .await
-        .map(|media| media.info)
         .map_err(|e| GraphError::from_read(e, method, id))
 }
 

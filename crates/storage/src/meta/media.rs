@@ -7,17 +7,42 @@ use super::usage::{Growth, Held, QuotaDefaults, RESERVE};
 use super::{Metadata, postgres, sqlite};
 use crate::error::StoreError;
 use crate::ids::{AppId, MediaId};
-use crate::model::Millis;
+use crate::model::{MediaInfo, Millis};
 
-/// A media row, with its wrapped key, as the read path needs it.
+/// What a readable medium shows of itself: its metadata, from `media`
+/// alone.
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub(crate) struct MediaRow {
+pub(crate) struct InfoRow {
     pub id: MediaId,
     pub app_id: AppId,
     pub mime_type: Option<String>,
     pub filename: Option<String>,
     pub size_bytes: Option<i64>,
     pub sha256: Option<String>,
+    pub created_at: Millis,
+    pub expires_at: Millis,
+}
+
+impl From<InfoRow> for MediaInfo {
+    fn from(row: InfoRow) -> MediaInfo {
+        MediaInfo {
+            id: row.id,
+            app_id: row.app_id,
+            mime_type: row.mime_type.unwrap_or_default(),
+            filename: row.filename,
+            size_bytes: row.size_bytes.and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
+            sha256: row.sha256.unwrap_or_default(),
+            created_at: row.created_at,
+            expires_at: row.expires_at,
+        }
+    }
+}
+
+/// A media row, with its wrapped key, as the read path needs it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct MediaRow {
+    #[sqlx(flatten)]
+    pub info: InfoRow,
     pub blob_key: String,
     pub kek_id: String,
     /// Always present on a readable row (it is read by joining its key).
@@ -26,8 +51,24 @@ pub(crate) struct MediaRow {
     pub segment_size: i32,
     pub salt: Vec<u8>,
     pub nonce_prefix: Vec<u8>,
-    pub created_at: Millis,
-    pub expires_at: Millis,
+}
+
+/// The columns of `InfoRow`, of `media m`.
+macro_rules! info_columns {
+    () => {
+        "m.id, m.app_id, m.mime_type, m.filename, m.size_bytes, m.sha256, m.created_at, m.expires_at"
+    };
+}
+
+/// Binds: the app, the medium, now.
+macro_rules! where_readable {
+    () => {
+        concat!(
+            " WHERE m.app_id = $1 AND m.id = $2 AND m.state = ",
+            state_sql!(Ready),
+            " AND m.expires_at > $3"
+        )
+    };
 }
 
 /// The intent row written before any blob byte.
@@ -250,14 +291,29 @@ impl Metadata {
         now: Millis,
     ) -> Result<Option<MediaRow>, StoreError> {
         const SQL: &str = concat!(
-            "SELECT m.id, m.app_id, m.mime_type, m.filename, m.size_bytes, m.sha256, m.blob_key, \
-                           k.kek_id, k.wrapped_dek, m.format_version, m.segment_size, m.salt, m.nonce_prefix, \
-                           m.created_at, m.expires_at \
-                           FROM media m JOIN media_keys k ON k.media_id = m.id \
-                           WHERE m.app_id = $1 AND m.id = $2 AND m.state = ",
-            state_sql!(Ready),
-            " AND m.expires_at > $3"
+            "SELECT ",
+            info_columns!(),
+            ", m.blob_key, k.kek_id, k.wrapped_dek, m.format_version, m.segment_size, m.salt, m.nonce_prefix \
+             FROM media m JOIN media_keys k ON k.media_id = m.id",
+            where_readable!()
         );
+        Ok(
+            on_pool!(self, pool => sqlx::query_as(SQL).bind(app_id).bind(id).bind(now).fetch_optional(pool).await)?,
+        )
+    }
+
+    /// What `find_readable` finds of the same row, without its key: one
+    /// table read where that reads two. A ready row always has its key:
+    /// the intent writes both, and a shred, a claim by the reaper and an
+    /// app's deletion each take the row out of `ready` in the transaction
+    /// that deletes the key.
+    pub(crate) async fn find_readable_info(
+        &self,
+        app_id: &AppId,
+        id: &MediaId,
+        now: Millis,
+    ) -> Result<Option<InfoRow>, StoreError> {
+        const SQL: &str = concat!("SELECT ", info_columns!(), " FROM media m", where_readable!());
         Ok(
             on_pool!(self, pool => sqlx::query_as(SQL).bind(app_id).bind(id).bind(now).fetch_optional(pool).await)?,
         )
