@@ -121,11 +121,14 @@ enum Scenario {
     Large,
     ByUrl,
     Small,
+    /// Small uploads with and without deletes beside them; only when named
+    /// in `--only` (it has no target, and `make bench` measures those).
+    Deletes,
 }
 
 impl HttpArgs {
     fn runs(&self, scenario: Scenario) -> bool {
-        self.only.is_empty() || self.only.contains(&scenario)
+        self.only.contains(&scenario) || (self.only.is_empty() && scenario != Scenario::Deletes)
     }
 }
 
@@ -335,6 +338,22 @@ async fn measure(
         .await?;
         figures.extend(f);
         samples.insert("small".into(), s);
+        server.check_running()?;
+    }
+
+    if args.runs(Scenario::Deletes) {
+        let concurrency = 16;
+        let (f, s) = scenarios::deletes(
+            server.pid(),
+            &media,
+            args.small_size,
+            args.small_count,
+            concurrency,
+            3,
+        )
+        .await?;
+        figures.extend(f);
+        samples.insert("deletes".into(), s);
         server.check_running()?;
     }
 

@@ -535,3 +535,123 @@ pub async fn uploads(
     );
     Ok(rates)
 }
+
+/// Deletes among uploads: small uploads at `concurrency` clients alone,
+/// then the same uploads while as many more clients delete `count` media
+/// stored beforehand, each of those deleting one at a time. What deletes
+/// take from everyone else's uploads (on SQLite each delete truncates the
+/// WAL, between the upload path's batches), and how long a delete takes
+/// under a full upload load. The two upload runs alternate in order from
+/// round to round; the best of `rounds` is kept of each figure.
+pub async fn deletes(
+    server_pid: u32,
+    media: &MediaClient,
+    size: usize,
+    count: usize,
+    concurrency: usize,
+    rounds: usize,
+) -> anyhow::Result<(Vec<Figure>, serde_json::Value)> {
+    let file = png_file(size);
+    let uploads = |media: MediaClient, file: Bytes| {
+        closed_loop(count, concurrency, move |_| {
+            let (media, file) = (media.clone(), stamped(&file));
+            async move { media.upload(file).await.map(drop) }
+        })
+    };
+    let (mut alone, mut among, mut deleted) = (Vec::new(), Vec::new(), Vec::new());
+    let mut samples = Vec::new();
+    for round in 0..rounds {
+        // What the deletes will remove, stored first.
+        let stored = Arc::new(Mutex::new(Vec::with_capacity(count)));
+        let store = {
+            let (media, file, stored) = (media.clone(), file.clone(), stored.clone());
+            closed_loop(count, concurrency, move |_| {
+                let (media, file, stored) = (media.clone(), stamped(&file), stored.clone());
+                async move {
+                    let id = media.upload(file).await?;
+                    stored.lock().unwrap().push(id);
+                    Ok(())
+                }
+            })
+        };
+        anyhow::ensure!(store.await?.failures == 0, "storing the media to delete failed");
+        let ids: Arc<Vec<String>> = Arc::new(std::mem::take(&mut *stored.lock().unwrap()));
+        settle(server_pid).await;
+        let delete_all = {
+            let media = media.clone();
+            closed_loop(ids.len(), concurrency, move |i| {
+                let (media, ids) = (media.clone(), ids.clone());
+                async move { media.delete(&ids[i]).await }
+            })
+        };
+        let run_alone = async { uploads(media.clone(), file.clone()).await };
+        let run_among = async { tokio::try_join!(uploads(media.clone(), file.clone()), delete_all) };
+        let (lone, (mixed, deletes)) = if round % 2 == 0 {
+            let lone = run_alone.await?;
+            settle(server_pid).await;
+            (lone, run_among.await?)
+        } else {
+            let mixed = run_among.await?;
+            settle(server_pid).await;
+            (run_alone.await?, mixed)
+        };
+        let failures = lone.failures + mixed.failures + deletes.failures;
+        if failures > 0 {
+            eprintln!(
+                "  deletes: {failures} requests failed; first: {:?}",
+                [&lone.first_failure, &mixed.first_failure, &deletes.first_failure]
+            );
+        }
+        eprintln!(
+            "  deletes round {round}: uploads {:.0} req/s alone, {:.0} among deletes; deletes {:.0}/s p50 {:.1} ms p99 {:.1} ms",
+            lone.per_second(),
+            mixed.per_second(),
+            deletes.per_second(),
+            deletes.ms(0.5),
+            deletes.ms(0.99)
+        );
+        samples.push(json!({
+            "round": round, "concurrency": concurrency, "size_bytes": size, "failures": failures,
+            "uploads_alone_per_second": lone.per_second(),
+            "uploads_among_deletes_per_second": mixed.per_second(),
+            "deletes_per_second": deletes.per_second(),
+            "delete_ms": { "p50": deletes.ms(0.5), "p99": deletes.ms(0.99), "max": deletes.latencies.max() as f64 / 1000.0 },
+        }));
+        alone.push(lone.per_second());
+        among.push(mixed.per_second());
+        deleted.push(deletes);
+    }
+    let best = |values: &[f64]| values.iter().copied().fold(f64::NAN, f64::max);
+    let least = |quantile: f64| deleted.iter().map(|t| t.ms(quantile)).fold(f64::NAN, f64::min);
+    let kib = size / 1024;
+    let figures = vec![
+        Figure::against(
+            format!(
+                "{kib} KiB uploads, {concurrency} clients, among {concurrency} deleting (raw: alone), best of {rounds} (req/s)"
+            ),
+            "req/s",
+            best(&among),
+            best(&alone),
+            None,
+        ),
+        Figure::alone(
+            format!("deletes, {concurrency} clients among the uploads, best of {rounds} (req/s)"),
+            "req/s",
+            best(&deleted.iter().map(Timing::per_second).collect::<Vec<_>>()),
+            None,
+        ),
+        Figure::alone(
+            format!("deletes among the uploads, p50, least of {rounds} (ms)"),
+            "ms",
+            least(0.5),
+            None,
+        ),
+        Figure::alone(
+            format!("deletes among the uploads, p99, least of {rounds} (ms)"),
+            "ms",
+            least(0.99),
+            None,
+        ),
+    ];
+    Ok((figures, serde_json::Value::Array(samples)))
+}

@@ -362,9 +362,13 @@ impl Metadata {
     /// is checkpointed and truncated. Postgres keeps old tuple versions until
     /// vacuum (see docs/format.md).
     pub(crate) async fn settle_shredded(&self) {
-        if let Metadata::Sqlite { pool, writes } = self {
-            let _turn = writes.turn().await;
-            sqlite::truncate_wal(pool).await;
+        if let Metadata::Sqlite {
+            pool,
+            writes,
+            wal_truncations,
+        } = self
+        {
+            wal_truncations.settle(pool, writes).await;
         }
     }
 }

@@ -36,10 +36,12 @@ pub(crate) enum Metadata {
     /// crash may lose without losing anything (see `insert_uploading` and
     /// `postgres::mark_ready`).
     Postgres { pool: PgPool, relaxed: PgPool },
-    /// `writes` takes the upload path's writes (see `group_commit`).
+    /// `writes` takes the upload path's writes (see `group_commit`);
+    /// `wal_truncations` makes shreds final in the files.
     Sqlite {
         pool: SqlitePool,
         writes: group_commit::GroupCommit,
+        wal_truncations: sqlite::WalTruncations,
     },
 }
 
@@ -65,7 +67,7 @@ macro_rules! on_write_pool {
     (@postgres $postgres:ident, $meta:expr, $pool:ident => $body:expr) => {
         match $meta {
             Metadata::Postgres { $postgres: $pool, .. } => $body,
-            Metadata::Sqlite { pool: $pool, writes } => {
+            Metadata::Sqlite { pool: $pool, writes, .. } => {
                 let _turn = writes.turn().await;
                 $body
             }
@@ -112,6 +114,7 @@ impl Metadata {
                 let pool = sqlite::connect(url).await?;
                 Ok(Metadata::Sqlite {
                     writes: group_commit::GroupCommit::start(&pool).await?,
+                    wal_truncations: sqlite::WalTruncations::default(),
                     pool,
                 })
             }

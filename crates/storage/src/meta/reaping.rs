@@ -64,7 +64,7 @@ impl Metadata {
             Metadata::Postgres { pool, .. } => {
                 postgres::claim_due(pool, now, limit, lease_until, stale_before).await
             }
-            Metadata::Sqlite { pool, writes } => {
+            Metadata::Sqlite { pool, writes, .. } => {
                 let _turn = writes.turn().await;
                 sqlite::claim_due(pool, now, limit, lease_until, stale_before).await
             }
@@ -78,7 +78,7 @@ impl Metadata {
         }
         match self {
             Metadata::Postgres { pool, .. } => postgres::delete_reaped(pool, ids).await,
-            Metadata::Sqlite { pool, writes } => {
+            Metadata::Sqlite { pool, writes, .. } => {
                 let _turn = writes.turn().await;
                 sqlite::delete_reaped(pool, ids).await
             }
@@ -93,7 +93,7 @@ impl Metadata {
         }
         match self {
             Metadata::Postgres { pool, .. } => postgres::set_due(pool, ids, now).await,
-            Metadata::Sqlite { pool, writes } => {
+            Metadata::Sqlite { pool, writes, .. } => {
                 let _turn = writes.turn().await;
                 sqlite::set_due(pool, ids, now).await
             }

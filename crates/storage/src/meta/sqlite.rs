@@ -1,11 +1,13 @@
 //! SQLite: the embedded default, one process on one machine.
 
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{Connection, SqliteConnection, SqlitePool};
 
+use super::group_commit::GroupCommit;
 use super::usage::{QuotaDefaults, RELEASE};
 use super::{Intent, NewMedia, ReadyMedia};
 use crate::error::StoreError;
@@ -39,38 +41,76 @@ pub(super) fn migrator() -> sqlx::migrate::Migrator {
     sqlx::migrate!("../../migrations/sqlite")
 }
 
-/// One checkpoint at a time: SQLite answers a second one that starts while
-/// another runs "busy" at once, without waiting.
-static CHECKPOINT: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// Checkpoints tried before giving up; each waits up to the busy timeout for
 /// readers and the writer, then briefly before the next.
 const CHECKPOINT_ATTEMPTS: u32 = 3;
 
-/// Makes a shred final in the files: copies the WAL into the database file
-/// (whose pages `secure_delete` has already zeroed) and truncates the WAL to
-/// zero bytes, so that the older page images it held, with the keys just
-/// shredded, are gone from the directory. A reader holding an old snapshot,
-/// or a writer, past the busy timeout on every attempt leaves the WAL as it
-/// is: that is logged, and the next shred, SQLite's own checkpoints or a
-/// clean stop (which removes the WAL) finish the job.
-pub(super) async fn truncate_wal(pool: &SqlitePool) {
-    let _one = CHECKPOINT.lock().await;
+/// The truncations of one database's WAL that make shreds final in its
+/// files (see `settle`).
+#[derive(Default)]
+pub(crate) struct WalTruncations {
+    /// Checkpoints begun so far. A shred reads it, without waiting, once it
+    /// has committed: any checkpoint numbered above what it read began
+    /// after its commit, and so reaches its keys.
+    begun: AtomicU64,
+    /// Held while a checkpoint runs, one at a time (SQLite answers a second
+    /// one that starts while another runs "busy" at once, without waiting):
+    /// the number of the last checkpoint that truncated the WAL.
+    truncated: tokio::sync::Mutex<u64>,
+}
+
+impl WalTruncations {
+    /// Makes the shreds committed before this call final in the files:
+    /// copies the WAL into the database file (whose pages `secure_delete`
+    /// has already zeroed) and truncates the WAL to zero bytes, so that the
+    /// older page images it held, with the keys just shredded, are gone
+    /// from the directory.
+    ///
+    /// A truncation that began after the caller's commit does that for it
+    /// too, so the shreds that wait while one runs share the next: deletes
+    /// at once cost two checkpoints, not one each, and take the write turn
+    /// from the uploads twice, not once each.
+    ///
+    /// A reader holding an old snapshot, or a writer, past the busy timeout
+    /// on every attempt leaves the WAL as it is: that is logged, and the
+    /// next shred, SQLite's own checkpoints or a clean stop (which removes
+    /// the WAL) finish the job.
+    pub(super) async fn settle(&self, pool: &SqlitePool, writes: &GroupCommit) {
+        let committed = self.begun.load(Ordering::SeqCst);
+        let mut truncated = self.truncated.lock().await;
+        if *truncated > committed {
+            return;
+        }
+        // Between the upload path's batches: a checkpoint waits out an open
+        // transaction.
+        let _turn = writes.turn().await;
+        let number = self.begun.fetch_add(1, Ordering::SeqCst) + 1;
+        if truncate_wal(pool).await {
+            *truncated = number;
+        }
+    }
+}
+
+/// Checkpoints the WAL into the database file and truncates it; whether it
+/// did.
+async fn truncate_wal(pool: &SqlitePool) -> bool {
     for attempt in 1..=CHECKPOINT_ATTEMPTS {
         let result: Result<(i64, i64, i64), sqlx::Error> = sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
             .fetch_one(pool)
             .await;
         match result {
-            Ok((0, _, _)) => return,
+            Ok((0, _, _)) => return true,
             Ok(_) if attempt < CHECKPOINT_ATTEMPTS => tokio::time::sleep(Duration::from_millis(50)).await,
             Ok(_) => tracing::warn!(
                 "WAL checkpoint stayed busy; shredded keys may remain in the WAL until the next checkpoint"
             ),
             Err(error) => {
                 tracing::warn!(%error, "WAL checkpoint failed; shredded keys may remain in the WAL until the next checkpoint");
-                return;
+                return false;
             }
         }
     }
+    false
 }
 
 pub(super) async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
@@ -349,4 +389,61 @@ pub(super) async fn delete_reaped(pool: &SqlitePool, ids: &[MediaId]) -> Result<
         .execute(pool)
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    /// Shreds that settle while another's checkpoint waits for its turn
+    /// share the next checkpoint instead of taking one each, and the WAL is
+    /// empty when each returns; a shred committed after that checkpoint
+    /// began gets one of its own.
+    #[tokio::test]
+    async fn shreds_settling_at_once_share_one_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = connect(&format!("sqlite://{}/t.db", dir.path().display()))
+            .await
+            .unwrap();
+        let writes = Arc::new(GroupCommit::start(&pool).await.unwrap());
+        let truncations = Arc::new(WalTruncations::default());
+        let wal = dir.path().join("t.db-wal");
+        let wal_len = || std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+        let write = async || {
+            sqlx::query("INSERT INTO t VALUES (randomblob(4096))")
+                .execute(&pool)
+                .await
+                .unwrap();
+            assert!(wal_len() > 0);
+        };
+        sqlx::query("CREATE TABLE t (x BLOB)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        write().await;
+
+        // The first settle waits for the turn held here, the others for it.
+        let turn = writes.turn().await;
+        let settles: Vec<_> = (0..16)
+            .map(|_| {
+                let (pool, writes, truncations) = (pool.clone(), writes.clone(), truncations.clone());
+                tokio::spawn(async move { truncations.settle(&pool, &writes).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(truncations.begun.load(Ordering::SeqCst), 0);
+        drop(turn);
+        for settle in settles {
+            settle.await.unwrap();
+            assert_eq!(wal_len(), 0);
+        }
+        assert_eq!(truncations.begun.load(Ordering::SeqCst), 1);
+
+        write().await;
+        truncations.settle(&pool, &writes).await;
+        assert_eq!((truncations.begun.load(Ordering::SeqCst), wal_len()), (2, 0));
+        writes.close().await;
+    }
 }
