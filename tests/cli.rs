@@ -377,13 +377,16 @@ fn embedded_files_are_private() {
     run_printed_curl(dir.path(), &hint);
     let data = dir.path().join("data");
     let mode = |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
-    for dir in [data.clone(), data.join("blobs"), data.join("blobs/media")] {
+    let (blob_dirs, blobs): (Vec<_>, Vec<_>) = walkdir::WalkDir::new(data.join("blobs"))
+        .into_iter()
+        .map(|entry| entry.unwrap())
+        .partition(|entry| entry.file_type().is_dir());
+    // blobs/, blobs/media/ and the one directory the blob fanned out to.
+    assert_eq!(blob_dirs.len(), 3, "{blob_dirs:?}");
+    for dir in std::iter::once(data.clone()).chain(blob_dirs.iter().map(|entry| entry.path().to_owned())) {
         assert_eq!(mode(&dir), 0o700, "{}", dir.display());
     }
-    let blobs: Vec<_> = std::fs::read_dir(data.join("blobs/media"))
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .collect();
+    let blobs: Vec<_> = blobs.into_iter().map(|entry| entry.into_path()).collect();
     assert_eq!(blobs.len(), 1, "the uploaded blob: {blobs:?}");
     let database = ["mediavault.db", "mediavault.db-wal", "mediavault.db-shm"].map(|f| data.join(f));
     for file in database.iter().chain(&blobs) {

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::{
-    Backends, Fixture, Gate, Server, Stores, app_with_retention, blob_key_of, cli, cli_with, png_bytes,
-    service_can_decrypt, wrapped_key_of,
+    Backends, Fixture, Gate, Server, Stores, app_with_retention, blob_key_of, cli, cli_with, fetch_rows,
+    png_bytes, service_can_decrypt, wrapped_key_of,
 };
 
 fn reap_once(stores: &Stores) -> Value {
@@ -321,8 +321,54 @@ async fn the_sweep_touches_nothing_outside_the_media_prefix() {
     }
 }
 
+/// Blob keys were flat (`media/<name>`) before they fanned out over
+/// directories (`media/<xy>/<name>`). A medium whose row names a blob of the
+/// old layout is served, kept by the sweep however old, and deleted with its
+/// blob; a stray of the old layout is still an orphan.
+#[tokio::test]
+async fn blobs_of_the_flat_layout_are_served_kept_and_deleted() {
+    for backends in [Backends::SqliteFiles, Backends::PostgresS3] {
+        let f = fixture_with_retention(backends, "30d", &[("MEDIAVAULT__REAPER__ENABLED", "false")]).await;
+        let bytes = png_bytes(3000);
+        let id = f.upload(&bytes).await;
+        let key = blob_key_of(&f.stores, &id).await.expect("a stored row");
+        let (fan_out, name) = key
+            .strip_prefix("media/")
+            .and_then(|rest| rest.split_once('/'))
+            .expect("a fanned-out key");
+        assert!(fan_out.len() == 2 && name.starts_with(fan_out), "{key}");
+        let flat = format!("media/{name}");
+        let blob = f.stores.read_blob(&key).await;
+        f.stores.write_blob(&flat, blob).await;
+        f.stores.delete_blob(&key).await;
+        let moved: Vec<(String,)> = fetch_rows(
+            &f.stores,
+            "UPDATE media SET blob_key = 'media/' || substr(blob_key, 10) WHERE id = $1 RETURNING blob_key",
+            Some(&id),
+        )
+        .await;
+        assert_eq!(moved, [(flat.clone(),)]);
+        let stray = format!("media/{}", uuid::Uuid::new_v4().simple());
+        f.stores.write_blob(&stray, b"left by a crash".to_vec()).await;
+
+        let download = f.download(&id).await;
+        assert_eq!(download.status(), 200, "{backends:?}");
+        assert_eq!(download.bytes().await.unwrap(), bytes);
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert_eq!(
+            sweep(&f.stores, "1s"),
+            json!({"removed": 1, "abortedUploads": 0}),
+            "{backends:?}"
+        );
+        f.assert_stored(1).await;
+        let delete = f.request(reqwest::Method::DELETE, &format!("/{id}"), &[]).await;
+        assert_eq!(delete.status(), 200);
+        f.assert_stored(0).await;
+    }
+}
+
 /// A server killed while writing a blob to the file backend leaves the
-/// local store's staging file (`media/<key>#1`), which listings do not show.
+/// local store's staging file (`media/<xy>/<name>#1`), which listings do not show.
 /// The sweep removes it once older than `reaper.stale_upload_after` and its
 /// upload's row is gone (the reaper takes it once the upload has shown no
 /// progress for as long); it keeps a younger one, and an old one whose
@@ -336,10 +382,9 @@ async fn the_sweep_removes_staging_files_of_crashed_uploads() {
     let socket = start_large_upload(&server, &app_id, &token).await;
     let media_dir = std::path::Path::new(&stores.blobs.url).join("media");
     let staging_files = || -> Vec<std::path::PathBuf> {
-        std::fs::read_dir(&media_dir)
+        walkdir::WalkDir::new(&media_dir)
             .into_iter()
-            .flatten()
-            .map(|entry| entry.unwrap().path())
+            .filter_map(|entry| Some(entry.ok()?.into_path()))
             .filter(|path| path.to_string_lossy().ends_with("#1"))
             .collect()
     };
@@ -358,7 +403,8 @@ async fn the_sweep_removes_staging_files_of_crashed_uploads() {
         .unwrap()
         .set_modified(two_hours_ago)
         .unwrap();
-    let young = media_dir.join(format!("{}#1", uuid::Uuid::new_v4().simple()));
+    // Beside the crashed one, in its fan-out directory.
+    let young = crashed.with_file_name(format!("{}#1", uuid::Uuid::new_v4().simple()));
     std::fs::write(&young, b"an upload being written").unwrap();
 
     assert_eq!(

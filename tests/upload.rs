@@ -10,7 +10,7 @@ use reqwest::multipart::{Form, Part};
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use support::{Backends, Fixture, Gate, Server, Stores, app_and_token, png_bytes, png_form};
+use support::{Backends, Fixture, Gate, Server, Stores, app_and_token, blob_key_of, png_bytes, png_form};
 
 const LIMIT: usize = 104_857_600;
 
@@ -582,4 +582,41 @@ async fn an_upload_below_the_minimum_rate_is_cut_and_leaves_nothing() {
         error("Upload too slow: less than 10000 bytes/s over 1s; the request was cut")
     );
     f.assert_stored(0).await;
+}
+
+/// On the file backend, blobs spread over 256 directories named by the
+/// first two hex digits of their own name (`media/<xy>/<name>`), none
+/// directly under `media/`: in one directory every create and rename queues
+/// on that directory's lock, and ext4 refuses new names once a directory's
+/// index is full (about ten million of these with 4 KiB blocks).
+#[tokio::test]
+async fn blob_files_fan_out_over_directories_named_by_their_first_digits() {
+    let f = Fixture::new(Backends::SqliteFiles).await;
+    let media_dir = std::path::Path::new(&f.stores.blobs.url).join("media");
+    let mut directories = std::collections::HashSet::new();
+    for n in 0..24 {
+        let id = f.upload(&png_bytes(300 + n)).await;
+        let key = blob_key_of(&f.stores, &id).await.expect("a stored row");
+        let (fan_out, name) = key
+            .strip_prefix("media/")
+            .and_then(|rest| rest.split_once('/'))
+            .unwrap_or_else(|| panic!("{key} has no directory of its own"));
+        assert_eq!(fan_out.len(), 2, "{key}");
+        assert!(
+            name.len() == 32 && name.starts_with(fan_out) && name.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{key}"
+        );
+        assert!(media_dir.join(fan_out).join(name).is_file(), "{key}");
+        directories.insert(fan_out.to_owned());
+    }
+    for entry in std::fs::read_dir(&media_dir).unwrap() {
+        let entry = entry.unwrap();
+        assert!(
+            entry.file_type().unwrap().is_dir(),
+            "{:?} directly under media/",
+            entry.path()
+        );
+    }
+    // 24 random names all in one of 256 directories: 256^-23.
+    assert!(directories.len() > 1, "{directories:?}");
 }

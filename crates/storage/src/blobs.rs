@@ -145,6 +145,20 @@ const STALL: Duration = Duration::from_secs(1);
 /// and sweeps look nowhere else in the bucket or directory.
 pub(crate) const MEDIA_PREFIX: &str = "media";
 
+/// A fresh blob key: `media/<xy>/<32 hex digits>`, `xy` the first two of
+/// them. The fan-out is for the local store, where a key is a path: every
+/// create, rename and unlink in one directory queues on that directory's
+/// lock, and ext4 without `large_dir` refuses new names in a directory once
+/// its index is full (ENOSPC with the disk half empty), at about ten
+/// million 32-character names with 4 KiB blocks: a month of uploads at four
+/// a second. In 256 directories that is 2.5 billion. Keys of the flat
+/// layout before it (`media/<32 hex digits>`) stay valid wherever a row
+/// names them; nothing parses a key.
+pub(crate) fn new_blob_key() -> String {
+    let name = uuid::Uuid::new_v4().simple().to_string();
+    format!("{MEDIA_PREFIX}/{}/{name}", &name[..2])
+}
+
 #[derive(Clone)]
 pub(crate) struct Blobs {
     store: Arc<dyn ObjectStore>,

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use crate::blobs::{BlobWriter, MEDIA_PREFIX};
+use crate::blobs::{BlobWriter, new_blob_key};
 use crate::error::{StoreError, UploadError};
 use crate::ids::{AppId, MediaId};
 use crate::keys::Dek;
@@ -124,7 +124,7 @@ impl Vault {
         mut next_id: impl FnMut() -> MediaId + Send,
     ) -> Result<Upload, UploadError> {
         app.check_may_upload()?;
-        let blob_key = format!("{MEDIA_PREFIX}/{}", uuid::Uuid::new_v4().simple());
+        let blob_key = new_blob_key();
         let dek = Dek::generate();
         let header = Header::random();
         let now = now_millis();
