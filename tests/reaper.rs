@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::{
-    Backends, Fixture, Gate, Server, Stores, app_with_retention, blob_key_of, cli, cli_with, fetch_rows,
-    png_bytes, service_can_decrypt, wrapped_key_of,
+    Backends, Fixture, Gate, Server, Stores, app_with_retention, blob_key_of, cli, cli_with, fanned_out_key,
+    fetch_rows, png_bytes, service_can_decrypt, wrapped_key_of,
 };
 
 fn reap_once(stores: &Stores) -> Value {
@@ -332,11 +332,7 @@ async fn blobs_of_the_flat_layout_are_served_kept_and_deleted() {
         let bytes = png_bytes(3000);
         let id = f.upload(&bytes).await;
         let key = blob_key_of(&f.stores, &id).await.expect("a stored row");
-        let (fan_out, name) = key
-            .strip_prefix("media/")
-            .and_then(|rest| rest.split_once('/'))
-            .expect("a fanned-out key");
-        assert!(fan_out.len() == 2 && name.starts_with(fan_out), "{key}");
+        let (_, name) = fanned_out_key(&key);
         let flat = format!("media/{name}");
         let blob = f.stores.read_blob(&key).await;
         f.stores.write_blob(&flat, blob).await;

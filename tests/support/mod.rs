@@ -839,6 +839,17 @@ pub async fn blob_key_of(stores: &Stores, media_id: &str) -> Option<String> {
     rows.into_iter().next().map(|(key,)| key)
 }
 
+/// The directory and the name of a fanned-out blob key, `media/<xy>/<name>`,
+/// `xy` the name's first two digits; fails on a key of any other shape.
+pub fn fanned_out_key(key: &str) -> (&str, &str) {
+    let (fan_out, name) = key
+        .strip_prefix("media/")
+        .and_then(|rest| rest.split_once('/'))
+        .unwrap_or_else(|| panic!("{key} has no directory of its own"));
+    assert!(fan_out.len() == 2 && name.starts_with(fan_out), "{key}");
+    (fan_out, name)
+}
+
 /// Whether anything the service holds still decrypts `blob` (a copy of the
 /// stored ciphertext of `media_id`, whose plaintext is `plaintext_len`
 /// bytes): every wrapped key left in the database is tried under every
