@@ -60,6 +60,11 @@ pub struct ScaleArgs {
     /// Where the results go.
     #[arg(long, default_value = "bench/results")]
     results: PathBuf,
+    /// Leaves both databases (and their objects) in place at the end and
+    /// prints their URLs, to profile statements on them (`EXPLAIN`); drop
+    /// them by hand after (`DROP DATABASE … WITH (FORCE)`).
+    #[arg(long)]
+    keep_databases: bool,
 }
 
 /// Where the rows written by SQL lie in the `media` table's pages, which
@@ -139,7 +144,11 @@ pub async fn scale(args: &ScaleArgs, command_line: &str) -> anyhow::Result<()> {
             let log = stores.dir().join("server.log");
             eprintln!("{}", std::fs::read_to_string(&log).unwrap_or_default());
         }
-        stores.cleanup().await?;
+        if args.keep_databases {
+            eprintln!("kept: {}", setting(&stores, "MEDIAVAULT__DATABASE__URL")?);
+        } else {
+            stores.cleanup().await?;
+        }
     }
     let [empty, full] = result?;
 
