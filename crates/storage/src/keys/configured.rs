@@ -4,8 +4,7 @@
 
 use std::fmt;
 
-use aes_gcm::aead::{AeadInOut, KeyInit};
-use aes_gcm::{Aes256Gcm, Nonce};
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::Sha256;
@@ -16,7 +15,8 @@ use crate::format::{DEK_LEN, TAG_LEN, WRAPPED_DEK_LEN, dek_aad};
 
 struct Kek {
     id: String,
-    cipher: Aes256Gcm,
+    /// AES-256-GCM under the key; each wrap draws a random nonce.
+    cipher: LessSafeKey,
     fingerprint: String,
 }
 
@@ -40,7 +40,9 @@ impl ConfiguredKeys {
         let keys = parse_key_list(spec)?
             .into_iter()
             .map(|key| Kek {
-                cipher: Aes256Gcm::new_from_slice(key.material.as_slice()).expect("AES-256 takes 32 bytes"),
+                cipher: LessSafeKey::new(
+                    UnboundKey::new(&AES_256_GCM, key.material.as_slice()).expect("AES-256 takes 32 bytes"),
+                ),
                 fingerprint: fingerprint(key.material.as_slice()),
                 id: key.id,
             })
@@ -91,17 +93,18 @@ impl ConfiguredKeys {
             return Err(KeyError::Integrity);
         }
         let nonce: [u8; 12] = wrapped[..12].try_into().expect("length checked");
-        let tag: [u8; TAG_LEN] = wrapped[12 + DEK_LEN..].try_into().expect("length checked");
-        let mut key = Zeroizing::new([0u8; DEK_LEN]);
-        key.copy_from_slice(&wrapped[12..12 + DEK_LEN]);
+        // Key and tag, opened in place; only the key is kept, zeroized.
+        let mut sealed = Zeroizing::new([0u8; DEK_LEN + TAG_LEN]);
+        sealed.copy_from_slice(&wrapped[12..]);
         kek.cipher
-            .decrypt_inout_detached(
-                &Nonce::from(nonce),
-                &dek_aad(media_id, kek_id),
-                key.as_mut_slice().into(),
-                &tag.into(),
+            .open_in_place(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(dek_aad(media_id, kek_id)),
+                sealed.as_mut_slice(),
             )
             .map_err(|_| KeyError::Integrity)?;
+        let mut key = Zeroizing::new([0u8; DEK_LEN]);
+        key.copy_from_slice(&sealed[..DEK_LEN]);
         Ok(Dek(key))
     }
 }
@@ -115,13 +118,13 @@ fn wrap_under(kek: &Kek, media_id: &str, dek: &Dek) -> Vec<u8> {
     bytes.extend_from_slice(dek.as_bytes());
     let tag = kek
         .cipher
-        .encrypt_inout_detached(
-            &Nonce::from(nonce),
-            &dek_aad(media_id, &kek.id),
-            (&mut bytes[12..]).into(),
+        .seal_in_place_separate_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(dek_aad(media_id, &kek.id)),
+            &mut bytes[12..],
         )
         .expect("AES-GCM encrypts 32 bytes");
-    bytes.extend_from_slice(&tag);
+    bytes.extend_from_slice(tag.as_ref());
     bytes
 }
 
