@@ -14,9 +14,47 @@ pub(super) const APP_COLUMNS: &str = "id, name, capi, retention_seconds, max_fil
 
 /// An app's deletion shreds its rows (binds: now, now, app): every row with
 /// a key counts (uploading or ready). Uploads still running find their row
-/// shredded and drop their blob.
-pub(super) const SHRED_APP: &str =
-    shred_media!("WHERE app_id = $3 AND id IN (SELECT media_id FROM media_keys) RETURNING reserved_bytes");
+/// shredded and drop their blob. Rows it has shredded already are left out,
+/// so that it may run twice in one deletion (see `delete_app`).
+pub(super) const SHRED_APP: &str = shred_media!(concat!(
+    "WHERE app_id = $3 AND state <> ",
+    state_sql!(Deleting),
+    " AND id IN (SELECT media_id FROM media_keys) RETURNING reserved_bytes"
+));
+
+/// What `SHRED_APP` shredded: how many rows, and what those that counted
+/// held of their app's quota.
+struct Shredded {
+    rows: u64,
+    bytes: i64,
+    counted: i64,
+}
+
+/// Runs `SHRED_APP` for app `$id` at `$now` on the transaction `$tx`: a
+/// `Shredded`. (A macro: its body is the same on either dialect's
+/// transaction.)
+macro_rules! shred_app_rows {
+    ($tx:ident, $id:expr, $now:expr) => {{
+        let mut shredded = Shredded {
+            rows: 0,
+            bytes: 0,
+            counted: 0,
+        };
+        let mut rows = sqlx::query_scalar::<_, Option<i64>>(SHRED_APP)
+            .bind($now)
+            .bind($now)
+            .bind($id)
+            .fetch(&mut *$tx);
+        while let Some(reserved) = rows.try_next().await? {
+            shredded.rows += 1;
+            if let Some(reserved) = reserved {
+                shredded.bytes += reserved;
+                shredded.counted += 1;
+            }
+        }
+        shredded
+    }};
+}
 
 /// Then deletes their keys (bind: app).
 pub(super) const DROP_APP_KEYS: &str =
@@ -231,6 +269,18 @@ impl Metadata {
     /// free for another app. Media rows first, the app
     /// row last, as every transaction that changes both takes them.
     /// Returns how many media were shredded, or `None` if there is no such app.
+    ///
+    /// On PostgreSQL an upload's intent may commit while the first shred
+    /// runs, after the snapshot it reads: its row is not among those
+    /// shredded. Marking the app takes its row, which every intent's
+    /// reservation updates, so once it is marked every intent that reserved
+    /// before has committed and is seen by the next statement: a second
+    /// shred takes those rows, and the keys go only after it. (On SQLite the
+    /// deletion writes alone, and the second shred finds nothing.) The
+    /// second shred takes media rows after the app's, against the order
+    /// above, but only rows of uploads begun during the deletion; should a
+    /// DELETE of one of them hold its row meanwhile, PostgreSQL ends the
+    /// deadlock by failing one of the two, which may be sent again.
     pub(crate) async fn delete_app(&self, id: &AppId, now: Millis) -> Result<Option<u64>, StoreError> {
         const MARK: &str = "UPDATE apps SET deleted_at = $2, used_bytes = used_bytes - $3, \
                             used_media = used_media - $4 WHERE id = $1 AND deleted_at IS NULL";
@@ -243,27 +293,12 @@ impl Metadata {
                 // key table (see `ROW_BY_ROW_PLAN`).
                 sqlx::raw_sql(super::postgres::ROW_BY_ROW_PLAN).execute(&mut *tx).await?;
             }
-            let (mut shredded, mut bytes, mut counted) = (0_u64, 0_i64, 0_i64);
-            {
-                let mut rows = sqlx::query_scalar::<_, Option<i64>>(SHRED_APP)
-                    .bind(now)
-                    .bind(now)
-                    .bind(id)
-                    .fetch(&mut *tx);
-                while let Some(reserved) = rows.try_next().await? {
-                    shredded += 1;
-                    if let Some(reserved) = reserved {
-                        bytes += reserved;
-                        counted += 1;
-                    }
-                }
-            }
-            sqlx::query(DROP_APP_KEYS).bind(id).execute(&mut *tx).await?;
+            let first = shred_app_rows!(tx, id, now);
             let marked = sqlx::query(MARK)
                 .bind(id)
                 .bind(now)
-                .bind(bytes)
-                .bind(counted)
+                .bind(first.bytes)
+                .bind(first.counted)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
@@ -271,10 +306,20 @@ impl Metadata {
                 // No such live app (and so nothing of it was shredded): undone.
                 Ok::<_, sqlx::Error>(None)
             } else {
+                let late = shred_app_rows!(tx, id, now);
+                if late.rows > 0 {
+                    sqlx::query(super::usage::RELEASE)
+                        .bind(id)
+                        .bind(late.bytes)
+                        .bind(late.counted)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                sqlx::query(DROP_APP_KEYS).bind(id).execute(&mut *tx).await?;
                 sqlx::query(TOKENS).bind(id).execute(&mut *tx).await?;
                 sqlx::query(PHONE_NUMBERS).bind(id).execute(&mut *tx).await?;
                 tx.commit().await?;
-                Ok(Some(shredded))
+                Ok(Some(first.rows + late.rows))
             }
         })?)
     }

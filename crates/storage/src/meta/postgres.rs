@@ -344,6 +344,8 @@ mod tests {
     use sqlx::postgres::PgArguments;
 
     use super::*;
+    use crate::ids::AppId;
+    use crate::meta::Metadata;
     use crate::testing::{drop_postgres_database, fresh_postgres_database};
 
     /// A connection that PostgreSQL dropped while it sat idle in the pool
@@ -443,6 +445,14 @@ mod tests {
         .unwrap()
     }
 
+    /// What the app `app` has used of its quota: bytes, media.
+    async fn app_used(pool: &PgPool) -> (i64, i64) {
+        sqlx::query_as("SELECT used_bytes, used_media FROM apps WHERE id = 'app'")
+            .fetch_one(pool)
+            .await
+            .unwrap()
+    }
+
     /// A fresh database (its name), its two pools, and `ONE_UPLOAD` (its
     /// id) with its reservation settled at 60 of its 100 bytes.
     async fn one_settled_upload() -> (String, PgPool, PgPool, MediaId) {
@@ -489,6 +499,99 @@ mod tests {
         assert_eq!(after, (60, 60));
     }
 
+    /// An upload whose intent commits while its app's deletion shreds
+    /// (here, while the shred waits for a row another transaction holds) and
+    /// which then turns ready, is shredded with the app: no row of it is left
+    /// readable or with its key, and its usage is given back. Before, the
+    /// shred's snapshot missed it: a ready medium of a deleted app, kept for
+    /// its whole retention.
+    #[tokio::test]
+    async fn an_upload_written_while_its_app_is_deleted_is_shredded_with_it() {
+        const STORED: &str = "INSERT INTO apps (id, name, capi, retention_seconds, max_file_bytes, created_at, \
+                                used_bytes, used_media) VALUES ('app', 'app', true, 60, 1000, 0, 100, 1); \
+            INSERT INTO media (id, app_id, state, blob_key, format_version, segment_size, salt, \
+                               nonce_prefix, created_at, expires_at, due_at, reserved_bytes) \
+                VALUES ('stored', 'app', 'ready', 'media/stored', 1, 65536, '\\x00', '\\x00', 0, 1000, 1000, 100); \
+            INSERT INTO media_keys (media_id, kek_id, wrapped_dek) VALUES ('stored', 'k1', '\\x00')";
+        let (url, name) = fresh_postgres_database().await;
+        let pool = connect(&url).await.unwrap();
+        let relaxed = connect_relaxed(&url).await.unwrap();
+        migrate(&pool).await.unwrap();
+        sqlx::raw_sql(STORED).execute(&pool).await.unwrap();
+
+        let mut holder = pool.begin().await.unwrap();
+        sqlx::query("SELECT 1 FROM media WHERE id = 'stored' FOR UPDATE")
+            .execute(&mut *holder)
+            .await
+            .unwrap();
+        let deletion = tokio::spawn({
+            let meta = Metadata::Postgres {
+                pool: pool.clone(),
+                relaxed: relaxed.clone(),
+            };
+            async move { meta.delete_app(&AppId::new("app"), 5).await }
+        });
+        let waiting = async {
+            while sqlx::query_scalar::<_, i64>(
+                "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() \
+                 AND wait_event_type = 'Lock' AND query LIKE 'UPDATE media SET state%'",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+                == 0
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
+            .await
+            .expect("the deletion's shred waits for the held row");
+
+        let (late, app) = (MediaId::new("late"), AppId::new("app"));
+        let intent = NewMedia {
+            id: &late,
+            app_id: &app,
+            filename: None,
+            blob_key: "media/late",
+            kek_id: "k1",
+            wrapped_dek: &[0],
+            salt: &[0],
+            nonce_prefix: &[0],
+            created_at: 1,
+            expires_at: 1_000,
+            abandon_at: 100,
+            reserved_bytes: 60,
+        };
+        let written = insert_uploading(&relaxed, &intent, QuotaDefaults::default())
+            .await
+            .unwrap();
+        assert!(matches!(written, Intent::Written), "{written:?}");
+        let ready = mark_ready(&pool, &relaxed, &completion(&late, 0)).await.unwrap();
+        holder.rollback().await.unwrap();
+        let deleted = deletion.await.unwrap().unwrap();
+
+        let (left, keys): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM media WHERE app_id = 'app' AND state <> 'deleting'), \
+                    (SELECT COUNT(*) FROM media_keys)",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        let used = app_used(&pool).await;
+        pool.close().await;
+        relaxed.close().await;
+        drop_postgres_database(&name).await;
+        assert!(
+            ready,
+            "the upload turned ready before the deletion marked its app"
+        );
+        assert_eq!(left, 0, "rows of the deleted app left unshredded");
+        assert_eq!(keys, 0, "keys of the deleted app left");
+        assert_eq!(used, (0, 0), "usage left to the deleted app");
+        assert_eq!(deleted, Some(2));
+    }
+
     /// A settlement whose ready-marking never comes (a crash between the
     /// two) leaves the app's usage equal to its rows' reservations, and the
     /// reaper, taking the stale upload, gives back exactly what it held.
@@ -500,11 +603,7 @@ mod tests {
         settle_reservation(&relaxed, &completion(&id, 40)).await.unwrap();
         let again = usage(&pool).await;
         let claimed = claim_due(&pool, 10, 500, 20, 10).await.unwrap();
-        let (used_bytes, used_media): (i64, i64) =
-            sqlx::query_as("SELECT used_bytes, used_media FROM apps WHERE id = 'app'")
-                .fetch_one(&pool)
-                .await
-                .unwrap();
+        let (used_bytes, used_media) = app_used(&pool).await;
         pool.close().await;
         relaxed.close().await;
         drop_postgres_database(&name).await;
