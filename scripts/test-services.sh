@@ -12,7 +12,8 @@
 #     (cached in ~/.cargo/bin) and started here as a single node on loopback.
 #   - SoftHSM2, a real PKCS#11 token, is installed from Debian's packages if
 #     absent; a token of its own is initialised under target/test-services
-#     (its own SOFTHSM2_CONF) for the key-provider tests.
+#     (its own SOFTHSM2_CONF) for the key-provider tests, and a module that
+#     wraps it and fails like a device on a test's word (pkcs11-faults.c).
 # Fails loudly when a service cannot be had: no test is skipped for it.
 #
 # `test-services.sh stop` stops the private PostgreSQL and the Garage node
@@ -144,6 +145,21 @@ if ! SOFTHSM2_CONF="$hsm/softhsm2.conf" softhsm2-util --show-slots 2>/dev/null \
   echo "test-services: SoftHSM2 token $PKCS11_TOKEN initialised in $hsm" >&2
 fi
 
+# The same token behind a module that fails like a device when a test says
+# so (scripts/pkcs11-faults.c), built against p11-kit's PKCS#11 header.
+PKCS11_HEADER=/usr/include/p11-kit-1/p11-kit/pkcs11.h
+if [ ! -e "$PKCS11_HEADER" ]; then
+  echo "test-services: installing libp11-kit-dev (the PKCS#11 header)" >&2
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libp11-kit-dev; } >&2 \
+    || die "cannot install libp11-kit-dev (apt-get install -y libp11-kit-dev)"
+fi
+faulty_module="$hsm/libpkcs11-faults.so"
+if [ ! "$faulty_module" -nt "$root/scripts/pkcs11-faults.c" ]; then
+  gcc -shared -fPIC -O2 -Wall -Werror -I/usr/include/p11-kit-1 -o "$faulty_module" \
+    "$root/scripts/pkcs11-faults.c" -ldl -lpthread || die "cannot build $faulty_module"
+fi
+mkdir -p "$hsm/faults"
+
 cat > "$state/env" <<ENV
 export MEDIAVAULT_TEST_DATABASE_URL=$PG_URL
 export MEDIAVAULT_TEST_S3_ENDPOINT=http://127.0.0.1:$S3_PORT
@@ -154,4 +170,6 @@ export SOFTHSM2_CONF=$hsm/softhsm2.conf
 export MEDIAVAULT_TEST_PKCS11_MODULE=$PKCS11_MODULE
 export MEDIAVAULT_TEST_PKCS11_TOKEN=$PKCS11_TOKEN
 export MEDIAVAULT_TEST_PKCS11_PIN=$PKCS11_PIN
+export MEDIAVAULT_TEST_PKCS11_FAULTY_MODULE=$faulty_module
+export MEDIAVAULT_TEST_PKCS11_FAULTS=$hsm/faults
 ENV

@@ -215,6 +215,66 @@ async fn the_token_wraps_data_keys_in_the_configured_format_both_ways() {
     session.destroy_object(find(&session, &label)).unwrap();
 }
 
+/// The device fault of the module `scripts/pkcs11-faults.c`, on for this
+/// process while the value lives.
+struct DeviceFault(std::path::PathBuf);
+
+impl DeviceFault {
+    fn start() -> DeviceFault {
+        let switch =
+            std::path::Path::new(&env("MEDIAVAULT_TEST_PKCS11_FAULTS")).join(std::process::id().to_string());
+        std::fs::write(&switch, b"").unwrap();
+        DeviceFault(switch)
+    }
+}
+
+impl Drop for DeviceFault {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A failing device answers C_Decrypt with CKR_GENERAL_ERROR, the code
+/// SoftHSM2 gives a tag that does not verify: the provider reports the token
+/// unavailable (a storage failure, and a reconnection), not a wrapped key tampered with
+/// (an integrity failure, the alarm of stored data changed), and unwraps
+/// again once the device is back. Through the same module a tampered key is
+/// still an integrity failure.
+#[tokio::test]
+async fn a_failing_device_is_unavailable_not_a_tampered_key() {
+    let label = new_label();
+    let mut faulty = settings(&[]);
+    faulty.module = env("MEDIAVAULT_TEST_PKCS11_FAULTY_MODULE").into();
+    let maker = Pkcs11Keys::open(faulty.clone()).await.unwrap();
+    maker.create(&label).await.unwrap();
+    drop(maker);
+    faulty.keys = vec![label.clone()];
+    let keyring = Keyring::pkcs11(Pkcs11Keys::open(faulty.clone()).await.unwrap(), None, None).unwrap();
+    let dek = Dek::generate();
+    let wrapped = keyring.wrap("media-1", 0, &dek).await.unwrap();
+    let mut flipped = wrapped.bytes.clone();
+    flipped[20] ^= 1;
+    let tampered = keyring.unwrap("media-1", &label, &flipped).await;
+    assert!(matches!(tampered, Err(KeyError::Integrity)), "{tampered:?}");
+
+    let fault = DeviceFault::start();
+    let failing = keyring.unwrap("media-1", &label, &wrapped.bytes).await;
+    assert!(matches!(failing, Err(KeyError::Unavailable(_))), "{failing:?}");
+    drop(fault);
+
+    let opened = keyring.unwrap("media-1", &label, &wrapped.bytes).await.unwrap();
+    assert_eq!(opened.as_bytes(), dek.as_bytes());
+
+    drop(keyring);
+    faulty.keys.clear();
+    Pkcs11Keys::open(faulty)
+        .await
+        .unwrap()
+        .destroy(&label)
+        .await
+        .unwrap();
+}
+
 /// Logging out of the token from another session logs every session of
 /// the process out (PKCS#11 login is per token): the provider's idle
 /// sessions are useless from then on. It opens sessions again, logs in,

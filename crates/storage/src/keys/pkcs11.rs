@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Function, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::mechanism::aead::GcmParams;
@@ -362,15 +362,20 @@ fn decrypt_dek(session: &Session, key: ObjectHandle, aad: &[u8], wrapped: &[u8])
     let opened = session.decrypt(&gcm(&mut iv, aad)?, key, &wrapped[IV_LEN..]);
     let plain = Zeroizing::new(match opened {
         Ok(plain) => plain,
-        // A tag that does not verify: tokens differ in which of these they
-        // answer (SoftHSM2: CKR_GENERAL_ERROR).
+        // A tag that does not verify.
         Err(CkError::Pkcs11(
-            RvError::EncryptedDataInvalid
-            | RvError::EncryptedDataLenRange
-            | RvError::GeneralError
-            | RvError::FunctionFailed,
-            cryptoki::context::Function::Decrypt,
+            RvError::EncryptedDataInvalid | RvError::EncryptedDataLenRange,
+            Function::Decrypt,
         )) => return Err(Failure::Key(KeyError::Integrity)),
+        // Some tokens answer a tag that does not verify with these too
+        // (SoftHSM2: CKR_GENERAL_ERROR), and so does a device failing. Only
+        // a token that still opens what it has just sealed under the same key
+        // has judged the wrapped key; otherwise the token is what failed, and
+        // is connected again, not reported as stored data tampered with.
+        Err(CkError::Pkcs11(RvError::GeneralError | RvError::FunctionFailed, Function::Decrypt)) => {
+            opens_its_own_seal(session, key)?;
+            return Err(Failure::Key(KeyError::Integrity));
+        }
         Err(error) => return Err(failure(error)),
     });
     let bytes: [u8; DEK_LEN] = plain
@@ -393,6 +398,32 @@ fn gmac_fingerprint(session: &Session, key: ObjectHandle) -> Result<String, Fail
         .encrypt(&gcm(&mut iv, FINGERPRINT_LABEL)?, key, &[])
         .map_err(failure)?;
     Ok(hex::encode(tag))
+}
+
+/// Whether the token, under `key`, opens the fingerprint's GMAC it has just
+/// made: the check that a failed C_Decrypt was the data's fault and not the
+/// token's. Any failure here is the token's (a `Failure::Token`, or a
+/// `Failure::Session` when the session is what went away).
+fn opens_its_own_seal(session: &Session, key: ObjectHandle) -> Result<(), Failure> {
+    let as_token_failure = |error: CkError| match failure(error) {
+        Failure::Key(error) => Failure::Token(error.to_string()),
+        other => other,
+    };
+    let mut iv = [0u8; IV_LEN];
+    let tag = session
+        .encrypt(&gcm(&mut iv, FINGERPRINT_LABEL)?, key, &[])
+        .map_err(as_token_failure)?;
+    let mut iv = [0u8; IV_LEN];
+    let opened = session
+        .decrypt(&gcm(&mut iv, FINGERPRINT_LABEL)?, key, &tag)
+        .map_err(as_token_failure)?;
+    if !opened.is_empty() {
+        return Err(Failure::Token(format!(
+            "C_Decrypt of the token's own GMAC gave {} bytes, not none",
+            opened.len()
+        )));
+    }
+    Ok(())
 }
 
 /// The AES secret keys in the token labelled `label`.
