@@ -454,6 +454,23 @@ fn a_blob_directory_holding_the_database_or_keys_is_refused() {
     ];
     let stderr = refused(dir.path(), &["serve", "--listen", "127.0.0.1:0"], &keys_in_store);
     assert!(stderr.contains("crypto.keys_file"), "{stderr}");
+
+    // The token's PIN is a secret file too: refused before the token is
+    // reached (there is none at this module path).
+    let pin_file = dir.path().join("store/pin");
+    std::fs::write(&pin_file, "1234\n").unwrap();
+    let pin_in_store = [
+        ("MEDIAVAULT__BLOBS__URL", "store"),
+        ("MEDIAVAULT__CRYPTO__PROVIDER", "pkcs11"),
+        ("MEDIAVAULT__CRYPTO__PKCS11__MODULE", "/nonexistent/libpkcs11.so"),
+        ("MEDIAVAULT__CRYPTO__PKCS11__TOKEN_LABEL", "token"),
+        ("MEDIAVAULT__CRYPTO__PKCS11__PIN_FILE", pin_file.to_str().unwrap()),
+        ("MEDIAVAULT__CRYPTO__PKCS11__KEYS", "[\"k1\"]"),
+    ];
+    for args in [&["serve", "--listen", "127.0.0.1:0"][..], &["reap", "--sweep"]] {
+        let stderr = refused(dir.path(), args, &pin_in_store);
+        assert!(stderr.contains("crypto.pkcs11.pin_file"), "{stderr}");
+    }
 }
 
 /// A lost `data/dev.key` is not made anew while the database holds media it

@@ -255,9 +255,16 @@ impl Limits {
 
     /// Whether `peer` is one of `server.trusted_proxies`, whose forwarding
     /// headers (`X-Forwarded-For`, `-Host`, `-Proto`) are believed. An
-    /// unknown peer is not.
+    /// unknown peer is not. An IPv4 peer of a dual-stack listener (`[::]`)
+    /// arrives as an IPv4-mapped IPv6 address, and is judged as the IPv4
+    /// address it is.
     pub fn trusts(&self, peer: Option<IpAddr>) -> bool {
-        peer.is_some_and(|ip| self.settings.trusted_proxies.iter().any(|net| net.contains(&ip)))
+        peer.is_some_and(|ip| {
+            self.settings
+                .trusted_proxies
+                .iter()
+                .any(|net| net.contains(&ip) || net.contains(&ip.to_canonical()))
+        })
     }
 
     /// Pairs tracked, as (counting, locked out).
@@ -503,6 +510,20 @@ mod tests {
         limits.record_auth_failure(quiet, "a");
         limits.record_auth_failure(quiet, "a");
         limits.check_not_locked_out(quiet, "a").unwrap();
+    }
+
+    /// A trusted proxy is trusted whether the listener sees it as an IPv4
+    /// address or, listening on `[::]`, as the IPv4-mapped IPv6 one.
+    #[test]
+    fn a_trusted_proxy_is_trusted_through_a_dual_stack_listener() {
+        let limits = limits(&["10.0.0.0/8", "2001:db8::/32"]);
+        for trusted in ["10.1.2.3", "::ffff:10.1.2.3", "2001:db8::1"] {
+            assert!(limits.trusts(Some(ip(trusted))), "{trusted}");
+        }
+        for untrusted in ["11.1.2.3", "::ffff:11.1.2.3", "2001:db9::1"] {
+            assert!(!limits.trusts(Some(ip(untrusted))), "{untrusted}");
+        }
+        assert!(!limits.trusts(None));
     }
 
     /// The locked-out tier has its own bound; past it the oldest lock-out

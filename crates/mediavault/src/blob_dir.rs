@@ -26,19 +26,27 @@ pub fn check_apart(config: &Config, blobs: &BlobConfig) -> anyhow::Result<()> {
         guarded.extend(embedded::dev_files(url));
     }
     let secret_files = [
-        ("database.url_file", &config.database.url_file),
-        ("crypto.keys_file", &config.crypto.keys_file),
-        ("links.keys_file", &config.links.keys_file),
-        ("admin.token_file", &config.admin.token_file),
+        ("database.url_file", config.database.url_file.as_ref()),
+        ("crypto.keys_file", config.crypto.keys_file.as_ref()),
+        (
+            "crypto.pkcs11.pin_file",
+            config
+                .crypto
+                .pkcs11
+                .as_ref()
+                .and_then(|pkcs11| pkcs11.pin_file.as_ref()),
+        ),
+        ("links.keys_file", config.links.keys_file.as_ref()),
+        ("admin.token_file", config.admin.token_file.as_ref()),
         (
             "blobs.secret_access_key_file",
-            &config.blobs.secret_access_key_file,
+            config.blobs.secret_access_key_file.as_ref(),
         ),
     ];
     guarded.extend(
         secret_files
             .into_iter()
-            .filter_map(|(key, path)| path.clone().map(|path| (key, path))),
+            .filter_map(|(key, path)| path.map(|path| (key, path.clone()))),
     );
     for (what, path) in guarded {
         if resolved(&path).starts_with(&blob_dir) {

@@ -513,7 +513,9 @@ impl Config {
         })
     }
 
-    /// The rate limits, checked: the two rates must be above zero.
+    /// The rate limits, checked: the two rates, and the failures that lock
+    /// a client out, must be above zero (with 0 failures allowed, a single
+    /// mistyped token would lock its address out for an hour).
     pub fn limit_settings(&self) -> anyhow::Result<LimitSettings> {
         let above_zero = |key: &str, value: u32| {
             NonZeroU32::new(value).ok_or_else(|| anyhow::anyhow!("{key} must be above 0"))
@@ -521,7 +523,11 @@ impl Config {
         Ok(LimitSettings {
             uploads_per_second: above_zero("limits.uploads_per_second", self.limits.uploads_per_second)?,
             upload_burst: above_zero("limits.upload_burst", self.limits.upload_burst)?,
-            auth_failures_per_hour: self.limits.auth_failures_per_hour,
+            auth_failures_per_hour: above_zero(
+                "limits.auth_failures_per_hour",
+                self.limits.auth_failures_per_hour,
+            )?
+            .get(),
             trusted_proxies: networks("server.trusted_proxies", &self.server.trusted_proxies)?,
         })
     }
@@ -810,6 +816,14 @@ mod tests {
             let error = Config::load(None, &Overrides::default()).unwrap_err().to_string();
             assert!(error.contains("limits.upload_burst"), "{error}");
             jail.set_env("MEDIAVAULT__LIMITS__UPLOAD_BURST", "5");
+
+            jail.set_env("MEDIAVAULT__LIMITS__AUTH_FAILURES_PER_HOUR", "0");
+            let error = Config::load(None, &Overrides::default()).unwrap_err().to_string();
+            assert!(
+                error.contains("limits.auth_failures_per_hour must be above 0"),
+                "{error}"
+            );
+            jail.set_env("MEDIAVAULT__LIMITS__AUTH_FAILURES_PER_HOUR", "20");
 
             jail.set_env("MEDIAVAULT__SERVER__TRUSTED_PROXIES", "[\"not-a-network\"]");
             let error = Config::load(None, &Overrides::default()).unwrap_err().to_string();
