@@ -16,14 +16,20 @@ use crate::error::ApiError;
 
 /// Fetches `url` into a new upload of `app`, ready to finish.
 pub(crate) async fn receive(state: &ApiState, app: &App, url: &str) -> Result<Upload, ApiError> {
-    check_room(state, app).await?;
+    let room = check_room(state, app).await?;
     let fetched = until_shutdown(state, state.fetcher.fetch(url)).await?;
     let mut fetched = fetched.map_err(failed)?;
-    // Refused before a byte of the body is read, or any row written.
+    // Refused before a byte of the body is read, or any row written, as a
+    // sent file of that length would be: for the quota when the app's room
+    // ends before the size limit does (the sent file's growing reservation
+    // meets the quota first), else for its size.
     if fetched
         .content_length
         .is_some_and(|length| length > app.max_file_bytes)
     {
+        if room.is_some_and(|room| room < app.max_file_bytes) {
+            return Err(UploadError::QuotaExceeded.into());
+        }
         counted("too_large");
         return Err(UploadError::TooLarge {
             limit: app.max_file_bytes,
@@ -62,21 +68,22 @@ pub(crate) async fn receive(state: &ApiState, app: &App, url: &str) -> Result<Up
 }
 
 /// Refuses, as the reservation would, an app with no room for another
-/// medium or for one more byte. Advisory: another upload may take the room
+/// medium or for one more byte; otherwise the bytes it has room for
+/// (`None`: no byte limit). Advisory: another upload may take the room
 /// before this one reserves, and the reservation after the fetch decides.
-async fn check_room(state: &ApiState, app: &App) -> Result<(), ApiError> {
+async fn check_room(state: &ApiState, app: &App) -> Result<Option<u64>, ApiError> {
     let stats = match state.vault.app_stats(&app.id).await {
         Ok(stats) => stats,
         Err(AdminError::Unavailable(error)) => return Err(UploadError::Unavailable(error).into()),
         // Deleted since it authenticated: the reservation answers for that.
-        Err(_) => return Ok(()),
+        Err(_) => return Ok(None),
     };
     let full = |used: u64, max: Option<u64>| max.is_some_and(|max| used >= max);
     if full(stats.media_used, stats.max_media) || full(stats.bytes_used, stats.max_bytes_stored) {
         // Not counted: no fetch was made.
         return Err(UploadError::QuotaExceeded.into());
     }
-    Ok(())
+    Ok(stats.max_bytes_stored.map(|max| max - stats.bytes_used))
 }
 
 /// `work`, unless the drain time after SIGTERM ends first.

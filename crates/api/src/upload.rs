@@ -486,11 +486,12 @@ impl Form<'_> {
             return Ok(());
         }
         self.part_type = field.content_type().map(str::to_owned);
-        // The type known when the file starts sets its size limit: the type
-        // field if it came first (it was checked as it came), else the
-        // part's. The form's type is judged, with its own limit, at the end.
-        let known_type = self.declared.as_deref().or(self.part_type.as_deref());
-        let limit = self.surface.size_limit(self.app, known_type);
+        // The type field, if it came first (it was checked as it came), sets
+        // the size limit the file is received under; else the largest the
+        // form could still declare does, since a type field after the file
+        // outranks the part's Content-Type. The form's type is judged, with
+        // its own limit, at the end.
+        let limit = self.surface.size_limit(self.app, self.declared.as_deref());
         let app = if limit == self.app.max_file_bytes {
             std::borrow::Cow::Borrowed(self.app)
         } else {

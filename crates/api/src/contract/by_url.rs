@@ -163,6 +163,45 @@ async fn a_declared_length_past_the_limit_is_413_before_the_body() {
     assert_eq!(s.stored().await, 1);
 }
 
+/// A declared length past the size limit, for an app whose quota has less
+/// room left than that limit, is refused for the quota (403), as the same
+/// file sent is: its reservation meets the quota before the file meets the
+/// limit. With room for the limit it is 413, as above.
+#[tokio::test]
+async fn a_declared_length_past_the_limit_and_the_room_is_403_as_when_sent() {
+    let s = service(loopback_policy()).await;
+    let app = s
+        .app(NewApp {
+            name: "tight".into(),
+            capi: true,
+            max_file_bytes: Some(1000),
+            max_bytes_stored: Some(1500),
+            ..NewApp::default()
+        })
+        .await;
+    let small = [text("file_type", b"image/png"), file(&png_bytes(900)), end()].concat();
+    let stored = s.send(Call::upload(&app).multipart(small)).await;
+    assert_eq!(stored.status, StatusCode::OK, "{}", stored.text());
+    let used = s.vault.app_stats(&AppId::new(&app.id)).await.unwrap().bytes_used;
+    assert_eq!(used, 900, "600 bytes of room left, under the 1,000-byte limit");
+
+    let origin = Origin::start(|_| Answer::Stall {
+        declared: 2000,
+        body: Bytes::new(),
+    })
+    .await;
+    let sent = [text("file_type", b"image/png"), file(&png_bytes(2000)), end()].concat();
+    s.send(Call::upload(&app).multipart(sent)).await.assert_error(
+        "sent",
+        StatusCode::FORBIDDEN,
+        QUOTA_EXCEEDED,
+    );
+    s.send(Call::upload(&app).multipart(by_url("image/png", &origin.url("/large"))))
+        .await
+        .assert_error("by URL", StatusCode::FORBIDDEN, QUOTA_EXCEEDED);
+    assert_eq!(s.stored().await, 1);
+}
+
 /// Without a declared length the body is measured as it comes; past the
 /// limit it is refused, and what was stored of it goes.
 #[tokio::test]

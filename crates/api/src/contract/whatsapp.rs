@@ -558,6 +558,25 @@ async fn each_type_has_metas_limit_unless_the_app_sets_its_own() {
         StatusCode::PAYLOAD_TOO_LARGE,
         &too_large(5_242_880),
     );
+    // The type field decides over the part's Content-Type, after the file
+    // as before it: a video sent as `image/png` but declared `video/mp4`
+    // has the video's 16 MiB, not the image's 5 MiB.
+    let mut video = b"\0\0\0\x18ftypmp42\0\0\0\0mp42isom".to_vec();
+    video.resize(6 * 1024 * 1024, 0);
+    let type_after = [
+        text("messaging_product", b"whatsapp"),
+        typed_file("image/png", &video),
+        text("type", b"video/mp4"),
+        end(),
+    ]
+    .concat();
+    let reply = s.send(upload_call(&app, PHONE, type_after)).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::OK,
+        "a 6 MiB video, type last: {}",
+        reply.text()
+    );
     // Stickers: 100 KiB.
     let sticker = vec![0u8; 102_401];
     let reply = s
@@ -636,7 +655,7 @@ async fn each_type_has_metas_limit_unless_the_app_sets_its_own() {
         StatusCode::PAYLOAD_TOO_LARGE,
         &too_large(500),
     );
-    assert_eq!(s.stored().await, 2);
+    assert_eq!(s.stored().await, 3);
 }
 
 #[tokio::test]
