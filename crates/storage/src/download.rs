@@ -176,8 +176,26 @@ impl Vault {
     /// blob and the row. What fails after the shred is left to the reaper.
     /// A delete waits its app's turn first (`delete_turns`), so that one
     /// app's burst of deletes cannot hold every database connection.
+    ///
+    /// From the shred on it runs to its end on a task of its own: a client
+    /// that hangs up mid-way (its handler dropped) must not leave a shred
+    /// committed (SQLite's worker finishes a statement already sent) without
+    /// its blob, its row and, on SQLite, the WAL's copy of the key removed.
     pub async fn delete(&self, app_id: &AppId, media_id: &MediaId) -> Result<(), ReadError> {
         let _turn = self.inner.delete_turns.take(app_id).await;
+        let (vault, app_id, media_id) = (self.clone(), app_id.clone(), media_id.clone());
+        let delete = self
+            .inner
+            .cleanups
+            .spawn(async move { vault.shred_and_remove(&app_id, &media_id).await });
+        match delete.await {
+            Ok(result) => result,
+            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            Err(_) => Err(ReadError::Unavailable(StoreError::Stopping)),
+        }
+    }
+
+    async fn shred_and_remove(&self, app_id: &AppId, media_id: &MediaId) -> Result<(), ReadError> {
         let blob_key = self
             .inner
             .meta
@@ -440,7 +458,7 @@ mod tests {
     use crate::ReadError;
     use crate::ids::MediaId;
     use crate::model::{App, now_millis};
-    use crate::testing::{capi_app, on_each_dialect, read_all};
+    use crate::testing::{capi_app, dropped_after, on_each_dialect, read_all, sqlite_file_vault, wal_len};
     use crate::vault::Vault;
 
     const FILE: &[u8] = b"a file that is deleted while it is being fetched";
@@ -449,6 +467,43 @@ mod tests {
         let mut upload = vault.begin_upload(app, None).await.unwrap();
         upload.write(FILE).await.unwrap();
         upload.finish("text/plain").await.unwrap()
+    }
+
+    /// A delete whose caller goes away at any point after its shred (a
+    /// client that hangs up) still makes the shred final in the files: on
+    /// SQLite the WAL, which held the key's page images, is truncated. It was
+    /// left until the next shred.
+    #[tokio::test]
+    async fn a_delete_dropped_after_its_shred_still_clears_the_wal() {
+        let dir = tempfile::tempdir().unwrap();
+        let vault = sqlite_file_vault(dir.path(), std::time::Duration::from_secs(3600)).await;
+        let app = capi_app(&vault).await;
+        for waits in 1..=10 {
+            let id = store(&vault, &app).await;
+            assert!(wal_len(dir.path()) > 0);
+            dropped_after(vault.delete(&app.id, &id), waits).await;
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            loop {
+                if vault.find(&app.id, &id).await.is_ok() {
+                    // Dropped before it began, or before its task shredded:
+                    // delete it (or find that task has meanwhile).
+                    match vault.delete(&app.id, &id).await {
+                        Ok(()) | Err(ReadError::NotFound) => {}
+                        Err(error) => panic!("delete at wait {waits}: {error}"),
+                    }
+                }
+                if wal_len(dir.path()) == 0 {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "dropped at wait {waits}: shredded, and the WAL still holds {} bytes",
+                    wal_len(dir.path())
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+        vault.close().await;
     }
 
     /// The outcome of reading a medium whole, its bytes or the error.

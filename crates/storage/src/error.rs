@@ -29,6 +29,10 @@ pub enum StoreError {
     /// repeats itself.
     #[error("{0} media ids drawn in a row were all taken")]
     IdsExhausted(u32),
+    /// The runtime stopped before the work was done (the process is
+    /// shutting down).
+    #[error("the service is stopping")]
+    Stopping,
 }
 
 /// Why an operator's request about apps or tokens was refused.

@@ -80,6 +80,11 @@ impl Vault {
         for row in &rows {
             self.inner.reads.cancel(&row.id);
         }
+        // The claim shredded: on SQLite the WAL's copies of the keys go now,
+        // whatever happens to the rest of the batch.
+        if !rows.is_empty() {
+            self.inner.meta.settle_shredded().await;
+        }
         Ok(ClaimedBatch { now, rows })
     }
 
@@ -115,7 +120,6 @@ impl Vault {
         // Due again now, so the next pass retries it rather than waiting out
         // the lease.
         self.inner.meta.set_due(&retry, now).await?;
-        self.inner.meta.settle_shredded().await;
         Ok(counts)
     }
 
@@ -189,7 +193,7 @@ mod tests {
 
     use super::CLAIM_LEASE;
     use crate::model::{duration_millis, now_millis};
-    use crate::testing::{capi_app, on_each_dialect, read_all};
+    use crate::testing::{capi_app, on_each_dialect, read_all, sqlite_file_vault, wal_len};
     use crate::{App, MediaId, Vault};
 
     /// Stores the text `file {i}`.
@@ -197,6 +201,29 @@ mod tests {
         let mut upload = vault.begin_upload(app, None).await.unwrap();
         upload.write(format!("file {i}").as_bytes()).await.unwrap();
         upload.finish("text/plain").await.unwrap()
+    }
+
+    /// On SQLite a claim's shreds are final in the files when the claim
+    /// returns: the WAL, which held the page images with the keys, is
+    /// truncated before the batch's blobs are touched, so a batch whose rest
+    /// fails, or never runs, leaves no key in it. (It was truncated only at
+    /// the end of the batch, and not at all when deleting its rows failed.)
+    #[tokio::test]
+    async fn a_claim_on_sqlite_leaves_no_key_in_the_wal() {
+        let dir = tempfile::tempdir().unwrap();
+        let vault = sqlite_file_vault(dir.path(), Duration::from_secs(3600)).await;
+        let app = capi_app(&vault).await;
+        let id = store_text(&vault, &app, 0).await;
+        vault.delete(&app.id, &id).await.unwrap();
+        for i in 1..=3 {
+            store_text(&vault, &app, i).await;
+        }
+        assert!(wal_len(dir.path()) > 0);
+        let later = now_millis() + duration_millis(Duration::from_secs(40 * 24 * 3600));
+        let batch = vault.claim_due_batch(later, 10).await.unwrap();
+        assert_eq!(batch.rows.len(), 3);
+        assert_eq!(wal_len(dir.path()), 0, "the claim's shreds are still in the WAL");
+        vault.close().await;
     }
 
     /// A claim takes rows out of `media` at once (they are shredded and

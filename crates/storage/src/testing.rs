@@ -111,6 +111,48 @@ where
     }
 }
 
+/// A migrated vault on a SQLite file in `dir` (`media.db`, its WAL
+/// `media.db-wal` beside it), with `reaper.stale_upload_after` set to
+/// `stale_upload_after`.
+pub(crate) async fn sqlite_file_vault(dir: &std::path::Path, stale_upload_after: Duration) -> Vault {
+    let vault = Vault::open(VaultConfig {
+        database_url: DatabaseUrl::Sqlite(format!("sqlite://{}/media.db", dir.display())),
+        blobs: BlobConfig::local("memory://"),
+        keys: Keyring::parse(&Keyring::generate_line("k1")).unwrap(),
+        defaults: Defaults::default(),
+        stale_upload_after,
+    })
+    .await
+    .unwrap();
+    vault.migrate().await.unwrap();
+    vault
+}
+
+/// The length of the WAL of `sqlite_file_vault(dir, ..)`'s database (0
+/// when it has none).
+pub(crate) fn wal_len(dir: &std::path::Path) -> u64 {
+    std::fs::metadata(dir.join("media.db-wal")).map_or(0, |m| m.len())
+}
+
+/// Polls `work` until it has waited `waits` times, then drops it, as a
+/// server drops a request's handler when the client hangs up.
+pub(crate) async fn dropped_after<F: Future>(work: F, waits: usize) {
+    let mut work = std::pin::pin!(work);
+    let mut waited = 0;
+    std::future::poll_fn(|cx| match work.as_mut().poll(cx) {
+        std::task::Poll::Ready(_) => std::task::Poll::Ready(()),
+        std::task::Poll::Pending => {
+            waited += 1;
+            if waited >= waits {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        }
+    })
+    .await;
+}
+
 /// A new CAPI app, with the defaults' limits.
 pub(crate) async fn capi_app(vault: &Vault) -> App {
     vault

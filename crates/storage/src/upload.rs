@@ -520,8 +520,10 @@ mod tests {
 
     use crate::ids::MediaId;
     use crate::model::{App, now_millis};
-    use crate::testing::{capi_app, on_each_dialect, on_each_dialect_with, read_all};
-    use crate::{BlobConfig, DatabaseUrl, Defaults, Keyring, StoreError, UploadError, Vault, VaultConfig};
+    use crate::testing::{
+        capi_app, dropped_after, on_each_dialect, on_each_dialect_with, read_all, sqlite_file_vault,
+    };
+    use crate::{StoreError, UploadError, Vault};
 
     /// Ids as a generator seeded with `seed` draws them, in order.
     fn seeded_ids(seed: u64) -> impl FnMut() -> MediaId + Send {
@@ -630,25 +632,6 @@ mod tests {
         .await;
     }
 
-    /// Polls `work` until it has waited `waits` times, then drops it, as a
-    /// server drops a request's handler when the client hangs up.
-    async fn dropped_after<F: Future>(work: F, waits: usize) {
-        let mut work = std::pin::pin!(work);
-        let mut waited = 0;
-        std::future::poll_fn(|cx| match work.as_mut().poll(cx) {
-            std::task::Poll::Ready(_) => std::task::Poll::Ready(()),
-            std::task::Poll::Pending => {
-                waited += 1;
-                if waited >= waits {
-                    std::task::Poll::Ready(())
-                } else {
-                    std::task::Poll::Pending
-                }
-            }
-        })
-        .await;
-    }
-
     /// Waits until everything `app`'s rows hold is what its readable media
     /// hold, and every blob stored is one a row names: no intent, blob or
     /// reservation left behind. Fails if that takes over 5 s.
@@ -746,16 +729,7 @@ mod tests {
     #[tokio::test]
     async fn an_upload_reaped_while_it_runs_fails_and_leaves_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let vault = Vault::open(VaultConfig {
-            database_url: DatabaseUrl::Sqlite(format!("sqlite://{}/media.db", dir.path().display())),
-            blobs: BlobConfig::local("memory://"),
-            keys: Keyring::parse(&Keyring::generate_line("k1")).unwrap(),
-            defaults: Defaults::default(),
-            stale_upload_after: Duration::from_millis(1),
-        })
-        .await
-        .unwrap();
-        vault.migrate().await.unwrap();
+        let vault = sqlite_file_vault(dir.path(), Duration::from_millis(1)).await;
         let app = capi_app(&vault).await;
         let mut upload = vault.begin_upload(&app, None).await.unwrap();
         upload.write(b"just some words").await.unwrap();

@@ -38,6 +38,7 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use sqlx::sqlite::{SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
@@ -83,6 +84,9 @@ pub(crate) struct GroupCommit {
     open: Arc<Mutex<Option<Batch>>>,
     /// The batches' one connection, which commits without syncing.
     batches: SqlitePool,
+    /// The last batch did not commit cleanly: its connection is closed
+    /// before the next batch begins (see `GroupCommit::join`).
+    renew: Arc<AtomicBool>,
     wal: Arc<WalSync>,
     /// Tells the committer a batch may be open; a full channel means it has
     /// already been told. Closing it (dropping this) ends the committer.
@@ -119,11 +123,13 @@ impl GroupCommit {
             .test_before_acquire(false)
             .connect_lazy_with(options);
         let open = Arc::new(Mutex::new(None));
+        let renew = Arc::new(AtomicBool::new(false));
         let (wake, woken) = mpsc::channel(1);
-        tokio::spawn(commit_batches(open.clone(), woken, wal.clone()));
+        tokio::spawn(commit_batches(open.clone(), woken, wal.clone(), renew.clone()));
         Ok(GroupCommit {
             open,
             batches,
+            renew,
             wal,
             wake,
         })
@@ -166,9 +172,23 @@ impl GroupCommit {
     async fn join(&self) -> Result<Write<'_>, StoreError> {
         let mut open = self.open.lock().await;
         if open.is_none() {
+            if self.renew.swap(false, Ordering::AcqRel) {
+                // After a batch that failed, SQLite may have ended the
+                // transaction under sqlx (a full disk or an I/O error rolls
+                // it back), whose count of the connection's transactions is
+                // then wrong for good: every BEGIN on it would be refused. A
+                // new connection starts clean.
+                if let Ok(connection) = self.batches.acquire().await {
+                    let _ = connection.close().await;
+                }
+            }
             // IMMEDIATE: take the write lock now, not at the first write,
             // which could then fail at once if another connection wrote.
-            let tx = self.batches.begin_with("BEGIN IMMEDIATE").await?;
+            let tx = self
+                .batches
+                .begin_with("BEGIN IMMEDIATE")
+                .await
+                .inspect_err(|_| self.renew.store(true, Ordering::Release))?;
             *open = Some(Batch {
                 tx,
                 failed: false,
@@ -194,8 +214,8 @@ impl GroupCommit {
         if let Some(batch) = open.take() {
             // On a task of its own: a caller that goes away mid-commit
             // must not leave the batch's writes without an answer.
-            let wal = self.wal.clone();
-            let _ = tokio::spawn(async move { commit(batch).await.finish(&wal).await }).await;
+            let (wal, renew) = (self.wal.clone(), self.renew.clone());
+            let _ = tokio::spawn(async move { commit(batch, &renew).await.finish(&wal).await }).await;
         }
         Turn { _open: open }
     }
@@ -258,11 +278,16 @@ pub(crate) struct Turn<'a> {
 /// the `GroupCommit` is dropped. The lock is let go as soon as the batch has
 /// committed, so that the next batch fills while this one's WAL syncs; the
 /// next commit waits for this sync, so syncs run one at a time.
-async fn commit_batches(open: Arc<Mutex<Option<Batch>>>, mut woken: mpsc::Receiver<()>, wal: Arc<WalSync>) {
+async fn commit_batches(
+    open: Arc<Mutex<Option<Batch>>>,
+    mut woken: mpsc::Receiver<()>,
+    wal: Arc<WalSync>,
+    renew: Arc<AtomicBool>,
+) {
     while woken.recv().await.is_some() {
         let batch = open.lock().await.take();
         if let Some(batch) = batch {
-            commit(batch).await.finish(&wal).await;
+            commit(batch, &renew).await.finish(&wal).await;
         }
     }
 }
@@ -275,8 +300,9 @@ struct Committed {
 }
 
 /// Commits a batch (rolls it back if a write in it failed). Its writes are
-/// told how that went only by `Committed::finish`.
-async fn commit(batch: Batch) -> Committed {
+/// told how that went only by `Committed::finish`. A batch that does not
+/// commit cleanly sets `renew`.
+async fn commit(batch: Batch, renew: &AtomicBool) -> Committed {
     let result = if batch.failed {
         let _ = batch.tx.rollback().await;
         Err(Arc::from(
@@ -285,6 +311,9 @@ async fn commit(batch: Batch) -> Committed {
     } else {
         batch.tx.commit().await.map_err(|e| Arc::from(e.to_string()))
     };
+    if result.is_err() {
+        renew.store(true, Ordering::Release);
+    }
     Committed {
         result,
         needs_sync: batch.needs_sync,
@@ -719,6 +748,48 @@ mod tests {
 
         assert!(write(&group, 3).await.unwrap());
         assert!(committed(&outside, 3).await);
+    }
+
+    /// A write that meets a full disk (here: the batches' connection may not
+    /// grow the file past `max_page_count`) fails its batch, and SQLite may
+    /// roll the whole transaction back under sqlx, which then no longer
+    /// knows the connection's state. The next batch gets a connection of
+    /// its own and commits; before, every later batch failed to begin.
+    #[tokio::test]
+    async fn a_batch_a_full_disk_rolled_back_leaves_the_next_one_clean() {
+        let dir = tempfile::tempdir().unwrap();
+        let (group, outside) = setup(&dir).await;
+        sqlx::query("CREATE TABLE big (b BLOB)")
+            .execute(&outside)
+            .await
+            .unwrap();
+        let full = group
+            .write(Answered::Synced, async |conn| {
+                let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
+                    .fetch_one(&mut *conn)
+                    .await?;
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("PRAGMA max_page_count = {pages}")))
+                    .execute(&mut *conn)
+                    .await?;
+                let mut tx = conn.begin().await?;
+                sqlx::query("INSERT INTO big VALUES (zeroblob(1000000))")
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            })
+            .await;
+        assert!(full.is_err(), "{full:?}");
+        // The failed batch ends (a turn commits, here rolls back, what is open).
+        drop(group.turn().await);
+        for x in 1..=3 {
+            let written = write(&group, x).await;
+            assert!(
+                matches!(written, Ok(true)),
+                "write {x} after the full disk: {written:?}"
+            );
+            assert!(committed(&outside, x).await);
+        }
     }
 
     /// A write whose caller goes away mid-way (a client that hangs up)
