@@ -310,6 +310,35 @@ async fn sessions_taken_from_under_the_provider_are_opened_again() {
     keys.destroy(&label).await.unwrap();
 }
 
+/// A key whose label starts with the epoch keys' prefix, a day's or not,
+/// is refused beside epoch keys: `keys rewrap` takes whatever lies under
+/// such a label as moved already, so its data keys would stay under it.
+#[tokio::test]
+async fn a_key_labelled_with_the_epoch_prefix_is_refused_beside_epoch_keys() {
+    let prefix = format!("{}-", new_label());
+    for id in [format!("{prefix}main"), format!("{prefix}2026-12-03")] {
+        let legacy = ConfiguredKeys::parse(&Keyring::generate_line(&id)).unwrap();
+        let refused = Keyring::pkcs11(
+            Pkcs11Keys::open(settings(&[])).await.unwrap(),
+            Some(legacy),
+            Some(EpochSettings::new(&prefix)),
+        )
+        .map(|_| ())
+        .unwrap_err();
+        assert!(
+            matches!(&refused, KeyError::Provider(why) if why.contains(&format!("key {id:?} starts with"))),
+            "{refused:?}"
+        );
+    }
+    let other = ConfiguredKeys::parse(&Keyring::generate_line("main")).unwrap();
+    Keyring::pkcs11(
+        Pkcs11Keys::open(settings(&[])).await.unwrap(),
+        Some(other),
+        Some(EpochSettings::new(&prefix)),
+    )
+    .unwrap();
+}
+
 /// Epoch keys in the token: a data key goes under its expiry day's key,
 /// made when first needed; keys ahead are made once; a day whose key two
 /// replicas made at once (two keys of one label) unwraps under either, and

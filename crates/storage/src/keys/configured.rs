@@ -217,8 +217,15 @@ mod tests {
         assert!(matches!(ConfiguredKeys::parse("a:AAAA"), Err(KeyError::BadKey(id)) if id == "a"));
         assert!(matches!(
             ConfiguredKeys::parse("a b:AAAA"),
-            Err(KeyError::BadId(_))
+            Err(KeyError::BadListedId(1))
         ));
+        // An entry written the wrong way round puts the key where the id
+        // goes: the refusal names the entry, never the key.
+        let key = line("k1").split_once(':').unwrap().1.to_owned();
+        let reversed = ConfiguredKeys::parse(&format!("{},{key}:k1", line("k0"))).unwrap_err();
+        assert!(matches!(reversed, KeyError::BadListedId(2)), "{reversed:?}");
+        assert!(!reversed.to_string().contains(&key), "{reversed}");
+        assert!(!format!("{reversed:?}").contains(&key), "{reversed:?}");
         let a = line("a");
         assert!(matches!(
             ConfiguredKeys::parse(&format!("{a},{a}")),

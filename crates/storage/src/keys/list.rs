@@ -15,8 +15,10 @@ pub enum KeyListError {
     Empty,
     #[error("entry {0} is not of the form `id:base64`")]
     Malformed(usize),
-    #[error("key id {0:?} may only use letters, digits, '-', '_' and '.'")]
-    BadId(String),
+    /// Named by its entry, never quoted: an entry written the wrong way
+    /// round (`base64:id`) has the key where the id should be.
+    #[error("entry {0}: a key id may only use letters, digits, '-', '_' and '.' (at most 64)")]
+    BadId(usize),
     #[error("key {0:?} must be {KEY_LEN} bytes of standard base64")]
     BadKey(String),
     #[error("key id {0:?} appears twice")]
@@ -48,7 +50,7 @@ pub fn parse_key_list(spec: &str) -> Result<Vec<ListedKey>, KeyListError> {
             && id.len() <= 64
             && id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
         if !id_ok {
-            return Err(KeyListError::BadId(id.to_owned()));
+            return Err(KeyListError::BadId(index + 1));
         }
         let bytes = Zeroizing::new(
             STANDARD

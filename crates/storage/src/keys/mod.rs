@@ -78,6 +78,10 @@ pub enum KeyError {
     Malformed(usize),
     #[error("crypto.keys: key id {0:?} may only use letters, digits, '-', '_' and '.'")]
     BadId(String),
+    /// An entry of the list whose id is not one; named by its place alone
+    /// (see `KeyListError::BadId`).
+    #[error("crypto.keys entry {0}: a key id may only use letters, digits, '-', '_' and '.' (at most 64)")]
+    BadListedId(usize),
     #[error("crypto.keys: key {0:?} must be 32 bytes of standard base64")]
     BadKey(String),
     #[error("crypto.keys: key id {0:?} appears twice")]
@@ -111,7 +115,7 @@ impl From<KeyListError> for KeyError {
         match error {
             KeyListError::Empty => KeyError::Empty,
             KeyListError::Malformed(entry) => KeyError::Malformed(entry),
-            KeyListError::BadId(id) => KeyError::BadId(id),
+            KeyListError::BadId(entry) => KeyError::BadListedId(entry),
             KeyListError::BadKey(id) => KeyError::BadKey(id),
             KeyListError::Duplicate(id) => KeyError::Duplicate(id),
         }
@@ -273,10 +277,15 @@ impl Keyring {
             let all = KeyProvider::ids(&keys)
                 .into_iter()
                 .chain(legacy.iter().flat_map(ConfiguredKeys::ids));
-            if let Some(id) = all.into_iter().find(|id| epochs.epoch_of(id).is_some()) {
+            // Not only a day's label: `keys rewrap` takes every data key
+            // under a label of the prefix as moved already (`settled`), so
+            // such a key would keep its data keys, and destroying it once
+            // retired would lose them.
+            if let Some(id) = all.into_iter().find(|id| id.starts_with(&epochs.label_prefix)) {
                 return Err(KeyError::Provider(format!(
-                    "key {id:?} has the label of an epoch key (crypto.epochs.label_prefix {:?}): the reaper \
-                     would destroy it; give it another label",
+                    "key {id:?} starts with crypto.epochs.label_prefix {:?}, which marks epoch keys: the reaper \
+                     could destroy it, and `keys rewrap` would leave its data keys under it; give it another \
+                     label or the epoch keys another prefix",
                     epochs.label_prefix
                 )));
             }
