@@ -387,6 +387,8 @@ impl<T: DeserializeOwned> FromRequest<ApiState> for AdminJson<T> {
         (status = 404, description = "No admin token is configured", body = ErrorBody),
         (status = 409, description = "A phone number id is mapped to another app", body = ErrorBody),
         (status = 429, description = "Too many failed authentications from this address", body = ErrorBody),
+        (status = 415, description = "The body is not sent as application/json", body = ErrorBody),
+        (status = 422, description = "The body is not the request's JSON: an unknown field, or a value of the wrong type", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -426,6 +428,8 @@ pub async fn create_app(
     responses(
         (status = 200, description = "Every app, oldest first", body = AppsReply),
         (status = 401, description = "Authentication Failed", body = ErrorBody),
+        (status = 404, description = "No admin token is configured", body = ErrorBody),
+        (status = 429, description = "Too many failed authentications from this address", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -443,7 +447,8 @@ pub async fn list_apps(_: Admin, State(state): State<ApiState>) -> Result<Json<A
     responses(
         (status = 200, description = "The app", body = AppReply),
         (status = 401, description = "Authentication Failed", body = ErrorBody),
-        (status = 404, description = "App not found", body = ErrorBody),
+        (status = 404, description = "App not found, or no admin token is configured", body = ErrorBody),
+        (status = 429, description = "Too many failed authentications from this address", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -468,8 +473,11 @@ pub async fn get_app(
         (status = 400, description = "A setting is out of range, or the body is over 64 KiB", body = ErrorBody),
         (status = 401, description = "Authentication Failed", body = ErrorBody),
         (status = 408, description = "The body did not arrive within server.idle_timeout", body = ErrorBody),
-        (status = 404, description = "App not found", body = ErrorBody),
+        (status = 404, description = "App not found, or no admin token is configured", body = ErrorBody),
         (status = 409, description = "A phone number id is mapped to another app; nothing is changed", body = ErrorBody),
+        (status = 415, description = "The body is not sent as application/json", body = ErrorBody),
+        (status = 422, description = "The body is not the request's JSON: an unknown field, or a value of the wrong type", body = ErrorBody),
+        (status = 429, description = "Too many failed authentications from this address", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -511,7 +519,8 @@ pub async fn update_app(
     responses(
         (status = 200, description = "Deleted", body = AppDeletedReply),
         (status = 401, description = "Authentication Failed", body = ErrorBody),
-        (status = 404, description = "App not found", body = ErrorBody),
+        (status = 404, description = "App not found, or no admin token is configured", body = ErrorBody),
+        (status = 429, description = "Too many failed authentications from this address", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -531,7 +540,8 @@ pub async fn delete_app(
     responses(
         (status = 200, description = "Readable media and their bytes; media and bytes counted against the quota, and its limits", body = StatsReply),
         (status = 401, description = "Authentication Failed", body = ErrorBody),
-        (status = 404, description = "App not found", body = ErrorBody),
+        (status = 404, description = "App not found, or no admin token is configured", body = ErrorBody),
+        (status = 429, description = "Too many failed authentications from this address", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -555,7 +565,8 @@ pub async fn app_stats(
         (status = 400, description = "A label over 200 characters or with control characters, or a body over 64 KiB", body = ErrorBody),
         (status = 401, description = "Authentication Failed", body = ErrorBody),
         (status = 408, description = "The body did not arrive within server.idle_timeout", body = ErrorBody),
-        (status = 404, description = "App not found", body = ErrorBody),
+        (status = 404, description = "App not found, or no admin token is configured", body = ErrorBody),
+        (status = 429, description = "Too many failed authentications from this address", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -588,7 +599,8 @@ pub async fn issue_token(
     responses(
         (status = 200, description = "The tokens, oldest first", body = TokensReply),
         (status = 401, description = "Authentication Failed", body = ErrorBody),
-        (status = 404, description = "App not found", body = ErrorBody),
+        (status = 404, description = "App not found, or no admin token is configured", body = ErrorBody),
+        (status = 429, description = "Too many failed authentications from this address", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -609,7 +621,8 @@ pub async fn list_tokens(
     responses(
         (status = 200, description = "Revoked", body = TokenRevokedReply),
         (status = 401, description = "Authentication Failed", body = ErrorBody),
-        (status = 404, description = "App or token not found", body = ErrorBody),
+        (status = 404, description = "App or token not found, or no admin token is configured", body = ErrorBody),
+        (status = 429, description = "Too many failed authentications from this address", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]

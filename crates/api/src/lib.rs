@@ -308,6 +308,40 @@ mod tests {
     /// Every operation in the document is served by the router (none falls
     /// through to the 404/405 fallbacks), and the document is OpenAPI 3.1
     /// with every route of the API in it.
+    /// Every admin operation documents what its guard answers (401 for a
+    /// wrong token, 404 with no admin token configured, 429 once locked
+    /// out), and those that take a JSON body what its reader answers (415
+    /// for another content type, 422 for an unknown field or a wrong type).
+    #[tokio::test]
+    async fn admin_operations_document_their_guards_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = router(state(dir.path()).await);
+        let document: serde_json::Value = serde_json::from_slice(&served_document(&app).await).unwrap();
+        let mut checked = 0;
+        for (path, item) in document["paths"].as_object().unwrap() {
+            if !path.starts_with("/admin") {
+                continue;
+            }
+            for (method, operation) in item.as_object().unwrap() {
+                let with_json = operation["requestBody"]["content"]
+                    .get("application/json")
+                    .is_some_and(|_| operation["requestBody"]["required"] == true);
+                let mut expected = vec!["401", "404", "429"];
+                if with_json {
+                    expected.extend(["415", "422"]);
+                }
+                for status in expected {
+                    assert!(
+                        operation["responses"].get(status).is_some(),
+                        "{method} {path} does not document {status}"
+                    );
+                }
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 9);
+    }
+
     #[tokio::test]
     async fn the_document_and_the_router_agree() {
         let dir = tempfile::tempdir().unwrap();

@@ -125,6 +125,35 @@ fn path_of(url: &str) -> &str {
         .unwrap_or_else(|| panic!("{url}"))
 }
 
+/// A store failure while the phone number is checked answers as the
+/// route's other failures do: 131053 for an upload, 131052 for a lookup
+/// (it was Graph's unknown error, code 1). The token is still answered
+/// from memory when the store goes.
+#[tokio::test]
+async fn a_store_failure_checking_the_phone_number_is_the_routes_own_error() {
+    let (s, app) = service().await;
+    let id = wa_upload(&s, &app, "image/png", &png_bytes(100)).await;
+    s.vault.close().await;
+    let upload = s
+        .send(upload_call(&app, PHONE, wa_form("image/png", &png_bytes(100))))
+        .await;
+    let lookup = s
+        .send(bearer(
+            Call::get(format!("/v23.0/{id}?phone_number_id={PHONE}")),
+            &app,
+        ))
+        .await;
+    for (case, reply, code) in [("upload", upload, 131_053), ("lookup", lookup, 131_052)] {
+        assert_eq!(
+            reply.status,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "{case}: {}",
+            reply.text()
+        );
+        assert_eq!(reply.json()["error"]["code"], code, "{case}: {}", reply.text());
+    }
+}
+
 #[tokio::test]
 async fn a_medium_goes_up_is_looked_up_downloaded_and_deleted() {
     let (s, app) = service().await;

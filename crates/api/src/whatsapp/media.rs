@@ -42,16 +42,16 @@ pub struct MediaUrlReply {
 }
 
 /// Whether the request may see the medium at all: a `phone_number_id`, when
-/// given, must be one of the app's.
+/// given, must be one of the app's. A store failure answers with `code`.
 async fn check_phone_number(
     state: &ApiState,
     app: &App,
     query: &PhoneNumberQuery,
-    method: &str,
-    id: &str,
+    (method, id): (&str, &str),
+    code: u32,
 ) -> Result<(), GraphError> {
     match &query.phone_number_id {
-        Some(phone) if !is_apps_phone_number(state, app, phone).await? => {
+        Some(phone) if !is_apps_phone_number(state, app, phone, code).await? => {
             Err(GraphError::unknown_object(method, id))
         }
         _ => Ok(()),
@@ -99,7 +99,7 @@ pub async fn media_url(
     let answer = async {
         let app = authenticate(&state, &headers, client, MEDIA_DOWNLOAD_ERROR).await?;
         let query = PhoneNumberQuery::parse(query.as_deref())?;
-        check_phone_number(&state, &app, &query, "get", &id).await?;
+        check_phone_number(&state, &app, &query, ("get", &id), MEDIA_DOWNLOAD_ERROR).await?;
         let info = find(&state, &app, &id, "get").await?;
         let url = match &state.links {
             Some(signer) => {
@@ -168,7 +168,7 @@ pub async fn delete_media(
     let answer = async {
         let app = authenticate(&state, &headers, client, UNKNOWN_ERROR).await?;
         let query = PhoneNumberQuery::parse(query.as_deref())?;
-        check_phone_number(&state, &app, &query, "delete", &id).await?;
+        check_phone_number(&state, &app, &query, ("delete", &id), UNKNOWN_ERROR).await?;
         let media_id = media_id(&id, "delete")?;
         state
             .vault

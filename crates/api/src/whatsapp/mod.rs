@@ -99,17 +99,19 @@ async fn authenticate(
         .map_err(|e| GraphError::from_auth(e, code))
 }
 
-/// Whether `phone_number_id` is mapped to `app`.
+/// Whether `phone_number_id` is mapped to `app`. A store failure answers
+/// with `code`, the route's own (as its other failures do).
 async fn is_apps_phone_number(
     state: &ApiState,
     app: &App,
     phone_number_id: &str,
+    code: u32,
 ) -> Result<bool, GraphError> {
     let mapped = state
         .vault
         .app_of_phone_number(phone_number_id)
         .await
-        .map_err(|e| GraphError::failed(&e, error::UNKNOWN_ERROR))?;
+        .map_err(|e| GraphError::failed(&e, code))?;
     Ok(mapped.as_ref() == Some(&app.id))
 }
 

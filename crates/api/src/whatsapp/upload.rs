@@ -59,7 +59,7 @@ async fn admit(
     client: ClientAddr,
 ) -> Result<(App, Slot), GraphError> {
     let app = authenticate(state, headers, client, MEDIA_UPLOAD_ERROR).await?;
-    if !is_apps_phone_number(state, &app, phone_number_id).await? {
+    if !is_apps_phone_number(state, &app, phone_number_id, MEDIA_UPLOAD_ERROR).await? {
         return Err(GraphError::unknown_object("post", phone_number_id));
     }
     app.check_may_upload()?;
