@@ -212,6 +212,20 @@ fn keys_generate_prints_a_usable_key_line() {
     let key = line["key"].as_str().unwrap();
     assert!(key.starts_with("k2:"));
     mediavault_storage::Keyring::parse(key).unwrap();
+
+    // A token's label without the token: refused, and no key is printed.
+    let output = Command::new(MEDIAVAULT)
+        .args(["keys", "generate", "--label", "hsm-2026q1"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        output.stdout.is_empty(),
+        "printed {:?}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    assert!(stderr.contains("--provider pkcs11"), "{stderr}");
 }
 
 #[tokio::test]

@@ -497,7 +497,9 @@ async fn concurrent_uploads_near_the_quota_never_pass_it() {
 }
 
 /// A recount sets usage to what the rows hold, counting rows that a
-/// version without quotas wrote, whatever the counters said.
+/// version without quotas wrote, and a stored row reserving nothing (an
+/// upload that such a version finished after the quota migration had set
+/// its reservation to 0), whatever the counters said.
 #[tokio::test]
 async fn a_recount_sets_usage_to_what_the_rows_hold() {
     each_backend(|stores| async move {
@@ -505,12 +507,20 @@ async fn a_recount_sets_usage_to_what_the_rows_hold() {
         let app = app(&vault, None, None).await;
         store(&vault, &app, 1000).await.unwrap();
         let uncounted = store(&vault, &app, 500).await.unwrap();
+        let unsettled = store(&vault, &app, 250).await.unwrap();
         // As an older version leaves things: a row without a reservation,
-        // and counters that missed a release.
+        // one it finished without settling, and counters that missed a
+        // release.
         let _: Vec<(String,)> = fetch_rows(
             &stores,
             "UPDATE media SET reserved_bytes = NULL WHERE id = $1 RETURNING id",
             Some(uncounted.as_str()),
+        )
+        .await;
+        let _: Vec<(String,)> = fetch_rows(
+            &stores,
+            "UPDATE media SET reserved_bytes = 0 WHERE id = $1 RETURNING id",
+            Some(unsettled.as_str()),
         )
         .await;
         let _: Vec<(String,)> = fetch_rows(
@@ -521,9 +531,10 @@ async fn a_recount_sets_usage_to_what_the_rows_hold() {
         .await;
         assert_eq!(usage(&vault, &app).await, (7, 99_999));
         let recounted = vault.recount_usage().await.unwrap();
-        assert_eq!(recounted, [(app.id.clone(), 2, 1500)]);
-        assert_eq!(usage(&vault, &app).await, (2, 1500));
+        assert_eq!(recounted, [(app.id.clone(), 3, 1750)]);
+        assert_eq!(usage(&vault, &app).await, (3, 1750));
         vault.delete(&app.id, &uncounted).await.unwrap();
+        vault.delete(&app.id, &unsettled).await.unwrap();
         assert_eq!(usage(&vault, &app).await, (1, 1000), "counted now, released too");
         vault.close().await;
     })

@@ -123,7 +123,12 @@ pub async fn run(common: &Common, args: &ChaosArgs) -> anyhow::Result<bool> {
     let run_started = Instant::now();
     let mut services = Services::start(&common.mediavault()?, common.ports(), 1, common.keep).await?;
     let stale = humantime::format_duration(args.stale_upload_after).to_string();
-    let server_env = [("MEDIAVAULT__REAPER__STALE_UPLOAD_AFTER", stale.as_str())];
+    // A serving reaper needs the idle timeout at most half the stale time.
+    let idle = humantime::format_duration(args.stale_upload_after / 2).to_string();
+    let server_env = [
+        ("MEDIAVAULT__REAPER__STALE_UPLOAD_AFTER", stale.as_str()),
+        ("MEDIAVAULT__SERVER__IDLE_TIMEOUT", idle.as_str()),
+    ];
     let mut server = services.serve(&server_env).await?;
     let app = services.app(&[]).await?;
     let http = client::http(args.request_timeout);

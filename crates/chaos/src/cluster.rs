@@ -117,6 +117,8 @@ pub async fn run(common: &Common, args: &ClusterArgs) -> anyhow::Result<bool> {
     let run_started = Instant::now();
     let mut services = Services::start(&common.mediavault()?, common.ports(), NODES, common.keep).await?;
     let stale = humantime::format_duration(args.stale_upload_after).to_string();
+    // A serving reaper needs the idle timeout at most half the stale time.
+    let idle = humantime::format_duration(args.stale_upload_after / 2).to_string();
     let mut servers: Vec<ServeProcess> = Vec::new();
     let mut endpoints = Vec::new();
     for replica in 0..REPLICAS {
@@ -125,6 +127,7 @@ pub async fn run(common: &Common, args: &ClusterArgs) -> anyhow::Result<bool> {
             ("MEDIAVAULT__BLOBS__ENDPOINT", endpoint.as_str()),
             ("MEDIAVAULT__REAPER__SCHEDULE", "*/10 * * * * *"),
             ("MEDIAVAULT__REAPER__STALE_UPLOAD_AFTER", stale.as_str()),
+            ("MEDIAVAULT__SERVER__IDLE_TIMEOUT", idle.as_str()),
         ];
         servers.push(services.serve(&env).await?);
         endpoints.push(endpoint);

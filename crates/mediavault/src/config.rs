@@ -301,6 +301,28 @@ impl Config {
         Ok(config)
     }
 
+    /// What `serve` needs beyond `validate`. Its reaper takes an upload as
+    /// abandoned once the upload has noted no progress for
+    /// `reaper.stale_upload_after`; an upload notes its progress only as its
+    /// bytes arrive, every quarter of that, and its client may be silent for
+    /// up to `server.idle_timeout` before it is cut. Below twice the idle
+    /// timeout, an upload whose client pauses within the idle timeout would
+    /// be reaped under it and fail when its bytes come again. (`reap` run by
+    /// hand may lower the setting on purpose: it applies to uploads already
+    /// running.)
+    pub fn check_serving(&self) -> anyhow::Result<()> {
+        if self.reaper.enabled && self.reaper.stale_upload_after < 2 * self.server.idle_timeout {
+            bail!(
+                "reaper.stale_upload_after ({}) must be at least twice server.idle_timeout ({}) where \
+                 the reaper runs: an upload whose client pauses within the idle timeout would be taken \
+                 as abandoned",
+                humantime::format_duration(self.reaper.stale_upload_after),
+                humantime::format_duration(self.server.idle_timeout)
+            );
+        }
+        Ok(())
+    }
+
     fn validate(&self) -> anyhow::Result<()> {
         if self.media.max_file_bytes == 0 {
             bail!("media.max_file_bytes must be above 0");
@@ -776,6 +798,36 @@ mod tests {
                 .to_string();
             assert!(error.contains("database.url"), "{error}");
             assert!(!error.contains("hunter2"), "{error}");
+            Ok(())
+        });
+    }
+
+    /// `serve` with its reaper on refuses a stale-upload time under twice
+    /// the idle timeout; other commands, and a server whose reaper is off,
+    /// take it.
+    #[test]
+    fn a_serving_reaper_keeps_stale_uploads_apart_from_pauses() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("MEDIAVAULT__REAPER__STALE_UPLOAD_AFTER", "100s");
+            let config = Config::load(None, &Overrides::default()).unwrap();
+            let error = config.check_serving().unwrap_err().to_string();
+            assert!(
+                error.contains(
+                    "reaper.stale_upload_after (1m 40s) must be at least twice server.idle_timeout (1m)"
+                ),
+                "{error}"
+            );
+            jail.set_env("MEDIAVAULT__REAPER__ENABLED", "false");
+            Config::load(None, &Overrides::default())
+                .unwrap()
+                .check_serving()
+                .unwrap();
+            jail.set_env("MEDIAVAULT__REAPER__ENABLED", "true");
+            jail.set_env("MEDIAVAULT__SERVER__IDLE_TIMEOUT", "50s");
+            Config::load(None, &Overrides::default())
+                .unwrap()
+                .check_serving()
+                .unwrap();
             Ok(())
         });
     }

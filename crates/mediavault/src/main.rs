@@ -52,8 +52,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys(KeysCommand::Generate {
             id,
             provider: GenerateIn::Config,
-            ..
+            label,
         }) => {
+            // A label names a key in a token: given alone, it would make a
+            // configured key under another id and print its secret.
+            if let Some(label) = label {
+                anyhow::bail!(
+                    "--label {label:?} names a key in the token: add --provider pkcs11 (a key for \
+                     crypto.keys takes --id)"
+                );
+            }
             let id = id.unwrap_or_else(|| chrono::Utc::now().format("k%Y%m%d").to_string());
             println!("{}", json!({ "key": Keyring::generate_line(&id) }));
             Ok(())
@@ -152,6 +160,9 @@ async fn open(file: Option<&Path>, purpose: Purpose) -> anyhow::Result<(Config, 
     let config = Config::load(file, &overrides)?;
     telemetry::init(config.log.format);
     let blobs = blob_config(&config)?;
+    if matches!(purpose, Purpose::Serve { .. }) {
+        config.check_serving()?;
+    }
     // The commands that write and delete blobs.
     if matches!(purpose, Purpose::Serve { .. } | Purpose::Reap) {
         blob_dir::check_apart(&config, &blobs)?;

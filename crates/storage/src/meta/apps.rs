@@ -385,7 +385,10 @@ impl Metadata {
 
     /// Sets an app's usage to the sum over its rows that count, counting
     /// from now on rows that an older version wrote without a reservation
-    /// (at their size, or as nothing while still uploading). Safe while
+    /// (at their size, or as nothing while still uploading), and stored
+    /// rows that reserve less than their size (an upload that an older
+    /// replica finished after the quota migration had set its reservation
+    /// to nothing: that version never settles it). Safe while
     /// serving: the app row is locked before the sum is taken, so a change
     /// to a media row that the sum does not see yet waits on that lock and
     /// applies its own change to the counters after. Returns the usage as
@@ -393,8 +396,11 @@ impl Metadata {
     pub(crate) async fn recount_usage(&self, app_id: &AppId) -> Result<Option<(i64, i64)>, StoreError> {
         const ADOPT: &str = concat!(
             "UPDATE media SET reserved_bytes = COALESCE(size_bytes, 0) \
-             WHERE app_id = $1 AND reserved_bytes IS NULL AND state <> ",
-            state_sql!(Deleting)
+             WHERE app_id = $1 AND state <> ",
+            state_sql!(Deleting),
+            " AND (reserved_bytes IS NULL OR (state = ",
+            state_sql!(Ready),
+            " AND reserved_bytes < size_bytes))"
         );
         // A no-op write: it takes the app row's lock in both dialects.
         const LOCK: &str = "UPDATE apps SET used_bytes = used_bytes WHERE id = $1 AND deleted_at IS NULL";
