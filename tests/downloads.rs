@@ -128,6 +128,44 @@ async fn a_small_file_altered_late_is_a_clean_500() {
     assert_eq!(metric(&f.server, series).await, 2.0);
 }
 
+/// A download the client reads to its end counts as `complete`, small or
+/// too large to verify whole before the status: hyper stops polling a body
+/// once it has written its Content-Length, and a streamed download never
+/// said it had ended, so every one was counted as `aborted`. A request to
+/// no route is counted too, as `unmatched`.
+#[tokio::test]
+async fn downloads_read_to_their_end_and_unmatched_requests_are_counted() {
+    let f = Fixture::new(Backends::SqliteFiles).await;
+    let request = |outcome: &str| {
+        format!(
+            "mediavault_http_requests_total{{route=\"/partner/app/{{app_id}}/media/{{media_id}}\",\
+             method=\"GET\",status=\"200\",outcome=\"{outcome}\"}}"
+        )
+    };
+    for (n, len) in [1000, 2 * MIB].into_iter().enumerate() {
+        let bytes = png_bytes(len);
+        let id = f.upload(&bytes).await;
+        let response = f.download(&id).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(response.bytes().await.unwrap() == bytes[..]);
+        let complete = n as f64 + 1.0;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while metric(&f.server, &request("complete")).await < complete {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "download {n} not counted as complete"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+    assert_eq!(metric(&f.server, &request("aborted")).await, 0.0);
+
+    let missing = f.client.get(f.server.url("/no/such/route")).send().await.unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    let unmatched = "mediavault_http_requests_total{route=\"unmatched\",method=\"GET\",status=\"404\",outcome=\"complete\"}";
+    assert_eq!(metric(&f.server, unmatched).await, 1.0);
+}
+
 /// A file too large to verify whole before the status: a segment altered
 /// far in cuts the body short of its Content-Length after only verified
 /// bytes, and the download is counted and logged as cut, not as a plain 200.

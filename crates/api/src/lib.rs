@@ -32,6 +32,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::handler::Handler as _;
 use mediavault_fetch::{FetchPolicy, Fetcher};
 use mediavault_storage::Vault;
 use tokio_util::sync::CancellationToken;
@@ -139,7 +140,9 @@ pub fn router(state: ApiState) -> Router {
     let (router, _) = api().split_for_parts();
     router
         .route("/openapi.json", axum::routing::get(openapi_json))
-        .fallback(error::not_found)
+        // The route layer wraps the routes alone: the fallback is counted
+        // (as `unmatched`) by a layer of its own.
+        .fallback(error::not_found.layer(axum::middleware::from_fn(observe::record)))
         .method_not_allowed_fallback(error::method_not_allowed)
         .route_layer(axum::middleware::from_fn(observe::record))
         .layer(PropagateRequestIdLayer::new(observe::REQUEST_ID))

@@ -109,7 +109,11 @@ pub async fn record(request: Request, next: Next) -> Response {
         method,
         status,
     };
-    response.map(|body| Body::new(CountedBody::new(body, labels)))
+    let length = response
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|length| length.to_str().ok()?.parse().ok());
+    response.map(|body| Body::new(CountedBody::new(body, labels, length)))
 }
 
 /// The labels a request is counted under, but for its outcome.
@@ -146,13 +150,18 @@ struct CountedBody {
     inner: Body,
     /// `None` once counted.
     labels: Option<RequestLabels>,
+    /// Bytes its Content-Length still promises. hyper's HTTP/1 writer stops
+    /// polling a body once it has written that many, and a streamed body
+    /// (a download) does not say it has ended: this says when it has.
+    unsent: Option<u64>,
 }
 
 impl CountedBody {
-    fn new(inner: Body, labels: RequestLabels) -> CountedBody {
+    fn new(inner: Body, labels: RequestLabels, length: Option<u64>) -> CountedBody {
         let mut body = CountedBody {
             inner,
             labels: Some(labels),
+            unsent: length,
         };
         // A body with nothing to send may never be polled.
         if body.inner.is_end_stream() {
@@ -191,10 +200,17 @@ impl HttpBody for CountedBody {
         match &polled {
             Poll::Ready(None) => self.count(Outcome::Complete),
             Poll::Ready(Some(Err(_))) => self.count(Outcome::Cut),
-            // The last frame of a body of known length: the server may not
-            // poll again once it has written that many bytes.
-            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.count(Outcome::Complete),
-            _ => {}
+            Poll::Ready(Some(Ok(frame))) => {
+                let sent = frame.data_ref().map_or(0, |data| data.len() as u64);
+                let unsent = self.unsent.map(|unsent| unsent.saturating_sub(sent));
+                self.unsent = unsent;
+                // The last frame of a body of known length: the server may
+                // not poll again once it has written that many bytes.
+                if unsent == Some(0) || self.inner.is_end_stream() {
+                    self.count(Outcome::Complete);
+                }
+            }
+            Poll::Pending => {}
         }
         polled
     }
