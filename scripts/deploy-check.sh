@@ -547,7 +547,7 @@ result "helm: the rendered Deployment's settings (read-only root without tmpfs, 
   "a 3 MiB upload ($media) round-trips, and the compose service serves it too"
 phase_done
 
-# Last, the compose service: stop_grace_period (40 s) for its drain.
+# Last, the compose service: stop_grace_period (50 s) for its drain.
 phase "compose: stop"
 compose_grace=$(compose config --format json | jq -r '.services.mediavault.stop_grace_period // "10s"' | sed 's/s$//')
 compose_stop=$(stop_cleanly "$project-mediavault-1" "$compose_grace" "compose mediavault")

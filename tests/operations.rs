@@ -457,6 +457,48 @@ async fn sigterm_drains_in_flight_uploads_then_exits_cleanly() {
     f.assert_stored(1).await;
 }
 
+/// A download still running when the drain time is over (its client reads
+/// nothing more) is cut, and the process exits 0 at once, where it waited
+/// out the 10 s given to interrupted uploads, past a compose or Kubernetes
+/// grace period sized to the drain time.
+#[tokio::test]
+async fn downloads_outliving_the_drain_time_are_cut_and_the_process_exits() {
+    let mut f = Fixture::with_env(
+        Backends::SqliteFiles,
+        &[("MEDIAVAULT__SERVER__SHUTDOWN_TIMEOUT", "1s")],
+    )
+    .await;
+    // Far more than the socket buffers on either side take.
+    let id = f.upload(&png_bytes(48 * 1024 * 1024)).await;
+    let addr = f.server.base_url.trim_start_matches("http://").to_owned();
+    let mut socket = connect(&f).await;
+    socket
+        .write_all(
+            format!(
+                "GET /partner/app/{}/media/{id} HTTP/1.1\r\nHost: {addr}\r\ntoken: {}\r\n\r\n",
+                f.app_id, f.token
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut head = [0u8; 4096];
+    let read = socket.read(&mut head).await.unwrap();
+    assert!(
+        head[..read].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&head[..read])
+    );
+
+    let signalled = std::time::Instant::now();
+    sigterm(&f);
+    let status = f.server.wait();
+    let took = signalled.elapsed();
+    assert!(status.success(), "exit status {status:?}");
+    assert!(took < Duration::from_secs(6), "exited {took:?} after SIGTERM");
+    drop(socket);
+}
+
 /// An upload still running when the drain time is over is undone and
 /// answered 503; the process exits 0 and leaves nothing behind.
 #[tokio::test]

@@ -9,7 +9,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::{StreamExt, TryStreamExt};
-use mediavault_storage::{AppId, MediaId, MediaInfo, ReadError, to_datetime};
+use mediavault_storage::{AppId, MediaId, MediaInfo, ReadError, StoreError, to_datetime};
 use utoipa::IntoParams;
 
 use crate::ApiState;
@@ -230,8 +230,31 @@ pub(crate) async fn deliver(
             let _held = &slot;
             piece
         });
-    *response.body_mut() = Body::from_stream(body);
+    *response.body_mut() = Body::from_stream(cut_at_shutdown(body.boxed(), state.shutdown.clone()));
     Ok(response)
+}
+
+/// `body`, cut short (ending in an error) once the server's drain time is
+/// over: a download still running then would hold the process past its
+/// shutdown; its client may resume it with a Range request.
+fn cut_at_shutdown(
+    body: futures::stream::BoxStream<'static, Result<Bytes, ReadError>>,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> impl futures::Stream<Item = Result<Bytes, ReadError>> {
+    futures::stream::unfold(Some(body), move |body| {
+        let shutdown = shutdown.clone();
+        async move {
+            let mut body = body?;
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => {
+                    tracing::info!("download cut short: the server is stopping");
+                    Some((Err(ReadError::Unavailable(StoreError::Stopping)), None))
+                }
+                piece = body.next() => piece.map(|piece| (piece, Some(body))),
+            }
+        }
+    })
 }
 
 /// Responses up to this size are verified whole before the status is sent.

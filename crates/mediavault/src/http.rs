@@ -18,6 +18,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use crate::send_timeout::SendTimeout;
@@ -42,7 +43,14 @@ const MAX_BUF_SIZE: usize = 64 * 1024;
 /// asks every open connection to finish its request in flight and close, and
 /// resolves once all have. Each request carries its peer's address as
 /// `ConnectInfo<SocketAddr>`.
-pub async fn serve(listener: TcpListener, app: Router, timeouts: Timeouts, stop: impl Future<Output = ()>) {
+/// `interrupted` is cancelled once the drain time is over (see `SendTimeout`).
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    timeouts: Timeouts,
+    stop: impl Future<Output = ()>,
+    interrupted: CancellationToken,
+) {
     let connections = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -70,7 +78,7 @@ pub async fn serve(listener: TcpListener, app: Router, timeouts: Timeouts, stop:
                 request
             });
         let connection = http.serve_connection(
-            TokioIo::new(SendTimeout::new(stream, timeouts.send)),
+            TokioIo::new(SendTimeout::new(stream, timeouts.send, interrupted.clone())),
             TowerToHyperService::new(service.map_err(|never: Infallible| match never {})),
         );
         let connection = connections.watch(connection);

@@ -10,23 +10,30 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 /// `inner`, whose writes fail with `TimedOut` once the socket has accepted
 /// nothing for `limit`. The clock runs only while a write waits: a client
 /// that reads slowly but reads is never cut, and neither is an idle one.
+/// Once the server's drain time is over (`interrupted`), a write that waits
+/// fails at once: a download whose client is not reading would otherwise
+/// hold the process past its shutdown, where the body can no longer be cut
+/// (hyper polls it only when the socket takes more).
 pub struct SendTimeout<T> {
     inner: T,
     limit: Duration,
     /// Armed while a write waits for the socket.
     stalled: Option<Pin<Box<Sleep>>>,
+    interrupted: Pin<Box<WaitForCancellationFutureOwned>>,
 }
 
 impl<T> SendTimeout<T> {
-    pub fn new(inner: T, limit: Duration) -> SendTimeout<T> {
+    pub fn new(inner: T, limit: Duration, interrupted: CancellationToken) -> SendTimeout<T> {
         SendTimeout {
             inner,
             limit,
             stalled: None,
+            interrupted: Box::pin(interrupted.cancelled_owned()),
         }
     }
 
@@ -35,6 +42,13 @@ impl<T> SendTimeout<T> {
         if write.is_ready() {
             self.stalled = None;
             return write;
+        }
+        if self.interrupted.as_mut().poll(cx).is_ready() {
+            self.stalled = None;
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "the server is stopping",
+            )));
         }
         let limit = self.limit;
         let stalled = self
@@ -101,13 +115,13 @@ mod tests {
     async fn a_write_that_waits_past_the_limit_fails() {
         let limit = Duration::from_millis(200);
         let (near, _far) = tokio::io::duplex(1024);
-        let mut near = SendTimeout::new(near, limit);
+        let mut near = SendTimeout::new(near, limit, CancellationToken::new());
         near.write_all(&[0; 1024]).await.unwrap();
         let error = near.write_all(&[0; 1]).await.unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::TimedOut);
 
         let (near, mut far) = tokio::io::duplex(1024);
-        let mut near = SendTimeout::new(near, limit);
+        let mut near = SendTimeout::new(near, limit, CancellationToken::new());
         let reader = tokio::spawn(async move {
             let mut buf = [0; 512];
             let mut total = 0;
@@ -118,5 +132,29 @@ mod tests {
         });
         near.write_all(&[0; 8192]).await.unwrap();
         reader.await.unwrap();
+    }
+
+    /// Once interrupted, a write that waits fails at once, however long
+    /// the limit; one the socket takes still succeeds.
+    #[tokio::test]
+    async fn a_waiting_write_fails_once_interrupted() {
+        let interrupted = CancellationToken::new();
+        let (near, _far) = tokio::io::duplex(1024);
+        let mut near = SendTimeout::new(near, Duration::from_secs(3600), interrupted.clone());
+        near.write_all(&[0; 1024]).await.unwrap();
+        let waiting = tokio::spawn(async move { near.write_all(&[0; 1]).await });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!waiting.is_finished());
+        interrupted.cancel();
+        let error = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("the waiting write ends")
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::ConnectionAborted);
+
+        let (near, _far) = tokio::io::duplex(1024);
+        let mut near = SendTimeout::new(near, Duration::from_secs(3600), interrupted);
+        near.write_all(&[0; 1024]).await.unwrap();
     }
 }

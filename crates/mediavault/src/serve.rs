@@ -68,11 +68,12 @@ pub async fn serve(config: &Config, vault: Vault) -> anyhow::Result<()> {
         header: config.server.idle_timeout,
         send: config.server.send_timeout,
     };
-    let server = crate::http::serve(listener, app, timeouts, async move {
+    let stop = async move {
         shutdown_signal().await;
         tracing::info!("shutting down: draining in-flight requests");
         let _ = stop_tx.send(true);
-    });
+    };
+    let server = crate::http::serve(listener, app, timeouts, stop, interrupt.clone());
     let mut server = std::pin::pin!(server);
     let mut stopping = stop_rx;
     tokio::select! {
@@ -81,6 +82,7 @@ pub async fn serve(config: &Config, vault: Vault) -> anyhow::Result<()> {
             if tokio::time::timeout(shutdown_timeout, &mut server).await.is_err() {
                 // Uploads still running are told to stop: each undoes what it
                 // stored and answers 503, so nothing half-written is left.
+                // Downloads still running are cut.
                 tracing::warn!(?shutdown_timeout, "requests still running after the shutdown timeout; interrupting");
                 interrupt.cancel();
                 if tokio::time::timeout(ABORT_GRACE, &mut server).await.is_err() {
