@@ -241,18 +241,15 @@ fn cut_at_shutdown(
     body: futures::stream::BoxStream<'static, Result<Bytes, ReadError>>,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> impl futures::Stream<Item = Result<Bytes, ReadError>> {
-    futures::stream::unfold(Some(body), move |body| {
-        let shutdown = shutdown.clone();
-        async move {
-            let mut body = body?;
-            tokio::select! {
-                biased;
-                () = shutdown.cancelled() => {
-                    tracing::info!("download cut short: the server is stopping");
-                    Some((Err(ReadError::Unavailable(StoreError::Stopping)), None))
-                }
-                piece = body.next() => piece.map(|piece| (piece, Some(body))),
+    futures::stream::unfold(Some((body, shutdown)), |state| async move {
+        let (mut body, shutdown) = state?;
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => {
+                tracing::info!("download cut short: the server is stopping");
+                Some((Err(ReadError::Unavailable(StoreError::Stopping)), None))
             }
+            piece = body.next() => piece.map(|piece| (piece, Some((body, shutdown)))),
         }
     })
 }

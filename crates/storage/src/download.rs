@@ -184,15 +184,9 @@ impl Vault {
     pub async fn delete(&self, app_id: &AppId, media_id: &MediaId) -> Result<(), ReadError> {
         let _turn = self.inner.delete_turns.take(app_id).await;
         let (vault, app_id, media_id) = (self.clone(), app_id.clone(), media_id.clone());
-        let delete = self
-            .inner
-            .cleanups
-            .spawn(async move { vault.shred_and_remove(&app_id, &media_id).await });
-        match delete.await {
-            Ok(result) => result,
-            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
-            Err(_) => Err(ReadError::Unavailable(StoreError::Stopping)),
-        }
+        self.to_the_end(async move { vault.shred_and_remove(&app_id, &media_id).await })
+            .await
+            .unwrap_or(Err(ReadError::Unavailable(StoreError::Stopping)))
     }
 
     async fn shred_and_remove(&self, app_id: &AppId, media_id: &MediaId) -> Result<(), ReadError> {

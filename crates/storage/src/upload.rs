@@ -445,7 +445,7 @@ impl Upload {
     }
 }
 
-/// `work`, run to its end on a task of its own even if the caller stops
+/// `work`, run to its end (`Vault::to_the_end`) even if the caller stops
 /// waiting for it. A handler is dropped when its client hangs up after
 /// sending the whole body: a step between the blob and the row (an intent
 /// being written, an upload being undone) must not stop half way, leaving
@@ -455,12 +455,10 @@ async fn to_the_end<T: Send + 'static>(
     vault: &Vault,
     work: impl Future<Output = Result<T, UploadError>> + Send + 'static,
 ) -> Result<T, UploadError> {
-    match vault.inner.cleanups.spawn(work).await {
-        Ok(result) => result,
-        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
-        // The runtime is shutting down.
-        Err(_) => Err(UploadError::Interrupted),
-    }
+    vault
+        .to_the_end(work)
+        .await
+        .unwrap_or(Err(UploadError::Interrupted))
 }
 
 /// The blob store has just failed this upload, likely by running out its

@@ -126,6 +126,21 @@ impl Vault {
     /// Lets the clean-up of abandoned uploads finish (for at most
     /// `CLEANUP_GRACE`), then closes the database pool. Called at shutdown,
     /// after the server has stopped and dropped what it still had in flight.
+    /// `work`, run to its end on a task of its own even if the caller stops
+    /// waiting for it (a handler is dropped when its client hangs up), and
+    /// waited for by `close`. `None` if the runtime stopped it (the process
+    /// is shutting down); a panic in it is the caller's.
+    pub(crate) async fn to_the_end<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = T> + Send + 'static,
+    ) -> Option<T> {
+        match self.inner.cleanups.spawn(work).await {
+            Ok(done) => Some(done),
+            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            Err(_) => None,
+        }
+    }
+
     pub async fn close(&self) {
         self.inner.cleanups.close();
         if tokio::time::timeout(CLEANUP_GRACE, self.inner.cleanups.wait())

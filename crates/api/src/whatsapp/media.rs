@@ -47,7 +47,8 @@ async fn check_phone_number(
     state: &ApiState,
     app: &App,
     query: &PhoneNumberQuery,
-    (method, id): (&str, &str),
+    method: &str,
+    id: &str,
     code: u32,
 ) -> Result<(), GraphError> {
     match &query.phone_number_id {
@@ -99,7 +100,7 @@ pub async fn media_url(
     let answer = async {
         let app = authenticate(&state, &headers, client, MEDIA_DOWNLOAD_ERROR).await?;
         let query = PhoneNumberQuery::parse(query.as_deref())?;
-        check_phone_number(&state, &app, &query, ("get", &id), MEDIA_DOWNLOAD_ERROR).await?;
+        check_phone_number(&state, &app, &query, "get", &id, MEDIA_DOWNLOAD_ERROR).await?;
         let info = find(&state, &app, &id, "get").await?;
         let url = match &state.links {
             Some(signer) => {
@@ -168,7 +169,7 @@ pub async fn delete_media(
     let answer = async {
         let app = authenticate(&state, &headers, client, UNKNOWN_ERROR).await?;
         let query = PhoneNumberQuery::parse(query.as_deref())?;
-        check_phone_number(&state, &app, &query, ("delete", &id), UNKNOWN_ERROR).await?;
+        check_phone_number(&state, &app, &query, "delete", &id, UNKNOWN_ERROR).await?;
         let media_id = media_id(&id, "delete")?;
         state
             .vault
