@@ -486,6 +486,74 @@ async fn shredded_keys_leave_postgres_pages_with_the_key_table_rewrite() {
     vault.close().await;
 }
 
+/// How many of `keys` the planner's statistics of `media_keys` (and its
+/// partitions) hold, as histogram bounds or common values.
+async fn keys_in_statistics(db: &mut sqlx::PgConnection, keys: &[Vec<u8>]) -> usize {
+    let sampled: Vec<String> = sqlx::query_scalar(
+        "SELECT concat(histogram_bounds::text, most_common_vals::text) FROM pg_stats \
+         WHERE tablename LIKE 'media_keys%' AND attname = 'wrapped_dek'",
+    )
+    .fetch_all(&mut *db)
+    .await
+    .unwrap();
+    let sampled = sampled.concat();
+    keys.iter()
+        .filter(|key| {
+            let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+            sampled.contains(&hex)
+        })
+        .count()
+}
+
+/// ANALYZE (which autovacuum runs as the key table grows) samples every
+/// column into `pg_statistic`, where a shredded key would outlive its row
+/// and the key table's rewrite. The key column is never sampled, and the
+/// migration that stops it removes the samples an earlier version made.
+#[tokio::test]
+async fn the_planners_statistics_hold_no_wrapped_key() {
+    use sqlx::Connection;
+
+    let stores = Stores::new(Backends::PostgresFiles).await;
+    let vault = stores.vault().await;
+    let app = capi_app(&vault).await;
+    let mut db = sqlx::PgConnection::connect(&stores.database_url).await.unwrap();
+    let mut ids = Vec::new();
+    for i in 0..200 {
+        ids.push(store(&vault, &app, &png_bytes(1_000 + i)).await);
+    }
+    let keys = wrapped_keys(&mut db, &ids).await;
+    sqlx::raw_sql("ANALYZE media_keys")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(
+        keys_in_statistics(&mut db, &keys).await,
+        0,
+        "sampled after the migration"
+    );
+
+    // As an earlier version left it: the column sampled.
+    sqlx::raw_sql("ALTER TABLE media_keys ALTER COLUMN wrapped_dek SET STATISTICS -1; ANALYZE media_keys")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let sampled = keys_in_statistics(&mut db, &keys).await;
+    assert!(sampled > 0, "an earlier version's statistics hold keys");
+    let migration = include_str!("../migrations/postgres/20261207000010_no_statistics_of_wrapped_keys.sql");
+    sqlx::raw_sql(migration).execute(&mut db).await.unwrap();
+    assert_eq!(
+        keys_in_statistics(&mut db, &keys).await,
+        0,
+        "{sampled} keys were in the statistics before the migration"
+    );
+    sqlx::raw_sql("ANALYZE media_keys")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(keys_in_statistics(&mut db, &keys).await, 0, "sampled again");
+    vault.close().await;
+}
+
 /// The migration that moves wrapped keys into their own table, run on a
 /// database that holds media in the layout before it (rebuilt by hand from
 /// a migrated one): live keys move across and still unwrap, a shredded

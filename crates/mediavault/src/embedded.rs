@@ -97,13 +97,18 @@ impl NewDevKey {
                     .trim_start_matches("//")
             );
         }
-        self.write()?;
+        if !create_private(&self.path, &self.line)? {
+            // Another process starting on the same directory made its own
+            // key first, and may already be wrapping uploads under it: its
+            // file stays, and this process, holding a key no file keeps,
+            // must not wrap any.
+            bail!(
+                "another mediavault process made the development key {} at the same moment; start again to use it",
+                self.path.display()
+            );
+        }
         tracing::warn!(path = %self.path.display(), "generated a development key; configure crypto.keys for production");
         Ok(())
-    }
-
-    fn write(&self) -> anyhow::Result<()> {
-        write_private(&self.path, &self.line)
     }
 }
 
@@ -115,7 +120,11 @@ pub fn dev_link_keys(database_url: &str) -> anyhow::Result<LinkKeys> {
         Ok(line) => line,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let line = LinkKeys::generate_line(DEV_KEY_ID);
-            write_private(&path, &line)?;
+            if !create_private(&path, &line)? {
+                // Made by another process at the same moment: its key is
+                // the one links are signed with from now on.
+                return dev_link_keys(database_url);
+            }
             tracing::warn!(path = %path.display(), "generated a development links key; configure links.keys for production");
             line
         }
@@ -163,20 +172,49 @@ pub async fn dev_app(vault: &Vault, database_url: &str) -> anyhow::Result<DevApp
 
 /// Writes a secret readable by its owner only (0600), replacing any old file.
 fn write_private(path: &Path, content: &str) -> anyhow::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
     let _ = std::fs::remove_file(path);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    file.write_all(content.as_bytes())?;
-    file.write_all(b"\n")?;
-    file.sync_all()?;
+    if !create_private(path, content)? {
+        bail!("{} was made by another process meanwhile", path.display());
+    }
     Ok(())
+}
+
+/// Makes a secret file readable by its owner only (0600), whole or not at
+/// all, unless `path` exists already: then it is left as it is, and the
+/// answer is false. A key file must never be replaced under a process that
+/// read it, nor read half written.
+fn create_private(path: &Path, content: &str) -> anyhow::Result<bool> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let staged = dir.join(format!(".{name}.{}.new", std::process::id()));
+    let _ = std::fs::remove_file(&staged);
+    let written = (|| {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&staged)?;
+        file.write_all(content.as_bytes())?;
+        file.write_all(b"\n")?;
+        file.sync_all()?;
+        // A link, unlike a rename, fails where the name exists.
+        std::fs::hard_link(&staged, path)
+    })();
+    let _ = std::fs::remove_file(&staged);
+    match written {
+        Ok(()) => {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .with_context(|| format!("syncing {}", dir.display()))?;
+            Ok(true)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e).with_context(|| format!("creating {}", path.display())),
+    }
 }
 
 #[cfg(test)]
@@ -220,12 +258,47 @@ mod tests {
         assert!(again.verify(&token, 0).is_ok(), "the saved key is read back");
     }
 
+    /// Two processes starting at once on a new directory each make a key;
+    /// the second to save it is refused, and the first's file stays, so the
+    /// key the first wraps uploads under is the one read at the next start.
+    #[tokio::test]
+    async fn a_development_key_saved_twice_at_once_keeps_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/mv.db", dir.path().display());
+        let (first, first_new) = dev_keyring(&url).unwrap();
+        let (_, second_new) = dev_keyring(&url).unwrap();
+        let vault = mediavault_storage::Vault::open(mediavault_storage::VaultConfig {
+            database_url: format!("{url}?mode=rwc").parse().unwrap(),
+            blobs: mediavault_storage::BlobConfig::local("memory://"),
+            keys: Keyring::parse(&Keyring::generate_line("other")).unwrap(),
+            defaults: mediavault_storage::Defaults::default(),
+            stale_upload_after: std::time::Duration::from_secs(3600),
+        })
+        .await
+        .unwrap();
+        vault.migrate().await.unwrap();
+        first_new.unwrap().save(&vault).await.unwrap();
+        let refused = second_new.unwrap().save(&vault).await.unwrap_err();
+        assert!(refused.to_string().contains("at the same moment"), "{refused}");
+        let (kept, new) = dev_keyring(&url).unwrap();
+        assert!(new.is_none());
+        let dek = mediavault_storage::Dek::generate();
+        let wrapped = first.wrap("m", 0, &dek).await.unwrap();
+        assert_eq!(
+            kept.unwrap("m", "dev", &wrapped.bytes).await.unwrap().as_bytes(),
+            dek.as_bytes(),
+            "the file holds the key the first process uses"
+        );
+        vault.close().await;
+    }
+
     #[tokio::test]
     async fn dev_key_is_private_and_stable() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}/mv.db", dir.path().display());
         let (first, new) = dev_keyring(&url).unwrap();
-        new.expect("no key file yet: a new key").write().unwrap();
+        let new = new.expect("no key file yet: a new key");
+        assert!(create_private(&new.path, &new.line).unwrap());
         let mode = std::fs::metadata(dir.path().join(DEV_KEY_FILE))
             .unwrap()
             .permissions()

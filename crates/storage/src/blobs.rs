@@ -909,6 +909,12 @@ enum WriterState {
     Buffering,
     /// Past one part's size: a multipart upload, its parts in flight.
     Multipart(Parts),
+    /// Every part stored and the complete sent, but not confirmed: it failed,
+    /// timed out or was cut short. The store may have completed it anyway, so
+    /// the blob may exist, or the upload may still hold every part.
+    Completing(Box<dyn MultipartUpload>),
+    /// Sent whole (one PUT, or a complete the store confirmed): nothing is
+    /// left but the blob under its key, if it landed.
     Closed,
 }
 
@@ -1029,16 +1035,21 @@ impl BlobWriter {
                 self.blobs.bounded(parts.join_one()).await?;
             }
         }
-        let WriterState::Multipart(mut parts) = std::mem::replace(&mut self.state, WriterState::Closed)
-        else {
+        if let WriterState::Multipart(parts) = std::mem::replace(&mut self.state, WriterState::Closed) {
+            self.state = WriterState::Completing(parts.upload);
+        }
+        let WriterState::Completing(upload) = &mut self.state else {
             return Ok(());
         };
-        // From here the blob may exist whatever the answer: `abort` deletes it.
-        self.blobs.bounded(parts.upload.complete()).await.map(drop)
+        // The upload stays at hand until the store confirms the complete:
+        // whatever the answer (or none), `abort` must still be able to abort it.
+        self.blobs.bounded(upload.complete()).await?;
+        self.state = WriterState::Closed;
+        Ok(())
     }
 
     /// Abandons the blob: aborts a multipart upload and removes a blob that
-    /// was already completed. Safe to call in any state.
+    /// was, or may have been, completed. Safe to call in any state.
     pub(crate) async fn abort(&mut self) -> Result<(), StoreError> {
         self.part = new_part();
         match std::mem::replace(&mut self.state, WriterState::Closed) {
@@ -1046,6 +1057,14 @@ impl BlobWriter {
             WriterState::Multipart(mut parts) => {
                 parts.in_flight.shutdown().await;
                 self.blobs.bounded(parts.upload.abort()).await
+            }
+            WriterState::Completing(mut upload) => {
+                // Not knowing which way the complete went, undo both: the
+                // parts (billed until aborted) and the blob. Each attempt is
+                // made whatever became of the other.
+                let aborted = self.blobs.abort_completed(&mut *upload).await;
+                let deleted = self.blobs.delete(self.path.as_ref()).await;
+                aborted.and(deleted)
             }
             WriterState::Closed => self.blobs.delete(self.path.as_ref()).await,
         }
@@ -1061,6 +1080,21 @@ fn new_part() -> PutPayloadMut {
 }
 
 impl Blobs {
+    /// Aborts an upload that may have been completed meanwhile, which the
+    /// store then no longer knows (S3: NoSuchUpload, a "not found").
+    async fn abort_completed(&self, upload: &mut dyn MultipartUpload) -> Result<(), StoreError> {
+        // A local upload's complete takes its staging file, whatever comes of
+        // it: its abort can only fail. A staging file left behind is the
+        // staging sweep's (`delete_stale_staging`).
+        if self.local_dir.is_some() {
+            return Ok(());
+        }
+        match self.bounded(upload.abort()).await {
+            Err(error) if is_not_found(&error) => Ok(()),
+            other => other,
+        }
+    }
+
     async fn acquire_part_permit(&self) -> object_store::Result<OwnedSemaphorePermit> {
         self.part_budget
             .clone()
@@ -1124,6 +1158,207 @@ mod tests {
 
     fn spare(blobs: &Blobs) -> usize {
         blobs.windows_ahead_budget.available_permits()
+    }
+
+    /// An in-memory store whose multipart uploads store their parts but
+    /// fail to complete, having (`lands`) or not having stored the blob
+    /// first, and which notes whether an upload was aborted.
+    #[derive(Debug)]
+    struct FailingComplete {
+        inner: InMemory,
+        lands: bool,
+        aborted: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    #[derive(Debug)]
+    struct FailingCompleteUpload {
+        inner: Box<dyn MultipartUpload>,
+        lands: bool,
+        completed: bool,
+        aborted: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl std::fmt::Display for FailingComplete {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "FailingComplete({})", self.inner)
+        }
+    }
+
+    // What `async_trait` would generate, written out (the crate does not
+    // depend on it): the inner store's own futures pass through as they are.
+    impl ObjectStore for FailingComplete {
+        fn put_opts<'a, 'b, 'c>(
+            &'a self,
+            location: &'b Path,
+            payload: PutPayload,
+            opts: object_store::PutOptions,
+        ) -> futures::future::BoxFuture<'c, object_store::Result<object_store::PutResult>>
+        where
+            'a: 'c,
+            'b: 'c,
+            Self: 'c,
+        {
+            self.inner.put_opts(location, payload, opts)
+        }
+
+        fn put_multipart_opts<'a, 'b, 'c>(
+            &'a self,
+            location: &'b Path,
+            opts: object_store::PutMultipartOptions,
+        ) -> futures::future::BoxFuture<'c, object_store::Result<Box<dyn MultipartUpload>>>
+        where
+            'a: 'c,
+            'b: 'c,
+            Self: 'c,
+        {
+            Box::pin(async move {
+                let upload: Box<dyn MultipartUpload> = Box::new(FailingCompleteUpload {
+                    inner: self.inner.put_multipart_opts(location, opts).await?,
+                    lands: self.lands,
+                    completed: false,
+                    aborted: self.aborted.clone(),
+                });
+                Ok(upload)
+            })
+        }
+
+        fn get_opts<'a, 'b, 'c>(
+            &'a self,
+            location: &'b Path,
+            options: GetOptions,
+        ) -> futures::future::BoxFuture<'c, object_store::Result<object_store::GetResult>>
+        where
+            'a: 'c,
+            'b: 'c,
+            Self: 'c,
+        {
+            self.inner.get_opts(location, options)
+        }
+
+        fn delete_stream(
+            &self,
+            locations: BoxStream<'static, object_store::Result<Path>>,
+        ) -> BoxStream<'static, object_store::Result<Path>> {
+            self.inner.delete_stream(locations)
+        }
+
+        fn list(
+            &self,
+            prefix: Option<&Path>,
+        ) -> BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+            self.inner.list(prefix)
+        }
+
+        fn list_with_delimiter<'a, 'b, 'c>(
+            &'a self,
+            prefix: Option<&'b Path>,
+        ) -> futures::future::BoxFuture<'c, object_store::Result<object_store::ListResult>>
+        where
+            'a: 'c,
+            'b: 'c,
+            Self: 'c,
+        {
+            self.inner.list_with_delimiter(prefix)
+        }
+
+        fn copy_opts<'a, 'b, 'c, 'd>(
+            &'a self,
+            from: &'b Path,
+            to: &'c Path,
+            options: object_store::CopyOptions,
+        ) -> futures::future::BoxFuture<'d, object_store::Result<()>>
+        where
+            'a: 'd,
+            'b: 'd,
+            'c: 'd,
+            Self: 'd,
+        {
+            self.inner.copy_opts(from, to, options)
+        }
+    }
+
+    impl MultipartUpload for FailingCompleteUpload {
+        fn put_part(&mut self, data: PutPayload) -> object_store::UploadPart {
+            self.inner.put_part(data)
+        }
+
+        fn complete<'a, 'b>(
+            &'a mut self,
+        ) -> futures::future::BoxFuture<'b, object_store::Result<object_store::PutResult>>
+        where
+            'a: 'b,
+            Self: 'b,
+        {
+            Box::pin(async move {
+                if self.lands {
+                    self.inner.complete().await?;
+                    self.completed = true;
+                }
+                Err(object_store::Error::Generic {
+                    store: "FailingComplete",
+                    source: "CompleteMultipartUpload failed".into(),
+                })
+            })
+        }
+
+        fn abort<'a, 'b>(&'a mut self) -> futures::future::BoxFuture<'b, object_store::Result<()>>
+        where
+            'a: 'b,
+            Self: 'b,
+        {
+            Box::pin(async move {
+                self.aborted.store(true, Ordering::SeqCst);
+                // As S3 answers for an upload it completed: NoSuchUpload.
+                if self.completed {
+                    return Err(object_store::Error::NotFound {
+                        path: "upload".into(),
+                        source: "NoSuchUpload".into(),
+                    });
+                }
+                self.inner.abort().await
+            })
+        }
+    }
+
+    /// A multipart upload whose complete fails is still aborted, whichever
+    /// way the complete went at the store: its parts are not left stored,
+    /// and neither is a blob it completed after all.
+    #[tokio::test]
+    async fn aborting_after_a_failed_complete_aborts_the_upload_and_deletes_the_blob() {
+        for lands in [false, true] {
+            let aborted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let store = Arc::new(FailingComplete {
+                inner: InMemory::new(),
+                lands,
+                aborted: aborted.clone(),
+            });
+            let blobs = Blobs {
+                store: store.clone(),
+                ..Blobs::open(&BlobConfig::local("memory://")).unwrap()
+            };
+            let key = "media/failed-complete";
+            let mut writer = blobs.writer(key);
+            writer.write(&vec![7u8; 2 * PART_SIZE + 1]).await.unwrap();
+            assert!(writer.finish().await.is_err(), "complete fails (lands: {lands})");
+            assert_eq!(
+                store.inner.head(&Path::from(key)).await.is_ok(),
+                lands,
+                "the blob is there only if the complete landed"
+            );
+
+            writer.abort().await.unwrap();
+            assert!(
+                aborted.load(Ordering::SeqCst),
+                "the multipart upload is aborted (lands: {lands})"
+            );
+            assert!(
+                matches!(
+                    store.inner.head(&Path::from(key)).await,
+                    Err(object_store::Error::NotFound { .. })
+                ),
+                "no blob is left (lands: {lands})"
+            );
+        }
     }
 
     /// A remote blob is fetched in several windows at once, handed out in

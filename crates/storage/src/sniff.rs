@@ -50,8 +50,15 @@ pub fn sniff(head: &[u8]) -> Option<&'static str> {
     if head.starts_with(b"#!AMR") {
         return Some(AMR);
     }
-    if let Some(after_tag) = after_id3_tag(head) {
-        return Some(match sniff(after_tag) {
+    if after_id3_tag(head).is_some() {
+        // Tags may follow one another. They are skipped in a loop, not a
+        // call each: a head of empty tags would nest thousands of calls
+        // deep, on a worker thread's stack.
+        let mut audio = head;
+        while let Some(after_tag) = after_id3_tag(audio) {
+            audio = after_tag;
+        }
+        return Some(match sniff(audio) {
             Some(audio @ (MPEG_AUDIO | AAC_ADTS)) => audio,
             _ => ID3_TAGGED_AUDIO,
         });
@@ -254,6 +261,25 @@ mod tests {
             sniff(b"ID3\x03\x00\x00\x01\x00\x00\x00more tag"),
             Some(ID3_TAGGED_AUDIO)
         );
+        // Tags after tags, then the audio.
+        let mut tagged = b"ID3\x04\x00\x00\x00\x00\x00\x00".repeat(3);
+        tagged.extend_from_slice(&adts[12..]);
+        assert_eq!(sniff(&tagged), Some(AAC_ADTS));
+    }
+
+    /// A head of 64 KiB may hold 6,553 empty tags: they are skipped without
+    /// a stack frame each (on a small stack here, as an uploads' worker
+    /// thread has a bounded one).
+    #[test]
+    fn a_head_of_empty_tags_is_read_on_a_small_stack() {
+        let head = b"ID3\x04\x00\x00\x00\x00\x00\x00".repeat(6_553);
+        let kind = std::thread::Builder::new()
+            .stack_size(64 * 1024)
+            .spawn(move || sniff(&head))
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(kind, Some(ID3_TAGGED_AUDIO));
     }
 
     #[test]

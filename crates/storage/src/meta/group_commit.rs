@@ -171,6 +171,11 @@ impl GroupCommit {
     /// to `Write::settle`. The batch is locked to the caller until then.
     async fn join(&self) -> Result<Write<'_>, StoreError> {
         let mut open = self.open.lock().await;
+        // After a failed sync every write fails (see `WalSync::failed`), so
+        // none may leave a row behind: it is refused before its statements
+        // run, and no batch begins. A batch already open is rolled back by
+        // `commit`.
+        self.check()?;
         if open.is_none() {
             if self.renew.swap(false, Ordering::AcqRel) {
                 // After a batch that failed, SQLite may have ended the
@@ -215,7 +220,7 @@ impl GroupCommit {
             // On a task of its own: a caller that goes away mid-commit
             // must not leave the batch's writes without an answer.
             let (wal, renew) = (self.wal.clone(), self.renew.clone());
-            let _ = tokio::spawn(async move { commit(batch, &renew).await.finish(&wal).await }).await;
+            let _ = tokio::spawn(async move { commit(batch, &wal, &renew).await.finish(&wal).await }).await;
         }
         Turn { _open: open }
     }
@@ -287,7 +292,7 @@ async fn commit_batches(
     while woken.recv().await.is_some() {
         let batch = open.lock().await.take();
         if let Some(batch) = batch {
-            commit(batch, &renew).await.finish(&wal).await;
+            commit(batch, &wal, &renew).await.finish(&wal).await;
         }
     }
 }
@@ -299,11 +304,18 @@ struct Committed {
     outcome: watch::Sender<Outcome>,
 }
 
-/// Commits a batch (rolls it back if a write in it failed). Its writes are
-/// told how that went only by `Committed::finish`. A batch that does not
-/// commit cleanly sets `renew`.
-async fn commit(batch: Batch, renew: &AtomicBool) -> Committed {
-    let result = if batch.failed {
+/// Commits a batch (rolls it back if a write in it failed, or a sync of the
+/// WAL has). Its writes are told how that went only by `Committed::finish`.
+/// A batch that does not commit cleanly sets `renew`.
+async fn commit(batch: Batch, wal: &WalSync, renew: &AtomicBool) -> Committed {
+    let result = if wal.has_failed() {
+        // Its writes will be told they failed, so none may be left
+        // committed. `join` refuses writes once the sync has failed, but
+        // this batch may have begun before: the next batch fills while one
+        // syncs.
+        let _ = batch.tx.rollback().await;
+        Err(Arc::from(WAL_SYNC_FAILED))
+    } else if batch.failed {
         let _ = batch.tx.rollback().await;
         Err(Arc::from(
             "rolled back with a write in the same batch that failed",
@@ -326,7 +338,8 @@ impl Committed {
     /// write asked for more, syncs the WAL and answers the rest.
     async fn finish(self, wal: &Arc<WalSync>) {
         let outcome = match self.result {
-            // After a failed sync nothing is trusted, synced or not.
+            // After a failed sync nothing is trusted, synced or not (a
+            // batch that `turn` committed while another one's sync failed).
             Ok(()) if wal.has_failed() => Outcome::Failed(Arc::from(WAL_SYNC_FAILED)),
             Ok(()) if !self.needs_sync => Outcome::Committed,
             Ok(()) => {
@@ -647,32 +660,75 @@ mod tests {
 
     /// After a sync of the WAL fails, every later batch fails too, though
     /// its own sync would succeed: the failed one may have lost frames that
-    /// later ones build on.
+    /// later ones build on. Those batches write nothing, neither the one
+    /// that filled while the sync failed nor any begun after: a write
+    /// answered with an error leaves no row behind.
     #[tokio::test]
     async fn after_a_failed_sync_every_batch_fails_until_a_restart() {
         let dir = tempfile::tempdir().unwrap();
-        let (group, _outside) = setup(&dir).await;
+        let (group, outside) = setup(&dir).await;
         assert!(write(&group, 1).await.unwrap());
         assert!(group.check().is_ok());
         group
             .wal
             .fail_next
             .store(true, std::sync::atomic::Ordering::Release);
-        for (x, answered) in [
-            (2, Answered::Synced),
-            (3, Answered::Synced),
-            (4, Answered::Committed),
-        ] {
-            let failed = group.write(answered, async |conn| insert(conn, x).await).await;
+        // 2's batch commits, then its sync fails (2 stays committed: the
+        // failure comes after the commit); 3 runs its statements in the
+        // next batch while that sync waits.
+        let syncs_held = group.wal.gate.acquire().await.unwrap();
+        let synced_last = committed_unsynced(&group, &outside, 2).await;
+        let (ran, statements_ran) = tokio::sync::oneshot::channel();
+        let during = tokio::spawn({
+            let group = group.clone();
+            async move {
+                group
+                    .write(Answered::Synced, async |conn| {
+                        let inserted = insert(conn, 3).await;
+                        let _ = ran.send(());
+                        inserted
+                    })
+                    .await
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(5), statements_ran)
+            .await
+            .expect("the next batch waited for the failing sync")
+            .unwrap();
+        drop(syncs_held);
+        for failed in [synced_last.await.unwrap(), during.await.unwrap()] {
+            assert!(
+                matches!(&failed, Err(StoreError::GroupCommit(_))),
+                "a write in or after a failed sync answered {failed:?}"
+            );
+        }
+        let ran = AtomicBool::new(false);
+        for (x, answered) in [(4, Answered::Synced), (5, Answered::Committed)] {
+            let failed = group
+                .write(answered, async |conn| {
+                    ran.store(true, Ordering::Relaxed);
+                    insert(conn, x).await
+                })
+                .await;
             assert!(
                 matches!(&failed, Err(StoreError::GroupCommit(_))),
                 "a write after a failed sync answered {failed:?}"
             );
         }
+        for x in 3..=5 {
+            assert!(
+                !committed(&outside, x).await,
+                "{x} was answered with an error after a failed sync, yet committed"
+            );
+        }
+        assert!(
+            !ran.into_inner(),
+            "a write after a failed sync ran its statements"
+        );
         assert!(group.check().is_err(), "the failure is not reported");
         drop(group);
         let (restarted, _) = start_on(&dir).await;
-        assert!(write(&restarted, 5).await.unwrap());
+        assert!(write(&restarted, 6).await.unwrap());
     }
 
     /// A database in memory (`sqlite::memory:`) has no WAL to sync; the
