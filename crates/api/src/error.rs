@@ -242,7 +242,9 @@ mod tests {
     use super::*;
     use crate::ApiState;
     use crate::auth::AdminToken;
-    use crate::links::{LinkKeys, LinkSigner};
+    use crate::links::{Disposition, LinkKeys, LinkSigner};
+    use mediavault_storage::{AppId, MediaId, TokenId};
+    use std::sync::Arc;
 
     const APP: &str = "0b5e2c4e-6a53-4f4e-9d2b-6f0f7e1c2a10";
     const MEDIA: &str =
@@ -250,14 +252,11 @@ mod tests {
 
     /// A router over a database that was never migrated: every query fails,
     /// token look-ups first.
-    async fn failing_router(dir: &std::path::Path) -> axum::Router {
+    async fn failing_router(dir: &std::path::Path, signer: Arc<LinkSigner>) -> axum::Router {
         let vault = crate::testing::vault(dir).await;
         crate::router(ApiState {
             admin_token: Some(AdminToken::new("admin")),
-            links: Some(std::sync::Arc::new(LinkSigner::new(
-                LinkKeys::parse(&LinkKeys::generate_line("l1")).unwrap(),
-                std::time::Duration::from_secs(60),
-            ))),
+            links: Some(signer),
             ..ApiState::new(vault)
         })
     }
@@ -267,7 +266,23 @@ mod tests {
     #[tokio::test]
     async fn a_failed_authentication_answers_for_its_route() {
         let dir = tempfile::tempdir().unwrap();
-        let app = failing_router(dir.path()).await;
+        let signer = Arc::new(LinkSigner::new(
+            LinkKeys::parse(&LinkKeys::generate_line("l1")).unwrap(),
+            std::time::Duration::from_secs(60),
+        ));
+        // A link names the token it was made with, whose liveness is asked
+        // of the store at each use.
+        let followed = format!(
+            "/l/{}",
+            signer.token(
+                &AppId::new(APP),
+                &MediaId::new("0b5e2c4e6a534f4e9d2b6f0f7e1c2a11"),
+                &TokenId::new("t1"),
+                mediavault_storage::now_millis() + 60_000,
+                Disposition::Attachment,
+            )
+        );
+        let app = failing_router(dir.path(), signer).await;
         let upload = format!("/partner/app/{APP}/media");
         let info = format!("{MEDIA}/info");
         let link = format!("{MEDIA}/link");
@@ -277,6 +292,8 @@ mod tests {
             (Method::HEAD, MEDIA, "token", READ_FAILED),
             (Method::GET, info.as_str(), "token", READ_FAILED),
             (Method::POST, link.as_str(), "token", READ_FAILED),
+            (Method::GET, followed.as_str(), "", READ_FAILED),
+            (Method::HEAD, followed.as_str(), "", READ_FAILED),
             (Method::DELETE, MEDIA, "token", DELETE_FAILED),
             (Method::GET, "/admin/apps", "Bearer admin", REQUEST_FAILED),
         ];

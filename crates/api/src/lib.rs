@@ -6,6 +6,7 @@ mod admin;
 mod auth;
 mod body;
 mod by_url;
+mod conditions;
 #[cfg(test)]
 mod contract;
 mod delete;
@@ -424,7 +425,18 @@ mod tests {
                     .filter(|p| p["in"] == "header")
                     .map(|p| p["name"].as_str().unwrap())
                     .collect();
-                assert_eq!(headers, ["Range", "If-None-Match", "If-Range"], "{method} {path}");
+                assert_eq!(
+                    headers,
+                    [
+                        "Range",
+                        "If-None-Match",
+                        "If-Modified-Since",
+                        "If-Match",
+                        "If-Unmodified-Since",
+                        "If-Range"
+                    ],
+                    "{method} {path}"
+                );
             }
         }
         let schemas = document["components"]["schemas"].as_object().unwrap();

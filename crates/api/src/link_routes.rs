@@ -11,7 +11,7 @@ use axum::body::Body;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, header};
 use axum::response::Response;
-use mediavault_storage::{AuthError, now_millis};
+use mediavault_storage::{AuthError, ReadError, now_millis};
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::RefOr;
@@ -273,6 +273,7 @@ pub struct LinkPath {
         (status = 200, description = "The file", content_type = "application/octet-stream", body = Vec<u8>),
         (status = 206, description = "The requested range", content_type = "application/octet-stream", body = Vec<u8>),
         (status = 304, description = "The cached copy is current"),
+        (status = 412, description = "Precondition failed (If-Match or If-Unmodified-Since)", body = ErrorBody),
         (status = 403, description = "Invalid link (malformed, altered, or signed by no configured key), or the API token it was made with has been revoked", body = ErrorBody),
         (status = 404, description = "Media not found (expired or deleted since), or signed links are not enabled", body = ErrorBody),
         (status = 410, description = "Link expired", body = ErrorBody),
@@ -300,6 +301,7 @@ pub async fn follow_link(
         (status = 200, description = "The file's headers"),
         (status = 206, description = "The requested range's headers"),
         (status = 304, description = "The cached copy is current"),
+        (status = 412, description = "Precondition failed (If-Match or If-Unmodified-Since)"),
         (status = 403, description = "Invalid link, or its API token revoked"),
         (status = 404, description = "Media not found, or signed links are not enabled"),
         (status = 410, description = "Link expired"),
@@ -330,7 +332,11 @@ async fn follow(
             refused(*error);
         })?;
     if let Some(token_id) = &link.token_id
-        && !state.vault.token_is_live(&link.app_id, token_id).await?
+        && !state
+            .vault
+            .token_is_live(&link.app_id, token_id)
+            .await
+            .map_err(|e| ApiError::from_read(ReadError::Unavailable(e), Task::Fetch))?
     {
         refused(LinkError::Revoked);
         return Err(LinkError::Revoked.into());

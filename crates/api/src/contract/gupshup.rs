@@ -297,6 +297,44 @@ async fn a_download_sends_the_file_whole_by_range_cached_and_as_headers() {
     let stale = s.send(get().header("if-none-match", "\"other\"")).await;
     assert_eq!(stale.status, StatusCode::OK);
     assert!(stale.body == bytes);
+
+    // The dates and If-Match (RFC 9110 §13), as a cache or a careful
+    // client sends them.
+    let earlier = "Thu, 01 Jan 1970 00:00:00 GMT";
+    for (name, value, answer) in [
+        (
+            "if-modified-since",
+            last_modified.as_str(),
+            StatusCode::NOT_MODIFIED,
+        ),
+        ("if-modified-since", earlier, StatusCode::OK),
+        ("if-match", etag.as_str(), StatusCode::OK),
+        ("if-match", "*", StatusCode::OK),
+        ("if-match", "\"another file\"", StatusCode::PRECONDITION_FAILED),
+        ("if-unmodified-since", last_modified.as_str(), StatusCode::OK),
+        ("if-unmodified-since", earlier, StatusCode::PRECONDITION_FAILED),
+    ] {
+        let case = format!("{name}: {value}");
+        for call in [get(), head()] {
+            let reply = s.send(call.header(name, value)).await;
+            assert_eq!(reply.status, answer, "{case}");
+        }
+        let reply = s
+            .send(get().header(name, value).header("range", "bytes=0-9"))
+            .await;
+        match answer {
+            StatusCode::OK => {
+                assert_eq!(reply.status, StatusCode::PARTIAL_CONTENT, "{case}");
+                assert!(reply.body == bytes[..10], "{case}");
+            }
+            StatusCode::NOT_MODIFIED => {
+                assert_eq!(reply.status, answer, "{case}");
+                assert_describes(&case, &reply, &etag, &last_modified);
+                assert!(reply.body.is_empty(), "{case}");
+            }
+            _ => reply.assert_error(&case, answer, "Precondition failed"),
+        }
+    }
 }
 
 /// A file part with a type but no filename is stored; it is sent as a bare
