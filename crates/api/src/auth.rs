@@ -50,6 +50,14 @@ pub(crate) enum TokenOf<'a> {
 /// The app of the token the request carries, as `of` requires. The outer
 /// error is the 429 of a client locked out of `scope` (nothing is checked
 /// then); each failed check is counted against `client` under `scope`.
+///
+/// Where the request names no app (`TokenOf::AnyApp`), `scope` is the
+/// address's alone, and a failure is counted there only when the token was
+/// never issued. One issued to an app (revoked since, or its app deleted)
+/// is that app's client's: its failures lock the address out of that app
+/// alone, as a path naming the app would, and a token of that app is
+/// checked against that lock-out. A client still sending its app's revoked
+/// token must not lock out every other app used from its address.
 pub(crate) async fn check_token(
     state: &ApiState,
     scope: &str,
@@ -58,13 +66,27 @@ pub(crate) async fn check_token(
     client: IpAddr,
 ) -> Result<Result<App, AuthError>, ApiError> {
     state.limits.check_not_locked_out(client, scope)?;
-    let outcome = match (presented_token(headers), of) {
+    let token = presented_token(headers);
+    let outcome = match (token, &of) {
         (Some(token), TokenOf::App(app_id)) => state.vault.authenticate(app_id, token).await,
         (Some(token), TokenOf::AnyApp) => state.vault.authenticate_token(token).await,
         (None, _) => Err(AuthError::Failed),
     };
-    if let Err(AuthError::Failed) = outcome {
-        state.limits.record_auth_failure(client, scope);
+    match (&outcome, of, token) {
+        (Ok(app), TokenOf::AnyApp, _) => state.limits.check_not_locked_out(client, app.id.as_str())?,
+        (Err(AuthError::Failed), TokenOf::AnyApp, Some(token)) => {
+            let issuer = state
+                .vault
+                .issuer_of_token(token)
+                .await
+                .inspect_err(|error| tracing::warn!(%error, "finding a refused token's app"))
+                .ok()
+                .flatten();
+            let charged = issuer.as_ref().map_or(scope, AppId::as_str);
+            state.limits.record_auth_failure(client, charged);
+        }
+        (Err(AuthError::Failed), _, _) => state.limits.record_auth_failure(client, scope),
+        _ => {}
     }
     Ok(outcome)
 }
@@ -109,8 +131,9 @@ impl AdminToken {
     }
 }
 
-/// Failed admin authentications are counted under this scope (app ids are UUIDs).
-const ADMIN_SCOPE: &str = "admin";
+/// Failed admin authentications are counted under this scope (no app id
+/// has a `~`, so no path can share it).
+const ADMIN_SCOPE: &str = "~admin";
 
 impl FromRequestParts<ApiState> for Admin {
     type Rejection = ApiError;

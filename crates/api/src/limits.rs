@@ -56,10 +56,18 @@ const FAILURE_WINDOW: Duration = Duration::from_secs(3600);
 /// the flooder this many requests), never a lock-out itself.
 const MAX_COUNTING: usize = 65_536;
 /// Pairs locked out, at most. Filling this takes `auth_failures_per_hour`
-/// failures per pair; past it, the oldest lock-out (the first to end) goes.
-/// Scopes are at most 64 bytes (`could_be_app_id`), so both tiers together
-/// hold a few tens of MiB at worst, whatever clients send.
+/// failures per pair, from `MAX_LOCKED / MAX_LOCKED_PER_NETWORK` networks
+/// at least; past it, the oldest lock-out goes. Scopes are at most 64
+/// bytes (`could_be_app_id`), so both tiers together hold a few tens of
+/// MiB at worst, whatever clients send.
 const MAX_LOCKED: usize = 65_536;
+/// Scopes one client network may be locked out of one by one. The next
+/// locks it out of every scope at once, in one pair (`EVERY_SCOPE`), and
+/// it takes no more room: a client failing under app ids of its own
+/// making cannot fill the tier and push out the lock-outs before its own.
+const MAX_LOCKED_PER_NETWORK: usize = 16;
+/// The scope of a network locked out of every scope (no app id has a `~`).
+const EVERY_SCOPE: &str = "~every";
 
 struct AppLimiter {
     rate: NonZeroU32,
@@ -85,6 +93,8 @@ struct Failures {
     /// Pairs locked out, with the start of their window (the lock-out
     /// ends `FAILURE_WINDOW` after it).
     locked: LinkedHashMap<FailureKey, Instant, RandomState>,
+    /// How many pairs of `locked` each network has.
+    locked_per_network: HashMap<IpAddr, usize, RandomState>,
     max_counting: usize,
     max_locked: usize,
 }
@@ -94,19 +104,39 @@ impl Failures {
         Failures {
             counting: LinkedHashMap::with_hasher(RandomState::new()),
             locked: LinkedHashMap::with_hasher(RandomState::new()),
+            locked_per_network: HashMap::with_hasher(RandomState::new()),
             max_counting,
             max_locked,
         }
     }
 
-    /// How long the lock-out of `key` has to run, if it is locked out.
+    /// How long the lock-out of `key`, or of its network from every scope,
+    /// has to run, if either is locked out.
     fn lock_out_left(&mut self, key: &FailureKey) -> Option<Duration> {
+        let every = (key.0, EVERY_SCOPE.to_owned());
+        self.pair_lock_out_left(key)
+            .or_else(|| self.pair_lock_out_left(&every))
+    }
+
+    fn pair_lock_out_left(&mut self, key: &FailureKey) -> Option<Duration> {
         let elapsed = self.locked.get(key)?.elapsed();
         if elapsed >= FAILURE_WINDOW {
-            self.locked.remove(key);
+            self.unlock(key);
             return None;
         }
         Some(FAILURE_WINDOW - elapsed)
+    }
+
+    /// Ends the lock-out of `key`.
+    fn unlock(&mut self, key: &FailureKey) {
+        if self.locked.remove(key).is_some()
+            && let Some(count) = self.locked_per_network.get_mut(&key.0)
+        {
+            *count -= 1;
+            if *count == 0 {
+                self.locked_per_network.remove(&key.0);
+            }
+        }
     }
 
     /// Counts one failure of `key`, and locks it out at `threshold`.
@@ -138,15 +168,23 @@ impl Failures {
         }
     }
 
-    fn lock(&mut self, key: FailureKey, started: Instant) {
-        while let Some((_, front)) = self.locked.front()
-            && front.elapsed() >= FAILURE_WINDOW
+    fn lock(&mut self, mut key: FailureKey, started: Instant) {
+        while let Some((front, at)) = self.locked.front()
+            && at.elapsed() >= FAILURE_WINDOW
         {
-            self.locked.pop_front();
+            let front = front.clone();
+            self.unlock(&front);
         }
-        if self.locked.len() >= self.max_locked {
-            self.locked.pop_front();
+        if self.locked_per_network.get(&key.0).copied().unwrap_or(0) >= MAX_LOCKED_PER_NETWORK {
+            key.1 = EVERY_SCOPE.to_owned();
         }
+        if self.locked.len() >= self.max_locked
+            && let Some((front, _)) = self.locked.front()
+        {
+            let front = front.clone();
+            self.unlock(&front);
+        }
+        *self.locked_per_network.entry(key.0).or_default() += 1;
         self.locked.insert(key, started);
     }
 }
@@ -524,6 +562,34 @@ mod tests {
             assert!(!limits.trusts(Some(ip(untrusted))), "{untrusted}");
         }
         assert!(!limits.trusts(None));
+    }
+
+    /// A network locked out of `MAX_LOCKED_PER_NETWORK` scopes is locked
+    /// out of every scope by its next lock-out, and takes no more room:
+    /// failing under ever new app ids, it cannot push out the lock-out of
+    /// another client made before.
+    #[test]
+    fn a_network_failing_under_many_scopes_is_locked_out_of_all() {
+        let max_locked = 64;
+        let limits = Limits::bounded(limits(&[]).settings, 8, max_locked);
+        let (earlier, flooder) = (ip("203.0.113.1"), ip("198.51.100.7"));
+        limits.record_auth_failure(earlier, "a");
+        limits.record_auth_failure(earlier, "a");
+        for n in 0..2 * max_locked {
+            let scope = format!("made-up-{n}");
+            limits.record_auth_failure(flooder, &scope);
+            limits.record_auth_failure(flooder, &scope);
+        }
+        assert!(
+            limits.check_not_locked_out(earlier, "a").is_err(),
+            "the lock-out made before stays"
+        );
+        let (_, locked_out) = limits.tracked();
+        assert_eq!(locked_out, 1 + MAX_LOCKED_PER_NETWORK + 1);
+        for scope in ["a", "never-failed", "~admin"] {
+            assert!(limits.check_not_locked_out(flooder, scope).is_err(), "{scope}");
+        }
+        limits.check_not_locked_out(ip("198.51.100.8"), "a").unwrap();
     }
 
     /// The locked-out tier has its own bound; past it the oldest lock-out

@@ -454,11 +454,14 @@ impl Vault {
     }
 
     /// The app behind `token`, if the token is live and belongs to `app_id`.
+    ///
+    /// Only a token of `app_id` is answered from memory. Any other is looked
+    /// up in the database for `app_id` alone, so a live token of another
+    /// app takes as long to refuse as one never issued: were it answered
+    /// from memory, its speed would tell a client that tries tokens
+    /// against app ids of its own making which of them are live.
     pub async fn authenticate(&self, app_id: &AppId, token: &str) -> Result<App, AuthError> {
-        match self.authenticate_token(token).await? {
-            app if app.id == *app_id => Ok(app),
-            _ => Err(AuthError::Failed),
-        }
+        self.find_token_app(token, Some(app_id)).await
     }
 
     /// The live app of a live token, from the token alone (where the request
@@ -469,22 +472,39 @@ impl Vault {
     /// up to half a second (`token_cache`): a token revoked, or an app
     /// changed, by another process stops working within that.
     pub async fn authenticate_token(&self, token: &str) -> Result<App, AuthError> {
+        self.find_token_app(token, None).await
+    }
+
+    /// The live app of the live `token`, which must be `of`'s if given.
+    async fn find_token_app(&self, token: &str, of: Option<&AppId>) -> Result<App, AuthError> {
         if token.is_empty() || token.len() > TOKEN_MAX_LEN {
             return Err(AuthError::Failed);
         }
         let digest = token_digest(token);
-        if let Some(app) = self.inner.tokens.get(&digest) {
+        if let Some(app) = self.inner.tokens.get(&digest)
+            && of.is_none_or(|of| app.id == *of)
+        {
             return Ok(app);
         }
         let lookup = self.inner.tokens.begin();
         let app = self
             .inner
             .meta
-            .app_for_token(&digest, now_millis())
+            .app_for_token(&digest, of, now_millis())
             .await?
             .ok_or(AuthError::Failed)?;
         self.inner.tokens.store(&digest, &app, lookup);
         Ok(app)
+    }
+
+    /// The app `token` was issued to, live or not (revoked since, or its app
+    /// deleted); `None` for a token never issued. Asked only of a refused
+    /// token, to tell whose client sent it.
+    pub async fn issuer_of_token(&self, token: &str) -> Result<Option<AppId>, StoreError> {
+        if token.is_empty() || token.len() > TOKEN_MAX_LEN {
+            return Ok(None);
+        }
+        self.inner.meta.issuer_of_token(&token_digest(token)).await
     }
 
     /// The app a live token belongs to, whichever it is: `authenticate_token`
@@ -636,6 +656,40 @@ mod tests {
                 vault.authenticate_token(&token_b.token).await,
                 Err(AuthError::Failed)
             ));
+        })
+        .await;
+    }
+
+    /// A live token presented for another app, or for an app id no app
+    /// has, is refused by a lookup in the database, as one never issued
+    /// is, though its own app's answer is in memory: answered from memory,
+    /// it would be refused faster than a token never issued, and so be
+    /// told live. (The database is closed here: a lookup shows as its
+    /// failure.)
+    #[tokio::test]
+    async fn a_token_of_another_app_is_refused_by_the_database_not_from_memory() {
+        on_each_dialect(|vault| async move {
+            let a = app_with_numbers(&vault, "a", &[]).await.unwrap();
+            let b = app_with_numbers(&vault, "b", &[]).await.unwrap();
+            let token = vault.issue_token(&a.id, None).await.unwrap().token;
+            assert_eq!(vault.authenticate(&a.id, &token).await.unwrap(), a);
+            assert!(matches!(
+                vault.authenticate(&b.id, &token).await,
+                Err(AuthError::Failed)
+            ));
+            vault.inner.meta.close().await;
+            assert_eq!(
+                vault.authenticate(&a.id, &token).await.unwrap(),
+                a,
+                "its own app's answer is reused"
+            );
+            for other in [b.id.clone(), AppId::new("made-up")] {
+                let refused = vault.authenticate(&other, &token).await;
+                assert!(
+                    matches!(refused, Err(AuthError::Unavailable(_))),
+                    "{other}: {refused:?}"
+                );
+            }
         })
         .await;
     }

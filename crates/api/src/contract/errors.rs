@@ -666,6 +666,69 @@ async fn a_locked_out_client_is_429_after_the_app_id_check_and_before_the_token(
     assert_eq!(s.stored().await, 1);
 }
 
+/// On the WhatsApp surface, whose paths name no app, a client still sending
+/// its app's revoked token locks its address out of that app alone: another
+/// app used from the same address goes on. A token never issued names no
+/// app, and locks the address out of the surface.
+#[tokio::test]
+async fn a_revoked_bearer_token_locks_out_its_own_app_alone() {
+    let s = Service::with(|state| state.limits = limits(10, 2)).await;
+    let (a, b) = (&s.app, s.capi_app().await);
+    let bs = s.send(Call::upload(&b).multipart(valid_form())).await.json()["mediaId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let a_id = AppId::new(&a.id);
+    let revoked = s.vault.issue_token(&a_id, None).await.unwrap().token;
+    s.vault
+        .revoke_token(&a_id, &mediavault_storage::token_id_of(&revoked))
+        .await
+        .unwrap();
+    let lookup = |token: &str, id: &str| {
+        Call::get(format!("/v23.0/{id}"))
+            .header("authorization", format!("Bearer {token}"))
+            .header("host", "media.test")
+    };
+    for _ in 0..3 {
+        let reply = s.send(lookup(&revoked, &bs)).await;
+        assert!(
+            [StatusCode::UNAUTHORIZED, StatusCode::TOO_MANY_REQUESTS].contains(&reply.status),
+            "{}",
+            reply.text()
+        );
+    }
+    let reply = s.send(lookup(&b.token, &bs)).await;
+    assert_eq!(reply.status, StatusCode::OK, "another app: {}", reply.text());
+    let reply = s.send(lookup(&a.token, "0123456789")).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the revoked token's app, its live token: {}",
+        reply.text()
+    );
+    let reply = s.send(Call::media(Method::GET, a, "/unknown/info")).await;
+    assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS, "by its path too");
+
+    for _ in 0..2 {
+        let reply = s.send(lookup("mv_never_issued", &bs)).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.text());
+    }
+    let reply = s.send(lookup(&b.token, &bs)).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "tokens never issued lock the address out of the surface: {}",
+        reply.text()
+    );
+    assert_eq!(
+        s.send(Call::media(Method::GET, &b, &format!("/{bs}/info")))
+            .await
+            .status,
+        StatusCode::OK,
+        "and not out of the apps' paths"
+    );
+}
+
 /// Path app ids that cannot be app ids (too long, or with characters no id
 /// has) are 401 but count nothing: they grow no failure record and lock
 /// nobody out, the sender included.

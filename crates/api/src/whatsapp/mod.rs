@@ -25,9 +25,10 @@ use crate::path::ApiPath;
 
 pub use error::{GraphError, envelope};
 
-/// Failed Bearer authentications are counted under this scope: the token
-/// names its app, so no app can be named before it is checked.
-const BEARER_SCOPE: &str = "whatsapp";
+/// Failed Bearer authentications with tokens never issued are counted
+/// under this scope, the address's (see `check_token`): the token names its
+/// app, so no app can be named before it is checked. No app id has a `~`.
+const BEARER_SCOPE: &str = "~whatsapp";
 
 /// The path of a medium or a phone number: `/{version}/{id}`.
 #[derive(Deserialize, IntoParams)]

@@ -19,6 +19,10 @@ static APP_FOR_TOKEN: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
+/// `APP_FOR_TOKEN` for a token that must be `$2`'s.
+static APP_FOR_TOKEN_OF_APP: LazyLock<String> =
+    LazyLock::new(|| format!("{} AND t.app_id = $2", APP_FOR_TOKEN.as_str()));
+
 /// An app found by one of its tokens, with the token's last use.
 #[derive(sqlx::FromRow)]
 struct TokenApp {
@@ -75,6 +79,15 @@ impl Metadata {
         Ok(revoked == 1)
     }
 
+    /// The app `token_sha256` was issued to, whether or not the token or
+    /// the app is live.
+    pub(crate) async fn issuer_of_token(&self, token_sha256: &str) -> Result<Option<AppId>, StoreError> {
+        const SQL: &str = "SELECT app_id FROM tokens WHERE token_sha256 = $1";
+        let app_id: Option<String> =
+            on_pool!(self, pool => sqlx::query_scalar(SQL).bind(token_sha256).fetch_optional(pool).await)?;
+        Ok(app_id.map(AppId::new))
+    }
+
     /// Whether `app_id` has the unrevoked token `id`, the app itself live.
     pub(crate) async fn token_is_live(&self, app_id: &AppId, id: &TokenId) -> Result<bool, StoreError> {
         const SQL: &str = "SELECT 1 FROM tokens t JOIN apps a ON a.id = t.app_id \
@@ -89,14 +102,26 @@ impl Metadata {
     /// The last use is read with the app, so the write is sent only when it
     /// changes the row: authentication does not write (nor, on SQLite, take
     /// the one write lock) on every request.
+    ///
+    /// With `of`, only a token of that app is found: a token of another app
+    /// is answered as one never issued, by the same lookup, and its use is
+    /// not noted.
     pub(crate) async fn app_for_token(
         &self,
         token_sha256: &str,
+        of: Option<&AppId>,
         now: Millis,
     ) -> Result<Option<App>, StoreError> {
         const TOUCH: &str = "UPDATE tokens SET last_used_at = $2 WHERE token_sha256 = $1 \
                              AND (last_used_at IS NULL OR last_used_at < $2 - 60000)";
-        let found: Option<TokenApp> = on_pool!(self, pool => sqlx::query_as(APP_FOR_TOKEN.as_str()).bind(token_sha256).fetch_optional(pool).await)?;
+        let found: Option<TokenApp> = match of {
+            None => {
+                on_pool!(self, pool => sqlx::query_as(APP_FOR_TOKEN.as_str()).bind(token_sha256).fetch_optional(pool).await)?
+            }
+            Some(app_id) => {
+                on_pool!(self, pool => sqlx::query_as(APP_FOR_TOKEN_OF_APP.as_str()).bind(token_sha256).bind(app_id).fetch_optional(pool).await)?
+            }
+        };
         let Some(TokenApp { app, last_used_at }) = found else {
             return Ok(None);
         };
