@@ -189,16 +189,13 @@ fn api() -> OpenApiRouter<ApiState> {
         .routes(routes!(admin::list_tokens, admin::issue_token))
         .routes(routes!(admin::revoke_token))
         // The WhatsApp Cloud API surface: its errors are Graph errors,
-        // finished by `whatsapp::envelope`.
+        // finished by `whatsapp::graph_route`.
         .routes(
             routes!(whatsapp::upload::upload_media)
                 .layer(DefaultBodyLimit::disable())
-                .layer(axum::middleware::from_fn(whatsapp::envelope)),
+                .map(whatsapp::graph_route),
         )
-        .routes(
-            routes!(whatsapp::media::media_url, whatsapp::media::delete_media)
-                .layer(axum::middleware::from_fn(whatsapp::envelope)),
-        )
+        .routes(routes!(whatsapp::media::media_url, whatsapp::media::delete_media).map(whatsapp::graph_route))
 }
 
 /// The document, rendered once.

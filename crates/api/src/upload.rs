@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use axum::http::HeaderMap;
 use bytes::Bytes;
-use mediavault_fetch::clean_filename;
+use mediavault_fetch::{clean_filename, names_a_file};
 use mediavault_storage::{App, Upload, UploadError};
 use serde::Serialize;
 
@@ -478,7 +478,16 @@ impl Form<'_> {
         // A part with neither filename nor content type is a plain form
         // value: the newer Gupshup API takes a URL there, fetched once the
         // whole form is read (and refused as before when fetching is off).
-        if field.file_name().is_none() && field.content_type().is_none() {
+        // The filename is looked for in the header too: the parser gives
+        // none when it is not UTF-8 or comes only as `filename*`, and such
+        // a part is still a file (RFC 7578 §4.2), sent without a
+        // Content-Type by some clients (Python's requests).
+        let has_filename = field.file_name().is_some()
+            || field
+                .headers()
+                .get(axum::http::header::CONTENT_DISPOSITION)
+                .is_some_and(|value| names_a_file(value.as_bytes()));
+        if !has_filename && field.content_type().is_none() {
             if self.surface != Surface::Gupshup || !self.state.fetcher.enabled() {
                 return Err(UploadError::FileIsText);
             }

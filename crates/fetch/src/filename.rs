@@ -18,9 +18,14 @@ pub(crate) fn of_response(content_disposition: Option<&[u8]>, url: &Url) -> Opti
 
 /// The last path component, without control characters, at most 255
 /// bytes, trimmed. Only ever a label in Content-Disposition, never a path.
+/// The controls of text direction go too: with them a name shows other
+/// than it reads (`photo\u{202E}gnp.exe` shows as `photoexe.png`).
 pub fn clean_filename(raw: &str) -> String {
     let base = raw.rsplit(['/', '\\']).next().unwrap_or_default();
-    let mut name: String = base.chars().filter(|c| !c.is_control()).collect();
+    let mut name: String = base
+        .chars()
+        .filter(|&c| !c.is_control() && !is_direction_control(c))
+        .collect();
     if name.len() > FILENAME_LIMIT {
         let mut cut = FILENAME_LIMIT;
         while !name.is_char_boundary(cut) {
@@ -31,14 +36,33 @@ pub fn clean_filename(raw: &str) -> String {
     name.trim().to_owned()
 }
 
-/// `filename*` (RFC 6266 / 8187) if it decodes, else `filename`.
-fn from_content_disposition(value: &[u8]) -> Option<String> {
-    // Header values are bytes; servers send UTF-8 or Latin-1 in `filename`.
-    let text = match std::str::from_utf8(value) {
+/// The Unicode marks and embeddings that change the order text shows in
+/// (UAX #9): LRM, RLM, ALM, LRE to RLO, and LRI to PDI.
+fn is_direction_control(c: char) -> bool {
+    matches!(c, '\u{200E}' | '\u{200F}' | '\u{061C}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Whether a Content-Disposition value has a `filename` or `filename*`
+/// parameter, whatever its value, readable or not: a form's part that has
+/// one is a file (RFC 7578 §4.2).
+pub fn names_a_file(content_disposition: &[u8]) -> bool {
+    parameters(&header_text(content_disposition))
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("filename") || name.eq_ignore_ascii_case("filename*"))
+}
+
+/// A header value's text: header values are bytes, and senders put UTF-8
+/// or Latin-1 in them.
+fn header_text(value: &[u8]) -> String {
+    match std::str::from_utf8(value) {
         Ok(text) => text.to_owned(),
         Err(_) => value.iter().map(|&b| char::from(b)).collect(),
-    };
-    let parameters = parameters(&text);
+    }
+}
+
+/// `filename*` (RFC 6266 / 8187) if it decodes, else `filename`.
+fn from_content_disposition(value: &[u8]) -> Option<String> {
+    let parameters = parameters(&header_text(value));
     let find = |name: &str| {
         parameters
             .iter()
@@ -189,10 +213,43 @@ mod tests {
     }
 
     #[test]
+    fn a_filename_parameter_is_found_whatever_its_value() {
+        for value in [
+            &b"form-data; name=\"file\"; filename=\"a.png\""[..],
+            b"form-data; name=\"file\"; filename=\"ph\xffoto.png\"",
+            b"form-data; name=\"file\"; filename*=UTF-8''a.png",
+            b"form-data; name=\"file\"; FileName = a.png",
+            b"form-data; name=\"file\"; filename=\"\"",
+            b"form-data; name=\"file\"; filename=\"unterminated",
+            b"form-data; name=\"a;b\"; filename=\"c\\\"d\"",
+        ] {
+            let shown = String::from_utf8_lossy(value);
+            assert!(names_a_file(value), "{shown}");
+        }
+        for value in [
+            &b"form-data; name=\"file\""[..],
+            b"form-data; name=\"file\"; filename",
+            b"form-data; name=\"file\"; filenames=a.png",
+            b"form-data; name=\"file\"; x=\"; filename=a.png\"",
+            b"form-data; name=\"a\\\"; filename=b\"",
+        ] {
+            let shown = String::from_utf8_lossy(value);
+            assert!(!names_a_file(value), "{shown}");
+        }
+    }
+
+    #[test]
     fn filenames_lose_paths_and_control_characters() {
         assert_eq!(clean_filename("../../etc/passwd"), "passwd");
         assert_eq!(clean_filename("C:\\Users\\me\\photo.png"), "photo.png");
         assert_eq!(clean_filename("a\r\nb.txt"), "ab.txt");
+        assert_eq!(clean_filename("photo\u{202E}gnp.exe"), "photognp.exe");
+        assert_eq!(clean_filename("\u{2067}a\u{200F}b\u{2069}.txt"), "ab.txt");
+        assert_eq!(
+            clean_filename("שלום.txt"),
+            "שלום.txt",
+            "right-to-left text itself stays"
+        );
         assert_eq!(clean_filename(&"é".repeat(200)).len(), 254);
     }
 }

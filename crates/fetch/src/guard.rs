@@ -53,6 +53,10 @@ pub const DEFAULT_DENIED: &[(&str, &str)] = &[
         "64:ff9b:1::/48",
         "local-use NAT64 (RFC 8215): it reaches IPv4 addresses that cannot be read from it",
     ),
+    (
+        "2001::/32",
+        "Teredo (RFC 4380): a tunnel to an IPv4 address hidden in the IPv6 one",
+    ),
     ("2001:db8::/32", "IPv6 documentation"),
     ("3fff::/20", "IPv6 documentation (RFC 9637)"),
     ("fc00::/7", "IPv6 unique local (ULA)"),
@@ -252,6 +256,12 @@ mod tests {
             ("64:ff9b:2::", true),
             // 2001:db8::/32
             ("2001:db7:ffff:ffff:ffff:ffff:ffff:ffff", true),
+            // 2001::/32 (Teredo; its client 127.0.0.1, obfuscated)
+            ("2000:ffff:ffff:ffff:ffff:ffff:ffff:ffff", true),
+            ("2001::", false),
+            ("2001:0:4136:e378:8000:63bf:80ff:fffe", false),
+            ("2001:0:ffff:ffff:ffff:ffff:ffff:ffff", false),
+            ("2001:1::", true),
             ("2001:db8::", false),
             ("2001:db8:ffff:ffff:ffff:ffff:ffff:ffff", false),
             ("2001:db9::", true),

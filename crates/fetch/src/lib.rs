@@ -21,7 +21,7 @@ mod target;
 
 pub use error::{BadUrl, FetchError};
 pub use fetcher::{Fetched, Fetcher, SetupError};
-pub use filename::clean_filename;
+pub use filename::{clean_filename, names_a_file};
 pub use guard::{AddressGuard, DEFAULT_DENIED, Verdict};
 pub use policy::{FetchPolicy, user_agent};
 pub use resolve::{Lookup, Resolver, SystemResolver};

@@ -495,6 +495,58 @@ async fn a_filename_that_is_not_utf8_is_dropped_not_refused() {
     assert!(download.body == png_bytes(100));
 }
 
+/// A part with a `filename` parameter is a file (RFC 7578 §4.2), whether
+/// or not its name can be read and with no Content-Type, as Python's
+/// requests sends a file: not a URL to fetch. A name the parser cannot
+/// give (not UTF-8, or only `filename*`) is dropped. A part with neither a
+/// filename nor a Content-Type is still a URL.
+#[tokio::test]
+async fn a_part_with_a_filename_is_a_file_without_a_type_or_a_readable_name() {
+    let s = Service::new().await;
+    let cases: [(&str, &[u8]); 5] = [
+        (
+            "a filename not UTF-8",
+            b"name=\"file\"; filename=\"ph\xffoto.png\"",
+        ),
+        ("only filename*", b"name=\"file\"; filename*=UTF-8''a.png"),
+        (
+            "filename* before filename",
+            b"name=\"file\"; filename*=UTF-8''%C3%A9.png; filename=\"e.png\"",
+        ),
+        ("FILENAME, unquoted", b"name=file; FILENAME=a.png"),
+        ("a plain filename", b"name=\"file\"; filename=\"a.png\""),
+    ];
+    for (case, parameters) in cases {
+        let headers = [&b"Content-Disposition: form-data; "[..], parameters].concat();
+        let form = [
+            text("file_type", b"image/png"),
+            part(&headers, &png_bytes(100)),
+            end(),
+        ]
+        .concat();
+        let reply = s.send(Call::upload(&s.app).multipart(form)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{case}: {}", reply.text());
+        let id = reply.json()["mediaId"].as_str().unwrap().to_owned();
+        let download = s.send(Call::media(Method::GET, &s.app, &format!("/{id}"))).await;
+        assert_eq!(download.status, StatusCode::OK, "{case}");
+        assert!(download.body == png_bytes(100), "{case}");
+    }
+    assert_eq!(s.stored().await, cases.len());
+
+    let form = [
+        text("file_type", b"image/png"),
+        text("file", b"http://127.0.0.1:9/a.png"),
+        end(),
+    ]
+    .concat();
+    s.send(Call::upload(&s.app).multipart(form)).await.assert_error(
+        "no filename",
+        StatusCode::BAD_REQUEST,
+        "Unable to fetch the file URL: address not allowed",
+    );
+    assert_eq!(s.stored().await, cases.len());
+}
+
 /// `file` before `file_type`, as common client libraries send it: the file
 /// is streamed, then checked against the type that follows.
 #[tokio::test]

@@ -754,6 +754,116 @@ async fn only_graph_versions_are_graph_routes() {
     reply.assert_error("POST without a version", StatusCode::NOT_FOUND, "Not found");
 }
 
+/// A file part sent without a Content-Type, as Python's requests sends one,
+/// is a file by its `filename` parameter even when the name cannot be read
+/// (not UTF-8, or only `filename*`); its type is the `type` field's.
+#[tokio::test]
+async fn a_file_part_is_a_file_by_its_filename_alone() {
+    let (s, app) = service().await;
+    for filename in [&b"filename=\"ph\xffoto.png\""[..], b"filename*=UTF-8''a.png"] {
+        let case = String::from_utf8_lossy(filename).into_owned();
+        let headers = [&b"Content-Disposition: form-data; name=\"file\"; "[..], filename].concat();
+        let form = [
+            text("messaging_product", b"whatsapp"),
+            part(&headers, &png_bytes(100)),
+            text("type", b"image/png"),
+            end(),
+        ]
+        .concat();
+        let reply = s.send(upload_call(&app, PHONE, form)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{case}: {}", reply.text());
+        let id = reply.json()["id"].as_str().unwrap().to_owned();
+        let lookup = s.send(bearer(Call::get(format!("/v23.0/{id}")), &app)).await;
+        assert_eq!(lookup.json()["file_size"], "100", "{case}");
+    }
+    assert_eq!(s.stored().await, 2);
+}
+
+/// A Graph route's path that does not read, or a method it does not have,
+/// is a Graph error like the route's others (Graph clients read
+/// `error.code`): an invalid parameter, or Meta's unsupported request with
+/// 405 and `Allow`. A path whose first segment is no version is no Graph
+/// route: the service's plain 404, even when it does not read, or its own
+/// 405 for a wrong method. Nothing is stored.
+#[tokio::test]
+async fn a_bad_path_or_method_on_a_graph_route_is_a_graph_error() {
+    let (s, app) = service().await;
+    let not_utf8 = graph(
+        "(#100) Invalid URL: Invalid UTF-8 in `id`",
+        "OAuthException",
+        100,
+        None,
+        None,
+    );
+    for (method, uri) in [
+        (Method::GET, "/v23.0/%FF"),
+        (Method::DELETE, "/v23.0/%FF%FE"),
+        (Method::GET, "/%7623.0/%FF"),
+        (Method::PUT, "/v23.0/%FF"),
+    ] {
+        let reply = s.send(bearer(Call::new(method.clone(), uri), &app)).await;
+        assert_graph(
+            &reply,
+            &format!("{method} {uri}"),
+            StatusCode::BAD_REQUEST,
+            &not_utf8,
+        );
+    }
+    let reply = s
+        .send(upload_call(&app, "%FF", wa_form("image/png", &png_bytes(10))))
+        .await;
+    assert_graph(
+        &reply,
+        "POST /v23.0/%FF/media",
+        StatusCode::BAD_REQUEST,
+        &not_utf8,
+    );
+
+    let medium = "1037543291543636";
+    for (method, uri, id, allow) in [
+        (Method::PUT, format!("/v23.0/{medium}"), medium, "GET,HEAD,DELETE"),
+        (
+            Method::POST,
+            format!("/v23.0/{medium}"),
+            medium,
+            "GET,HEAD,DELETE",
+        ),
+        (
+            Method::PATCH,
+            format!("/v19.0/{medium}"),
+            medium,
+            "GET,HEAD,DELETE",
+        ),
+        (Method::GET, format!("/v23.0/{PHONE}/media"), PHONE, "POST"),
+        (Method::DELETE, format!("/v23.0/{PHONE}/media"), PHONE, "POST"),
+    ] {
+        let case = format!("{method} {uri}");
+        let reply = s.send(bearer(Call::new(method.clone(), uri), &app)).await;
+        let lower = method.as_str().to_ascii_lowercase();
+        let body = unknown(&lower, id);
+        assert_graph(&reply, &case, StatusCode::METHOD_NOT_ALLOWED, &body);
+        assert_eq!(reply.header("allow"), Some(allow), "{case}");
+    }
+
+    for (method, uri) in [
+        (Method::GET, "/foo/bar"),
+        (Method::DELETE, "/foo/bar"),
+        (Method::GET, "/%FF/1037543291543636"),
+        (Method::GET, "/foo/%FF"),
+        (Method::POST, "/x1.0/%FF/media"),
+    ] {
+        let reply = s.send(bearer(Call::new(method.clone(), uri), &app)).await;
+        reply.assert_error(&format!("{method} {uri}"), StatusCode::NOT_FOUND, "Not found");
+    }
+    let reply = s.send(bearer(Call::new(Method::PUT, "/foo/bar"), &app)).await;
+    reply.assert_error(
+        "PUT /foo/bar",
+        StatusCode::METHOD_NOT_ALLOWED,
+        "Method not allowed",
+    );
+    assert_eq!(s.stored().await, 0);
+}
+
 #[tokio::test]
 async fn without_link_keys_the_url_is_the_authenticated_download() {
     let s = Service::with(|state| state.links = None).await;

@@ -6,7 +6,7 @@
 
 use axum::Json;
 use axum::extract::Request;
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use mediavault_storage::{AuthError, ReadError, StoreError, UploadError};
@@ -119,6 +119,16 @@ impl GraphError {
                      read the Graph API documentation at https://developers.facebook.com/docs/graph-api"
                 ),
             )
+        }
+    }
+
+    /// A method the route does not have, as Meta answers one: the object
+    /// "does not support this operation", with 405 rather than Meta's 400,
+    /// since no method is served there to any caller.
+    pub fn unsupported_method(method: &Method, id: &str) -> GraphError {
+        GraphError {
+            status: StatusCode::METHOD_NOT_ALLOWED,
+            ..GraphError::unknown_object(&method.as_str().to_ascii_lowercase(), id)
         }
     }
 

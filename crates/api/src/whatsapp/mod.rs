@@ -10,20 +10,23 @@ mod error;
 pub(crate) mod media;
 pub(crate) mod upload;
 
-use axum::extract::FromRequestParts;
-use axum::http::HeaderMap;
+use axum::extract::{FromRequestParts, Path, Request};
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method};
+use axum::middleware::from_fn;
+use axum::response::{IntoResponse, Response};
+use axum::routing::MethodRouter;
 use mediavault_storage::App;
+use percent_encoding::percent_decode_str;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
 use crate::ApiState;
 use crate::auth::{TokenOf, check_token};
-use crate::error::ApiError;
 use crate::limits::ClientAddr;
-use crate::path::ApiPath;
 
-pub use error::{GraphError, envelope};
+pub use error::GraphError;
+use error::envelope;
 
 /// Failed Bearer authentications with tokens never issued are counted
 /// under this scope, the address's (see `check_token`): the token names its
@@ -41,18 +44,58 @@ pub struct GraphPath {
 }
 
 /// A `GraphPath` whose version reads like one: any other path is not a
-/// Graph route, and answers the service's plain 404.
+/// Graph route, and answers the service's plain 404. A Graph route's path
+/// that does not read (an id that is not UTF-8) is Graph's invalid
+/// parameter, as every other failure on these routes is a Graph error.
 pub struct Versioned(pub GraphPath);
 
 impl<S: Send + Sync> FromRequestParts<S> for Versioned {
-    type Rejection = ApiError;
+    type Rejection = Response;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Versioned, ApiError> {
-        let ApiPath(path) = ApiPath::<GraphPath>::from_request_parts(parts, state).await?;
-        if !is_version(&path.version) {
-            return Err(crate::error::not_found().await);
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Versioned, Response> {
+        match graph_path(parts, state).await {
+            Some(Ok(path)) => Ok(Versioned(path)),
+            Some(Err(error)) => Err(error.into_response()),
+            None => Err(crate::error::not_found().await.into_response()),
         }
-        Ok(Versioned(path))
+    }
+}
+
+/// The request's path as a Graph route's: `None` when its first segment is
+/// not a version (no Graph route), else the path, or Graph's invalid
+/// parameter when it does not read.
+async fn graph_path<S: Send + Sync>(parts: &mut Parts, state: &S) -> Option<Result<GraphPath, GraphError>> {
+    match Path::<GraphPath>::from_request_parts(parts, state).await {
+        Ok(Path(path)) => is_version(&path.version).then_some(Ok(path)),
+        // The rejection does not say whether the version read: it is read
+        // again from the raw path, decoded as the router decodes it.
+        Err(rejection) => {
+            let version = parts.uri.path().split('/').nth(1).unwrap_or_default();
+            let is_graph = percent_decode_str(version)
+                .decode_utf8()
+                .is_ok_and(|version| is_version(&version));
+            is_graph.then(|| Err(GraphError::invalid_parameter(rejection.body_text())))
+        }
+    }
+}
+
+/// The WhatsApp routes' `method_router`, finished: a method the route does
+/// not have is a Graph error like any other failure there, and `envelope`
+/// writes each Graph error's body. The fallback is set before the layer, so
+/// that the envelope wraps it and the router-wide 405 does not replace it.
+pub fn graph_route(method_router: MethodRouter<ApiState>) -> MethodRouter<ApiState> {
+    method_router.fallback(wrong_method).layer(from_fn(envelope))
+}
+
+/// A method a Graph route does not have: Graph's unsupported-request error
+/// with 405 (and the `Allow` header the router adds). A path that is not a
+/// Graph route answers the service's own 405, as it did.
+async fn wrong_method(method: Method, request: Request) -> Response {
+    let (mut parts, _) = request.into_parts();
+    match graph_path(&mut parts, &()).await {
+        Some(Ok(path)) => GraphError::unsupported_method(&method, &path.id).into_response(),
+        Some(Err(error)) => error.into_response(),
+        None => crate::error::method_not_allowed().await.into_response(),
     }
 }
 
