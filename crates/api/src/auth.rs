@@ -53,11 +53,12 @@ pub(crate) enum TokenOf<'a> {
 ///
 /// Where the request names no app (`TokenOf::AnyApp`), `scope` is the
 /// address's alone, and a failure is counted there only when the token was
-/// never issued. One issued to an app (revoked since, or its app deleted)
-/// is that app's client's: its failures lock the address out of that app
+/// never issued. One issued to an app and revoked since is that app's
+/// client's: its failures lock the address out of that app
 /// alone, as a path naming the app would, and a token of that app is
 /// checked against that lock-out. A client still sending its app's revoked
-/// token must not lock out every other app used from its address.
+/// token must not lock out every other app used from its address. (A
+/// deleted app's tokens go with it, and count as never issued.)
 pub(crate) async fn check_token(
     state: &ApiState,
     scope: &str,

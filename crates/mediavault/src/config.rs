@@ -324,11 +324,13 @@ impl Config {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
-        if self.media.max_file_bytes == 0 {
-            bail!("media.max_file_bytes must be above 0");
+        // The ranges an app's own settings have: these are every app's
+        // defaults, which creating an app checks as its own.
+        if !(1..=i64::MAX as u64).contains(&self.media.max_file_bytes) {
+            bail!("media.max_file_bytes must be from 1 to {}", i64::MAX);
         }
-        if self.media.retention < Duration::from_secs(1) {
-            bail!("media.retention must be at least 1s");
+        if !(Duration::from_secs(1)..=mediavault_storage::MAX_RETENTION).contains(&self.media.retention) {
+            bail!("media.retention must be from 1s to 100 years");
         }
         for (key, limit) in [
             ("media.max_bytes_stored", self.media.max_bytes_stored),
@@ -756,6 +758,16 @@ mod tests {
             jail.set_env("MEDIAVAULT__MEDIA__RETENTION", "soon");
             let error = Config::load(None, &Overrides::default()).unwrap_err().to_string();
             assert!(error.to_lowercase().contains("media.retention"), "{error}");
+            // Defaults past an app's own ranges, which would refuse every
+            // app created without its own values.
+            jail.set_env("MEDIAVAULT__MEDIA__RETENTION", "200y");
+            let error = Config::load(None, &Overrides::default()).unwrap_err().to_string();
+            assert!(error.contains("media.retention"), "{error}");
+            jail.set_env("MEDIAVAULT__MEDIA__RETENTION", "36500d");
+            Config::load(None, &Overrides::default()).unwrap();
+            jail.set_env("MEDIAVAULT__MEDIA__MAX_FILE_BYTES", "9223372036854775808");
+            let error = Config::load(None, &Overrides::default()).unwrap_err().to_string();
+            assert!(error.contains("media.max_file_bytes"), "{error}");
             Ok(())
         });
     }

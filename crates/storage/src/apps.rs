@@ -31,6 +31,10 @@ pub fn token_id_of(token: &str) -> TokenId {
     TokenId::new(&token_digest(token)[..16])
 }
 
+/// The longest retention an app (or the configured default) may have:
+/// expiry times are milliseconds in an i64, kept far from overflow.
+pub const MAX_RETENTION: Duration = Duration::from_secs(100 * 365 * 86_400);
+
 /// Retention in whole seconds, from one second to 100 years.
 fn retention(retention: Duration) -> Result<Duration, AdminError> {
     let seconds = retention.as_secs();
@@ -39,8 +43,7 @@ fn retention(retention: Duration) -> Result<Duration, AdminError> {
             "retention must be at least one second".into(),
         ));
     }
-    // Expiry times are milliseconds in an i64: keep far from overflow.
-    if seconds > 100 * 365 * 86_400 {
+    if seconds > MAX_RETENTION.as_secs() {
         return Err(AdminError::Invalid("retention must be at most 100 years".into()));
     }
     Ok(Duration::from_secs(seconds))
@@ -276,51 +279,79 @@ impl Vault {
     /// in the same transaction: `Conflict`, and nothing changed, if another
     /// app has one of them.
     pub async fn update_app(&self, id: &AppId, update: AppUpdate) -> Result<App, AdminError> {
-        let mut app = self.get_app(id).await?;
-        if let Some(new) = &update.name {
-            app.name = name(new)?;
-        }
-        if let Some(capi) = update.capi {
-            app.capi = capi;
-        }
-        if let Some(new) = update.retention {
-            app.retention = retention(new)?;
-        }
-        if let Some(bytes) = update.max_file_bytes {
-            app.max_file_bytes = max_file_bytes(bytes)?;
-        }
-        if let Some(types) = &update.allowed_types {
-            app.allowed_types = types.as_deref().map(allowed_types).transpose()?;
-        }
-        if let Some(rate) = update.uploads_per_second {
-            app.uploads_per_second = rate.map(uploads_per_second).transpose()?;
-        }
-        if let Some(bytes) = update.max_bytes_stored {
-            app.max_bytes_stored = bytes.map(max_bytes_stored).transpose()?;
-        }
-        if let Some(media) = update.max_media {
-            app.max_media = media.map(max_media).transpose()?;
-        }
-        if let Some(limits) = &update.wa_type_limits {
-            app.wa_type_limits = limits.as_deref().map(wa_type_limits).transpose()?;
-        }
+        // Every value is checked before anything is read: applying them to
+        // the app as the transaction reads it can then not fail.
+        let name = update.name.as_deref().map(name).transpose()?;
+        let retention = update.retention.map(retention).transpose()?;
+        let max_file_bytes = update.max_file_bytes.map(max_file_bytes).transpose()?;
+        let allowed_types = update
+            .allowed_types
+            .as_ref()
+            .map(|types| types.as_deref().map(allowed_types).transpose())
+            .transpose()?;
+        let uploads_per_second = update
+            .uploads_per_second
+            .map(|rate| rate.map(uploads_per_second).transpose())
+            .transpose()?;
+        let max_bytes_stored = update
+            .max_bytes_stored
+            .map(|bytes| bytes.map(max_bytes_stored).transpose())
+            .transpose()?;
+        let max_media = update
+            .max_media
+            .map(|media| media.map(max_media).transpose())
+            .transpose()?;
+        let wa_type_limits = update
+            .wa_type_limits
+            .as_ref()
+            .map(|limits| limits.as_deref().map(wa_type_limits).transpose())
+            .transpose()?;
         let phone_number_ids = update
             .wa_phone_number_ids
             .as_deref()
             .map(phone_number_ids)
             .transpose()?;
+        let change = |app: &mut App| {
+            if let Some(name) = name {
+                app.name = name;
+            }
+            if let Some(capi) = update.capi {
+                app.capi = capi;
+            }
+            if let Some(retention) = retention {
+                app.retention = retention;
+            }
+            if let Some(bytes) = max_file_bytes {
+                app.max_file_bytes = bytes;
+            }
+            if let Some(types) = allowed_types {
+                app.allowed_types = types;
+            }
+            if let Some(rate) = uploads_per_second {
+                app.uploads_per_second = rate;
+            }
+            if let Some(bytes) = max_bytes_stored {
+                app.max_bytes_stored = bytes;
+            }
+            if let Some(media) = max_media {
+                app.max_media = media;
+            }
+            if let Some(limits) = wa_type_limits {
+                app.wa_type_limits = limits;
+            }
+        };
         match self
             .inner
             .meta
-            .update_app(&app, phone_number_ids.as_deref(), now_millis())
+            .update_app(id, change, phone_number_ids.as_deref(), now_millis())
             .await?
         {
-            AppWrite::Written => {
+            (AppWrite::Written, Some(app)) => {
                 self.inner.tokens.forget_all();
                 Ok(app)
             }
-            AppWrite::NotFound => Err(AdminError::AppNotFound(id.to_string())),
-            AppWrite::PhoneNumberTaken(taken) => Err(phone_number_taken(&taken)),
+            (AppWrite::PhoneNumberTaken(taken), _) => Err(phone_number_taken(&taken)),
+            _ => Err(AdminError::AppNotFound(id.to_string())),
         }
     }
 
@@ -497,9 +528,10 @@ impl Vault {
         Ok(app)
     }
 
-    /// The app `token` was issued to, live or not (revoked since, or its app
-    /// deleted); `None` for a token never issued. Asked only of a refused
-    /// token, to tell whose client sent it.
+    /// The app `token` was issued to, live or revoked; `None` for a token
+    /// the database does not know (never issued, or its app deleted, which
+    /// deletes its tokens). Asked only of a refused token, to tell whose
+    /// client sent it.
     pub async fn issuer_of_token(&self, token: &str) -> Result<Option<AppId>, StoreError> {
         if token.is_empty() || token.len() > TOKEN_MAX_LEN {
             return Ok(None);
@@ -660,6 +692,59 @@ mod tests {
         .await;
     }
 
+    /// Two changes of one app at once, each of other settings, both hold:
+    /// each is applied to the app as its transaction reads it, not to a copy
+    /// read before (which would write the other's setting back). On
+    /// PostgreSQL both wait on a transaction holding the app's row, so that
+    /// both have read before either writes, were they to read first.
+    #[tokio::test]
+    async fn changes_made_at_once_both_hold() {
+        on_each_dialect(|vault| async move {
+            let a = app_with_numbers(&vault, "a", &[]).await.unwrap();
+            let held = match &vault.inner.meta {
+                crate::meta::Metadata::Postgres { pool, .. } => {
+                    let mut tx = pool.begin().await.unwrap();
+                    sqlx::query("SELECT 1 FROM apps WHERE id = $1 FOR NO KEY UPDATE")
+                        .bind(&a.id)
+                        .execute(&mut *tx)
+                        .await
+                        .unwrap();
+                    Some(tx)
+                }
+                crate::meta::Metadata::Sqlite { .. } => None,
+            };
+            let renamed = tokio::spawn({
+                let (vault, id) = (vault.clone(), a.id.clone());
+                async move {
+                    let update = AppUpdate {
+                        name: Some("renamed".into()),
+                        ..AppUpdate::default()
+                    };
+                    vault.update_app(&id, update).await
+                }
+            });
+            let limited = tokio::spawn({
+                let (vault, id) = (vault.clone(), a.id.clone());
+                async move {
+                    let update = AppUpdate {
+                        max_media: Some(Some(5)),
+                        ..AppUpdate::default()
+                    };
+                    vault.update_app(&id, update).await
+                }
+            });
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if let Some(tx) = held {
+                tx.commit().await.unwrap();
+            }
+            renamed.await.unwrap().unwrap();
+            limited.await.unwrap().unwrap();
+            let app = vault.get_app(&a.id).await.unwrap();
+            assert_eq!((app.name.as_str(), app.max_media), ("renamed", Some(5)));
+        })
+        .await;
+    }
+
     /// A live token presented for another app, or for an app id no app
     /// has, is refused by a lookup in the database, as one never issued
     /// is, though its own app's answer is in memory: answered from memory,
@@ -723,12 +808,10 @@ mod tests {
             let token = vault.issue_token(&a.id, None).await.unwrap();
             assert!(vault.authenticate_token(&token.token).await.unwrap().capi);
 
-            let mut changed = a.clone();
-            changed.capi = false;
             vault
                 .inner
                 .meta
-                .update_app(&changed, None, now_millis())
+                .update_app(&a.id, |app| app.capi = false, None, now_millis())
                 .await
                 .unwrap();
             within_one_second(

@@ -32,7 +32,7 @@ mod token_cache;
 mod upload;
 mod vault;
 
-pub use apps::token_id_of;
+pub use apps::{MAX_RETENTION, token_id_of};
 pub use blobs::{BlobConfig, PART_SIZE};
 pub use database_url::{DatabaseUrl, UnsupportedDatabaseUrl};
 pub use download::{PlaintextStream, StoredMedia};

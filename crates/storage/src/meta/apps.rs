@@ -226,37 +226,58 @@ impl Metadata {
         Ok(row.map(App::from))
     }
 
-    /// Changes an app's settings and, given `phone_number_ids` (without
-    /// duplicates), replaces the set mapped to it, in one transaction. Usage
-    /// is left as it is: a changed quota judges the next reservation.
+    /// Changes an app's settings as `change` says and, given
+    /// `phone_number_ids` (without duplicates), replaces the set mapped to
+    /// it, in one transaction; the app as written comes back with
+    /// `AppWrite::Written`. Usage is left as it is: a changed quota judges
+    /// the next reservation.
+    ///
+    /// The app is read in the transaction that writes it, its row locked
+    /// (PostgreSQL; SQLite writes one at a time): two changes at once, each
+    /// of other settings, both hold, where writing back settings read before
+    /// would undo the other's.
     pub(crate) async fn update_app(
         &self,
-        app: &App,
+        id: &AppId,
+        change: impl FnOnce(&mut App),
         phone_number_ids: Option<&[String]>,
         now: Millis,
-    ) -> Result<AppWrite, StoreError> {
-        let app = AppRow::from(app);
+    ) -> Result<(AppWrite, Option<App>), StoreError> {
+        let lock = match self {
+            Metadata::Postgres { .. } => " FOR NO KEY UPDATE",
+            Metadata::Sqlite { .. } => "",
+        };
+        let read = sqlx::AssertSqlSafe(format!(
+            "SELECT {APP_COLUMNS} FROM apps WHERE id = $1 AND deleted_at IS NULL{lock}"
+        ));
         const SQL: &str = "UPDATE apps SET name = $2, capi = $3, retention_seconds = $4, max_file_bytes = $5, \
                            allowed_types = $6, uploads_per_second = $7, max_bytes_stored = $8, max_media = $9, \
                            wa_type_limits = $10 WHERE id = $1 AND deleted_at IS NULL";
         Ok(on_write_pool!(self, pool => {
             let mut tx = pool.begin().await?;
+            let found: Option<AppRow> = sqlx::query_as(read).bind(id).fetch_optional(&mut *tx).await?;
+            let Some(found) = found else {
+                return Ok((AppWrite::NotFound, None));
+            };
+            let mut changed = App::from(found);
+            change(&mut changed);
+            let app = AppRow::from(&changed);
             let updated = bind_app_settings!(sqlx::query(SQL), app)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
             if updated == 0 {
-                return Ok(AppWrite::NotFound);
+                return Ok((AppWrite::NotFound, None));
             }
             let taken = match phone_number_ids {
                 Some(ids) => map_phone_numbers!(tx, &app.id, ids, now),
                 None => None,
             };
             match taken {
-                Some(taken) => Ok::<_, sqlx::Error>(AppWrite::PhoneNumberTaken(taken)),
+                Some(taken) => Ok::<_, sqlx::Error>((AppWrite::PhoneNumberTaken(taken), None)),
                 None => {
                     tx.commit().await?;
-                    Ok(AppWrite::Written)
+                    Ok((AppWrite::Written, Some(changed)))
                 }
             }
         })?)
