@@ -245,6 +245,48 @@ async fn readiness_names_the_store_that_does_not_answer() {
     f.stores.blobs.endpoint = Some(garage);
 }
 
+/// A bucket that does not exist (a typo, or deleted) fails every upload and
+/// download, so the probe must fail too; S3 answers a HEAD of any key in it
+/// with the same bare 404 as a missing key in a bucket that is there.
+#[tokio::test]
+async fn readiness_fails_for_a_bucket_that_does_not_exist() {
+    let mut stores = Stores::new(Backends::SqliteS3).await;
+    let (app_id, token) = app_with_retention(&stores, "30d");
+    let there = stores.blobs.url.clone();
+    let missing = format!("s3://no-such-bucket-{}/media", uuid::Uuid::new_v4().simple());
+    stores.blobs.url = missing;
+    let mut f = Fixture::serve(stores, app_id, token, &[]);
+    let ready = f.client.get(f.server.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!(body["checks"]["blobs"], "unavailable");
+    assert_eq!(body["checks"]["metadata"], "ok");
+    f.stores.blobs.url = there;
+}
+
+/// A local store's directory that is gone (deleted, or a volume that is
+/// not mounted) fails the probe; the empty one the service starts with
+/// does not.
+#[tokio::test]
+async fn readiness_fails_without_the_blob_directory() {
+    let stores = Stores::new(Backends::SqliteFiles).await;
+    let (app_id, token) = app_with_retention(&stores, "30d");
+    let f = Fixture::serve(stores, app_id, token, &[]);
+    let ready = f.client.get(f.server.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200, "an empty blob directory is ready");
+    let root = std::path::PathBuf::from(&f.stores.blobs.url);
+    let aside = root.with_extension("aside");
+    std::fs::rename(&root, &aside).unwrap();
+    let ready = f.client.get(f.server.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!(body["checks"]["blobs"], "unavailable");
+    assert_eq!(body["checks"]["metadata"], "ok");
+    std::fs::rename(&aside, &root).unwrap();
+    let ready = f.client.get(f.server.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+}
+
 #[tokio::test]
 async fn uploads_past_the_cap_get_503_with_retry_after() {
     let f = Fixture::with_env(

@@ -15,6 +15,7 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt, TryStreamExt};
 use object_store::aws::AmazonS3Builder;
+use object_store::list::{PaginatedListOptions, PaginatedListStore};
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
@@ -179,6 +180,9 @@ pub(crate) struct Blobs {
     /// Whether reads fetch the blob in windows (remote stores): a local file
     /// is read at the reader's pace without holding anything but the file.
     windowed: bool,
+    /// S3 only: the bucket and the service's full key prefix in it, for
+    /// `ping`'s listing of at most one key.
+    probe: Option<(Arc<dyn PaginatedListStore>, String)>,
 }
 
 impl std::fmt::Debug for Blobs {
@@ -192,6 +196,7 @@ impl Blobs {
         let bad = |why: String| StoreError::Config(format!("blobs.url {:?}: {why}", config.url));
         let url = config.url.trim();
         let mut multipart = None;
+        let mut probe = None;
         let store: Arc<dyn ObjectStore> = if let Some(rest) = url.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
             if bucket.is_empty() {
@@ -243,10 +248,11 @@ impl Blobs {
             };
             multipart = Some(Arc::new(MultipartUploads::new(
                 s3.clone(),
-                media_keys,
+                media_keys.clone(),
                 &client_options,
                 config.timeout,
             )?));
+            probe = Some((s3.clone() as Arc<dyn PaginatedListStore>, media_keys));
             if prefix.is_empty() {
                 s3
             } else {
@@ -278,6 +284,7 @@ impl Blobs {
             read_ahead_budget: Arc::new(Semaphore::new(READ_AHEAD_BUDGET)),
             windows_ahead_budget: Arc::new(Semaphore::new(WINDOWS_AHEAD_BUDGET)),
             windowed: config.local_dir().is_none(),
+            probe,
         })
     }
 
@@ -500,15 +507,51 @@ impl Blobs {
             .map_err(|e| staging_error(format!("staging sweep: {e}")))?
     }
 
-    /// Answers whether the store is reachable, without writing.
+    /// Answers whether the store is there to take and serve blobs, without
+    /// writing. Not a HEAD of some key: S3 answers one for a bucket that does
+    /// not exist with a bare 404, as for a missing key, and a local store
+    /// lists a missing directory as empty. So S3 is asked for at most one
+    /// key under the service's prefix, which an existing bucket answers
+    /// (the prefix empty or not) and a missing one refuses (NoSuchBucket);
+    /// the sweeps list that prefix anyway, so the credentials allow it. A
+    /// local store's directory must exist and be a directory.
     pub(crate) async fn ping(&self) -> Result<(), StoreError> {
-        match self
-            .bounded(self.store.head(&Path::from("readiness-probe")))
+        let result = if let Some((bucket, prefix)) = &self.probe {
+            let options = PaginatedListOptions {
+                max_keys: Some(1),
+                ..PaginatedListOptions::default()
+            };
+            self.uncounted(bucket.list_paginated(Some(prefix), options))
+                .await
+                .map(|_| ())
+        } else if let Some(dir) = &self.local_dir {
+            let missing = |why: String| object_store::Error::Generic {
+                store: "LocalFileSystem",
+                source: format!("{}: {why}", dir.display()).into(),
+            };
+            let check = async {
+                match tokio::fs::metadata(dir).await {
+                    Ok(meta) if meta.is_dir() => Ok(()),
+                    Ok(_) => Err(missing("not a directory".into())),
+                    Err(e) => Err(missing(e.to_string())),
+                }
+            };
+            self.uncounted(check).await
+        } else {
+            self.uncounted(
+                self.store
+                    .list(Some(&Path::from(MEDIA_PREFIX)))
+                    .next()
+                    .map(Option::transpose),
+            )
             .await
-        {
-            Ok(_) | Err(StoreError::Blobs(object_store::Error::NotFound { .. })) => Ok(()),
-            Err(e) => Err(e),
+            .map(|_| ())
+        };
+        // Here even "not found" means the store is not there.
+        if result.is_err() {
+            count_store_error();
         }
+        result
     }
 }
 
@@ -1131,12 +1174,13 @@ mod tests {
 
     /// Blobs under a fresh prefix of the Garage test bucket.
     fn garage() -> Blobs {
+        garage_bucket(&required_env("MEDIAVAULT_TEST_S3_BUCKET"))
+    }
+
+    /// Blobs under a fresh prefix of `bucket` on the test Garage.
+    fn garage_bucket(bucket: &str) -> Blobs {
         Blobs::open(&BlobConfig {
-            url: format!(
-                "s3://{}/test-{}",
-                required_env("MEDIAVAULT_TEST_S3_BUCKET"),
-                uuid::Uuid::new_v4().simple()
-            ),
+            url: format!("s3://{bucket}/test-{}", uuid::Uuid::new_v4().simple()),
             endpoint: Some(required_env("MEDIAVAULT_TEST_S3_ENDPOINT")),
             region: Some("garage".into()),
             access_key_id: Some(required_env("MEDIAVAULT_TEST_S3_ACCESS_KEY_ID")),
@@ -1429,5 +1473,36 @@ mod tests {
         );
         drop(stream);
         blobs.delete(key).await.unwrap();
+    }
+
+    /// The probe answers for a bucket that is there, however empty the
+    /// service's prefix, and fails for one that is not: S3 answers a HEAD
+    /// of any key in a missing bucket with the same 404 as a missing key.
+    #[tokio::test]
+    async fn ping_fails_for_a_bucket_that_does_not_exist() {
+        garage()
+            .ping()
+            .await
+            .expect("an empty prefix of the bucket answers");
+        let missing = format!("no-such-bucket-{}", uuid::Uuid::new_v4().simple());
+        let Err(error) = garage_bucket(&missing).ping().await else {
+            panic!("a missing bucket probed ok");
+        };
+        assert!(format!("{error:?}").contains("NoSuchBucket"), "{error:?}");
+    }
+
+    /// The probe fails once the local store's directory is gone (deleted,
+    /// or a volume that is not mounted) or is not a directory; an empty
+    /// one answers.
+    #[tokio::test]
+    async fn ping_fails_without_the_local_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("blobs");
+        let blobs = Blobs::open(&BlobConfig::local(root.display().to_string())).unwrap();
+        blobs.ping().await.expect("an empty directory answers");
+        std::fs::remove_dir(&root).unwrap();
+        assert!(blobs.ping().await.is_err(), "a missing directory probed ok");
+        std::fs::write(&root, b"").unwrap();
+        assert!(blobs.ping().await.is_err(), "a file probed ok");
     }
 }
