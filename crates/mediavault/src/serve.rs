@@ -41,6 +41,19 @@ pub async fn serve(config: &Config, vault: Vault) -> anyhow::Result<()> {
         None
     };
     let metrics = install_metrics()?;
+    // A recorder installed by hand drains its histograms' samples only
+    // when rendered or kept up: without a scrape they would pile up for
+    // ever, a few bytes a request. Aborted with the task at exit.
+    let _metrics_upkeep = tokio_util::task::AbortOnDropHandle::new(tokio::spawn({
+        let metrics = metrics.clone();
+        async move {
+            let mut every = tokio::time::interval(METRICS_UPKEEP_EVERY);
+            loop {
+                every.tick().await;
+                metrics.run_upkeep();
+            }
+        }
+    }));
     let interrupt = tokio_util::sync::CancellationToken::new();
     let app = router(ApiState {
         vault: vault.clone(),
@@ -143,6 +156,10 @@ fn announce_dev_app(dev: &embedded::DevApp, addr: std::net::SocketAddr) {
         id = dev.app.id
     );
 }
+
+/// How often the metrics recorder drains histogram samples into buckets
+/// (the exporter's own default where it spawns its upkeep).
+const METRICS_UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The Prometheus recorder behind `/metrics`; durations get histogram buckets.
 fn install_metrics() -> anyhow::Result<PrometheusHandle> {

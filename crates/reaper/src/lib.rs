@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use mediavault_storage::{ReapCounts, StoreError, Vault, now_millis};
 use serde::Serialize;
 use tokio::task::JoinSet;
+use tokio_util::task::AbortOnDropHandle;
 
 pub use key_table::rewrite_keys;
 
@@ -70,10 +71,15 @@ pub async fn reap_once(vault: &Vault, now: i64, budget: Duration) -> Result<Pass
             ..PassReport::default()
         });
     };
-    let mut report = reap_due(vault, now, budget).await?;
-    vault.reap_deleted_apps().await?;
+    let reaped = match reap_due(vault, now, budget).await {
+        Ok(report) => vault.reap_deleted_apps().await.map(|_| report),
+        failed => failed,
+    };
+    // The epoch-key upkeep runs whatever became of the reaping: a metadata
+    // store failing the claims must not hold a day's key past its deadline.
+    let mut report = reaped.as_ref().copied().unwrap_or_default();
     keep_epoch_keys(vault, now, &mut report).await;
-    Ok(report)
+    reaped.map(|_| report)
 }
 
 /// The pipeline of [`reap_once`]. On an error no new batch is claimed; the
@@ -126,21 +132,22 @@ async fn reap_due(vault: &Vault, now: i64, budget: Duration) -> Result<PassRepor
     }
 }
 
-/// Makes and destroys epoch keys as `now` needs; a failure (the provider
-/// away) is logged and left to the next pass, as the reaping is done.
+/// Destroys and makes epoch keys as `now` needs. A failure (the provider
+/// away) is logged, counted and left to the next pass; it fails no pass.
+/// What an upkeep that failed in part did is counted all the same.
 async fn keep_epoch_keys(vault: &Vault, now: i64, report: &mut PassReport) {
-    match vault.keep_epoch_keys(now).await {
-        Ok(upkeep) => {
-            report.epoch_keys_made = upkeep.made.len() as u64;
-            report.epoch_keys_destroyed = upkeep.destroyed.len() as u64;
-            metrics::counter!("mediavault_epoch_keys_made_total").increment(report.epoch_keys_made);
-            metrics::counter!("mediavault_epoch_keys_destroyed_total").increment(report.epoch_keys_destroyed);
-        }
-        Err(error) => {
+    let upkeep = match vault.keep_epoch_keys(now).await {
+        Ok(upkeep) => upkeep,
+        Err(failed) => {
             metrics::counter!("mediavault_epoch_key_upkeep_failures_total").increment(1);
-            tracing::warn!(%error, "epoch key upkeep failed; the next pass retries");
+            tracing::warn!(error = %failed.error, "epoch key upkeep failed; the next pass retries");
+            failed.upkeep
         }
-    }
+    };
+    report.epoch_keys_made = upkeep.made.len() as u64;
+    report.epoch_keys_destroyed = upkeep.destroyed.len() as u64;
+    metrics::counter!("mediavault_epoch_keys_made_total").increment(report.epoch_keys_made);
+    metrics::counter!("mediavault_epoch_keys_destroyed_total").increment(report.epoch_keys_destroyed);
 }
 
 /// A six-field cron expression (`sec min hour day month weekday`).
@@ -185,10 +192,13 @@ pub struct ReaperSettings {
 
 /// Runs reaper passes on `settings.schedule`, orphan sweeps on
 /// `settings.sweep_schedule` and key-table rewrites every
-/// `settings.rewrite_keys_every` until the task is aborted.
+/// `settings.rewrite_keys_every` until the task is aborted. The sweeps and
+/// rewrites run on tasks of their own, which end with it however it ends:
+/// left running at shutdown, a rewrite would hold a connection that
+/// closing the database waits for.
 pub fn spawn(vault: Vault, settings: ReaperSettings) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let sweeper = {
+        let _sweeper = AbortOnDropHandle::new({
             let vault = vault.clone();
             let settings = settings.clone();
             tokio::spawn(async move {
@@ -197,24 +207,31 @@ pub fn spawn(vault: Vault, settings: ReaperSettings) -> tokio::task::JoinHandle<
                     sweep(&vault, settings.stale_upload_after).await;
                 }
             })
-        };
-        let rewriter = tokio::spawn(key_table::run(vault.clone(), settings.rewrite_keys_every));
+        });
+        let _rewriter = AbortOnDropHandle::new(tokio::spawn(key_table::run(
+            vault.clone(),
+            settings.rewrite_keys_every,
+        )));
         while let Some(wait) = settings.schedule.until_next() {
             tokio::time::sleep(wait).await;
             run_pass(&vault, settings.budget).await;
         }
-        sweeper.abort();
-        rewriter.abort();
     })
 }
 
 /// One logged pass; failures are logged and left to the next pass. Each
-/// pass also refreshes the `mediavault_media_stored` gauge.
+/// pass also refreshes the `mediavault_media_stored` gauge, once it has
+/// reaped: counted before, the gauge would hold the media the pass removes.
 pub async fn run_pass(vault: &Vault, budget: Duration) -> Option<PassReport> {
     let started = Instant::now();
+    let report = logged_pass(vault, budget, started).await;
     if let Ok(stored) = vault.media_stored().await {
         metrics::gauge!("mediavault_media_stored").set(stored as f64);
     }
+    report
+}
+
+async fn logged_pass(vault: &Vault, budget: Duration, started: Instant) -> Option<PassReport> {
     match reap_once(vault, now_millis(), budget).await {
         Ok(report) if report.skipped => {
             tracing::debug!("reaper pass skipped: another replica's pass is running");
@@ -273,6 +290,61 @@ pub async fn sweep(vault: &Vault, older_than: Duration) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Aborting the reaper's task ends its sweeps (and key-table rewrites)
+    /// too: a stray blob left after the abort is still there seconds later,
+    /// while a reaper left running sweeps it within the second.
+    #[tokio::test]
+    async fn aborting_the_reaper_ends_its_sweeps() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = dir.path().join("blobs");
+        let vault = Vault::open(mediavault_storage::VaultConfig {
+            database_url: format!("sqlite://{}/mv.db?mode=rwc", dir.path().display())
+                .parse()
+                .unwrap(),
+            blobs: mediavault_storage::BlobConfig::local(blobs.to_str().unwrap()),
+            keys: mediavault_storage::Keyring::parse(&mediavault_storage::Keyring::generate_line("k"))
+                .unwrap(),
+            defaults: mediavault_storage::Defaults::default(),
+            stale_upload_after: Duration::from_secs(1),
+        })
+        .await
+        .unwrap();
+        vault.migrate().await.unwrap();
+        let settings = ReaperSettings {
+            schedule: "0 0 0 1 1 *".parse().unwrap(),
+            sweep_schedule: "* * * * * *".parse().unwrap(),
+            budget: Duration::from_secs(10),
+            stale_upload_after: Duration::from_secs(1),
+            rewrite_keys_every: Duration::from_secs(3600),
+        };
+        let stray = blobs.join("media").join("stray");
+        let leave_stray = || {
+            std::fs::create_dir_all(stray.parent().unwrap()).unwrap();
+            std::fs::write(&stray, b"left by a crash").unwrap();
+            let an_hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+            std::fs::File::options()
+                .write(true)
+                .open(&stray)
+                .unwrap()
+                .set_modified(an_hour_ago)
+                .unwrap();
+        };
+
+        let reaper = spawn(vault.clone(), settings.clone());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        reaper.abort();
+        let _ = reaper.await;
+        leave_stray();
+        tokio::time::sleep(Duration::from_millis(2_500)).await;
+        assert!(stray.exists(), "swept after the reaper was aborted");
+
+        let reaper = spawn(vault.clone(), settings);
+        tokio::time::sleep(Duration::from_millis(2_500)).await;
+        assert!(!stray.exists(), "a running reaper sweeps it");
+        reaper.abort();
+        vault.close().await;
+    }
 
     #[test]
     fn schedules_need_six_valid_fields() {

@@ -36,7 +36,7 @@ pub use apps::{MAX_RETENTION, token_id_of};
 pub use blobs::{BlobConfig, PART_SIZE};
 pub use database_url::{DatabaseUrl, UnsupportedDatabaseUrl};
 pub use download::{PlaintextStream, StoredMedia};
-pub use epoch_keys::EpochUpkeep;
+pub use epoch_keys::{EpochUpkeep, EpochUpkeepError};
 pub use error::{AdminError, AuthError, ReadError, StoreError, UploadError};
 pub use ids::{AppId, MediaId, TokenId};
 pub use keys::{ConfiguredKeys, Dek, EpochSettings, KeyError, KeyListError, Keyring};
