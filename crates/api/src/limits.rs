@@ -113,6 +113,11 @@ impl Failures {
     /// How long the lock-out of `key`, or of its network from every scope,
     /// has to run, if either is locked out.
     fn lock_out_left(&mut self, key: &FailureKey) -> Option<Duration> {
+        // Asked on every authenticated request: a network with no lock-out
+        // at all, the common case, is answered by one lookup.
+        if !self.locked_per_network.contains_key(&key.0) {
+            return None;
+        }
         let every = (key.0, EVERY_SCOPE.to_owned());
         self.pair_lock_out_left(key)
             .or_else(|| self.pair_lock_out_left(&every))
@@ -125,6 +130,14 @@ impl Failures {
             return None;
         }
         Some(FAILURE_WINDOW - elapsed)
+    }
+
+    /// Ends the lock-out at the front: the first made.
+    fn unlock_oldest(&mut self) {
+        if let Some((front, _)) = self.locked.front() {
+            let front = front.clone();
+            self.unlock(&front);
+        }
     }
 
     /// Ends the lock-out of `key`.
@@ -169,20 +182,18 @@ impl Failures {
     }
 
     fn lock(&mut self, mut key: FailureKey, started: Instant) {
-        while let Some((front, at)) = self.locked.front()
-            && at.elapsed() >= FAILURE_WINDOW
+        while self
+            .locked
+            .front()
+            .is_some_and(|(_, at)| at.elapsed() >= FAILURE_WINDOW)
         {
-            let front = front.clone();
-            self.unlock(&front);
+            self.unlock_oldest();
         }
         if self.locked_per_network.get(&key.0).copied().unwrap_or(0) >= MAX_LOCKED_PER_NETWORK {
             key.1 = EVERY_SCOPE.to_owned();
         }
-        if self.locked.len() >= self.max_locked
-            && let Some((front, _)) = self.locked.front()
-        {
-            let front = front.clone();
-            self.unlock(&front);
+        if self.locked.len() >= self.max_locked {
+            self.unlock_oldest();
         }
         *self.locked_per_network.entry(key.0).or_default() += 1;
         self.locked.insert(key, started);
