@@ -448,8 +448,39 @@ async fn bad_admin_requests(backends: Backends) {
     let admin = Admin::start(backends).await;
     let app_id = admin.fixture.app_id.clone();
     let tokens = format!("/admin/apps/{app_id}/tokens");
+    let app = format!("/admin/apps/{app_id}");
+    let (_, before) = admin.call(Method::GET, &app, None).await;
     let long_label = "x".repeat(201);
     let cases: &[(Method, &str, Value, StatusCode, &str)] = &[
+        // `null` restores a default; these four have none to restore.
+        (
+            Method::PATCH,
+            &app,
+            json!({"name": null}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "name",
+        ),
+        (
+            Method::PATCH,
+            &app,
+            json!({"capi": null, "maxMedia": 3}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "capi",
+        ),
+        (
+            Method::PATCH,
+            &app,
+            json!({"retentionSeconds": null}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "retentionSeconds",
+        ),
+        (
+            Method::PATCH,
+            &app,
+            json!({"maxFileBytes": null}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "maxFileBytes",
+        ),
         (
             Method::POST,
             "/admin/apps",
@@ -542,6 +573,13 @@ async fn bad_admin_requests(backends: Backends) {
             "App not found",
         ),
         (
+            Method::PATCH,
+            "/admin/apps/%00",
+            json!({"name": "y"}),
+            StatusCode::NOT_FOUND,
+            "App not found",
+        ),
+        (
             Method::DELETE,
             "/admin/apps/%00",
             Value::Null,
@@ -598,6 +636,8 @@ async fn bad_admin_requests(backends: Backends) {
     assert_eq!(response.json::<Value>().await.unwrap()["status"], "error");
     let (_, listed) = admin.call(Method::GET, "/admin/apps", None).await;
     assert_eq!(listed["apps"].as_array().unwrap().len(), 1, "no app was made");
+    let (_, after) = admin.call(Method::GET, &app, None).await;
+    assert_eq!(after, before, "the app was not changed");
     let (_, tokens) = admin.call(Method::GET, &tokens, None).await;
     assert_eq!(
         tokens["tokens"].as_array().unwrap().len(),

@@ -18,6 +18,12 @@ fn by_url(url: &str) -> Form {
         .text("file", url.to_owned())
 }
 
+/// `apps update` of the fixture's app, setting `flag` to `value`.
+fn update_app(f: &Fixture, flag: &str, value: &str) {
+    let (ok, _, err) = cli(&f.stores, &["apps", "update", "--app", &f.app_id, flag, value]);
+    assert!(ok, "apps update failed: {err}");
+}
+
 async fn uploads_by_url(backends: Backends) {
     let f = Fixture::with_env(
         backends,
@@ -25,18 +31,7 @@ async fn uploads_by_url(backends: Backends) {
     )
     .await;
     // 1 MiB: a body past it has been partly written to the store by then.
-    let (ok, _, err) = cli(
-        &f.stores,
-        &[
-            "apps",
-            "update",
-            "--app",
-            &f.app_id,
-            "--max-file-bytes",
-            "1048576",
-        ],
-    );
-    assert!(ok, "apps update failed: {err}");
+    update_app(&f, "--max-file-bytes", "1048576");
     let png = png_bytes(700_000);
     let served = png.clone();
     let origin = Origin::start(move |path| match path {
@@ -85,6 +80,40 @@ async fn uploads_by_url(backends: Backends) {
     );
     assert_eq!(origin.connections(), 2, "only the two allowed fetches connected");
     f.assert_stored(1).await;
+
+    // Room for 300,000 bytes more: the 700,000 fetched pass the quota as
+    // they arrive.
+    update_app(&f, "--max-bytes-stored", "1000000");
+    let (status, body) = f.post(by_url(&origin.url("/media/5678"))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(origin.connections(), 3);
+    f.assert_stored(1).await;
+
+    // Every fetch is counted once, by how it ended, refused ones included.
+    let metrics = f
+        .client
+        .get(f.server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut counted: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("mediavault_url_fetches_total"))
+        .collect();
+    counted.sort_unstable();
+    assert_eq!(
+        counted,
+        [
+            "mediavault_url_fetches_total{result=\"denied_address\"} 1",
+            "mediavault_url_fetches_total{result=\"ok\"} 1",
+            "mediavault_url_fetches_total{result=\"quota\"} 1",
+            "mediavault_url_fetches_total{result=\"too_large\"} 1",
+        ],
+        "{metrics}"
+    );
 }
 
 #[tokio::test]

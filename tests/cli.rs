@@ -401,7 +401,12 @@ fn embedded_files_are_private() {
         assert_eq!(mode(&dir), 0o700, "{}", dir.display());
     }
     let blobs: Vec<_> = blobs.into_iter().map(|entry| entry.into_path()).collect();
-    assert_eq!(blobs.len(), 1, "the uploaded blob: {blobs:?}");
+    // The uploaded blob, and the mark of the installation whose files they are.
+    assert_eq!(blobs.len(), 2, "{blobs:?}");
+    assert!(
+        blobs.contains(&data.join("blobs/mediavault-installation")),
+        "{blobs:?}"
+    );
     let database = ["mediavault.db", "mediavault.db-wal", "mediavault.db-shm"].map(|f| data.join(f));
     for file in database.iter().chain(&blobs) {
         assert_eq!(mode(file), 0o600, "{}", file.display());

@@ -37,6 +37,10 @@ async fn metrics_count_requests_bytes_durations_and_reaping() {
     let f = Fixture::serve(stores, app_id, token, &env);
     let id = f.upload(&png_bytes(10_000)).await;
     assert_eq!(f.download(&id).await.bytes().await.unwrap().len(), 10_000);
+    // A HEAD of a route that answers it with its GET handler: the body the
+    // router drops is not a request cut short.
+    let head = f.client.head(f.server.url("/livez")).send().await.unwrap();
+    assert_eq!(head.status(), 200);
     let deadline = Instant::now() + Duration::from_secs(10);
     let text = loop {
         let text = metrics(&f).await;
@@ -70,6 +74,11 @@ async fn metrics_count_requests_bytes_durations_and_reaping() {
         &["route=\"/partner/app/{app_id}/media\"", "status=\"200\""],
     );
     assert!(uploads.ends_with(" 1"), "{uploads}");
+    let head = requests_total(&text, &["route=\"/livez\"", "method=\"HEAD\""]);
+    assert!(
+        head.contains("outcome=\"complete\"") && head.ends_with(" 1"),
+        "{head}"
+    );
 }
 
 /// The text of `/metrics`.
@@ -221,6 +230,13 @@ async fn invented_methods_add_no_metric_series() {
     );
 }
 
+/// `/readyz` once the last probe's answer, which stands for a second, is
+/// over: the stores are asked again.
+async fn probe_anew(f: &Fixture) -> reqwest::Response {
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    f.client.get(f.server.url("/readyz")).send().await.unwrap()
+}
+
 #[tokio::test]
 async fn readiness_names_the_store_that_does_not_answer() {
     let mut stores = Stores::new(Backends::SqliteS3).await;
@@ -234,7 +250,7 @@ async fn readiness_names_the_store_that_does_not_answer() {
     gate.close();
     let live = f.client.get(f.server.url("/livez")).send().await.unwrap();
     assert_eq!(live.status(), 200, "liveness asks no dependency");
-    let ready = f.client.get(f.server.url("/readyz")).send().await.unwrap();
+    let ready = probe_anew(&f).await;
     assert_eq!(ready.status(), 503);
     let body: Value = ready.json().await.unwrap();
     assert_eq!(body["status"], "error");
@@ -277,14 +293,90 @@ async fn readiness_fails_without_the_blob_directory() {
     let root = std::path::PathBuf::from(&f.stores.blobs.url);
     let aside = root.with_extension("aside");
     std::fs::rename(&root, &aside).unwrap();
-    let ready = f.client.get(f.server.url("/readyz")).send().await.unwrap();
+    let ready = probe_anew(&f).await;
     assert_eq!(ready.status(), 503);
     let body: Value = ready.json().await.unwrap();
     assert_eq!(body["checks"]["blobs"], "unavailable");
     assert_eq!(body["checks"]["metadata"], "ok");
     std::fs::rename(&aside, &root).unwrap();
-    let ready = f.client.get(f.server.url("/readyz")).send().await.unwrap();
+    let ready = probe_anew(&f).await;
     assert_eq!(ready.status(), 200);
+}
+
+/// A connection from `source` (a loopback address): the stream once it
+/// has answered a request (kept alive), or the refusal the server sent
+/// unasked before closing it.
+async fn connect_from(f: &Fixture, source: &str) -> Result<tokio::net::TcpStream, String> {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    let server = f.server.base_url.trim_start_matches("http://").parse().unwrap();
+    let mut stream = socket.connect(server).await.unwrap();
+    let mut refusal = Vec::new();
+    let unasked = tokio::time::timeout(Duration::from_millis(300), stream.read_to_end(&mut refusal)).await;
+    if unasked.is_ok() {
+        return Err(String::from_utf8_lossy(&refusal).into_owned());
+    }
+    stream
+        .write_all(b"GET /livez HTTP/1.1\r\nHost: test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = [0u8; 1024];
+    let n = stream.read(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    Ok(stream)
+}
+
+/// One client holding connections open leaves the others theirs: past its
+/// share its new connections are answered 429 and closed, while another
+/// client's requests go on; past the total, anyone's are answered 503. (Left
+/// unbounded, one client's connections took every descriptor the process
+/// had, and everyone else's connections failed.)
+#[tokio::test]
+async fn one_client_holding_connections_leaves_the_others_theirs() {
+    let f = Fixture::with_env(
+        Backends::SqliteFiles,
+        &[
+            ("MEDIAVAULT__SERVER__MAX_CONNECTIONS", "5"),
+            ("MEDIAVAULT__SERVER__MAX_CONNECTIONS_PER_CLIENT", "3"),
+        ],
+    )
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(connect_from(&f, "127.0.0.2").await.expect("within its share"));
+    }
+    let refusal = connect_from(&f, "127.0.0.2").await.expect_err("past its share");
+    assert!(refusal.starts_with("HTTP/1.1 429"), "{refusal}");
+    assert!(
+        refusal.ends_with(r#"{"status":"error","message":"Too many connections from this client"}"#),
+        "{refusal}"
+    );
+    let other = f.client.get(f.server.url("/livez")).send().await.unwrap();
+    assert_eq!(other.status(), 200, "another client goes on");
+    // 127.0.0.1 holds a connection or more now; the total has room for at
+    // most one more, whoever opens it.
+    let mut third = Vec::new();
+    let refusal = loop {
+        match connect_from(&f, "127.0.0.3").await {
+            Ok(stream) => third.push(stream),
+            Err(refusal) => break refusal,
+        }
+        assert!(third.len() <= 1, "past the total");
+    };
+    assert!(refusal.starts_with("HTTP/1.1 503"), "{refusal}");
+    // Closed, a connection stops counting.
+    drop(held);
+    drop(third);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while let Err(refusal) = connect_from(&f, "127.0.0.2").await {
+        assert!(Instant::now() < deadline, "still refused: {refusal}");
+    }
+    let metrics = metrics(&f).await;
+    for reason in ["client", "total"] {
+        let line = format!("mediavault_connections_refused_total{{reason=\"{reason}\"}}");
+        assert!(metrics.contains(&line), "{line}:\n{metrics}");
+    }
 }
 
 #[tokio::test]

@@ -283,29 +283,46 @@ async fn three_replicas_reap_each_file_exactly_once() {
 async fn orphan_sweep_removes_only_unreferenced_blobs() {
     let f = fixture_with_retention(Backends::SqliteFiles, "30d", &[]).await;
     let kept = f.upload(&png_bytes(800)).await;
-    let blob_dir = std::path::Path::new(&f.stores.blobs.url).join("media");
-    std::fs::write(blob_dir.join("stray"), b"left by a crash").unwrap();
+    let name = uuid::Uuid::new_v4().simple().to_string();
+    let blob_dir = std::path::Path::new(&f.stores.blobs.url)
+        .join("media")
+        .join(&name[..2]);
+    std::fs::create_dir_all(&blob_dir).unwrap();
+    std::fs::write(blob_dir.join(&name), b"left by a crash").unwrap();
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(sweep(&f.stores, "1s"), json!({"removed": 1, "abortedUploads": 0}));
-    assert!(!blob_dir.join("stray").exists());
+    assert!(!blob_dir.join(&name).exists());
     f.assert_stored(1).await;
     assert_eq!(f.download(&kept).await.status(), 200);
 }
 
 /// The sweep lists and deletes only under the service's own prefix
-/// (`media/`): whatever else shares the directory or the bucket survives it,
-/// however old, while an orphan under the prefix goes.
+/// (`media/`), and there only keys the service makes: whatever else shares
+/// the directory or the bucket survives it, however old (another
+/// installation's blobs under a nested prefix among them), while an orphan
+/// goes.
 #[tokio::test]
 async fn the_sweep_touches_nothing_outside_the_media_prefix() {
-    const FOREIGN: [&str; 4] = ["notes.txt", "mediavault.db", "backup/dev.key", "media-old/blob"];
+    const FOREIGN: [&str; 6] = [
+        "notes.txt",
+        "mediavault.db",
+        "backup/dev.key",
+        "media-old/blob",
+        "media/notes.txt",
+        "media/media/4f/4fd1c6b0a7e24c3f9e8d2b1a0c9f8e7d",
+    ];
     for backends in [Backends::SqliteFiles, Backends::SqliteS3] {
         let f = fixture_with_retention(backends, "30d", &[("MEDIAVAULT__REAPER__ENABLED", "false")]).await;
         let kept = f.upload(&png_bytes(800)).await;
         for key in FOREIGN {
             f.stores.write_blob(key, b"not the service's".to_vec()).await;
         }
+        let name = uuid::Uuid::new_v4().simple().to_string();
         f.stores
-            .write_blob("media/stray", b"left by a crash".to_vec())
+            .write_blob(
+                &format!("media/{}/{name}", &name[..2]),
+                b"left by a crash".to_vec(),
+            )
             .await;
         tokio::time::sleep(Duration::from_millis(1100)).await;
         assert_eq!(
@@ -316,7 +333,6 @@ async fn the_sweep_touches_nothing_outside_the_media_prefix() {
         for key in FOREIGN {
             assert_eq!(f.stores.read_blob(key).await, b"not the service's", "{key}");
         }
-        f.assert_stored(1).await;
         assert_eq!(f.download(&kept).await.status(), 200);
     }
 }

@@ -290,14 +290,19 @@ fn yes() -> bool {
 
 /// A change to an app: omitted fields stay as they are; `null` for
 /// `allowedTypes`, `uploadsPerSecond`, `maxBytesStored`, `maxMedia` or
-/// `waTypeLimits` restores the default. `waPhoneNumberIds` replaces the
-/// app's set (`[]` or `null`: none).
+/// `waTypeLimits` restores the default, and is refused (422) for `name`,
+/// `capi`, `retentionSeconds` and `maxFileBytes`, which have none to
+/// restore. `waPhoneNumberIds` replaces the app's set (`[]` or `null`: none).
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UpdateAppRequest {
+    #[serde(default, deserialize_with = "not_null")]
     name: Option<String>,
+    #[serde(default, deserialize_with = "not_null")]
     capi: Option<bool>,
+    #[serde(default, deserialize_with = "not_null")]
     retention_seconds: Option<u64>,
+    #[serde(default, deserialize_with = "not_null")]
     max_file_bytes: Option<u64>,
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<Vec<String>>)]
@@ -317,6 +322,12 @@ pub struct UpdateAppRequest {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<HashMap<String, u64>>)]
     wa_type_limits: Option<Option<TypeLimits>>,
+}
+
+/// Refuses `null` for a field that has no default to restore, where taking
+/// it as "leave as is" would answer 200 to a change that was not made.
+fn not_null<'de, T: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
 }
 
 /// Tells a field sent as `null` (`Some(None)`) from one left out (`None`).

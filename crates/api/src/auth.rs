@@ -84,6 +84,9 @@ pub(crate) async fn check_token(
                 .ok()
                 .flatten();
             let charged = issuer.as_ref().map_or(scope, AppId::as_str);
+            // A client locked out of the token's app is told so (429), as
+            // on a path naming the app, not 401 for ever.
+            state.limits.check_not_locked_out(client, charged)?;
             state.limits.record_auth_failure(client, charged);
         }
         (Err(AuthError::Failed), _, _) => state.limits.record_auth_failure(client, scope),

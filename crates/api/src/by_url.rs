@@ -14,10 +14,30 @@ use mediavault_storage::{AdminError, App, Upload, UploadError};
 use crate::ApiState;
 use crate::error::ApiError;
 
-/// Fetches `url` into a new upload of `app`, ready to finish.
+/// Fetches `url` into a new upload of `app`, ready to finish. Every fetch
+/// made is counted once in `mediavault_url_fetches_total`, however it ends.
 pub(crate) async fn receive(state: &ApiState, app: &App, url: &str) -> Result<Upload, ApiError> {
     let room = check_room(state, app).await?;
-    let fetched = until_shutdown(state, state.fetcher.fetch(url)).await?;
+    let mut count = FetchCount(None);
+    let received = fetch_into_upload(state, app, url, room).await;
+    count.0 = Some(match &received {
+        Ok(_) => "ok",
+        Err((result, _)) => result,
+    });
+    received.map_err(|(_, error)| error)
+}
+
+/// `receive`'s work from the fetch on; an error comes with the result it
+/// is counted under.
+async fn fetch_into_upload(
+    state: &ApiState,
+    app: &App,
+    url: &str,
+    room: Option<u64>,
+) -> Result<Upload, (&'static str, ApiError)> {
+    let fetched = until_shutdown(state, state.fetcher.fetch(url))
+        .await
+        .map_err(refused)?;
     let mut fetched = fetched.map_err(failed)?;
     // Refused before a byte of the body is read, or any row written, as a
     // sent file of that length would be: for the quota when the app's room
@@ -28,19 +48,18 @@ pub(crate) async fn receive(state: &ApiState, app: &App, url: &str) -> Result<Up
         .is_some_and(|length| length > app.max_file_bytes)
     {
         if room.is_some_and(|room| room < app.max_file_bytes) {
-            return Err(UploadError::QuotaExceeded.into());
+            return Err(refused(UploadError::QuotaExceeded));
         }
-        counted("too_large");
-        return Err(UploadError::TooLarge {
+        return Err(refused(UploadError::TooLarge {
             limit: app.max_file_bytes,
-        }
-        .into());
+        }));
     }
     // The quota is reserved from the announced length, when there is one.
     let mut upload = state
         .vault
         .begin_sized_upload(app, fetched.filename.as_deref(), fetched.content_length)
-        .await?;
+        .await
+        .map_err(refused)?;
     loop {
         let chunk = match until_shutdown(state, fetched.chunk()).await {
             Ok(Ok(Some(chunk))) => chunk,
@@ -51,19 +70,15 @@ pub(crate) async fn receive(state: &ApiState, app: &App, url: &str) -> Result<Up
             }
             Err(error) => {
                 upload.abort().await;
-                return Err(error.into());
+                return Err(refused(error));
             }
         };
         // Past the app's limit this refuses, and the rest is never fetched.
         if let Err(error) = upload.write(&chunk).await {
-            if matches!(error, UploadError::TooLarge { .. }) {
-                counted("too_large");
-            }
             upload.abort().await;
-            return Err(error.into());
+            return Err(refused(error));
         }
     }
-    counted("ok");
     Ok(upload)
 }
 
@@ -94,13 +109,30 @@ async fn until_shutdown<T>(state: &ApiState, work: impl Future<Output = T>) -> R
     }
 }
 
-fn failed(error: FetchError) -> ApiError {
-    counted(error.reason());
-    error.into()
+/// A fetch that failed, counted under the class of its failure.
+fn failed(error: FetchError) -> (&'static str, ApiError) {
+    (error.reason(), error.into())
 }
 
-/// One fetch by URL, by how it ended: `ok`, `too_large`, or the class of
-/// the failure.
-fn counted(result: &'static str) {
-    metrics::counter!("mediavault_url_fetches_total", "result" => result).increment(1);
+/// A fetch made whose file the vault refused or could not keep.
+fn refused(error: UploadError) -> (&'static str, ApiError) {
+    let result = match error {
+        UploadError::TooLarge { .. } => "too_large",
+        UploadError::QuotaExceeded => "quota",
+        UploadError::Interrupted => "interrupted",
+        _ => "not_stored",
+    };
+    (result, error.into())
+}
+
+/// One fetch by URL, counted by how it ended when dropped: `ok`, the
+/// refusal or failure set in it, or, when nothing was (the client went
+/// away, and its handler with it), `aborted`.
+struct FetchCount(Option<&'static str>);
+
+impl Drop for FetchCount {
+    fn drop(&mut self) {
+        let result = self.0.unwrap_or("aborted");
+        metrics::counter!("mediavault_url_fetches_total", "result" => result).increment(1);
+    }
 }

@@ -99,6 +99,9 @@ pub async fn record(request: Request, next: Next) -> Response {
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
     let method = method_label(request.method()).to_owned();
+    // A HEAD sends its head and nothing more: on a route that answers it
+    // with its GET handler, the router drops that handler's body unread.
+    let head_only = request.method() == Method::HEAD;
     let started = Instant::now();
     let response = next.run(request).await;
     let status = response.status().as_u16().to_string();
@@ -113,7 +116,7 @@ pub async fn record(request: Request, next: Next) -> Response {
         .headers()
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|length| length.to_str().ok()?.parse().ok());
-    response.map(|body| Body::new(CountedBody::new(body, labels, length)))
+    response.map(|body| Body::new(CountedBody::new(body, labels, length, head_only)))
 }
 
 /// The labels a request is counted under, but for its outcome.
@@ -157,14 +160,14 @@ struct CountedBody {
 }
 
 impl CountedBody {
-    fn new(inner: Body, labels: RequestLabels, length: Option<u64>) -> CountedBody {
+    fn new(inner: Body, labels: RequestLabels, length: Option<u64>, head_only: bool) -> CountedBody {
         let mut body = CountedBody {
             inner,
             labels: Some(labels),
             unsent: length,
         };
-        // A body with nothing to send may never be polled.
-        if body.inner.is_end_stream() {
+        // A body with nothing to send, or not to be sent, may never be polled.
+        if head_only || body.inner.is_end_stream() {
             body.count(Outcome::Complete);
         }
         body

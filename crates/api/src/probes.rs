@@ -38,7 +38,7 @@ pub async fn readyz(State(state): State<ApiState>) -> Response {
     if readiness.metadata.is_ok() && readiness.blobs.is_ok() {
         Json(Success::new(json!({"checks": body}))).into_response()
     } else {
-        tracing::warn!(metadata = ?readiness.metadata.err(), blobs = ?readiness.blobs.err(), "not ready");
+        tracing::warn!(metadata = ?readiness.metadata.as_ref().err(), blobs = ?readiness.blobs.as_ref().err(), "not ready");
         (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({"status": "error", "message": "not ready", "checks": body})),

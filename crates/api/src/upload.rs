@@ -168,7 +168,7 @@ impl Surface {
         match self {
             Surface::Gupshup => own,
             Surface::WhatsApp => declared
-                .and_then(|declared| app.whatsapp_limit(declared))
+                .and_then(|declared| app.whatsapp_receive_limit(declared))
                 .or_else(|| app.whatsapp_limits().iter().map(|l| l.max_bytes).max())
                 .unwrap_or(own)
                 .min(own),
@@ -531,19 +531,32 @@ impl Form<'_> {
     }
 
     /// The form's declared type, checked once the whole form is read: the
-    /// type field, else (WhatsApp) the file part's Content-Type; and a file
-    /// received before its type was known must be within that type's limit.
+    /// type field, else (WhatsApp) the file part's Content-Type; and the
+    /// file must be within that type's limit for its content (received
+    /// under the largest the type allows, or before its type was known).
     fn checked_type(&self) -> Result<String, UploadError> {
         let declared = match self.surface {
             Surface::Gupshup => self.declared.as_deref(),
             Surface::WhatsApp => self.declared.as_deref().or(self.part_type.as_deref()),
         };
         let declared = self.surface.check_type(self.app, declared)?;
-        let limit = self.surface.size_limit(self.app, Some(&declared));
-        match &self.upload {
-            Some(upload) if upload.received() > limit => Err(UploadError::TooLarge { limit }),
-            _ => Ok(declared),
+        let Some(upload) = &self.upload else {
+            return Ok(declared);
+        };
+        // Judged by its content now (an animated sticker may be larger).
+        let limit = match self.surface {
+            Surface::Gupshup => self.surface.size_limit(self.app, Some(&declared)),
+            Surface::WhatsApp => self
+                .app
+                .whatsapp_limit_of_file(&declared, upload.head())
+                .map_or(self.app.max_file_bytes, |limit| {
+                    limit.min(self.app.max_file_bytes)
+                }),
+        };
+        if upload.received() > limit {
+            return Err(UploadError::TooLarge { limit });
         }
+        Ok(declared)
     }
 
     /// Undoes a started upload before the error is answered, so that nothing

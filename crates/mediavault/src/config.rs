@@ -24,6 +24,10 @@ const EMBEDDED_DEFAULT: &str = include_str!("../../../config/default.toml");
 /// The database when none is configured.
 const EMBEDDED_DATABASE_URL: &str = "sqlite://data/mediavault.db";
 
+/// The most transfers of a kind `server.max_concurrent_*` may allow at
+/// once: far past what one process serves, and within a semaphore's range.
+const MAX_SLOTS: usize = 1_000_000;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -67,9 +71,15 @@ pub struct ServerConfig {
     /// unset, a quarter (at least 1).
     #[serde(default)]
     pub max_concurrent_downloads_per_app: Option<usize>,
-    /// Peers (addresses or CIDR networks) whose X-Forwarded-For names the client.
+    /// Peers (addresses or CIDR networks) whose X-Forwarded-For names the
+    /// client; their connections count only towards `max_connections`.
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    /// Connections open at once, in all; past it, new ones get 503.
+    pub max_connections: usize,
+    /// Of those, how many one client (IPv4 address, IPv6 /64) may have;
+    /// past it, its new ones get 429.
+    pub max_connections_per_client: usize,
 }
 
 #[derive(Debug, Deserialize)]
@@ -342,6 +352,52 @@ impl Config {
                 bail!("{key} must be from 1 to {}; leave it out for no limit", i64::MAX);
             }
         }
+        // Past these, arithmetic on a setting overflows and panics (an
+        // instant plus a timeout, a semaphore's permits) where it is used,
+        // after the service has said it is listening: refused here, named.
+        // Far past any real use; a value meant as "unlimited" gets this.
+        for (key, duration) in [
+            ("server.shutdown_timeout", self.server.shutdown_timeout),
+            ("server.idle_timeout", self.server.idle_timeout),
+            ("server.send_timeout", self.server.send_timeout),
+            (
+                "server.min_upload_rate_window",
+                self.server.min_upload_rate_window,
+            ),
+            ("blobs.timeout", self.blobs.timeout),
+            ("crypto.epochs.grace", self.crypto.epochs.grace),
+            ("reaper.pass_budget", self.reaper.pass_budget),
+            ("reaper.stale_upload_after", self.reaper.stale_upload_after),
+            ("reaper.rewrite_keys_every", self.reaper.rewrite_keys_every),
+            ("fetch.connect_timeout", self.fetch.connect_timeout),
+            ("fetch.timeout", self.fetch.timeout),
+            ("links.max_ttl", self.links.max_ttl),
+        ] {
+            if duration > mediavault_storage::MAX_RETENTION {
+                bail!("{key} must be at most 100 years");
+            }
+        }
+        for (key, slots) in [
+            (
+                "server.max_concurrent_uploads",
+                self.server.max_concurrent_uploads,
+            ),
+            (
+                "server.max_concurrent_downloads",
+                self.server.max_concurrent_downloads,
+            ),
+            ("server.max_connections", self.server.max_connections),
+        ] {
+            if slots > MAX_SLOTS {
+                bail!("{key} must be at most {MAX_SLOTS}");
+            }
+        }
+        if !(1..=self.server.max_connections).contains(&self.server.max_connections_per_client) {
+            bail!(
+                "server.max_connections_per_client must be from 1 to server.max_connections ({})",
+                self.server.max_connections
+            );
+        }
         if self.blobs.timeout.is_zero() {
             bail!("blobs.timeout must be above 0");
         }
@@ -556,6 +612,15 @@ impl Config {
         })
     }
 
+    /// Open files the service keeps for its own work, out of reach of
+    /// connections: two per transfer slot (a blob file or a store
+    /// connection, and a spare), and a margin for its pools, database and
+    /// logs.
+    pub fn open_files_reserved(&self) -> u64 {
+        let slots = self.server.max_concurrent_uploads + self.server.max_concurrent_downloads;
+        u64::try_from(2 * slots + 128).unwrap_or(u64::MAX)
+    }
+
     /// Uploads one app may have in progress at once on a replica.
     pub fn uploads_per_app(&self) -> usize {
         self.server
@@ -768,6 +833,28 @@ mod tests {
             jail.set_env("MEDIAVAULT__MEDIA__MAX_FILE_BYTES", "9223372036854775808");
             let error = Config::load(None, &Overrides::default()).unwrap_err().to_string();
             assert!(error.contains("media.max_file_bytes"), "{error}");
+            jail.set_env("MEDIAVAULT__MEDIA__MAX_FILE_BYTES", "1000");
+            // Values meant as "unlimited", which panicked where they were
+            // used (a semaphore's permits, an instant plus a timeout).
+            for (variable, value, key) in [
+                (
+                    "MEDIAVAULT__SERVER__MAX_CONCURRENT_UPLOADS",
+                    "18446744073709551615",
+                    "server.max_concurrent_uploads",
+                ),
+                (
+                    "MEDIAVAULT__SERVER__MAX_CONCURRENT_DOWNLOADS",
+                    "1000001",
+                    "server.max_concurrent_downloads",
+                ),
+                ("MEDIAVAULT__SERVER__IDLE_TIMEOUT", "1000y", "server.idle_timeout"),
+                ("MEDIAVAULT__FETCH__TIMEOUT", "101y", "fetch.timeout"),
+            ] {
+                jail.set_env(variable, value);
+                let error = Config::load(None, &Overrides::default()).unwrap_err().to_string();
+                assert!(error.contains(key), "{variable}={value}: {error}");
+                jail.clear_env();
+            }
             Ok(())
         });
     }

@@ -9,6 +9,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -21,6 +22,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
+use crate::connections::Connections;
 use crate::send_timeout::SendTimeout;
 
 /// How long each side may stall a connection.
@@ -39,7 +41,8 @@ pub struct Timeouts {
 /// keeps fast downloads streaming.
 const MAX_BUF_SIZE: usize = 64 * 1024;
 
-/// Serves `app` on `listener` until `stop` resolves, then stops accepting,
+/// Serves `app` on `listener`, within `connections`' limits, until `stop`
+/// resolves, then stops accepting,
 /// asks every open connection to finish its request in flight and close, and
 /// resolves once all have. Each request carries its peer's address as
 /// `ConnectInfo<SocketAddr>`.
@@ -48,10 +51,11 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     timeouts: Timeouts,
+    connections: Arc<Connections>,
     stop: impl Future<Output = ()>,
     interrupted: CancellationToken,
 ) {
-    let connections = GracefulShutdown::new();
+    let draining = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(timeouts.header)
@@ -70,6 +74,19 @@ pub async fn serve(
             },
             () = &mut stop => break,
         };
+        let admitted = match connections.admit(peer.ip()) {
+            Ok(admitted) => admitted,
+            Err(refused) => {
+                metrics::counter!("mediavault_connections_refused_total", "reason" => refused.label())
+                    .increment(1);
+                tracing::debug!(%peer, reason = refused.label(), "connection refused: too many open");
+                // A new socket's send buffer is empty: the answer goes at
+                // once, or not at all (a client whose request is already
+                // here unread may see the close as a reset instead).
+                let _ = stream.try_write(refused.response());
+                continue;
+            }
+        };
         let _ = stream.set_nodelay(true);
         let service = app
             .clone()
@@ -81,8 +98,9 @@ pub async fn serve(
             TokioIo::new(SendTimeout::new(stream, timeouts.send, interrupted.clone())),
             TowerToHyperService::new(service.map_err(|never: Infallible| match never {})),
         );
-        let connection = connections.watch(connection);
+        let connection = draining.watch(connection);
         tokio::spawn(async move {
+            let _admitted = admitted;
             if let Err(error) = connection.await {
                 if is_send_timeout(&error) {
                     tracing::info!(%peer, "client accepted nothing for the send timeout; connection cut");
@@ -93,7 +111,7 @@ pub async fn serve(
         });
     }
     drop(listener);
-    connections.shutdown().await;
+    draining.shutdown().await;
 }
 
 /// Whether hyper gave up on a connection because `SendTimeout` failed a write.

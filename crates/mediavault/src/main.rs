@@ -4,6 +4,7 @@
 
 mod blob_dir;
 mod cli;
+mod connections;
 mod embedded;
 mod http;
 mod manage;
@@ -21,7 +22,9 @@ use clap::Parser;
 use mediavault::config::KeyProviderKind;
 use mediavault::config::{Config, Overrides};
 use mediavault_storage::keys::Pkcs11Keys;
-use mediavault_storage::{BlobConfig, ConfiguredKeys, DatabaseUrl, Defaults, Keyring, Vault, VaultConfig};
+use mediavault_storage::{
+    BlobConfig, ConfiguredKeys, DatabaseUrl, Defaults, Keyring, StoreError, Vault, VaultConfig,
+};
 use secrecy::ExposeSecret;
 use serde_json::json;
 
@@ -179,6 +182,18 @@ async fn open(file: Option<&Path>, purpose: Purpose) -> anyhow::Result<(Config, 
     }
     if let Some(key) = new_dev_key {
         key.save(&vault).await?;
+    }
+    // A store that holds another installation's files is refused at start,
+    // as each sweep refuses it before deleting anything. `serve` starts
+    // while the store is down, as it always has: the sweeps check then.
+    if matches!(purpose, Purpose::Serve { .. }) {
+        match vault.claim_blob_store().await {
+            Ok(()) => {}
+            Err(error @ StoreError::Config(_)) => return Err(error).context("checking the blob store"),
+            Err(error) => {
+                tracing::warn!(%error, "could not check whose files the blob store holds; each sweep checks first");
+            }
+        }
     }
     if matches!(purpose, Purpose::Serve { .. }) {
         // Serving without a key that stored media need would answer 500 for

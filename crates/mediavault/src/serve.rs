@@ -11,10 +11,18 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 
+use crate::connections::{ConnectionLimits, Connections, raise_open_file_limit};
 use crate::embedded;
 
 pub async fn serve(config: &Config, vault: Vault) -> anyhow::Result<()> {
     let limits = config.limit_settings()?;
+    let connection_limits = ConnectionLimits {
+        total: config.server.max_connections,
+        per_client: config.server.max_connections_per_client,
+        exempt: limits.trusted_proxies.clone(),
+    };
+    let connection_limits =
+        connection_limits.within_open_files(raise_open_file_limit(), config.open_files_reserved());
     let admin_token = config
         .admin_token()?
         .map(|token| AdminToken::new(token.expose_secret()));
@@ -86,7 +94,14 @@ pub async fn serve(config: &Config, vault: Vault) -> anyhow::Result<()> {
         tracing::info!("shutting down: draining in-flight requests");
         let _ = stop_tx.send(true);
     };
-    let server = crate::http::serve(listener, app, timeouts, stop, interrupt.clone());
+    let server = crate::http::serve(
+        listener,
+        app,
+        timeouts,
+        Connections::new(connection_limits),
+        stop,
+        interrupt.clone(),
+    );
     let mut server = std::pin::pin!(server);
     let mut stopping = stop_rx;
     tokio::select! {

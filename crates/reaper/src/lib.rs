@@ -318,7 +318,11 @@ mod tests {
             stale_upload_after: Duration::from_secs(1),
             rewrite_keys_every: Duration::from_secs(3600),
         };
-        let stray = blobs.join("media").join("stray");
+        // Named as blob keys are: the sweep deletes nothing else.
+        let stray = blobs
+            .join("media")
+            .join("5e")
+            .join("5e0d4c3b2a19f8e7d6c5b4a39281706f");
         let leave_stray = || {
             std::fs::create_dir_all(stray.parent().unwrap()).unwrap();
             std::fs::write(&stray, b"left by a crash").unwrap();

@@ -279,6 +279,9 @@ impl Vault {
     /// in the same transaction: `Conflict`, and nothing changed, if another
     /// app has one of them.
     pub async fn update_app(&self, id: &AppId, update: AppUpdate) -> Result<App, AdminError> {
+        if !could_be_stored(id.as_str()) {
+            return Err(AdminError::AppNotFound(id.to_string()));
+        }
         // Every value is checked before anything is read: applying them to
         // the app as the transaction reads it can then not fail.
         let name = update.name.as_deref().map(name).transpose()?;

@@ -146,6 +146,25 @@ const STALL: Duration = Duration::from_secs(1);
 /// and sweeps look nowhere else in the bucket or directory.
 pub(crate) const MEDIA_PREFIX: &str = "media";
 
+/// The object naming the installation whose blobs the store holds, beside
+/// `MEDIA_PREFIX` (see `Vault::claim_blob_store`).
+const OWNER_MARKER: &str = "mediavault-installation";
+
+/// Whether `key` is one `new_blob_key` makes, or one of the flat layout
+/// before it: the orphan sweep deletes nothing else, such as the blobs of
+/// another installation whose prefix is nested in this one's
+/// (`s3://b/media` beside `s3://b`: `media/media/<xy>/<hex>`).
+pub(crate) fn is_blob_key(key: &str) -> bool {
+    let hex = |name: &str| name.len() == 32 && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    let Some(rest) = key.strip_prefix(MEDIA_PREFIX).and_then(|r| r.strip_prefix('/')) else {
+        return false;
+    };
+    match rest.split_once('/') {
+        Some((fan, name)) => hex(name) && name.starts_with(fan) && fan.len() == 2,
+        None => hex(rest),
+    }
+}
+
 /// A fresh blob key: `media/<xy>/<32 hex digits>`, `xy` the first two of
 /// them. The fan-out is for the local store, where a key is a path: every
 /// create, rename and unlink in one directory queues on that directory's
@@ -505,6 +524,28 @@ impl Blobs {
         tokio::task::spawn_blocking(move || delete_stale_staging_under(&root, cutoff, &running))
             .await
             .map_err(|e| staging_error(format!("staging sweep: {e}")))?
+    }
+
+    /// The installation id the store's owner marker holds (see
+    /// `Vault::claim_blob_store`); `None` if it has none.
+    pub(crate) async fn owner(&self) -> Result<Option<String>, StoreError> {
+        let path = Path::from(OWNER_MARKER);
+        let read = async { self.store.get(&path).await?.bytes().await };
+        match self.bounded(read).await {
+            Ok(bytes) => Ok(Some(String::from_utf8_lossy(&bytes).trim().to_owned())),
+            Err(error) if is_not_found(&error) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Writes the owner marker: `installation`, in a file of its own beside
+    /// the service's prefix, never among the blobs.
+    pub(crate) async fn set_owner(&self, installation: &str) -> Result<(), StoreError> {
+        let path = Path::from(OWNER_MARKER);
+        let body = format!("{installation}\n");
+        self.bounded(self.store.put(&path, body.into_bytes().into()))
+            .await?;
+        Ok(())
     }
 
     /// Answers whether the store is there to take and serve blobs, without
@@ -986,8 +1027,9 @@ impl Listing {
             let Some(meta) = next else {
                 return Ok((!keys.is_empty()).then_some(keys));
             };
-            if meta.last_modified < cutoff {
-                keys.push(meta.location.to_string());
+            let key = meta.location.to_string();
+            if meta.last_modified < cutoff && is_blob_key(&key) {
+                keys.push(key);
             }
         }
         Ok(Some(keys))
@@ -1167,6 +1209,27 @@ impl Parts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The sweep takes only keys the service makes: not another
+    /// installation's under a nested prefix, nor anything else put there.
+    #[test]
+    fn blob_keys_are_those_the_service_makes() {
+        let key = new_blob_key();
+        assert!(is_blob_key(&key), "{key}");
+        let name = &key[key.len() - 32..];
+        assert!(is_blob_key(&format!("media/{name}")), "the flat layout");
+        for other in [
+            format!("media/media/{}/{name}", &name[..2]),
+            format!("media/ff/{name}"),
+            format!("media/{}/{name}.bak", &name[..2]),
+            format!("media/{}/{}", &name[..2], name.to_uppercase()),
+            format!("other/{}/{name}", &name[..2]),
+            "media/notes.txt".to_owned(),
+            "mediavault-installation".to_owned(),
+        ] {
+            assert!(!is_blob_key(&other), "{other}");
+        }
+    }
 
     fn required_env(name: &str) -> String {
         std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run the tests with `make test`"))

@@ -20,6 +20,12 @@ pub const HEADER_LEN: usize = 1 + SALT_LEN + NONCE_PREFIX_LEN;
 pub const FIRST_SEGMENT_PLAINTEXT: usize = SEGMENT_SIZE - HEADER_LEN - TAG_LEN;
 /// Plaintext bytes in every later segment.
 pub const SEGMENT_PLAINTEXT: usize = SEGMENT_SIZE - TAG_LEN;
+/// The most plaintext one blob holds: a segment's index is 32 bits of its
+/// nonce, so 2^32 segments, the first shorter (about 281 TB). One segment
+/// is kept in hand for a final segment that holds nothing. Uploads are
+/// refused past it as past any size limit.
+pub const MAX_PLAINTEXT: u64 =
+    FIRST_SEGMENT_PLAINTEXT as u64 + (u32::MAX as u64 - 1) * SEGMENT_PLAINTEXT as u64;
 /// Data-key bytes (AES-256).
 pub const DEK_LEN: usize = 32;
 /// Wrapped data key: nonce, encrypted key, tag.
@@ -96,6 +102,14 @@ mod tests {
 
     const P0: u64 = FIRST_SEGMENT_PLAINTEXT as u64;
     const P: u64 = SEGMENT_PLAINTEXT as u64;
+
+    /// Every segment of the largest file a blob holds has a 32-bit index.
+    #[test]
+    fn the_largest_plaintext_fits_the_nonces_segment_index() {
+        let last = segment_count(MAX_PLAINTEXT) - 1;
+        assert!(last <= u64::from(u32::MAX), "{last}");
+        assert_eq!(segment_of(MAX_PLAINTEXT - 1), last);
+    }
 
     #[test]
     fn constants_match_tink_aes_gcm_hkdf_65536() {

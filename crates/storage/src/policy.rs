@@ -53,12 +53,17 @@ pub const WHATSAPP_TYPE_LIMITS: &[(&str, u64)] = &[
     // image
     ("image/jpeg", 5 * MIB),
     ("image/png", 5 * MIB),
-    // sticker (static; Meta allows animated ones 500 KB)
+    // sticker (static; an animated one may be `ANIMATED_STICKER_MAX_BYTES`)
     ("image/webp", 100 * 1024),
     // video
     ("video/3gpp", 16 * MIB),
     ("video/mp4", 16 * MIB),
 ];
+
+/// The largest animated sticker (an animated WebP) Meta takes: 500 KB,
+/// where a static one may be 100. Applies with Meta's list; an app that
+/// sets its own limits sets one for `image/webp`, whatever its content.
+pub const ANIMATED_STICKER_MAX_BYTES: u64 = 500 * 1024;
 
 /// Bytes from the start of a file that the sniffer looks at. Office
 /// documents are told apart by ZIP entries that follow the first one.
@@ -104,6 +109,35 @@ impl App {
                 .find(|(listed, _)| *listed == wanted)
                 .map(|(_, max_bytes)| *max_bytes),
         }
+    }
+
+    /// `whatsapp_limit`, for a file whose first bytes are `head`: with
+    /// Meta's list, an animated sticker may be larger than a static one.
+    pub fn whatsapp_limit_of_file(&self, mime_type: &str, head: &[u8]) -> Option<u64> {
+        let limit = self.whatsapp_limit(mime_type)?;
+        if self.is_animated_sticker(mime_type) && sniff::is_animated_webp(head) {
+            Some(limit.max(ANIMATED_STICKER_MAX_BYTES))
+        } else {
+            Some(limit)
+        }
+    }
+
+    /// The largest file of `mime_type` this app may take on the WhatsApp
+    /// surface, whatever its content: what a file is received under before
+    /// its first bytes are judged (`whatsapp_limit_of_file`).
+    pub fn whatsapp_receive_limit(&self, mime_type: &str) -> Option<u64> {
+        let limit = self.whatsapp_limit(mime_type)?;
+        if self.is_animated_sticker(mime_type) {
+            Some(limit.max(ANIMATED_STICKER_MAX_BYTES))
+        } else {
+            Some(limit)
+        }
+    }
+
+    /// Whether a file of `mime_type` may be an animated sticker under its
+    /// own limit: a WebP, with Meta's list.
+    fn is_animated_sticker(&self, mime_type: &str) -> bool {
+        self.wa_type_limits.is_none() && mime_type.trim().eq_ignore_ascii_case("image/webp")
     }
 
     /// Refuses apps that may not upload at all.

@@ -150,6 +150,9 @@ impl Vault {
         older_than: Duration,
         page: usize,
     ) -> Result<u64, StoreError> {
+        // Deleting what this database names no row for is safe only in a
+        // store that holds this installation's blobs alone.
+        self.claim_blob_store().await?;
         let cutoff = chrono::Utc::now() - chrono::Duration::from_std(older_than).unwrap_or_default();
         let mut listing = self.inner.blobs.listing();
         let mut deleted = 0;
@@ -171,6 +174,27 @@ impl Vault {
 }
 
 impl Vault {
+    /// Ties the blob store to this installation: marks it with the
+    /// database's installation id if it has no mark, and refuses it if it
+    /// has another's. The orphan sweep deletes every blob this database
+    /// names no row for, so two installations given one bucket and prefix
+    /// (staging beside production, both on the chart's default URL) would
+    /// each delete the other's files. Run at `serve` start, and before each
+    /// sweep.
+    pub async fn claim_blob_store(&self) -> Result<(), StoreError> {
+        let ours = self.inner.meta.installation_id().await?;
+        match self.inner.blobs.owner().await? {
+            Some(theirs) if theirs == ours => Ok(()),
+            Some(theirs) => Err(StoreError::Config(format!(
+                "the blob store (blobs.url) holds the files of another installation ({theirs}); this \
+                 database is installation {ours}. Its orphan sweep would delete them: give each \
+                 installation a bucket or prefix of its own (a database restored from a backup keeps \
+                 the id of the one it was taken from)"
+            ))),
+            None => self.inner.blobs.set_owner(&ours).await,
+        }
+    }
+
     /// Aborts the incomplete S3 multipart uploads under the service's key
     /// prefix that were started longer than `older_than` ago (younger ones
     /// may belong to uploads still running), but for those of uploads whose
@@ -181,6 +205,8 @@ impl Vault {
         let Some(uploads) = self.inner.blobs.multipart() else {
             return Ok(0);
         };
+        // Another installation's uploads under the same prefix are not ours.
+        self.claim_blob_store().await?;
         let cutoff = chrono::Utc::now() - chrono::Duration::from_std(older_than).unwrap_or_default();
         let running = self.inner.meta.uploading_blob_keys().await?;
         uploads.abort_initiated_before(cutoff, &running).await
@@ -201,6 +227,44 @@ mod tests {
         let mut upload = vault.begin_upload(app, None).await.unwrap();
         upload.write(format!("file {i}").as_bytes()).await.unwrap();
         upload.finish("text/plain").await.unwrap()
+    }
+
+    /// Two installations given one blob directory (staging beside
+    /// production on one default URL): the second is refused, and its
+    /// sweep deletes nothing, where it deleted every file of the first
+    /// older than the sweep's cutoff (its database names none of them).
+    #[tokio::test]
+    async fn a_blob_store_of_another_installation_is_refused_and_never_swept() {
+        let (blobs, first, second) = (
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+        );
+        let open = async |db: &std::path::Path| {
+            let vault = Vault::open(crate::VaultConfig {
+                database_url: crate::DatabaseUrl::Sqlite(format!("sqlite://{}/media.db", db.display())),
+                blobs: crate::BlobConfig::local(blobs.path().display().to_string()),
+                keys: crate::Keyring::parse(&crate::Keyring::generate_line("k1")).unwrap(),
+                defaults: crate::Defaults::default(),
+                stale_upload_after: Duration::from_secs(3600),
+            })
+            .await
+            .unwrap();
+            vault.migrate().await.unwrap();
+            vault
+        };
+        let (a, b) = (open(first.path()).await, open(second.path()).await);
+        a.claim_blob_store().await.unwrap();
+        let app = capi_app(&a).await;
+        let id = store_text(&a, &app, 1).await;
+        let refused = b.claim_blob_store().await.unwrap_err().to_string();
+        assert!(refused.contains("another installation"), "{refused}");
+        let swept = b.sweep_orphans(Duration::ZERO).await;
+        assert!(swept.is_err(), "{swept:?}");
+        assert_eq!(read_all(&a, &app, &id).await, b"file 1");
+        a.claim_blob_store().await.unwrap();
+        assert_eq!(a.sweep_orphans(Duration::ZERO).await.unwrap(), 0);
+        assert_eq!(read_all(&a, &app, &id).await, b"file 1");
     }
 
     /// On SQLite a claim's shreds are final in the files when the claim
@@ -296,7 +360,8 @@ mod tests {
             let mut stored = Vec::new();
             for i in 0..7 {
                 stored.push(store_text(&vault, &app, i).await);
-                let mut stray = vault.inner.blobs.writer(&format!("media/stray-{i}"));
+                // Named as blob keys are: the sweep deletes nothing else.
+                let mut stray = vault.inner.blobs.writer(&crate::blobs::new_blob_key());
                 stray.write(b"left by a crash").await.unwrap();
                 stray.finish().await.unwrap();
             }

@@ -42,6 +42,19 @@ pub const THREE_GPP2: &str = "video/3gpp2";
 pub const ISO_MEDIA: &str = "application/mp4";
 pub const HEIF: &str = "image/heif";
 
+/// Whether `head` starts an animated WebP: a RIFF `WEBP` file whose
+/// extended header (`VP8X`, the first chunk) sets its animation flag.
+pub fn is_animated_webp(head: &[u8]) -> bool {
+    head.len() > 20
+        && head.starts_with(b"RIFF")
+        && &head[8..16] == b"WEBPVP8X"
+        && head[20] & ANIMATION_FLAG != 0
+}
+
+/// The animation bit of a `VP8X` chunk's flags (Reserved 2, ICC, Alpha,
+/// EXIF, XMP, Animation, Reserved 1, from the high bit down).
+const ANIMATION_FLAG: u8 = 0b0000_0010;
+
 /// What `head`, the first bytes of a file (all of it when short), is; `None`
 /// when nothing is recognised.
 pub fn sniff(head: &[u8]) -> Option<&'static str> {
@@ -250,6 +263,23 @@ fn iso_media_kind(head: &[u8]) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A `VP8X` header with its flags byte set to `flags`.
+    fn extended_webp(flags: u8) -> Vec<u8> {
+        let mut head = b"RIFF\x00\x10\x00\x00WEBPVP8X\x0a\x00\x00\x00".to_vec();
+        head.extend_from_slice(&[flags, 0, 0, 0, 0x3f, 0, 0, 0x3f, 0, 0]);
+        head
+    }
+
+    #[test]
+    fn an_animated_webp_is_told_by_its_extended_header() {
+        assert!(is_animated_webp(&extended_webp(0b0000_0010)));
+        assert!(is_animated_webp(&extended_webp(0b0001_0010)), "with alpha too");
+        assert!(!is_animated_webp(&extended_webp(0b0001_0000)), "alpha alone");
+        let simple = b"RIFF\x00\x10\x00\x00WEBPVP8 \x0a\x00\x00\x00\x02\x00\x00\x00";
+        assert!(!is_animated_webp(simple), "a simple (lossy) WebP");
+        assert!(!is_animated_webp(&extended_webp(0b10)[..20]), "cut short");
+    }
 
     #[test]
     fn id3_tag_is_skipped_to_the_audio_behind_it() {

@@ -129,9 +129,9 @@ impl Vault {
         let header = Header::random();
         let now = now_millis();
         let retention_millis = duration_millis(app.retention);
-        let wanted = expected_bytes
-            .unwrap_or(RESERVATION_STEP)
-            .clamp(1, app.max_file_bytes.max(1));
+        // An app may allow more than one blob can hold.
+        let limit = app.max_file_bytes.min(crate::format::MAX_PLAINTEXT);
+        let wanted = expected_bytes.unwrap_or(RESERVATION_STEP).clamp(1, limit.max(1));
         let mut sizes = Reservations::new(wanted, 1);
         let mut size = sizes.next(self, &app.id).await?;
         let expires_at = now.saturating_add(retention_millis);
@@ -193,7 +193,7 @@ impl Vault {
             id,
             app_id: app.id.clone(),
             retention_millis,
-            limit: app.max_file_bytes,
+            limit,
             received: 0,
             reserved,
             hasher: Sha256::new(),
@@ -270,6 +270,12 @@ impl Upload {
     /// Plaintext bytes received so far.
     pub fn received(&self) -> u64 {
         self.received
+    }
+
+    /// The file's first bytes received (up to `SNIFF_LEN`), which judge
+    /// its type.
+    pub fn head(&self) -> &[u8] {
+        &self.head
     }
 
     /// Takes the next piece of the file. Refuses, without storing it, the
@@ -517,7 +523,8 @@ mod tests {
     use rand::rngs::StdRng;
 
     use crate::ids::MediaId;
-    use crate::model::{App, now_millis};
+    use crate::meta::Growth;
+    use crate::model::{App, NewApp, now_millis};
     use crate::testing::{
         capi_app, dropped_after, on_each_dialect, on_each_dialect_with, read_all, sqlite_file_vault,
     };
@@ -610,6 +617,60 @@ mod tests {
             assert_eq!(read_all(&vault, &app, &id).await, b"stored before numeric ids");
             vault.delete(&app.id, &id).await.unwrap();
             assert!(vault.find(&app.id, &id).await.is_err());
+        })
+        .await;
+    }
+
+    /// An app may take files up to 2^63 − 1 bytes, more than one blob
+    /// holds: its uploads are limited to what a blob holds, and a declared
+    /// length past that is only a guess, reserved up to the limit.
+    #[tokio::test]
+    async fn an_app_limit_past_what_a_blob_holds_is_a_blobs_limit() {
+        on_each_dialect(|vault| async move {
+            let largest = u64::try_from(i64::MAX).unwrap();
+            let app = vault
+                .create_app(NewApp {
+                    name: "archive".into(),
+                    capi: true,
+                    max_file_bytes: Some(largest),
+                    ..NewApp::default()
+                })
+                .await
+                .unwrap();
+            store(&vault, &app, b"held", seeded_ids(1)).await;
+            let mut upload = vault.begin_sized_upload(&app, None, Some(largest)).await.unwrap();
+            // Past that, refused as too large: its segments' indices, 32
+            // bits, would run out.
+            assert_eq!(upload.limit, crate::format::MAX_PLAINTEXT);
+            upload.write(b"and more").await.unwrap();
+            let id = upload.finish("text/plain").await.unwrap();
+            assert_eq!(read_all(&vault, &app, &id).await, b"and more");
+            let stats = vault.app_stats(&app.id).await.unwrap();
+            assert_eq!((stats.media_used, stats.bytes_used), (2, 12), "{stats:?}");
+        })
+        .await;
+    }
+
+    /// A reservation more than an app's usage can count beside what it
+    /// holds is refused like one past a quota: not added (PostgreSQL
+    /// refused the sum with an error, a 500; SQLite made the counter a
+    /// float, which then compared with every limit as a float).
+    #[tokio::test]
+    async fn a_reservation_past_what_usage_can_count_is_refused() {
+        on_each_dialect(|vault| async move {
+            let app = capi_app(&vault).await;
+            store(&vault, &app, b"held", seeded_ids(2)).await;
+            let upload = vault.begin_upload(&app, None).await.unwrap();
+            let meta = &vault.inner.meta;
+            let growth = meta
+                .reserve_more(upload.id(), i64::MAX, vault.quota_defaults())
+                .await;
+            assert!(matches!(growth, Ok(Growth::Refused)), "{growth:?}");
+            let grown = meta.reserve_more(upload.id(), 1000, vault.quota_defaults()).await;
+            assert!(matches!(grown, Ok(Growth::Granted)), "{grown:?}");
+            upload.abort().await;
+            let stats = vault.app_stats(&app.id).await.unwrap();
+            assert_eq!((stats.media_used, stats.bytes_used), (1, 4), "{stats:?}");
         })
         .await;
     }

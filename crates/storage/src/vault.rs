@@ -2,7 +2,7 @@
 //! the blob store and the keyring, and keeps them consistent.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio_util::task::TaskTracker;
 
@@ -68,6 +68,8 @@ pub(crate) struct Inner {
     pub(crate) tokens: TokenCache,
     /// Deletes of each app running at once (see `delete_turns`).
     pub(crate) delete_turns: DeleteTurns,
+    /// The last readiness probe and when it ended (see `readiness`).
+    last_readiness: tokio::sync::Mutex<Option<(Instant, Arc<Readiness>)>>,
 }
 
 /// Whether each backing store answered, for readiness probes.
@@ -86,6 +88,11 @@ async fn bounded(
         .await
         .unwrap_or(Err(StoreError::Timeout(within)))
 }
+
+/// How long one readiness probe answers for: a store that stops answering
+/// shows within this (and the probe's timeout), well inside the seconds an
+/// orchestrator's probe period spans.
+const READINESS_FRESH_FOR: Duration = Duration::from_secs(1);
 
 /// How long `close` waits for abandoned uploads to be cleaned up.
 const CLEANUP_GRACE: Duration = Duration::from_secs(10);
@@ -107,6 +114,7 @@ impl Vault {
                 reads: Arc::default(),
                 tokens: TokenCache::default(),
                 delete_turns: DeleteTurns::default(),
+                last_readiness: tokio::sync::Mutex::new(None),
             }),
         })
     }
@@ -153,13 +161,24 @@ impl Vault {
     }
 
     /// Asks both stores a read-only question, each bounded by `within`, so a
-    /// probe answers in time even when a store hangs.
-    pub async fn readiness(&self, within: Duration) -> Readiness {
+    /// probe answers in time even when a store hangs. Callers share one
+    /// probe in flight and its answer for `READINESS_FRESH_FOR`: `/readyz`
+    /// needs no token, and a flood of it must not multiply into requests to
+    /// the stores (an S3 list each) that every app's transfers wait behind.
+    pub async fn readiness(&self, within: Duration) -> Arc<Readiness> {
+        let mut last = self.inner.last_readiness.lock().await;
+        if let Some((ended, readiness)) = &*last
+            && ended.elapsed() < READINESS_FRESH_FOR
+        {
+            return readiness.clone();
+        }
         let (metadata, blobs) = tokio::join!(
             bounded(within, self.inner.meta.ping()),
             bounded(within, self.inner.blobs.ping())
         );
-        Readiness { metadata, blobs }
+        let readiness = Arc::new(Readiness { metadata, blobs });
+        *last = Some((Instant::now(), readiness.clone()));
+        readiness
     }
 
     /// Readable media stored now, for the `mediavault_media_stored` gauge.
@@ -200,6 +219,30 @@ impl Vault {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Probes at once share one probe of the stores, and its answer for a
+    /// moment after; a probe after that asks the stores again.
+    #[tokio::test]
+    async fn readiness_probes_at_once_ask_the_stores_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let vault = crate::testing::sqlite_file_vault(dir.path(), Duration::from_secs(3600)).await;
+        let probes: Vec<_> = (0..50)
+            .map(|_| {
+                let vault = vault.clone();
+                tokio::spawn(async move { vault.readiness(Duration::from_secs(3)).await })
+            })
+            .collect();
+        let mut answers = Vec::new();
+        for probe in probes {
+            answers.push(probe.await.unwrap());
+        }
+        assert!(answers[0].metadata.is_ok() && answers[0].blobs.is_ok());
+        let shared = answers.iter().filter(|a| Arc::ptr_eq(a, &answers[0])).count();
+        assert_eq!(shared, 50, "50 probes at once asked the stores more than once");
+        tokio::time::sleep(READINESS_FRESH_FOR + Duration::from_millis(100)).await;
+        let later = vault.readiness(Duration::from_secs(3)).await;
+        assert!(!Arc::ptr_eq(&later, &answers[0]), "an old answer was kept");
+    }
 
     /// A configuration may be logged whole: it shows neither the database
     /// password nor the blob store's secret key nor the key material.

@@ -440,6 +440,39 @@ async fn a_missing_or_wrong_token_is_190() {
     assert_eq!(s.stored().await, 1);
 }
 
+/// Graph reads `messaging_product` from the query string as from the form
+/// (whatsapp-api-js sends it there, with a form of `file` alone), and reads
+/// its value in either case. A wrong one is refused there as in the form.
+#[tokio::test]
+async fn messaging_product_may_come_in_the_query_string() {
+    let (s, app) = service().await;
+    let png = png_bytes(100);
+    let file_alone = || [typed_file("image/png", &png), end()].concat();
+    for query in [
+        "messaging_product=whatsapp",
+        "messaging_product=WHATSAPP&access_token=x",
+    ] {
+        let call = Call::new(Method::POST, format!("/v23.0/{PHONE}/media?{query}"));
+        let reply = s.send(bearer(call, &app).multipart(file_alone())).await;
+        assert_eq!(reply.status, StatusCode::OK, "{query}: {}", reply.text());
+        assert_eq!(reply.json().as_object().unwrap().len(), 1, "{query}");
+    }
+    let call = Call::new(
+        Method::POST,
+        format!("/v23.0/{PHONE}/media?messaging_product=sms"),
+    );
+    let reply = s.send(bearer(call, &app).multipart(file_alone())).await;
+    let refused = graph(
+        r#"(#100) Param messaging_product must be one of {WHATSAPP} - got "sms"."#,
+        "OAuthException",
+        100,
+        None,
+        None,
+    );
+    assert_graph(&reply, "sms in the query", StatusCode::BAD_REQUEST, &refused);
+    assert_eq!(s.stored().await, 2);
+}
+
 #[tokio::test]
 async fn bad_forms_are_invalid_parameters_and_leave_nothing() {
     let (s, app) = service().await;
@@ -617,6 +650,35 @@ async fn each_type_has_metas_limit_unless_the_app_sets_its_own() {
         StatusCode::PAYLOAD_TOO_LARGE,
         &too_large(102_400),
     );
+    // An animated sticker may be 500 KiB, as Meta takes (and clients check
+    // against); a static one in the same extended format may not.
+    let webp = |flags: u8, len: usize| {
+        let mut file = b"RIFF\x00\x10\x00\x00WEBPVP8X\x0a\x00\x00\x00".to_vec();
+        file.extend_from_slice(&[flags, 0, 0, 0, 0x3f, 0, 0, 0x3f, 0, 0]);
+        file.extend_from_slice(b"ANIM\x06\x00\x00\x00\x00\x00\x00\x00\x00\x00");
+        file.resize(len, 0);
+        file
+    };
+    wa_upload(&s, &app, "image/webp", &webp(0b10, 300 * 1024)).await;
+    // The type first: the file is received under the larger limit.
+    let type_first = [
+        text("messaging_product", b"whatsapp"),
+        text("type", b"image/webp"),
+        typed_file("image/webp", &webp(0b10, 300 * 1024)),
+        end(),
+    ]
+    .concat();
+    let reply = s.send(upload_call(&app, PHONE, type_first)).await;
+    assert_eq!(reply.status, StatusCode::OK, "type first: {}", reply.text());
+    for (case, flags, len, limit) in [
+        ("a static sticker over 100 KiB", 0b0, 300 * 1024, 102_400),
+        ("an animated sticker over 500 KiB", 0b10, 500 * 1024 + 1, 512_000),
+    ] {
+        let reply = s
+            .send(upload_call(&app, PHONE, wa_form("image/webp", &webp(flags, len))))
+            .await;
+        assert_graph(&reply, case, StatusCode::PAYLOAD_TOO_LARGE, &too_large(limit));
+    }
     // Exactly 5 MiB is taken.
     wa_upload(&s, &app, "image/png", &png_bytes(5 * 1024 * 1024)).await;
 
@@ -684,7 +746,7 @@ async fn each_type_has_metas_limit_unless_the_app_sets_its_own() {
         StatusCode::PAYLOAD_TOO_LARGE,
         &too_large(500),
     );
-    assert_eq!(s.stored().await, 3);
+    assert_eq!(s.stored().await, 5);
 }
 
 #[tokio::test]

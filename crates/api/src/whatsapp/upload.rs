@@ -11,7 +11,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use mediavault_storage::App;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::error::{GraphError, MEDIA_UPLOAD_ERROR};
 use super::{GraphPath, Versioned, authenticate, is_apps_phone_number};
@@ -94,6 +94,21 @@ async fn drain(request: Request) {
     .await;
 }
 
+/// The upload's query string: Graph reads `messaging_product` there too.
+#[derive(Debug, Default, Deserialize)]
+struct UploadQuery {
+    messaging_product: Option<String>,
+}
+
+impl UploadQuery {
+    /// `raw`, read once the caller is authenticated (see
+    /// `PhoneNumberQuery::parse`); other parameters are ignored.
+    fn parse(raw: Option<&str>) -> Result<UploadQuery, GraphError> {
+        serde_urlencoded::from_str(raw.unwrap_or_default())
+            .map_err(|e| GraphError::invalid_parameter(format!("Invalid query: {e}")))
+    }
+}
+
 /// Upload a medium (WhatsApp Cloud API) for the phone number's app.
 #[utoipa::path(
     post,
@@ -102,6 +117,7 @@ async fn drain(request: Request) {
     params(
         ("version" = String, Path, description = "The Graph API version, `vNN.N` (any)"),
         ("id" = String, Path, description = "A phone-number id mapped to the token's app"),
+        ("messaging_product" = Option<String>, Query, description = "`whatsapp`, when the form has no `messaging_product` field"),
     ),
     request_body(content = WhatsAppUploadForm, content_type = "multipart/form-data"),
     responses(
@@ -144,12 +160,26 @@ async fn upload(
         }
     };
     let started = Instant::now();
+    // Graph takes a parameter from the query string as from the form: some
+    // clients (whatsapp-api-js among them) send `messaging_product` there.
+    let query = match UploadQuery::parse(request.uri().query()) {
+        Ok(query) => query,
+        Err(refusal) => {
+            drain(request).await;
+            return Err(refusal);
+        }
+    };
     let form = receive_form(state, &app, headers, request, Surface::WhatsApp).await?;
-    let refusal = match form.messaging_product.as_deref() {
+    let product = form
+        .messaging_product
+        .as_deref()
+        .or(query.messaging_product.as_deref());
+    let refusal = match product {
         None => Some(GraphError::invalid_parameter(
             "The parameter messaging_product is required.",
         )),
-        Some("whatsapp") => None,
+        // Graph's enum values are read in either case.
+        Some(product) if product.eq_ignore_ascii_case("whatsapp") => None,
         Some(other) => Some(GraphError::invalid_parameter(format!(
             "Param messaging_product must be one of {{WHATSAPP}} - got \"{other}\"."
         ))),

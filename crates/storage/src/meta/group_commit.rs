@@ -220,7 +220,7 @@ impl GroupCommit {
             // On a task of its own: a caller that goes away mid-commit
             // must not leave the batch's writes without an answer.
             let (wal, renew) = (self.wal.clone(), self.renew.clone());
-            let _ = tokio::spawn(async move { commit(batch, &wal, &renew).await.finish(&wal).await }).await;
+            let _ = tokio::spawn(async move { commit_and_sync(batch, &wal, &renew).await }).await;
         }
         Turn { _open: open }
     }
@@ -292,9 +292,20 @@ async fn commit_batches(
     while woken.recv().await.is_some() {
         let batch = open.lock().await.take();
         if let Some(batch) = batch {
-            commit(batch, &wal, &renew).await.finish(&wal).await;
+            commit_and_sync(batch, &wal, &renew).await;
         }
     }
+}
+
+/// Commits a batch and answers its writes, once the batch before it has
+/// been answered. A batch `turn` commits must not commit while the last
+/// one's sync runs: were that sync to fail, this batch, committed, would be
+/// answered as failed (no later sync is trusted), and a client told its
+/// upload or delete failed would find it done. Waiting, it sees the failure
+/// and rolls back.
+async fn commit_and_sync(batch: Batch, wal: &Arc<WalSync>, renew: &AtomicBool) {
+    let _in_order = wal.one_at_a_time.lock().await;
+    commit(batch, wal, renew).await.finish(wal).await;
 }
 
 /// A batch committed (or not) but not yet synced, with its writes' answer.
@@ -385,6 +396,8 @@ struct WalSync {
     /// batch fails from then on, until a restart has SQLite recover the WAL
     /// from what the disk holds.
     failed: std::sync::atomic::AtomicBool,
+    /// Held from a batch's commit to its answer (`commit_and_sync`).
+    one_at_a_time: Mutex<()>,
     /// Makes the next sync fail, for tests.
     #[cfg(test)]
     fail_next: std::sync::atomic::AtomicBool,
@@ -407,6 +420,7 @@ impl WalSync {
             path: (!file.is_empty()).then(|| PathBuf::from(format!("{file}-wal"))),
             entry_synced: std::sync::Mutex::new(None),
             failed: std::sync::atomic::AtomicBool::new(false),
+            one_at_a_time: Mutex::new(()),
             #[cfg(test)]
             fail_next: std::sync::atomic::AtomicBool::new(false),
             #[cfg(test)]
@@ -563,6 +577,29 @@ mod tests {
         assert!(together < 16, "64 writes at once took {together} syncs");
     }
 
+    /// Writes `x` (answered once synced) on a task of its own, which it
+    /// returns with what tells when the write's statements have run.
+    fn write_telling_when_run(
+        group: &Arc<GroupCommit>,
+        x: i64,
+    ) -> (
+        tokio::task::JoinHandle<Result<bool, StoreError>>,
+        tokio::sync::oneshot::Receiver<()>,
+    ) {
+        let (ran, statements_ran) = tokio::sync::oneshot::channel();
+        let group = group.clone();
+        let writing = tokio::spawn(async move {
+            group
+                .write(Answered::Synced, async |conn| {
+                    let inserted = insert(conn, x).await;
+                    let _ = ran.send(());
+                    inserted
+                })
+                .await
+        });
+        (writing, statements_ran)
+    }
+
     /// Writes `x` on a task of its own, which it returns once another
     /// connection sees `x` committed (syncs held, it is not answered yet).
     async fn committed_unsynced(
@@ -678,19 +715,7 @@ mod tests {
         // next batch while that sync waits.
         let syncs_held = group.wal.gate.acquire().await.unwrap();
         let synced_last = committed_unsynced(&group, &outside, 2).await;
-        let (ran, statements_ran) = tokio::sync::oneshot::channel();
-        let during = tokio::spawn({
-            let group = group.clone();
-            async move {
-                group
-                    .write(Answered::Synced, async |conn| {
-                        let inserted = insert(conn, 3).await;
-                        let _ = ran.send(());
-                        inserted
-                    })
-                    .await
-            }
-        });
+        let (during, statements_ran) = write_telling_when_run(&group, 3);
         tokio::time::timeout(Duration::from_secs(5), statements_ran)
             .await
             .expect("the next batch waited for the failing sync")
@@ -729,6 +754,46 @@ mod tests {
         drop(group);
         let (restarted, _) = start_on(&dir).await;
         assert!(write(&restarted, 6).await.unwrap());
+    }
+
+    /// A write of its own (`turn`) commits the open batch. While the last
+    /// batch's sync runs, it waits for that sync: when it fails, the open
+    /// batch is rolled back and its writes fail, as `commit_batches` would
+    /// have it. (Committed at once, the batch was then answered as failed:
+    /// its rows stayed, and their clients were told they had not.)
+    #[tokio::test]
+    async fn a_turn_taken_while_a_sync_fails_leaves_no_failed_write_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (group, outside) = setup(&dir).await;
+        group
+            .wal
+            .fail_next
+            .store(true, std::sync::atomic::Ordering::Release);
+        let syncs_held = group.wal.gate.acquire().await.unwrap();
+        let failing = committed_unsynced(&group, &outside, 1).await;
+        let (during, statements_ran) = write_telling_when_run(&group, 2);
+        statements_ran.await.unwrap();
+        let turn = tokio::spawn({
+            let group = group.clone();
+            async move {
+                drop(group.turn().await);
+            }
+        });
+        // The turn has taken the open batch, and holds the line.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(group.open.try_lock().is_err(), "the turn did not begin");
+        drop(syncs_held);
+        turn.await.unwrap();
+        for failed in [failing.await.unwrap(), during.await.unwrap()] {
+            assert!(
+                matches!(&failed, Err(StoreError::GroupCommit(_))),
+                "a write in or after a failed sync answered {failed:?}"
+            );
+        }
+        assert!(
+            !committed(&outside, 2).await,
+            "2 was answered with an error, yet committed by the turn"
+        );
     }
 
     /// A database in memory (`sqlite::memory:`) has no WAL to sync; the

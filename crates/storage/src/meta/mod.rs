@@ -136,6 +136,11 @@ impl Metadata {
         Ok(())
     }
 
+    /// This installation's id, made by the migration that added it.
+    pub(crate) async fn installation_id(&self) -> Result<String, StoreError> {
+        Ok(on_pool!(self, pool => sqlx::query_scalar("SELECT id FROM installation").fetch_one(pool).await)?)
+    }
+
     pub(crate) async fn close(&self) {
         on_pool!(self, pool => pool.close().await);
         match self {

@@ -128,13 +128,22 @@ pub(super) async fn insert_uploading(
 /// violation of it, and of no other, means an intent row's id is taken.
 const MEDIA_PKEY: &str = "media_pkey";
 
-/// An upload's settlement as one statement: its row's reservation falls to
-/// its size and the app gets the unused rest (`$3`) back.
+/// An upload's settlement as one statement (binds: id, size): its row's
+/// reservation falls to its size, and the app gets back what the row held
+/// over that. What the row holds is read, not taken from the upload: a
+/// reservation committed without waiting for its flush may have been lost
+/// in a crash the upload lived through, and then the row holds less than
+/// the upload believes, or less than its size. The shortfall is charged, so
+/// usage stays the sum of the rows' reservations and no stored byte goes
+/// uncounted. (Settling only a row that held what the upload believed
+/// left such a file counted short for its whole life.)
 const SETTLE_RESERVATION_SQL: &str = concat!(
-    "WITH settled AS (",
-    settle_reservation_sql!(),
-    " RETURNING app_id) \
-     UPDATE apps SET used_bytes = used_bytes - $3 FROM settled WHERE apps.id = settled.app_id"
+    "WITH held AS (SELECT id, app_id, reserved_bytes FROM media WHERE id = $1 AND state = ",
+    state_sql!(Uploading),
+    " FOR UPDATE), \
+     settled AS (UPDATE media SET reserved_bytes = $2 FROM held WHERE media.id = held.id \
+     RETURNING held.app_id, held.reserved_bytes - $2 AS back) \
+     UPDATE apps SET used_bytes = used_bytes - settled.back FROM settled WHERE apps.id = settled.app_id"
 );
 
 /// Settles the upload's reservation on the `relaxed` pool, then marks the
@@ -162,7 +171,9 @@ pub(super) async fn mark_ready(
 
 /// `SETTLE_RESERVATION_SQL` for `ready`, committed without waiting for its flush.
 async fn settle_reservation(relaxed: &PgPool, ready: &ReadyMedia<'_>) -> Result<(), StoreError> {
-    bind_settlement!(sqlx::query(SETTLE_RESERVATION_SQL), ready)
+    sqlx::query(SETTLE_RESERVATION_SQL)
+        .bind(ready.id)
+        .bind(ready.size_bytes)
         .execute(relaxed)
         .await?;
     Ok(())
@@ -453,15 +464,19 @@ mod tests {
             .unwrap()
     }
 
-    /// A fresh database (its name), its two pools, and `ONE_UPLOAD` (its
-    /// id) with its reservation settled at 60 of its 100 bytes.
-    async fn one_settled_upload() -> (String, PgPool, PgPool, MediaId) {
+    /// A fresh database (its name), its two pools, and `ONE_UPLOAD` (its id).
+    async fn one_upload() -> (String, PgPool, PgPool, MediaId) {
         let (url, name) = fresh_postgres_database().await;
         let pool = connect(&url).await.unwrap();
         let relaxed = connect_relaxed(&url).await.unwrap();
         migrate(&pool).await.unwrap();
         sqlx::raw_sql(ONE_UPLOAD).execute(&pool).await.unwrap();
-        let id = MediaId::new("m");
+        (name, pool, relaxed, MediaId::new("m"))
+    }
+
+    /// `one_upload`, its reservation settled at 60 of its 100 bytes.
+    async fn one_settled_upload() -> (String, PgPool, PgPool, MediaId) {
+        let (name, pool, relaxed, id) = one_upload().await;
         settle_reservation(&relaxed, &completion(&id, 40)).await.unwrap();
         (name, pool, relaxed, id)
     }
@@ -611,6 +626,30 @@ mod tests {
         assert_eq!(again, (60, 60));
         assert_eq!(claimed.len(), 1);
         assert_eq!((used_bytes, used_media), (0, 0));
+    }
+
+    /// An upload that believes it reserved more than its row holds (a
+    /// reservation committed without its flush, lost in a crash the upload
+    /// lived through) settles to its size all the same: the app is charged
+    /// the shortfall, and its usage is what it stores. (The row used to be
+    /// settled only when it held what the upload believed, and turned
+    /// ready counted short: 160 bytes stored, 100 counted.)
+    #[tokio::test]
+    async fn a_reservation_lost_in_a_crash_is_charged_at_completion() {
+        let (name, pool, relaxed, id) = one_upload().await;
+        // Reserved 100, then 100 more that the crash took: 200 believed.
+        let ready = ReadyMedia {
+            size_bytes: 160,
+            unused_bytes: 40,
+            ..completion(&id, 40)
+        };
+        let done = mark_ready(&pool, &relaxed, &ready).await.unwrap();
+        let counted = usage(&pool).await;
+        pool.close().await;
+        relaxed.close().await;
+        drop_postgres_database(&name).await;
+        assert!(done);
+        assert_eq!(counted, (160, 160), "(the app's usage, its rows' reservations)");
     }
 
     /// 20,000 media, 200 of them of the app `app`, with their keys,

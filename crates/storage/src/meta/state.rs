@@ -49,7 +49,10 @@ macro_rules! shred_media {
 /// Lowers an uploading row's reservation to its size (binds: id, size,
 /// the unused rest), if it still holds size + rest; the caller gives the
 /// rest back to the app in the same transaction (`RELEASE`). The app's
-/// usage is the sum of its rows' reservations before and after.
+/// usage is the sum of its rows' reservations before and after. SQLite's:
+/// there every reservation commits synced, so the row holds what its
+/// upload believes. (Postgres's reads what the row holds instead: see
+/// `postgres::SETTLE_RESERVATION_SQL`.)
 macro_rules! settle_reservation_sql {
     () => {
         concat!(

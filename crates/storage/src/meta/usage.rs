@@ -23,12 +23,20 @@
 /// (bytes) and `$5` (media) where it sets none; no limit when neither is
 /// set. Adding no medium never fails on the media limit, so an upload
 /// admitted before a lowered limit may still grow. `$1`: the app.
+///
+/// Each bound is compared with the room left (`limit - used`), never with
+/// `used + $2`: an app may take files up to 2^63 − 1 bytes, and a declared
+/// length that large beside bytes already held would overflow the sum
+/// (PostgreSQL answers an error; SQLite makes the counter a float). Such a
+/// reservation is refused like any other that does not fit, and the upload
+/// goes on reserving as its bytes arrive.
 macro_rules! reserve_sql {
     () => {
         "UPDATE apps SET used_bytes = used_bytes + $2, used_media = used_media + $3 \
          WHERE id = $1 \
-         AND (COALESCE(max_bytes_stored, $4) IS NULL OR used_bytes + $2 <= COALESCE(max_bytes_stored, $4)) \
-         AND ($3 = 0 OR COALESCE(max_media, $5) IS NULL OR used_media + $3 <= COALESCE(max_media, $5))"
+         AND $2 <= 9223372036854775807 - used_bytes \
+         AND (COALESCE(max_bytes_stored, $4) IS NULL OR $2 <= COALESCE(max_bytes_stored, $4) - used_bytes) \
+         AND ($3 = 0 OR COALESCE(max_media, $5) IS NULL OR $3 <= COALESCE(max_media, $5) - used_media)"
     };
 }
 
