@@ -69,6 +69,19 @@ async fn info_as(f: &Fixture, client_ip: &str, token: &str) -> reqwest::Response
         .unwrap()
 }
 
+/// A small upload to the app from `client_ip` (via X-Forwarded-For) with
+/// `token`.
+async fn upload_as(f: &Fixture, client_ip: &str, token: &str) -> reqwest::Response {
+    f.client
+        .post(f.media_url())
+        .header("token", token)
+        .header("x-forwarded-for", client_ip)
+        .multipart(png_form(10))
+        .send()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn failed_authentications_lock_out_that_client_for_that_app() {
     let f = Fixture::with_env(
@@ -96,15 +109,7 @@ async fn failed_authentications_lock_out_that_client_for_that_app() {
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["status"], "error");
     // ...uploads included...
-    let response = f
-        .client
-        .post(f.media_url())
-        .header("token", &f.token)
-        .header("x-forwarded-for", attacker)
-        .multipart(png_form(10))
-        .send()
-        .await
-        .unwrap();
+    let response = upload_as(&f, attacker, &f.token).await;
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
     // ...while another client with a valid token is served as before.
     assert_eq!(
@@ -112,6 +117,18 @@ async fn failed_authentications_lock_out_that_client_for_that_app() {
         StatusCode::NOT_FOUND
     );
     f.assert_stored(0).await;
+    // A token accepted since is no guess: a client sharing the locked-out
+    // address (a NAT) is served with it, while guesses are still refused.
+    assert_eq!(
+        info_as(&f, attacker, &f.token).await.status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(upload_as(&f, attacker, &f.token).await.status(), StatusCode::OK);
+    assert_eq!(
+        info_as(&f, attacker, "mv_guess").await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    f.assert_stored(1).await;
 }
 
 #[tokio::test]

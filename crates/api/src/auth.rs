@@ -51,6 +51,13 @@ pub(crate) enum TokenOf<'a> {
 /// error is the 429 of a client locked out of `scope` (nothing is checked
 /// then); each failed check is counted against `client` under `scope`.
 ///
+/// A token this process accepted within the hour (`Limits::is_live_token`)
+/// is checked whatever the lock-out: its client may share the address of
+/// the one that failed (behind a NAT, say), which must not cost it an
+/// hour. That tells a locked-out client which of its tries are such
+/// tokens, no help to a guesser: tokens are made by the service, 256
+/// random bits (see `mediavault_storage::Vault::issue_token`).
+///
 /// Where the request names no app (`TokenOf::AnyApp`), `scope` is the
 /// address's alone, and a failure is counted there only when the token was
 /// never issued. One issued to an app and revoked since is that app's
@@ -66,15 +73,20 @@ pub(crate) async fn check_token(
     headers: &HeaderMap,
     client: IpAddr,
 ) -> Result<Result<App, AuthError>, ApiError> {
-    state.limits.check_not_locked_out(client, scope)?;
     let token = presented_token(headers);
+    let known_live = token.is_some_and(|token| state.limits.is_live_token(token));
+    if !known_live {
+        state.limits.check_not_locked_out(client, scope)?;
+    }
     let outcome = match (token, &of) {
         (Some(token), TokenOf::App(app_id)) => state.vault.authenticate(app_id, token).await,
         (Some(token), TokenOf::AnyApp) => state.vault.authenticate_token(token).await,
         (None, _) => Err(AuthError::Failed),
     };
     match (&outcome, of, token) {
-        (Ok(app), TokenOf::AnyApp, _) => state.limits.check_not_locked_out(client, app.id.as_str())?,
+        (Ok(app), TokenOf::AnyApp, _) if !known_live => {
+            state.limits.check_not_locked_out(client, app.id.as_str())?
+        }
         (Err(AuthError::Failed), TokenOf::AnyApp, Some(token)) => {
             let issuer = state
                 .vault
@@ -91,6 +103,13 @@ pub(crate) async fn check_token(
         }
         (Err(AuthError::Failed), _, _) => state.limits.record_auth_failure(client, scope),
         _ => {}
+    }
+    if let Some(token) = token {
+        match &outcome {
+            Ok(_) => state.limits.token_checked(token, true),
+            Err(AuthError::Failed) => state.limits.token_checked(token, false),
+            Err(AuthError::Unavailable(_)) => {}
+        }
     }
     Ok(outcome)
 }

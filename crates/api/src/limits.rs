@@ -17,6 +17,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use hashlink::LinkedHashMap;
 use ipnet::IpNet;
 use mediavault_storage::{App, AppId};
+use sha2::{Digest, Sha256};
 
 use crate::ApiState;
 use crate::error::ApiError;
@@ -229,6 +230,57 @@ pub struct Limits {
     settings: LimitSettings,
     uploads: Mutex<HashMap<AppId, AppLimiter>>,
     failures: Mutex<Failures>,
+    live_tokens: Mutex<LiveTokens>,
+}
+
+/// Tokens most recently accepted: at most this many are known to be live.
+const MAX_LIVE_TOKENS: usize = 65_536;
+
+/// Tokens this process accepted within `FAILURE_WINDOW`, by SHA-256, in
+/// order of their last acceptance. A lock-out is against guessing, and a
+/// client presenting one of these is not guessing: it is checked whatever
+/// its network's lock-out, so that one client failing from an address
+/// many share (a NAT, a proxy not listed in `server.trusted_proxies`)
+/// does not lock the others' working tokens out for an hour. A token not
+/// known here is still refused while locked out, so a guesser's tries
+/// never reach the database. A token refused since is forgotten.
+struct LiveTokens {
+    accepted: LinkedHashMap<[u8; 32], Instant, RandomState>,
+}
+
+impl LiveTokens {
+    fn digest(token: &str) -> [u8; 32] {
+        Sha256::digest(token.as_bytes()).into()
+    }
+
+    fn contains(&mut self, token: &str) -> bool {
+        self.forget_expired();
+        self.accepted.contains_key(&LiveTokens::digest(token))
+    }
+
+    fn accepted(&mut self, token: &str) {
+        let digest = LiveTokens::digest(token);
+        self.accepted.remove(&digest);
+        self.forget_expired();
+        if self.accepted.len() >= MAX_LIVE_TOKENS {
+            self.accepted.pop_front();
+        }
+        self.accepted.insert(digest, Instant::now());
+    }
+
+    fn refused(&mut self, token: &str) {
+        self.accepted.remove(&LiveTokens::digest(token));
+    }
+
+    fn forget_expired(&mut self) {
+        while self
+            .accepted
+            .front()
+            .is_some_and(|(_, at)| at.elapsed() >= FAILURE_WINDOW)
+        {
+            self.accepted.pop_front();
+        }
+    }
 }
 
 /// Whole seconds to wait, at least one (Retry-After has no fractions).
@@ -248,6 +300,26 @@ impl Limits {
             settings,
             uploads: Mutex::new(HashMap::new()),
             failures: Mutex::new(Failures::new(max_counting, max_locked)),
+            live_tokens: Mutex::new(LiveTokens {
+                accepted: LinkedHashMap::with_hasher(RandomState::new()),
+            }),
+        }
+    }
+
+    /// Whether `token` was accepted within the last hour and not refused
+    /// since: it is checked whatever the lock-out of the network sending it.
+    pub fn is_live_token(&self, token: &str) -> bool {
+        let mut live = self.live_tokens.lock().unwrap_or_else(|e| e.into_inner());
+        live.contains(token)
+    }
+
+    /// `token` was accepted, or (`live` false) refused.
+    pub fn token_checked(&self, token: &str, live: bool) {
+        let mut tokens = self.live_tokens.lock().unwrap_or_else(|e| e.into_inner());
+        if live {
+            tokens.accepted(token);
+        } else {
+            tokens.refused(token);
         }
     }
 
@@ -496,6 +568,26 @@ mod tests {
             behind_peer(&proxied, &["203.0.113.5, [2001:db8::7", "10.1.1.1"]),
             ip("10.1.1.1")
         );
+    }
+
+    /// A token accepted is live until refused; the most recently accepted
+    /// are kept when there are too many.
+    #[test]
+    fn a_token_accepted_is_live_until_refused() {
+        let limits = limits(&[]);
+        assert!(!limits.is_live_token("mv_a"));
+        limits.token_checked("mv_a", true);
+        assert!(limits.is_live_token("mv_a"));
+        assert!(!limits.is_live_token("mv_b"), "only the token accepted");
+        limits.token_checked("mv_a", false);
+        assert!(!limits.is_live_token("mv_a"));
+
+        for n in 0..=MAX_LIVE_TOKENS {
+            limits.token_checked(&format!("mv_{n}"), true);
+        }
+        assert!(!limits.is_live_token("mv_0"), "the oldest made room");
+        assert!(limits.is_live_token("mv_1"));
+        assert!(limits.is_live_token(&format!("mv_{MAX_LIVE_TOKENS}")));
     }
 
     #[test]

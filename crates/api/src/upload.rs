@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::http::HeaderMap;
+use axum::http::header::CONTENT_TYPE;
 use bytes::Bytes;
 use mediavault_fetch::{clean_filename, names_a_file};
 use mediavault_storage::{App, Upload, UploadError};
@@ -186,6 +187,11 @@ pub(crate) struct Received {
     pub messaging_product: Option<String>,
 }
 
+/// The longest multipart boundary (RFC 2046). The parser looks for the
+/// boundary across every chunk the body arrives in, so one of 60 KB made
+/// each small packet of a trickled body cost that much work.
+const MAX_BOUNDARY_LEN: usize = 70;
+
 /// Reads an upload's multipart body as `surface` defines it, streaming the
 /// file into the vault as it comes. On any error, what was started is undone
 /// before it returns.
@@ -196,6 +202,16 @@ pub(crate) async fn receive_form(
     request: Request,
     surface: Surface,
 ) -> Result<Received, UploadError> {
+    if let Some(boundary) = headers
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| multer::parse_boundary(value).ok())
+        && boundary.len() > MAX_BOUNDARY_LEN
+    {
+        return Err(UploadError::Malformed(format!(
+            "boundary longer than {MAX_BOUNDARY_LEN} characters"
+        )));
+    }
     let meter = Arc::new(Meter::new(state.min_upload_rate));
     let mut body = Multipart::from_request(metered(request, meter.clone()), state)
         .await

@@ -112,13 +112,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Reap(reap) => {
             let (config, vault) = open(file, Purpose::Reap).await?;
             if reap.once {
-                let report = mediavault_reaper::reap_once(
-                    &vault,
-                    mediavault_storage::now_millis(),
-                    config.reaper.pass_budget,
-                )
-                .await
-                .context("reaper pass")?;
+                let now = vault
+                    .reaping_now(mediavault_storage::now_millis())
+                    .await
+                    .context("reading the database's clock")?;
+                let report = mediavault_reaper::reap_once(&vault, now, config.reaper.pass_budget)
+                    .await
+                    .context("reaper pass")?;
                 let mut printed = serde_json::to_value(report)?;
                 if report.skipped {
                     // Zeros alone would read as a pass that found nothing due.

@@ -232,7 +232,8 @@ pub async fn run_pass(vault: &Vault, budget: Duration) -> Option<PassReport> {
 }
 
 async fn logged_pass(vault: &Vault, budget: Duration, started: Instant) -> Option<PassReport> {
-    match reap_once(vault, now_millis(), budget).await {
+    let pass = async { reap_once(vault, vault.reaping_now(now_millis()).await?, budget).await };
+    match pass.await {
         Ok(report) if report.skipped => {
             tracing::debug!("reaper pass skipped: another replica's pass is running");
             Some(report)

@@ -49,7 +49,33 @@ impl ClaimedBatch {
     }
 }
 
+/// How far a replica's clock may stray from the database's before a pass
+/// says so.
+const CLOCK_SKEW_WARNING: Millis = 5_000;
+
 impl Vault {
+    /// The time a reaper pass judges expiry by: the database server's clock
+    /// where replicas share one (Postgres), else `local` (this host's).
+    /// Passes run on whichever replica takes the lock, often the one whose
+    /// clock runs fastest: by its own clock, an hour ahead, it shredded
+    /// every app's media an hour before their `expiresAt`, and took every
+    /// running upload as abandoned. A replica whose clock strays is named
+    /// in the log.
+    pub async fn reaping_now(&self, local: Millis) -> Result<Millis, StoreError> {
+        let Some(database) = self.inner.meta.database_now().await? else {
+            return Ok(local);
+        };
+        let skew = local - database;
+        if skew.abs() > CLOCK_SKEW_WARNING {
+            tracing::warn!(
+                skew_ms = skew,
+                "this host's clock differs from the database's; the reaper goes by the database's, \
+                 but expiry times this replica gives new uploads are off by as much"
+            );
+        }
+        Ok(database)
+    }
+
     /// Takes the cluster-wide reaper lock, or `None` if another replica's
     /// pass holds it. SQLite is one process: its lock is always free.
     pub async fn try_reaper_lock(&self) -> Result<Option<ReaperLock>, StoreError> {
@@ -227,6 +253,26 @@ mod tests {
         let mut upload = vault.begin_upload(app, None).await.unwrap();
         upload.write(format!("file {i}").as_bytes()).await.unwrap();
         upload.finish("text/plain").await.unwrap()
+    }
+
+    /// A pass goes by the database server's clock where replicas share one:
+    /// a replica whose clock runs an hour ahead reaps nothing early. On
+    /// SQLite, one host, its own.
+    #[tokio::test]
+    async fn a_pass_goes_by_the_shared_databases_clock() {
+        on_each_dialect(|vault| async move {
+            let ahead = now_millis() + duration_millis(Duration::from_secs(3600));
+            let judged = vault.reaping_now(ahead).await.unwrap();
+            if matches!(vault.inner.meta, crate::meta::Metadata::Postgres { .. }) {
+                assert!(
+                    (judged - now_millis()).abs() < 5_000,
+                    "{judged} is not the database's time"
+                );
+            } else {
+                assert_eq!(judged, ahead);
+            }
+        })
+        .await;
     }
 
     /// Two installations given one blob directory (staging beside

@@ -447,6 +447,43 @@ async fn malformed_multipart_bodies_are_400() {
     assert_eq!(s.stored().await, 0);
 }
 
+/// A boundary is at most 70 characters (RFC 2046): a longer one is 400
+/// before the body is read, and stores nothing.
+#[tokio::test]
+async fn a_boundary_past_70_characters_is_400() {
+    let s = Service::new().await;
+    for (len, status) in [
+        (70, StatusCode::OK),
+        (71, StatusCode::BAD_REQUEST),
+        (60_000, StatusCode::BAD_REQUEST),
+    ] {
+        let boundary = "b".repeat(len);
+        let form = [text("file_type", b"image/png"), file(&png_bytes(500)), end()]
+            .concat()
+            .split(|&byte| byte == b'\n')
+            .map(|line| match line.strip_prefix(b"--") {
+                Some(rest) if rest.starts_with(BOUNDARY.as_bytes()) => {
+                    [b"--", boundary.as_bytes(), &rest[BOUNDARY.len()..]].concat()
+                }
+                _ => line.to_vec(),
+            })
+            .collect::<Vec<_>>()
+            .join(&b'\n');
+        let call = Call::upload(&s.app).body(&format!("multipart/form-data; boundary=\"{boundary}\""), form);
+        let reply = s.send(call).await;
+        if status == StatusCode::OK {
+            assert_eq!(reply.status, status, "{len}: {}", reply.text());
+        } else {
+            reply.assert_error(
+                &len.to_string(),
+                status,
+                "Malformed multipart/form-data request: boundary longer than 70 characters",
+            );
+        }
+    }
+    assert_eq!(s.stored().await, 1);
+}
+
 /// A preamble or part headers that never end are refused once they pass
 /// the framing limit (4 MiB of what is not part content), not buffered on.
 #[tokio::test]

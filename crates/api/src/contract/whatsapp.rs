@@ -779,8 +779,21 @@ async fn rate_limits_and_lock_outs_have_metas_codes() {
         let reply = s.send(bearer(Call::get("/v23.0/1234567890123456"), &wrong)).await;
         assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
     }
-    // Locked out: even the right token waits.
+    // Locked out: even a right token waits, unless accepted within the hour.
+    let unused = AppKey {
+        id: app.id.clone(),
+        token: s
+            .vault
+            .issue_token(&mediavault_storage::AppId::new(&app.id), None)
+            .await
+            .unwrap()
+            .token,
+    };
     let reply = s.send(bearer(Call::get("/v23.0/1234567890123456"), &app)).await;
+    assert_ne!(reply.status, StatusCode::TOO_MANY_REQUESTS, "{}", reply.text());
+    let reply = s
+        .send(bearer(Call::get("/v23.0/1234567890123456"), &unused))
+        .await;
     assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS, "{}", reply.text());
     assert_graph(
         &reply,

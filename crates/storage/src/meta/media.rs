@@ -116,12 +116,22 @@ pub(crate) struct ReadyMedia<'a> {
     pub unused_bytes: i64,
 }
 
-/// A row just shredded: its blob, and what it held of its app's quota.
+/// A row just shredded: its blob, whether it had expired, and what it held
+/// of its app's quota.
 #[derive(sqlx::FromRow)]
 struct Shredded {
     blob_key: String,
+    expired: bool,
     #[sqlx(flatten)]
     held: Held,
+}
+
+/// What `shred` left to finish.
+pub(crate) struct ShredOutcome {
+    /// The blob to delete.
+    pub(crate) blob_key: String,
+    /// The media had expired, unknown to the reaper so far.
+    pub(crate) expired: bool,
 }
 
 impl Metadata {
@@ -327,31 +337,41 @@ impl Metadata {
         )
     }
 
-    /// Crypto-shreds readable media of `app_id` in one transaction: from its
+    /// Crypto-shreds stored media of `app_id` in one transaction: from its
     /// commit on, the wrapped key's row is gone, and what the media held of
-    /// its app's quota is released. Returns the blob key to delete.
+    /// its app's quota is released. Returns what to finish: the blob key
+    /// to delete, and whether the media had expired by `now`.
+    ///
+    /// Media expired but not yet reaped is shredded too (and the caller
+    /// answers as for media not found): expiry is judged by this host's
+    /// clock, and a replica whose clock runs fast must not leave the key
+    /// of media that a DELETE named, and that others still serve, to the
+    /// reaper's next pass.
     pub(crate) async fn shred(
         &self,
         app_id: &AppId,
         id: &MediaId,
         now: Millis,
-    ) -> Result<Option<String>, StoreError> {
+    ) -> Result<Option<ShredOutcome>, StoreError> {
         const SQL: &str = shred_media!(concat!(
             "WHERE app_id = $3 AND id = $4 AND state = ",
             state_sql!(Ready),
-            " AND expires_at > $1 AND id IN (SELECT media_id FROM media_keys) \
-             RETURNING blob_key, app_id, reserved_bytes"
+            " AND id IN (SELECT media_id FROM media_keys) \
+             RETURNING blob_key, expires_at <= $1 AS expired, app_id, reserved_bytes"
         ));
         Ok(on_write_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let shredded: Option<Shredded> =
                 sqlx::query_as(SQL).bind(now).bind(now).bind(app_id).bind(id).fetch_optional(&mut *tx).await?;
-            let blob_key = shredded.as_ref().map(|row| row.blob_key.clone());
-            if blob_key.is_some() {
+            let outcome = shredded.as_ref().map(|row| ShredOutcome {
+                blob_key: row.blob_key.clone(),
+                expired: row.expired,
+            });
+            if outcome.is_some() {
                 sqlx::query(DROP_KEY).bind(id).execute(&mut *tx).await?;
             }
             release_held!(tx, shredded.map(|row| row.held));
-            tx.commit().await.map(|()| blob_key)
+            tx.commit().await.map(|()| outcome)
         })?)
     }
 

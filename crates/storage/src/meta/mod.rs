@@ -136,6 +136,18 @@ impl Metadata {
         Ok(())
     }
 
+    /// The database server's clock, where the database is a server all
+    /// replicas share (Postgres); `None` for SQLite, on the service's host.
+    pub(crate) async fn database_now(&self) -> Result<Option<crate::model::Millis>, StoreError> {
+        match self {
+            Metadata::Postgres { pool, .. } => {
+                const SQL: &str = "SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)";
+                Ok(Some(sqlx::query_scalar(SQL).fetch_one(pool).await?))
+            }
+            Metadata::Sqlite { .. } => Ok(None),
+        }
+    }
+
     /// This installation's id, made by the migration that added it.
     pub(crate) async fn installation_id(&self) -> Result<String, StoreError> {
         Ok(on_pool!(self, pool => sqlx::query_scalar("SELECT id FROM installation").fetch_one(pool).await)?)
