@@ -618,3 +618,49 @@ async fn blob_files_fan_out_over_directories_named_by_their_first_digits() {
     // 24 random names all in one of 256 directories: 256^-23.
     assert!(directories.len() > 1, "{directories:?}");
 }
+
+/// A local blob directory down to its reserve of free space
+/// (`blobs.min_free_bytes`, here more than any disk holds) refuses uploads
+/// on both surfaces, 507 with Retry-After, and stores nothing.
+#[tokio::test]
+async fn a_disk_down_to_its_reserve_refuses_uploads_and_stores_nothing() {
+    const PHONE: &str = "106540352242922";
+    let reserve = u64::MAX.to_string();
+    let f = Fixture::with_env(
+        Backends::SqliteFiles,
+        &[("MEDIAVAULT__BLOBS__MIN_FREE_BYTES", &reserve)],
+    )
+    .await;
+    let response = f.post_response(png_form(100)).await;
+    assert_eq!(response.status(), StatusCode::INSUFFICIENT_STORAGE);
+    assert_eq!(response.headers()["retry-after"], "60");
+    assert_eq!(
+        response.json::<Value>().await.unwrap(),
+        error("The server is out of storage space; retry later")
+    );
+
+    f.map_phone_number_id(PHONE);
+    let form = Form::new()
+        .text("messaging_product", "whatsapp")
+        .part(
+            "file",
+            file_part(png_bytes(100), "pic.png")
+                .mime_str("image/png")
+                .unwrap(),
+        )
+        .text("type", "image/png");
+    let response = f
+        .client
+        .post(f.server.url(&format!("/v23.0/{PHONE}/media")))
+        .bearer_auth(&f.token)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::INSUFFICIENT_STORAGE);
+    assert_eq!(response.headers()["retry-after"], "60");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], 131053, "{body}");
+    assert!(body.to_string().contains("out of storage space"), "{body}");
+    f.assert_stored(0).await;
+}

@@ -10,25 +10,14 @@ use crate::support;
 
 use reqwest::StatusCode;
 use serde_json::Value;
-use support::{Backends, Fixture, cli, png_bytes};
+use support::{Backends, Fixture, png_bytes};
 
 const PHONE: &str = "106540352242922";
 
 async fn fixture(backends: Backends) -> Fixture {
     let links_keys = mediavault_api::LinkKeys::generate_line("wa");
     let f = Fixture::with_env(backends, &[("MEDIAVAULT__LINKS__KEYS", &links_keys)]).await;
-    let (ok, out, err) = cli(
-        &f.stores,
-        &[
-            "apps",
-            "update",
-            "--app",
-            &f.app_id,
-            "--wa-phone-number-id",
-            PHONE,
-        ],
-    );
-    assert!(ok, "{out} {err}");
+    f.map_phone_number_id(PHONE);
     f
 }
 

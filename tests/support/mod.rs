@@ -235,6 +235,7 @@ pub fn s3_blob_config() -> BlobConfig {
         allow_http: true,
         unsigned_payload: None,
         timeout: Duration::from_secs(10),
+        min_free_bytes: 0,
     }
 }
 
@@ -495,16 +496,36 @@ impl Fixture {
 
     /// Posts an upload form with the app's token; returns status and JSON body.
     pub async fn post(&self, form: reqwest::multipart::Form) -> (reqwest::StatusCode, serde_json::Value) {
-        let response = self
-            .client
+        let response = self.post_response(form).await;
+        let status = response.status();
+        (status, response.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// Posts an upload form with the app's token; returns the response.
+    pub async fn post_response(&self, form: reqwest::multipart::Form) -> reqwest::Response {
+        self.client
             .post(self.media_url())
             .header("token", &self.token)
             .multipart(form)
             .send()
             .await
-            .unwrap();
-        let status = response.status();
-        (status, response.json().await.unwrap_or(serde_json::Value::Null))
+            .unwrap()
+    }
+
+    /// Maps WhatsApp phone-number id `phone` to the app, through the CLI.
+    pub fn map_phone_number_id(&self, phone: &str) {
+        let (ok, out, err) = cli(
+            &self.stores,
+            &[
+                "apps",
+                "update",
+                "--app",
+                &self.app_id,
+                "--wa-phone-number-id",
+                phone,
+            ],
+        );
+        assert!(ok, "{out} {err}");
     }
 
     /// Uploads `bytes` as a PNG named like a holiday photo; returns the media id.

@@ -14,6 +14,10 @@ pub const AUTH_FAILED: &str = "Authentication Failed";
 pub const NOT_CAPI: &str = "Only CAPI apps allowed to generate media ID";
 pub const TOO_LARGE: &str = "File size exceeds the maximum limit!";
 pub const QUOTA_EXCEEDED: &str = "Storage quota exceeded";
+pub const STORE_FULL: &str = "The server is out of storage space; retry later";
+/// Seconds a client is asked to wait when the store is out of room: about
+/// as long as space takes to be freed, by deletes or the reaper's passes.
+pub const STORE_FULL_RETRY_AFTER: u32 = 60;
 pub const UPLOAD_FAILED: &str = "Unable to upload requested Media";
 pub const MEDIA_NOT_FOUND: &str = "Media not found";
 pub const READ_FAILED: &str = "Unable to fetch requested Media";
@@ -149,6 +153,10 @@ impl From<UploadError> for ApiError {
             UploadError::Malformed(why) => format!("Malformed multipart/form-data request: {why}"),
             UploadError::TooLarge { .. } => return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, TOO_LARGE),
             UploadError::QuotaExceeded => return ApiError::new(StatusCode::FORBIDDEN, QUOTA_EXCEEDED),
+            UploadError::StoreFull => {
+                return ApiError::new(StatusCode::INSUFFICIENT_STORAGE, STORE_FULL)
+                    .with_retry_after(STORE_FULL_RETRY_AFTER);
+            }
             UploadError::ContentMismatch { declared, detected } => {
                 format!("Param file content is '{detected}', which does not match file_type '{declared}'.")
             }

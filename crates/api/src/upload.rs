@@ -104,6 +104,7 @@ pub struct UploadForm {
         (status = 429, description = "Too many uploads for this app (per second, or in progress at once), or too many failed authentications from this address (see Retry-After)", body = ErrorBody),
         (status = 500, description = "Unable to upload requested Media", body = ErrorBody),
         (status = 503, description = "Too many uploads in progress on this server (see Retry-After)", body = ErrorBody),
+        (status = 507, description = "The server is out of storage space: its blob directory is down to its reserve of free space (see Retry-After); nothing is stored", body = ErrorBody),
     ),
     security(("token" = []), ("bearer" = []))
 )]

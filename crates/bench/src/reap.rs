@@ -60,6 +60,7 @@ async fn on_postgres_s3(count: usize, admin: &str, database: &str) -> anyhow::Re
         allow_http: true,
         unsigned_payload: None,
         timeout: Duration::from_secs(30),
+        min_free_bytes: 0,
     };
     reap_pass(count, raw_rate, &format!("{server}/{database}"), blobs).await
 }

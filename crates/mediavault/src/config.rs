@@ -106,6 +106,8 @@ pub struct BlobsConfig {
     pub unsigned_payload: Option<bool>,
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    /// A local store only: the free space uploads leave on its file system.
+    pub min_free_bytes: u64,
 }
 
 #[derive(Debug, Default, Deserialize)]

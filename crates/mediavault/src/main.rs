@@ -266,5 +266,6 @@ fn blob_config(config: &Config) -> anyhow::Result<BlobConfig> {
         allow_http: config.blobs.allow_http,
         unsigned_payload: config.blobs.unsigned_payload,
         timeout: config.blobs.timeout,
+        min_free_bytes: config.blobs.min_free_bytes,
     })
 }

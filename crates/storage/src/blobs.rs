@@ -50,7 +50,14 @@ pub struct BlobConfig {
     /// Bound on one store call, retries included; for reads, on the answer
     /// and on each wait for the next chunk of the body.
     pub timeout: Duration,
+    /// A local store only: the free space uploads leave on its file system
+    /// (see `Blobs::room`). Remote stores manage their own capacity.
+    pub min_free_bytes: u64,
 }
+
+/// `blobs.min_free_bytes` unless configured: room for the database beside
+/// the blobs to go on writing, deletes and the reaper's among them.
+const DEFAULT_MIN_FREE_BYTES: u64 = 1024 * 1024 * 1024;
 
 impl BlobConfig {
     /// The directory of a local blob store (a path or `file://` URL); `None`
@@ -74,6 +81,7 @@ impl BlobConfig {
             allow_http: false,
             unsigned_payload: None,
             timeout: Duration::from_secs(30),
+            min_free_bytes: DEFAULT_MIN_FREE_BYTES,
         }
     }
 }
@@ -185,6 +193,11 @@ pub(crate) struct Blobs {
     /// The directory of a local store, whose staging files the store's own
     /// listings do not show.
     local_dir: Option<PathBuf>,
+    /// A local store's reserve of free space (`blobs.min_free_bytes`).
+    min_free_bytes: u64,
+    /// Bytes of a local store's room that uploads running in this process
+    /// have taken (`take_room`), written since or not.
+    room_taken: Arc<AtomicU64>,
     timeout: Duration,
     /// Blob bytes fetched by reads since start.
     bytes_read: Arc<AtomicU64>,
@@ -202,6 +215,33 @@ pub(crate) struct Blobs {
     /// S3 only: the bucket and the service's full key prefix in it, for
     /// `ping`'s listing of at most one key.
     probe: Option<(Arc<dyn PaginatedListStore>, String)>,
+}
+
+/// Room on a local store that one upload took (`Blobs::take_room`),
+/// given back when dropped.
+pub(crate) struct RoomTaken {
+    taken: Arc<AtomicU64>,
+    bytes: u64,
+}
+
+impl RoomTaken {
+    fn none(taken: &Arc<AtomicU64>) -> RoomTaken {
+        RoomTaken {
+            taken: taken.clone(),
+            bytes: 0,
+        }
+    }
+
+    /// Holds what `more` took too, until this is dropped.
+    pub(crate) fn add(&mut self, mut more: RoomTaken) {
+        self.bytes += std::mem::take(&mut more.bytes);
+    }
+}
+
+impl Drop for RoomTaken {
+    fn drop(&mut self) {
+        self.taken.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for Blobs {
@@ -296,6 +336,8 @@ impl Blobs {
         Ok(Blobs {
             store,
             local_dir: config.local_dir(),
+            min_free_bytes: config.min_free_bytes,
+            room_taken: Arc::default(),
             timeout: config.timeout,
             bytes_read: Arc::default(),
             part_budget: Arc::new(Semaphore::new(PARTS_IN_FLIGHT_TOTAL)),
@@ -334,6 +376,36 @@ impl Blobs {
             Ok(result) => result.map_err(StoreError::from),
             Err(_) => Err(StoreError::Timeout(self.timeout)),
         }
+    }
+
+    /// Takes `bytes` of the room uploads have on a local store: the space
+    /// free on its file system, less `blobs.min_free_bytes`, less what
+    /// uploads running here took before. `None` where that leaves less
+    /// than `bytes`. A file system filled to the last block stops more
+    /// than uploads: the database beside the blobs can no longer write,
+    /// deletes and the reaper's passes included, so nothing could free it.
+    /// What an upload took counts until it ends, though what it wrote is
+    /// also gone from the free space by then: near the reserve, uploads
+    /// are refused a little early rather than late. Other stores manage
+    /// their own capacity: all they are asked is granted.
+    pub(crate) fn take_room(&self, bytes: u64) -> Result<Option<RoomTaken>, StoreError> {
+        let Some(dir) = &self.local_dir else {
+            return Ok(Some(RoomTaken::none(&self.room_taken)));
+        };
+        let stats = rustix::fs::statvfs(dir)
+            .map_err(|e| local_store_error(format!("free space of {}: {e}", dir.display())))?;
+        let room = stats
+            .f_bavail
+            .saturating_mul(stats.f_frsize)
+            .saturating_sub(self.min_free_bytes);
+        // Taken before it is judged, so that uploads asking at once cannot
+        // each be granted the same room; given back on refusal.
+        let taken_before = self.room_taken.fetch_add(bytes, Ordering::Relaxed);
+        let taken = RoomTaken {
+            taken: self.room_taken.clone(),
+            bytes,
+        };
+        Ok((room.saturating_sub(taken_before) >= bytes).then_some(taken))
     }
 
     pub(crate) fn writer(&self, key: &str) -> BlobWriter {
@@ -523,7 +595,7 @@ impl Blobs {
         let root = dir.join(MEDIA_PREFIX);
         tokio::task::spawn_blocking(move || delete_stale_staging_under(&root, cutoff, &running))
             .await
-            .map_err(|e| staging_error(format!("staging sweep: {e}")))?
+            .map_err(|e| local_store_error(format!("staging sweep: {e}")))?
     }
 
     /// The installation id the store's owner marker holds (see
@@ -603,7 +675,7 @@ fn is_staging_file(name: &std::ffi::OsStr) -> bool {
         .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
-fn staging_error(message: String) -> StoreError {
+fn local_store_error(message: String) -> StoreError {
     StoreError::Blobs(object_store::Error::Generic {
         store: "LocalFileSystem",
         source: message.into(),
@@ -617,7 +689,7 @@ fn delete_stale_staging_under(
     cutoff: std::time::SystemTime,
     running: &HashSet<String>,
 ) -> Result<u64, StoreError> {
-    let failed = |path: &std::path::Path, e: String| staging_error(format!("{}: {e}", path.display()));
+    let failed = |path: &std::path::Path, e: String| local_store_error(format!("{}: {e}", path.display()));
     let mut removed = 0;
     for entry in walkdir::WalkDir::new(root).min_depth(1) {
         let entry = match entry {
@@ -1251,6 +1323,7 @@ mod tests {
             allow_http: true,
             unsigned_payload: None,
             timeout: Duration::from_secs(10),
+            min_free_bytes: 0,
         })
         .unwrap()
     }
@@ -1567,5 +1640,39 @@ mod tests {
         assert!(blobs.ping().await.is_err(), "a missing directory probed ok");
         std::fs::write(&root, b"").unwrap();
         assert!(blobs.ping().await.is_err(), "a file probed ok");
+    }
+
+    /// Room taken on a local store is held until dropped: two uploads
+    /// asking at once cannot both be granted the same room. A remote
+    /// store grants all.
+    #[test]
+    fn room_taken_is_held_until_dropped() {
+        const GIB: u64 = 1024 * 1024 * 1024;
+        let dir = tempfile::tempdir().unwrap();
+        let stats = rustix::fs::statvfs(dir.path()).unwrap();
+        // About 1 GiB of room, give or take what others write meanwhile.
+        let blobs = Blobs::open(&BlobConfig {
+            min_free_bytes: (stats.f_bavail * stats.f_frsize).saturating_sub(GIB),
+            ..BlobConfig::local(dir.path().display().to_string())
+        })
+        .unwrap();
+        let first = blobs
+            .take_room(GIB / 2 + GIB / 8)
+            .unwrap()
+            .expect("room for the first");
+        assert!(
+            blobs.take_room(GIB / 2 + GIB / 8).unwrap().is_none(),
+            "the room is held"
+        );
+        drop(first);
+        let mut again = blobs.take_room(GIB / 2).unwrap().expect("given back");
+        again.add(blobs.take_room(GIB / 4).unwrap().expect("room for more"));
+        assert!(
+            blobs.take_room(GIB / 2 - GIB / 8).unwrap().is_none(),
+            "what was added is held too"
+        );
+
+        let elsewhere = Blobs::open(&BlobConfig::local("memory://")).unwrap();
+        assert!(elsewhere.take_room(u64::MAX).unwrap().is_some());
     }
 }

@@ -91,6 +91,10 @@ pub enum UploadError {
     /// or `maxMedia`, or the configured default).
     #[error("the app's storage quota has no room for this file")]
     QuotaExceeded,
+    /// The blob store's file system is down to its reserve of free space
+    /// (`blobs.min_free_bytes`): no app may write more until space is freed.
+    #[error("the blob store is down to its reserve of free space")]
+    StoreFull,
     #[error("content is {detected}, declared as {declared}")]
     ContentMismatch { declared: String, detected: String },
     /// The body came slower than the minimum rate over a whole window.

@@ -115,9 +115,18 @@ where
 /// `media.db-wal` beside it), with `reaper.stale_upload_after` set to
 /// `stale_upload_after`.
 pub(crate) async fn sqlite_file_vault(dir: &std::path::Path, stale_upload_after: Duration) -> Vault {
+    sqlite_file_vault_with(dir, BlobConfig::local("memory://"), stale_upload_after).await
+}
+
+/// `sqlite_file_vault` with its blobs in the store `blobs` describes.
+pub(crate) async fn sqlite_file_vault_with(
+    dir: &std::path::Path,
+    blobs: BlobConfig,
+    stale_upload_after: Duration,
+) -> Vault {
     let vault = Vault::open(VaultConfig {
         database_url: DatabaseUrl::Sqlite(format!("sqlite://{}/media.db", dir.display())),
-        blobs: BlobConfig::local("memory://"),
+        blobs,
         keys: Keyring::parse(&Keyring::generate_line("k1")).unwrap(),
         defaults: Defaults::default(),
         stale_upload_after,

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use crate::blobs::{BlobWriter, new_blob_key};
+use crate::blobs::{BlobWriter, RoomTaken, new_blob_key};
 use crate::error::{StoreError, UploadError};
 use crate::ids::{AppId, MediaId};
 use crate::keys::Dek;
@@ -58,6 +58,8 @@ pub struct Upload {
     store_failed: bool,
     /// When this upload next notes its progress in its row.
     next_progress_note: Instant,
+    /// The room this upload took on a local blob store, held until it ends.
+    room: RoomTaken,
 }
 
 impl Vault {
@@ -116,6 +118,20 @@ impl Vault {
         .await
     }
 
+    /// Takes from the blob store the room for an upload's next `bytes`,
+    /// or refuses them where writing them would go below its reserve of
+    /// free space. Taken as an upload reserves quota: at its start (for all
+    /// of a declared length), then every `RESERVATION_STEP`.
+    fn take_store_room(&self, bytes: u64) -> Result<RoomTaken, UploadError> {
+        self.inner.blobs.take_room(bytes)?.ok_or_else(|| {
+            tracing::warn!(
+                bytes,
+                "the blob store is down to its reserve of free space (blobs.min_free_bytes): upload refused"
+            );
+            UploadError::StoreFull
+        })
+    }
+
     async fn begin_upload_here(
         &self,
         app: &App,
@@ -132,6 +148,7 @@ impl Vault {
         // An app may allow more than one blob can hold.
         let limit = app.max_file_bytes.min(crate::format::MAX_PLAINTEXT);
         let wanted = expected_bytes.unwrap_or(RESERVATION_STEP).clamp(1, limit.max(1));
+        let room = self.take_store_room(wanted)?;
         let mut sizes = Reservations::new(wanted, 1);
         let mut size = sizes.next(self, &app.id).await?;
         let expires_at = now.saturating_add(retention_millis);
@@ -202,6 +219,7 @@ impl Vault {
             sealed,
             store_failed: false,
             next_progress_note: Instant::now() + self.progress_note_every(),
+            room,
         })
     }
 }
@@ -335,6 +353,8 @@ impl Upload {
     async fn reserve_up_to(&mut self, total: u64) -> Result<(), UploadError> {
         let needed = total - self.reserved;
         let wanted = needed.max(RESERVATION_STEP.min(self.limit - self.reserved));
+        let more_room = self.vault.take_store_room(wanted)?;
+        self.room.add(more_room);
         let quota = self.vault.quota_defaults();
         let mut sizes = Reservations::new(wanted, needed);
         while let Some(bytes) = sizes.next(&self.vault, &self.app_id).await? {
@@ -527,8 +547,9 @@ mod tests {
     use crate::model::{App, NewApp, now_millis};
     use crate::testing::{
         capi_app, dropped_after, on_each_dialect, on_each_dialect_with, read_all, sqlite_file_vault,
+        sqlite_file_vault_with,
     };
-    use crate::{StoreError, UploadError, Vault};
+    use crate::{BlobConfig, StoreError, UploadError, Vault};
 
     /// Ids as a generator seeded with `seed` draws them, in order.
     fn seeded_ids(seed: u64) -> impl FnMut() -> MediaId + Send {
@@ -802,5 +823,69 @@ mod tests {
         ));
         assert!(vault.referenced_blob_keys().await.unwrap().is_empty());
         assert!(vault.stored_blob_keys().await.unwrap().is_empty());
+    }
+
+    /// The bytes free to a process without privileges on the file system
+    /// of `dir`.
+    fn free_bytes(dir: &std::path::Path) -> u64 {
+        let stats = rustix::fs::statvfs(dir).unwrap();
+        stats.f_bavail * stats.f_frsize
+    }
+
+    /// Uploads stop at the blob directory's reserve of free space
+    /// (`blobs.min_free_bytes`), each refused with nothing left behind: at
+    /// the start where the file system has no room past the reserve, or no
+    /// room for all of a declared length, and part way where a file of
+    /// unknown length outgrows the room there was. Files that fit are kept.
+    #[tokio::test]
+    async fn uploads_stop_at_the_reserve_of_free_space_and_leave_nothing() {
+        const MIB: u64 = 1024 * 1024;
+        const STALE: Duration = Duration::from_secs(3600);
+        let blobs_in = |dir: &std::path::Path, min_free_bytes| BlobConfig {
+            min_free_bytes,
+            ..BlobConfig::local(dir.join("blobs").display().to_string())
+        };
+
+        let full = tempfile::tempdir().unwrap();
+        let vault = sqlite_file_vault_with(full.path(), blobs_in(full.path(), u64::MAX), STALE).await;
+        let app = capi_app(&vault).await;
+        let refused = vault.begin_upload(&app, None).await;
+        assert!(matches!(refused, Err(UploadError::StoreFull)), "no room at all");
+        settles(&vault, &app, "no room at all").await;
+
+        // About 64 MiB of room, give or take what others write meanwhile.
+        let dir = tempfile::tempdir().unwrap();
+        let reserve = free_bytes(dir.path()).saturating_sub(64 * MIB);
+        let vault = sqlite_file_vault_with(dir.path(), blobs_in(dir.path(), reserve), STALE).await;
+        let app = vault
+            .create_app(NewApp {
+                name: "large files".into(),
+                capi: true,
+                max_file_bytes: Some(1024 * MIB),
+                ..NewApp::default()
+            })
+            .await
+            .unwrap();
+        let kept = store(&vault, &app, b"a file that fits", seeded_ids(1)).await;
+
+        let refused = vault.begin_sized_upload(&app, None, Some(512 * MIB)).await;
+        assert!(
+            matches!(refused, Err(UploadError::StoreFull)),
+            "a declared length past the room"
+        );
+        settles(&vault, &app, "a declared length past the room").await;
+
+        let mut upload = vault.begin_upload(&app, None).await.unwrap();
+        let chunk = vec![7; MIB as usize];
+        let refused = loop {
+            match upload.write(&chunk).await {
+                Ok(()) => assert!(upload.received() < 512 * MIB, "never refused"),
+                Err(error) => break error,
+            }
+        };
+        assert!(matches!(refused, UploadError::StoreFull), "{refused:?}");
+        upload.abort().await;
+        settles(&vault, &app, "refused part way").await;
+        assert_eq!(read_all(&vault, &app, &kept).await, b"a file that fits");
     }
 }

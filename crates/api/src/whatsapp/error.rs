@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use mediavault_storage::{AuthError, ReadError, StoreError, UploadError};
 use serde::Serialize;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, STORE_FULL, STORE_FULL_RETRY_AFTER};
 use crate::observe::REQUEST_ID;
 
 /// Invalid parameter.
@@ -261,6 +261,10 @@ impl From<UploadError> for GraphError {
             UploadError::QuotaExceeded => {
                 upload_error(StatusCode::FORBIDDEN, "Storage quota exceeded".into())
             }
+            UploadError::StoreFull => GraphError {
+                retry_after: Some(STORE_FULL_RETRY_AFTER),
+                ..upload_error(StatusCode::INSUFFICIENT_STORAGE, STORE_FULL.into())
+            },
             UploadError::ContentMismatch { declared, detected } => upload_error(
                 StatusCode::BAD_REQUEST,
                 format!("The file's content is '{detected}', which does not match its type '{declared}'"),

@@ -130,6 +130,7 @@ impl UploadQuery {
         (status = 429, description = "Graph error 80007 (the app's upload rate or share) or 4 (failed authentications)", body = super::error::GraphErrorReply),
         (status = 500, description = "Graph error 131053", body = super::error::GraphErrorReply),
         (status = 503, description = "Graph error 2: too many uploads in progress (see Retry-After)", body = super::error::GraphErrorReply),
+        (status = 507, description = "Graph error 131053: the server is out of storage space (see Retry-After)", body = super::error::GraphErrorReply),
     ),
     security(("bearer" = []))
 )]
