@@ -81,6 +81,49 @@ async fn metrics_count_requests_bytes_durations_and_reaping() {
     );
 }
 
+/// With `metrics.token` set, `/metrics` answers only requests bearing it:
+/// 401 in the error shape without it or with another, each counted towards
+/// the address's lock-out from `/metrics` as a failed authentication.
+#[tokio::test]
+async fn a_metrics_token_guards_the_metrics() {
+    let token = "a-metrics-token-of-at-least-32-characters";
+    let f = Fixture::with_env(
+        Backends::SqliteFiles,
+        &[
+            ("MEDIAVAULT__METRICS__TOKEN", token),
+            ("MEDIAVAULT__LIMITS__AUTH_FAILURES_PER_HOUR", "3"),
+        ],
+    )
+    .await;
+    let scrape = |bearer: Option<&str>| {
+        let request = f.client.get(f.server.url("/metrics"));
+        let request = match bearer {
+            Some(bearer) => request.bearer_auth(bearer),
+            None => request,
+        };
+        async move { request.send().await.unwrap() }
+    };
+    let refused = scrape(None).await;
+    assert_eq!(refused.status(), 401);
+    assert_eq!(
+        refused.json::<Value>().await.unwrap(),
+        serde_json::json!({"message": "Authentication Failed", "status": "error"})
+    );
+    assert_eq!(scrape(Some("another-token")).await.status(), 401);
+    let scraped = scrape(Some(token)).await;
+    assert_eq!(scraped.status(), 200);
+    assert!(
+        scraped
+            .text()
+            .await
+            .unwrap()
+            .contains("mediavault_http_requests_total")
+    );
+    assert_eq!(scrape(Some("a third")).await.status(), 401);
+    assert_eq!(scrape(Some(token)).await.status(), 429, "locked out of /metrics");
+    f.upload(&png_bytes(100)).await;
+}
+
 /// The text of `/metrics`.
 async fn metrics(f: &Fixture) -> String {
     let response = f.client.get(f.server.url("/metrics")).send().await.unwrap();

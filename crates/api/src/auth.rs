@@ -137,15 +137,16 @@ pub async fn authenticate(
 /// configured the admin API does not exist (404).
 pub struct Admin;
 
-/// The SHA-256 of the configured admin token. Presented tokens are hashed
-/// and compared with this in constant time, so neither the comparison's
-/// time nor a length check says anything about the secret.
+/// The SHA-256 of a token the operator configured (the admin API's, or
+/// the one `/metrics` asks for). Presented tokens are hashed and compared
+/// with this in constant time, so neither the comparison's time nor a
+/// length check says anything about the secret.
 #[derive(Clone)]
-pub struct AdminToken([u8; 32]);
+pub struct ConfiguredToken([u8; 32]);
 
-impl AdminToken {
-    pub fn new(token: &str) -> AdminToken {
-        AdminToken(Sha256::digest(token.as_bytes()).into())
+impl ConfiguredToken {
+    pub fn new(token: &str) -> ConfiguredToken {
+        ConfiguredToken(Sha256::digest(token.as_bytes()).into())
     }
 
     fn matches(&self, presented: &str) -> bool {
@@ -158,6 +159,49 @@ impl AdminToken {
 /// has a `~`, so no path can share it).
 const ADMIN_SCOPE: &str = "~admin";
 
+/// Failed authentications to `/metrics` are counted under this scope.
+const METRICS_SCOPE: &str = "~metrics";
+
+/// Checks the `Authorization: Bearer` token of a request against the
+/// operator's `expected`, counting a failure against `client` under
+/// `scope`; a client locked out of `scope` is 429 before its token is
+/// looked at.
+fn check_configured_token(
+    state: &ApiState,
+    expected: &ConfiguredToken,
+    headers: &HeaderMap,
+    client: IpAddr,
+    scope: &str,
+) -> Result<(), ApiError> {
+    state.limits.check_not_locked_out(client, scope)?;
+    let presented = headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
+    match presented {
+        Some(token) if expected.matches(token) => Ok(()),
+        _ => {
+            state.limits.record_auth_failure(client, scope);
+            Err(ApiError::from_auth(AuthError::Failed, Task::Admin))
+        }
+    }
+}
+
+/// Whether a request may read `/metrics`: always where no token is
+/// configured (`metrics.token`), else with that token as a Bearer.
+pub(crate) fn check_metrics_token(
+    state: &ApiState,
+    headers: &HeaderMap,
+    client: IpAddr,
+) -> Result<(), ApiError> {
+    match &state.metrics_token {
+        Some(expected) => check_configured_token(state, expected, headers, client, METRICS_SCOPE),
+        None => Ok(()),
+    }
+}
+
 impl FromRequestParts<ApiState> for Admin {
     type Rejection = ApiError;
 
@@ -168,21 +212,7 @@ impl FromRequestParts<ApiState> for Admin {
         let ClientAddr(client) = ClientAddr::from_request_parts(parts, state)
             .await
             .unwrap_or_else(|never| match never {});
-        state.limits.check_not_locked_out(client, ADMIN_SCOPE)?;
-        let presented = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token.trim());
-        match presented {
-            Some(token) if expected.matches(token) => Ok(Admin),
-            _ => {
-                state.limits.record_auth_failure(client, ADMIN_SCOPE);
-                Err(ApiError::from_auth(AuthError::Failed, Task::Admin))
-            }
-        }
+        check_configured_token(state, expected, &parts.headers, client, ADMIN_SCOPE).map(|()| Admin)
     }
 }
 
@@ -223,7 +253,7 @@ mod tests {
 
     #[test]
     fn the_admin_token_matches_only_itself() {
-        let admin = AdminToken::new("s3cret-admin-token");
+        let admin = ConfiguredToken::new("s3cret-admin-token");
         assert!(admin.matches("s3cret-admin-token"));
         assert!(!admin.matches("s3cret-admin-tokeN"));
         assert!(!admin.matches("s3cret-admin-token "));

@@ -249,7 +249,7 @@ mod tests {
 
     use super::*;
     use crate::ApiState;
-    use crate::auth::AdminToken;
+    use crate::auth::ConfiguredToken;
     use crate::links::{Disposition, LinkKeys, LinkSigner};
     use mediavault_storage::{AppId, MediaId, TokenId};
     use std::sync::Arc;
@@ -263,7 +263,7 @@ mod tests {
     async fn failing_router(dir: &std::path::Path, signer: Arc<LinkSigner>) -> axum::Router {
         let vault = crate::testing::vault(dir).await;
         crate::router(ApiState {
-            admin_token: Some(AdminToken::new("admin")),
+            admin_token: Some(ConfiguredToken::new("admin")),
             links: Some(signer),
             ..ApiState::new(vault)
         })

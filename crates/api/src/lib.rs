@@ -45,7 +45,7 @@ use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 
 pub use admin::{AppDeletedBody, AppView, IssuedTokenView, StatsView, TOKEN_REVOKED, TokenView};
-pub use auth::AdminToken;
+pub use auth::ConfiguredToken;
 pub use error::ApiError;
 pub use limits::{LimitSettings, Limits};
 pub use links::{Disposition, LinkKeys, LinkSigner};
@@ -73,7 +73,9 @@ pub struct ApiState {
     /// Upload rates and the failed-authentication lock-out.
     pub limits: Arc<Limits>,
     /// `None`: no admin API (every `/admin` route answers 404).
-    pub admin_token: Option<AdminToken>,
+    pub admin_token: Option<ConfiguredToken>,
+    /// `Some`: `/metrics` answers only requests bearing this token.
+    pub metrics_token: Option<ConfiguredToken>,
     /// Fetches the file of an upload by URL; when disabled, a `file` sent
     /// as text is refused as before.
     pub fetcher: Fetcher,
@@ -101,6 +103,7 @@ impl ApiState {
             shutdown: CancellationToken::new(),
             limits: Arc::new(Limits::new(LimitSettings::default())),
             admin_token: None,
+            metrics_token: None,
             fetcher: Fetcher::new(FetchPolicy::default()).expect("the default fetcher builds"),
             links: None,
             public_base_url: None,
@@ -228,7 +231,7 @@ mod tests {
         let vault = crate::testing::vault(dir).await;
         vault.migrate().await.unwrap();
         ApiState {
-            admin_token: Some(AdminToken::new("admin")),
+            admin_token: Some(ConfiguredToken::new("admin")),
             links: Some(Arc::new(LinkSigner::new(
                 LinkKeys::parse(&LinkKeys::generate_line("l1")).unwrap(),
                 Duration::from_secs(86_400),

@@ -12,13 +12,15 @@ use std::time::Instant;
 
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http_body::{Frame, SizeHint};
 
 use crate::ApiState;
+use crate::auth::check_metrics_token;
 use crate::error::ApiError;
+use crate::limits::ClientAddr;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -233,17 +235,31 @@ impl Drop for CountedBody {
     }
 }
 
-/// Prometheus text exposition of every metric.
-#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format")))]
-pub async fn metrics(State(state): State<ApiState>) -> Response {
-    match &state.render_metrics {
-        Some(render) => (
-            [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-            render(),
-        )
-            .into_response(),
-        None => ApiError::new(StatusCode::NOT_FOUND, "Metrics are not enabled").into_response(),
+/// Prometheus text exposition of every metric; with `metrics.token` set,
+/// only to requests bearing it.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Prometheus text format"),
+        (status = 401, description = "metrics.token is set and the request does not bear it", body = crate::error::ErrorBody),
+        (status = 429, description = "Too many failed authentications from this address (see Retry-After)", body = crate::error::ErrorBody),
+    ),
+    security((), ("bearer" = []))
+)]
+pub async fn metrics(State(state): State<ApiState>, headers: HeaderMap, client: ClientAddr) -> Response {
+    let Some(render) = &state.render_metrics else {
+        return ApiError::new(StatusCode::NOT_FOUND, "Metrics are not enabled").into_response();
+    };
+    if let Err(refused) = check_metrics_token(&state, &headers, client.0) {
+        return refused.into_response();
     }
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        render(),
+    )
+        .into_response()
 }
 
 #[cfg(test)]

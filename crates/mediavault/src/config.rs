@@ -41,6 +41,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     #[serde(default)]
     pub admin: AdminConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     pub fetch: FetchConfig,
     pub links: LinksConfig,
     pub log: LogConfig,
@@ -222,6 +224,14 @@ pub struct LimitsConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
+    pub token: Option<SecretString>,
+    pub token_file: Option<PathBuf>,
+}
+
+/// `/metrics`: open to all, or to requests bearing `token`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
     pub token: Option<SecretString>,
     pub token_file: Option<PathBuf>,
 }
@@ -686,17 +696,21 @@ impl Config {
     /// The admin API's token, if one is configured; a short one is refused,
     /// since it is all that guards every app.
     pub fn admin_token(&self) -> anyhow::Result<Option<SecretString>> {
-        let token = secret(
+        bearer_token(
             "admin.token",
             self.admin.token.as_ref(),
             self.admin.token_file.as_deref(),
-        )?;
-        if let Some(token) = &token
-            && token.expose_secret().len() < 32
-        {
-            bail!("admin.token must be at least 32 characters (try `openssl rand -base64 32`)");
-        }
-        Ok(token)
+        )
+    }
+
+    /// The token `/metrics` asks for, if one is configured; a short one
+    /// is refused.
+    pub fn metrics_token(&self) -> anyhow::Result<Option<SecretString>> {
+        bearer_token(
+            "metrics.token",
+            self.metrics.token.as_ref(),
+            self.metrics.token_file.as_deref(),
+        )
     }
 
     /// The configured key list, if any.
@@ -768,6 +782,22 @@ fn secret(
         }
         (None, None) => Ok(None),
     }
+}
+
+/// A token the service asks clients to bear, given as `secret` reads it;
+/// one under 32 characters is refused, as one a guesser could find.
+fn bearer_token(
+    key: &str,
+    inline: Option<&SecretString>,
+    file: Option<&Path>,
+) -> anyhow::Result<Option<SecretString>> {
+    let token = secret(key, inline, file)?;
+    if let Some(token) = &token
+        && token.expose_secret().len() < 32
+    {
+        bail!("{key} must be at least 32 characters (try `openssl rand -base64 32`)");
+    }
+    Ok(token)
 }
 
 #[cfg(test)]
@@ -948,6 +978,18 @@ mod tests {
             );
             assert!(limits.trusted_proxies.is_empty());
             assert!(config.admin_token().unwrap().is_none());
+            assert!(config.metrics_token().unwrap().is_none());
+
+            jail.set_env("MEDIAVAULT__METRICS__TOKEN", "too short");
+            let error = Config::load(None, &Overrides::default())
+                .unwrap()
+                .metrics_token()
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("metrics.token must be at least 32"), "{error}");
+            jail.set_env("MEDIAVAULT__METRICS__TOKEN", "0123456789abcdef0123456789abcdef");
+            let config = Config::load(None, &Overrides::default()).unwrap();
+            assert!(config.metrics_token().unwrap().is_some());
 
             jail.set_env("MEDIAVAULT__LIMITS__UPLOADS_PER_SECOND", "3");
             jail.set_env(
@@ -1401,6 +1443,7 @@ mod tests {
                 .expect("configured keys kept beside the token");
             assert!(keys.expose_secret().starts_with("k2:"));
             assert!(config.admin_token().unwrap().is_some());
+            assert!(config.metrics_token().unwrap().is_some());
             assert!(config.links_keys().unwrap().is_some());
             assert!(config.blobs_secret_access_key().unwrap().is_some());
             assert_eq!(config.media.retention, Duration::from_secs(7 * 24 * 3600));

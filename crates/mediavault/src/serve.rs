@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use mediavault::config::Config;
-use mediavault_api::{AdminToken, ApiState, Limits, LinkKeys, LinkSigner, Slots, router};
+use mediavault_api::{ApiState, ConfiguredToken, Limits, LinkKeys, LinkSigner, Slots, router};
 use mediavault_storage::{DatabaseUrl, Vault};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use secrecy::ExposeSecret;
@@ -25,7 +25,10 @@ pub async fn serve(config: &Config, vault: Vault) -> anyhow::Result<()> {
         connection_limits.within_open_files(raise_open_file_limit(), config.open_files_reserved());
     let admin_token = config
         .admin_token()?
-        .map(|token| AdminToken::new(token.expose_secret()));
+        .map(|token| ConfiguredToken::new(token.expose_secret()));
+    let metrics_token = config
+        .metrics_token()?
+        .map(|token| ConfiguredToken::new(token.expose_secret()));
     let dev = match (config.database_url()?, config.wants_development_key()?) {
         (DatabaseUrl::Sqlite(url), true) => Some(embedded::dev_app(&vault, &url).await?),
         _ => None,
@@ -79,6 +82,7 @@ pub async fn serve(config: &Config, vault: Vault) -> anyhow::Result<()> {
         shutdown: interrupt.clone(),
         limits: Arc::new(Limits::new(limits)),
         admin_token,
+        metrics_token,
         fetcher: mediavault_fetch::Fetcher::new(config.fetch_policy()?)?,
         links,
         public_base_url: config.public_base_url()?,

@@ -28,7 +28,7 @@ use mediavault_storage::{NewApp, Vault};
 use serde_json::Value;
 use tower::ServiceExt;
 
-use crate::{AdminToken, ApiState, LimitSettings, Limits, router};
+use crate::{ApiState, ConfiguredToken, LimitSettings, Limits, router};
 
 /// The address requests come from unless a test says otherwise.
 pub const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -74,7 +74,7 @@ impl Service {
         vault.migrate().await.unwrap();
         let unlimited = NonZeroU32::new(u32::MAX).unwrap();
         let mut state = ApiState {
-            admin_token: Some(AdminToken::new("admin")),
+            admin_token: Some(ConfiguredToken::new("admin")),
             limits: Arc::new(Limits::new(LimitSettings {
                 uploads_per_second: unlimited,
                 upload_burst: unlimited,

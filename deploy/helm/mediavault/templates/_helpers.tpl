@@ -68,6 +68,11 @@ it could not reach the pods. "true" or empty.
 {{- include "mediavault.secretHolds" (list . "adminToken" "existingSecretHasAdminToken") }}
 {{- end }}
 
+{{/* Whether /metrics asks for a token: it is in the Secret. */}}
+{{- define "mediavault.hasMetricsToken" -}}
+{{- include "mediavault.secretHolds" (list . "metricsToken" "existingSecretHasMetricsToken") }}
+{{- end }}
+
 {{/* Whether the Secret holds links-keys. */}}
 {{- define "mediavault.hasLinksKeys" -}}
 {{- include "mediavault.secretHolds" (list . "linksKeys" "existingSecretHasLinksKeys") }}

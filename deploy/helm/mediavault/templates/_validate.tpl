@@ -12,15 +12,17 @@ would be dropped without a word; for the admin token the Deployment would
 still name the file and the pod would exit at start. Keeping all secrets in
 the one existing Secret is the reason to name one, so point there.
 */}}
-{{- range $key, $entry := dict "databaseUrl" "database-url" "cryptoKeys" "crypto-keys" "s3SecretAccessKey" "s3-secret-access-key" "adminToken" "admin-token" "linksKeys" "links-keys" "hsmPin" "hsm-pin" }}
+{{- range $key, $entry := dict "databaseUrl" "database-url" "cryptoKeys" "crypto-keys" "s3SecretAccessKey" "s3-secret-access-key" "adminToken" "admin-token" "metricsToken" "metrics-token" "linksKeys" "links-keys" "hsmPin" "hsm-pin" }}
 {{- if index $secret $key }}
-{{- $flags := dict "adminToken" ", set secret.existingSecretHasAdminToken=true" "linksKeys" ", set secret.existingSecretHasLinksKeys=true" "hsmPin" ", set secret.existingSecretHasHsmPin=true" }}
+{{- $flags := dict "adminToken" ", set secret.existingSecretHasAdminToken=true" "metricsToken" ", set secret.existingSecretHasMetricsToken=true" "linksKeys" ", set secret.existingSecretHasLinksKeys=true" "hsmPin" ", set secret.existingSecretHasHsmPin=true" }}
 {{- $then := index $flags $key | default "" }}
 {{- fail (printf "secret.%s would be ignored: with secret.existingSecret (%s) the chart creates no Secret. Put the value in %s under the key %s%s and leave secret.%s empty" $key $secret.existingSecret $secret.existingSecret $entry $then $key) }}
 {{- end }}
 {{- end }}
 {{- else if $secret.existingSecretHasAdminToken }}
 {{- fail "secret.existingSecretHasAdminToken is set without secret.existingSecret: name the Secret that holds admin-token, or set secret.adminToken instead" }}
+{{- else if $secret.existingSecretHasMetricsToken }}
+{{- fail "secret.existingSecretHasMetricsToken is set without secret.existingSecret: name the Secret that holds metrics-token, or set secret.metricsToken instead" }}
 {{- else if $secret.existingSecretHasLinksKeys }}
 {{- fail "secret.existingSecretHasLinksKeys is set without secret.existingSecret: name the Secret that holds links-keys, or set secret.linksKeys instead" }}
 {{- else if $secret.existingSecretHasHsmPin }}
