@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::Value;
-use support::{Backends, Fixture, Server, Stores, app_and_token, png_bytes};
+use support::{Backends, Fixture, Server, Stores, app_and_token, cli, png_bytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -231,13 +231,17 @@ struct RawDownload {
 
 impl RawDownload {
     async fn start(server: &Server, app_id: &str, token: &str, media_id: &str, keep: bool) -> RawDownload {
+        let path = format!("/partner/app/{app_id}/media/{media_id}");
+        RawDownload::start_get(server, &path, &format!("token: {token}\r\n"), keep).await
+    }
+
+    /// A GET of `path` with `headers` (each line ending in CRLF).
+    async fn start_get(server: &Server, path: &str, headers: &str, keep: bool) -> RawDownload {
         let addr: std::net::SocketAddr = server.base_url.trim_start_matches("http://").parse().unwrap();
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
         socket.set_recv_buffer_size(64 * 1024).unwrap();
         let mut stream = socket.connect(addr).await.unwrap();
-        let request = format!(
-            "GET /partner/app/{app_id}/media/{media_id} HTTP/1.1\r\nHost: {addr}\r\ntoken: {token}\r\n\r\n"
-        );
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}\r\n");
         stream.write_all(request.as_bytes()).await.unwrap();
         let mut head = Vec::new();
         let mut byte = [0u8; 1];
@@ -487,6 +491,55 @@ async fn a_delete_stops_a_download_in_progress() {
     assert!(download.ended && !download.complete());
     let after = download.received - at_delete;
     assert!(after < AFTER_DELETE_BOUND, "{after} bytes after the delete");
+}
+
+/// A link's download read slowly, and the token the link was made with
+/// revoked half way, through the CLI: the body stops soon after, as for a
+/// delete, as the link itself is refused from then on.
+#[tokio::test]
+async fn revoking_a_links_token_stops_its_download_in_progress() {
+    let links_keys = mediavault_api::LinkKeys::generate_line("d1");
+    let f = Fixture::with_env(Backends::PostgresS3, &[("MEDIAVAULT__LINKS__KEYS", &links_keys)]).await;
+    let id = f.upload(&png_bytes(50 * MIB)).await;
+    let asked = f
+        .client
+        .post(f.media_url_with(&format!("/{id}/link")))
+        .header("token", &f.token)
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(asked.status(), StatusCode::OK);
+    let url = asked.json::<Value>().await.unwrap()["url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = &url[url.find("/l/").unwrap()..];
+    let mut download = RawDownload::start_get(&f.server, path, "", false).await;
+    assert_eq!(download.status, 200);
+    download.read_at(2 * MIB, 6 * MIB).await;
+    let token_id = mediavault_storage::token_id_of(&f.token);
+    let (ok, out, err) = cli(
+        &f.stores,
+        &[
+            "tokens",
+            "revoke",
+            "--app",
+            &f.app_id,
+            "--token",
+            token_id.as_str(),
+        ],
+    );
+    assert!(ok, "{out} {err}");
+    let at_revocation = download.received;
+    // Still reading at the same pace: one second's worth beyond the buffers.
+    download.read_at(2 * MIB, usize::MAX).await;
+    assert!(download.ended && !download.complete());
+    let after = download.received - at_revocation;
+    assert!(
+        after < AFTER_DELETE_BOUND + 2 * MIB,
+        "{after} bytes after the revocation"
+    );
 }
 
 /// Two replicas on one Postgres and Garage: a delete through one stops a

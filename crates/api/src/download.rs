@@ -9,7 +9,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::{StreamExt, TryStreamExt};
-use mediavault_storage::{AppId, MediaId, MediaInfo, ReadError, StoreError, to_datetime};
+use mediavault_storage::{AppId, MediaId, MediaInfo, ReadError, StoreError, TokenId, to_datetime};
 use utoipa::IntoParams;
 
 use crate::ApiState;
@@ -134,6 +134,7 @@ async fn respond(
         &state,
         &app.id,
         &media_id,
+        None,
         &headers,
         payload,
         Disposition::Attachment,
@@ -144,16 +145,22 @@ async fn respond(
 /// The answer to a download of `media_id` of `app_id` by a caller allowed
 /// to read it (by the app's token, or by a signed link): its headers, then
 /// the file whole or the range asked for, or 304 when the caller's copy is
-/// current. Every download, whatever allowed it, goes through here.
+/// current. Every download, whatever allowed it, goes through here; one a
+/// link allows (`granted_by`, the token the link was made with) stops once
+/// that token is revoked.
 pub(crate) async fn deliver(
     state: &ApiState,
     app_id: &AppId,
     media_id: &MediaId,
+    granted_by: Option<TokenId>,
     headers: &HeaderMap,
     payload: Payload,
     disposition: Disposition,
 ) -> Result<Response, ApiError> {
-    let media = state.vault.find(app_id, media_id).await?;
+    let mut media = state.vault.find(app_id, media_id).await?;
+    if let Some(token_id) = granted_by {
+        media = media.granted_by(token_id);
+    }
     let info = &media.info;
     let size = info.size_bytes;
     let etag = format!("\"{}\"", info.sha256);

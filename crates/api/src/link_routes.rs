@@ -345,6 +345,7 @@ async fn follow(
         state,
         &link.app_id,
         &link.media_id,
+        link.token_id,
         headers,
         payload,
         link.disposition,

@@ -20,7 +20,7 @@ use futures::{StreamExt, stream};
 use crate::blobs::RangeError;
 use crate::error::{ReadError, StoreError};
 use crate::format::{self, HEADER_LEN, ciphertext_range, plaintext_range, segment_of};
-use crate::ids::{AppId, MediaId};
+use crate::ids::{AppId, MediaId, TokenId};
 use crate::meta::MediaRow;
 use crate::model::{MediaInfo, now_millis};
 use crate::reads::Registration;
@@ -94,6 +94,19 @@ pub struct StoredMedia {
     registration: Arc<Registration>,
     /// When the lookup began: the row was readable at least until then.
     found: Instant,
+    /// The token whose link allows the read, if a link does: a read goes
+    /// on only while it is live.
+    granted_by: Option<TokenId>,
+}
+
+impl StoredMedia {
+    /// Marks the read as allowed by a link made with `token_id`: a stream
+    /// of it stops, as for a delete, within about a second of the token's
+    /// revocation on any replica, as the link itself would be refused.
+    pub fn granted_by(mut self, token_id: TokenId) -> StoredMedia {
+        self.granted_by = Some(token_id);
+        self
+    }
 }
 
 impl Vault {
@@ -116,6 +129,7 @@ impl Vault {
             row,
             registration,
             found,
+            granted_by: None,
         })
     }
 
@@ -133,14 +147,22 @@ impl Vault {
     }
 
     /// Whether `media` is still readable: not deleted here since it was
-    /// found, and its row still readable (a delete through another replica).
+    /// found, its row still readable (a delete through another replica),
+    /// and the token whose link allows the read, if one does, still live.
     async fn still_readable(
         &self,
         media_id: &MediaId,
         app_id: &AppId,
         registration: &Registration,
+        granted_by: Option<&TokenId>,
     ) -> Result<bool, ReadError> {
         if registration.is_cancelled() {
+            return Ok(false);
+        }
+        if let Some(token_id) = granted_by
+            && !self.token_is_live(app_id, token_id).await?
+        {
+            tracing::info!(%media_id, "the token of the link being read was revoked; read stopped");
             return Ok(false);
         }
         let row = self
@@ -160,9 +182,13 @@ impl Vault {
         media_id: &MediaId,
         app_id: &AppId,
         registration: &Registration,
+        granted_by: Option<&TokenId>,
         failure: BlobFailure,
     ) -> ReadError {
-        if let Ok(false) = self.still_readable(media_id, app_id, registration).await {
+        if let Ok(false) = self
+            .still_readable(media_id, app_id, registration, granted_by)
+            .await
+        {
             return deleted_while_read(media_id);
         }
         match failure {
@@ -284,7 +310,13 @@ impl Vault {
             Ok(source) => source,
             Err(failure) => {
                 return Err(self
-                    .read_failed(&row.info.id, &row.info.app_id, &media.registration, failure)
+                    .read_failed(
+                        &row.info.id,
+                        &row.info.app_id,
+                        &media.registration,
+                        media.granted_by.as_ref(),
+                        failure,
+                    )
                     .await);
             }
         };
@@ -304,6 +336,7 @@ impl Vault {
             vault: self.clone(),
             app_id: row.info.app_id.clone(),
             registration: media.registration.clone(),
+            granted_by: media.granted_by.clone(),
             checked: media.found,
             reader,
         };
@@ -325,6 +358,8 @@ struct LiveRead {
     vault: Vault,
     app_id: AppId,
     registration: Arc<Registration>,
+    /// The token whose link allows the read, if one does.
+    granted_by: Option<TokenId>,
     /// When the row was last found readable.
     checked: Instant,
     reader: SegmentReader,
@@ -342,7 +377,13 @@ impl LiveRead {
             Some(Ok(piece)) => piece,
             Some(Err(failure)) => {
                 let error = vault
-                    .read_failed(media_id, &self.app_id, &self.registration, failure)
+                    .read_failed(
+                        media_id,
+                        &self.app_id,
+                        &self.registration,
+                        self.granted_by.as_ref(),
+                        failure,
+                    )
                     .await;
                 return Some(Err(error));
             }
@@ -350,7 +391,12 @@ impl LiveRead {
         };
         if self.checked.elapsed() >= RECHECK_EVERY {
             match vault
-                .still_readable(media_id, &self.app_id, &self.registration)
+                .still_readable(
+                    media_id,
+                    &self.app_id,
+                    &self.registration,
+                    self.granted_by.as_ref(),
+                )
                 .await
             {
                 Ok(true) => self.checked = Instant::now(),
