@@ -8,6 +8,10 @@
  * is still run to its end on SoftHSM2, so the session is left as a failed
  * call leaves it: with no operation active.
  *
+ * While $MEDIAVAULT_TEST_PKCS11_FAULTS/<pid>.hang exists, C_FindObjectsInit
+ * does not return, as a device that stops answering; it goes on once the
+ * file is removed.
+ *
  * Built by scripts/test-services.sh; the module it wraps is the one
  * $MEDIAVAULT_TEST_PKCS11_MODULE names.
  */
@@ -23,15 +27,30 @@ static CK_FUNCTION_LIST faulty;
 static CK_FUNCTION_LIST_PTR real;
 static pthread_once_t loaded = PTHREAD_ONCE_INIT;
 
-static int device_failing(void)
+/* Whether the switch file <pid><suffix> of this process exists. */
+static int switched_on(const char *suffix)
 {
 	const char *dir = getenv("MEDIAVAULT_TEST_PKCS11_FAULTS");
 	char path[4096];
 
 	if (dir == NULL)
 		return 0;
-	snprintf(path, sizeof path, "%s/%ld", dir, (long)getpid());
+	snprintf(path, sizeof path, "%s/%ld%s", dir, (long)getpid(), suffix);
 	return access(path, F_OK) == 0;
+}
+
+static int device_failing(void)
+{
+	return switched_on("");
+}
+
+static CK_RV hanging_find_objects_init(CK_SESSION_HANDLE session,
+				       CK_ATTRIBUTE_PTR template,
+				       CK_ULONG count)
+{
+	while (switched_on(".hang"))
+		usleep(10000);
+	return real->C_FindObjectsInit(session, template, count);
 }
 
 typedef CK_RV (*single_part)(CK_SESSION_HANDLE, CK_BYTE_PTR, CK_ULONG,
@@ -89,6 +108,7 @@ static void load(void)
 	faulty.C_GetFunctionList = C_GetFunctionList;
 	faulty.C_Encrypt = faulty_encrypt;
 	faulty.C_Decrypt = faulty_decrypt;
+	faulty.C_FindObjectsInit = hanging_find_objects_init;
 }
 
 CK_RV C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR list)

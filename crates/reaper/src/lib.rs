@@ -62,7 +62,7 @@ impl PassReport {
 
 /// One pass at `now` (milliseconds): batches until nothing is due, a batch
 /// fails to delete a blob (the store is likely down; the next pass retries),
-/// or `budget` is spent. Batches are claimed one at a time and finished
+/// or `budget` is spent; then the epoch-key upkeep, within `budget` too. Batches are claimed one at a time and finished
 /// (blobs, then rows) up to [`BATCHES_IN_FLIGHT`] at once.
 pub async fn reap_once(vault: &Vault, now: i64, budget: Duration) -> Result<PassReport, StoreError> {
     let Some(_lock) = vault.try_reaper_lock().await? else {
@@ -77,8 +77,21 @@ pub async fn reap_once(vault: &Vault, now: i64, budget: Duration) -> Result<Pass
     };
     // The epoch-key upkeep runs whatever became of the reaping: a metadata
     // store failing the claims must not hold a day's key past its deadline.
+    // It is bounded by the budget too: a token that stops answering (a
+    // device hung in a call) must not hold the pass, and with it the lock
+    // every replica's passes take, for ever.
     let mut report = reaped.as_ref().copied().unwrap_or_default();
-    keep_epoch_keys(vault, now, &mut report).await;
+    if tokio::time::timeout(budget, keep_epoch_keys(vault, now, &mut report))
+        .await
+        .is_err()
+    {
+        metrics::counter!("mediavault_epoch_key_upkeep_failures_total").increment(1);
+        tracing::warn!(
+            ?budget,
+            "epoch key upkeep took longer than the pass budget (the key provider may have stopped answering); \
+             given up for this pass, the next retries"
+        );
+    }
     reaped.map(|_| report)
 }
 
@@ -368,5 +381,97 @@ mod tests {
     fn the_next_run_is_within_the_period() {
         let every_second: Schedule = "* * * * * *".parse().unwrap();
         assert!(every_second.until_next().unwrap() <= Duration::from_secs(1));
+    }
+
+    /// The hang switch of the test module, on for this process while the
+    /// value lives: removed when dropped, a failed assertion's unwinding
+    /// included, so that the calls hung in the token end and the test's
+    /// runtime can stop.
+    struct Hang(std::path::PathBuf);
+
+    impl Hang {
+        fn start() -> Hang {
+            let switch = std::path::Path::new(&test_env("MEDIAVAULT_TEST_PKCS11_FAULTS"))
+                .join(format!("{}.hang", std::process::id()));
+            std::fs::write(&switch, b"").unwrap();
+            Hang(switch)
+        }
+    }
+
+    impl Drop for Hang {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    fn test_env(name: &str) -> String {
+        std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run the tests with `make test`"))
+    }
+
+    /// A key provider that stops answering during the epoch-key upkeep (a
+    /// hung device: the test module's C_FindObjectsInit while its hang
+    /// switch is on) holds a pass no longer than the pass budget: the pass
+    /// ends, and with it the lock every replica's passes take, so the next
+    /// one runs; once the token answers again, the upkeep is done.
+    #[tokio::test]
+    async fn a_hung_key_provider_holds_a_pass_no_longer_than_its_budget() {
+        use mediavault_storage::keys::{EpochSettings, Keyring, Pkcs11Keys, Pkcs11Settings, TokenSelector};
+        let prefix = format!("rh{}-", std::process::id());
+        let settings = Pkcs11Settings {
+            module: test_env("MEDIAVAULT_TEST_PKCS11_FAULTY_MODULE").into(),
+            token: TokenSelector::Label(test_env("MEDIAVAULT_TEST_PKCS11_TOKEN")),
+            pin: test_env("MEDIAVAULT_TEST_PKCS11_PIN").into(),
+            keys: Vec::new(),
+            sessions: 2,
+        };
+        let epochs = EpochSettings {
+            grace: Duration::ZERO,
+            ahead_days: 0,
+            ..EpochSettings::new(&prefix)
+        };
+        let keys = Keyring::pkcs11(
+            Pkcs11Keys::open(settings.clone()).await.unwrap(),
+            None,
+            Some(epochs),
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let vault = Vault::open(mediavault_storage::VaultConfig {
+            database_url: format!("sqlite://{}/mv.db?mode=rwc", dir.path().display())
+                .parse()
+                .unwrap(),
+            blobs: mediavault_storage::BlobConfig::local("memory://"),
+            keys,
+            defaults: mediavault_storage::Defaults::default(),
+            stale_upload_after: Duration::from_secs(3600),
+        })
+        .await
+        .unwrap();
+        vault.migrate().await.unwrap();
+        let budget = Duration::from_secs(1);
+
+        let hang = Hang::start();
+        for pass in 1..=2 {
+            let started = Instant::now();
+            let report =
+                tokio::time::timeout(Duration::from_secs(30), reap_once(&vault, now_millis(), budget))
+                    .await
+                    .unwrap_or_else(|_| panic!("pass {pass} never ended"))
+                    .unwrap();
+            assert!(!report.skipped, "pass {pass} found the lock held");
+            assert!(started.elapsed() >= budget, "pass {pass} ended before its budget");
+            assert_eq!(report.epoch_keys_made, 0);
+        }
+        drop(hang);
+        let report = reap_once(&vault, now_millis(), budget).await.unwrap();
+        assert_eq!(report.epoch_keys_made, 1, "today's key, once the token answers");
+
+        vault.close().await;
+        let token = Pkcs11Keys::open(settings).await.unwrap();
+        for label in token.labels().await.unwrap() {
+            if label.starts_with(&prefix) {
+                token.destroy(&label).await.unwrap();
+            }
+        }
     }
 }
