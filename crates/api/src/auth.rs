@@ -83,6 +83,11 @@ pub(crate) async fn check_token(
         (Some(token), TokenOf::AnyApp) => state.vault.authenticate_token(token).await,
         (None, _) => Err(AuthError::Failed),
     };
+    // A token refused is forgotten before any lock-out below answers; one
+    // accepted is known live only once its request is let through.
+    if let (Some(token), Err(AuthError::Failed)) = (token, &outcome) {
+        state.limits.token_checked(token, false);
+    }
     match (&outcome, of, token) {
         (Ok(app), TokenOf::AnyApp, _) if !known_live => {
             state.limits.check_not_locked_out(client, app.id.as_str())?
@@ -104,12 +109,8 @@ pub(crate) async fn check_token(
         (Err(AuthError::Failed), _, _) => state.limits.record_auth_failure(client, scope),
         _ => {}
     }
-    if let Some(token) = token {
-        match &outcome {
-            Ok(_) => state.limits.token_checked(token, true),
-            Err(AuthError::Failed) => state.limits.token_checked(token, false),
-            Err(AuthError::Unavailable(_)) => {}
-        }
+    if let (Some(token), Ok(_)) = (token, &outcome) {
+        state.limits.token_checked(token, true);
     }
     Ok(outcome)
 }

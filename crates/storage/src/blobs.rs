@@ -232,6 +232,11 @@ impl RoomTaken {
         }
     }
 
+    /// The bytes held.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
     /// Holds what `more` took too, until this is dropped.
     pub(crate) fn add(&mut self, mut more: RoomTaken) {
         self.bytes += std::mem::take(&mut more.bytes);
@@ -378,22 +383,28 @@ impl Blobs {
         }
     }
 
-    /// Takes `bytes` of the room uploads have on a local store: the space
+    /// Takes `bytes` of the room uploads have on a local store, where that
+    /// room holds at least `fits` (`bytes` or more): the room is the space
     /// free on its file system, less `blobs.min_free_bytes`, less what
-    /// uploads running here took before. `None` where that leaves less
-    /// than `bytes`. A file system filled to the last block stops more
-    /// than uploads: the database beside the blobs can no longer write,
-    /// deletes and the reaper's passes included, so nothing could free it.
-    /// What an upload took counts until it ends, though what it wrote is
-    /// also gone from the free space by then: near the reserve, uploads
-    /// are refused a little early rather than late. Other stores manage
-    /// their own capacity: all they are asked is granted.
-    pub(crate) fn take_room(&self, bytes: u64) -> Result<Option<RoomTaken>, StoreError> {
-        let Some(dir) = &self.local_dir else {
+    /// uploads running here took before. `None` where it is too small. A
+    /// file system filled to the last block stops more than uploads: the
+    /// database beside the blobs can no longer write, deletes and the
+    /// reaper's passes included, so nothing could free it. What an upload
+    /// took counts until it ends, though what it wrote is also gone from
+    /// the free space by then: near the reserve, uploads are refused a
+    /// little early rather than late. Other stores manage their own
+    /// capacity: all they are asked is granted.
+    pub(crate) async fn take_room(&self, bytes: u64, fits: u64) -> Result<Option<RoomTaken>, StoreError> {
+        let Some(dir) = self.local_dir.clone() else {
             return Ok(Some(RoomTaken::none(&self.room_taken)));
         };
-        let stats = rustix::fs::statvfs(dir)
-            .map_err(|e| local_store_error(format!("free space of {}: {e}", dir.display())))?;
+        // statvfs blocks as any file system call may (a network mount).
+        let stats = tokio::task::spawn_blocking(move || {
+            rustix::fs::statvfs(&dir)
+                .map_err(|e| local_store_error(format!("free space of {}: {e}", dir.display())))
+        })
+        .await
+        .map_err(|e| local_store_error(format!("free space: {e}")))??;
         let room = stats
             .f_bavail
             .saturating_mul(stats.f_frsize)
@@ -405,7 +416,7 @@ impl Blobs {
             taken: self.room_taken.clone(),
             bytes,
         };
-        Ok((room.saturating_sub(taken_before) >= bytes).then_some(taken))
+        Ok((room.saturating_sub(taken_before) >= fits.max(bytes)).then_some(taken))
     }
 
     pub(crate) fn writer(&self, key: &str) -> BlobWriter {
@@ -1643,10 +1654,11 @@ mod tests {
     }
 
     /// Room taken on a local store is held until dropped: two uploads
-    /// asking at once cannot both be granted the same room. A remote
-    /// store grants all.
-    #[test]
-    fn room_taken_is_held_until_dropped() {
+    /// asking at once cannot both be granted the same room; a request
+    /// whose whole (`fits`) has no room is refused. A remote store grants
+    /// all.
+    #[tokio::test]
+    async fn room_taken_is_held_until_dropped() {
         const GIB: u64 = 1024 * 1024 * 1024;
         let dir = tempfile::tempdir().unwrap();
         let stats = rustix::fs::statvfs(dir.path()).unwrap();
@@ -1657,22 +1669,27 @@ mod tests {
         })
         .unwrap();
         let first = blobs
-            .take_room(GIB / 2 + GIB / 8)
+            .take_room(GIB / 2 + GIB / 8, 0)
+            .await
             .unwrap()
             .expect("room for the first");
         assert!(
-            blobs.take_room(GIB / 2 + GIB / 8).unwrap().is_none(),
+            blobs.take_room(GIB / 2 + GIB / 8, 0).await.unwrap().is_none(),
             "the room is held"
         );
         drop(first);
-        let mut again = blobs.take_room(GIB / 2).unwrap().expect("given back");
-        again.add(blobs.take_room(GIB / 4).unwrap().expect("room for more"));
         assert!(
-            blobs.take_room(GIB / 2 - GIB / 8).unwrap().is_none(),
+            blobs.take_room(GIB / 8, 2 * GIB).await.unwrap().is_none(),
+            "no room for all of what is to come"
+        );
+        let mut again = blobs.take_room(GIB / 2, 0).await.unwrap().expect("given back");
+        again.add(blobs.take_room(GIB / 4, 0).await.unwrap().expect("room for more"));
+        assert!(
+            blobs.take_room(GIB / 2 - GIB / 8, 0).await.unwrap().is_none(),
             "what was added is held too"
         );
 
         let elsewhere = Blobs::open(&BlobConfig::local("memory://")).unwrap();
-        assert!(elsewhere.take_room(u64::MAX).unwrap().is_some());
+        assert!(elsewhere.take_room(u64::MAX, 0).await.unwrap().is_some());
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::error::StoreError;
 use crate::meta::{Claimed, MediaState, ReaperLock};
-use crate::model::{Millis, duration_millis};
+use crate::model::{Millis, duration_millis, now_millis};
 use crate::vault::Vault;
 
 /// Blobs the orphan sweep lists and looks up at a time: S3 lists 1,000 a
@@ -65,7 +65,14 @@ impl Vault {
         let Some(database) = self.inner.meta.database_now().await? else {
             return Ok(local);
         };
-        let skew = local - database;
+        // The database read its clock between `local` and now: only what
+        // lies outside that span is skew (a wait for a connection is none).
+        let after = now_millis();
+        let skew = if database < local {
+            local - database
+        } else {
+            (after - database).min(0)
+        };
         if skew.abs() > CLOCK_SKEW_WARNING {
             tracing::warn!(
                 skew_ms = skew,

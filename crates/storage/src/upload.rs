@@ -119,11 +119,13 @@ impl Vault {
     }
 
     /// Takes from the blob store the room for an upload's next `bytes`,
-    /// or refuses them where writing them would go below its reserve of
-    /// free space. Taken as an upload reserves quota: at its start (for all
-    /// of a declared length), then every `RESERVATION_STEP`.
-    fn take_store_room(&self, bytes: u64) -> Result<RoomTaken, UploadError> {
-        self.inner.blobs.take_room(bytes)?.ok_or_else(|| {
+    /// where it has room for `fits`, or refuses them: writing them would go
+    /// below its reserve of free space. Taken a `RESERVATION_STEP` at a
+    /// time as the file arrives, so that an upload trickling in holds no
+    /// more than it wrote and a step; at its start, a declared length must
+    /// fit whole, though only a step is taken.
+    async fn take_store_room(&self, bytes: u64, fits: u64) -> Result<RoomTaken, UploadError> {
+        self.inner.blobs.take_room(bytes, fits).await?.ok_or_else(|| {
             tracing::warn!(
                 bytes,
                 "the blob store is down to its reserve of free space (blobs.min_free_bytes): upload refused"
@@ -148,7 +150,7 @@ impl Vault {
         // An app may allow more than one blob can hold.
         let limit = app.max_file_bytes.min(crate::format::MAX_PLAINTEXT);
         let wanted = expected_bytes.unwrap_or(RESERVATION_STEP).clamp(1, limit.max(1));
-        let room = self.take_store_room(wanted)?;
+        let room = self.take_store_room(wanted.min(RESERVATION_STEP), wanted).await?;
         let mut sizes = Reservations::new(wanted, 1);
         let mut size = sizes.next(self, &app.id).await?;
         let expires_at = now.saturating_add(retention_millis);
@@ -310,6 +312,11 @@ impl Upload {
         if total > self.limit {
             return Err(UploadError::TooLarge { limit: self.limit });
         }
+        if total > self.room.bytes() {
+            let step = RESERVATION_STEP.max(total - self.room.bytes());
+            let more = self.vault.take_store_room(step, step).await?;
+            self.room.add(more);
+        }
         self.received = total;
         self.hasher.update(chunk);
         if self.head.len() < SNIFF_LEN {
@@ -353,8 +360,6 @@ impl Upload {
     async fn reserve_up_to(&mut self, total: u64) -> Result<(), UploadError> {
         let needed = total - self.reserved;
         let wanted = needed.max(RESERVATION_STEP.min(self.limit - self.reserved));
-        let more_room = self.vault.take_store_room(wanted)?;
-        self.room.add(more_room);
         let quota = self.vault.quota_defaults();
         let mut sizes = Reservations::new(wanted, needed);
         while let Some(bytes) = sizes.next(&self.vault, &self.app_id).await? {
@@ -836,7 +841,8 @@ mod tests {
     /// (`blobs.min_free_bytes`), each refused with nothing left behind: at
     /// the start where the file system has no room past the reserve, or no
     /// room for all of a declared length, and part way where a file of
-    /// unknown length outgrows the room there was. Files that fit are kept.
+    /// unknown length outgrows the room there was. Files that fit are kept,
+    /// and an upload holds a step of the room at a time, not all it declared.
     #[tokio::test]
     async fn uploads_stop_at_the_reserve_of_free_space_and_leave_nothing() {
         const MIB: u64 = 1024 * 1024;
@@ -873,6 +879,17 @@ mod tests {
             matches!(refused, Err(UploadError::StoreFull)),
             "a declared length past the room"
         );
+        // Each holds a step of the room, not all it declared: uploads that
+        // trickle in cannot hold the room from others.
+        let mut running = Vec::new();
+        for n in 1..=3 {
+            let begun = vault.begin_sized_upload(&app, None, Some(30 * MIB)).await;
+            running.push(begun.unwrap_or_else(|e| panic!("declared upload {n}: {e}")));
+        }
+        for upload in running {
+            upload.abort().await;
+        }
+        settles(&vault, &app, "declared uploads aborted").await;
         settles(&vault, &app, "a declared length past the room").await;
 
         let mut upload = vault.begin_upload(&app, None).await.unwrap();
