@@ -157,10 +157,7 @@ pub(crate) async fn deliver(
     payload: Payload,
     disposition: Disposition,
 ) -> Result<Response, ApiError> {
-    let mut media = state.vault.find(app_id, media_id).await?;
-    if let Some(token_id) = granted_by {
-        media = media.granted_by(token_id);
-    }
+    let media = state.vault.find(app_id, media_id).await?.granted_by(granted_by);
     let info = &media.info;
     let size = info.size_bytes;
     let etag = format!("\"{}\"", info.sha256);

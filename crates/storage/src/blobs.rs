@@ -51,7 +51,7 @@ pub struct BlobConfig {
     /// and on each wait for the next chunk of the body.
     pub timeout: Duration,
     /// A local store only: the free space uploads leave on its file system
-    /// (see `Blobs::room`). Remote stores manage their own capacity.
+    /// (see `Blobs::take_room`). Remote stores manage their own capacity.
     pub min_free_bytes: u64,
 }
 
@@ -399,16 +399,10 @@ impl Blobs {
             return Ok(Some(RoomTaken::none(&self.room_taken)));
         };
         // statvfs blocks as any file system call may (a network mount).
-        let stats = tokio::task::spawn_blocking(move || {
-            rustix::fs::statvfs(&dir)
-                .map_err(|e| local_store_error(format!("free space of {}: {e}", dir.display())))
-        })
-        .await
-        .map_err(|e| local_store_error(format!("free space: {e}")))??;
-        let room = stats
-            .f_bavail
-            .saturating_mul(stats.f_frsize)
-            .saturating_sub(self.min_free_bytes);
+        let free = tokio::task::spawn_blocking(move || free_bytes(&dir))
+            .await
+            .map_err(|e| local_store_error(format!("free space: {e}")))??;
+        let room = free.saturating_sub(self.min_free_bytes);
         // Taken before it is judged, so that uploads asking at once cannot
         // each be granted the same room; given back on refusal.
         let taken_before = self.room_taken.fetch_add(bytes, Ordering::Relaxed);
@@ -684,6 +678,13 @@ fn is_staging_file(name: &std::ffi::OsStr) -> bool {
     name.to_str()
         .and_then(|name| name.rsplit_once('#'))
         .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The bytes free to an unprivileged process on the file system of `dir`.
+pub(crate) fn free_bytes(dir: &std::path::Path) -> Result<u64, StoreError> {
+    let stats = rustix::fs::statvfs(dir)
+        .map_err(|e| local_store_error(format!("free space of {}: {e}", dir.display())))?;
+    Ok(stats.f_bavail.saturating_mul(stats.f_frsize))
 }
 
 fn local_store_error(message: String) -> StoreError {
@@ -1661,10 +1662,9 @@ mod tests {
     async fn room_taken_is_held_until_dropped() {
         const GIB: u64 = 1024 * 1024 * 1024;
         let dir = tempfile::tempdir().unwrap();
-        let stats = rustix::fs::statvfs(dir.path()).unwrap();
         // About 1 GiB of room, give or take what others write meanwhile.
         let blobs = Blobs::open(&BlobConfig {
-            min_free_bytes: (stats.f_bavail * stats.f_frsize).saturating_sub(GIB),
+            min_free_bytes: free_bytes(dir.path()).unwrap().saturating_sub(GIB),
             ..BlobConfig::local(dir.path().display().to_string())
         })
         .unwrap();

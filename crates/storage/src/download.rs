@@ -100,11 +100,12 @@ pub struct StoredMedia {
 }
 
 impl StoredMedia {
-    /// Marks the read as allowed by a link made with `token_id`: a stream
-    /// of it stops, as for a delete, within about a second of the token's
-    /// revocation on any replica, as the link itself would be refused.
-    pub fn granted_by(mut self, token_id: TokenId) -> StoredMedia {
-        self.granted_by = Some(token_id);
+    /// Marks the read as allowed by a link made with `token_id`, if one
+    /// is given: a stream of it stops, as for a delete, within about a
+    /// second of the token's revocation on any replica, as the link itself
+    /// would be refused.
+    pub fn granted_by(mut self, token_id: Option<TokenId>) -> StoredMedia {
+        self.granted_by = token_id;
         self
     }
 }

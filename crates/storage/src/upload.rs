@@ -830,13 +830,6 @@ mod tests {
         assert!(vault.stored_blob_keys().await.unwrap().is_empty());
     }
 
-    /// The bytes free to a process without privileges on the file system
-    /// of `dir`.
-    fn free_bytes(dir: &std::path::Path) -> u64 {
-        let stats = rustix::fs::statvfs(dir).unwrap();
-        stats.f_bavail * stats.f_frsize
-    }
-
     /// Uploads stop at the blob directory's reserve of free space
     /// (`blobs.min_free_bytes`), each refused with nothing left behind: at
     /// the start where the file system has no room past the reserve, or no
@@ -861,7 +854,9 @@ mod tests {
 
         // About 64 MiB of room, give or take what others write meanwhile.
         let dir = tempfile::tempdir().unwrap();
-        let reserve = free_bytes(dir.path()).saturating_sub(64 * MIB);
+        let reserve = crate::blobs::free_bytes(dir.path())
+            .unwrap()
+            .saturating_sub(64 * MIB);
         let vault = sqlite_file_vault_with(dir.path(), blobs_in(dir.path(), reserve), STALE).await;
         let app = vault
             .create_app(NewApp {
