@@ -681,6 +681,49 @@ async fn a_locked_out_client_is_429_after_the_app_id_check_and_before_the_token(
     assert_eq!(s.stored().await, 1);
 }
 
+/// A token this process accepted is checked whatever the lock-out; once
+/// revoked, it is forgotten at its first refusal, even where that refusal
+/// is the lock-out's 429, so it is no longer looked up at every try.
+#[tokio::test]
+async fn a_live_token_revoked_is_forgotten_when_its_answer_is_a_lock_out() {
+    let s = Service::with(|state| state.limits = limits(10, 2)).await;
+    let a_id = AppId::new(&s.app.id);
+    let lookup = |token: &str| {
+        Call::get("/v23.0/0123456789")
+            .header("authorization", format!("Bearer {token}"))
+            .header("host", "media.test")
+    };
+    let live = s.vault.issue_token(&a_id, None).await.unwrap();
+    let reply = s.send(lookup(&live.token)).await;
+    // Accepted: the object is unknown (Graph's 400), not the token.
+    assert_eq!(
+        reply.status,
+        StatusCode::BAD_REQUEST,
+        "accepted: {}",
+        reply.text()
+    );
+    assert!(s.state.limits.is_live_token(&live.token));
+
+    // The address is locked out of the app by another of its tokens,
+    // revoked; the live one is still served.
+    let other = s.vault.issue_token(&a_id, None).await.unwrap();
+    s.vault.revoke_token(&a_id, &other.id).await.unwrap();
+    for _ in 0..2 {
+        let reply = s.send(lookup(&other.token)).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.text());
+    }
+    let reply = s.send(lookup(&live.token)).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "live: {}", reply.text());
+
+    s.vault.revoke_token(&a_id, &live.id).await.unwrap();
+    let reply = s.send(lookup(&live.token)).await;
+    assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS, "{}", reply.text());
+    assert!(
+        !s.state.limits.is_live_token(&live.token),
+        "a revoked token is forgotten at its first refusal"
+    );
+}
+
 /// On the WhatsApp surface, whose paths name no app, a client still sending
 /// its app's revoked token locks its address out of that app alone: another
 /// app used from the same address goes on. A token never issued names no
