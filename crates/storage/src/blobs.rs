@@ -32,6 +32,7 @@ use tokio_util::io::ReaderStream;
 
 use crate::error::StoreError;
 use crate::multipart::MultipartUploads;
+use crate::store_room::{RoomTaken, StoreRoom, local_store_error};
 
 /// How to reach the blob store.
 #[derive(Debug, Clone)]
@@ -193,11 +194,9 @@ pub(crate) struct Blobs {
     /// The directory of a local store, whose staging files the store's own
     /// listings do not show.
     local_dir: Option<PathBuf>,
-    /// A local store's reserve of free space (`blobs.min_free_bytes`).
-    min_free_bytes: u64,
-    /// Bytes of a local store's room that uploads running in this process
-    /// have taken (`take_room`), written since or not.
-    room_taken: Arc<AtomicU64>,
+    /// A local store's room for uploads; other stores manage their own
+    /// capacity.
+    room: Option<Arc<StoreRoom>>,
     timeout: Duration,
     /// Blob bytes fetched by reads since start.
     bytes_read: Arc<AtomicU64>,
@@ -215,38 +214,6 @@ pub(crate) struct Blobs {
     /// S3 only: the bucket and the service's full key prefix in it, for
     /// `ping`'s listing of at most one key.
     probe: Option<(Arc<dyn PaginatedListStore>, String)>,
-}
-
-/// Room on a local store that one upload took (`Blobs::take_room`),
-/// given back when dropped.
-pub(crate) struct RoomTaken {
-    taken: Arc<AtomicU64>,
-    bytes: u64,
-}
-
-impl RoomTaken {
-    fn none(taken: &Arc<AtomicU64>) -> RoomTaken {
-        RoomTaken {
-            taken: taken.clone(),
-            bytes: 0,
-        }
-    }
-
-    /// The bytes held.
-    pub(crate) fn bytes(&self) -> u64 {
-        self.bytes
-    }
-
-    /// Holds what `more` took too, until this is dropped.
-    pub(crate) fn add(&mut self, mut more: RoomTaken) {
-        self.bytes += std::mem::take(&mut more.bytes);
-    }
-}
-
-impl Drop for RoomTaken {
-    fn drop(&mut self) {
-        self.taken.fetch_sub(self.bytes, Ordering::Relaxed);
-    }
 }
 
 impl std::fmt::Debug for Blobs {
@@ -341,8 +308,9 @@ impl Blobs {
         Ok(Blobs {
             store,
             local_dir: config.local_dir(),
-            min_free_bytes: config.min_free_bytes,
-            room_taken: Arc::default(),
+            room: config
+                .local_dir()
+                .map(|dir| Arc::new(StoreRoom::new(dir, config.min_free_bytes))),
             timeout: config.timeout,
             bytes_read: Arc::default(),
             part_budget: Arc::new(Semaphore::new(PARTS_IN_FLIGHT_TOTAL)),
@@ -384,33 +352,14 @@ impl Blobs {
     }
 
     /// Takes `bytes` of the room uploads have on a local store, where that
-    /// room holds at least `fits` (`bytes` or more): the room is the space
-    /// free on its file system, less `blobs.min_free_bytes`, less what
-    /// uploads running here took before. `None` where it is too small. A
-    /// file system filled to the last block stops more than uploads: the
-    /// database beside the blobs can no longer write, deletes and the
-    /// reaper's passes included, so nothing could free it. What an upload
-    /// took counts until it ends, though what it wrote is also gone from
-    /// the free space by then: near the reserve, uploads are refused a
-    /// little early rather than late. Other stores manage their own
-    /// capacity: all they are asked is granted.
+    /// room holds at least `fits` (`bytes` or more); `None` where it is too
+    /// small (see `StoreRoom`). Other stores manage their own capacity: all
+    /// they are asked is granted.
     pub(crate) async fn take_room(&self, bytes: u64, fits: u64) -> Result<Option<RoomTaken>, StoreError> {
-        let Some(dir) = self.local_dir.clone() else {
-            return Ok(Some(RoomTaken::none(&self.room_taken)));
-        };
-        // statvfs blocks as any file system call may (a network mount).
-        let free = tokio::task::spawn_blocking(move || free_bytes(&dir))
-            .await
-            .map_err(|e| local_store_error(format!("free space: {e}")))??;
-        let room = free.saturating_sub(self.min_free_bytes);
-        // Taken before it is judged, so that uploads asking at once cannot
-        // each be granted the same room; given back on refusal.
-        let taken_before = self.room_taken.fetch_add(bytes, Ordering::Relaxed);
-        let taken = RoomTaken {
-            taken: self.room_taken.clone(),
-            bytes,
-        };
-        Ok((room.saturating_sub(taken_before) >= fits.max(bytes)).then_some(taken))
+        match &self.room {
+            Some(room) => room.take(bytes, fits).await,
+            None => Ok(Some(RoomTaken::unbounded())),
+        }
     }
 
     pub(crate) fn writer(&self, key: &str) -> BlobWriter {
@@ -678,20 +627,6 @@ fn is_staging_file(name: &std::ffi::OsStr) -> bool {
     name.to_str()
         .and_then(|name| name.rsplit_once('#'))
         .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-}
-
-/// The bytes free to an unprivileged process on the file system of `dir`.
-pub(crate) fn free_bytes(dir: &std::path::Path) -> Result<u64, StoreError> {
-    let stats = rustix::fs::statvfs(dir)
-        .map_err(|e| local_store_error(format!("free space of {}: {e}", dir.display())))?;
-    Ok(stats.f_bavail.saturating_mul(stats.f_frsize))
-}
-
-fn local_store_error(message: String) -> StoreError {
-    StoreError::Blobs(object_store::Error::Generic {
-        store: "LocalFileSystem",
-        source: message.into(),
-    })
 }
 
 /// Deletes staging files under `root` (the `MEDIA_PREFIX` directory) last
@@ -1654,41 +1589,9 @@ mod tests {
         assert!(blobs.ping().await.is_err(), "a file probed ok");
     }
 
-    /// Room taken on a local store is held until dropped: two uploads
-    /// asking at once cannot both be granted the same room; a request
-    /// whose whole (`fits`) has no room is refused. A remote store grants
-    /// all.
+    /// A store other than a local directory manages its own capacity.
     #[tokio::test]
-    async fn room_taken_is_held_until_dropped() {
-        const GIB: u64 = 1024 * 1024 * 1024;
-        let dir = tempfile::tempdir().unwrap();
-        // About 1 GiB of room, give or take what others write meanwhile.
-        let blobs = Blobs::open(&BlobConfig {
-            min_free_bytes: free_bytes(dir.path()).unwrap().saturating_sub(GIB),
-            ..BlobConfig::local(dir.path().display().to_string())
-        })
-        .unwrap();
-        let first = blobs
-            .take_room(GIB / 2 + GIB / 8, 0)
-            .await
-            .unwrap()
-            .expect("room for the first");
-        assert!(
-            blobs.take_room(GIB / 2 + GIB / 8, 0).await.unwrap().is_none(),
-            "the room is held"
-        );
-        drop(first);
-        assert!(
-            blobs.take_room(GIB / 8, 2 * GIB).await.unwrap().is_none(),
-            "no room for all of what is to come"
-        );
-        let mut again = blobs.take_room(GIB / 2, 0).await.unwrap().expect("given back");
-        again.add(blobs.take_room(GIB / 4, 0).await.unwrap().expect("room for more"));
-        assert!(
-            blobs.take_room(GIB / 2 - GIB / 8, 0).await.unwrap().is_none(),
-            "what was added is held too"
-        );
-
+    async fn a_remote_store_grants_all_room() {
         let elsewhere = Blobs::open(&BlobConfig::local("memory://")).unwrap();
         assert!(elsewhere.take_room(u64::MAX, 0).await.unwrap().is_some());
     }

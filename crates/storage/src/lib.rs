@@ -26,6 +26,7 @@ mod reap;
 mod rotation;
 pub mod seal;
 mod sniff;
+mod store_room;
 #[cfg(test)]
 mod testing;
 mod token_cache;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use crate::blobs::{BlobWriter, RoomTaken, new_blob_key};
+use crate::blobs::{BlobWriter, new_blob_key};
 use crate::error::{StoreError, UploadError};
 use crate::ids::{AppId, MediaId};
 use crate::keys::Dek;
@@ -20,6 +20,7 @@ use crate::meta::{Growth, Intent, NewMedia, ReadyMedia, saturating_i64};
 use crate::model::{App, duration_millis, now_millis};
 use crate::policy::{SNIFF_LEN, check_content};
 use crate::seal::{Encryptor, Header};
+use crate::store_room::RoomTaken;
 use crate::vault::Vault;
 
 /// Ciphertext is handed to the blob writer in pieces of about this size.
@@ -854,7 +855,7 @@ mod tests {
 
         // About 64 MiB of room, give or take what others write meanwhile.
         let dir = tempfile::tempdir().unwrap();
-        let reserve = crate::blobs::free_bytes(dir.path())
+        let reserve = crate::store_room::free_bytes(dir.path())
             .unwrap()
             .saturating_sub(64 * MIB);
         let vault = sqlite_file_vault_with(dir.path(), blobs_in(dir.path(), reserve), STALE).await;
