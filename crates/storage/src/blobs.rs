@@ -22,7 +22,7 @@ use object_store::path::Path;
 use object_store::prefix::PrefixStore;
 use object_store::{
     ClientOptions, GetOptions, GetRange, GetResultPayload, MultipartUpload, ObjectStore, ObjectStoreExt,
-    PutPayload, PutPayloadMut, RetryConfig,
+    PutPayload, RetryConfig,
 };
 use secrecy::{ExposeSecret, SecretString};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
@@ -32,6 +32,7 @@ use tokio_util::io::ReaderStream;
 
 use crate::error::StoreError;
 use crate::multipart::MultipartUploads;
+use crate::part_blocks::{BlockPool, PartBuffer};
 use crate::store_room::{RoomTaken, StoreRoom, local_store_error};
 
 /// How to reach the blob store.
@@ -90,15 +91,14 @@ impl BlobConfig {
 /// S3 parts are at least 5 MiB; larger parts mean fewer requests, smaller
 /// ones less memory per upload. A file below this size is one plain PUT.
 pub const PART_SIZE: usize = 5 * 1024 * 1024;
-/// Parts are filled in blocks of this size.
-const PART_BLOCK: usize = 1024 * 1024;
 /// Parts in flight at once across all uploads of the process. Besides these,
 /// an upload holds only the part it is filling, so many uploads at once stay
 /// bounded by 64 MiB and 8 MiB an upload: sixteen of 100 MiB peaked at
 /// 178-190 MiB with 8 here, at about the same aggregate speed (182-207 MiB/s
 /// against 193-219), and at 218-236 MiB with 16 (296 MiB with 24; 252 MiB
 /// with the former 2 per upload and no shared bound, which let 64 uploads
-/// hold 960 MiB).
+/// hold 960 MiB); 159-160 MiB with 8 since parts' blocks are reused
+/// (`part_blocks`).
 const PARTS_IN_FLIGHT_TOTAL: usize = 8;
 /// Parts of one upload in flight at once. With the full part waiting for
 /// room (nothing more is filled meanwhile), an upload holds at most nine
@@ -202,6 +202,8 @@ pub(crate) struct Blobs {
     bytes_read: Arc<AtomicU64>,
     /// Permits for parts in flight, shared by all uploads.
     part_budget: Arc<Semaphore>,
+    /// The blocks parts are filled in, shared by all uploads.
+    part_blocks: Arc<BlockPool>,
     /// S3 only: incomplete multipart uploads, for the sweep.
     multipart: Option<Arc<MultipartUploads>>,
     /// Permits (bytes) for chunks read ahead, shared by all downloads.
@@ -314,6 +316,7 @@ impl Blobs {
             timeout: config.timeout,
             bytes_read: Arc::default(),
             part_budget: Arc::new(Semaphore::new(PARTS_IN_FLIGHT_TOTAL)),
+            part_blocks: Arc::default(),
             multipart,
             read_ahead_budget: Arc::new(Semaphore::new(READ_AHEAD_BUDGET)),
             windows_ahead_budget: Arc::new(Semaphore::new(WINDOWS_AHEAD_BUDGET)),
@@ -366,7 +369,7 @@ impl Blobs {
         BlobWriter {
             blobs: self.clone(),
             path: Path::from(key),
-            part: new_part(),
+            part: PartBuffer::new(&self.part_blocks),
             state: WriterState::Buffering,
         }
     }
@@ -1069,18 +1072,18 @@ pub(crate) struct BlobWriter {
     blobs: Blobs,
     path: Path,
     /// The part being filled.
-    part: PutPayloadMut,
+    part: PartBuffer,
     state: WriterState,
 }
 
 impl BlobWriter {
     pub(crate) async fn write(&mut self, mut data: &[u8]) -> Result<(), StoreError> {
         while !data.is_empty() {
-            if self.part.content_length() == PART_SIZE {
-                let full = std::mem::replace(&mut self.part, new_part());
+            if self.part.len() == PART_SIZE {
+                let full = std::mem::replace(&mut self.part, PartBuffer::new(&self.blobs.part_blocks));
                 self.send_part(full.freeze()).await?;
             }
-            let n = (PART_SIZE - self.part.content_length()).min(data.len());
+            let n = (PART_SIZE - self.part.len()).min(data.len());
             self.part.extend_from_slice(&data[..n]);
             data = &data[n..];
         }
@@ -1120,7 +1123,7 @@ impl BlobWriter {
 
     /// Completes the blob; only then is it visible under its key.
     pub(crate) async fn finish(&mut self) -> Result<(), StoreError> {
-        let last = std::mem::replace(&mut self.part, new_part());
+        let last = std::mem::replace(&mut self.part, PartBuffer::new(&self.blobs.part_blocks));
         if let WriterState::Buffering = self.state {
             self.state = WriterState::Closed;
             return self
@@ -1155,7 +1158,7 @@ impl BlobWriter {
     /// Abandons the blob: aborts a multipart upload and removes a blob that
     /// was, or may have been, completed. Safe to call in any state.
     pub(crate) async fn abort(&mut self) -> Result<(), StoreError> {
-        self.part = new_part();
+        self.part = PartBuffer::new(&self.blobs.part_blocks);
         match std::mem::replace(&mut self.state, WriterState::Closed) {
             WriterState::Buffering => Ok(()),
             WriterState::Multipart(mut parts) => {
@@ -1173,14 +1176,6 @@ impl BlobWriter {
             WriterState::Closed => self.blobs.delete(self.path.as_ref()).await,
         }
     }
-}
-
-/// An empty part. It fills in whole blocks that divide `PART_SIZE`, so a
-/// part holds no spare capacity: sixteen 100 MiB uploads at once peaked at
-/// 324 MiB when parts were made of the upload's own 384 KiB buffers, each
-/// two-thirds full.
-fn new_part() -> PutPayloadMut {
-    PutPayloadMut::new().with_block_size(PART_BLOCK)
 }
 
 impl Blobs {

@@ -20,6 +20,7 @@ pub mod keys;
 mod meta;
 mod model;
 mod multipart;
+mod part_blocks;
 pub mod policy;
 mod reads;
 mod reap;
