@@ -196,7 +196,7 @@ pub(crate) struct Blobs {
     local_dir: Option<PathBuf>,
     /// A local store's room for uploads; other stores manage their own
     /// capacity.
-    room: Option<Arc<StoreRoom>>,
+    room: Option<StoreRoom>,
     timeout: Duration,
     /// Blob bytes fetched by reads since start.
     bytes_read: Arc<AtomicU64>,
@@ -312,7 +312,7 @@ impl Blobs {
             local_dir: config.local_dir(),
             room: config
                 .local_dir()
-                .map(|dir| Arc::new(StoreRoom::new(dir, config.min_free_bytes))),
+                .map(|dir| StoreRoom::new(dir, config.min_free_bytes)),
             timeout: config.timeout,
             bytes_read: Arc::default(),
             part_budget: Arc::new(Semaphore::new(PARTS_IN_FLIGHT_TOTAL)),
@@ -365,11 +365,16 @@ impl Blobs {
         }
     }
 
+    /// An empty part, to be filled in the process's blocks.
+    fn new_part(&self) -> PartBuffer {
+        PartBuffer::new(&self.part_blocks)
+    }
+
     pub(crate) fn writer(&self, key: &str) -> BlobWriter {
         BlobWriter {
             blobs: self.clone(),
             path: Path::from(key),
-            part: PartBuffer::new(&self.part_blocks),
+            part: self.new_part(),
             state: WriterState::Buffering,
         }
     }
@@ -1077,10 +1082,15 @@ pub(crate) struct BlobWriter {
 }
 
 impl BlobWriter {
+    /// The part filled so far, leaving an empty one in its place.
+    fn take_part(&mut self) -> PartBuffer {
+        std::mem::replace(&mut self.part, self.blobs.new_part())
+    }
+
     pub(crate) async fn write(&mut self, mut data: &[u8]) -> Result<(), StoreError> {
         while !data.is_empty() {
             if self.part.len() == PART_SIZE {
-                let full = std::mem::replace(&mut self.part, PartBuffer::new(&self.blobs.part_blocks));
+                let full = self.take_part();
                 self.send_part(full.freeze()).await?;
             }
             let n = (PART_SIZE - self.part.len()).min(data.len());
@@ -1123,7 +1133,7 @@ impl BlobWriter {
 
     /// Completes the blob; only then is it visible under its key.
     pub(crate) async fn finish(&mut self) -> Result<(), StoreError> {
-        let last = std::mem::replace(&mut self.part, PartBuffer::new(&self.blobs.part_blocks));
+        let last = self.take_part();
         if let WriterState::Buffering = self.state {
             self.state = WriterState::Closed;
             return self
@@ -1158,7 +1168,7 @@ impl BlobWriter {
     /// Abandons the blob: aborts a multipart upload and removes a blob that
     /// was, or may have been, completed. Safe to call in any state.
     pub(crate) async fn abort(&mut self) -> Result<(), StoreError> {
-        self.part = PartBuffer::new(&self.blobs.part_blocks);
+        drop(self.take_part());
         match std::mem::replace(&mut self.state, WriterState::Closed) {
             WriterState::Buffering => Ok(()),
             WriterState::Multipart(mut parts) => {

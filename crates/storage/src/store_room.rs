@@ -21,15 +21,16 @@ use crate::error::StoreError;
 /// refusal is never made on a reused reading: it reads again first.
 const READING_STANDS_FOR: Duration = Duration::from_secs(1);
 
+/// Cheap to clone: every clone is the same room.
+#[derive(Clone)]
 pub(crate) struct StoreRoom {
-    dir: PathBuf,
-    /// `blobs.min_free_bytes`.
-    reserve: u64,
     shared: Arc<Shared>,
 }
 
-#[derive(Default)]
 struct Shared {
+    dir: PathBuf,
+    /// `blobs.min_free_bytes`.
+    reserve: u64,
     /// Bytes that uploads running here have taken, written since or not.
     taken: AtomicU64,
     /// Bytes given back since start: each upload's room, when it ends. Its
@@ -87,9 +88,15 @@ impl Drop for RoomTaken {
 impl StoreRoom {
     pub(crate) fn new(dir: PathBuf, reserve: u64) -> StoreRoom {
         StoreRoom {
-            dir,
-            reserve,
-            shared: Arc::default(),
+            shared: Arc::new(Shared {
+                dir,
+                reserve,
+                taken: AtomicU64::default(),
+                given_back: AtomicU64::default(),
+                last_reading: Mutex::default(),
+                #[cfg(test)]
+                readings: AtomicU64::default(),
+            }),
         }
     }
 
@@ -107,7 +114,11 @@ impl StoreRoom {
             bytes,
         };
         let fits = fits.max(bytes);
-        let has_room = |free: u64| free.saturating_sub(self.reserve).saturating_sub(taken_before) >= fits;
+        let has_room = |free: u64| {
+            free.saturating_sub(self.shared.reserve)
+                .saturating_sub(taken_before)
+                >= fits
+        };
         if let Some(free) = self.recent_free()
             && has_room(free)
         {
@@ -130,7 +141,7 @@ impl StoreRoom {
         // Before the reading: room given back while it runs counts as
         // written after it.
         let given_back = self.shared.given_back.load(Ordering::Relaxed);
-        let dir = self.dir.clone();
+        let dir = self.shared.dir.clone();
         // statvfs blocks as any file system call may (a network mount).
         let free = tokio::task::spawn_blocking(move || free_bytes(&dir))
             .await
