@@ -4,7 +4,9 @@
 # default) or "s3" (Garage, via scripts/test-services.sh). Prints idle RSS,
 # peak RSS (VmHWM) and their difference, in MiB. BIN=… measures another
 # build of the server; STALL=SECONDS (s3 only) stops Garage that long
-# during the upload, the worst case for what the server holds.
+# during the upload, the worst case for what the server holds; UPLOADS=N
+# sends N uploads of the file at once; SETTLE=SECONDS reads the RSS again
+# after the server has sat idle that long, to show what it keeps.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 backend=${1:-files}
@@ -32,8 +34,11 @@ sleep 1
 rss() { awk -v k="$1:" '$1 == k { print $2 }' "/proc/$pid/status"; }
 idle=$(rss VmRSS)
 start=$(date +%s.%N)
-curl -sS --fail -H "token: $token" -F file_type=image/png -F "file=@$work/file" "$base/partner/app/$app/media" > "$work/reply" &
-upload=$!
+uploads=()
+for i in $(seq 1 "${UPLOADS:-1}"); do
+  curl -sS --fail -H "token: $token" -F file_type=image/png -F "file=@$work/file" "$base/partner/app/$app/media" > "$work/reply.$i" &
+  uploads+=($!)
+done
 if [ -n "${STALL:-}" ]; then
   # The store at its slowest: Garage stopped for STALL seconds shortly after
   # the upload starts, so parts wait in the server for as long as it lets them.
@@ -44,10 +49,24 @@ if [ -n "${STALL:-}" ]; then
   sleep "$STALL"
   kill -CONT "$garage"
 fi
-wait $upload
+failed=0
+for upload in "${uploads[@]}"; do wait "$upload" || failed=$((failed + 1)); done
+if [ "$failed" -gt 0 ]; then
+  echo "$failed of ${#uploads[@]} uploads failed; the server's log ends:" >&2
+  tail -n 20 "$work/log" >&2
+  exit 1
+fi
 end=$(date +%s.%N)
 peak=$(rss VmHWM)
-echo "backend=$backend size=$size reply=$(cat "$work/reply")"
-awk -v i="$idle" -v p="$peak" -v s="$size" -v t0="$start" -v t1="$end" 'BEGIN {
+echo "backend=$backend size=$size uploads=${#uploads[@]} reply=$(cat "$work/reply.1")"
+awk -v i="$idle" -v p="$peak" -v s="$size" -v n="${#uploads[@]}" -v t0="$start" -v t1="$end" 'BEGIN {
   printf "idle RSS %.1f MiB, peak RSS %.1f MiB, peak above idle %.1f MiB, upload %.2f s (%.0f MiB/s)\n",
-    i/1024, p/1024, (p-i)/1024, t1-t0, s/1048576/(t1-t0) }'
+    i/1024, p/1024, (p-i)/1024, t1-t0, n*s/1048576/(t1-t0) }'
+if [ -n "${SETTLE:-}" ]; then
+  after=$(rss VmRSS)
+  sleep "$SETTLE"
+  settled=$(rss VmRSS)
+  awk -v i="$idle" -v a="$after" -v d="$settled" -v t="$SETTLE" 'BEGIN {
+    printf "RSS just after %.1f MiB (%.1f above idle), after %s s idle %.1f MiB (%.1f above idle)\n",
+      a/1024, (a-i)/1024, t, d/1024, (d-i)/1024 }'
+fi
