@@ -7,7 +7,7 @@ export MEDIAVAULT__CRYPTO__KEYS=$("$1" keys generate --id bench | sed 's/.*"key"
 export MEDIAVAULT__DATABASE__URL="sqlite://$2/mv.db"
 if [ "$3" = s3 ]; then
   "$root/scripts/test-services.sh" >&2
-  . "$root/target/test-services/env"
+  . "${MEDIAVAULT_TEST_SERVICES_DIR:-$root/target/test-services}/env"
   export MEDIAVAULT__BLOBS__URL="s3://$MEDIAVAULT_TEST_S3_BUCKET/bench-$$"
   export MEDIAVAULT__BLOBS__ENDPOINT=$MEDIAVAULT_TEST_S3_ENDPOINT
   export MEDIAVAULT__BLOBS__REGION=garage
@@ -24,3 +24,14 @@ export MEDIAVAULT__LIMITS__UPLOAD_BURST=${MEDIAVAULT__LIMITS__UPLOAD_BURST:-1000
 "$1" migrate > /dev/null
 app=$("$1" apps create --name bench | sed 's/.*"appId":"\([^"]*\)".*/\1/')
 token=$("$1" tokens issue --app "$app" | sed 's/.*"token":"\([^"]*\)".*/\1/')
+
+# Deletes media by ID through the server running at $base, so that a run
+# leaves no blobs behind it (against Garage, runs would otherwise fill the
+# test bucket until its disk is full).
+delete_media() {
+  local media
+  for media in "$@"; do
+    curl -sS --fail -X DELETE -H "token: $token" -o /dev/null "$base/partner/app/$app/media/$media" \
+      || echo "could not delete media $media" >&2
+  done
+}

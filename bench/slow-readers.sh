@@ -73,3 +73,4 @@ while time.time() - start < int(seconds):
     time.sleep(1)
 print(f"highest RSS {highest / 1024:.1f} MiB, above idle {(highest - int(idle)) / 1024:.1f} MiB")
 PY
+delete_media "$media"

@@ -42,7 +42,7 @@ done
 if [ -n "${STALL:-}" ]; then
   # The store at its slowest: Garage stopped for STALL seconds shortly after
   # the upload starts, so parts wait in the server for as long as it lets them.
-  garage=$(cat "$root/target/test-services/garage/pid")
+  garage=$(cat "${MEDIAVAULT_TEST_SERVICES_DIR:-$root/target/test-services}/garage/pid")
   trap 'kill -CONT $garage 2>/dev/null || true; kill $pid 2>/dev/null || true; rm -rf "$work"' EXIT
   sleep 0.2
   kill -STOP "$garage"
@@ -51,9 +51,11 @@ if [ -n "${STALL:-}" ]; then
 fi
 failed=0
 for upload in "${uploads[@]}"; do wait "$upload" || failed=$((failed + 1)); done
+uploaded=$(sed -n 's/.*"mediaId":"\([^"]*\)".*/\1/p' "$work"/reply.*)
 if [ "$failed" -gt 0 ]; then
   echo "$failed of ${#uploads[@]} uploads failed; the server's log ends:" >&2
   tail -n 20 "$work/log" >&2
+  delete_media $uploaded
   exit 1
 fi
 end=$(date +%s.%N)
@@ -70,3 +72,5 @@ if [ -n "${SETTLE:-}" ]; then
     printf "RSS just after %.1f MiB (%.1f above idle), after %s s idle %.1f MiB (%.1f above idle)\n",
       a/1024, (a-i)/1024, t, d/1024, (d-i)/1024 }'
 fi
+# What was uploaded, after the RSS readings: deletes allocate too.
+delete_media $uploaded

@@ -12,7 +12,7 @@ command -v tcpdump > /dev/null || { echo "upload-timeline: tcpdump is not instal
 cargo build --release -p mediavault -p mediavault-bench --manifest-path "$root/Cargo.toml" >&2
 BIN=${BIN:-$root/target/release/mediavault}
 "$root/scripts/test-services.sh" >&2
-. "$root/target/test-services/env"
+. "${MEDIAVAULT_TEST_SERVICES_DIR:-$root/target/test-services}/env"
 store_port=${MEDIAVAULT_TEST_S3_ENDPOINT##*:}
 # The PostgreSQL the tests use: 5432, or the private cluster
 # scripts/test-services.sh made on another port when none answered there.
