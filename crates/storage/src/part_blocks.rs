@@ -44,7 +44,7 @@ const TRIM_EVERY: Duration = Duration::from_secs(10);
 fn new_block() -> MmapMut {
     MmapMut::map_anon(PART_BLOCK).unwrap_or_else(|_| {
         // What a failed heap allocation does too.
-        std::alloc::handle_alloc_error(std::alloc::Layout::array::<u8>(PART_BLOCK).expect("1 MiB"))
+        std::alloc::handle_alloc_error(std::alloc::Layout::new::<[u8; PART_BLOCK]>())
     })
 }
 
