@@ -10,17 +10,12 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use mediavault_storage::{BlobConfig, ConfiguredKeys, Defaults, Keyring, Vault, VaultConfig};
+use mediavault_test_support::services::test_env;
 use mediavault_test_support::{START_WITHIN, ServeProcess};
 use secrecy::ExposeSecret;
 use sqlx::Connection;
 
 pub const MEDIAVAULT: &str = env!("CARGO_BIN_EXE_mediavault");
-
-fn required_env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!("{name} is not set: run the tests with `make test`, which starts PostgreSQL and Garage checks")
-    })
-}
 
 /// Which real backends a test runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,7 +187,7 @@ impl Drop for Stores {
 }
 
 async fn admin_connection() -> sqlx::PgConnection {
-    let url = required_env("MEDIAVAULT_TEST_DATABASE_URL");
+    let url = test_env("MEDIAVAULT_TEST_DATABASE_URL");
     sqlx::PgConnection::connect(&url)
         .await
         .unwrap_or_else(|e| panic!("PostgreSQL at {url} is unreachable: {e}"))
@@ -206,7 +201,7 @@ pub async fn fresh_postgres_database() -> (String, String) {
         .execute(&mut admin)
         .await
         .unwrap();
-    let base = required_env("MEDIAVAULT_TEST_DATABASE_URL");
+    let base = test_env("MEDIAVAULT_TEST_DATABASE_URL");
     let server = base.rsplit_once('/').map(|(server, _)| server).unwrap_or(&base);
     (format!("{server}/{name}"), name)
 }
@@ -225,13 +220,13 @@ pub fn s3_blob_config() -> BlobConfig {
     BlobConfig {
         url: format!(
             "s3://{}/test-{}",
-            required_env("MEDIAVAULT_TEST_S3_BUCKET"),
+            test_env("MEDIAVAULT_TEST_S3_BUCKET"),
             uuid::Uuid::new_v4().simple()
         ),
-        endpoint: Some(required_env("MEDIAVAULT_TEST_S3_ENDPOINT")),
+        endpoint: Some(test_env("MEDIAVAULT_TEST_S3_ENDPOINT")),
         region: Some("garage".into()),
-        access_key_id: Some(required_env("MEDIAVAULT_TEST_S3_ACCESS_KEY_ID")),
-        secret_access_key: Some(required_env("MEDIAVAULT_TEST_S3_SECRET_ACCESS_KEY").into()),
+        access_key_id: Some(test_env("MEDIAVAULT_TEST_S3_ACCESS_KEY_ID")),
+        secret_access_key: Some(test_env("MEDIAVAULT_TEST_S3_SECRET_ACCESS_KEY").into()),
         allow_http: true,
         unsigned_payload: None,
         timeout: Duration::from_secs(10),
@@ -944,11 +939,11 @@ impl Pkcs11Token {
     /// The token of `scripts/test-services.sh`; tests share it, each with
     /// keys of its own labels.
     pub fn shared() -> Pkcs11Token {
-        required_env("SOFTHSM2_CONF");
+        test_env("SOFTHSM2_CONF");
         Pkcs11Token {
-            module: required_env("MEDIAVAULT_TEST_PKCS11_MODULE"),
-            label: required_env("MEDIAVAULT_TEST_PKCS11_TOKEN"),
-            pin: required_env("MEDIAVAULT_TEST_PKCS11_PIN"),
+            module: test_env("MEDIAVAULT_TEST_PKCS11_MODULE"),
+            label: test_env("MEDIAVAULT_TEST_PKCS11_TOKEN"),
+            pin: test_env("MEDIAVAULT_TEST_PKCS11_PIN"),
             conf: None,
         }
     }
@@ -967,7 +962,7 @@ impl Pkcs11Token {
         )
         .unwrap();
         let token = Pkcs11Token {
-            module: required_env("MEDIAVAULT_TEST_PKCS11_MODULE"),
+            module: test_env("MEDIAVAULT_TEST_PKCS11_MODULE"),
             label: "private".into(),
             pin: "4321".into(),
             conf: Some(conf.clone()),

@@ -8,14 +8,13 @@
 
 use std::path::Path;
 
-use anyhow::Context;
 use serde_json::json;
 
 use crate::clients::MediaClient;
 use crate::report::{Figure, Report, RunStart, Target};
 use crate::scenarios::{self, UploadRates};
 use crate::server::{self, Server};
-use crate::stores::{Backend, Stores};
+use crate::stores::{Backend, Stores, env};
 
 /// What to measure on each side.
 pub struct Plan {
@@ -25,10 +24,6 @@ pub struct Plan {
     pub large_size: usize,
     pub large_reps: usize,
     pub rounds: usize,
-}
-
-fn env(name: &str) -> anyhow::Result<String> {
-    std::env::var(name).with_context(|| format!("{name} is not set: source target/test-services/env"))
 }
 
 /// The settings that serve a KEK labelled `label` from the test token.

@@ -310,6 +310,8 @@ pub async fn sweep(vault: &Vault, older_than: Duration) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+    use mediavault_test_support::services::{Pkcs11Fault, test_env};
+
     use super::*;
 
     /// Aborting the reaper's task ends its sweeps (and key-table rewrites)
@@ -390,31 +392,6 @@ mod tests {
         assert!(every_second.until_next().unwrap() <= Duration::from_secs(1));
     }
 
-    /// The hang switch of the test module, on for this process while the
-    /// value lives: removed when dropped, a failed assertion's unwinding
-    /// included, so that the calls hung in the token end and the test's
-    /// runtime can stop.
-    struct Hang(std::path::PathBuf);
-
-    impl Hang {
-        fn start() -> Hang {
-            let switch = std::path::Path::new(&test_env("MEDIAVAULT_TEST_PKCS11_FAULTS"))
-                .join(format!("{}.hang", std::process::id()));
-            std::fs::write(&switch, b"").unwrap();
-            Hang(switch)
-        }
-    }
-
-    impl Drop for Hang {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-        }
-    }
-
-    fn test_env(name: &str) -> String {
-        std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run the tests with `make test`"))
-    }
-
     /// A key provider that stops answering during the epoch-key upkeep (a
     /// hung device: the test module's C_FindObjectsInit while its hang
     /// switch is on) holds a pass no longer than its budget (for the upkeep,
@@ -458,7 +435,7 @@ mod tests {
         vault.migrate().await.unwrap();
         let budget = Duration::from_secs(1);
 
-        let hang = Hang::start();
+        let hang = Pkcs11Fault::hung_device();
         let started = Instant::now();
         let report = tokio::time::timeout(Duration::from_secs(60), reap_once(&vault, now_millis(), budget))
             .await

@@ -1232,6 +1232,8 @@ impl Parts {
 
 #[cfg(test)]
 mod tests {
+    use mediavault_test_support::services::test_env;
+
     use super::*;
 
     /// The sweep takes only keys the service makes: not another
@@ -1255,23 +1257,19 @@ mod tests {
         }
     }
 
-    fn required_env(name: &str) -> String {
-        std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run the tests with `make test`"))
-    }
-
     /// Blobs under a fresh prefix of the Garage test bucket.
     fn garage() -> Blobs {
-        garage_bucket(&required_env("MEDIAVAULT_TEST_S3_BUCKET"))
+        garage_bucket(&test_env("MEDIAVAULT_TEST_S3_BUCKET"))
     }
 
     /// Blobs under a fresh prefix of `bucket` on the test Garage.
     fn garage_bucket(bucket: &str) -> Blobs {
         Blobs::open(&BlobConfig {
             url: format!("s3://{bucket}/test-{}", uuid::Uuid::new_v4().simple()),
-            endpoint: Some(required_env("MEDIAVAULT_TEST_S3_ENDPOINT")),
+            endpoint: Some(test_env("MEDIAVAULT_TEST_S3_ENDPOINT")),
             region: Some("garage".into()),
-            access_key_id: Some(required_env("MEDIAVAULT_TEST_S3_ACCESS_KEY_ID")),
-            secret_access_key: Some(required_env("MEDIAVAULT_TEST_S3_SECRET_ACCESS_KEY").into()),
+            access_key_id: Some(test_env("MEDIAVAULT_TEST_S3_ACCESS_KEY_ID")),
+            secret_access_key: Some(test_env("MEDIAVAULT_TEST_S3_SECRET_ACCESS_KEY").into()),
             allow_http: true,
             unsigned_payload: None,
             timeout: Duration::from_secs(10),

@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use futures::TryStreamExt;
+use mediavault_test_support::services::test_env;
 use sqlx::Connection;
 
 use crate::ids::MediaId;
@@ -25,8 +26,7 @@ pub(crate) enum Dialect {
 pub(crate) const DIALECTS: [Dialect; 2] = [Dialect::Sqlite, Dialect::Postgres];
 
 pub(crate) fn server_url() -> String {
-    std::env::var("MEDIAVAULT_TEST_DATABASE_URL")
-        .expect("MEDIAVAULT_TEST_DATABASE_URL is not set: run the tests with `make test`")
+    test_env("MEDIAVAULT_TEST_DATABASE_URL")
 }
 
 /// A new, empty PostgreSQL database: its URL and its name.
@@ -185,10 +185,6 @@ pub(crate) async fn read_all(vault: &Vault, app: &App, id: &MediaId) -> Vec<u8> 
         .await
         .unwrap();
     pieces.concat()
-}
-
-fn test_env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run the tests with `make test`"))
 }
 
 /// The test token, `sessions` calls at once, no configured KEK.

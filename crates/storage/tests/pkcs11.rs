@@ -17,17 +17,13 @@ use mediavault_storage::Dek;
 use mediavault_storage::keys::{
     ConfiguredKeys, EpochSettings, KeyError, Keyring, Pkcs11Keys, Pkcs11Settings, TokenSelector,
 };
-
-fn env(name: &str) -> String {
-    std::env::var(name)
-        .unwrap_or_else(|_| panic!("{name} is not set: run scripts/test-services.sh and source its env"))
-}
+use mediavault_test_support::services::{Pkcs11Fault, test_env};
 
 fn settings(keys: &[&str]) -> Pkcs11Settings {
     Pkcs11Settings {
-        module: env("MEDIAVAULT_TEST_PKCS11_MODULE").into(),
-        token: TokenSelector::Label(env("MEDIAVAULT_TEST_PKCS11_TOKEN")),
-        pin: env("MEDIAVAULT_TEST_PKCS11_PIN").into(),
+        module: test_env("MEDIAVAULT_TEST_PKCS11_MODULE").into(),
+        token: TokenSelector::Label(test_env("MEDIAVAULT_TEST_PKCS11_TOKEN")),
+        pin: test_env("MEDIAVAULT_TEST_PKCS11_PIN").into(),
         keys: keys.iter().map(|k| k.to_string()).collect(),
         sessions: 4,
     }
@@ -40,13 +36,13 @@ fn new_label() -> String {
 /// A session of the test's own on the token, beside the provider's: the
 /// module is already initialised in this process, and logged in.
 fn own_session() -> Session {
-    let library = Pkcs11::new(env("MEDIAVAULT_TEST_PKCS11_MODULE")).unwrap();
+    let library = Pkcs11::new(test_env("MEDIAVAULT_TEST_PKCS11_MODULE")).unwrap();
     let initialize = || match library.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
         Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
         Err(error) => panic!("C_Initialize: {error}"),
     };
     initialize();
-    let label = env("MEDIAVAULT_TEST_PKCS11_TOKEN");
+    let label = test_env("MEDIAVAULT_TEST_PKCS11_TOKEN");
     let find_slot = || {
         let slots = library.get_slots_with_token().ok()?;
         slots.into_iter().find(|slot| {
@@ -73,7 +69,7 @@ fn own_session() -> Session {
         })
         .expect("the test token");
     let session = library.open_rw_session(slot).unwrap();
-    let pin = AuthPin::new(env("MEDIAVAULT_TEST_PKCS11_PIN").into());
+    let pin = AuthPin::new(test_env("MEDIAVAULT_TEST_PKCS11_PIN").into());
     match session.login(UserType::User, Some(&pin)) {
         Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => session,
         Err(error) => panic!("C_Login: {error}"),
@@ -215,25 +211,6 @@ async fn the_token_wraps_data_keys_in_the_configured_format_both_ways() {
     session.destroy_object(find(&session, &label)).unwrap();
 }
 
-/// The device fault of the module `scripts/pkcs11-faults.c`, on for this
-/// process while the value lives.
-struct DeviceFault(std::path::PathBuf);
-
-impl DeviceFault {
-    fn start() -> DeviceFault {
-        let switch =
-            std::path::Path::new(&env("MEDIAVAULT_TEST_PKCS11_FAULTS")).join(std::process::id().to_string());
-        std::fs::write(&switch, b"").unwrap();
-        DeviceFault(switch)
-    }
-}
-
-impl Drop for DeviceFault {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 /// A failing device answers C_Decrypt with CKR_GENERAL_ERROR, the code
 /// SoftHSM2 gives a tag that does not verify: the provider reports the token
 /// unavailable (a storage failure, and a reconnection), not a wrapped key tampered with
@@ -244,7 +221,7 @@ impl Drop for DeviceFault {
 async fn a_failing_device_is_unavailable_not_a_tampered_key() {
     let label = new_label();
     let mut faulty = settings(&[]);
-    faulty.module = env("MEDIAVAULT_TEST_PKCS11_FAULTY_MODULE").into();
+    faulty.module = test_env("MEDIAVAULT_TEST_PKCS11_FAULTY_MODULE").into();
     let maker = Pkcs11Keys::open(faulty.clone()).await.unwrap();
     maker.create(&label).await.unwrap();
     drop(maker);
@@ -257,7 +234,7 @@ async fn a_failing_device_is_unavailable_not_a_tampered_key() {
     let tampered = keyring.unwrap("media-1", &label, &flipped).await;
     assert!(matches!(tampered, Err(KeyError::Integrity)), "{tampered:?}");
 
-    let fault = DeviceFault::start();
+    let fault = Pkcs11Fault::failing_device();
     let failing = keyring.unwrap("media-1", &label, &wrapped.bytes).await;
     assert!(matches!(failing, Err(KeyError::Unavailable(_))), "{failing:?}");
     drop(fault);

@@ -1,13 +1,19 @@
-//! mediavault-test-support: a running `mediavault serve`, started the one way
-//! the end-to-end tests, `mediavault-bench` and `mediavault-chaos` all start
-//! it. The caller builds the command (arguments, environment, directory,
-//! where stderr goes); this crate owns what they share: reading the address
-//! the server announces on its first stdout line, giving up on a start that
-//! hangs, saying why a start failed, and killing the process on drop.
+//! mediavault-test-support: what the project's tests, `mediavault-bench` and
+//! `mediavault-chaos` share. Here, a running `mediavault serve`, started the
+//! one way they all start it; in [`services`], the test services' env and
+//! the test token's fault switches.
+//!
+//! For `serve`, the caller builds the command (arguments, environment,
+//! directory, where stderr goes); this crate owns the rest: reading the
+//! address the server announces on its first stdout line, giving up on a
+//! start that hangs, saying why a start failed, and killing the process on
+//! drop.
 //!
 //! It is synchronous and needs only the standard library, so blocking and
 //! async callers use it alike: the first line is read on a thread of its
 //! own and waited for with a bound, never on an async runtime.
+
+pub mod services;
 
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Read};
