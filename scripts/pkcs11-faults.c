@@ -12,6 +12,10 @@
  * does not return, as a device that stops answering; it goes on once the
  * file is removed.
  *
+ * While $MEDIAVAULT_TEST_PKCS11_FAULTS/<pid>.hide exists, C_FindObjects
+ * finds nothing, as SoftHSM2 was seen to for a moment while other
+ * processes created and destroyed keys in the same token files.
+ *
  * Built by scripts/test-services.sh; the module it wraps is the one
  * $MEDIAVAULT_TEST_PKCS11_MODULE names.
  */
@@ -51,6 +55,17 @@ static CK_RV hanging_find_objects_init(CK_SESSION_HANDLE session,
 	while (switched_on(".hang"))
 		usleep(10000);
 	return real->C_FindObjectsInit(session, template, count);
+}
+
+static CK_RV hiding_find_objects(CK_SESSION_HANDLE session,
+				 CK_OBJECT_HANDLE_PTR objects, CK_ULONG max,
+				 CK_ULONG_PTR count)
+{
+	CK_RV rv = real->C_FindObjects(session, objects, max, count);
+
+	if (rv == CKR_OK && switched_on(".hide"))
+		*count = 0;
+	return rv;
 }
 
 typedef CK_RV (*single_part)(CK_SESSION_HANDLE, CK_BYTE_PTR, CK_ULONG,
@@ -109,6 +124,7 @@ static void load(void)
 	faulty.C_Encrypt = faulty_encrypt;
 	faulty.C_Decrypt = faulty_decrypt;
 	faulty.C_FindObjectsInit = hanging_find_objects_init;
+	faulty.C_FindObjects = hiding_find_objects;
 }
 
 CK_RV C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR list)

@@ -7,6 +7,8 @@
 //! Each test runs in a process of its own (nextest): the module is loaded
 //! and initialised once per process, as the service does.
 
+use std::time::Duration;
+
 use base64::Engine as _;
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
@@ -245,6 +247,72 @@ async fn a_failing_device_is_unavailable_not_a_tampered_key() {
     drop(keyring);
     faulty.keys.clear();
     Pkcs11Keys::open(faulty)
+        .await
+        .unwrap()
+        .destroy(&label)
+        .await
+        .unwrap();
+}
+
+/// A token that lists none of its keys for a moment, as SoftHSM2 was seen
+/// to while other processes created and destroyed keys in the same token
+/// files (tests in parallel; a `keys generate` beside a starting server),
+/// has not lost the configured key: the provider tries again while it
+/// opens, and finds it.
+#[tokio::test]
+async fn a_key_the_token_does_not_list_for_a_moment_is_found_when_the_provider_opens() {
+    let label = new_label();
+    let maker = Pkcs11Keys::open(settings(&[])).await.unwrap();
+    maker.create(&label).await.unwrap();
+    drop(maker);
+    let mut faulty = settings(&[&label]);
+    faulty.module = test_env("MEDIAVAULT_TEST_PKCS11_FAULTY_MODULE").into();
+
+    let hidden = Pkcs11Fault::hidden_objects();
+    let shown = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        drop(hidden);
+    });
+    let opened = Pkcs11Keys::open(faulty).await;
+    shown.join().unwrap();
+    let keyring = Keyring::pkcs11(opened.unwrap(), None, None).unwrap();
+    let dek = Dek::generate();
+    let wrapped = keyring.wrap("media-1", 0, &dek).await.unwrap();
+    let unwrapped = keyring.unwrap("media-1", &label, &wrapped.bytes).await.unwrap();
+    assert_eq!(unwrapped.as_bytes(), dek.as_bytes());
+
+    drop(keyring);
+    Pkcs11Keys::open(settings(&[]))
+        .await
+        .unwrap()
+        .destroy(&label)
+        .await
+        .unwrap();
+}
+
+/// A configured key that the token does not list through all of the
+/// provider's tries is missing: the start fails as misconfigured, saying
+/// how to create it, and not as a token that is away. (The key is there,
+/// hidden by the test module: the switch the test above relies on works.)
+#[tokio::test]
+async fn a_key_the_token_never_lists_is_a_configuration_error() {
+    let label = new_label();
+    let maker = Pkcs11Keys::open(settings(&[])).await.unwrap();
+    maker.create(&label).await.unwrap();
+    drop(maker);
+    let mut faulty = settings(&[&label]);
+    faulty.module = test_env("MEDIAVAULT_TEST_PKCS11_FAULTY_MODULE").into();
+
+    let hidden = Pkcs11Fault::hidden_objects();
+    let refused = Pkcs11Keys::open(faulty).await.map(|_| ()).unwrap_err();
+    drop(hidden);
+    assert!(
+        matches!(&refused, KeyError::Provider(why)
+            if why.contains(&format!("holds 0 AES keys labelled {label:?}")) && why.contains("keys generate")),
+        "{refused:?}"
+    );
+
+    Pkcs11Keys::open(settings(&[]))
         .await
         .unwrap()
         .destroy(&label)

@@ -31,6 +31,12 @@ impl Pkcs11Fault {
         Pkcs11Fault::switch_on(".hang")
     }
 
+    /// The token lists no object: C_FindObjects finds nothing, as SoftHSM2
+    /// was seen to for a moment while other processes changed its files.
+    pub fn hidden_objects() -> Pkcs11Fault {
+        Pkcs11Fault::switch_on(".hide")
+    }
+
     fn switch_on(suffix: &str) -> Pkcs11Fault {
         let switch = PathBuf::from(test_env("MEDIAVAULT_TEST_PKCS11_FAULTS"))
             .join(format!("{}{suffix}", std::process::id()));

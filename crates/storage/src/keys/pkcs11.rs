@@ -85,6 +85,13 @@ enum Failure {
     /// The token's answer to the operation itself (a wrapped key that does
     /// not authenticate, a label it lacks): final.
     Key(KeyError),
+    /// A key `crypto.pkcs11.keys` names is not on the token. Final once the
+    /// token has settled, but a token that other processes are using may
+    /// not list it for a moment (SoftHSM2 was seen to list none of a key's
+    /// label while other processes created and destroyed keys in the same
+    /// token files), so opening the provider tries again before it gives
+    /// this answer.
+    Missing(KeyError),
     /// The session is unusable (closed, logged out); so, likely, are the
     /// other idle ones: open new ones.
     Session(CkError),
@@ -95,7 +102,7 @@ enum Failure {
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Failure::Key(error) => write!(f, "{error}"),
+            Failure::Key(error) | Failure::Missing(error) => write!(f, "{error}"),
             Failure::Session(error) => write!(f, "session: {}", short(error)),
             Failure::Token(what) => f.write_str(what),
         }
@@ -481,13 +488,15 @@ impl Token {
         {
             let mut state = token.state.write().expect("token state poisoned");
             // A token busy at that moment (SoftHSM2 while another process
-            // writes its files; a network HSM's blip) is not absent: a few
-            // tries before the start fails.
+            // writes its files; a network HSM's blip) is not absent, nor is
+            // a key it does not list during it: a few tries before the
+            // start fails.
             let mut attempt = 1;
             loop {
                 match token.connect(&mut state) {
                     Ok(()) => break,
                     Err(Failure::Key(error)) => return Err(error),
+                    Err(Failure::Missing(error)) if attempt == OPEN_TRIES => return Err(error),
                     Err(failure) if attempt == OPEN_TRIES => {
                         return Err(KeyError::Unavailable(failure.to_string()));
                     }
@@ -528,7 +537,7 @@ impl Token {
             }
             tracing::warn!(%failure, "PKCS#11 token failed; connecting again");
             self.reconnect(generation).map_err(|failure| match failure {
-                Failure::Key(error) => error,
+                Failure::Key(error) | Failure::Missing(error) => error,
                 other => KeyError::Unavailable(other.to_string()),
             })?;
         }
@@ -592,11 +601,16 @@ impl Token {
         for label in &self.settings.keys {
             let found = find_keys(&session, label)?;
             let [key] = found[..] else {
-                return Err(Failure::Key(KeyError::Provider(format!(
+                let error = KeyError::Provider(format!(
                     "crypto.pkcs11.keys: the token holds {} AES keys labelled {label:?}, not one; \
                      create it with `mediavault keys generate --provider pkcs11 --label {label}`",
                     found.len()
-                ))));
+                ));
+                return Err(if found.is_empty() {
+                    Failure::Missing(error)
+                } else {
+                    Failure::Key(error)
+                });
             };
             check_kek(&session, label, key)?;
             handles.insert(label.clone(), key);
