@@ -2,7 +2,9 @@
 .PHONY: run test lint services clients build clean-data bench bench-upload-rss bench-upload-timeline bench-reap bench-scale fuzz chaos chaos-cluster soak deploy-check
 
 CARGO ?= cargo
-# nextest runs test binaries in parallel processes; plain cargo test otherwise.
+# nextest runs each test in a process of its own, in parallel, but for the
+# tests on the shared SoftHSM2 token, one at a time (.config/nextest.toml);
+# plain cargo test otherwise.
 TEST_RUNNER := $(shell cargo nextest --version >/dev/null 2>&1 && echo "nextest run --no-fail-fast" || echo "test --no-fail-fast")
 
 run:
