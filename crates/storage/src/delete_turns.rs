@@ -1,5 +1,7 @@
 //! Turns for deletes, per app: at most `DELETES_PER_APP` deletes of one app
 //! run at once in this process; the rest wait their turn, holding nothing.
+//! A turn is held by the task that runs its delete to its end, so a caller
+//! that hangs up does not hand it on while its delete still runs.
 //!
 //! Why: on PostgreSQL a delete gives its app's quota back in the statement
 //! that shreds the key, so it locks the app's row until its commit is
@@ -23,24 +25,30 @@ use crate::ids::AppId;
 /// main PostgreSQL pool's connections.
 pub(crate) const DELETES_PER_APP: usize = 4;
 
+/// The turns of each app with deletes running or waiting.
+type Apps = Mutex<HashMap<AppId, Arc<Semaphore>>>;
+
 /// The turns of each app with deletes running or waiting. An app's entry
 /// goes when its last turn ends with no delete waiting (one whose last
 /// waiter gave up stays, one per app at most, and serves its next delete).
 #[derive(Default)]
 pub(crate) struct DeleteTurns {
-    apps: Mutex<HashMap<AppId, Arc<Semaphore>>>,
+    apps: Arc<Apps>,
 }
 
 /// One delete's turn; the next waiting delete of the app goes when dropped.
-pub(crate) struct DeleteTurn<'a> {
+/// It owns what it needs, so that it moves into the task that runs the
+/// delete to its end: the turn must last as long as the delete's work, not
+/// as long as its caller, who may hang up while the work goes on.
+pub(crate) struct DeleteTurn {
     permit: Option<OwnedSemaphorePermit>,
-    app_id: &'a AppId,
-    turns: &'a DeleteTurns,
+    app_id: AppId,
+    apps: Arc<Apps>,
 }
 
 impl DeleteTurns {
     /// Waits until a delete of `app_id` may run.
-    pub(crate) async fn take<'a>(&'a self, app_id: &'a AppId) -> DeleteTurn<'a> {
+    pub(crate) async fn take(&self, app_id: &AppId) -> DeleteTurn {
         let turns = self
             .apps
             .lock()
@@ -52,9 +60,17 @@ impl DeleteTurns {
         let permit = turns.acquire_owned().await.expect("never closed");
         DeleteTurn {
             permit: Some(permit),
-            app_id,
-            turns: self,
+            app_id: app_id.clone(),
+            apps: self.apps.clone(),
         }
+    }
+
+    /// The turns of `app_id` taken now.
+    #[cfg(test)]
+    pub(crate) fn taken(&self, app_id: &AppId) -> usize {
+        let apps = self.apps.lock().expect("delete turns lock");
+        apps.get(app_id)
+            .map_or(0, |turns| DELETES_PER_APP - turns.available_permits())
     }
 
     #[cfg(test)]
@@ -63,16 +79,16 @@ impl DeleteTurns {
     }
 }
 
-impl Drop for DeleteTurn<'_> {
+impl Drop for DeleteTurn {
     fn drop(&mut self) {
         drop(self.permit.take());
-        let mut apps = self.turns.apps.lock().expect("delete turns lock");
+        let mut apps = self.apps.lock().expect("delete turns lock");
         // Only the map still holds it: no delete of the app runs or waits.
         if apps
-            .get(self.app_id)
+            .get(&self.app_id)
             .is_some_and(|turns| Arc::strong_count(turns) == 1)
         {
-            apps.remove(self.app_id);
+            apps.remove(&self.app_id);
         }
     }
 }

@@ -209,11 +209,19 @@ impl Vault {
     /// committed (SQLite's worker finishes a statement already sent) without
     /// its blob, its row and, on SQLite, the WAL's copy of the key removed.
     pub async fn delete(&self, app_id: &AppId, media_id: &MediaId) -> Result<(), ReadError> {
-        let _turn = self.inner.delete_turns.take(app_id).await;
+        // Waited for here, so that a caller who hangs up while it waits
+        // leaves nothing behind; then held by the task, until its work ends.
+        // Held by the caller instead, a hang-up would hand the turn on while
+        // the delete still held its connection, and a client hanging up on
+        // deletes in a loop would run any number of them at once.
+        let turn = self.inner.delete_turns.take(app_id).await;
         let (vault, app_id, media_id) = (self.clone(), app_id.clone(), media_id.clone());
-        self.to_the_end(async move { vault.shred_and_remove(&app_id, &media_id).await })
-            .await
-            .unwrap_or(Err(ReadError::Unavailable(StoreError::Stopping)))
+        self.to_the_end(async move {
+            let _turn = turn;
+            vault.shred_and_remove(&app_id, &media_id).await
+        })
+        .await
+        .unwrap_or(Err(ReadError::Unavailable(StoreError::Stopping)))
     }
 
     async fn shred_and_remove(&self, app_id: &AppId, media_id: &MediaId) -> Result<(), ReadError> {
@@ -551,6 +559,81 @@ mod tests {
             }
         }
         vault.close().await;
+    }
+
+    /// A delete's turn is held by the task that runs the delete to its end,
+    /// not by its caller. Clients that hang up while their deletes' shreds
+    /// wait (on PostgreSQL for the app's row, which the test holds locked)
+    /// leave those deletes holding the app's turns; the deletes after them,
+    /// still waiting for a turn when their clients hung up, never run. When
+    /// the caller held the turn, every hang-up handed it on, and all the
+    /// deletes ran at once, each holding one of the pool's connections.
+    #[tokio::test]
+    async fn a_delete_keeps_its_turn_when_its_client_hangs_up() {
+        use sqlx::Connection;
+
+        use crate::delete_turns::DELETES_PER_APP;
+        use crate::testing::{drop_postgres_database, fresh_postgres_database};
+        use crate::{BlobConfig, Defaults, Keyring, VaultConfig};
+
+        let (url, name) = fresh_postgres_database().await;
+        let vault = Vault::open(VaultConfig {
+            database_url: url.parse().unwrap(),
+            blobs: BlobConfig::local("memory://"),
+            keys: Keyring::parse(&Keyring::generate_line("k1")).unwrap(),
+            defaults: Defaults::default(),
+            stale_upload_after: Duration::from_secs(3600),
+        })
+        .await
+        .unwrap();
+        vault.migrate().await.unwrap();
+        let app = capi_app(&vault).await;
+        let mut ids = Vec::new();
+        for _ in 0..DELETES_PER_APP + 2 {
+            ids.push(store(&vault, &app).await);
+        }
+
+        let mut locker = sqlx::PgConnection::connect(&url).await.unwrap();
+        let mut app_row = locker.begin().await.unwrap();
+        sqlx::query("SELECT 1 FROM apps WHERE id = $1 FOR UPDATE")
+            .bind(&app.id)
+            .execute(&mut *app_row)
+            .await
+            .unwrap();
+        for id in &ids {
+            let (vault, app_id, id) = (vault.clone(), app.id.clone(), id.clone());
+            let client = tokio::spawn(async move { vault.delete(&app_id, &id).await });
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            client.abort();
+            assert!(client.await.unwrap_err().is_cancelled(), "the delete waits");
+        }
+        let turns = &vault.inner.delete_turns;
+        assert_eq!(
+            turns.taken(&app.id),
+            DELETES_PER_APP,
+            "the deletes still running hold their turns"
+        );
+
+        app_row.rollback().await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while turns.taken(&app.id) > 0 {
+            assert!(std::time::Instant::now() < deadline, "the deletes end");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut deleted = 0;
+        for id in &ids {
+            match vault.find(&app.id, id).await {
+                Err(ReadError::NotFound) => deleted += 1,
+                Ok(_) => {}
+                Err(error) => panic!("{id}: {error}"),
+            }
+        }
+        assert_eq!(
+            deleted, DELETES_PER_APP,
+            "the deletes that had their turn, and no other"
+        );
+        vault.close().await;
+        drop_postgres_database(&name).await;
     }
 
     /// The outcome of reading a medium whole, its bytes or the error.
