@@ -382,20 +382,30 @@ impl Vault {
     /// Deletes an app: its tokens stop working and every one of its media is
     /// crypto-shredded at once, its usage released, in one transaction; the
     /// reaper then removes the blobs. Returns how many media were shredded.
+    ///
+    /// It runs to its end on a task of its own, as a delete of one medium
+    /// does: an operator's client that hangs up once the transaction has
+    /// committed must not leave the app's tokens in this replica's cache,
+    /// its downloads streaming, or, on SQLite, the shredded keys in the WAL.
     pub async fn delete_app(&self, id: &AppId) -> Result<u64, AdminError> {
         if !could_be_stored(id.as_str()) {
             return Err(AdminError::AppNotFound(id.to_string()));
         }
-        let shredded = self
-            .inner
-            .meta
-            .delete_app(id, now_millis())
-            .await?
-            .ok_or_else(|| AdminError::AppNotFound(id.to_string()))?;
-        self.inner.tokens.forget_all();
-        self.inner.reads.cancel_app(id);
-        self.inner.meta.settle_shredded().await;
-        Ok(shredded)
+        let (vault, id) = (self.clone(), id.clone());
+        self.to_the_end(async move {
+            let shredded = vault
+                .inner
+                .meta
+                .delete_app(&id, now_millis())
+                .await?
+                .ok_or_else(|| AdminError::AppNotFound(id.to_string()))?;
+            vault.inner.tokens.forget_all();
+            vault.inner.reads.cancel_app(&id);
+            vault.inner.meta.settle_shredded().await;
+            Ok(shredded)
+        })
+        .await
+        .unwrap_or(Err(AdminError::Unavailable(StoreError::Stopping)))
     }
 
     /// What an app stores now, and its usage against the quota that applies.
@@ -557,6 +567,55 @@ impl Vault {
 mod tests {
     use super::*;
     use crate::testing::on_each_dialect;
+
+    /// An app's deletion whose caller goes away at any point (an operator's
+    /// client that hangs up) still ends once its transaction has begun:
+    /// the app's shredded keys leave SQLite's WAL and its tokens stop
+    /// working on this replica at once, not when its cache's answers age.
+    #[tokio::test]
+    async fn an_app_deletion_dropped_mid_way_still_ends() {
+        use crate::testing::{capi_app, dropped_after, sqlite_file_vault, wal_len};
+
+        let dir = tempfile::tempdir().unwrap();
+        let vault = sqlite_file_vault(dir.path(), Duration::from_secs(3600)).await;
+        for waits in 1..=10 {
+            let app = capi_app(&vault).await;
+            let token = vault.issue_token(&app.id, None).await.unwrap().token;
+            let mut upload = vault.begin_upload(&app, None).await.unwrap();
+            upload.write(b"a file of an app that is deleted").await.unwrap();
+            upload.finish("text/plain").await.unwrap();
+            vault.authenticate(&app.id, &token).await.unwrap();
+            assert!(wal_len(dir.path()) > 0);
+
+            dropped_after(vault.delete_app(&app.id), waits).await;
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            loop {
+                if vault.app_stats(&app.id).await.is_ok() {
+                    // Dropped before its transaction began: delete it (or
+                    // find that its task has meanwhile).
+                    match vault.delete_app(&app.id).await {
+                        Ok(_) | Err(AdminError::AppNotFound(_)) => {}
+                        Err(error) => panic!("app deletion at wait {waits}: {error}"),
+                    }
+                    continue;
+                }
+                if wal_len(dir.path()) == 0 {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "dropped at wait {waits}: the app is deleted, and the WAL still holds {} bytes",
+                    wal_len(dir.path())
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            assert!(
+                matches!(vault.authenticate(&app.id, &token).await, Err(AuthError::Failed)),
+                "dropped at wait {waits}: the deleted app's token still works"
+            );
+        }
+        vault.close().await;
+    }
 
     fn strings(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| (*s).to_owned()).collect()
