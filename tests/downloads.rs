@@ -423,6 +423,46 @@ async fn a_client_that_stops_reading_is_cut() {
     assert!(f.server.log().contains("connection cut"));
 }
 
+/// A client that takes a download slower than `server.min_download_rate`
+/// over `server.min_download_rate_window` of its own time is cut, and its
+/// slot given back: a client reading a large file a little at a time no
+/// longer holds a slot for as long as it likes. At full speed the same
+/// file is served whole under the same settings.
+#[tokio::test]
+async fn a_client_reading_below_the_minimum_rate_is_cut() {
+    let f = Fixture::with_env(
+        Backends::PostgresS3,
+        &[
+            ("MEDIAVAULT__SERVER__MIN_DOWNLOAD_RATE", "4194304"),
+            ("MEDIAVAULT__SERVER__MIN_DOWNLOAD_RATE_WINDOW", "1s"),
+            ("MEDIAVAULT__SERVER__MAX_CONCURRENT_DOWNLOADS", "1"),
+            ("MEDIAVAULT__SERVER__MAX_CONCURRENT_DOWNLOADS_PER_APP", "1"),
+        ],
+    )
+    .await;
+    let file = png_bytes(32 * MIB);
+    let id = f.upload(&file).await;
+    let mut slow = RawDownload::start(&f.server, &f.app_id, &f.token, &id, false).await;
+    assert_eq!(slow.status, 200);
+    // A quarter of the minimum: cut after a second of its own time, then
+    // it reads what the socket buffers still held.
+    slow.read_at(MIB, usize::MAX).await;
+    assert!(
+        slow.ended && !slow.complete(),
+        "{} of {} bytes",
+        slow.received,
+        slow.content_length
+    );
+    assert_eq!(
+        metric(&f.server, "mediavault_downloads_cut_total{reason=\"slow\"}").await,
+        1.0
+    );
+
+    let whole = f.download(&id).await;
+    assert_eq!(whole.status(), StatusCode::OK, "the slot is back");
+    assert!(whole.bytes().await.unwrap() == file, "byte for byte");
+}
+
 /// Past `server.max_concurrent_downloads` a download answers 503 with
 /// Retry-After in the error shape; once a download ends, there is room.
 /// (The one app here may hold every slot: its share is set to all of them.)

@@ -19,6 +19,7 @@ use crate::error::{ApiError, ErrorBody, Task};
 use crate::limits::ClientAddr;
 use crate::links::Disposition;
 use crate::media_path::{MediaPath, plausible};
+use crate::pace::paced;
 use crate::path::ApiPath;
 use crate::range::{self, RangeRequest};
 
@@ -256,7 +257,8 @@ pub(crate) async fn deliver(
             let _held = &slot;
             piece
         });
-    *response.body_mut() = Body::from_stream(cut_at_shutdown(body.boxed(), state.shutdown.clone()));
+    let body = cut_at_shutdown(body.boxed(), state.shutdown.clone());
+    *response.body_mut() = Body::from_stream(paced(Box::pin(body), state.min_download_rate));
     Ok(response)
 }
 

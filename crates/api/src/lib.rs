@@ -18,6 +18,7 @@ mod link_routes;
 pub mod links;
 mod media_path;
 mod observe;
+mod pace;
 mod path;
 mod probes;
 mod range;
@@ -50,7 +51,7 @@ pub use error::ApiError;
 pub use limits::{LimitSettings, Limits};
 pub use links::{Disposition, LinkKeys, LinkSigner};
 pub use range::{RangeRequest, parse as parse_range};
-pub use slots::{MinUploadRate, Slots};
+pub use slots::{MinRate, Slots};
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -66,7 +67,10 @@ pub struct ApiState {
     /// An upload whose body sends nothing for this long is cut.
     pub idle_timeout: Duration,
     /// An upload whose body comes slower than this is cut; `None`: no minimum.
-    pub min_upload_rate: Option<MinUploadRate>,
+    pub min_upload_rate: Option<MinRate>,
+    /// A download whose client takes its body slower than this is cut;
+    /// `None`: no minimum.
+    pub min_download_rate: Option<MinRate>,
     /// Cancelled when the drain time after SIGTERM is over: uploads still
     /// running then are undone and answered 503 rather than cut off dead.
     pub shutdown: CancellationToken,
@@ -96,9 +100,13 @@ impl ApiState {
             uploads: Arc::new(Slots::uploads(64, Slots::default_per_app(64))),
             downloads: Arc::new(Slots::downloads(256, Slots::default_per_app(256))),
             idle_timeout: Duration::from_secs(60),
-            min_upload_rate: Some(MinUploadRate {
+            min_upload_rate: Some(MinRate {
                 bytes_per_second: 1024,
                 window: Duration::from_secs(30),
+            }),
+            min_download_rate: Some(MinRate {
+                bytes_per_second: 1024,
+                window: Duration::from_secs(60),
             }),
             shutdown: CancellationToken::new(),
             limits: Arc::new(Limits::new(LimitSettings::default())),

@@ -12,17 +12,18 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::ApiError;
 
-/// The slowest upload body kept: on average at least `bytes_per_second`
-/// over every `window`. A window long enough to ride out a stalled mobile
-/// link, a rate far below any real transfer, still cuts a body that
-/// trickles in to hold its slot.
+/// The slowest transfer kept: an upload body that brings, or a download
+/// whose client takes, on average at least `bytes_per_second` over every
+/// `window`. A window long enough to ride out a stalled mobile link, a rate
+/// far below any real transfer, still cuts a transfer that trickles to hold
+/// its slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MinUploadRate {
+pub struct MinRate {
     pub bytes_per_second: u64,
     pub window: Duration,
 }
 
-impl MinUploadRate {
+impl MinRate {
     /// The bytes a window must bring.
     pub(crate) fn per_window(&self) -> u64 {
         let bytes = self.bytes_per_second as f64 * self.window.as_secs_f64();

@@ -32,7 +32,7 @@ use crate::error::{ApiError, ErrorBody, Task};
 use crate::limits::ClientAddr;
 use crate::path::ApiPath;
 use crate::reply::Success;
-use crate::slots::MinUploadRate;
+use crate::slots::MinRate;
 
 /// Small text fields are read up to this many bytes.
 const TEXT_FIELD_LIMIT: usize = 4 * 1024;
@@ -265,7 +265,7 @@ struct Meter {
     delivered: AtomicU64,
     exceeded: AtomicBool,
     /// The minimum rate, if any, and its window under way.
-    pace: Option<(MinUploadRate, Mutex<Window>)>,
+    pace: Option<(MinRate, Mutex<Window>)>,
 }
 
 /// A window of the minimum rate: when it ends, and the body bytes received
@@ -280,7 +280,7 @@ struct Window {
 }
 
 impl Meter {
-    fn new(min_rate: Option<MinUploadRate>) -> Meter {
+    fn new(min_rate: Option<MinRate>) -> Meter {
         Meter {
             received: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
@@ -296,7 +296,7 @@ impl Meter {
         }
     }
 
-    fn window(&self) -> Option<(MinUploadRate, std::sync::MutexGuard<'_, Window>)> {
+    fn window(&self) -> Option<(MinRate, std::sync::MutexGuard<'_, Window>)> {
         let (rate, window) = self.pace.as_ref()?;
         Some((*rate, window.lock().unwrap_or_else(|e| e.into_inner())))
     }

@@ -12,7 +12,7 @@ use anyhow::{Context, bail};
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use ipnet::IpNet;
-use mediavault_api::{LimitSettings, MinUploadRate, Slots};
+use mediavault_api::{LimitSettings, MinRate, Slots};
 use mediavault_fetch::FetchPolicy;
 use mediavault_reaper::{ReaperSettings, Schedule};
 use mediavault_storage::DatabaseUrl;
@@ -69,6 +69,12 @@ pub struct ServerConfig {
     #[serde(with = "humantime_serde")]
     pub min_upload_rate_window: Duration,
     pub max_concurrent_downloads: usize,
+    /// Bytes per second a download's client must take on average over each
+    /// `min_download_rate_window`, the time its body waits on the store
+    /// aside; 0 sets no minimum.
+    pub min_download_rate: u64,
+    #[serde(with = "humantime_serde")]
+    pub min_download_rate_window: Duration,
     /// Of those, how many one app (its signed links included) may have;
     /// unset, a quarter (at least 1).
     #[serde(default)]
@@ -376,6 +382,10 @@ impl Config {
                 "server.min_upload_rate_window",
                 self.server.min_upload_rate_window,
             ),
+            (
+                "server.min_download_rate_window",
+                self.server.min_download_rate_window,
+            ),
             ("blobs.timeout", self.blobs.timeout),
             ("crypto.epochs.grace", self.crypto.epochs.grace),
             ("reaper.pass_budget", self.reaper.pass_budget),
@@ -434,6 +444,9 @@ impl Config {
                 "server.max_concurrent_uploads_per_app must be from 1 to server.max_concurrent_uploads ({})",
                 self.server.max_concurrent_uploads
             );
+        }
+        if self.server.min_download_rate_window.is_zero() {
+            bail!("server.min_download_rate_window must be above 0");
         }
         if self.server.min_upload_rate_window.is_zero() {
             bail!("server.min_upload_rate_window must be above 0");
@@ -647,9 +660,17 @@ impl Config {
             .unwrap_or_else(|| Slots::default_per_app(self.server.max_concurrent_downloads))
     }
 
+    /// The minimum download rate; `None` when `server.min_download_rate` is 0.
+    pub fn min_download_rate(&self) -> Option<MinRate> {
+        (self.server.min_download_rate > 0).then_some(MinRate {
+            bytes_per_second: self.server.min_download_rate,
+            window: self.server.min_download_rate_window,
+        })
+    }
+
     /// The minimum upload rate; `None` when `server.min_upload_rate` is 0.
-    pub fn min_upload_rate(&self) -> Option<MinUploadRate> {
-        (self.server.min_upload_rate > 0).then_some(MinUploadRate {
+    pub fn min_upload_rate(&self) -> Option<MinRate> {
+        (self.server.min_upload_rate > 0).then_some(MinRate {
             bytes_per_second: self.server.min_upload_rate,
             window: self.server.min_upload_rate_window,
         })
@@ -1102,23 +1123,32 @@ mod tests {
     }
 
     #[test]
-    fn upload_slots_per_app_and_the_minimum_rate_are_read_and_checked() {
+    fn transfer_slots_per_app_and_the_minimum_rates_are_read_and_checked() {
         let config = Config::from_toml_str("[server]\nmax_concurrent_uploads = 10\n").unwrap();
         assert_eq!(config.uploads_per_app(), 2, "a quarter by default");
         assert_eq!(config.downloads_per_app(), 64, "a quarter by default");
         assert_eq!(
             config.min_upload_rate(),
-            Some(MinUploadRate {
+            Some(MinRate {
                 bytes_per_second: 1024,
                 window: Duration::from_secs(30)
             })
         );
-        let config =
-            Config::from_toml_str("[server]\nmax_concurrent_uploads_per_app = 5\nmin_upload_rate = 0\nmax_concurrent_downloads_per_app = 7\n")
-                .unwrap();
+        assert_eq!(
+            config.min_download_rate(),
+            Some(MinRate {
+                bytes_per_second: 1024,
+                window: Duration::from_secs(60)
+            })
+        );
+        let config = Config::from_toml_str(
+            "[server]\nmax_concurrent_uploads_per_app = 5\nmin_upload_rate = 0\nmax_concurrent_downloads_per_app = 7\nmin_download_rate = 0\n",
+        )
+        .unwrap();
         assert_eq!(config.uploads_per_app(), 5);
         assert_eq!(config.downloads_per_app(), 7);
         assert_eq!(config.min_upload_rate(), None);
+        assert_eq!(config.min_download_rate(), None);
         for (toml, key) in [
             (
                 "max_concurrent_uploads_per_app = 0",
@@ -1129,6 +1159,10 @@ mod tests {
                 "server.max_concurrent_uploads_per_app",
             ),
             ("min_upload_rate_window = \"0s\"", "server.min_upload_rate_window"),
+            (
+                "min_download_rate_window = \"0s\"",
+                "server.min_download_rate_window",
+            ),
             (
                 "max_concurrent_downloads_per_app = 0",
                 "server.max_concurrent_downloads_per_app",

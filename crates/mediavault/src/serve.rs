@@ -79,6 +79,7 @@ pub async fn serve(config: &Config, vault: Vault) -> anyhow::Result<()> {
         )),
         idle_timeout: config.server.idle_timeout,
         min_upload_rate: config.min_upload_rate(),
+        min_download_rate: config.min_download_rate(),
         shutdown: interrupt.clone(),
         limits: Arc::new(Limits::new(limits)),
         admin_token,
