@@ -572,21 +572,11 @@ mod tests {
     async fn a_delete_keeps_its_turn_when_its_client_hangs_up() {
         use sqlx::Connection;
 
+        use crate::BlobConfig;
         use crate::delete_turns::DELETES_PER_APP;
-        use crate::testing::{drop_postgres_database, fresh_postgres_database};
-        use crate::{BlobConfig, Defaults, Keyring, VaultConfig};
+        use crate::testing::{drop_postgres_database, postgres_vault};
 
-        let (url, name) = fresh_postgres_database().await;
-        let vault = Vault::open(VaultConfig {
-            database_url: url.parse().unwrap(),
-            blobs: BlobConfig::local("memory://"),
-            keys: Keyring::parse(&Keyring::generate_line("k1")).unwrap(),
-            defaults: Defaults::default(),
-            stale_upload_after: Duration::from_secs(3600),
-        })
-        .await
-        .unwrap();
-        vault.migrate().await.unwrap();
+        let (vault, url, name) = postgres_vault(BlobConfig::local("memory://")).await;
         let app = capi_app(&vault).await;
         let mut ids = Vec::new();
         for _ in 0..DELETES_PER_APP + 2 {

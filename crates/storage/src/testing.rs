@@ -111,6 +111,24 @@ where
     }
 }
 
+/// A migrated vault on a new PostgreSQL database, its blobs where `blobs`
+/// says: the vault, the database's URL, and its name (for
+/// `drop_postgres_database`).
+pub(crate) async fn postgres_vault(blobs: BlobConfig) -> (Vault, String, String) {
+    let (url, name) = fresh_postgres_database().await;
+    let vault = Vault::open(VaultConfig {
+        database_url: url.parse().unwrap(),
+        blobs,
+        keys: Keyring::parse(&Keyring::generate_line("k1")).unwrap(),
+        defaults: Defaults::default(),
+        stale_upload_after: Duration::from_secs(3600),
+    })
+    .await
+    .unwrap();
+    vault.migrate().await.unwrap();
+    (vault, url, name)
+}
+
 /// A migrated vault on a SQLite file in `dir` (`media.db`, its WAL
 /// `media.db-wal` beside it), with `reaper.stale_upload_after` set to
 /// `stale_upload_after`.

@@ -441,15 +441,20 @@ impl Upload {
         // Once the statement is sent the row may turn ready even if this call
         // fails or is dropped (a commit whose reply was lost, say when the
         // database crashes): the blob must then stay, or a ready row would
-        // point at nothing. A row left `uploading` is the reaper's once
-        // stale, blob and all.
+        // point at nothing, until the row is shredded (`withdraw`). A row
+        // left `uploading` is the reaper's once stale, blob and all.
         let writer = self.writer.take();
-        if self.vault.inner.meta.mark_ready(&ready).await? {
-            Ok(())
-        } else {
-            // The reaper or an app deletion took the row: the blob is ours to remove.
-            self.writer = writer;
-            Err(UploadError::Reclaimed)
+        match self.vault.inner.meta.mark_ready(&ready).await {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                // The reaper or an app deletion took the row: the blob is ours to remove.
+                self.writer = writer;
+                Err(UploadError::Reclaimed)
+            }
+            Err(error) => {
+                withdraw(self.vault.clone(), self.id.clone(), writer).await;
+                Err(error.into())
+            }
         }
     }
 
@@ -511,6 +516,30 @@ async fn hand_to_reaper(vault: Vault, id: MediaId, mut writer: BlobWriter) {
     });
 }
 
+/// A completion whose ready-marking failed: its client is told the upload
+/// failed, so the row is shredded, whether still uploading or turned ready
+/// unseen, and due at once: its key is gone, its app's quota no longer
+/// counts it, and the reaper deletes its blob (aborted here meanwhile).
+/// Left as it was, an uploading row would wait for the reaper's stale
+/// period, and a ready one, whose id nobody was given, would count against
+/// its app's quota until it expired. If the shred fails too (the database still away),
+/// everything stays for the reaper as it was: the blob is removed only
+/// after its row can no longer be read.
+async fn withdraw(vault: Vault, id: MediaId, writer: Option<BlobWriter>) {
+    if let Err(error) = vault.inner.meta.withdraw_unacknowledged(&id, now_millis()).await {
+        tracing::warn!(media_id = %id, %error, "completion failed and could not be withdrawn; left to the reaper");
+        return;
+    }
+    tracing::info!(media_id = %id, "completion failed; upload shredded and left to the reaper");
+    if let Some(mut writer) = writer {
+        vault.inner.cleanups.clone().spawn(async move {
+            if let Err(error) = writer.abort().await {
+                tracing::info!(media_id = %id, %error, "could not remove the blob yet; left to the reaper");
+            }
+        });
+    }
+}
+
 /// Blob first, then row: a row without its blob is harmless (the reaper
 /// finishes it); a blob without a row would be an orphan.
 async fn undo(vault: Vault, id: MediaId, mut writer: BlobWriter) {
@@ -556,6 +585,80 @@ mod tests {
         sqlite_file_vault_with,
     };
     use crate::{BlobConfig, StoreError, UploadError, Vault};
+
+    /// A completion whose ready-marking fails (refused here by a trigger
+    /// the test adds on PostgreSQL) is answered as a failure and withdrawn
+    /// at once: its app's quota no longer counts it and its blob is
+    /// removed, where the row used to wait an hour for the reaper. A row
+    /// whose ready-marking committed though its caller saw it fail (a lost
+    /// reply, which no trigger makes) is withdrawn by the same statement:
+    /// shown on a ready row, which can no longer be read nor counts.
+    #[tokio::test]
+    async fn a_completion_whose_ready_marking_fails_is_withdrawn_at_once() {
+        use sqlx::Connection;
+
+        use crate::ReadError;
+        use crate::testing::{drop_postgres_database, postgres_vault};
+
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = dir.path().join("blobs");
+        let (vault, url, name) = postgres_vault(BlobConfig::local(blobs.display().to_string())).await;
+        let app = capi_app(&vault).await;
+        let counted = async || {
+            let stats = vault.app_stats(&app.id).await.unwrap();
+            (stats.media_used, stats.bytes_used)
+        };
+        let files = || {
+            walkdir::WalkDir::new(&blobs)
+                .into_iter()
+                .filter(|entry| entry.as_ref().is_ok_and(|entry| entry.file_type().is_file()))
+                .count()
+        };
+
+        let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
+        sqlx::raw_sql(
+            "CREATE FUNCTION refuse_ready() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$; \
+             CREATE TRIGGER refuse_ready BEFORE UPDATE ON media FOR EACH ROW \
+             WHEN (OLD.state = 'uploading' AND NEW.state = 'ready') EXECUTE FUNCTION refuse_ready()",
+        )
+        .execute(&mut admin)
+        .await
+        .unwrap();
+        let mut upload = vault.begin_upload(&app, None).await.unwrap();
+        upload.write(b"a file whose completion fails").await.unwrap();
+        let failed = upload.finish("text/plain").await;
+        assert!(matches!(failed, Err(UploadError::Unavailable(_))), "{failed:?}");
+        assert_eq!(counted().await, (0, 0), "the quota no longer counts it");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while files() > 0 {
+            assert!(std::time::Instant::now() < deadline, "the blob is removed");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+
+        sqlx::raw_sql("DROP TRIGGER refuse_ready ON media")
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        let mut upload = vault.begin_upload(&app, None).await.unwrap();
+        upload
+            .write(b"a file whose completion was not seen")
+            .await
+            .unwrap();
+        let id = upload.finish("text/plain").await.unwrap();
+        assert_eq!(counted().await.0, 1);
+        vault
+            .inner
+            .meta
+            .withdraw_unacknowledged(&id, now_millis())
+            .await
+            .unwrap();
+        assert!(matches!(vault.find(&app.id, &id).await, Err(ReadError::NotFound)));
+        assert_eq!(counted().await, (0, 0));
+
+        vault.close().await;
+        drop_postgres_database(&name).await;
+    }
 
     /// Ids as a generator seeded with `seed` draws them, in order.
     fn seeded_ids(seed: u64) -> impl FnMut() -> MediaId + Send {

@@ -288,10 +288,32 @@ impl Metadata {
             state_sql!(Uploading),
             " RETURNING app_id, reserved_bytes"
         ));
+        self.abandon(SQL, id, now).await
+    }
+
+    /// `abandon_uploading` for an upload whose ready-marking failed: its
+    /// caller is told the upload failed, yet the statement may have
+    /// committed unseen (a reply lost to a crash or a dropped connection),
+    /// so the row is taken whether still uploading or ready. Nobody was
+    /// given its id; its app's quota must not count it until it expires.
+    pub(crate) async fn withdraw_unacknowledged(&self, id: &MediaId, now: Millis) -> Result<(), StoreError> {
+        const SQL: &str = shred_media!(concat!(
+            "WHERE id = $3 AND state IN (",
+            state_sql!(Uploading),
+            ", ",
+            state_sql!(Ready),
+            ") RETURNING app_id, reserved_bytes"
+        ));
+        self.abandon(SQL, id, now).await
+    }
+
+    /// Shreds the row `sql` selects (binds: now, now, id), drops its key
+    /// and releases what it held, in one transaction.
+    async fn abandon(&self, sql: &'static str, id: &MediaId, now: Millis) -> Result<(), StoreError> {
         on_write_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let held: Option<Held> =
-                sqlx::query_as(SQL).bind(now).bind(now).bind(id).fetch_optional(&mut *tx).await?;
+                sqlx::query_as(sql).bind(now).bind(now).bind(id).fetch_optional(&mut *tx).await?;
             if held.is_some() {
                 sqlx::query(DROP_KEY).bind(id).execute(&mut *tx).await?;
             }
