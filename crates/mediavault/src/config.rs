@@ -445,11 +445,19 @@ impl Config {
                 self.server.max_concurrent_uploads
             );
         }
-        if self.server.min_download_rate_window.is_zero() {
-            bail!("server.min_download_rate_window must be above 0");
-        }
-        if self.server.min_upload_rate_window.is_zero() {
-            bail!("server.min_upload_rate_window must be above 0");
+        for (key, window) in [
+            (
+                "server.min_upload_rate_window",
+                self.server.min_upload_rate_window,
+            ),
+            (
+                "server.min_download_rate_window",
+                self.server.min_download_rate_window,
+            ),
+        ] {
+            if window.is_zero() {
+                bail!("{key} must be above 0");
+            }
         }
         if self.server.send_timeout.is_zero() {
             bail!("server.send_timeout must be above 0");
@@ -662,18 +670,15 @@ impl Config {
 
     /// The minimum download rate; `None` when `server.min_download_rate` is 0.
     pub fn min_download_rate(&self) -> Option<MinRate> {
-        (self.server.min_download_rate > 0).then_some(MinRate {
-            bytes_per_second: self.server.min_download_rate,
-            window: self.server.min_download_rate_window,
-        })
+        min_rate(
+            self.server.min_download_rate,
+            self.server.min_download_rate_window,
+        )
     }
 
     /// The minimum upload rate; `None` when `server.min_upload_rate` is 0.
     pub fn min_upload_rate(&self) -> Option<MinRate> {
-        (self.server.min_upload_rate > 0).then_some(MinRate {
-            bytes_per_second: self.server.min_upload_rate,
-            window: self.server.min_upload_rate_window,
-        })
+        min_rate(self.server.min_upload_rate, self.server.min_upload_rate_window)
     }
 
     /// The reaper's schedules, parsed; a bad expression names its key.
@@ -819,6 +824,14 @@ fn bearer_token(
         bail!("{key} must be at least 32 characters (try `openssl rand -base64 32`)");
     }
     Ok(token)
+}
+
+/// A minimum rate of `bytes_per_second` over `window`; `None` for 0.
+fn min_rate(bytes_per_second: u64, window: Duration) -> Option<MinRate> {
+    (bytes_per_second > 0).then_some(MinRate {
+        bytes_per_second,
+        window,
+    })
 }
 
 #[cfg(test)]

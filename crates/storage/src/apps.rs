@@ -574,7 +574,7 @@ mod tests {
     /// working on this replica at once, not when its cache's answers age.
     #[tokio::test]
     async fn an_app_deletion_dropped_mid_way_still_ends() {
-        use crate::testing::{capi_app, dropped_after, sqlite_file_vault, wal_len};
+        use crate::testing::{capi_app, dropped_after, sqlite_file_vault, wal_len, wal_truncated};
 
         let dir = tempfile::tempdir().unwrap();
         let vault = sqlite_file_vault(dir.path(), Duration::from_secs(3600)).await;
@@ -588,8 +588,8 @@ mod tests {
             assert!(wal_len(dir.path()) > 0);
 
             dropped_after(vault.delete_app(&app.id), waits).await;
-            let deadline = std::time::Instant::now() + Duration::from_secs(5);
-            loop {
+            let what = format!("dropped at wait {waits}: the app is deleted");
+            wal_truncated(dir.path(), &what, async || {
                 if vault.app_stats(&app.id).await.is_ok() {
                     // Dropped before its transaction began: delete it (or
                     // find that its task has meanwhile).
@@ -597,18 +597,9 @@ mod tests {
                         Ok(_) | Err(AdminError::AppNotFound(_)) => {}
                         Err(error) => panic!("app deletion at wait {waits}: {error}"),
                     }
-                    continue;
                 }
-                if wal_len(dir.path()) == 0 {
-                    break;
-                }
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "dropped at wait {waits}: the app is deleted, and the WAL still holds {} bytes",
-                    wal_len(dir.path())
-                );
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            })
+            .await;
             assert!(
                 matches!(vault.authenticate(&app.id, &token).await, Err(AuthError::Failed)),
                 "dropped at wait {waits}: the deleted app's token still works"

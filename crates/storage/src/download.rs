@@ -513,7 +513,9 @@ mod tests {
     use crate::ReadError;
     use crate::ids::MediaId;
     use crate::model::{App, now_millis};
-    use crate::testing::{capi_app, dropped_after, on_each_dialect, read_all, sqlite_file_vault, wal_len};
+    use crate::testing::{
+        capi_app, dropped_after, on_each_dialect, read_all, sqlite_file_vault, wal_len, wal_truncated,
+    };
     use crate::vault::Vault;
 
     const FILE: &[u8] = b"a file that is deleted while it is being fetched";
@@ -537,8 +539,8 @@ mod tests {
             let id = store(&vault, &app).await;
             assert!(wal_len(dir.path()) > 0);
             dropped_after(vault.delete(&app.id, &id), waits).await;
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-            loop {
+            let what = format!("dropped at wait {waits}: shredded");
+            wal_truncated(dir.path(), &what, async || {
                 if vault.find(&app.id, &id).await.is_ok() {
                     // Dropped before it began, or before its task shredded:
                     // delete it (or find that task has meanwhile).
@@ -547,16 +549,8 @@ mod tests {
                         Err(error) => panic!("delete at wait {waits}: {error}"),
                     }
                 }
-                if wal_len(dir.path()) == 0 {
-                    break;
-                }
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "dropped at wait {waits}: shredded, and the WAL still holds {} bytes",
-                    wal_len(dir.path())
-                );
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
+            })
+            .await;
         }
         vault.close().await;
     }

@@ -161,6 +161,26 @@ pub(crate) fn wal_len(dir: &std::path::Path) -> u64 {
     std::fs::metadata(dir.join("media.db-wal")).map_or(0, |m| m.len())
 }
 
+/// Waits up to 5 s for the WAL of `sqlite_file_vault(dir, ..)` to be
+/// truncated, running `finish` before each look: it completes what a
+/// dropped call may not have begun. Panics, naming `what`, if the WAL still
+/// holds bytes then.
+pub(crate) async fn wal_truncated(dir: &std::path::Path, what: &str, mut finish: impl AsyncFnMut()) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        finish().await;
+        if wal_len(dir) == 0 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}, and the WAL still holds {} bytes",
+            wal_len(dir)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Polls `work` until it has waited `waits` times, then drops it, as a
 /// server drops a request's handler when the client hangs up.
 pub(crate) async fn dropped_after<F: Future>(work: F, waits: usize) {

@@ -504,11 +504,17 @@ async fn to_the_end<T: Send + 'static>(
 /// reaper deletes whatever of the blob landed; the blob is aborted in the
 /// background meanwhile, and a multipart upload that outlives both is the
 /// orphan sweep's.
-async fn hand_to_reaper(vault: Vault, id: MediaId, mut writer: BlobWriter) {
+async fn hand_to_reaper(vault: Vault, id: MediaId, writer: BlobWriter) {
     tracing::info!(media_id = %id, "blob store failed; upload shredded and left to the reaper");
     if let Err(error) = vault.inner.meta.abandon_uploading(&id, now_millis()).await {
         tracing::warn!(media_id = %id, %error, "could not mark the upload abandoned; the reaper takes it once stale");
     }
+    remove_blob_in_background(&vault, id, writer);
+}
+
+/// Aborts the upload's blob on a task of its own: what the store keeps of
+/// it is the reaper's, through the upload's row.
+fn remove_blob_in_background(vault: &Vault, id: MediaId, mut writer: BlobWriter) {
     vault.inner.cleanups.clone().spawn(async move {
         if let Err(error) = writer.abort().await {
             tracing::info!(media_id = %id, %error, "could not remove the blob yet; left to the reaper");
@@ -522,21 +528,17 @@ async fn hand_to_reaper(vault: Vault, id: MediaId, mut writer: BlobWriter) {
 /// counts it, and the reaper deletes its blob (aborted here meanwhile).
 /// Left as it was, an uploading row would wait for the reaper's stale
 /// period, and a ready one, whose id nobody was given, would count against
-/// its app's quota until it expired. If the shred fails too (the database still away),
-/// everything stays for the reaper as it was: the blob is removed only
-/// after its row can no longer be read.
+/// its app's quota until it expired. If the shred fails too (the database
+/// still away), everything stays for the reaper as it was: the blob is
+/// removed only after its row can no longer be read.
 async fn withdraw(vault: Vault, id: MediaId, writer: Option<BlobWriter>) {
     if let Err(error) = vault.inner.meta.withdraw_unacknowledged(&id, now_millis()).await {
         tracing::warn!(media_id = %id, %error, "completion failed and could not be withdrawn; left to the reaper");
         return;
     }
     tracing::info!(media_id = %id, "completion failed; upload shredded and left to the reaper");
-    if let Some(mut writer) = writer {
-        vault.inner.cleanups.clone().spawn(async move {
-            if let Err(error) = writer.abort().await {
-                tracing::info!(media_id = %id, %error, "could not remove the blob yet; left to the reaper");
-            }
-        });
+    if let Some(writer) = writer {
+        remove_blob_in_background(&vault, id, writer);
     }
 }
 

@@ -35,6 +35,30 @@ fn new_label() -> String {
     format!("st-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
 }
 
+/// `settings(keys)`, through the module that fails on a test's word
+/// (`scripts/pkcs11-faults.c`).
+fn faulty_settings(keys: &[&str]) -> Pkcs11Settings {
+    Pkcs11Settings {
+        module: test_env("MEDIAVAULT_TEST_PKCS11_FAULTY_MODULE").into(),
+        ..settings(keys)
+    }
+}
+
+/// A key made in the token under a new label, by a provider closed again
+/// before the test opens its own: the label.
+async fn new_key() -> String {
+    let label = new_label();
+    let maker = Pkcs11Keys::open(settings(&[])).await.unwrap();
+    maker.create(&label).await.unwrap();
+    label
+}
+
+/// Destroys key `label`, through a provider of its own.
+async fn destroy_key(label: &str) {
+    let keys = Pkcs11Keys::open(settings(&[])).await.unwrap();
+    keys.destroy(label).await.unwrap();
+}
+
 /// A session of the test's own on the token, beside the provider's: the
 /// module is already initialised in this process, and logged in.
 fn own_session() -> Session {
@@ -222,8 +246,7 @@ async fn the_token_wraps_data_keys_in_the_configured_format_both_ways() {
 #[tokio::test]
 async fn a_failing_device_is_unavailable_not_a_tampered_key() {
     let label = new_label();
-    let mut faulty = settings(&[]);
-    faulty.module = test_env("MEDIAVAULT_TEST_PKCS11_FAULTY_MODULE").into();
+    let mut faulty = faulty_settings(&[]);
     let maker = Pkcs11Keys::open(faulty.clone()).await.unwrap();
     maker.create(&label).await.unwrap();
     drop(maker);
@@ -261,12 +284,8 @@ async fn a_failing_device_is_unavailable_not_a_tampered_key() {
 /// opens, and finds it.
 #[tokio::test]
 async fn a_key_the_token_does_not_list_for_a_moment_is_found_when_the_provider_opens() {
-    let label = new_label();
-    let maker = Pkcs11Keys::open(settings(&[])).await.unwrap();
-    maker.create(&label).await.unwrap();
-    drop(maker);
-    let mut faulty = settings(&[&label]);
-    faulty.module = test_env("MEDIAVAULT_TEST_PKCS11_FAULTY_MODULE").into();
+    let label = new_key().await;
+    let faulty = faulty_settings(&[&label]);
 
     let hidden = Pkcs11Fault::hidden_objects();
     let shown = std::thread::spawn(move || {
@@ -282,12 +301,7 @@ async fn a_key_the_token_does_not_list_for_a_moment_is_found_when_the_provider_o
     assert_eq!(unwrapped.as_bytes(), dek.as_bytes());
 
     drop(keyring);
-    Pkcs11Keys::open(settings(&[]))
-        .await
-        .unwrap()
-        .destroy(&label)
-        .await
-        .unwrap();
+    destroy_key(&label).await;
 }
 
 /// A configured key that the token does not list through all of the
@@ -296,12 +310,8 @@ async fn a_key_the_token_does_not_list_for_a_moment_is_found_when_the_provider_o
 /// hidden by the test module: the switch the test above relies on works.)
 #[tokio::test]
 async fn a_key_the_token_never_lists_is_a_configuration_error() {
-    let label = new_label();
-    let maker = Pkcs11Keys::open(settings(&[])).await.unwrap();
-    maker.create(&label).await.unwrap();
-    drop(maker);
-    let mut faulty = settings(&[&label]);
-    faulty.module = test_env("MEDIAVAULT_TEST_PKCS11_FAULTY_MODULE").into();
+    let label = new_key().await;
+    let faulty = faulty_settings(&[&label]);
 
     let hidden = Pkcs11Fault::hidden_objects();
     let refused = Pkcs11Keys::open(faulty).await.map(|_| ()).unwrap_err();
@@ -312,12 +322,7 @@ async fn a_key_the_token_never_lists_is_a_configuration_error() {
         "{refused:?}"
     );
 
-    Pkcs11Keys::open(settings(&[]))
-        .await
-        .unwrap()
-        .destroy(&label)
-        .await
-        .unwrap();
+    destroy_key(&label).await;
 }
 
 /// Logging out of the token from another session logs every session of
@@ -326,10 +331,7 @@ async fn a_key_the_token_never_lists_is_a_configuration_error() {
 /// and the next wrap and unwrap succeed.
 #[tokio::test]
 async fn sessions_taken_from_under_the_provider_are_opened_again() {
-    let label = new_label();
-    let maker = Pkcs11Keys::open(settings(&[])).await.unwrap();
-    maker.create(&label).await.unwrap();
-    drop(maker);
+    let label = new_key().await;
     let keyring = Keyring::pkcs11(Pkcs11Keys::open(settings(&[&label])).await.unwrap(), None, None).unwrap();
     let dek = Dek::generate();
     let mut wrapped = Vec::new();
@@ -351,8 +353,7 @@ async fn sessions_taken_from_under_the_provider_are_opened_again() {
     keyring.wrap("after", 0, &dek).await.unwrap();
 
     drop(keyring);
-    let keys = Pkcs11Keys::open(settings(&[])).await.unwrap();
-    keys.destroy(&label).await.unwrap();
+    destroy_key(&label).await;
 }
 
 /// A key whose label starts with the epoch keys' prefix, a day's or not,
